@@ -1,0 +1,280 @@
+//! Assembling local parts into global snapshots: pure bookkeeping, no threads or clocks (the
+//! driver passes the times in).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::CollectError;
+use crate::snapshot::{ChannelSnapshot, GlobalSnapshot, LocalSnapshot, SnapshotId};
+use crate::topology::{ProcessId, Wiring};
+
+/// A snapshot some of whose parts are still to come.
+#[derive(Debug)]
+struct Assembly<M, S> {
+    initiator: ProcessId,
+    started_at: Duration,
+    parts: Vec<Option<LocalSnapshot<M, S>>>,
+    missing: usize,
+}
+
+/// Gathers the local parts of every running snapshot and assembles each global snapshot when
+/// its last part arrives.
+#[derive(Debug)]
+pub struct Collector<M, S> {
+    wiring: Arc<Wiring>,
+    pending: HashMap<SnapshotId, Assembly<M, S>>,
+}
+
+impl<M, S> Collector<M, S> {
+    /// A collector for snapshots of `wiring`.
+    pub fn new(wiring: Arc<Wiring>) -> Self {
+        Collector {
+            wiring,
+            pending: HashMap::new(),
+        }
+    }
+
+    /// Snapshot `id`, started by `initiator` at `started_at`, expects parts.
+    pub fn begin(
+        &mut self,
+        id: SnapshotId,
+        initiator: ProcessId,
+        started_at: Duration,
+    ) -> Result<(), CollectError> {
+        if self.pending.contains_key(&id) {
+            return Err(CollectError::DuplicateSnapshot(id));
+        }
+        let n = self.wiring.processes();
+        self.pending.insert(
+            id,
+            Assembly {
+                initiator,
+                started_at,
+                parts: (0..n).map(|_| None).collect(),
+                missing: n,
+            },
+        );
+        Ok(())
+    }
+
+    /// Adds one process's part; returns the global snapshot if it was the last one missing (and
+    /// forgets the snapshot).
+    pub fn add(
+        &mut self,
+        part: LocalSnapshot<M, S>,
+        completed_at: Duration,
+    ) -> Result<Option<GlobalSnapshot<M, S>>, CollectError> {
+        let (id, process) = (part.id, part.process);
+        let fits = process < self.wiring.processes()
+            && part.sent.len() == self.wiring.outgoing(process).len()
+            && part.received.len() == self.wiring.incoming(process).len()
+            && part.recorded.len() == part.received.len();
+        let assembly = self
+            .pending
+            .get_mut(&id)
+            .ok_or(CollectError::UnknownSnapshot(id))?;
+        if !fits {
+            return Err(CollectError::MalformedPart {
+                snapshot: id,
+                process,
+            });
+        }
+        let slot = &mut assembly.parts[process];
+        if slot.is_some() {
+            return Err(CollectError::DuplicatePart {
+                snapshot: id,
+                process,
+            });
+        }
+        *slot = Some(part);
+        assembly.missing -= 1;
+        if assembly.missing > 0 {
+            return Ok(None);
+        }
+        let assembly = self.pending.remove(&id).expect("present");
+        Ok(Some(self.assemble(id, assembly, completed_at)))
+    }
+
+    fn assemble(
+        &self,
+        id: SnapshotId,
+        assembly: Assembly<M, S>,
+        completed_at: Duration,
+    ) -> GlobalSnapshot<M, S> {
+        let wiring = &self.wiring;
+        let mut channels: Vec<ChannelSnapshot<M>> = wiring
+            .channels()
+            .iter()
+            .map(|&channel| ChannelSnapshot {
+                channel,
+                sent: 0,
+                received: 0,
+                messages: Vec::new(),
+            })
+            .collect();
+        let mut states = Vec::with_capacity(assembly.parts.len());
+        for (process, part) in assembly.parts.into_iter().enumerate() {
+            let part = part.expect("every part present");
+            for (&c, sent) in wiring.outgoing(process).iter().zip(part.sent) {
+                channels[c].sent = sent;
+            }
+            let incoming = wiring.incoming(process).iter();
+            for ((&c, received), messages) in incoming.zip(part.received).zip(part.recorded) {
+                channels[c].received = received;
+                channels[c].messages = messages;
+            }
+            states.push(part.state);
+        }
+        GlobalSnapshot {
+            id,
+            initiator: assembly.initiator,
+            started_at: assembly.started_at,
+            completed_at,
+            states,
+            channels,
+        }
+    }
+
+    /// Gives up every snapshot still missing `process`'s part (it has failed); returns their ids
+    /// and initiators.
+    pub fn abandon_missing(&mut self, process: ProcessId) -> Vec<(SnapshotId, ProcessId)> {
+        let ids: Vec<SnapshotId> = self
+            .pending
+            .iter()
+            .filter(|(_, a)| a.parts[process].is_none())
+            .map(|(id, _)| *id)
+            .collect();
+        ids.into_iter()
+            .filter_map(|id| self.abandon(id).map(|initiator| (id, initiator)))
+            .collect()
+    }
+
+    /// Gives up snapshot `id`; returns its initiator if it was pending.
+    pub fn abandon(&mut self, id: SnapshotId) -> Option<ProcessId> {
+        self.pending.remove(&id).map(|a| a.initiator)
+    }
+
+    /// Gives up every pending snapshot; returns their ids and initiators.
+    pub fn abandon_all(&mut self) -> Vec<(SnapshotId, ProcessId)> {
+        self.pending
+            .drain()
+            .map(|(id, a)| (id, a.initiator))
+            .collect()
+    }
+
+    /// The initiator of pending snapshot `id`.
+    pub fn initiator(&self, id: SnapshotId) -> Option<ProcessId> {
+        self.pending.get(&id).map(|a| a.initiator)
+    }
+
+    /// Whether snapshot `id` is still waiting for parts.
+    pub fn is_pending(&self, id: SnapshotId) -> bool {
+        self.pending.contains_key(&id)
+    }
+
+    /// How many snapshots are waiting for parts.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::RecordedMessage;
+    use crate::topology::Topology;
+
+    fn id(n: u128) -> SnapshotId {
+        SnapshotId(uuid::Uuid::from_u128(n))
+    }
+
+    fn part(
+        process: ProcessId,
+        sent: Vec<u64>,
+        received: Vec<u64>,
+        recorded: Vec<Vec<u64>>,
+    ) -> LocalSnapshot<u64, u64> {
+        LocalSnapshot {
+            id: id(1),
+            process,
+            initiated: process == 0,
+            state: 100 + process as u64,
+            sent,
+            received,
+            recorded: recorded
+                .into_iter()
+                .map(|seqs| {
+                    seqs.into_iter()
+                        .map(|seq| RecordedMessage {
+                            seq,
+                            message: Arc::new(seq * 10),
+                        })
+                        .collect()
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn parts_are_placed_on_the_right_channels() {
+        // channels: 0: 0->1, 1: 1->0
+        let wiring = Arc::new(Topology::ring(2).validate().unwrap());
+        let mut c = Collector::new(wiring);
+        c.begin(id(1), 0, Duration::from_micros(5)).unwrap();
+        assert!(c
+            .add(part(1, vec![3], vec![4], vec![vec![]]), Duration::ZERO)
+            .unwrap()
+            .is_none());
+        let g = c
+            .add(
+                part(0, vec![6], vec![1], vec![vec![2, 3]]),
+                Duration::from_micros(9),
+            )
+            .unwrap()
+            .unwrap();
+        assert_eq!(g.states, vec![100, 101]);
+        assert_eq!(g.initiator, 0);
+        assert_eq!(g.latency(), Duration::from_micros(4));
+        let c01 = g.channel(0, 1).unwrap();
+        assert_eq!((c01.sent, c01.received, c01.messages.len()), (6, 4, 0));
+        let c10 = g.channel(1, 0).unwrap();
+        assert_eq!((c10.sent, c10.received), (3, 1));
+        assert_eq!(*c10.messages[1].message, 30);
+        assert_eq!(c.pending(), 0);
+    }
+
+    #[test]
+    fn bad_parts_are_refused() {
+        let wiring = Arc::new(Topology::ring(2).validate().unwrap());
+        let mut c: Collector<u64, u64> = Collector::new(wiring);
+        assert_eq!(
+            c.add(part(0, vec![0], vec![0], vec![vec![]]), Duration::ZERO),
+            Err(CollectError::UnknownSnapshot(id(1)))
+        );
+        c.begin(id(1), 0, Duration::ZERO).unwrap();
+        assert_eq!(
+            c.begin(id(1), 1, Duration::ZERO),
+            Err(CollectError::DuplicateSnapshot(id(1)))
+        );
+        assert_eq!(
+            c.add(part(0, vec![0, 0], vec![0], vec![vec![]]), Duration::ZERO),
+            Err(CollectError::MalformedPart {
+                snapshot: id(1),
+                process: 0
+            })
+        );
+        c.add(part(0, vec![0], vec![0], vec![vec![]]), Duration::ZERO)
+            .unwrap();
+        assert_eq!(
+            c.add(part(0, vec![0], vec![0], vec![vec![]]), Duration::ZERO),
+            Err(CollectError::DuplicatePart {
+                snapshot: id(1),
+                process: 0
+            })
+        );
+        assert_eq!(c.abandon_missing(0), vec![]);
+        assert_eq!(c.abandon_missing(1), vec![(id(1), 0)]);
+        assert_eq!(c.pending(), 0);
+    }
+}

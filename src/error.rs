@@ -1,0 +1,410 @@
+//! Every error type of the crate, in one place.
+//!
+//! Each type implements `Display`, `std::error::Error` and (where its payload allows) `PartialEq`,
+//! so tests can `assert_eq!` on the exact failure. A failed send hands the message back.
+
+use std::fmt;
+
+use crate::snapshot::SnapshotId;
+use crate::topology::{Channel, ProcessId};
+
+/// Why a [`Topology`](crate::Topology) cannot carry snapshots.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TopologyError {
+    /// The topology has no process at all.
+    NoProcesses,
+    /// An edge names a process that does not exist.
+    UnknownProcess {
+        /// The edge's source.
+        from: ProcessId,
+        /// The edge's destination.
+        to: ProcessId,
+        /// How many processes the topology has (valid ids are `0..processes`).
+        processes: usize,
+    },
+    /// An edge goes from a process to itself.
+    SelfLoop {
+        /// The process with the loop.
+        process: ProcessId,
+    },
+    /// The same directed edge is listed twice.
+    DuplicateChannel {
+        /// The edge's source.
+        from: ProcessId,
+        /// The edge's destination.
+        to: ProcessId,
+    },
+    /// There is no directed path from `from` to `to`, so a marker sent by `from` could never
+    /// reach `to` and a snapshot started at `from` could never complete.
+    NotStronglyConnected {
+        /// A process that cannot reach `to`.
+        from: ProcessId,
+        /// A process unreachable from `from`.
+        to: ProcessId,
+    },
+}
+
+impl fmt::Display for TopologyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TopologyError::NoProcesses => write!(f, "the topology has no process"),
+            TopologyError::UnknownProcess {
+                from,
+                to,
+                processes,
+            } => write!(
+                f,
+                "edge {from}->{to} names a process outside 0..{processes}"
+            ),
+            TopologyError::SelfLoop { process } => {
+                write!(f, "edge {process}->{process} is a self-loop")
+            }
+            TopologyError::DuplicateChannel { from, to } => {
+                write!(f, "edge {from}->{to} is listed more than once")
+            }
+            TopologyError::NotStronglyConnected { from, to } => write!(
+                f,
+                "the topology is not strongly connected: no path from process {from} to process {to}"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for TopologyError {}
+
+/// Why a runtime could not be built.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BuildError {
+    /// The topology is invalid.
+    Topology(TopologyError),
+    /// The number of processes given differs from the topology's.
+    ProcessCount {
+        /// Processes in the topology.
+        topology: usize,
+        /// Processes handed to `build`.
+        given: usize,
+    },
+    /// The operating system refused to start a process thread.
+    Spawn {
+        /// The process whose thread could not start.
+        process: ProcessId,
+        /// The operating system's message.
+        message: String,
+    },
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BuildError::Topology(e) => write!(f, "invalid topology: {e}"),
+            BuildError::ProcessCount { topology, given } => write!(
+                f,
+                "the topology has {topology} processes but {given} were given"
+            ),
+            BuildError::Spawn { process, message } => {
+                write!(
+                    f,
+                    "could not start the thread of process {process}: {message}"
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for BuildError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            BuildError::Topology(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<TopologyError> for BuildError {
+    fn from(e: TopologyError) -> Self {
+        BuildError::Topology(e)
+    }
+}
+
+/// Why a call on a running [`Runtime`](crate::Runtime) or a snapshot failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Error {
+    /// The call named a process that does not exist.
+    NoSuchProcess {
+        /// The id given.
+        process: ProcessId,
+        /// How many processes the runtime has.
+        processes: usize,
+    },
+    /// A process panicked: it has stopped, and a snapshot that still needed it cannot complete.
+    ProcessFailed {
+        /// The process that panicked.
+        process: ProcessId,
+        /// Its panic message.
+        message: String,
+    },
+    /// The runtime has been shut down (or was shutting down when the snapshot was still running).
+    Shutdown,
+    /// The wait ended before the result was there. Nothing is lost: wait again to get it.
+    Timeout,
+    /// No running snapshot has this id (it never existed, or it has already ended).
+    UnknownSnapshot(SnapshotId),
+    /// The call would block the thread of `process` until that same thread served it, which can
+    /// never happen. Blocking calls are refused on the runtime's own threads.
+    WouldDeadlock {
+        /// The process on whose thread the call was made.
+        process: ProcessId,
+    },
+    /// `shutdown_timeout` gave up waiting for these processes: their application code did not
+    /// return in time. Their threads are detached and stop once their callback returns.
+    ShutdownTimeout {
+        /// Processes still running.
+        running: Vec<ProcessId>,
+    },
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::NoSuchProcess { process, processes } => {
+                write!(f, "no process {process}: the runtime has processes 0..{processes}")
+            }
+            Error::ProcessFailed { process, message } => {
+                write!(f, "process {process} panicked: {message}")
+            }
+            Error::Shutdown => write!(f, "the runtime has been shut down"),
+            Error::Timeout => write!(f, "timed out"),
+            Error::UnknownSnapshot(id) => write!(f, "no running snapshot has id {id}"),
+            Error::WouldDeadlock { process } => write!(
+                f,
+                "blocking call made on the thread of process {process}, which would have to serve it"
+            ),
+            Error::ShutdownTimeout { running } => {
+                write!(f, "shutdown timed out; processes still running: {running:?}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Why application code could not send a message. The message is handed back.
+#[derive(Clone, PartialEq, Eq)]
+pub enum SendError<M> {
+    /// There is no channel from the sender to `to` in the topology.
+    NotNeighbour {
+        /// The sending process.
+        from: ProcessId,
+        /// The intended destination.
+        to: ProcessId,
+        /// The message, unsent.
+        message: M,
+    },
+    /// The destination process has stopped (it panicked, or the runtime is shutting down).
+    Disconnected {
+        /// The sending process.
+        from: ProcessId,
+        /// The destination that has stopped.
+        to: ProcessId,
+        /// The message, unsent.
+        message: M,
+    },
+}
+
+impl<M> SendError<M> {
+    /// Takes back the message that could not be sent.
+    pub fn into_message(self) -> M {
+        match self {
+            SendError::NotNeighbour { message, .. } | SendError::Disconnected { message, .. } => {
+                message
+            }
+        }
+    }
+}
+
+// Like crossbeam's `SendError`, `Debug` does not require `M: Debug`.
+impl<M> fmt::Debug for SendError<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendError::NotNeighbour { from, to, .. } => f
+                .debug_struct("NotNeighbour")
+                .field("from", from)
+                .field("to", to)
+                .finish_non_exhaustive(),
+            SendError::Disconnected { from, to, .. } => f
+                .debug_struct("Disconnected")
+                .field("from", from)
+                .field("to", to)
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
+impl<M> fmt::Display for SendError<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendError::NotNeighbour { from, to, .. } => {
+                write!(f, "process {from} has no channel to process {to}")
+            }
+            SendError::Disconnected { from, to, .. } => {
+                write!(
+                    f,
+                    "process {from} cannot send to process {to}: it has stopped"
+                )
+            }
+        }
+    }
+}
+
+impl<M> std::error::Error for SendError<M> {}
+
+/// How a global snapshot breaks the consistent-cut criterion of ALGORITHM.md.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CutError {
+    /// The receiver had received more messages on `channel` than the sender had sent when each
+    /// recorded its state: a message received inside the cut was sent outside it.
+    Orphan {
+        /// The channel.
+        channel: Channel,
+        /// Messages the sender had sent at its cut.
+        sent: u64,
+        /// Messages the receiver had received at its cut.
+        received: u64,
+    },
+    /// The recorded messages of `channel` are not exactly those numbered `received+1 ..= sent`
+    /// in order. `index` is the first position that differs; `expected`/`found` are the sequence
+    /// numbers there (`None`: the recording ends too early, or runs past `sent`).
+    WrongRecording {
+        /// The channel.
+        channel: Channel,
+        /// Messages the sender had sent at its cut.
+        sent: u64,
+        /// Messages the receiver had received at its cut.
+        received: u64,
+        /// Position of the first wrong recorded message.
+        index: usize,
+        /// The sequence number that belongs at `index`.
+        expected: Option<u64>,
+        /// The sequence number recorded at `index`.
+        found: Option<u64>,
+    },
+}
+
+impl fmt::Display for CutError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CutError::Orphan {
+                channel,
+                sent,
+                received,
+            } => write!(
+                f,
+                "channel {channel}: received {received} > sent {sent} (orphan message)"
+            ),
+            CutError::WrongRecording {
+                channel,
+                sent,
+                received,
+                index,
+                expected,
+                found,
+            } => {
+                let show = |x: &Option<u64>| x.map_or("nothing".to_string(), |s| format!("#{s}"));
+                write!(
+                    f,
+                    "channel {channel}: recording must be messages #{}..=#{sent}, but at position \
+                     {index} expected {} and found {}",
+                    received + 1,
+                    show(expected),
+                    show(found)
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for CutError {}
+
+/// A protocol violation seen by the pure marker core ([`Recorder`](crate::recorder::Recorder)).
+/// In the drivers of this crate these mean a bug, and the process reports it as a failure.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MarkerError {
+    /// A second marker of the same snapshot arrived on the same channel.
+    DuplicateMarker {
+        /// The receiving process.
+        process: ProcessId,
+        /// The snapshot.
+        snapshot: SnapshotId,
+        /// Local index of the incoming channel.
+        channel: usize,
+    },
+    /// A snapshot with this id is already being recorded at this process.
+    DuplicateSnapshot {
+        /// The process.
+        process: ProcessId,
+        /// The snapshot.
+        snapshot: SnapshotId,
+    },
+}
+
+impl fmt::Display for MarkerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MarkerError::DuplicateMarker {
+                process,
+                snapshot,
+                channel,
+            } => write!(
+                f,
+                "process {process}: second marker of snapshot {snapshot} on incoming channel {channel}"
+            ),
+            MarkerError::DuplicateSnapshot { process, snapshot } => write!(
+                f,
+                "process {process}: snapshot {snapshot} is already being recorded"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for MarkerError {}
+
+/// A local part that the [`Collector`](crate::collector::Collector) cannot place.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CollectError {
+    /// No snapshot with this id was begun (or it has already ended).
+    UnknownSnapshot(SnapshotId),
+    /// A snapshot with this id was already begun.
+    DuplicateSnapshot(SnapshotId),
+    /// This process already handed in its part of this snapshot.
+    DuplicatePart {
+        /// The snapshot.
+        snapshot: SnapshotId,
+        /// The process.
+        process: ProcessId,
+    },
+    /// The part does not fit the topology (wrong process, or wrong number of channels).
+    MalformedPart {
+        /// The snapshot.
+        snapshot: SnapshotId,
+        /// The process the part claims to come from.
+        process: ProcessId,
+    },
+}
+
+impl fmt::Display for CollectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CollectError::UnknownSnapshot(id) => write!(f, "no snapshot {id} is being collected"),
+            CollectError::DuplicateSnapshot(id) => write!(f, "snapshot {id} was already begun"),
+            CollectError::DuplicatePart { snapshot, process } => {
+                write!(f, "process {process} handed in snapshot {snapshot} twice")
+            }
+            CollectError::MalformedPart { snapshot, process } => write!(
+                f,
+                "the part of process {process} in snapshot {snapshot} does not fit the topology"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for CollectError {}

@@ -1,0 +1,118 @@
+//! Consistent global snapshots of a running set of communicating processes, taken while they
+//! keep running: the Chandy-Lamport algorithm, in process.
+//!
+//! Each process runs on its own OS thread; each directed edge between two processes is its own
+//! FIFO crossbeam channel. One event loop per thread serves the application's messages and the
+//! snapshot markers, so application code never waits for a snapshot and never sees a marker.
+//! Any process can start a snapshot, at any time, as many at once as you like; each is told apart
+//! by a UUID and completes on its own.
+//!
+//! # A first run
+//!
+//! Implement [`Process`]: what happens when a message arrives, and what state a snapshot keeps.
+//! Here three processes pass tokens around a ring; a snapshot must find all of them, in the
+//! processes or in flight on a channel.
+//!
+//! ```
+//! use chandy_lamport::{Context, Process, ProcessId, Runtime, Topology};
+//!
+//! struct Holder {
+//!     tokens: u64,
+//! }
+//!
+//! impl Process for Holder {
+//!     type Message = u64; // tokens passed on
+//!     type State = u64; // tokens held
+//!
+//!     fn on_start(&mut self, ctx: &mut Context<'_, u64>) {
+//!         // Work on the process's own initiative: pass one token on.
+//!         let next = ctx.neighbours()[0];
+//!         self.tokens -= 1;
+//!         ctx.send(next, 1).unwrap();
+//!     }
+//!
+//!     fn on_message(&mut self, _from: ProcessId, tokens: u64, ctx: &mut Context<'_, u64>) {
+//!         self.tokens += tokens;
+//!         let next = ctx.neighbours()[(self.tokens as usize) % ctx.neighbours().len()];
+//!         self.tokens -= 1;
+//!         ctx.send(next, 1).unwrap();
+//!     }
+//!
+//!     fn record(&self) -> u64 {
+//!         self.tokens
+//!     }
+//! }
+//!
+//! let processes = (0..3).map(|_| Holder { tokens: 10 });
+//! let runtime = Runtime::new(Topology::ring(3), processes)?;
+//!
+//! // Take a snapshot started by process 1 and wait for it.
+//! let snapshot = runtime.snapshot(1)?;
+//! snapshot.verify()?; // the consistent-cut criterion, checked exactly
+//! assert_eq!(snapshot.total(|held| *held, |passed| *passed), 30);
+//!
+//! // Many at once, from different initiators.
+//! let pending: Vec<_> = (0..3)
+//!     .map(|p| runtime.start_snapshot(p))
+//!     .collect::<Result<_, _>>()?;
+//! for ticket in pending {
+//!     let snapshot = ticket.wait_timeout(std::time::Duration::from_secs(10))?;
+//!     assert_eq!(snapshot.total(|held| *held, |passed| *passed), 30);
+//! }
+//!
+//! // Stop, and get the processes back.
+//! let stopped = runtime.shutdown()?;
+//! let in_flight: u64 = stopped.in_flight().map(|(_, tokens)| *tokens).sum();
+//! let held: u64 = stopped.into_processes()?.iter().map(|h| h.tokens).sum();
+//! assert_eq!(held + in_flight, 30);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Snapshots started by application code
+//!
+//! A process can start a snapshot inside any callback with [`Context::start_snapshot`]: its
+//! state is recorded when that callback returns, after everything it sent. See every snapshot's
+//! end, whoever started it, with [`Runtime::subscribe`].
+//!
+//! # What a snapshot holds
+//!
+//! A [`GlobalSnapshot`] has every process's recorded state ([`Process::record`]), every channel's
+//! recorded in-flight messages (empty channels included) with their per-channel sequence numbers,
+//! the sent/received counters of each channel at the cut, the initiator, the id, and when it
+//! started and completed. [`GlobalSnapshot::verify`] checks the consistent-cut criterion from
+//! those numbers.
+//!
+//! # Failures
+//!
+//! Bad input gets a typed error ([`TopologyError`], [`BuildError`], [`Error`], [`SendError`]).
+//! A panic in application code ends that process: the panic is reported ([`Runtime::failures`],
+//! [`Error::ProcessFailed`]), and snapshots that can no longer complete fail instead of hanging.
+//! Every blocking call has a form with a timeout.
+//!
+//! # Layout
+//!
+//! - [`topology`]: processes and channels, validated into a [`Wiring`];
+//! - [`snapshot`]: ids, local and global snapshots, the cut check;
+//! - [`recorder`]: the marker rules of one process, a pure state machine (no threads, channels
+//!   or clocks), unit-tested rule by rule;
+//! - [`collector`]: assembling local parts into global snapshots, also pure;
+//! - the threaded driver ([`Runtime`]), a thin loop around those two.
+
+#![deny(missing_docs)]
+
+pub mod collector;
+pub mod error;
+mod process;
+pub mod recorder;
+mod runtime;
+pub mod snapshot;
+pub mod topology;
+
+pub use error::{BuildError, CutError, Error, SendError, TopologyError};
+pub use process::{Context, Process};
+pub use runtime::{
+    Builder, PendingSnapshot, ProcessFailure, Runtime, RuntimeStats, SnapshotEvent, SnapshotOf,
+    SnapshotOutcome, Stopped, Undelivered,
+};
+pub use snapshot::{ChannelSnapshot, GlobalSnapshot, LocalSnapshot, RecordedMessage, SnapshotId};
+pub use topology::{Channel, ProcessId, Topology, Wiring};

@@ -1,0 +1,107 @@
+//! The application's side: the [`Process`] trait it implements and the [`Context`] through which
+//! it sends messages and starts snapshots.
+
+use crate::error::SendError;
+use crate::snapshot::SnapshotId;
+use crate::topology::ProcessId;
+
+/// One process of the application.
+///
+/// Each process runs on its own thread; every callback runs on that thread, one at a time, in
+/// the same event loop that handles the snapshot markers, so a process never needs locks for its
+/// own state. Between two callbacks the runtime may call [`record`](Process::record) to take
+/// the process's state for a snapshot.
+pub trait Process: Send + 'static {
+    /// The application messages processes send one another.
+    ///
+    /// `Clone` is used only while a snapshot is recording the channel a message arrives on (one
+    /// copy, shared by every snapshot recording it); `Sync` because recorded messages are shared
+    /// with the threads that read snapshots.
+    type Message: Clone + Send + Sync + 'static;
+
+    /// What [`record`](Process::record) returns: the part of the process's state a snapshot keeps.
+    type State: Send + Sync + 'static;
+
+    /// Called once on the process's thread before anything else: a process can start its work
+    /// here, sending without first receiving.
+    fn on_start(&mut self, ctx: &mut Context<'_, Self::Message>) {
+        let _ = ctx;
+    }
+
+    /// Called for each application message, in FIFO order per channel.
+    fn on_message(
+        &mut self,
+        from: ProcessId,
+        message: Self::Message,
+        ctx: &mut Context<'_, Self::Message>,
+    );
+
+    /// Called periodically when the runtime is built with a tick interval: work on the process's
+    /// own initiative.
+    fn on_tick(&mut self, ctx: &mut Context<'_, Self::Message>) {
+        let _ = ctx;
+    }
+
+    /// A copy of the process's state, for a snapshot.
+    fn record(&self) -> Self::State;
+}
+
+/// What a driver provides to application code: sending, and fresh snapshot ids.
+pub(crate) trait Outbox<M> {
+    /// Destinations of the process's outgoing channels, in increasing order.
+    fn neighbours(&self) -> &[ProcessId];
+    /// Sends an application message on the channel to `to`.
+    fn send(&mut self, to: ProcessId, message: M) -> Result<(), SendError<M>>;
+    /// A fresh id for a snapshot started by application code.
+    fn new_snapshot_id(&mut self) -> SnapshotId;
+}
+
+/// The process's view of the system during a callback.
+pub struct Context<'a, M> {
+    process: ProcessId,
+    outbox: &'a mut dyn Outbox<M>,
+    started: &'a mut Vec<SnapshotId>,
+}
+
+impl<'a, M> Context<'a, M> {
+    pub(crate) fn new(
+        process: ProcessId,
+        outbox: &'a mut dyn Outbox<M>,
+        started: &'a mut Vec<SnapshotId>,
+    ) -> Self {
+        Context {
+            process,
+            outbox,
+            started,
+        }
+    }
+
+    /// This process's id.
+    pub fn id(&self) -> ProcessId {
+        self.process
+    }
+
+    /// The processes this one has a channel to, in increasing order.
+    pub fn neighbours(&self) -> &[ProcessId] {
+        self.outbox.neighbours()
+    }
+
+    /// Sends `message` to neighbour `to`, after every message this process sent `to` before.
+    ///
+    /// Fails, handing the message back, if there is no channel to `to` or `to` has stopped.
+    pub fn send(&mut self, to: ProcessId, message: M) -> Result<(), SendError<M>> {
+        self.outbox.send(to, message)
+    }
+
+    /// Starts a snapshot with this process as initiator and returns its id.
+    ///
+    /// The process records its state when the current callback returns, and its markers follow
+    /// every message the callback sent. Collect the result with
+    /// [`Runtime::subscribe`](crate::Runtime::subscribe) or
+    /// [`Runtime::watch_snapshot`](crate::Runtime::watch_snapshot).
+    pub fn start_snapshot(&mut self) -> SnapshotId {
+        let id = self.outbox.new_snapshot_id();
+        self.started.push(id);
+        id
+    }
+}

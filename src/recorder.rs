@@ -1,0 +1,342 @@
+//! The marker rules of one process, for any number of concurrent snapshots: a pure state
+//! machine with no threads, channels or clocks inside.
+//!
+//! The driver (the threaded runtime, or a simulator) tells the [`Recorder`] what happens at the
+//! process, and the recorder says what the rules require in return:
+//!
+//! | input                                   | rule of ALGORITHM.md                      | output                       |
+//! |-----------------------------------------|-------------------------------------------|------------------------------|
+//! | [`initiate`](Recorder::initiate)        | initiator: record, send markers, record every incoming channel | `send_markers`, maybe `completed` |
+//! | [`on_marker`](Recorder::on_marker), first for S | record state, channel empty, send markers, record the others | `send_markers`, maybe `completed` |
+//! | [`on_marker`](Recorder::on_marker), later | stop recording that channel             | maybe `completed`            |
+//! | [`on_message`](Recorder::on_message)    | append to every recording of that channel | nothing                      |
+//!
+//! The process's state and the sent counters are passed in by the driver at the moment the rules
+//! record them; the recorder keeps the received counters itself, since every message passes
+//! through [`on_message`](Recorder::on_message).
+//!
+//! Memory: each incoming channel has one log of the messages that arrived while at least one
+//! snapshot records it. A message is appended once, however many snapshots record it, and the
+//! log is trimmed to what the oldest open recording still needs. While no snapshot records a
+//! channel, [`on_message`](Recorder::on_message) only bumps a counter: no allocation, no clone.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use crate::error::MarkerError;
+use crate::snapshot::{LocalSnapshot, RecordedMessage, SnapshotId};
+use crate::topology::ProcessId;
+
+/// What the rules require after an input.
+#[must_use = "markers must be sent and completed parts handed on"]
+#[derive(Debug)]
+pub struct Progress<M, S> {
+    /// Send a marker of this snapshot on every outgoing channel now, before any further
+    /// application message.
+    pub send_markers: bool,
+    /// This process's part of the snapshot is complete: hand it to the collector.
+    pub completed: Option<LocalSnapshot<M, S>>,
+    /// The snapshot can never complete here (an incoming channel it still needs has closed) and
+    /// was dropped.
+    pub aborted: bool,
+}
+
+impl<M, S> Progress<M, S> {
+    fn nothing() -> Self {
+        Progress {
+            send_markers: false,
+            completed: None,
+            aborted: false,
+        }
+    }
+}
+
+/// One incoming channel, as the recorder sees it.
+#[derive(Debug)]
+struct Inbound<M> {
+    /// Application messages received on it so far.
+    received: u64,
+    /// How many snapshots record it now.
+    recorders: u32,
+    /// Its sender has stopped and it is drained: no marker will ever come.
+    closed: bool,
+    /// Arrival number of the message just before `log[0]` (arrival numbers count from 1).
+    base: u64,
+    /// Messages that arrived while some snapshot recorded the channel, from the oldest one an
+    /// open recording still needs.
+    log: VecDeque<RecordedMessage<M>>,
+}
+
+/// A snapshot this process has recorded its state for, not yet complete.
+#[derive(Debug)]
+struct Active<M, S> {
+    initiated: bool,
+    state: S,
+    sent: Vec<u64>,
+    received: Vec<u64>,
+    /// By incoming channel: `None` while recording, the channel's state once its marker came.
+    recorded: Vec<Option<Vec<RecordedMessage<M>>>>,
+    /// Incoming channels still recording.
+    open: usize,
+}
+
+/// The marker rules of one process (see the module documentation).
+#[derive(Debug)]
+pub struct Recorder<M, S> {
+    process: ProcessId,
+    inbound: Vec<Inbound<M>>,
+    active: HashMap<SnapshotId, Active<M, S>>,
+    /// Messages held in all logs together.
+    logged: usize,
+}
+
+impl<M: Clone, S> Recorder<M, S> {
+    /// The rules for `process`, which has `incoming` incoming channels (numbered
+    /// `0..incoming`).
+    pub fn new(process: ProcessId, incoming: usize) -> Self {
+        Recorder {
+            process,
+            inbound: (0..incoming)
+                .map(|_| Inbound {
+                    received: 0,
+                    recorders: 0,
+                    closed: false,
+                    base: 0,
+                    log: VecDeque::new(),
+                })
+                .collect(),
+            active: HashMap::new(),
+            logged: 0,
+        }
+    }
+
+    /// The process these rules belong to.
+    pub fn process(&self) -> ProcessId {
+        self.process
+    }
+
+    /// An application message with sequence number `seq` arrived on incoming `channel` and is
+    /// about to be delivered: count it, and append it to the channel's recording if any snapshot
+    /// records that channel.
+    #[inline]
+    pub fn on_message(&mut self, channel: usize, seq: u64, message: &M) {
+        let inbound = &mut self.inbound[channel];
+        inbound.received += 1;
+        if inbound.recorders != 0 {
+            inbound.log.push_back(RecordedMessage {
+                seq,
+                message: Arc::new(message.clone()),
+            });
+            self.logged += 1;
+        }
+    }
+
+    /// Starts snapshot `id` here (initiator rules 1-3): `state` is the process's state now and
+    /// `sent[k]` the messages sent so far on outgoing channel `k`.
+    pub fn initiate(
+        &mut self,
+        id: SnapshotId,
+        state: S,
+        sent: &[u64],
+    ) -> Result<Progress<M, S>, MarkerError> {
+        if self.active.contains_key(&id) {
+            return Err(MarkerError::DuplicateSnapshot {
+                process: self.process,
+                snapshot: id,
+            });
+        }
+        Ok(self.record(id, true, state, sent, None))
+    }
+
+    /// A marker of snapshot `id` arrived on incoming `channel`.
+    ///
+    /// First marker of `id` here: record the state (`record()`; `sent` as in
+    /// [`initiate`](Recorder::initiate)), the channel's state is empty, send markers, record
+    /// every other incoming channel. Otherwise: stop recording `channel`; its state is what
+    /// arrived on it since its recording began.
+    pub fn on_marker(
+        &mut self,
+        channel: usize,
+        id: SnapshotId,
+        record: impl FnOnce() -> S,
+        sent: &[u64],
+    ) -> Result<Progress<M, S>, MarkerError> {
+        let Some(snapshot) = self.active.get_mut(&id) else {
+            return Ok(self.record(id, false, record(), sent, Some(channel)));
+        };
+        if snapshot.recorded[channel].is_some() {
+            return Err(MarkerError::DuplicateMarker {
+                process: self.process,
+                snapshot: id,
+                channel,
+            });
+        }
+        let inbound = &mut self.inbound[channel];
+        let from = (snapshot.received[channel] - inbound.base) as usize;
+        let to = (inbound.received - inbound.base) as usize;
+        snapshot.recorded[channel] = Some(inbound.log.range(from..to).cloned().collect());
+        snapshot.open -= 1;
+        inbound.recorders -= 1;
+        let done = snapshot.open == 0;
+        self.trim(channel);
+        let mut progress = Progress::nothing();
+        if done {
+            progress.completed = Some(self.complete(id));
+        }
+        Ok(progress)
+    }
+
+    /// Incoming `channel` is closed for good (its sender stopped and it is drained): no marker
+    /// will come on it again. Every snapshot still recording it is dropped; their ids are
+    /// returned. Snapshots recorded later give up on it at once.
+    pub fn on_channel_closed(&mut self, channel: usize) -> Vec<SnapshotId> {
+        self.inbound[channel].closed = true;
+        let stuck: Vec<SnapshotId> = self
+            .active
+            .iter()
+            .filter(|(_, s)| s.recorded[channel].is_none())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &stuck {
+            self.abort(*id);
+        }
+        stuck
+    }
+
+    /// Drops snapshot `id` here, if it is active. Returns whether it was.
+    pub fn abort(&mut self, id: SnapshotId) -> bool {
+        let Some(snapshot) = self.active.remove(&id) else {
+            return false;
+        };
+        for (channel, recorded) in snapshot.recorded.iter().enumerate() {
+            if recorded.is_none() {
+                self.inbound[channel].recorders -= 1;
+                self.trim(channel);
+            }
+        }
+        true
+    }
+
+    /// Application messages received so far on incoming `channel`.
+    pub fn received(&self, channel: usize) -> u64 {
+        self.inbound[channel].received
+    }
+
+    /// Whether incoming `channel` was reported closed.
+    pub fn is_closed(&self, channel: usize) -> bool {
+        self.inbound[channel].closed
+    }
+
+    /// Whether some snapshot records incoming `channel` now.
+    pub fn is_recording(&self, channel: usize) -> bool {
+        self.inbound[channel].recorders != 0
+    }
+
+    /// Snapshots recorded here and not yet complete.
+    pub fn active_snapshots(&self) -> usize {
+        self.active.len()
+    }
+
+    /// Messages held in the channel logs (each stored once, however many snapshots share it).
+    pub fn logged_messages(&self) -> usize {
+        self.logged
+    }
+
+    /// Records snapshot `id`'s local state and opens the recording of every incoming channel but
+    /// `first` (the one the first marker came on, whose state is empty).
+    fn record(
+        &mut self,
+        id: SnapshotId,
+        initiated: bool,
+        state: S,
+        sent: &[u64],
+        first: Option<usize>,
+    ) -> Progress<M, S> {
+        let mut recorded = Vec::with_capacity(self.inbound.len());
+        let mut open = 0;
+        for (channel, inbound) in self.inbound.iter_mut().enumerate() {
+            if Some(channel) == first {
+                recorded.push(Some(Vec::new()));
+                continue;
+            }
+            if inbound.recorders == 0 {
+                // Nobody needs the old log (trim emptied it): restart it at the current arrival.
+                debug_assert!(inbound.log.is_empty());
+                inbound.base = inbound.received;
+            }
+            inbound.recorders += 1;
+            recorded.push(None);
+            open += 1;
+        }
+        let stuck = self
+            .inbound
+            .iter()
+            .zip(&recorded)
+            .any(|(inbound, r)| inbound.closed && r.is_none());
+        self.active.insert(
+            id,
+            Active {
+                initiated,
+                state,
+                sent: sent.to_vec(),
+                received: self.inbound.iter().map(|c| c.received).collect(),
+                recorded,
+                open,
+            },
+        );
+        let mut progress = Progress::nothing();
+        progress.send_markers = true;
+        if stuck {
+            // The markers still go out so the other processes can finish their parts; only
+            // this process's part can never complete.
+            self.abort(id);
+            progress.aborted = true;
+        } else if open == 0 {
+            progress.completed = Some(self.complete(id));
+        }
+        progress
+    }
+
+    /// Hands over a snapshot whose every incoming channel is closed, and forgets it.
+    fn complete(&mut self, id: SnapshotId) -> LocalSnapshot<M, S> {
+        let snapshot = self
+            .active
+            .remove(&id)
+            .expect("completing an active snapshot");
+        LocalSnapshot {
+            id,
+            process: self.process,
+            initiated: snapshot.initiated,
+            state: snapshot.state,
+            sent: snapshot.sent,
+            received: snapshot.received,
+            recorded: snapshot
+                .recorded
+                .into_iter()
+                .map(|r| r.expect("every channel closed"))
+                .collect(),
+        }
+    }
+
+    /// Drops the front of `channel`'s log that no open recording needs any more.
+    fn trim(&mut self, channel: usize) {
+        let inbound = &mut self.inbound[channel];
+        let oldest = if inbound.recorders == 0 {
+            inbound.received
+        } else {
+            self.active
+                .values()
+                .filter(|s| s.recorded[channel].is_none())
+                .map(|s| s.received[channel])
+                .min()
+                .expect("a recorder exists")
+        };
+        let drop = (oldest - inbound.base) as usize;
+        inbound.log.drain(..drop);
+        inbound.base = oldest;
+        self.logged -= drop;
+    }
+}
+
+#[cfg(test)]
+mod tests;

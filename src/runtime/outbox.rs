@@ -1,0 +1,131 @@
+//! The sending side of one process: its outgoing edge channels, the per-channel sequence
+//! numbers (the "sent" counters of ALGORITHM.md) and the receivers' doorbells.
+
+use std::sync::Arc;
+
+use crossbeam_channel::Sender;
+
+use crate::error::SendError;
+use crate::process::Outbox;
+use crate::runtime::doorbell::Doorbell;
+use crate::snapshot::SnapshotId;
+use crate::topology::ProcessId;
+
+/// What travels on an edge channel. Markers share the channel with application messages, so
+/// FIFO order between them is the channel's own.
+pub(crate) enum Envelope<M> {
+    /// An application message; `seq` is its number on this channel, from 1.
+    Message { seq: u64, message: M },
+    /// A marker of a snapshot.
+    Marker(SnapshotId),
+}
+
+/// One outgoing channel.
+struct Link<M> {
+    tx: Sender<Envelope<M>>,
+    to: ProcessId,
+    /// The channel's bit in the receiver's doorbell.
+    bit: usize,
+}
+
+/// The process's outgoing channels, indexed by local outgoing number.
+pub(crate) struct EdgeOutbox<M> {
+    me: ProcessId,
+    links: Vec<Link<M>>,
+    /// Destinations, by local outgoing number (increasing).
+    neighbours: Vec<ProcessId>,
+    /// By destination: local outgoing number, or `NONE`. Dense, so a send is one lookup.
+    slot_of: Box<[u32]>,
+    /// By local outgoing number: application messages sent so far.
+    pub(crate) sent: Vec<u64>,
+    bells: Arc<[Doorbell]>,
+}
+
+const NONE: u32 = u32::MAX;
+
+impl<M> EdgeOutbox<M> {
+    /// `links`: (sender, destination, bit at the destination), in local outgoing order.
+    pub(crate) fn new(
+        me: ProcessId,
+        processes: usize,
+        links: Vec<(Sender<Envelope<M>>, ProcessId, usize)>,
+        bells: Arc<[Doorbell]>,
+    ) -> Self {
+        let mut slot_of = vec![NONE; processes].into_boxed_slice();
+        for (k, (_, to, _)) in links.iter().enumerate() {
+            slot_of[*to] = k as u32;
+        }
+        EdgeOutbox {
+            me,
+            neighbours: links.iter().map(|(_, to, _)| *to).collect(),
+            sent: vec![0; links.len()],
+            links: links
+                .into_iter()
+                .map(|(tx, to, bit)| Link { tx, to, bit })
+                .collect(),
+            slot_of,
+            bells,
+        }
+    }
+
+    /// Sends a marker of `id` on every outgoing channel. A channel whose receiver has stopped
+    /// is skipped: that process takes no further part in any snapshot.
+    pub(crate) fn broadcast_marker(&self, id: SnapshotId) {
+        for link in &self.links {
+            if link.tx.send(Envelope::Marker(id)).is_ok() {
+                self.bells[link.to].ring(link.bit);
+            }
+        }
+    }
+
+    /// Drops every sender (so receivers see the channels disconnect once drained) and rings each
+    /// receiver so it notices.
+    pub(crate) fn close(self) {
+        let rings: Vec<(ProcessId, usize)> = self.links.iter().map(|l| (l.to, l.bit)).collect();
+        drop(self.links);
+        for (to, bit) in rings {
+            self.bells[to].ring(bit);
+        }
+    }
+}
+
+impl<M> Outbox<M> for EdgeOutbox<M> {
+    fn neighbours(&self) -> &[ProcessId] {
+        &self.neighbours
+    }
+
+    #[inline]
+    fn send(&mut self, to: ProcessId, message: M) -> Result<(), SendError<M>> {
+        let slot = match self.slot_of.get(to) {
+            Some(&slot) if slot != NONE => slot as usize,
+            _ => {
+                return Err(SendError::NotNeighbour {
+                    from: self.me,
+                    to,
+                    message,
+                })
+            }
+        };
+        let link = &self.links[slot];
+        let seq = self.sent[slot] + 1;
+        match link.tx.send(Envelope::Message { seq, message }) {
+            Ok(()) => {
+                self.sent[slot] = seq;
+                self.bells[link.to].ring(link.bit);
+                Ok(())
+            }
+            Err(crossbeam_channel::SendError(envelope)) => match envelope {
+                Envelope::Message { message, .. } => Err(SendError::Disconnected {
+                    from: self.me,
+                    to,
+                    message,
+                }),
+                Envelope::Marker(_) => unreachable!("a message was sent"),
+            },
+        }
+    }
+
+    fn new_snapshot_id(&mut self) -> SnapshotId {
+        SnapshotId::random()
+    }
+}
