@@ -136,20 +136,6 @@ impl<M, S> Collector<M, S> {
         }
     }
 
-    /// Gives up every snapshot still missing `process`'s part (it has failed); returns their ids
-    /// and initiators.
-    pub fn abandon_missing(&mut self, process: ProcessId) -> Vec<(SnapshotId, ProcessId)> {
-        let ids: Vec<SnapshotId> = self
-            .pending
-            .iter()
-            .filter(|(_, a)| a.parts[process].is_none())
-            .map(|(id, _)| *id)
-            .collect();
-        ids.into_iter()
-            .filter_map(|id| self.abandon(id).map(|initiator| (id, initiator)))
-            .collect()
-    }
-
     /// Gives up snapshot `id`; returns its initiator if it was pending.
     pub fn abandon(&mut self, id: SnapshotId) -> Option<ProcessId> {
         self.pending.remove(&id).map(|a| a.initiator)
@@ -273,8 +259,7 @@ mod tests {
                 process: 0
             })
         );
-        assert_eq!(c.abandon_missing(0), vec![]);
-        assert_eq!(c.abandon_missing(1), vec![(id(1), 0)]);
+        assert_eq!(c.abandon_all(), vec![(id(1), 0)]);
         assert_eq!(c.pending(), 0);
     }
 }

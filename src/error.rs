@@ -200,7 +200,7 @@ pub enum SendError<M> {
         /// The message, unsent.
         message: M,
     },
-    /// The destination process has stopped (it panicked, or the runtime is shutting down).
+    /// The destination process has panicked and takes no more messages.
     Disconnected {
         /// The sending process.
         from: ProcessId,

@@ -116,3 +116,8 @@ pub use runtime::{
 };
 pub use snapshot::{ChannelSnapshot, GlobalSnapshot, LocalSnapshot, RecordedMessage, SnapshotId};
 pub use topology::{Channel, ProcessId, Topology, Wiring};
+
+/// The README's code, compiled as a doctest so it cannot go stale.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

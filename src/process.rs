@@ -88,7 +88,9 @@ impl<'a, M> Context<'a, M> {
 
     /// Sends `message` to neighbour `to`, after every message this process sent `to` before.
     ///
-    /// Fails, handing the message back, if there is no channel to `to` or `to` has stopped.
+    /// Fails, handing the message back, if there is no channel to `to` or `to` has panicked.
+    /// (During a graceful shutdown sends keep succeeding; what was not delivered is handed back
+    /// by [`Runtime::shutdown`](crate::Runtime::shutdown).)
     pub fn send(&mut self, to: ProcessId, message: M) -> Result<(), SendError<M>> {
         self.outbox.send(to, message)
     }

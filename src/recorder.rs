@@ -36,9 +36,6 @@ pub struct Progress<M, S> {
     pub send_markers: bool,
     /// This process's part of the snapshot is complete: hand it to the collector.
     pub completed: Option<LocalSnapshot<M, S>>,
-    /// The snapshot can never complete here (an incoming channel it still needs has closed) and
-    /// was dropped.
-    pub aborted: bool,
 }
 
 impl<M, S> Progress<M, S> {
@@ -46,7 +43,6 @@ impl<M, S> Progress<M, S> {
         Progress {
             send_markers: false,
             completed: None,
-            aborted: false,
         }
     }
 }
@@ -58,8 +54,6 @@ struct Inbound<M> {
     received: u64,
     /// How many snapshots record it now.
     recorders: u32,
-    /// Its sender has stopped and it is drained: no marker will ever come.
-    closed: bool,
     /// Arrival number of the message just before `log[0]` (arrival numbers count from 1).
     base: u64,
     /// Messages that arrived while some snapshot recorded the channel, from the oldest one an
@@ -100,7 +94,6 @@ impl<M: Clone, S> Recorder<M, S> {
                 .map(|_| Inbound {
                     received: 0,
                     recorders: 0,
-                    closed: false,
                     base: 0,
                     log: VecDeque::new(),
                 })
@@ -186,24 +179,20 @@ impl<M: Clone, S> Recorder<M, S> {
         Ok(progress)
     }
 
-    /// Incoming `channel` is closed for good (its sender stopped and it is drained): no marker
-    /// will come on it again. Every snapshot still recording it is dropped; their ids are
-    /// returned. Snapshots recorded later give up on it at once.
-    pub fn on_channel_closed(&mut self, channel: usize) -> Vec<SnapshotId> {
-        self.inbound[channel].closed = true;
-        let stuck: Vec<SnapshotId> = self
-            .active
-            .iter()
-            .filter(|(_, s)| s.recorded[channel].is_none())
-            .map(|(id, _)| *id)
-            .collect();
-        for id in &stuck {
+    /// Drops every active snapshot (the driver gave them up); returns how many there were.
+    ///
+    /// A marker of a dropped snapshot arriving later would look like a first marker, so the
+    /// driver must stop feeding this recorder the markers of dropped snapshots.
+    pub fn abort_all(&mut self) -> usize {
+        let ids: Vec<SnapshotId> = self.active.keys().copied().collect();
+        for id in &ids {
             self.abort(*id);
         }
-        stuck
+        ids.len()
     }
 
-    /// Drops snapshot `id` here, if it is active. Returns whether it was.
+    /// Drops snapshot `id` here, if it is active. Returns whether it was. (Same caveat as
+    /// [`abort_all`](Recorder::abort_all).)
     pub fn abort(&mut self, id: SnapshotId) -> bool {
         let Some(snapshot) = self.active.remove(&id) else {
             return false;
@@ -220,11 +209,6 @@ impl<M: Clone, S> Recorder<M, S> {
     /// Application messages received so far on incoming `channel`.
     pub fn received(&self, channel: usize) -> u64 {
         self.inbound[channel].received
-    }
-
-    /// Whether incoming `channel` was reported closed.
-    pub fn is_closed(&self, channel: usize) -> bool {
-        self.inbound[channel].closed
     }
 
     /// Whether some snapshot records incoming `channel` now.
@@ -268,11 +252,6 @@ impl<M: Clone, S> Recorder<M, S> {
             recorded.push(None);
             open += 1;
         }
-        let stuck = self
-            .inbound
-            .iter()
-            .zip(&recorded)
-            .any(|(inbound, r)| inbound.closed && r.is_none());
         self.active.insert(
             id,
             Active {
@@ -286,12 +265,7 @@ impl<M: Clone, S> Recorder<M, S> {
         );
         let mut progress = Progress::nothing();
         progress.send_markers = true;
-        if stuck {
-            // The markers still go out so the other processes can finish their parts; only
-            // this process's part can never complete.
-            self.abort(id);
-            progress.aborted = true;
-        } else if open == 0 {
+        if open == 0 {
             progress.completed = Some(self.complete(id));
         }
         progress

@@ -309,14 +309,16 @@ fn log_is_trimmed_to_what_open_recordings_need() {
 }
 
 #[test]
-fn a_closed_channel_aborts_what_needs_it_but_markers_still_go_out() {
+fn aborting_leaves_nothing_behind() {
     let mut rec = Rec::new(0, 2);
     let _ = rec.initiate(id(1), 0, &[]).unwrap();
-    assert_eq!(rec.on_channel_closed(1), vec![id(1)]);
+    let _ = rec.on_marker(0, id(2), || 0, &[]).unwrap();
+    deliver(&mut rec, 1, &["a", "b"]);
+    assert_eq!(rec.logged_messages(), 2);
+    assert_eq!(rec.abort_all(), 2);
     assert_eq!(rec.active_snapshots(), 0);
-    assert!(!rec.is_recording(0));
-    let p = rec.on_marker(0, id(2), || 0, &[]).unwrap();
-    assert!(p.send_markers && p.aborted && p.completed.is_none());
-    assert_eq!(rec.active_snapshots(), 0);
+    assert_eq!(rec.logged_messages(), 0);
+    assert!(!rec.is_recording(0) && !rec.is_recording(1));
+    deliver(&mut rec, 1, &["c"]);
     assert_eq!(rec.logged_messages(), 0);
 }

@@ -18,7 +18,7 @@
 //! - The owner registers its `Thread` before it can ever set `SLEEPING`, so a sender that sees
 //!   `SLEEPING` always finds the thread to unpark.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::thread::{self, Thread};
 use std::time::Instant;
@@ -39,6 +39,9 @@ pub(crate) struct Doorbell {
     lines: Box<[Line]>,
     words: usize,
     thread: OnceLock<Thread>,
+    /// The owner has stopped (or panicked): senders get their message back. Beside `lines`, so
+    /// checking it on every send costs no extra cache miss.
+    closed: AtomicBool,
 }
 
 impl Doorbell {
@@ -51,7 +54,19 @@ impl Doorbell {
                 .collect(),
             words,
             thread: OnceLock::new(),
+            closed: AtomicBool::new(false),
         }
+    }
+
+    /// The owner takes no more messages.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+
+    /// Whether the owner takes no more messages.
+    #[inline]
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
     }
 
     /// Words needed for the owner's local copies of the bitmap.

@@ -37,6 +37,8 @@ pub(crate) enum Control<P: Process> {
     StartSnapshot(SnapshotId),
     /// Run this closure as a callback.
     Run(RunFn<P>),
+    /// A process has failed: every snapshot is given up; drop their state.
+    DropSnapshots,
     /// Leave the loop.
     Stop,
 }
@@ -122,7 +124,8 @@ impl<P: Process> Worker<P> {
                 Ok(Envelope::Message { seq, message }) => self.deliver(i, seq, message),
                 Ok(Envelope::Marker(id)) => self.marker(i, id),
                 Err(TryRecvError::Empty) => return,
-                Err(TryRecvError::Disconnected) => return self.channel_closed(i),
+                // Its sender has stopped; what it sent before is drained.
+                Err(TryRecvError::Disconnected) => return,
             }
         }
         set_bit(&mut self.again, i);
@@ -168,6 +171,9 @@ impl<P: Process> Worker<P> {
     }
 
     fn initiate(&mut self, id: SnapshotId) {
+        if self.shared.degraded.load(Ordering::Acquire) {
+            return;
+        }
         let state = self.app.record();
         let progress = self
             .recorder
@@ -183,6 +189,11 @@ impl<P: Process> Worker<P> {
             self.me,
             self.sources[i]
         );
+        // After a failure every snapshot has been given up: a marker of one would look like a
+        // first marker and start it again here.
+        if self.shared.degraded.load(Ordering::Acquire) {
+            return;
+        }
         let app = &self.app;
         let progress = self
             .recorder
@@ -196,31 +207,9 @@ impl<P: Process> Worker<P> {
         if progress.send_markers {
             self.outbox.broadcast_marker(id);
         }
-        if progress.aborted {
-            log::debug!(
-                "process {}: snapshot {id} cannot complete here: an incoming channel is closed",
-                self.me
-            );
-        }
         if let Some(part) = progress.completed {
             log::trace!("process {}: part of snapshot {id} complete", self.me);
             self.shared.hub.submit(part);
-        }
-        self.publish();
-    }
-
-    /// The sender of channel `i` has stopped and the channel is drained.
-    #[cold]
-    fn channel_closed(&mut self, i: usize) {
-        if self.recorder.is_closed(i) {
-            return;
-        }
-        for id in self.recorder.on_channel_closed(i) {
-            log::debug!(
-                "process {}: snapshot {id} cannot complete here: process {} has stopped",
-                self.me,
-                self.sources[i]
-            );
         }
         self.publish();
     }
@@ -243,6 +232,10 @@ impl<P: Process> Worker<P> {
             match self.control.try_recv() {
                 Ok(Control::StartSnapshot(id)) => self.initiate(id),
                 Ok(Control::Run(f)) => self.callback(f),
+                Ok(Control::DropSnapshots) => {
+                    self.recorder.abort_all();
+                    self.publish();
+                }
                 Ok(Control::Stop) | Err(TryRecvError::Disconnected) => return false,
                 Err(TryRecvError::Empty) => return true,
             }
@@ -269,9 +262,11 @@ pub(crate) fn process_thread<P: Process>(
             .err()
             .map(|payload| panic_message(&*payload))
     };
+    // A process that stopped normally keeps taking messages until shutdown has joined every
+    // thread (they are handed back as undelivered), so a graceful shutdown never makes a send
+    // fail; one that panicked refuses them from now on.
     if let Some(message) = &failure {
-        log::error!("process {me} panicked: {message}");
-        shared.hub.fail_process(me, message.clone());
+        shared.process_failed(me, message.clone());
     }
     let Worker {
         app,

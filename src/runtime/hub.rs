@@ -284,12 +284,17 @@ impl<M, S> Hub<M, S> {
         }
     }
 
-    /// `process` has panicked: every snapshot still missing its part can never complete.
+    /// `process` has panicked: every running snapshot fails (a simple rule that never leaves
+    /// a snapshot half-alive), and no new one starts.
     pub(crate) fn fail_process(&self, process: ProcessId, message: String) {
         let mut state = self.state.lock();
+        if state.failures[process].is_some() {
+            return;
+        }
+        log::error!("process {process} panicked: {message}");
         state.failures[process] = Some(message.clone());
         let error = Error::ProcessFailed { process, message };
-        for (id, initiator) in state.collector.abandon_missing(process) {
+        for (id, initiator) in state.collector.abandon_all() {
             log::debug!("process {process}: snapshot {id} failed: {error}");
             state.finish(id, initiator, Err(error.clone()));
         }

@@ -16,6 +16,7 @@ mod hub;
 mod outbox;
 mod stopped;
 
+use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -60,6 +61,9 @@ pub(crate) struct Shared<P: Process> {
     pub(crate) key: usize,
     /// Set when the builder gave up before every thread started.
     pub(crate) start_aborted: AtomicBool,
+    /// Set when a process has failed: no snapshot can complete any more, and processes ignore
+    /// markers.
+    pub(crate) degraded: AtomicBool,
 }
 
 impl<P: Process> Shared<P> {
@@ -78,6 +82,20 @@ impl<P: Process> Shared<P> {
         match self.hub.failure(process) {
             Some(message) => Error::ProcessFailed { process, message },
             None => Error::Shutdown,
+        }
+    }
+
+    /// `process` has panicked: record it (once) and refuse further messages to it.
+    pub(crate) fn process_failed(&self, process: ProcessId, message: String) {
+        self.bells[process].close();
+        // First the flag, so no process builds new snapshot state, then the hub fails the
+        // running snapshots, then every process drops what it holds.
+        let first = !self.degraded.swap(true, Ordering::AcqRel);
+        self.hub.fail_process(process, message);
+        if first {
+            for p in 0..self.controls.len() {
+                let _ = self.control(p, Control::DropSnapshots);
+            }
         }
     }
 
@@ -105,16 +123,16 @@ pub struct RuntimeStats {
     pub watched: usize,
 }
 
-/// Configures and starts a [`Runtime`].
-#[derive(Clone, Debug)]
-pub struct Builder {
+/// Configures and starts a [`Runtime`] of processes of type `P`.
+pub struct Builder<P> {
     topology: Topology,
     tick: Option<Duration>,
     thread_name: String,
     stack_size: Option<usize>,
+    processes: PhantomData<fn() -> P>,
 }
 
-impl Builder {
+impl<P: Process> Builder<P> {
     /// Calls [`Process::on_tick`] on every process about every `interval` (not at all by
     /// default). Ticks are served by the same loop as messages, between two callbacks.
     pub fn tick_interval(mut self, interval: Duration) -> Self {
@@ -136,10 +154,7 @@ impl Builder {
 
     /// Checks the topology and starts one thread per process; `processes` are given in id
     /// order, one per process of the topology.
-    pub fn build<P: Process>(
-        self,
-        processes: impl IntoIterator<Item = P>,
-    ) -> Result<Runtime<P>, BuildError> {
+    pub fn build(self, processes: impl IntoIterator<Item = P>) -> Result<Runtime<P>, BuildError> {
         let wiring = Arc::new(self.topology.validate()?);
         let apps: Vec<P> = processes.into_iter().collect();
         let n = wiring.processes();
@@ -158,7 +173,8 @@ impl Builder {
         let mut links: Vec<Vec<_>> = (0..n)
             .map(|p| Vec::with_capacity(wiring.outgoing(p).len()))
             .collect();
-        let mut inbound: Vec<Vec<Option<Receiver<Envelope<P::Message>>>>> = (0..n)
+        type Inbound<M> = Vec<Option<Receiver<Envelope<M>>>>;
+        let mut inbound: Vec<Inbound<P::Message>> = (0..n)
             .map(|p| (0..wiring.incoming(p).len()).map(|_| None).collect())
             .collect();
         let mut channel_order: Vec<usize> = (0..wiring.channels().len()).collect();
@@ -180,6 +196,7 @@ impl Builder {
             stats: (0..n).map(|_| ProcessStats::default()).collect(),
             key: guard::new_key(),
             start_aborted: AtomicBool::new(false),
+            degraded: AtomicBool::new(false),
         });
         let (start_tx, start_rx) = crossbeam_channel::bounded::<()>(0);
         let (exit_tx, exit_rx) = crossbeam_channel::unbounded();
@@ -269,6 +286,17 @@ pub struct Runtime<P: Process> {
     owner: Arc<Owner<P>>,
 }
 
+impl<P> std::fmt::Debug for Builder<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Builder")
+            .field("topology", &self.topology)
+            .field("tick", &self.tick)
+            .field("thread_name", &self.thread_name)
+            .field("stack_size", &self.stack_size)
+            .finish()
+    }
+}
+
 impl<P: Process> Clone for Runtime<P> {
     fn clone(&self) -> Self {
         Runtime {
@@ -288,12 +316,13 @@ impl<P: Process> std::fmt::Debug for Runtime<P> {
 
 impl<P: Process> Runtime<P> {
     /// A builder for a runtime over `topology`.
-    pub fn builder(topology: Topology) -> Builder {
+    pub fn builder(topology: Topology) -> Builder<P> {
         Builder {
             topology,
             tick: None,
             thread_name: "process".to_string(),
             stack_size: None,
+            processes: PhantomData,
         }
     }
 
@@ -418,14 +447,18 @@ impl<P: Process> Runtime<P> {
         self.check_process(process)?;
         self.guard().check()?;
         let (tx, rx) = crossbeam_channel::bounded(1);
+        let shared = self.owner.shared.clone();
         let run = Box::new(move |app: &mut P, ctx: &mut Context<'_, P::Message>| {
-            // Report a panic to the caller before the process goes down with it.
             match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(app, ctx))) {
                 Ok(r) => {
                     let _ = tx.send(Ok(r));
                 }
                 Err(payload) => {
-                    let _ = tx.send(Err(event_loop::panic_message(&*payload)));
+                    // Record the failure before the caller hears of it, so that what the caller
+                    // does next (start a snapshot, read `failures`) already sees it.
+                    let message = event_loop::panic_message(&*payload);
+                    shared.process_failed(process, message.clone());
+                    let _ = tx.send(Err(message));
                     std::panic::resume_unwind(payload);
                 }
             }
@@ -523,9 +556,11 @@ impl<P: Process> Runtime<P> {
             failures: Vec::new(),
             undelivered: Vec::new(),
         };
+        // Join every thread before draining any channel: a thread still running may send.
+        let exits: Vec<_> = handles.into_iter().map(JoinHandle::join).collect();
         let mut leftovers = vec![Vec::new(); wiring.channels().len()];
-        for (process, handle) in handles.into_iter().enumerate() {
-            match handle.join() {
+        for (process, exit) in exits.into_iter().enumerate() {
+            match exit {
                 Ok(exit) => {
                     if let Some(message) = exit.failure {
                         stopped.failures.push(ProcessFailure { process, message });

@@ -107,22 +107,22 @@ impl<M> Outbox<M> for EdgeOutbox<M> {
             }
         };
         let link = &self.links[slot];
-        let seq = self.sent[slot] + 1;
-        match link.tx.send(Envelope::Message { seq, message }) {
-            Ok(()) => {
-                self.sent[slot] = seq;
-                self.bells[link.to].ring(link.bit);
-                Ok(())
-            }
-            Err(crossbeam_channel::SendError(envelope)) => match envelope {
-                Envelope::Message { message, .. } => Err(SendError::Disconnected {
-                    from: self.me,
-                    to,
-                    message,
-                }),
-                Envelope::Marker(_) => unreachable!("a message was sent"),
-            },
+        let bell = &self.bells[link.to];
+        if bell.is_closed() {
+            return Err(SendError::Disconnected {
+                from: self.me,
+                to,
+                message,
+            });
         }
+        let seq = self.sent[slot] + 1;
+        // The receiver keeps its channels until shutdown (what is left is reported as
+        // undelivered), so this send cannot fail.
+        if link.tx.send(Envelope::Message { seq, message }).is_ok() {
+            self.sent[slot] = seq;
+            bell.ring(link.bit);
+        }
+        Ok(())
     }
 
     fn new_snapshot_id(&mut self) -> SnapshotId {

@@ -1,0 +1,360 @@
+//! A bank whose branches move money at random while snapshots are taken; every snapshot must
+//! conserve the total and pass the consistent-cut check. Run: `cargo run --release --example bank`
+//! (see `--help`; `--json` prints JSON Lines for ../shared/checks/check_bank.py).
+//!
+//! Each branch keeps T transfers in flight: it sends T random transfers when it starts, and each
+//! time one reaches it, sends a new random amount (at most its balance, possibly 0) to a random
+//! neighbour. The run stops once M transfers have been delivered and the K snapshots (started
+//! from random branches during the run, at most C at once) have all ended. Exit status: 0 if
+//! every snapshot completed, conserved money and was consistent; 1 otherwise; 2 for bad flags.
+
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chandy_lamport::{Context, Process, ProcessId, Runtime, SnapshotEvent, Topology};
+use clap::{CommandFactory, Parser, ValueEnum};
+use serde_json::json;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Shape {
+    Complete,
+    Ring,
+    Star,
+}
+
+impl Shape {
+    fn topology(self, n: usize) -> Topology {
+        match self {
+            Shape::Complete => Topology::complete(n),
+            Shape::Ring => Topology::ring(n),
+            Shape::Star => Topology::star(n),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Shape::Complete => "complete",
+            Shape::Ring => "ring",
+            Shape::Star => "star",
+        }
+    }
+}
+
+/// Consistent snapshots of a bank whose branches keep moving money.
+#[derive(Parser, Debug)]
+#[command(name = "bank")]
+struct Args {
+    /// Number of branches (at least 2).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(2..=100_000))]
+    processes: u64,
+    /// Which branches have channels to which.
+    #[arg(long, value_enum, default_value_t = Shape::Complete)]
+    topology: Shape,
+    /// Starting balance of every branch.
+    #[arg(long, default_value_t = 1000)]
+    initial_balance: u64,
+    /// Transfers each branch keeps in flight (at least 1).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..))]
+    in_flight: u64,
+    /// Run until this many transfers have been delivered in total.
+    #[arg(long, default_value_t = 1_000_000)]
+    transfers: u64,
+    /// Snapshots to take during the run.
+    #[arg(long, default_value_t = 20)]
+    snapshots: u64,
+    /// At most this many snapshots running at once.
+    #[arg(long, default_value_t = 4)]
+    concurrency: u64,
+    /// Seed of every random choice (default: random; always printed).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Print JSON Lines on stdout: one object per snapshot, then a summary.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Money on its way from one branch to another.
+#[derive(Clone, Debug)]
+struct Transfer(u64);
+
+struct Branch {
+    balance: u64,
+    in_flight: u64,
+    rng: fastrand::Rng,
+    delivered: u64,
+    /// Deliveries not yet added to `progress`; published in batches so branches do not contend
+    /// on one counter per transfer.
+    unpublished: u64,
+    progress: Arc<AtomicU64>,
+}
+
+const PUBLISH_EVERY: u64 = 1024;
+
+impl Branch {
+    fn pay_someone(&mut self, ctx: &mut Context<'_, Transfer>) {
+        let amount = self.rng.u64(0..=self.balance);
+        let neighbours = ctx.neighbours();
+        let to = neighbours[self.rng.usize(..neighbours.len())];
+        self.balance -= amount;
+        if let Err(e) = ctx.send(to, Transfer(amount)) {
+            // The other branch has stopped: keep the money.
+            self.balance += e.into_message().0;
+        }
+    }
+}
+
+impl Process for Branch {
+    type Message = Transfer;
+    type State = u64;
+
+    fn on_start(&mut self, ctx: &mut Context<'_, Transfer>) {
+        for _ in 0..self.in_flight {
+            self.pay_someone(ctx);
+        }
+    }
+
+    fn on_message(
+        &mut self,
+        _from: ProcessId,
+        transfer: Transfer,
+        ctx: &mut Context<'_, Transfer>,
+    ) {
+        self.balance += transfer.0;
+        self.delivered += 1;
+        self.unpublished += 1;
+        if self.unpublished == PUBLISH_EVERY {
+            self.progress.fetch_add(PUBLISH_EVERY, Ordering::Relaxed);
+            self.unpublished = 0;
+        }
+        self.pay_someone(ctx);
+    }
+
+    fn record(&self) -> u64 {
+        self.balance
+    }
+}
+
+/// What one snapshot showed.
+struct Verdict {
+    conserved: bool,
+    consistent: bool,
+    latency_us: u64,
+}
+
+fn percentile(sorted: &[u64], p: usize) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[(sorted.len() * p / 100).min(sorted.len() - 1)]
+}
+
+fn main() -> ExitCode {
+    env_logger::init();
+    let args = Args::parse();
+    if args.concurrency == 0 && args.snapshots > 0 {
+        Args::command()
+            .error(
+                clap::error::ErrorKind::ValueValidation,
+                "--concurrency must be at least 1 when --snapshots is more than 0",
+            )
+            .exit();
+    }
+    match run(&args) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("bank: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
+    let n = args.processes as usize;
+    let seed = args.seed.unwrap_or_else(|| fastrand::u64(..));
+    eprintln!("bank: seed {seed}");
+    let topology = args.topology.topology(n);
+    let channels = topology.channels().len();
+    let initial_total = n as u64 * args.initial_balance;
+    let progress = Arc::new(AtomicU64::new(0));
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let branches: Vec<Branch> = (0..n)
+        .map(|_| Branch {
+            balance: args.initial_balance,
+            in_flight: args.in_flight,
+            rng: fastrand::Rng::with_seed(rng.u64(..)),
+            delivered: 0,
+            unpublished: 0,
+            progress: progress.clone(),
+        })
+        .collect();
+
+    let start = Instant::now();
+    let runtime = Runtime::builder(topology)
+        .thread_name("branch")
+        .build(branches)?;
+    let events = runtime.subscribe();
+    let (want, limit) = (args.snapshots, args.concurrency);
+    let (mut started, mut ended) = (0u64, 0u64);
+    let mut verdicts = Vec::new();
+    let mut failed = 0u64;
+    while ended < want || progress.load(Ordering::Relaxed) < args.transfers {
+        // Spread the starts over the run: the k-th once k/K of the transfers are done.
+        let delivered = progress.load(Ordering::Relaxed);
+        while started < want
+            && started - ended < limit
+            && delivered >= started * (args.transfers / want.max(1))
+        {
+            let initiator = rng.usize(..n);
+            runtime.start_snapshot(initiator)?;
+            started += 1;
+        }
+        if !runtime.failures().is_empty() {
+            break;
+        }
+        match events.recv_timeout(Duration::from_millis(1)) {
+            Ok(event) => {
+                ended += 1;
+                match report(&event, initial_total, args.json) {
+                    Some(verdict) => verdicts.push(verdict),
+                    None => failed += 1,
+                }
+            }
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    let stopped = runtime.shutdown()?;
+    let elapsed = start.elapsed().as_secs_f64();
+    for f in &stopped.failures {
+        eprintln!("bank: branch {} panicked: {}", f.process, f.message);
+    }
+    failed += want - ended;
+    let in_flight: u64 = stopped.in_flight().map(|(_, t)| t.0).sum();
+    let branches = stopped.into_processes()?;
+    let transfers: u64 = branches.iter().map(|b| b.delivered).sum();
+    let final_total = branches.iter().map(|b| b.balance).sum::<u64>() + in_flight;
+
+    let mut latencies: Vec<u64> = verdicts.iter().map(|v| v.latency_us).collect();
+    latencies.sort_unstable();
+    let (p50, p99, max) = (
+        percentile(&latencies, 50),
+        percentile(&latencies, 99),
+        latencies.last().copied().unwrap_or(0),
+    );
+    let rate = transfers as f64 / elapsed;
+    let not_conserved = verdicts.iter().filter(|v| !v.conserved).count();
+    let inconsistent = verdicts.iter().filter(|v| !v.consistent).count();
+    if args.json {
+        println!(
+            "{}",
+            json!({
+                "type": "summary",
+                "processes": n,
+                "topology": args.topology.name(),
+                "channels": channels,
+                "initial_total": initial_total,
+                "seed": seed,
+                "transfers": transfers,
+                "elapsed_s": elapsed,
+                "transfers_per_s": rate,
+                "snapshots": verdicts.len(),
+                "failed": failed,
+                "latency_us": {"p50": p50, "p99": p99, "max": max},
+            })
+        );
+    } else {
+        println!(
+            "bank: {n} branches, {} topology ({channels} channels), initial total {initial_total}, seed {seed}",
+            args.topology.name()
+        );
+        println!("transfers: {transfers} in {elapsed:.2} s = {rate:.0} transfers/s");
+        println!(
+            "snapshots: {} completed, {failed} failed, {not_conserved} not conserved, \
+             {inconsistent} inconsistent; latency p50 {p50} us, p99 {p99} us, max {max} us",
+            verdicts.len()
+        );
+    }
+    if final_total != initial_total {
+        eprintln!("bank: money after shutdown is {final_total}, not {initial_total}");
+    }
+    Ok(failed == 0
+        && not_conserved == 0
+        && inconsistent == 0
+        && verdicts.len() as u64 == want
+        && final_total == initial_total)
+}
+
+/// Prints one snapshot's line; `None` if the snapshot failed.
+fn report(event: &SnapshotEvent<Transfer, u64>, initial_total: u64, json: bool) -> Option<Verdict> {
+    let snapshot = match &event.outcome {
+        Ok(snapshot) => snapshot,
+        Err(e) => {
+            eprintln!("bank: snapshot {} failed: {e}", event.id);
+            return None;
+        }
+    };
+    let total: u64 = snapshot.total(|balance| *balance, |transfer| transfer.0);
+    let consistent = match snapshot.verify() {
+        Ok(()) => true,
+        Err(e) => {
+            eprintln!("bank: snapshot {} is not consistent: {e}", snapshot.id);
+            false
+        }
+    };
+    let verdict = Verdict {
+        conserved: total == initial_total,
+        consistent,
+        latency_us: snapshot.latency().as_micros() as u64,
+    };
+    if json {
+        let channels: Vec<_> = snapshot
+            .channels
+            .iter()
+            .map(|c| {
+                json!({
+                    "from": c.channel.from,
+                    "to": c.channel.to,
+                    "sent": c.sent,
+                    "received": c.received,
+                    "amounts": c.messages.iter().map(|m| m.message.0).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            json!({
+                "type": "snapshot",
+                "id": snapshot.id.to_string(),
+                "initiator": snapshot.initiator,
+                "balances": snapshot.states,
+                "channels": channels,
+                "total": total,
+                "conserved": verdict.conserved,
+                "consistent": verdict.consistent,
+                "latency_us": verdict.latency_us,
+            })
+        );
+    } else {
+        println!(
+            "snapshot {} initiator {:>3} total {total} in flight {:>4} {} {} latency {} us",
+            snapshot.id,
+            snapshot.initiator,
+            snapshot.in_flight().count(),
+            if verdict.conserved {
+                "conserved"
+            } else {
+                "NOT-CONSERVED"
+            },
+            if verdict.consistent {
+                "consistent"
+            } else {
+                "INCONSISTENT"
+            },
+            verdict.latency_us
+        );
+    }
+    Some(verdict)
+}

@@ -1,0 +1,124 @@
+//! Bad input gets a clear, typed error and nothing is lost.
+
+mod common;
+
+use chandy_lamport::{
+    BuildError, Context, Error, Process, ProcessId, Runtime, SendError, Topology, TopologyError,
+};
+
+struct Idle;
+
+impl Process for Idle {
+    type Message = String;
+    type State = ();
+    fn on_message(&mut self, _: ProcessId, _: String, _: &mut Context<'_, String>) {}
+    fn record(&self) {}
+}
+
+fn build(topology: Topology, n: usize) -> Result<Runtime<Idle>, BuildError> {
+    Runtime::new(topology, (0..n).map(|_| Idle))
+}
+
+#[test]
+fn every_invalid_topology_is_refused_by_name() {
+    let cases = [
+        (Topology::complete(0), 0, TopologyError::NoProcesses),
+        (
+            Topology::from_edges(3, [(0, 1), (1, 2), (2, 0), (2, 2)]),
+            3,
+            TopologyError::SelfLoop { process: 2 },
+        ),
+        (
+            Topology::from_edges(2, [(0, 1), (1, 0), (1, 0)]),
+            2,
+            TopologyError::DuplicateChannel { from: 1, to: 0 },
+        ),
+        (
+            Topology::from_edges(2, [(0, 1), (1, 0), (0, 7)]),
+            2,
+            TopologyError::UnknownProcess {
+                from: 0,
+                to: 7,
+                processes: 2,
+            },
+        ),
+        (
+            Topology::from_edges(3, [(0, 1), (1, 0), (1, 2)]),
+            3,
+            TopologyError::NotStronglyConnected { from: 2, to: 0 },
+        ),
+        (
+            Topology::from_edges(2, []),
+            2,
+            TopologyError::NotStronglyConnected { from: 0, to: 1 },
+        ),
+    ];
+    for (topology, n, want) in cases {
+        let err = build(topology, n).unwrap_err();
+        assert_eq!(err, BuildError::Topology(want.clone()));
+        assert!(err.to_string().contains(&want.to_string()));
+    }
+}
+
+#[test]
+fn the_wrong_number_of_processes_is_refused() {
+    assert_eq!(
+        build(Topology::ring(4), 3).unwrap_err(),
+        BuildError::ProcessCount {
+            topology: 4,
+            given: 3
+        }
+    );
+}
+
+#[test]
+fn sending_to_a_non_neighbour_hands_the_message_back() {
+    let runtime = build(Topology::star(4), 4).unwrap();
+    let results = runtime
+        .with_process(1, |_, ctx| {
+            let to_leaf = ctx.send(2, "to leaf".to_string());
+            let to_self = ctx.send(1, "to self".to_string());
+            let to_nobody = ctx.send(99, "to nobody".to_string());
+            (to_leaf, to_self, to_nobody, ctx.neighbours().to_vec())
+        })
+        .unwrap();
+    assert_eq!(
+        results.0,
+        Err(SendError::NotNeighbour {
+            from: 1,
+            to: 2,
+            message: "to leaf".to_string()
+        })
+    );
+    assert_eq!(results.1.unwrap_err().into_message(), "to self");
+    assert_eq!(
+        results.2.unwrap_err().to_string(),
+        "process 1 has no channel to process 99"
+    );
+    assert_eq!(results.3, vec![0]);
+    // Nothing was sent: a snapshot finds no message anywhere.
+    let snapshot = runtime.snapshot(0).unwrap();
+    assert_eq!(snapshot.in_flight().count(), 0);
+    assert!(snapshot.channels.iter().all(|c| c.sent == 0));
+}
+
+#[test]
+fn naming_a_process_that_does_not_exist_is_an_error() {
+    let runtime = build(Topology::ring(3), 3).unwrap();
+    let no = Error::NoSuchProcess {
+        process: 3,
+        processes: 3,
+    };
+    assert_eq!(runtime.start_snapshot(3).unwrap_err(), no);
+    assert_eq!(
+        runtime.snapshot(usize::MAX).unwrap_err(),
+        Error::NoSuchProcess {
+            process: usize::MAX,
+            processes: 3
+        }
+    );
+    assert_eq!(runtime.with_process(3, |_, _| ()).unwrap_err(), no);
+    // And the runtime is unharmed.
+    runtime.snapshot(2).unwrap().verify().unwrap();
+    assert!(runtime.failures().is_empty());
+}

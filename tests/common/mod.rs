@@ -1,0 +1,152 @@
+//! What the integration tests share: a bank-like test application whose snapshots can be checked
+//! exactly, and seeds that are printed whenever a test fails.
+
+#![allow(dead_code)] // each test file uses its own part
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chandy_lamport::{Context, GlobalSnapshot, Process, ProcessId};
+
+/// Long enough for anything that should happen, short enough that a hang fails the test.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// A seed for a randomised test: `SEED` from the environment to replay, else a fresh one. The
+/// returned guard prints it if the test fails.
+pub fn seed(test: &str) -> (u64, SeedGuard) {
+    let seed = std::env::var("SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| fastrand::u64(..));
+    (
+        seed,
+        SeedGuard {
+            test: test.to_string(),
+            seed,
+        },
+    )
+}
+
+/// Prints the seed when dropped during a panic.
+pub struct SeedGuard {
+    test: String,
+    seed: u64,
+}
+
+impl Drop for SeedGuard {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "{} failed with seed {}; replay with: SEED={} cargo test --release {}",
+                self.test, self.seed, self.seed, self.test
+            );
+        }
+    }
+}
+
+/// A bank branch: keeps `in_flight` transfers moving, each to a random neighbour, each a random
+/// amount of its balance. Money is conserved; so is the number of transfers in flight.
+pub struct Branch {
+    pub balance: u64,
+    pub in_flight: u64,
+    pub rng: fastrand::Rng,
+    pub delivered: u64,
+    /// Start a snapshot from inside `on_message` every this many deliveries (0: never).
+    pub snapshot_every: u64,
+    /// Total deliveries of all branches, for tests that wait for traffic.
+    pub traffic: Arc<AtomicU64>,
+}
+
+impl Branch {
+    pub fn new(balance: u64, in_flight: u64, seed: u64, traffic: Arc<AtomicU64>) -> Self {
+        Branch {
+            balance,
+            in_flight,
+            rng: fastrand::Rng::with_seed(seed),
+            delivered: 0,
+            snapshot_every: 0,
+            traffic,
+        }
+    }
+
+    fn pay(&mut self, ctx: &mut Context<'_, u64>) {
+        let amount = self.rng.u64(0..=self.balance);
+        let to = ctx.neighbours()[self.rng.usize(..ctx.neighbours().len())];
+        self.balance -= amount;
+        if let Err(e) = ctx.send(to, amount) {
+            self.balance += e.into_message();
+        }
+    }
+}
+
+impl Process for Branch {
+    type Message = u64;
+    type State = u64;
+
+    fn on_start(&mut self, ctx: &mut Context<'_, u64>) {
+        for _ in 0..self.in_flight {
+            self.pay(ctx);
+        }
+    }
+
+    fn on_message(&mut self, _from: ProcessId, amount: u64, ctx: &mut Context<'_, u64>) {
+        self.balance += amount;
+        self.delivered += 1;
+        self.traffic.fetch_add(1, Ordering::Relaxed);
+        self.pay(ctx);
+        if self.snapshot_every != 0 && self.delivered % self.snapshot_every == 0 {
+            ctx.start_snapshot();
+        }
+    }
+
+    fn record(&self) -> u64 {
+        self.balance
+    }
+}
+
+/// `n` branches with `balance` each and `in_flight` transfers each, seeded from `seed`.
+pub fn branches(
+    n: usize,
+    balance: u64,
+    in_flight: u64,
+    seed: u64,
+) -> (Vec<Branch>, Arc<AtomicU64>) {
+    let traffic = Arc::new(AtomicU64::new(0));
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let v = (0..n)
+        .map(|_| Branch::new(balance, in_flight, rng.u64(..), traffic.clone()))
+        .collect();
+    (v, traffic)
+}
+
+/// Waits until at least `deliveries` more transfers have been delivered.
+pub fn wait_for_traffic(traffic: &AtomicU64, deliveries: u64) {
+    let target = traffic.load(Ordering::Relaxed) + deliveries;
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while traffic.load(Ordering::Relaxed) < target {
+        assert!(std::time::Instant::now() < deadline, "traffic stalled");
+        std::thread::yield_now();
+    }
+}
+
+/// The checks every bank snapshot must pass: the exact cut criterion, money conserved, and
+/// (because every delivery triggers exactly one send within one callback) every transfer found
+/// in flight, none in a process.
+pub fn check_bank(snapshot: &GlobalSnapshot<u64, u64>, total: u64, transfers: u64) {
+    if let Err(e) = snapshot.verify() {
+        panic!("snapshot {} is not a consistent cut: {e}", snapshot.id);
+    }
+    assert_eq!(
+        snapshot.total(|b| *b, |t| *t),
+        total,
+        "snapshot {} does not conserve money",
+        snapshot.id
+    );
+    assert_eq!(
+        snapshot.in_flight().count() as u64,
+        transfers,
+        "snapshot {} lost or duplicated a transfer",
+        snapshot.id
+    );
+}

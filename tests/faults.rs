@@ -1,0 +1,341 @@
+//! Shutdown and faults: panics in application code, shutdown with snapshots in flight, waiting
+//! with timeouts, unknown ids, handles used after shutdown, calls that could never return.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chandy_lamport::{
+    Context, Error, Process, ProcessId, Runtime, RuntimeStats, SnapshotId, Topology,
+};
+use common::{branches, check_bank, seed, wait_for_traffic, Branch, PATIENCE};
+use crossbeam_channel::{bounded, Receiver};
+
+/// A quiet process that counts how many of its kind have been dropped.
+#[derive(Debug)]
+struct Quiet {
+    drops: Arc<AtomicUsize>,
+}
+
+impl Process for Quiet {
+    type Message = ();
+    type State = ();
+    fn on_message(&mut self, _: ProcessId, _: (), _: &mut Context<'_, ()>) {}
+    fn record(&self) {}
+}
+
+impl Drop for Quiet {
+    fn drop(&mut self) {
+        self.drops.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+fn quiet(n: usize) -> (Runtime<Quiet>, Arc<AtomicUsize>) {
+    let drops = Arc::new(AtomicUsize::new(0));
+    let procs = (0..n).map(|_| Quiet {
+        drops: drops.clone(),
+    });
+    (Runtime::new(Topology::complete(n), procs).unwrap(), drops)
+}
+
+/// Blocks `process` inside a callback until the returned sender is used or dropped.
+fn hold(runtime: &Runtime<Quiet>, process: ProcessId) -> crossbeam_channel::Sender<()> {
+    let (release, wait): (_, Receiver<()>) = bounded(0);
+    let (entered_tx, entered) = bounded(1);
+    let result = runtime.with_process_timeout(process, Duration::from_millis(1), move |_, _| {
+        entered_tx.send(()).unwrap();
+        let _ = wait.recv();
+    });
+    assert_eq!(result.unwrap_err(), Error::Timeout);
+    entered.recv_timeout(PATIENCE).unwrap();
+    release
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !done() {
+        assert!(Instant::now() < deadline, "gave up waiting: {what}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn waiting_with_a_timeout_gives_up_and_loses_nothing() {
+    let (runtime, _) = quiet(3);
+    let release = hold(&runtime, 1);
+    let ticket = runtime.start_snapshot(0).unwrap();
+    assert_eq!(
+        ticket.wait_timeout(Duration::from_millis(50)).unwrap_err(),
+        Error::Timeout
+    );
+    assert!(ticket.try_get().is_none());
+    assert_eq!(
+        runtime
+            .snapshot_timeout(2, Duration::from_millis(10))
+            .unwrap_err(),
+        Error::Timeout
+    );
+    drop(release);
+    let snapshot = ticket.wait_timeout(PATIENCE).unwrap();
+    snapshot.verify().unwrap();
+    assert!(ticket.try_get().unwrap().is_ok());
+    runtime.shutdown().unwrap();
+}
+
+#[test]
+fn shutdown_with_snapshots_in_flight_fails_them() {
+    let (runtime, drops) = quiet(3);
+    let release = hold(&runtime, 2);
+    let tickets: Vec<_> = (0..3).map(|p| runtime.start_snapshot(p).unwrap()).collect();
+    let events = runtime.subscribe();
+    let stopper = {
+        let runtime = runtime.clone();
+        std::thread::spawn(move || runtime.shutdown())
+    };
+    for ticket in &tickets {
+        assert_eq!(ticket.wait_timeout(PATIENCE).unwrap_err(), Error::Shutdown);
+    }
+    for _ in 0..3 {
+        let event = events.recv_timeout(PATIENCE).unwrap();
+        assert_eq!(event.outcome.unwrap_err(), Error::Shutdown);
+    }
+    // Shutdown waits for the callback running on process 2.
+    std::thread::sleep(Duration::from_millis(20));
+    assert!(!stopper.is_finished());
+    drop(release);
+    let stopped = stopper.join().unwrap().unwrap();
+    assert_eq!(stopped.processes.len(), 3);
+    drop(stopped);
+    assert_eq!(drops.load(Ordering::SeqCst), 3);
+    assert!(
+        events.recv().is_err(),
+        "subscribers are disconnected at shutdown"
+    );
+    drop(runtime);
+}
+
+#[test]
+fn waiting_on_an_unknown_id_is_an_error() {
+    let (runtime, _) = quiet(2);
+    let id = SnapshotId::random();
+    assert_eq!(
+        runtime.watch_snapshot(id).unwrap_err(),
+        Error::UnknownSnapshot(id)
+    );
+    // A finished snapshot is no longer known either.
+    let done = runtime.snapshot(0).unwrap();
+    assert_eq!(
+        runtime.watch_snapshot(done.id).unwrap_err(),
+        Error::UnknownSnapshot(done.id)
+    );
+}
+
+#[test]
+fn watching_a_running_snapshot_gets_its_result() {
+    let (runtime, _) = quiet(2);
+    let release = hold(&runtime, 1);
+    let ticket = runtime.start_snapshot(0).unwrap();
+    let watcher = runtime.watch_snapshot(ticket.id()).unwrap();
+    assert_eq!(watcher.initiator(), 0);
+    drop(release);
+    let a = ticket.wait_timeout(PATIENCE).unwrap();
+    let b = watcher.wait_timeout(PATIENCE).unwrap();
+    assert!(Arc::ptr_eq(&a, &b), "both waiters share one snapshot");
+}
+
+#[test]
+fn a_handle_used_after_shutdown_says_so() {
+    let (runtime, _) = quiet(2);
+    let other = runtime.clone();
+    runtime.shutdown().unwrap();
+    assert!(other.is_shut_down());
+    assert_eq!(other.start_snapshot(0).unwrap_err(), Error::Shutdown);
+    assert_eq!(other.snapshot(1).unwrap_err(), Error::Shutdown);
+    assert_eq!(
+        other.with_process(0, |_, _| ()).unwrap_err(),
+        Error::Shutdown
+    );
+    assert!(other.subscribe().recv().is_err());
+    assert_eq!(other.clone().shutdown().unwrap_err(), Error::Shutdown);
+    assert_eq!(other.stats(), RuntimeStats::default());
+}
+
+#[test]
+fn dropping_the_runtime_stops_and_joins_every_thread() {
+    let (runtime, drops) = quiet(4);
+    runtime.snapshot(3).unwrap();
+    drop(runtime);
+    // Drop joined the threads, and each thread dropped its process.
+    assert_eq!(drops.load(Ordering::SeqCst), 4);
+}
+
+#[test]
+fn the_last_handle_dropped_on_a_process_thread_does_not_hang() {
+    let (runtime, drops) = quiet(3);
+    let inner = runtime.clone();
+    let (release, wait) = bounded::<()>(0);
+    let r = runtime.with_process_timeout(1, Duration::from_millis(1), move |_, _| {
+        let _ = wait.recv();
+        drop(inner); // the last handle, dropped on process 1's own thread
+    });
+    assert_eq!(r.unwrap_err(), Error::Timeout);
+    drop(runtime);
+    drop(release);
+    wait_until("every process dropped", || {
+        drops.load(Ordering::SeqCst) == 3
+    });
+}
+
+#[test]
+fn blocking_calls_on_a_process_thread_are_refused() {
+    let (runtime, _) = quiet(2);
+    let inner = runtime.clone();
+    let refused = runtime
+        .with_process(0, move |_, _| {
+            let snapshot = inner.snapshot(1).map(|_| ());
+            let run = inner.with_process(1, |_, _| ());
+            let ticket = inner.start_snapshot(1).unwrap();
+            (snapshot, run, ticket.wait().map(|_| ()))
+        })
+        .unwrap();
+    let no = Err(Error::WouldDeadlock { process: 0 });
+    assert_eq!(refused, (no.clone(), no.clone(), no));
+    runtime.shutdown().unwrap();
+}
+
+#[test]
+fn shutdown_timeout_names_the_processes_that_did_not_stop() {
+    let (runtime, drops) = quiet(3);
+    let release = hold(&runtime, 2);
+    let err = runtime
+        .shutdown_timeout(Duration::from_millis(50))
+        .unwrap_err();
+    assert_eq!(err, Error::ShutdownTimeout { running: vec![2] });
+    drop(release);
+    wait_until("the detached thread ends", || {
+        drops.load(Ordering::SeqCst) == 3
+    });
+}
+
+#[test]
+fn a_panic_in_with_process_is_reported_to_the_caller() {
+    let (runtime, _) = quiet(3);
+    let err = runtime
+        .with_process(1, |_, _| -> () { panic!("boom in 1") })
+        .unwrap_err();
+    assert_eq!(
+        err,
+        Error::ProcessFailed {
+            process: 1,
+            message: "boom in 1".into()
+        }
+    );
+    assert_eq!(runtime.failures()[0].process, 1);
+    assert_eq!(runtime.with_process(1, |_, _| ()).unwrap_err(), err);
+    assert_eq!(
+        runtime.start_snapshot(0).unwrap_err(),
+        err,
+        "no snapshot can complete now"
+    );
+    let stopped = runtime.shutdown().unwrap();
+    assert!(stopped.processes[1].is_none());
+    assert_eq!(stopped.failures.len(), 1);
+    assert_eq!(stopped.into_processes().unwrap_err(), err);
+}
+
+/// A branch that panics on its `fuse`-th delivery.
+struct Fragile {
+    branch: Branch,
+    fuse: u64,
+}
+
+impl Process for Fragile {
+    type Message = u64;
+    type State = u64;
+    fn on_start(&mut self, ctx: &mut Context<'_, u64>) {
+        self.branch.on_start(ctx);
+    }
+    fn on_message(&mut self, from: ProcessId, m: u64, ctx: &mut Context<'_, u64>) {
+        if self.branch.delivered + 1 == self.fuse {
+            panic!("branch gave up after {} transfers", self.branch.delivered);
+        }
+        self.branch.on_message(from, m, ctx);
+    }
+    fn record(&self) -> u64 {
+        self.branch.record()
+    }
+}
+
+#[test]
+fn a_panic_fails_every_running_snapshot_and_refuses_new_ones() {
+    let (seed, _guard) = seed("a_panic_fails_every_running_snapshot_and_refuses_new_ones");
+    let n = 5;
+    let (procs, traffic) = branches(n, 1000, 2, seed);
+    let fuse = 3000;
+    let procs = procs.into_iter().enumerate().map(|(i, branch)| Fragile {
+        branch,
+        fuse: if i == 3 { fuse } else { u64::MAX },
+    });
+    let runtime = Runtime::new(Topology::complete(n), procs).unwrap();
+    let (mut completed, mut failed) = (0, 0);
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        assert!(Instant::now() < deadline, "the panic never came");
+        let tickets = match (0..4)
+            .map(|i| runtime.start_snapshot(i % n))
+            .collect::<Result<Vec<_>, _>>()
+        {
+            Ok(t) => t,
+            Err(e) => {
+                assert!(matches!(e, Error::ProcessFailed { process: 3, .. }), "{e}");
+                break;
+            }
+        };
+        for ticket in tickets {
+            match ticket.wait_timeout(PATIENCE) {
+                Ok(snapshot) => {
+                    check_bank(&snapshot, n as u64 * 1000, n as u64 * 2);
+                    completed += 1;
+                }
+                Err(Error::ProcessFailed { process, message }) => {
+                    assert_eq!(process, 3);
+                    assert!(message.starts_with("branch gave up after"), "{message}");
+                    failed += 1;
+                }
+                Err(e) => panic!("unexpected {e}"),
+            }
+        }
+        let _ = traffic;
+    }
+    assert!(completed > 0);
+    let _ = failed; // may be 0 if the panic fell between two rounds
+    assert_eq!(runtime.failures().len(), 1, "{:?}", runtime.failures());
+    // Every live process drops its snapshot state once it learns of the failure.
+    wait_until("no snapshot state left", || {
+        runtime.stats() == RuntimeStats::default()
+    });
+    let stopped = runtime.shutdown().unwrap();
+    assert_eq!(stopped.failures[0].process, 3);
+    assert!(stopped.processes[3].is_none());
+    assert_eq!(
+        stopped.processes.iter().filter(|p| p.is_some()).count(),
+        n - 1
+    );
+}
+
+#[test]
+fn sending_to_a_stopped_process_gives_the_message_back() {
+    let (seed, _guard) = seed("sending_to_a_stopped_process_gives_the_message_back");
+    let (procs, traffic) = branches(2, 10, 1, seed);
+    let runtime = Runtime::new(Topology::complete(2), procs).unwrap();
+    wait_for_traffic(&traffic, 10);
+    let _ = runtime.with_process(1, |_, _| -> () { panic!("stop here") });
+    wait_until("process 1 has stopped", || {
+        runtime
+            .with_process(0, |_, ctx| ctx.send(1, 5))
+            .unwrap()
+            .is_err_and(|e| e.into_message() == 5)
+    });
+}
