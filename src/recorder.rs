@@ -206,6 +206,11 @@ impl<M: Clone, S> Recorder<M, S> {
         true
     }
 
+    /// Whether snapshot `id` has been recorded here and is not yet complete.
+    pub fn is_active(&self, id: SnapshotId) -> bool {
+        self.active.contains_key(&id)
+    }
+
     /// Application messages received so far on incoming `channel`.
     pub fn received(&self, channel: usize) -> u64 {
         self.inbound[channel].received

@@ -2,6 +2,8 @@
 
 mod common;
 
+use common::PATIENCE;
+
 use chandy_lamport::{
     BuildError, Context, Error, Process, ProcessId, Runtime, SendError, Topology, TopologyError,
 };
@@ -97,7 +99,7 @@ fn sending_to_a_non_neighbour_hands_the_message_back() {
     );
     assert_eq!(results.3, vec![0]);
     // Nothing was sent: a snapshot finds no message anywhere.
-    let snapshot = runtime.snapshot(0).unwrap();
+    let snapshot = runtime.snapshot_timeout(0, *PATIENCE).unwrap();
     assert_eq!(snapshot.in_flight().count(), 0);
     assert!(snapshot.channels.iter().all(|c| c.sent == 0));
 }
@@ -119,6 +121,10 @@ fn naming_a_process_that_does_not_exist_is_an_error() {
     );
     assert_eq!(runtime.with_process(3, |_, _| ()).unwrap_err(), no);
     // And the runtime is unharmed.
-    runtime.snapshot(2).unwrap().verify().unwrap();
+    runtime
+        .snapshot_timeout(2, *PATIENCE)
+        .unwrap()
+        .verify()
+        .unwrap();
     assert!(runtime.failures().is_empty());
 }

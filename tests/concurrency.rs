@@ -4,24 +4,10 @@
 
 mod common;
 
+use chandy_lamport::{Runtime, Topology};
+use common::{branches, check_bank, seed, wait_for_traffic, wait_until_clean, PATIENCE};
 use std::collections::HashSet;
 use std::sync::{Arc, Barrier};
-use std::time::{Duration, Instant};
-
-use chandy_lamport::{Runtime, RuntimeStats, Topology};
-use common::{branches, check_bank, seed, wait_for_traffic, PATIENCE};
-
-fn wait_until_clean<P: chandy_lamport::Process>(runtime: &Runtime<P>) {
-    let deadline = Instant::now() + PATIENCE;
-    while runtime.stats() != RuntimeStats::default() {
-        assert!(
-            Instant::now() < deadline,
-            "left behind: {:?}",
-            runtime.stats()
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
 
 #[test]
 fn many_snapshots_from_one_initiator() {
@@ -34,7 +20,7 @@ fn many_snapshots_from_one_initiator() {
         .collect();
     let mut ids = HashSet::new();
     for ticket in tickets {
-        let s = ticket.wait_timeout(PATIENCE).unwrap();
+        let s = ticket.wait_timeout(*PATIENCE).unwrap();
         assert_eq!(s.initiator, 2);
         assert!(ids.insert(s.id), "ids are unique");
         check_bank(&s, 6000, 18);
@@ -70,7 +56,7 @@ fn every_process_starts_a_snapshot_at_the_same_instant_from_inside() {
         let started: HashSet<_> = callers.into_iter().map(|c| c.join().unwrap()).collect();
         assert_eq!(started.len(), n);
         for _ in 0..n {
-            let event = events.recv_timeout(PATIENCE).unwrap();
+            let event = events.recv_timeout(*PATIENCE).unwrap();
             assert!(started.contains(&event.id));
             check_bank(&event.outcome.unwrap(), n as u64 * 1000, n as u64 * 2);
         }
@@ -97,7 +83,7 @@ fn every_process_starts_a_snapshot_at_the_same_instant_from_outside() {
             })
             .collect();
         for starter in starters {
-            let s = starter.join().unwrap().wait_timeout(PATIENCE).unwrap();
+            let s = starter.join().unwrap().wait_timeout(*PATIENCE).unwrap();
             check_bank(&s, n as u64 * 1000, n as u64 * 2);
         }
     }
@@ -122,7 +108,7 @@ fn snapshots_from_application_code_while_others_run() {
             from_outside.insert(t.id());
             tickets.push(t);
         }
-        let event = events.recv_timeout(PATIENCE).unwrap();
+        let event = events.recv_timeout(*PATIENCE).unwrap();
         check_bank(&event.outcome.unwrap(), n as u64 * 1000, n as u64 * 3);
         if !from_outside.contains(&event.id) {
             assert!([1, 4].contains(&event.initiator));
@@ -131,7 +117,7 @@ fn snapshots_from_application_code_while_others_run() {
     }
     for t in tickets {
         check_bank(
-            &t.wait_timeout(PATIENCE).unwrap(),
+            &t.wait_timeout(*PATIENCE).unwrap(),
             n as u64 * 1000,
             n as u64 * 3,
         );
@@ -150,7 +136,7 @@ fn snapshots_overlapping_heavy_traffic() {
         if running.len() == 16 {
             let t: chandy_lamport::PendingSnapshot<u64, u64> = running.pop_front().unwrap();
             check_bank(
-                &t.wait_timeout(PATIENCE).unwrap(),
+                &t.wait_timeout(*PATIENCE).unwrap(),
                 n as u64 * 1_000_000,
                 n as u64 * 16,
             );
@@ -159,7 +145,7 @@ fn snapshots_overlapping_heavy_traffic() {
     }
     for t in running {
         check_bank(
-            &t.wait_timeout(PATIENCE).unwrap(),
+            &t.wait_timeout(*PATIENCE).unwrap(),
             n as u64 * 1_000_000,
             n as u64 * 16,
         );

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use chandy_lamport::{
     Context, Error, Process, ProcessId, Runtime, RuntimeStats, SnapshotId, Topology,
 };
-use common::{branches, check_bank, seed, wait_for_traffic, Branch, PATIENCE};
+use common::{
+    branches, check_bank, seed, wait_for_traffic, wait_until, wait_until_clean, Branch, PATIENCE,
+};
 use crossbeam_channel::{bounded, Receiver};
 
 /// A quiet process that counts how many of its kind have been dropped.
@@ -49,16 +51,8 @@ fn hold(runtime: &Runtime<Quiet>, process: ProcessId) -> crossbeam_channel::Send
         let _ = wait.recv();
     });
     assert_eq!(result.unwrap_err(), Error::Timeout);
-    entered.recv_timeout(PATIENCE).unwrap();
+    entered.recv_timeout(*PATIENCE).unwrap();
     release
-}
-
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + PATIENCE;
-    while !done() {
-        assert!(Instant::now() < deadline, "gave up waiting: {what}");
-        std::thread::sleep(Duration::from_millis(1));
-    }
 }
 
 #[test]
@@ -78,7 +72,7 @@ fn waiting_with_a_timeout_gives_up_and_loses_nothing() {
         Error::Timeout
     );
     drop(release);
-    let snapshot = ticket.wait_timeout(PATIENCE).unwrap();
+    let snapshot = ticket.wait_timeout(*PATIENCE).unwrap();
     snapshot.verify().unwrap();
     assert!(ticket.try_get().unwrap().is_ok());
     runtime.shutdown().unwrap();
@@ -95,10 +89,10 @@ fn shutdown_with_snapshots_in_flight_fails_them() {
         std::thread::spawn(move || runtime.shutdown())
     };
     for ticket in &tickets {
-        assert_eq!(ticket.wait_timeout(PATIENCE).unwrap_err(), Error::Shutdown);
+        assert_eq!(ticket.wait_timeout(*PATIENCE).unwrap_err(), Error::Shutdown);
     }
     for _ in 0..3 {
-        let event = events.recv_timeout(PATIENCE).unwrap();
+        let event = events.recv_timeout(*PATIENCE).unwrap();
         assert_eq!(event.outcome.unwrap_err(), Error::Shutdown);
     }
     // Shutdown waits for the callback running on process 2.
@@ -125,7 +119,7 @@ fn waiting_on_an_unknown_id_is_an_error() {
         Error::UnknownSnapshot(id)
     );
     // A finished snapshot is no longer known either.
-    let done = runtime.snapshot(0).unwrap();
+    let done = runtime.snapshot_timeout(0, *PATIENCE).unwrap();
     assert_eq!(
         runtime.watch_snapshot(done.id).unwrap_err(),
         Error::UnknownSnapshot(done.id)
@@ -140,8 +134,8 @@ fn watching_a_running_snapshot_gets_its_result() {
     let watcher = runtime.watch_snapshot(ticket.id()).unwrap();
     assert_eq!(watcher.initiator(), 0);
     drop(release);
-    let a = ticket.wait_timeout(PATIENCE).unwrap();
-    let b = watcher.wait_timeout(PATIENCE).unwrap();
+    let a = ticket.wait_timeout(*PATIENCE).unwrap();
+    let b = watcher.wait_timeout(*PATIENCE).unwrap();
     assert!(Arc::ptr_eq(&a, &b), "both waiters share one snapshot");
 }
 
@@ -165,7 +159,7 @@ fn a_handle_used_after_shutdown_says_so() {
 #[test]
 fn dropping_the_runtime_stops_and_joins_every_thread() {
     let (runtime, drops) = quiet(4);
-    runtime.snapshot(3).unwrap();
+    runtime.snapshot_timeout(3, *PATIENCE).unwrap();
     drop(runtime);
     // Drop joined the threads, and each thread dropped its process.
     assert_eq!(drops.load(Ordering::SeqCst), 4);
@@ -280,7 +274,7 @@ fn a_panic_fails_every_running_snapshot_and_refuses_new_ones() {
     });
     let runtime = Runtime::new(Topology::complete(n), procs).unwrap();
     let (mut completed, mut failed) = (0, 0);
-    let deadline = Instant::now() + PATIENCE;
+    let deadline = Instant::now() + *PATIENCE;
     loop {
         assert!(Instant::now() < deadline, "the panic never came");
         let tickets = match (0..4)
@@ -294,7 +288,7 @@ fn a_panic_fails_every_running_snapshot_and_refuses_new_ones() {
             }
         };
         for ticket in tickets {
-            match ticket.wait_timeout(PATIENCE) {
+            match ticket.wait_timeout(*PATIENCE) {
                 Ok(snapshot) => {
                     check_bank(&snapshot, n as u64 * 1000, n as u64 * 2);
                     completed += 1;
@@ -313,9 +307,7 @@ fn a_panic_fails_every_running_snapshot_and_refuses_new_ones() {
     let _ = failed; // may be 0 if the panic fell between two rounds
     assert_eq!(runtime.failures().len(), 1, "{:?}", runtime.failures());
     // Every live process drops its snapshot state once it learns of the failure.
-    wait_until("no snapshot state left", || {
-        runtime.stats() == RuntimeStats::default()
-    });
+    wait_until_clean(&runtime);
     let stopped = runtime.shutdown().unwrap();
     assert_eq!(stopped.failures[0].process, 3);
     assert!(stopped.processes[3].is_none());

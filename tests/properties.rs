@@ -8,10 +8,8 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
-use chandy_lamport::{Runtime, RuntimeStats, Topology};
-use common::{branches, check_bank, wait_for_traffic, PATIENCE};
+use chandy_lamport::{Runtime, Topology};
+use common::{branches, check_bank, wait_for_traffic, wait_until_clean, PATIENCE};
 use proptest::prelude::*;
 
 /// A strongly connected topology: a one-way ring through a random order of the processes, plus
@@ -64,14 +62,10 @@ proptest! {
             tickets.push(runtime.start_snapshot(initiator % n).unwrap());
         }
         for ticket in tickets {
-            let s = ticket.wait_timeout(PATIENCE).unwrap();
+            let s = ticket.wait_timeout(*PATIENCE).unwrap();
             check_bank(&s, n as u64 * 100, n as u64 * in_flight);
         }
-        let deadline = Instant::now() + PATIENCE;
-        while runtime.stats() != RuntimeStats::default() {
-            prop_assert!(Instant::now() < deadline, "left behind: {:?}", runtime.stats());
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        wait_until_clean(&runtime);
         let stopped = runtime.shutdown().unwrap();
         let in_transit: u64 = stopped.in_flight().map(|(_, m)| *m).sum();
         let held: u64 = stopped.into_processes().unwrap().iter().map(|b| b.balance).sum();

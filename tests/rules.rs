@@ -46,7 +46,7 @@ fn hold(
         }
     });
     assert_eq!(r.unwrap_err(), Error::Timeout);
-    entered.recv_timeout(PATIENCE).unwrap();
+    entered.recv_timeout(*PATIENCE).unwrap();
     release
 }
 
@@ -68,7 +68,7 @@ fn initiator_marker_separates_messages_before_and_after() {
     // marker is queued behind "before" and "after" behind the marker.
     send(&runtime, 0, 1, "after");
     drop(release);
-    let s = ticket.wait_timeout(PATIENCE).unwrap();
+    let s = ticket.wait_timeout(*PATIENCE).unwrap();
     s.verify().unwrap();
     assert_eq!(s.states[1], vec![(0, "before")]);
     let c01 = s.channel(0, 1).unwrap();
@@ -90,7 +90,7 @@ fn message_arriving_on_a_recorded_channel_is_recorded_and_delivered() {
     let ticket = runtime.start_snapshot(0).unwrap();
     runtime.with_process(0, |_, _| ()).unwrap(); // served after 0 started the snapshot
     drop(release);
-    let s = ticket.wait_timeout(PATIENCE).unwrap();
+    let s = ticket.wait_timeout(*PATIENCE).unwrap();
     s.verify().unwrap();
     assert!(
         s.states[0].is_empty(),
@@ -118,13 +118,13 @@ fn first_marker_empties_its_channel_and_records_the_others() {
     send(&runtime, 0, 1, "a"); // before the snapshot: in 1's state, not in flight
     let ticket = runtime.start_snapshot(0).unwrap();
     // Wait until 1 has taken 0's marker (its first): then 0 and 1 are recording.
-    let deadline = std::time::Instant::now() + PATIENCE;
+    let deadline = std::time::Instant::now() + *PATIENCE;
     while runtime.stats().recording < 2 {
         assert!(std::time::Instant::now() < deadline);
         std::thread::yield_now();
     }
     drop(release);
-    let s = ticket.wait_timeout(PATIENCE).unwrap();
+    let s = ticket.wait_timeout(*PATIENCE).unwrap();
     s.verify().unwrap();
     assert_eq!(s.states[1], vec![(0, "a")]);
     assert!(s.channel(0, 1).unwrap().messages.is_empty(), "Cki is empty");
@@ -167,7 +167,7 @@ fn snapshot_started_in_a_callback_records_when_it_returns() {
             id
         })
         .unwrap();
-    let event = events.recv_timeout(PATIENCE).unwrap();
+    let event = events.recv_timeout(*PATIENCE).unwrap();
     assert_eq!((event.id, event.initiator), (id, 0));
     let s = event.outcome.unwrap();
     s.verify().unwrap();
@@ -194,7 +194,7 @@ fn completion_needs_a_marker_on_every_incoming_channel() {
         "the centre still waits for leaf 3's marker"
     );
     drop(release);
-    let s = ticket.wait_timeout(PATIENCE).unwrap();
+    let s = ticket.wait_timeout(*PATIENCE).unwrap();
     s.verify().unwrap();
     let c30 = s.channel(3, 0).unwrap();
     assert_eq!(

@@ -17,7 +17,7 @@ fn bank_on(topology: Topology, k: usize, test: &str) {
     let runtime = Runtime::new(topology, procs).unwrap();
     for i in 0..k {
         wait_for_traffic(&traffic, 50);
-        let snapshot = runtime.snapshot_timeout(i % n, PATIENCE).unwrap();
+        let snapshot = runtime.snapshot_timeout(i % n, *PATIENCE).unwrap();
         assert_eq!(snapshot.initiator, i % n);
         assert_eq!(snapshot.states.len(), n);
         assert_eq!(snapshot.channels.len(), runtime.wiring().channels().len());
@@ -109,11 +109,11 @@ fn one_process() {
         .tick_interval(Duration::from_millis(1))
         .build([Counter(0)])
         .unwrap();
-    let first = runtime.snapshot(0).unwrap();
+    let first = runtime.snapshot_timeout(0, *PATIENCE).unwrap();
     assert!(first.channels.is_empty());
     first.verify().unwrap();
     std::thread::sleep(Duration::from_millis(20));
-    let second = runtime.snapshot(0).unwrap();
+    let second = runtime.snapshot_timeout(0, *PATIENCE).unwrap();
     assert!(second.states[0] > first.states[0], "ticks ran in between");
     let counters = runtime.shutdown().unwrap().into_processes().unwrap();
     assert!(counters[0].0 >= second.states[0]);
@@ -144,7 +144,7 @@ fn with_process_runs_a_closure_on_the_process() {
         .unwrap();
     assert_eq!(name, "process-2");
     let got = runtime
-        .with_process_timeout(0, PATIENCE, |inbox, _| inbox.0.clone())
+        .with_process_timeout(0, *PATIENCE, |inbox, _| inbox.0.clone())
         .unwrap();
     assert!(
         got.len() <= 1,
@@ -152,7 +152,7 @@ fn with_process_runs_a_closure_on_the_process() {
     );
     // A snapshot started at 2 after the send finds the message exactly once: delivered to 0
     // before 0 recorded, or in flight on 2->0 (it precedes 2's marker there).
-    let snapshot = runtime.snapshot(2).unwrap();
+    let snapshot = runtime.snapshot_timeout(2, *PATIENCE).unwrap();
     let in_flight = &snapshot.channel(2, 0).unwrap().messages;
     assert_eq!(snapshot.states[0] + in_flight.len(), 1);
     let inboxes = runtime.shutdown().unwrap().into_processes().unwrap();
@@ -168,7 +168,7 @@ fn snapshots_started_inside_application_code_reach_subscribers() {
     let runtime = Runtime::new(Topology::complete(4), procs).unwrap();
     let events = runtime.subscribe();
     for _ in 0..5 {
-        let event = events.recv_timeout(PATIENCE).unwrap();
+        let event = events.recv_timeout(*PATIENCE).unwrap();
         assert_eq!(event.initiator, 3);
         let snapshot = event.outcome.unwrap();
         assert_eq!(snapshot.id, event.id);

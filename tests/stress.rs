@@ -8,10 +8,10 @@
 mod common;
 
 use std::collections::VecDeque;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use chandy_lamport::{Runtime, RuntimeStats, Topology};
-use common::{branches, check_bank, seed, PATIENCE};
+use common::{branches, check_bank, seed, wait_until_clean, PATIENCE};
 
 /// Snapshots taken by the stress test unless `STRESS_SNAPSHOTS` says otherwise.
 const SNAPSHOTS: usize = 300;
@@ -46,7 +46,7 @@ fn concurrent_snapshots_under_full_traffic_leave_nothing_behind() {
                 break;
             };
             let ticket: chandy_lamport::PendingSnapshot<u64, u64> = ticket;
-            let s = ticket.wait_timeout(PATIENCE).unwrap();
+            let s = ticket.wait_timeout(*PATIENCE).unwrap();
             check_bank(&s, total, transfers);
             recorded_in_flight += s.in_flight().count();
             latencies.push(s.latency());
@@ -63,15 +63,7 @@ fn concurrent_snapshots_under_full_traffic_leave_nothing_behind() {
     let elapsed = start.elapsed();
     assert_eq!(latencies.len(), total_snapshots);
     // Every snapshot has ended, so every process has forgotten its part: nothing may remain.
-    let deadline = Instant::now() + PATIENCE;
-    while runtime.stats() != RuntimeStats::default() {
-        assert!(
-            Instant::now() < deadline,
-            "left behind: {:?}",
-            runtime.stats()
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    wait_until_clean(&runtime);
     let delivered = traffic.load(std::sync::atomic::Ordering::Relaxed);
     let stopped = runtime.shutdown().unwrap();
     assert!(stopped.failures.is_empty());

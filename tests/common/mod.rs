@@ -7,10 +7,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chandy_lamport::{Context, GlobalSnapshot, Process, ProcessId};
+use chandy_lamport::{Context, GlobalSnapshot, Process, ProcessId, Runtime, RuntimeStats};
 
-/// Long enough for anything that should happen, short enough that a hang fails the test.
-pub const PATIENCE: Duration = Duration::from_secs(30);
+/// Long enough for anything that should happen, short enough that a hang fails the test
+/// (`TEST_PATIENCE_SECS` shortens it, for mutation runs where hangs are expected).
+pub static PATIENCE: std::sync::LazyLock<Duration> = std::sync::LazyLock::new(|| {
+    let secs = std::env::var("TEST_PATIENCE_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(30);
+    Duration::from_secs(secs)
+});
 
 /// A seed for a randomised test: `SEED` from the environment to replay, else a fresh one. The
 /// returned guard prints it if the test fails.
@@ -123,7 +130,7 @@ pub fn branches(
 /// Waits until at least `deliveries` more transfers have been delivered.
 pub fn wait_for_traffic(traffic: &AtomicU64, deliveries: u64) {
     let target = traffic.load(Ordering::Relaxed) + deliveries;
-    let deadline = std::time::Instant::now() + PATIENCE;
+    let deadline = std::time::Instant::now() + *PATIENCE;
     while traffic.load(Ordering::Relaxed) < target {
         assert!(std::time::Instant::now() < deadline, "traffic stalled");
         std::thread::yield_now();
@@ -149,4 +156,25 @@ pub fn check_bank(snapshot: &GlobalSnapshot<u64, u64>, total: u64, transfers: u6
         "snapshot {} lost or duplicated a transfer",
         snapshot.id
     );
+}
+
+/// Waits until `done` holds, failing the test after `PATIENCE`.
+pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + *PATIENCE;
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "gave up waiting: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Waits until no snapshot state is left anywhere in the runtime (every process has forgotten
+/// every snapshot, nothing is being assembled or waited on).
+pub fn wait_until_clean<P: Process>(runtime: &Runtime<P>) {
+    wait_until("no snapshot state left in the runtime", || {
+        runtime.stats() == RuntimeStats::default()
+    });
+    assert_eq!(runtime.stats(), RuntimeStats::default());
 }

@@ -1,0 +1,71 @@
+#!/usr/bin/env python3
+"""Prints the benchmark page's tables from criterion's results (target/criterion).
+
+    cargo bench --bench throughput --bench latency --bench recorder
+    python3 .ci/bench_table.py
+
+Throughput figures are deliveries per second from criterion's median (its `estimates.json`);
+ratios are taken between figures of the same run.
+"""
+import json
+import os
+import sys
+
+ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "target", "criterion")
+
+
+def estimate(*path):
+    """Median time per iteration in seconds, and elements per iteration (if a throughput)."""
+    base = os.path.join(ROOT, *path, "new")
+    try:
+        est = json.load(open(os.path.join(base, "estimates.json")))
+        bench = json.load(open(os.path.join(base, "benchmark.json")))
+    except FileNotFoundError:
+        return None, None
+    elements = (bench.get("throughput") or {}).get("Elements")
+    return est["median"]["point_estimate"] / 1e9, elements
+
+
+def rate(*path):
+    t, elements = estimate(*path)
+    return None if t is None or not elements else elements / t
+
+
+def fmt_rate(r):
+    return "-" if r is None else f"{r / 1e6:.2f}M"
+
+
+def ratio(a, b):
+    return "-" if a is None or b is None else f"{a / b:.2f}"
+
+
+def main():
+    if not os.path.isdir(ROOT):
+        sys.exit("no criterion results: run cargo bench first")
+    print("| N | bare inbox | bare edge+Select | runtime | runtime, 4 snapshots | runtime / inbox | "
+          "runtime / edge+Select | with snapshots / without |")
+    print("|---|---|---|---|---|---|---|---|")
+    for n in (4, 16, 64):
+        g = f"closed_loop_N={n}"
+        inbox, select = rate(g, "bare_inbox"), rate(g, "bare_edge_select")
+        rt, snap = rate(g, "runtime"), rate(g, "runtime_4_snapshots")
+        print(f"| {n} | {fmt_rate(inbox)} | {fmt_rate(select)} | {fmt_rate(rt)} | {fmt_rate(snap)} | "
+              f"{ratio(rt, inbox)} | {ratio(rt, select)} | {ratio(snap, rt)} |")
+    print()
+    print("| N | idle latency | loaded latency |")
+    print("|---|---|---|")
+    for n in (4, 16, 64):
+        idle, _ = estimate("snapshot_latency", f"idle_N={n}")
+        loaded, _ = estimate("snapshot_latency", f"loaded_N={n}")
+        show = lambda t: "-" if t is None else f"{t * 1e6:.0f} us"
+        print(f"| {n} | {show(idle)} | {show(loaded)} |")
+    print()
+    print("| snapshots recording | ns per message |")
+    print("|---|---|")
+    for k in (0, 1, 8):
+        t, _ = estimate("recorder_on_message", f"{k}_recording")
+        print(f"| {k} | {'-' if t is None else f'{t * 1e9:.1f}'} |")
+
+
+if __name__ == "__main__":
+    main()

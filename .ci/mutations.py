@@ -1,0 +1,175 @@
+#!/usr/bin/env python3
+"""Teeth: break the marker rules on purpose, one mutation at a time, and list the tests that fail.
+
+Each mutation is a set of exact text replacements in the marker core or the event loop. The
+runner copies the repository to a scratch directory, applies one mutation, runs `cargo test
+--no-fail-fast` there, and reports which tests failed. A mutation no test catches is a hole in
+the suite: the script exits 1.
+
+    python3 .ci/mutations.py            # every mutation
+    python3 .ci/mutations.py M2 M6      # some of them
+
+Not part of the CI run (it builds the test suite once per mutation); rerun it when the marker
+core, the event loop or the tests change. Each replacement must match exactly once, so a
+refactor that makes a mutation stale is reported rather than silently skipped.
+"""
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRATCH = "/tmp/chandy-lamport-mutants"
+TARGET = "/tmp/chandy-lamport-mutants-target"
+
+MUTATIONS = {
+    "M1": (
+        "not recording messages on a channel that is being recorded",
+        [(
+            "src/recorder.rs",
+            "        if inbound.recorders != 0 {\n            inbound.log.push_back(",
+            "        if inbound.recorders != 0 && seq == 0 {\n            inbound.log.push_back(",
+        )],
+    ),
+    "M2": (
+        "recording own state one application message late (a first marker waits until one more "
+        "application message has been handled)",
+        [
+            (
+                "src/runtime/event_loop.rs",
+                "const BATCH: usize = 32;",
+                "const BATCH: usize = 32;\nthread_local! { static LATE: std::cell::Cell<Option<(usize, "
+                "SnapshotId)>> = const { std::cell::Cell::new(None) }; }",
+            ),
+            (
+                "src/runtime/event_loop.rs",
+                "                Ok(Envelope::Marker(id)) => self.marker(i, id),",
+                "                Ok(Envelope::Marker(id)) if !self.recorder.is_active(id) && "
+                "LATE.with(|l| l.get().is_none()) => LATE.with(|l| l.set(Some((i, id)))),\n"
+                "                Ok(Envelope::Marker(id)) => self.marker(i, id),",
+            ),
+            (
+                "src/runtime/event_loop.rs",
+                "        self.callback(|app, ctx| app.on_message(from, message, ctx));\n    }",
+                "        self.callback(|app, ctx| app.on_message(from, message, ctx));\n"
+                "        if let Some((j, late)) = LATE.with(|l| l.take()) { self.marker(j, late); }\n    }",
+            ),
+        ],
+    ),
+    "M3": (
+        "closing the wrong channel's recording (a later marker closes another open channel)",
+        [(
+            "src/recorder.rs",
+            "        if snapshot.recorded[channel].is_some() {\n            return Err(MarkerError::DuplicateMarker {",
+            "        let channel = (0..snapshot.recorded.len()).find(|&c| c != channel && "
+            "snapshot.recorded[c].is_none()).unwrap_or(channel);\n"
+            "        if snapshot.recorded[channel].is_some() {\n            return Err(MarkerError::DuplicateMarker {",
+        )],
+    ),
+    "M4": (
+        "a returning marker making the initiator record its state again",
+        [(
+            "src/recorder.rs",
+            "        if snapshot.recorded[channel].is_some() {\n            return Err(MarkerError::DuplicateMarker {",
+            "        if snapshot.initiated {\n            snapshot.state = record();\n        }\n"
+            "        if snapshot.recorded[channel].is_some() {\n            return Err(MarkerError::DuplicateMarker {",
+        )],
+    ),
+    "M5": (
+        "not delivering a recorded message to the application",
+        [(
+            "src/runtime/event_loop.rs",
+            "        self.recorder.on_message(i, seq, &message);\n",
+            "        self.recorder.on_message(i, seq, &message);\n"
+            "        if self.recorder.is_recording(i) {\n            return;\n        }\n",
+        )],
+    ),
+    "M6": (
+        "delivering an application message ahead of a marker sent before it",
+        [(
+            "src/runtime/event_loop.rs",
+            "                Ok(Envelope::Marker(id)) => self.marker(i, id),",
+            "                Ok(Envelope::Marker(id)) => match self.inbound[i].try_recv() {\n"
+            "                    Ok(Envelope::Message { seq, message }) => { self.deliver(i, seq, message); self.marker(i, id) }\n"
+            "                    Ok(Envelope::Marker(next)) => { self.marker(i, id); self.marker(i, next) }\n"
+            "                    Err(_) => self.marker(i, id),\n"
+            "                },",
+        )],
+    ),
+    "M7": (
+        "treating a marker of one snapshot as a marker of another",
+        [(
+            "src/recorder.rs",
+            "        let Some(snapshot) = self.active.get_mut(&id) else {",
+            "        let id = if self.active.contains_key(&id) { id } else { "
+            "self.active.keys().next().copied().unwrap_or(id) };\n"
+            "        let Some(snapshot) = self.active.get_mut(&id) else {",
+        )],
+    ),
+}
+
+
+def prepare():
+    if os.path.exists(SCRATCH):
+        shutil.rmtree(SCRATCH)
+    shutil.copytree(REPO, SCRATCH, ignore=shutil.ignore_patterns("target", ".git"))
+
+
+def apply(edits):
+    for path, old, new in edits:
+        full = os.path.join(SCRATCH, path)
+        text = open(full).read()
+        if text.count(old) != 1:
+            raise SystemExit(f"stale mutation: {path} has {text.count(old)} copies of {old!r}")
+        open(full, "w").write(text.replace(old, new))
+
+
+def run_tests():
+    env = dict(os.environ, CARGO_TARGET_DIR=TARGET, TEST_PATIENCE_SECS="5", PROPTEST_CASES="64",
+               PROPTEST_MAX_SHRINK_ITERS="8", PROPTEST_MAX_SHRINK_TIME="10000")
+    proc = subprocess.run(
+        ["cargo", "test", "--no-fail-fast", "--", "--test-threads", "4"],
+        cwd=SCRATCH, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        timeout=1800,
+    )
+    out = proc.stdout
+    failed, binary = [], "?"
+    for line in out.splitlines():
+        m = re.match(r"\s*Running (?:unittests )?(\S+)", line)
+        if m:
+            binary = os.path.basename(m.group(1)).replace(".rs", "")
+        if "Doc-tests" in line:
+            binary = "doc"
+        m = re.match(r"test (.+) \.\.\. FAILED", line)
+        if m:
+            failed.append(f"{binary}::{m.group(1)}")
+    if "error[E" in out:
+        raise SystemExit("mutation does not compile:\n" + out[-3000:])
+    return failed
+
+
+def main():
+    chosen = sys.argv[1:] or list(MUTATIONS)
+    holes = []
+    for key in chosen:
+        what, edits = MUTATIONS[key]
+        prepare()
+        apply(edits)
+        failed = run_tests()
+        print(f"{key}: {what}")
+        if failed:
+            print(f"  caught by {len(failed)} tests, e.g.:")
+            for t in failed[:12]:
+                print(f"    {t}")
+        else:
+            print("  NOT CAUGHT")
+            holes.append(key)
+        sys.stdout.flush()
+    if holes:
+        print(f"not caught: {holes}")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
