@@ -16,12 +16,14 @@ refactor that makes a mutation stale is reported rather than silently skipped.
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRATCH = "/tmp/chandy-lamport-mutants"
 TARGET = "/tmp/chandy-lamport-mutants-target"
+HANG = 900  # seconds: a suite run longer than this is stuck
 
 MUTATIONS = {
     "M1": (
@@ -126,14 +128,23 @@ def apply(edits):
 
 
 def run_tests():
+    """Runs the suite on the mutant; returns the failing tests (a hang counts as a failure)."""
     env = dict(os.environ, CARGO_TARGET_DIR=TARGET, TEST_PATIENCE_SECS="5", PROPTEST_CASES="64",
                PROPTEST_MAX_SHRINK_ITERS="8", PROPTEST_MAX_SHRINK_TIME="10000")
-    proc = subprocess.run(
+    proc = subprocess.Popen(
         ["cargo", "test", "--no-fail-fast", "--", "--test-threads", "4"],
         cwd=SCRATCH, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        timeout=1800,
+        start_new_session=True,
     )
-    out = proc.stdout
+    try:
+        out, _ = proc.communicate(timeout=HANG)
+        hung = False
+    except subprocess.TimeoutExpired:
+        # A test blocked forever (a blocking call without a timeout, on a broken core): kill
+        # the whole run and keep what it printed.
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        hung = True
     failed, binary = [], "?"
     for line in out.splitlines():
         m = re.match(r"\s*Running (?:unittests )?(\S+)", line)
@@ -144,6 +155,8 @@ def run_tests():
         m = re.match(r"test (.+) \.\.\. FAILED", line)
         if m:
             failed.append(f"{binary}::{m.group(1)}")
+    if hung:
+        failed.append(f"{binary}: hung (killed after {HANG} s)")
     if "error[E" in out:
         raise SystemExit("mutation does not compile:\n" + out[-3000:])
     return failed
@@ -159,8 +172,8 @@ def main():
         failed = run_tests()
         print(f"{key}: {what}")
         if failed:
-            print(f"  caught by {len(failed)} tests, e.g.:")
-            for t in failed[:12]:
+            print(f"  caught by {len(failed)} tests:")
+            for t in failed:
                 print(f"    {t}")
         else:
             print("  NOT CAUGHT")
