@@ -111,7 +111,7 @@ impl<P: Process> Worker<P> {
                 }
             }
             if !worked && self.again.iter().all(|&a| a == 0) {
-                self.shared.bells[self.me].wait(next_tick);
+                self.shared.bells[self.me].wait(next_tick, self.shared.backoff);
             }
         }
     }
@@ -217,12 +217,17 @@ impl<P: Process> Worker<P> {
     /// Makes the recorder's per-snapshot state visible to `Runtime::stats`.
     fn publish(&self) {
         let stats = &self.shared.stats[self.me];
-        stats
-            .recording
-            .store(self.recorder.active_snapshots(), Ordering::Relaxed);
-        stats
-            .logged
-            .store(self.recorder.logged_messages(), Ordering::Relaxed);
+        let (recording, logged) = (
+            self.recorder.active_snapshots(),
+            self.recorder.logged_messages(),
+        );
+        // Most markers change neither figure: skip the store, and the line stays shared.
+        if stats.recording.load(Ordering::Relaxed) != recording {
+            stats.recording.store(recording, Ordering::Relaxed);
+        }
+        if stats.logged.load(Ordering::Relaxed) != logged {
+            stats.logged.store(logged, Ordering::Relaxed);
+        }
     }
 
     /// Serves every queued control request; returns false on `Stop`.

@@ -31,7 +31,7 @@ use crate::recorder::Recorder;
 use crate::snapshot::{GlobalSnapshot, SnapshotId};
 use crate::topology::{Channel, ProcessId, Topology, Wiring};
 
-use doorbell::Doorbell;
+use doorbell::{Backoff, Doorbell};
 use event_loop::{process_thread, Control, ThreadExit, Worker};
 pub(crate) use guard::ThreadGuard;
 use hub::Hub;
@@ -43,8 +43,9 @@ pub use stopped::{ProcessFailure, Stopped, Undelivered};
 pub type SnapshotOf<P> = GlobalSnapshot<<P as Process>::Message, <P as Process>::State>;
 
 /// Per-process figures a thread publishes when its snapshot bookkeeping changes (never per
-/// message), for [`Runtime::stats`].
+/// message), for [`Runtime::stats`]. One cache line each, so processes do not share lines.
 #[derive(Default)]
+#[repr(align(64))]
 pub(crate) struct ProcessStats {
     pub(crate) recording: AtomicUsize,
     pub(crate) logged: AtomicUsize,
@@ -57,6 +58,8 @@ pub(crate) struct Shared<P: Process> {
     pub(crate) controls: Vec<Sender<Control<P>>>,
     pub(crate) hub: Hub<P::Message, P::State>,
     pub(crate) stats: Box<[ProcessStats]>,
+    /// How an idle process waits for work.
+    pub(crate) backoff: Backoff,
     /// Identifies this runtime's threads (see `guard.rs`).
     pub(crate) key: usize,
     /// Set when the builder gave up before every thread started.
@@ -194,6 +197,7 @@ impl<P: Process> Builder<P> {
             controls,
             hub: Hub::new(wiring.clone(), epoch),
             stats: (0..n).map(|_| ProcessStats::default()).collect(),
+            backoff: Backoff::for_processes(n),
             key: guard::new_key(),
             start_aborted: AtomicBool::new(false),
             degraded: AtomicBool::new(false),

@@ -14,7 +14,7 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use chandy_lamport::{Context, PendingSnapshot, Process, ProcessId, Runtime, Topology};
+use chandy_lamport::{Context, Process, ProcessId, Runtime, Topology};
 use crossbeam_channel::{unbounded, Receiver, Select, Sender};
 
 pub const INITIAL_BALANCE: u64 = 1_000_000;
@@ -183,21 +183,22 @@ pub fn run_runtime(
     match snapshots {
         Snapshots::Off => done.recv().unwrap(),
         Snapshots::Continuous(k) => {
-            let mut running: Vec<PendingSnapshot<Token, u64>> = Vec::new();
-            let mut next = 0;
-            while done.try_recv().is_err() {
-                running.retain(|p| match p.try_get() {
-                    Some(outcome) => {
-                        latencies.push(outcome.unwrap().latency());
-                        false
+            // Block (never spin: the main thread would take a core from the processes) until
+            // either the traffic is done or a snapshot ends, which makes room for the next.
+            let events = runtime.subscribe();
+            for next in 0..k {
+                runtime.start_snapshot(next % n).unwrap();
+            }
+            let mut next = k;
+            loop {
+                crossbeam_channel::select! {
+                    recv(done) -> _ => break,
+                    recv(events) -> event => {
+                        latencies.push(event.unwrap().outcome.unwrap().latency());
+                        runtime.start_snapshot(next % n).unwrap();
+                        next += 1;
                     }
-                    None => true,
-                });
-                while running.len() < k {
-                    running.push(runtime.start_snapshot(next % n).unwrap());
-                    next += 1;
                 }
-                thread::yield_now();
             }
         }
     }
