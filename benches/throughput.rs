@@ -1,6 +1,7 @@
 //! Closed-loop bank throughput through the runtime, beside the same workload on bare crossbeam
 //! channels (one inbox per thread; one channel per edge with `Select`), in the same run; and the
-//! runtime again with 4 snapshots continuously in flight. `cargo bench --bench throughput`;
+//! runtime again with 4 snapshots continuously in flight, and with one snapshot started every
+//! millisecond. `cargo bench --bench throughput`;
 //! `python3 .ci/bench_table.py` prints the ratios.
 
 mod workload;
@@ -43,6 +44,14 @@ fn closed_loop(c: &mut Criterion) {
             b.iter_custom(|iters| {
                 (0..iters)
                     .map(|_| run_runtime(n, IN_FLIGHT, hops, Snapshots::Continuous(4)).0)
+                    .sum()
+            })
+        });
+        group.bench_function("runtime_1000_snapshots_per_s", |b| {
+            b.iter_custom(|iters| {
+                let every = Snapshots::Every(Duration::from_millis(1));
+                (0..iters)
+                    .map(|_| run_runtime(n, IN_FLIGHT, hops, every).0)
                     .sum()
             })
         });

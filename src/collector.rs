@@ -1,12 +1,11 @@
 //! Assembling local parts into global snapshots: pure bookkeeping, no threads or clocks (the
 //! driver passes the times in).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::CollectError;
-use crate::snapshot::{ChannelSnapshot, GlobalSnapshot, LocalSnapshot, SnapshotId};
+use crate::snapshot::{ChannelSnapshot, GlobalSnapshot, IdMap, LocalSnapshot, SnapshotId};
 use crate::topology::{ProcessId, Wiring};
 
 /// A snapshot some of whose parts are still to come.
@@ -23,7 +22,7 @@ struct Assembly<M, S> {
 #[derive(Debug)]
 pub struct Collector<M, S> {
     wiring: Arc<Wiring>,
-    pending: HashMap<SnapshotId, Assembly<M, S>>,
+    pending: IdMap<Assembly<M, S>>,
 }
 
 impl<M, S> Collector<M, S> {
@@ -31,7 +30,7 @@ impl<M, S> Collector<M, S> {
     pub fn new(wiring: Arc<Wiring>) -> Self {
         Collector {
             wiring,
-            pending: HashMap::new(),
+            pending: IdMap::default(),
         }
     }
 

@@ -20,11 +20,11 @@
 //! log is trimmed to what the oldest open recording still needs. While no snapshot records a
 //! channel, [`on_message`](Recorder::on_message) only bumps a counter: no allocation, no clone.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use crate::error::MarkerError;
-use crate::snapshot::{LocalSnapshot, RecordedMessage, SnapshotId};
+use crate::snapshot::{IdMap, LocalSnapshot, RecordedMessage, SnapshotId};
 use crate::topology::ProcessId;
 
 /// What the rules require after an input.
@@ -79,7 +79,7 @@ struct Active<M, S> {
 pub struct Recorder<M, S> {
     process: ProcessId,
     inbound: Vec<Inbound<M>>,
-    active: HashMap<SnapshotId, Active<M, S>>,
+    active: IdMap<Active<M, S>>,
     /// Messages held in all logs together.
     logged: usize,
 }
@@ -98,7 +98,7 @@ impl<M: Clone, S> Recorder<M, S> {
                     log: VecDeque::new(),
                 })
                 .collect(),
-            active: HashMap::new(),
+            active: IdMap::default(),
             logged: 0,
         }
     }

@@ -155,6 +155,8 @@ pub enum Snapshots {
     Off,
     /// Keep this many running: start a new one whenever fewer are.
     Continuous(usize),
+    /// Start one every this often (skipping a beat while 4 are still running).
+    Every(Duration),
 }
 
 /// One closed-loop run through the runtime on the complete graph. Returns the traffic's
@@ -197,6 +199,26 @@ pub fn run_runtime(
                         latencies.push(event.unwrap().outcome.unwrap().latency());
                         runtime.start_snapshot(next % n).unwrap();
                         next += 1;
+                    }
+                }
+            }
+        }
+        Snapshots::Every(period) => {
+            let events = runtime.subscribe();
+            let ticks = crossbeam_channel::tick(period);
+            let (mut started, mut next) = (0usize, 0usize);
+            loop {
+                crossbeam_channel::select! {
+                    recv(done) -> _ => break,
+                    recv(events) -> event => {
+                        latencies.push(event.unwrap().outcome.unwrap().latency());
+                    }
+                    recv(ticks) -> _ => {
+                        if started - latencies.len() < 4 {
+                            runtime.start_snapshot(next % n).unwrap();
+                            started += 1;
+                            next += 1;
+                        }
                     }
                 }
             }

@@ -4,7 +4,6 @@
 //! A `parking_lot::Mutex` is enough: the critical sections are short (insert a part, maybe
 //! assemble) and contention is bounded by the number of processes finishing the same snapshot.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,7 +12,7 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::collector::Collector;
 use crate::error::{CollectError, Error};
-use crate::snapshot::{GlobalSnapshot, LocalSnapshot, SnapshotId};
+use crate::snapshot::{GlobalSnapshot, IdMap, LocalSnapshot, SnapshotId};
 use crate::topology::{ProcessId, Wiring};
 
 /// How a snapshot ended: the global snapshot, or why it could not complete.
@@ -133,7 +132,7 @@ impl<M, S> std::fmt::Debug for PendingSnapshot<M, S> {
 
 struct HubState<M, S> {
     collector: Collector<M, S>,
-    waiters: HashMap<SnapshotId, Vec<Arc<Slot<M, S>>>>,
+    waiters: IdMap<Vec<Arc<Slot<M, S>>>>,
     subscribers: Vec<Sender<SnapshotEvent<M, S>>>,
     /// Shut down: no new snapshot; parts of abandoned ones are dropped.
     closed: bool,
@@ -179,7 +178,7 @@ impl<M, S> Hub<M, S> {
         Hub {
             state: Mutex::new(HubState {
                 collector: Collector::new(wiring),
-                waiters: HashMap::new(),
+                waiters: IdMap::default(),
                 subscribers: Vec::new(),
                 closed: false,
                 failures: vec![None; processes],
