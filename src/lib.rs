@@ -102,6 +102,7 @@
 
 pub mod collector;
 pub mod error;
+mod host;
 mod process;
 pub mod recorder;
 mod runtime;

@@ -15,12 +15,13 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
-use crate::process::{Context, Process};
-use crate::recorder::{Progress, Recorder};
+use crate::error::SendError;
+use crate::host::{Driver, Envelope, Host};
+use crate::process::{Context, Outbox, Process};
 use crate::runtime::doorbell::{pop_bit, set_bit};
-use crate::runtime::outbox::{EdgeOutbox, Envelope};
+use crate::runtime::outbox::EdgeOutbox;
 use crate::runtime::Shared;
-use crate::snapshot::SnapshotId;
+use crate::snapshot::{LocalSnapshot, SnapshotId};
 use crate::topology::ProcessId;
 
 /// Messages taken from one channel before the loop looks at the others: bounds how long one
@@ -55,23 +56,62 @@ pub(crate) struct ThreadExit<P: Process> {
 
 /// Everything one process thread owns.
 pub(crate) struct Worker<P: Process> {
-    pub(crate) me: ProcessId,
-    pub(crate) app: P,
-    pub(crate) recorder: Recorder<P::Message, P::State>,
+    pub(crate) host: Host<P>,
     pub(crate) outbox: EdgeOutbox<P::Message>,
     /// By local incoming number.
     pub(crate) inbound: Vec<Receiver<Envelope<P::Message>>>,
-    /// By local incoming number: the channel's source.
-    pub(crate) sources: Vec<ProcessId>,
     pub(crate) control: Receiver<Control<P>>,
     pub(crate) shared: Arc<Shared<P>>,
     pub(crate) tick: Option<Duration>,
-    /// Snapshots started by application code during the current callback.
-    pub(crate) started: Vec<SnapshotId>,
     /// Bits taken from the doorbell, not yet served.
     pub(crate) ready: Vec<u64>,
     /// Channels whose batch ran out, served again next pass.
     pub(crate) again: Vec<u64>,
+}
+
+/// The threaded runtime as a host's [`Driver`]: edge channels out, the hub for snapshots.
+struct Wire<'a, P: Process> {
+    outbox: &'a mut EdgeOutbox<P::Message>,
+    shared: &'a Shared<P>,
+}
+
+impl<P: Process> Outbox<P::Message> for Wire<'_, P> {
+    fn neighbours(&self) -> &[ProcessId] {
+        self.outbox.neighbours()
+    }
+
+    #[inline]
+    fn send(&mut self, to: ProcessId, message: P::Message) -> Result<(), SendError<P::Message>> {
+        self.outbox.send(to, message)
+    }
+
+    fn new_snapshot_id(&mut self) -> SnapshotId {
+        SnapshotId::random()
+    }
+}
+
+impl<P: Process> Driver<P> for Wire<'_, P> {
+    fn sent(&self) -> &[u64] {
+        &self.outbox.sent
+    }
+
+    fn broadcast_marker(&mut self, id: SnapshotId) {
+        self.outbox.broadcast_marker(id);
+    }
+
+    fn begin(&mut self, id: SnapshotId, initiator: ProcessId) -> bool {
+        // Refused when the runtime is shutting down or a process has failed; the hub has told
+        // subscribers.
+        self.shared.hub.begin(id, initiator, None).is_ok()
+    }
+
+    fn snapshots_live(&self) -> bool {
+        !self.shared.degraded.load(Ordering::Acquire)
+    }
+
+    fn part_complete(&mut self, part: LocalSnapshot<P::Message, P::State>) {
+        self.shared.hub.submit(part);
+    }
 }
 
 impl<P: Process> Worker<P> {
@@ -80,16 +120,32 @@ impl<P: Process> Worker<P> {
         self.inbound.len()
     }
 
+    fn me(&self) -> ProcessId {
+        self.host.me
+    }
+
+    /// Runs `f` with the host and its driver.
+    #[inline]
+    fn with_host<R>(&mut self, f: impl FnOnce(&mut Host<P>, &mut Wire<'_, P>) -> R) -> R {
+        let mut wire = Wire {
+            outbox: &mut self.outbox,
+            shared: &self.shared,
+        };
+        f(&mut self.host, &mut wire)
+    }
+
     /// Runs the process until it is told to stop.
     fn run(&mut self) {
-        self.callback(|app, ctx| app.on_start(ctx));
+        self.with_host(|host, wire| host.callback(|app, ctx| app.on_start(ctx), wire));
+        self.publish();
         let mut next_tick = self.tick.map(|t| Instant::now() + t);
         let control_bit = self.control_bit();
+        let me = self.me();
         loop {
             for (r, a) in self.ready.iter_mut().zip(self.again.iter_mut()) {
                 *r |= std::mem::take(a);
             }
-            self.shared.bells[self.me].take(&mut self.ready);
+            self.shared.bells[me].take(&mut self.ready);
             let mut worked = false;
             while let Some(bit) = pop_bit(&mut self.ready) {
                 worked = true;
@@ -105,13 +161,14 @@ impl<P: Process> Worker<P> {
             if let (Some(tick), Some(due)) = (self.tick, next_tick) {
                 let now = Instant::now();
                 if now >= due {
-                    self.callback(|app, ctx| app.on_tick(ctx));
+                    self.with_host(|host, wire| host.callback(|app, ctx| app.on_tick(ctx), wire));
+                    self.publish();
                     next_tick = Some(now + tick);
                     worked = true;
                 }
             }
             if !worked && self.again.iter().all(|&a| a == 0) {
-                self.shared.bells[self.me].wait(next_tick, self.shared.backoff);
+                self.shared.bells[me].wait(next_tick, self.shared.backoff);
             }
         }
     }
@@ -119,109 +176,34 @@ impl<P: Process> Worker<P> {
     /// Serves incoming channel `i`: up to `BATCH` messages and markers, in channel order.
     #[inline]
     fn drain(&mut self, i: usize) {
+        let mut wire = Wire {
+            outbox: &mut self.outbox,
+            shared: &self.shared,
+        };
+        let mut exhausted = true;
         for _ in 0..BATCH {
             match self.inbound[i].try_recv() {
-                Ok(Envelope::Message { seq, message }) => self.deliver(i, seq, message),
-                Ok(Envelope::Marker(id)) => self.marker(i, id),
-                Err(TryRecvError::Empty) => return,
-                // Its sender has stopped; what it sent before is drained.
-                Err(TryRecvError::Disconnected) => return,
+                Ok(envelope) => self.host.on_envelope(i, envelope, &mut wire),
+                // Empty, or its sender has stopped and what it sent before is drained.
+                Err(_) => {
+                    exhausted = false;
+                    break;
+                }
             }
         }
-        set_bit(&mut self.again, i);
-    }
-
-    /// The per-message path: count (and record, if a snapshot records this channel), deliver.
-    #[inline]
-    fn deliver(&mut self, i: usize, seq: u64, message: P::Message) {
-        debug_assert_eq!(
-            seq,
-            self.recorder.received(i) + 1,
-            "process {}: FIFO broken on the channel from {}",
-            self.me,
-            self.sources[i]
-        );
-        self.recorder.on_message(i, seq, &message);
-        let from = self.sources[i];
-        self.callback(|app, ctx| app.on_message(from, message, ctx));
-    }
-
-    /// Runs application code, then starts the snapshots it asked for: their state is recorded
-    /// when the callback has returned, after everything it sent.
-    #[inline]
-    fn callback(&mut self, f: impl FnOnce(&mut P, &mut Context<'_, P::Message>)) {
-        let mut ctx = Context::new(self.me, &mut self.outbox, &mut self.started);
-        f(&mut self.app, &mut ctx);
-        if !self.started.is_empty() {
-            self.start_requested();
-        }
-    }
-
-    #[cold]
-    fn start_requested(&mut self) {
-        let mut ids = std::mem::take(&mut self.started);
-        for id in ids.drain(..) {
-            // Refused when the runtime is shutting down or a process has failed; the hub has
-            // told subscribers.
-            if self.shared.hub.begin(id, self.me, None).is_ok() {
-                self.initiate(id);
-            }
-        }
-        self.started = ids;
-    }
-
-    fn initiate(&mut self, id: SnapshotId) {
-        if self.shared.degraded.load(Ordering::Acquire) {
-            return;
-        }
-        let state = self.app.record();
-        let progress = self
-            .recorder
-            .initiate(id, state, &self.outbox.sent)
-            .unwrap_or_else(|e| panic!("{e}"));
-        self.apply(id, progress);
-    }
-
-    #[cold]
-    fn marker(&mut self, i: usize, id: SnapshotId) {
-        log::trace!(
-            "process {}: marker of snapshot {id} from process {}",
-            self.me,
-            self.sources[i]
-        );
-        // After a failure every snapshot has been given up: a marker of one would look like a
-        // first marker and start it again here.
-        if self.shared.degraded.load(Ordering::Acquire) {
-            return;
-        }
-        let app = &self.app;
-        let progress = self
-            .recorder
-            .on_marker(i, id, || app.record(), &self.outbox.sent)
-            .unwrap_or_else(|e| panic!("{e}"));
-        self.apply(id, progress);
-    }
-
-    /// Does what the marker rules asked for, in the same turn of the loop.
-    fn apply(&mut self, id: SnapshotId, progress: Progress<P::Message, P::State>) {
-        if progress.send_markers {
-            self.outbox.broadcast_marker(id);
-        }
-        if let Some(part) = progress.completed {
-            log::trace!("process {}: part of snapshot {id} complete", self.me);
-            self.shared.hub.submit(part);
+        if exhausted {
+            set_bit(&mut self.again, i);
         }
         self.publish();
     }
 
-    /// Makes the recorder's per-snapshot state visible to `Runtime::stats`.
+    /// Makes the recorder's per-snapshot state visible to `Runtime::stats` (once per channel
+    /// visit, not per message).
     fn publish(&self) {
-        let stats = &self.shared.stats[self.me];
-        let (recording, logged) = (
-            self.recorder.active_snapshots(),
-            self.recorder.logged_messages(),
-        );
-        // Most markers change neither figure: skip the store, and the line stays shared.
+        let stats = &self.shared.stats[self.me()];
+        let recorder = &self.host.recorder;
+        let (recording, logged) = (recorder.active_snapshots(), recorder.logged_messages());
+        // Most visits change neither figure: skip the store, and the line stays shared.
         if stats.recording.load(Ordering::Relaxed) != recording {
             stats.recording.store(recording, Ordering::Relaxed);
         }
@@ -233,18 +215,21 @@ impl<P: Process> Worker<P> {
     /// Serves every queued control request; returns false on `Stop`.
     #[cold]
     fn serve_control(&mut self) -> bool {
-        loop {
+        let more = loop {
             match self.control.try_recv() {
-                Ok(Control::StartSnapshot(id)) => self.initiate(id),
-                Ok(Control::Run(f)) => self.callback(f),
-                Ok(Control::DropSnapshots) => {
-                    self.recorder.abort_all();
-                    self.publish();
+                Ok(Control::StartSnapshot(id)) => {
+                    self.with_host(|host, wire| host.initiate(id, wire));
                 }
-                Ok(Control::Stop) | Err(TryRecvError::Disconnected) => return false,
-                Err(TryRecvError::Empty) => return true,
+                Ok(Control::Run(f)) => self.with_host(|host, wire| host.callback(f, wire)),
+                Ok(Control::DropSnapshots) => {
+                    self.host.recorder.abort_all();
+                }
+                Ok(Control::Stop) | Err(TryRecvError::Disconnected) => break false,
+                Err(TryRecvError::Empty) => break true,
             }
-        }
+        };
+        self.publish();
+        more
     }
 }
 
@@ -254,7 +239,7 @@ pub(crate) fn process_thread<P: Process>(
     start: Receiver<()>,
     exits: Sender<ProcessId>,
 ) -> ThreadExit<P> {
-    let me = worker.me;
+    let me = worker.host.me;
     let shared = worker.shared.clone();
     shared.bells[me].register_current_thread();
     super::guard::enter(shared.key, me);
@@ -274,7 +259,7 @@ pub(crate) fn process_thread<P: Process>(
         shared.process_failed(me, message.clone());
     }
     let Worker {
-        app,
+        host,
         outbox,
         inbound,
         ..
@@ -285,7 +270,7 @@ pub(crate) fn process_thread<P: Process>(
     outbox.close();
     let _ = exits.send(me);
     ThreadExit {
-        process: failure.is_none().then_some(app),
+        process: failure.is_none().then_some(host.app),
         failure,
         inbound,
     }

@@ -26,8 +26,8 @@ use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
 
 use crate::error::{BuildError, Error};
+use crate::host::{Envelope, Host};
 use crate::process::{Context, Process};
-use crate::recorder::Recorder;
 use crate::snapshot::{GlobalSnapshot, SnapshotId};
 use crate::topology::{Channel, ProcessId, Topology, Wiring};
 
@@ -36,7 +36,7 @@ use event_loop::{process_thread, Control, ThreadExit, Worker};
 pub(crate) use guard::ThreadGuard;
 use hub::Hub;
 pub use hub::{PendingSnapshot, SnapshotEvent, SnapshotOutcome};
-use outbox::{EdgeOutbox, Envelope};
+use outbox::EdgeOutbox;
 pub use stopped::{ProcessFailure, Stopped, Undelivered};
 
 /// The global snapshot type of a process type.
@@ -210,16 +210,12 @@ impl<P: Process> Builder<P> {
             let inbound: Vec<_> = inbound.into_iter().map(|r| r.expect("wired")).collect();
             let words = bells[me].words();
             let worker = Worker {
-                me,
-                app,
-                recorder: Recorder::new(me, inbound.len()),
+                host: Host::new(me, app, wiring.sources(me)),
                 outbox: EdgeOutbox::new(me, n, links, bells.clone()),
-                sources: wiring.sources(me),
                 inbound,
                 control,
                 shared: shared.clone(),
                 tick: self.tick,
-                started: Vec::new(),
                 ready: vec![0; words],
                 again: vec![0; words],
             };

@@ -6,19 +6,10 @@ use std::sync::Arc;
 use crossbeam_channel::Sender;
 
 use crate::error::SendError;
-use crate::process::Outbox;
+use crate::host::Envelope;
 use crate::runtime::doorbell::Doorbell;
 use crate::snapshot::SnapshotId;
 use crate::topology::ProcessId;
-
-/// What travels on an edge channel. Markers share the channel with application messages, so
-/// FIFO order between them is the channel's own.
-pub(crate) enum Envelope<M> {
-    /// An application message; `seq` is its number on this channel, from 1.
-    Message { seq: u64, message: M },
-    /// A marker of a snapshot.
-    Marker(SnapshotId),
-}
 
 /// One outgoing channel.
 struct Link<M> {
@@ -89,13 +80,15 @@ impl<M> EdgeOutbox<M> {
     }
 }
 
-impl<M> Outbox<M> for EdgeOutbox<M> {
-    fn neighbours(&self) -> &[ProcessId] {
+impl<M> EdgeOutbox<M> {
+    /// Destinations of the outgoing channels, in increasing order.
+    pub(crate) fn neighbours(&self) -> &[ProcessId] {
         &self.neighbours
     }
 
+    /// Sends an application message on the channel to `to`.
     #[inline]
-    fn send(&mut self, to: ProcessId, message: M) -> Result<(), SendError<M>> {
+    pub(crate) fn send(&mut self, to: ProcessId, message: M) -> Result<(), SendError<M>> {
         let slot = match self.slot_of.get(to) {
             Some(&slot) if slot != NONE => slot as usize,
             _ => {
@@ -123,9 +116,5 @@ impl<M> Outbox<M> for EdgeOutbox<M> {
             bell.ring(link.bit);
         }
         Ok(())
-    }
-
-    fn new_snapshot_id(&mut self) -> SnapshotId {
-        SnapshotId::random()
     }
 }
