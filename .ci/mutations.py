@@ -39,23 +39,23 @@ MUTATIONS = {
         "application message has been handled)",
         [
             (
-                "src/runtime/event_loop.rs",
-                "const BATCH: usize = 32;",
-                "const BATCH: usize = 32;\nthread_local! { static LATE: std::cell::Cell<Option<(usize, "
-                "SnapshotId)>> = const { std::cell::Cell::new(None) }; }",
+                "src/host.rs",
+                "/// What a driver does for a host",
+                "thread_local! { static LATE: std::cell::Cell<Option<(usize, SnapshotId)>> = "
+                "const { std::cell::Cell::new(None) }; }\n/// What a driver does for a host",
             ),
             (
-                "src/runtime/event_loop.rs",
-                "                Ok(Envelope::Marker(id)) => self.marker(i, id),",
-                "                Ok(Envelope::Marker(id)) if !self.recorder.is_active(id) && "
+                "src/host.rs",
+                "            Envelope::Marker(id) => self.marker(i, id, driver),",
+                "            Envelope::Marker(id) if !self.recorder.is_active(id) && "
                 "LATE.with(|l| l.get().is_none()) => LATE.with(|l| l.set(Some((i, id)))),\n"
-                "                Ok(Envelope::Marker(id)) => self.marker(i, id),",
+                "            Envelope::Marker(id) => self.marker(i, id, driver),",
             ),
             (
-                "src/runtime/event_loop.rs",
-                "        self.callback(|app, ctx| app.on_message(from, message, ctx));\n    }",
-                "        self.callback(|app, ctx| app.on_message(from, message, ctx));\n"
-                "        if let Some((j, late)) = LATE.with(|l| l.take()) { self.marker(j, late); }\n    }",
+                "src/host.rs",
+                "        self.callback(|app, ctx| app.on_message(from, message, ctx), driver);\n    }",
+                "        self.callback(|app, ctx| app.on_message(from, message, ctx), driver);\n"
+                "        if let Some((j, late)) = LATE.with(|l| l.take()) { self.marker(j, late, driver); }\n    }",
             ),
         ],
     ),
@@ -81,23 +81,38 @@ MUTATIONS = {
     "M5": (
         "not delivering a recorded message to the application",
         [(
-            "src/runtime/event_loop.rs",
+            "src/host.rs",
             "        self.recorder.on_message(i, seq, &message);\n",
             "        self.recorder.on_message(i, seq, &message);\n"
             "        if self.recorder.is_recording(i) {\n            return;\n        }\n",
         )],
     ),
     "M6": (
-        "delivering an application message ahead of a marker sent before it",
-        [(
-            "src/runtime/event_loop.rs",
-            "                Ok(Envelope::Marker(id)) => self.marker(i, id),",
-            "                Ok(Envelope::Marker(id)) => match self.inbound[i].try_recv() {\n"
-            "                    Ok(Envelope::Message { seq, message }) => { self.deliver(i, seq, message); self.marker(i, id) }\n"
-            "                    Ok(Envelope::Marker(next)) => { self.marker(i, id); self.marker(i, next) }\n"
-            "                    Err(_) => self.marker(i, id),\n"
-            "                },",
-        )],
+        "delivering an application message ahead of a marker sent before it (in both drivers' "
+        "channel handling)",
+        [
+            (
+                "src/runtime/event_loop.rs",
+                "                Ok(envelope) => self.host.on_envelope(i, envelope, &mut wire),",
+                "                Ok(envelope @ Envelope::Marker(_)) => match self.inbound[i].try_recv() {\n"
+                "                    Ok(next @ Envelope::Message { .. }) => { self.host.on_envelope(i, next, &mut wire); self.host.on_envelope(i, envelope, &mut wire) }\n"
+                "                    Ok(next) => { self.host.on_envelope(i, envelope, &mut wire); self.host.on_envelope(i, next, &mut wire) }\n"
+                "                    Err(_) => self.host.on_envelope(i, envelope, &mut wire),\n"
+                "                },\n"
+                "                Ok(envelope) => self.host.on_envelope(i, envelope, &mut wire),",
+            ),
+            (
+                "src/sim/mod.rs",
+                "            let item = self.net.lanes[c]\n                .queue\n                .pop_front()\n"
+                "                .expect(\"due lanes are not empty\");",
+                "            let mut item = self.net.lanes[c].queue.pop_front().expect(\"due lanes are not empty\");\n"
+                "            if matches!(item.envelope, Envelope::Marker(_)) && matches!(self.net.lanes[c].queue.front().map(|x| &x.envelope), Some(Envelope::Message { .. })) {\n"
+                "                let next = self.net.lanes[c].queue.pop_front().unwrap();\n"
+                "                self.net.lanes[c].queue.push_front(item);\n"
+                "                item = next;\n"
+                "            }",
+            ),
+        ],
     ),
     "M7": (
         "treating a marker of one snapshot as a marker of another",

@@ -96,7 +96,9 @@
 //! - [`recorder`]: the marker rules of one process, a pure state machine (no threads, channels
 //!   or clocks), unit-tested rule by rule;
 //! - [`collector`]: assembling local parts into global snapshots, also pure;
-//! - the threaded driver ([`Runtime`]), a thin loop around those two.
+//! - two drivers around them, sharing how one process handles messages and markers: the
+//!   threaded [`Runtime`], and the deterministic simulator ([`sim`]), where a seed replays a run
+//!   exactly.
 
 #![deny(missing_docs)]
 
@@ -106,6 +108,7 @@ mod host;
 mod process;
 pub mod recorder;
 mod runtime;
+pub mod sim;
 pub mod snapshot;
 pub mod topology;
 

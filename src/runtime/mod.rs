@@ -39,6 +39,8 @@ pub use hub::{PendingSnapshot, SnapshotEvent, SnapshotOutcome};
 use outbox::EdgeOutbox;
 pub use stopped::{ProcessFailure, Stopped, Undelivered};
 
+pub(crate) use event_loop::panic_message as panic_text;
+
 /// The global snapshot type of a process type.
 pub type SnapshotOf<P> = GlobalSnapshot<<P as Process>::Message, <P as Process>::State>;
 
