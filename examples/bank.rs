@@ -7,14 +7,21 @@
 //! neighbour. The run stops once M transfers have been delivered and the K snapshots (started
 //! from random branches during the run, at most C at once) have all ended. Exit status: 0 if
 //! every snapshot completed, conserved money and was consistent; 1 otherwise; 2 for bad flags.
+//!
+//! Checkpoints: `--checkpoint-dir DIR` writes every completed snapshot to its own file in DIR
+//! (atomically); `--restore FILE` starts from such a file instead of fresh balances, with the
+//! topology and branch count given on the command line, and continues.
 
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chandy_lamport::{Context, Process, ProcessId, Runtime, SnapshotEvent, Topology};
+use std::path::PathBuf;
+
+use chandy_lamport::{checkpoint, Context, Process, ProcessId, Runtime, SnapshotEvent, Topology};
 use clap::{CommandFactory, Parser, ValueEnum};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -73,14 +80,23 @@ struct Args {
     /// Print JSON Lines on stdout: one object per snapshot, then a summary.
     #[arg(long)]
     json: bool,
+    /// Write every completed snapshot to its own checkpoint file in this directory.
+    #[arg(long, value_name = "DIR")]
+    checkpoint_dir: Option<PathBuf>,
+    /// Start from this checkpoint file (same topology and branch count) instead of fresh
+    /// balances.
+    #[arg(long, value_name = "FILE")]
+    restore: Option<PathBuf>,
 }
 
 /// Money on its way from one branch to another.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 struct Transfer(u64);
 
 struct Branch {
     balance: u64,
+    /// Transfers to start with: T for a fresh branch, 0 for a restored one (its transfers are
+    /// the ones restored into the channels).
     in_flight: u64,
     rng: fastrand::Rng,
     delivered: u64,
@@ -177,24 +193,44 @@ fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
     eprintln!("bank: seed {seed}");
     let topology = args.topology.topology(n);
     let channels = topology.channels().len();
-    let initial_total = n as u64 * args.initial_balance;
     let progress = Arc::new(AtomicU64::new(0));
     let mut rng = fastrand::Rng::with_seed(seed);
-    let branches: Vec<Branch> = (0..n)
-        .map(|_| Branch {
-            balance: args.initial_balance,
-            in_flight: args.in_flight,
-            rng: fastrand::Rng::with_seed(rng.u64(..)),
-            delivered: 0,
-            unpublished: 0,
-            progress: progress.clone(),
-        })
-        .collect();
-
+    let mut branch = |balance: u64, in_flight: u64| Branch {
+        balance,
+        in_flight,
+        rng: fastrand::Rng::with_seed(rng.u64(..)),
+        delivered: 0,
+        unpublished: 0,
+        progress: progress.clone(),
+    };
+    let builder = Runtime::builder(topology).thread_name("branch");
+    let (runtime, initial_total) = match &args.restore {
+        None => {
+            let branches: Vec<Branch> = (0..n)
+                .map(|_| branch(args.initial_balance, args.in_flight))
+                .collect();
+            (builder.build(branches)?, n as u64 * args.initial_balance)
+        }
+        Some(file) => {
+            let saved = checkpoint::load::<Transfer, u64>(file)
+                .map_err(|e| format!("cannot restore from {}: {e}", file.display()))?;
+            let total = saved.total(|balance| *balance, |transfer| transfer.0);
+            let runtime = builder
+                .restore(&saved, |_, balance| branch(*balance, 0))
+                .map_err(|e| format!("{}: {e}", file.display()))?;
+            eprintln!(
+                "bank: restored from {} (snapshot {}, total {total})",
+                file.display(),
+                saved.id
+            );
+            (runtime, total)
+        }
+    };
+    if let Some(dir) = &args.checkpoint_dir {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
     let start = Instant::now();
-    let runtime = Runtime::builder(topology)
-        .thread_name("branch")
-        .build(branches)?;
     let events = runtime.subscribe();
     let (want, limit) = (args.snapshots, args.concurrency);
     let (mut started, mut ended) = (0u64, 0u64);
@@ -220,6 +256,10 @@ fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
                 match report(&event, initial_total, args.json) {
                     Some(verdict) => verdicts.push(verdict),
                     None => failed += 1,
+                }
+                if let (Some(dir), Ok(snapshot)) = (&args.checkpoint_dir, &event.outcome) {
+                    let file = dir.join(format!("snapshot-{ended:05}-{}.json", snapshot.id));
+                    checkpoint::save(&file, snapshot)?;
                 }
             }
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}

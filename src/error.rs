@@ -84,6 +84,8 @@ pub enum BuildError {
         /// Processes handed to `build`.
         given: usize,
     },
+    /// The snapshot to restore from does not fit.
+    Restore(RestoreError),
     /// The operating system refused to start a process thread.
     Spawn {
         /// The process whose thread could not start.
@@ -101,6 +103,7 @@ impl fmt::Display for BuildError {
                 f,
                 "the topology has {topology} processes but {given} were given"
             ),
+            BuildError::Restore(e) => write!(f, "cannot restore: {e}"),
             BuildError::Spawn { process, message } => {
                 write!(
                     f,
@@ -115,8 +118,15 @@ impl std::error::Error for BuildError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             BuildError::Topology(e) => Some(e),
+            BuildError::Restore(e) => Some(e),
             _ => None,
         }
+    }
+}
+
+impl From<RestoreError> for BuildError {
+    fn from(e: RestoreError) -> Self {
+        BuildError::Restore(e)
     }
 }
 
@@ -408,3 +418,118 @@ impl fmt::Display for CollectError {
 }
 
 impl std::error::Error for CollectError {}
+
+/// Why a snapshot cannot be restored into a topology. Nothing is started.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RestoreError {
+    /// The snapshot has a different number of processes.
+    ProcessCount {
+        /// Processes in the snapshot.
+        snapshot: usize,
+        /// Processes in the topology.
+        topology: usize,
+    },
+    /// A channel is in the topology but not in the snapshot.
+    MissingChannel(Channel),
+    /// A channel is in the snapshot but not in the topology.
+    ExtraChannel(Channel),
+    /// The snapshot is not a consistent cut, so it cannot be a state the system was in.
+    Inconsistent(CutError),
+}
+
+impl fmt::Display for RestoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RestoreError::ProcessCount { snapshot, topology } => write!(
+                f,
+                "the snapshot has {snapshot} processes, the topology {topology}"
+            ),
+            RestoreError::MissingChannel(c) => {
+                write!(f, "channel {c} of the topology is not in the snapshot")
+            }
+            RestoreError::ExtraChannel(c) => {
+                write!(f, "channel {c} of the snapshot is not in the topology")
+            }
+            RestoreError::Inconsistent(e) => write!(f, "the snapshot is inconsistent: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for RestoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            RestoreError::Inconsistent(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// Why a checkpoint file cannot be written or read back. A file that fails any check is
+/// refused whole.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CheckpointError {
+    /// Reading or writing the file failed.
+    Io {
+        /// The file.
+        path: String,
+        /// The operating system's message.
+        message: String,
+    },
+    /// Not a checkpoint of this crate (or of another version of its format).
+    Format {
+        /// What the file says it is.
+        found: String,
+    },
+    /// The file ends early (or has bytes missing): `found` of the `expected` bytes of the
+    /// snapshot are there.
+    Truncated {
+        /// Bytes the header announces.
+        expected: usize,
+        /// Bytes present.
+        found: usize,
+    },
+    /// The snapshot's bytes are not the ones the header's checksum was computed over: the file
+    /// was altered or damaged.
+    Checksum {
+        /// The checksum in the header.
+        expected: String,
+        /// The checksum of the bytes present.
+        found: String,
+    },
+    /// A line is not the JSON it should be (`line` counts from 1).
+    Malformed {
+        /// The line.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// The snapshot could not be serialised.
+    Encode(String),
+    /// The file holds a snapshot that is not a consistent cut.
+    Inconsistent(CutError),
+}
+
+impl fmt::Display for CheckpointError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CheckpointError::Io { path, message } => write!(f, "{path}: {message}"),
+            CheckpointError::Format { found } => {
+                write!(f, "not a chandy-lamport checkpoint (found {found:?})")
+            }
+            CheckpointError::Truncated { expected, found } => write!(
+                f,
+                "truncated: the snapshot should be {expected} bytes, {found} are there"
+            ),
+            CheckpointError::Checksum { expected, found } => write!(
+                f,
+                "checksum mismatch (header says {expected}, content is {found}): the file was \
+                 altered or damaged"
+            ),
+            CheckpointError::Malformed { line, message } => write!(f, "line {line}: {message}"),
+            CheckpointError::Encode(message) => write!(f, "cannot encode the snapshot: {message}"),
+            CheckpointError::Inconsistent(e) => write!(f, "inconsistent snapshot: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for CheckpointError {}

@@ -49,11 +49,13 @@ pub(crate) struct Host<P: Process> {
 }
 
 impl<P: Process> Host<P> {
-    pub(crate) fn new(me: ProcessId, app: P, sources: Vec<ProcessId>) -> Self {
+    /// A host whose incoming channels have already delivered `received[k]` messages (all zero
+    /// for a fresh start; see [`Recorder::resume`] for a restored one).
+    pub(crate) fn resume(me: ProcessId, app: P, sources: Vec<ProcessId>, received: &[u64]) -> Self {
         Host {
             me,
             app,
-            recorder: Recorder::new(me, sources.len()),
+            recorder: Recorder::resume(me, received),
             sources,
             started: Vec::new(),
         }

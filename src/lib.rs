@@ -102,17 +102,20 @@
 
 #![deny(missing_docs)]
 
+#[cfg(feature = "serde")]
+pub mod checkpoint;
 pub mod collector;
 pub mod error;
 mod host;
 mod process;
 pub mod recorder;
+mod restore;
 mod runtime;
 pub mod sim;
 pub mod snapshot;
 pub mod topology;
 
-pub use error::{BuildError, CutError, Error, SendError, TopologyError};
+pub use error::{BuildError, CutError, Error, RestoreError, SendError, TopologyError};
 pub use process::{Context, Process};
 pub use runtime::{
     Builder, PendingSnapshot, ProcessFailure, Runtime, RuntimeStats, SnapshotEvent, SnapshotOf,

@@ -103,6 +103,17 @@ impl<M: Clone, S> Recorder<M, S> {
         }
     }
 
+    /// The rules for `process` resuming from a snapshot: `received[k]` messages were already
+    /// received on incoming channel `k`, so the next one there is number `received[k] + 1`.
+    pub fn resume(process: ProcessId, received: &[u64]) -> Self {
+        let mut recorder = Self::new(process, received.len());
+        for (inbound, &r) in recorder.inbound.iter_mut().zip(received) {
+            inbound.received = r;
+            inbound.base = r;
+        }
+        recorder
+    }
+
     /// The process these rules belong to.
     pub fn process(&self) -> ProcessId {
         self.process

@@ -18,6 +18,8 @@ use crate::topology::{Channel, ProcessId};
 /// The driver chooses ids (the threaded runtime draws random v4 UUIDs), never the marker core,
 /// so a deterministic driver can seed them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(transparent))]
 pub struct SnapshotId(pub Uuid);
 
 impl SnapshotId {
@@ -101,6 +103,7 @@ impl fmt::Display for SnapshotId {
 /// The message is behind an `Arc`: a message recorded by several concurrent snapshots is stored
 /// once and shared by all of them.
 #[derive(Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct RecordedMessage<M> {
     /// Its sequence number on its channel: the `seq`-th message sent on that channel, from 1.
     pub seq: u64,
@@ -124,6 +127,7 @@ impl<M> Clone for RecordedMessage<M> {
 /// Channel vectors are indexed by the process's local channel numbers (see
 /// [`Wiring`](crate::topology::Wiring)).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct LocalSnapshot<M, S> {
     /// The snapshot.
     pub id: SnapshotId,
@@ -143,6 +147,7 @@ pub struct LocalSnapshot<M, S> {
 
 /// One channel's part of a global snapshot.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ChannelSnapshot<M> {
     /// The channel.
     pub channel: Channel,
@@ -157,6 +162,7 @@ pub struct ChannelSnapshot<M> {
 /// A completed global snapshot: every process's recorded state and every channel's recorded
 /// messages (empty channels included), with when and by whom it was started.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct GlobalSnapshot<M, S> {
     /// Its id.
     pub id: SnapshotId,

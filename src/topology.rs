@@ -14,6 +14,7 @@ pub type ProcessId = usize;
 
 /// A directed channel between two processes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Channel {
     /// The sending end.
     pub from: ProcessId,

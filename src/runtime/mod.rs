@@ -28,6 +28,7 @@ use parking_lot::Mutex;
 use crate::error::{BuildError, Error};
 use crate::host::{Envelope, Host};
 use crate::process::{Context, Process};
+use crate::restore::{self, ChannelStart};
 use crate::snapshot::{GlobalSnapshot, SnapshotId};
 use crate::topology::{Channel, ProcessId, Topology, Wiring};
 
@@ -162,13 +163,47 @@ impl<P: Process> Builder<P> {
     pub fn build(self, processes: impl IntoIterator<Item = P>) -> Result<Runtime<P>, BuildError> {
         let wiring = Arc::new(self.topology.validate()?);
         let apps: Vec<P> = processes.into_iter().collect();
-        let n = wiring.processes();
-        if apps.len() != n {
+        if apps.len() != wiring.processes() {
             return Err(BuildError::ProcessCount {
-                topology: n,
+                topology: wiring.processes(),
                 given: apps.len(),
             });
         }
+        self.start(wiring, apps, None)
+    }
+
+    /// Starts again from a completed global snapshot: each process is rebuilt from its recorded
+    /// state by `rebuild(id, state)`, each channel starts holding its recorded in-flight
+    /// messages (delivered before anything sent after the restart), and every channel's
+    /// counters continue from the snapshot's, so later snapshots verify exactly.
+    ///
+    /// The snapshot must fit the topology (same processes and channels) and be a consistent
+    /// cut; if not, nothing is rebuilt or started and the error says why. `on_start` runs on
+    /// restored processes too: one that starts work there should know it was restored (the
+    /// `rebuild` closure can tell it).
+    pub fn restore(
+        self,
+        snapshot: &GlobalSnapshot<P::Message, P::State>,
+        mut rebuild: impl FnMut(ProcessId, &P::State) -> P,
+    ) -> Result<Runtime<P>, BuildError> {
+        let wiring = Arc::new(self.topology.validate()?);
+        let starts = restore::plan(&wiring, snapshot)?;
+        let apps = snapshot
+            .states
+            .iter()
+            .enumerate()
+            .map(|(p, state)| rebuild(p, state))
+            .collect();
+        self.start(wiring, apps, Some(starts))
+    }
+
+    fn start(
+        self,
+        wiring: Arc<Wiring>,
+        apps: Vec<P>,
+        starts: Option<Vec<ChannelStart<P::Message>>>,
+    ) -> Result<Runtime<P>, BuildError> {
+        let n = wiring.processes();
         let epoch = Instant::now();
         // One channel per directed edge, and one doorbell bit per incoming channel plus one for
         // control requests.
@@ -184,10 +219,24 @@ impl<P: Process> Builder<P> {
             .collect();
         let mut channel_order: Vec<usize> = (0..wiring.channels().len()).collect();
         channel_order.sort_by_key(|&c| (wiring.channels()[c].from, wiring.local_slots(c).0));
+        let received = match &starts {
+            Some(starts) => restore::received_by_process(&wiring, starts),
+            None => (0..n).map(|p| vec![0; wiring.incoming(p).len()]).collect(),
+        };
+        let mut sent: Vec<Vec<u64>> = (0..n).map(|p| vec![0; wiring.outgoing(p).len()]).collect();
+        let mut starts = starts.map(|s| s.into_iter().map(Some).collect::<Vec<_>>());
         for c in channel_order {
             let Channel { from, to } = wiring.channels()[c];
             let (tx, rx) = crossbeam_channel::unbounded();
-            let (_, at_receiver) = wiring.local_slots(c);
+            let (at_sender, at_receiver) = wiring.local_slots(c);
+            // A restored channel holds its in-flight messages before any thread runs.
+            if let Some(start) = starts.as_mut().and_then(|s| s[c].take()) {
+                sent[from][at_sender] = start.sent;
+                for (seq, message) in start.in_flight {
+                    let _ = tx.send(Envelope::Message { seq, message });
+                    bells[to].ring(at_receiver);
+                }
+            }
             links[from].push((tx, to, at_receiver));
             inbound[to][at_receiver] = Some(rx);
         }
@@ -211,9 +260,11 @@ impl<P: Process> Builder<P> {
         for (me, (((app, links), inbound), control)) in workers.enumerate() {
             let inbound: Vec<_> = inbound.into_iter().map(|r| r.expect("wired")).collect();
             let words = bells[me].words();
+            let mut outbox = EdgeOutbox::new(me, n, links, bells.clone());
+            outbox.sent.clone_from(&sent[me]);
             let worker = Worker {
-                host: Host::new(me, app, wiring.sources(me)),
-                outbox: EdgeOutbox::new(me, n, links, bells.clone()),
+                host: Host::resume(me, app, wiring.sources(me), &received[me]),
+                outbox,
                 inbound,
                 control,
                 shared: shared.clone(),

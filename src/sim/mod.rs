@@ -59,6 +59,7 @@ use crate::collector::Collector;
 use crate::error::{BuildError, Error, SendError};
 use crate::host::{Driver, Envelope, Host};
 use crate::process::{Context, Outbox, Process};
+use crate::restore::{self, ChannelStart};
 use crate::snapshot::{GlobalSnapshot, LocalSnapshot, SnapshotId};
 use crate::topology::{Channel, ProcessId, Topology, Wiring};
 
@@ -144,13 +145,42 @@ impl<P: Process> SimBuilder<P> {
     ) -> Result<Simulation<P>, BuildError> {
         let wiring = Arc::new(self.topology.validate()?);
         let apps: Vec<P> = processes.into_iter().collect();
-        let n = wiring.processes();
-        if apps.len() != n {
+        if apps.len() != wiring.processes() {
             return Err(BuildError::ProcessCount {
-                topology: n,
+                topology: wiring.processes(),
                 given: apps.len(),
             });
         }
+        Ok(self.start(wiring, apps, None))
+    }
+
+    /// Starts again from a completed global snapshot, as
+    /// [`Builder::restore`](crate::Builder::restore) does for the threaded runtime: the
+    /// recorded in-flight messages are in their channels at step 0 (each with a fresh delay,
+    /// in order), and every counter continues from the snapshot's.
+    pub fn restore(
+        self,
+        snapshot: &GlobalSnapshot<P::Message, P::State>,
+        mut rebuild: impl FnMut(ProcessId, &P::State) -> P,
+    ) -> Result<Simulation<P>, BuildError> {
+        let wiring = Arc::new(self.topology.validate()?);
+        let starts = restore::plan(&wiring, snapshot)?;
+        let apps = snapshot
+            .states
+            .iter()
+            .enumerate()
+            .map(|(p, state)| rebuild(p, state))
+            .collect();
+        Ok(self.start(wiring, apps, Some(starts)))
+    }
+
+    fn start(
+        self,
+        wiring: Arc<Wiring>,
+        apps: Vec<P>,
+        starts: Option<Vec<ChannelStart<P::Message>>>,
+    ) -> Simulation<P> {
+        let n = wiring.processes();
         let (lo, hi) = (*self.delay.start(), *self.delay.end());
         let mut rng = Rng::new(self.seed);
         let phases = (0..n)
@@ -171,10 +201,14 @@ impl<P: Process> SimBuilder<P> {
                 }
             })
             .collect();
+        let received = match &starts {
+            Some(starts) => restore::received_by_process(&wiring, starts),
+            None => (0..n).map(|p| vec![0; wiring.incoming(p).len()]).collect(),
+        };
         let hosts = apps
             .into_iter()
             .enumerate()
-            .map(|(p, app)| Host::new(p, app, wiring.sources(p)))
+            .map(|(p, app)| Host::resume(p, app, wiring.sources(p), &received[p]))
             .collect();
         let mut sim = Simulation {
             hosts,
@@ -207,12 +241,20 @@ impl<P: Process> SimBuilder<P> {
                 deliveries: 0,
             },
         };
+        for (c, start) in starts.into_iter().flatten().enumerate() {
+            let from = sim.net.wiring.channels()[c].from;
+            let (at_sender, _) = sim.net.wiring.local_slots(c);
+            sim.net.ports[from].sent[at_sender] = start.sent;
+            for (seq, message) in start.in_flight {
+                sim.net.push(from, c, Envelope::Message { seq, message });
+            }
+        }
         for p in 0..n {
             sim.with_host(p, |host, port| {
                 host.callback(|app, ctx| app.on_start(ctx), port)
             });
         }
-        Ok(sim)
+        sim
     }
 }
 

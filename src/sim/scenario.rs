@@ -9,7 +9,7 @@
 //! are ignored in both. Processes never send on their own. After the last event, time advances
 //! until every snapshot has completed and nothing is in flight.
 //!
-//! [`format`] prints the snapshots the assignment's way: for each, in start order, its number,
+//! [`format()`] prints the snapshots the assignment's way: for each, in start order, its number,
 //! one line `NAME TOKENS` per process in the topology file's order, then one line
 //! `SRC DST token(N)` per recorded in-flight message, channel by channel in the file's edge
 //! order, in arrival order; a blank line between snapshots.
