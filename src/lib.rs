@@ -98,13 +98,17 @@
 //! - [`collector`]: assembling local parts into global snapshots, also pure;
 //! - two drivers around them, sharing how one process handles messages and markers: the
 //!   threaded [`Runtime`], and the deterministic simulator ([`sim`]), where a seed replays a run
-//!   exactly.
+//!   exactly;
+//! - on top, what only needs "take a snapshot": stable-property detection ([`detect`]), and
+//!   restarting from a snapshot ([`Builder::restore`]; checkpoint files in `checkpoint`, cargo
+//!   feature `serde`).
 
 #![deny(missing_docs)]
 
 #[cfg(feature = "serde")]
 pub mod checkpoint;
 pub mod collector;
+pub mod detect;
 pub mod error;
 mod host;
 mod process;

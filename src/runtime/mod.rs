@@ -114,8 +114,10 @@ impl<P: Process> Shared<P> {
     }
 }
 
-/// Snapshot bookkeeping held anywhere in the runtime right now: all zero once every snapshot
-/// has ended, which is how tests prove nothing is left behind.
+/// Snapshot bookkeeping held anywhere in the runtime: all zero once every snapshot has ended,
+/// which is how tests prove nothing is left behind. Each process publishes its figures after
+/// each batch of messages it handles, so they may trail a snapshot's completion by that much:
+/// wait for zero rather than expect it the instant a snapshot completes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RuntimeStats {
     /// Local snapshots recorded by some process and not yet complete there (summed over
@@ -556,6 +558,12 @@ impl<P: Process> Runtime<P> {
             collecting,
             watched,
         }
+    }
+
+    /// Time since the runtime was built: the clock of every snapshot's `started_at` and
+    /// `completed_at`.
+    pub fn elapsed(&self) -> Duration {
+        self.shared().hub.now()
     }
 
     /// Whether the runtime has been shut down.

@@ -309,7 +309,7 @@ struct Network<P: Process> {
     /// Snapshot ids in the order they started.
     started: Vec<SnapshotId>,
     /// Completed snapshots, in the order they completed.
-    completed: Vec<GlobalSnapshot<P::Message, P::State>>,
+    completed: Vec<Arc<GlobalSnapshot<P::Message, P::State>>>,
     deliveries: u64,
     /// By process: its vector clock, when tracing.
     clocks: Option<Vec<Vec<u64>>>,
@@ -563,7 +563,7 @@ impl<P: Process> Driver<P> for Port<'_, P> {
             let id = global.id;
             self.net
                 .note(TraceKind::Complete, self.me, None, None, Some(id), None);
-            self.net.completed.push(global);
+            self.net.completed.push(Arc::new(global));
         }
     }
 }
@@ -769,7 +769,7 @@ impl<P: Process> Simulation<P> {
     }
 
     /// Completed snapshots, in the order they completed.
-    pub fn snapshots(&self) -> &[GlobalSnapshot<P::Message, P::State>] {
+    pub fn snapshots(&self) -> &[Arc<GlobalSnapshot<P::Message, P::State>>] {
         &self.net.completed
     }
 
@@ -779,7 +779,7 @@ impl<P: Process> Simulation<P> {
     }
 
     /// The completed snapshot `id`.
-    pub fn snapshot(&self, id: SnapshotId) -> Option<&GlobalSnapshot<P::Message, P::State>> {
+    pub fn snapshot(&self, id: SnapshotId) -> Option<&Arc<GlobalSnapshot<P::Message, P::State>>> {
         self.net.completed.iter().find(|s| s.id == id)
     }
 
