@@ -23,7 +23,7 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRATCH = "/tmp/chandy-lamport-mutants"
 TARGET = "/tmp/chandy-lamport-mutants-target"
-HANG = 900  # seconds: a suite run longer than this is stuck
+HANG = 600  # seconds: a suite run longer than this is stuck
 
 MUTATIONS = {
     "M1": (
