@@ -10,8 +10,9 @@
 use std::collections::HashMap;
 
 use crate::error::RestoreError;
+use crate::process::Process;
 use crate::snapshot::GlobalSnapshot;
-use crate::topology::{Channel, Wiring};
+use crate::topology::{Channel, ProcessId, Wiring};
 
 /// How one channel starts.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -69,14 +70,38 @@ pub(crate) fn plan<M: Clone, S>(
     Ok(starts)
 }
 
-/// By process: the received counters of its incoming channels at the cut, in local order.
-pub(crate) fn received_by_process<M>(wiring: &Wiring, starts: &[ChannelStart<M>]) -> Vec<Vec<u64>> {
+/// The processes rebuilt from a snapshot, and how each channel starts.
+pub(crate) type Rebuilt<P> = (Vec<P>, Vec<ChannelStart<<P as Process>::Message>>);
+
+/// Checks `snapshot` against `wiring` (see [`plan`]), then rebuilds every process from its
+/// recorded state: what both drivers' `restore` do before starting.
+pub(crate) fn rebuild<P: Process>(
+    wiring: &Wiring,
+    snapshot: &GlobalSnapshot<P::Message, P::State>,
+    mut rebuild: impl FnMut(ProcessId, &P::State) -> P,
+) -> Result<Rebuilt<P>, RestoreError> {
+    let starts = plan(wiring, snapshot)?;
+    let apps = snapshot
+        .states
+        .iter()
+        .enumerate()
+        .map(|(p, state)| rebuild(p, state))
+        .collect();
+    Ok((apps, starts))
+}
+
+/// By process: the received counters of its incoming channels, in local order: at the cut for
+/// a restored start, all zero for a fresh one.
+pub(crate) fn received_by_process<M>(
+    wiring: &Wiring,
+    starts: Option<&[ChannelStart<M>]>,
+) -> Vec<Vec<u64>> {
     (0..wiring.processes())
         .map(|p| {
             wiring
                 .incoming(p)
                 .iter()
-                .map(|&c| starts[c].received)
+                .map(|&c| starts.map_or(0, |s| s[c].received))
                 .collect()
         })
         .collect()
@@ -133,8 +158,12 @@ mod tests {
         );
         assert_eq!(starts[1].in_flight, vec![]);
         assert_eq!(
-            received_by_process(&wiring, &starts),
+            received_by_process(&wiring, Some(&starts)),
             vec![vec![4], vec![5]]
+        );
+        assert_eq!(
+            received_by_process::<u64>(&wiring, None),
+            vec![vec![0], vec![0]]
         );
     }
 

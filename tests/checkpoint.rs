@@ -8,10 +8,11 @@ use std::sync::Arc;
 
 use chandy_lamport::sim::Simulation;
 use chandy_lamport::{
-    checkpoint, BuildError, Channel, Context, Error, Process, ProcessId, RestoreError, Runtime,
-    SnapshotOf, Topology,
+    checkpoint, BuildError, Channel, Error, ProcessId, RestoreError, Runtime, SnapshotOf, Topology,
 };
-use common::{branches, check_bank, seed, wait_for_traffic, Branch, PATIENCE};
+use common::{
+    branches, check_bank, final_total, seed, wait_for_traffic, Branch, Fragile, PATIENCE,
+};
 
 /// A branch rebuilt from its recorded balance: its transfers are the ones restored into the
 /// channels, so it starts none of its own.
@@ -22,51 +23,12 @@ fn rebuilt(
     move |p, balance| Branch::new(*balance, 0, seed ^ p as u64, traffic.clone())
 }
 
-/// Money held by the processes plus money still in the channels.
-fn final_total(runtime: Runtime<Branch>) -> u64 {
-    let stopped = runtime.shutdown().unwrap();
-    let in_flight: u64 = stopped.in_flight().map(|(_, m)| *m).sum();
-    let held: u64 = stopped
-        .into_processes()
-        .unwrap()
-        .iter()
-        .map(|b| b.balance)
-        .sum();
-    held + in_flight
-}
-
-/// A branch that panics on its `fuse`-th delivery.
-struct Fragile {
-    branch: Branch,
-    fuse: u64,
-}
-
-impl Process for Fragile {
-    type Message = u64;
-    type State = u64;
-    fn on_start(&mut self, ctx: &mut Context<'_, u64>) {
-        self.branch.on_start(ctx);
-    }
-    fn on_message(&mut self, from: ProcessId, m: u64, ctx: &mut Context<'_, u64>) {
-        if self.branch.delivered + 1 == self.fuse {
-            panic!("branch crashed");
-        }
-        self.branch.on_message(from, m, ctx);
-    }
-    fn record(&self) -> u64 {
-        self.branch.record()
-    }
-}
-
 #[test]
 fn crash_then_recover_from_the_last_snapshot() {
     let (seed, _guard) = seed("crash_then_recover_from_the_last_snapshot");
     let n = 6;
     let (procs, traffic) = branches(n, 1000, 3, seed);
-    let procs = procs.into_iter().enumerate().map(|(i, branch)| Fragile {
-        branch,
-        fuse: if i == 2 { 2000 } else { u64::MAX },
-    });
+    let procs = Fragile::among(procs, 2, 2000);
     let runtime = Runtime::new(Topology::complete(n), procs).unwrap();
     let events = runtime.subscribe();
     // Keep taking snapshots until the crash makes them fail; remember the last good one.

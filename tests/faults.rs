@@ -11,7 +11,7 @@ use chandy_lamport::{
     Context, Error, Process, ProcessId, Runtime, RuntimeStats, SnapshotId, Topology,
 };
 use common::{
-    branches, check_bank, seed, wait_for_traffic, wait_until, wait_until_clean, Branch, PATIENCE,
+    branches, check_bank, seed, wait_for_traffic, wait_until, wait_until_clean, Fragile, PATIENCE,
 };
 use crossbeam_channel::{bounded, Receiver};
 
@@ -239,39 +239,13 @@ fn a_panic_in_with_process_is_reported_to_the_caller() {
     assert_eq!(stopped.into_processes().unwrap_err(), err);
 }
 
-/// A branch that panics on its `fuse`-th delivery.
-struct Fragile {
-    branch: Branch,
-    fuse: u64,
-}
-
-impl Process for Fragile {
-    type Message = u64;
-    type State = u64;
-    fn on_start(&mut self, ctx: &mut Context<'_, u64>) {
-        self.branch.on_start(ctx);
-    }
-    fn on_message(&mut self, from: ProcessId, m: u64, ctx: &mut Context<'_, u64>) {
-        if self.branch.delivered + 1 == self.fuse {
-            panic!("branch gave up after {} transfers", self.branch.delivered);
-        }
-        self.branch.on_message(from, m, ctx);
-    }
-    fn record(&self) -> u64 {
-        self.branch.record()
-    }
-}
-
 #[test]
 fn a_panic_fails_every_running_snapshot_and_refuses_new_ones() {
     let (seed, _guard) = seed("a_panic_fails_every_running_snapshot_and_refuses_new_ones");
     let n = 5;
     let (procs, traffic) = branches(n, 1000, 2, seed);
     let fuse = 3000;
-    let procs = procs.into_iter().enumerate().map(|(i, branch)| Fragile {
-        branch,
-        fuse: if i == 3 { fuse } else { u64::MAX },
-    });
+    let procs = Fragile::among(procs, 3, fuse);
     let runtime = Runtime::new(Topology::complete(n), procs).unwrap();
     let (mut completed, mut failed) = (0, 0);
     let deadline = Instant::now() + *PATIENCE;

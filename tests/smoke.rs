@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use chandy_lamport::{Context, Process, ProcessId, Runtime, Topology};
-use common::{branches, check_bank, seed, wait_for_traffic, PATIENCE};
+use common::{branches, check_bank, final_total, seed, wait_for_traffic, PATIENCE};
 
 /// Runs a bank on `topology`, takes `k` snapshots one after another from rotating initiators,
 /// checks each, shuts down and checks the final money.
@@ -24,15 +24,7 @@ fn bank_on(topology: Topology, k: usize, test: &str) {
         assert!(snapshot.completed_at >= snapshot.started_at);
         check_bank(&snapshot, n as u64 * 1000, n as u64 * 3);
     }
-    let stopped = runtime.shutdown().unwrap();
-    let in_flight: u64 = stopped.in_flight().map(|(_, m)| *m).sum();
-    let held: u64 = stopped
-        .into_processes()
-        .unwrap()
-        .iter()
-        .map(|b| b.balance)
-        .sum();
-    assert_eq!(held + in_flight, n as u64 * 1000);
+    assert_eq!(final_total(runtime), n as u64 * 1000);
 }
 
 #[test]

@@ -186,16 +186,10 @@ impl<P: Process> Builder<P> {
     pub fn restore(
         self,
         snapshot: &GlobalSnapshot<P::Message, P::State>,
-        mut rebuild: impl FnMut(ProcessId, &P::State) -> P,
+        rebuild: impl FnMut(ProcessId, &P::State) -> P,
     ) -> Result<Runtime<P>, BuildError> {
         let wiring = Arc::new(self.topology.validate()?);
-        let starts = restore::plan(&wiring, snapshot)?;
-        let apps = snapshot
-            .states
-            .iter()
-            .enumerate()
-            .map(|(p, state)| rebuild(p, state))
-            .collect();
+        let (apps, starts) = restore::rebuild(&wiring, snapshot, rebuild)?;
         self.start(wiring, apps, Some(starts))
     }
 
@@ -221,10 +215,7 @@ impl<P: Process> Builder<P> {
             .collect();
         let mut channel_order: Vec<usize> = (0..wiring.channels().len()).collect();
         channel_order.sort_by_key(|&c| (wiring.channels()[c].from, wiring.local_slots(c).0));
-        let received = match &starts {
-            Some(starts) => restore::received_by_process(&wiring, starts),
-            None => (0..n).map(|p| vec![0; wiring.incoming(p).len()]).collect(),
-        };
+        let received = restore::received_by_process(&wiring, starts.as_deref());
         let mut sent: Vec<Vec<u64>> = (0..n).map(|p| vec![0; wiring.outgoing(p).len()]).collect();
         let mut starts = starts.map(|s| s.into_iter().map(Some).collect::<Vec<_>>());
         for c in channel_order {

@@ -161,16 +161,10 @@ impl<P: Process> SimBuilder<P> {
     pub fn restore(
         self,
         snapshot: &GlobalSnapshot<P::Message, P::State>,
-        mut rebuild: impl FnMut(ProcessId, &P::State) -> P,
+        rebuild: impl FnMut(ProcessId, &P::State) -> P,
     ) -> Result<Simulation<P>, BuildError> {
         let wiring = Arc::new(self.topology.validate()?);
-        let starts = restore::plan(&wiring, snapshot)?;
-        let apps = snapshot
-            .states
-            .iter()
-            .enumerate()
-            .map(|(p, state)| rebuild(p, state))
-            .collect();
+        let (apps, starts) = restore::rebuild(&wiring, snapshot, rebuild)?;
         Ok(self.start(wiring, apps, Some(starts)))
     }
 
@@ -201,10 +195,7 @@ impl<P: Process> SimBuilder<P> {
                 }
             })
             .collect();
-        let received = match &starts {
-            Some(starts) => restore::received_by_process(&wiring, starts),
-            None => (0..n).map(|p| vec![0; wiring.incoming(p).len()]).collect(),
-        };
+        let received = restore::received_by_process(&wiring, starts.as_deref());
         let hosts = apps
             .into_iter()
             .enumerate()

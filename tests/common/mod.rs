@@ -178,3 +178,54 @@ pub fn wait_until_clean<P: Process>(runtime: &Runtime<P>) {
     });
     assert_eq!(runtime.stats(), RuntimeStats::default());
 }
+
+/// Shuts the bank down and returns its money: what the branches hold plus what is still in
+/// the channels.
+pub fn final_total(runtime: Runtime<Branch>) -> u64 {
+    let stopped = runtime.shutdown().unwrap();
+    let in_flight: u64 = stopped.in_flight().map(|(_, m)| *m).sum();
+    let held: u64 = stopped
+        .into_processes()
+        .unwrap()
+        .iter()
+        .map(|b| b.balance)
+        .sum();
+    held + in_flight
+}
+
+/// A branch that panics on its `fuse`-th delivery ("branch gave up after N transfers").
+pub struct Fragile {
+    pub branch: Branch,
+    pub fuse: u64,
+}
+
+impl Fragile {
+    /// The branches, with branch `which` panicking on its `fuse`-th delivery.
+    pub fn among(branches: Vec<Branch>, which: ProcessId, fuse: u64) -> Vec<Fragile> {
+        branches
+            .into_iter()
+            .enumerate()
+            .map(|(i, branch)| Fragile {
+                branch,
+                fuse: if i == which { fuse } else { u64::MAX },
+            })
+            .collect()
+    }
+}
+
+impl Process for Fragile {
+    type Message = u64;
+    type State = u64;
+    fn on_start(&mut self, ctx: &mut Context<'_, u64>) {
+        self.branch.on_start(ctx);
+    }
+    fn on_message(&mut self, from: ProcessId, m: u64, ctx: &mut Context<'_, u64>) {
+        if self.branch.delivered + 1 == self.fuse {
+            panic!("branch gave up after {} transfers", self.branch.delivered);
+        }
+        self.branch.on_message(from, m, ctx);
+    }
+    fn record(&self) -> u64 {
+        self.branch.record()
+    }
+}
