@@ -21,7 +21,7 @@ fn run(seed: u64, snapshot_every: Option<u64>) -> Duration {
     let mut step = 0u64;
     while sim.deliveries() < DELIVERIES {
         if let Some(every) = snapshot_every {
-            if step % every == 0 {
+            if step.is_multiple_of(every) {
                 sim.start_snapshot((step / every) as usize % N).unwrap();
             }
         }

@@ -50,7 +50,7 @@ pub fn explore<E: fmt::Display>(
 ) -> Result<u64, ExploreFailure> {
     let only = std::env::var("SIM_SEED").ok().and_then(|s| s.parse().ok());
     let mut passed = 0;
-    for seed in seeds.into_iter().filter(|s| only.map_or(true, |o| o == *s)) {
+    for seed in seeds.into_iter().filter(|s| only.is_none_or(|o| o == *s)) {
         let outcome = panic::catch_unwind(AssertUnwindSafe(|| check(seed)));
         let message = match outcome {
             Ok(Ok(())) => {

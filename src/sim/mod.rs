@@ -706,7 +706,7 @@ impl<P: Process> Simulation<P> {
         }
         if let Some(every) = self.net.tick_every {
             for p in 0..self.hosts.len() {
-                if (self.net.now + self.net.phases[p]) % every == 0 {
+                if (self.net.now + self.net.phases[p]).is_multiple_of(every) {
                     self.with_host(p, |host, port| {
                         host.callback(|app, ctx| app.on_tick(ctx), port)
                     });

@@ -102,7 +102,7 @@ impl Process for Branch {
         self.delivered += 1;
         self.traffic.fetch_add(1, Ordering::Relaxed);
         self.pay(ctx);
-        if self.snapshot_every != 0 && self.delivered % self.snapshot_every == 0 {
+        if self.snapshot_every != 0 && self.delivered.is_multiple_of(self.snapshot_every) {
             ctx.start_snapshot();
         }
     }
