@@ -7,8 +7,8 @@
 //! inbox at N = 64). With the doorbell (see `doorbell.rs`) the sender names the channel that has
 //! work, so a delivery is O(1) and we keep one FIFO channel per directed edge, which is what
 //! gives markers their place in each channel's order. Measured (`cargo bench --bench
-//! throughput`, BENCHMARKS.md): this loop, markers and all, runs the closed-loop bank at 1.2-1.5 x
-//! the bare channel-per-edge program with `Select` at N = 4 and 16, and 2.3-2.4 x at N = 64.
+//! throughput`, BENCHMARKS.md): this loop, markers and all, runs the closed-loop bank at 1.6-2.2 x
+//! the bare channel-per-edge program with `Select` at N = 4 and 16, and 1.9-2.8 x at N = 64.
 
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
