@@ -145,15 +145,6 @@ pub struct Detection {
     pub timeout: Duration,
 }
 
-/// Whether `property` holds on `snapshot`: a name for the one-line check, so that detectors read
-/// as what they decide.
-pub fn holds<M, S>(
-    snapshot: &GlobalSnapshot<M, S>,
-    property: impl FnOnce(&GlobalSnapshot<M, S>) -> bool,
-) -> bool {
-    property(snapshot)
-}
-
 /// Takes a snapshot every `interval` until `property` holds on one, and returns that snapshot,
 /// the proof. Sound for stable properties only (see the [module documentation](self)).
 pub fn detect<D: SnapshotSource>(
@@ -168,7 +159,7 @@ pub fn detect<D: SnapshotSource>(
             return Err(Error::Timeout);
         }
         let snapshot = driver.take_snapshot(detection.initiator, left)?;
-        if holds(&snapshot, &mut property) {
+        if property(&snapshot) {
             return Ok(snapshot);
         }
         driver.pause(detection.interval);

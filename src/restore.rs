@@ -1,5 +1,5 @@
-//! Starting again from a completed global snapshot: what every channel starts with. Pure: the
-//! drivers put the messages in their channels and set the counters.
+//! Starting again from a completed global snapshot (or afresh): what every process and channel
+//! starts with. Pure: the drivers put the messages in their channels and set the counters.
 //!
 //! A restored system continues exactly where the snapshot's cut left it: each process starts
 //! from its recorded state; each channel holds its recorded in-flight messages, in order, with
@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 
-use crate::error::RestoreError;
+use crate::error::{BuildError, RestoreError};
 use crate::process::Process;
 use crate::snapshot::GlobalSnapshot;
 use crate::topology::{Channel, ProcessId, Wiring};
@@ -68,6 +68,22 @@ pub(crate) fn plan<M: Clone, S>(
     }
     snapshot.verify().map_err(RestoreError::Inconsistent)?;
     Ok(starts)
+}
+
+/// Checks that `processes` has one process per process of `wiring`: what both drivers' `build`
+/// do before starting fresh.
+pub(crate) fn fresh<P>(
+    wiring: &Wiring,
+    processes: impl IntoIterator<Item = P>,
+) -> Result<Vec<P>, BuildError> {
+    let apps: Vec<P> = processes.into_iter().collect();
+    if apps.len() != wiring.processes() {
+        return Err(BuildError::ProcessCount {
+            topology: wiring.processes(),
+            given: apps.len(),
+        });
+    }
+    Ok(apps)
 }
 
 /// The processes rebuilt from a snapshot, and how each channel starts.

@@ -260,16 +260,11 @@ pub(crate) fn process_thread<P: Process>(
     if let Some(message) = &failure {
         shared.process_failed(me, message.clone());
     }
-    let Worker {
-        host,
-        outbox,
-        inbound,
-        ..
-    } = worker;
+    // Dropping the rest of the worker drops its senders: a receiver that drains one of its
+    // channels then sees it disconnected and moves on.
+    let Worker { host, inbound, .. } = worker;
     shared.stats[me].recording.store(0, Ordering::Relaxed);
     shared.stats[me].logged.store(0, Ordering::Relaxed);
-    // Receivers learn that this process takes no further part.
-    outbox.close();
     let _ = exits.send(me);
     ThreadExit {
         process: failure.is_none().then_some(host.app),

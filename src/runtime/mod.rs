@@ -164,13 +164,7 @@ impl<P: Process> Builder<P> {
     /// order, one per process of the topology.
     pub fn build(self, processes: impl IntoIterator<Item = P>) -> Result<Runtime<P>, BuildError> {
         let wiring = Arc::new(self.topology.validate()?);
-        let apps: Vec<P> = processes.into_iter().collect();
-        if apps.len() != wiring.processes() {
-            return Err(BuildError::ProcessCount {
-                topology: wiring.processes(),
-                given: apps.len(),
-            });
-        }
+        let apps = restore::fresh(&wiring, processes)?;
         self.start(wiring, apps, None)
     }
 

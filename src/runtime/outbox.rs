@@ -68,16 +68,6 @@ impl<M> EdgeOutbox<M> {
             }
         }
     }
-
-    /// Drops every sender (so receivers see the channels disconnect once drained) and rings each
-    /// receiver so it notices.
-    pub(crate) fn close(self) {
-        let rings: Vec<(ProcessId, usize)> = self.links.iter().map(|l| (l.to, l.bit)).collect();
-        drop(self.links);
-        for (to, bit) in rings {
-            self.bells[to].ring(bit);
-        }
-    }
 }
 
 impl<M> EdgeOutbox<M> {

@@ -144,13 +144,7 @@ impl<P: Process> SimBuilder<P> {
         processes: impl IntoIterator<Item = P>,
     ) -> Result<Simulation<P>, BuildError> {
         let wiring = Arc::new(self.topology.validate()?);
-        let apps: Vec<P> = processes.into_iter().collect();
-        if apps.len() != wiring.processes() {
-            return Err(BuildError::ProcessCount {
-                topology: wiring.processes(),
-                given: apps.len(),
-            });
-        }
+        let apps = restore::fresh(&wiring, processes)?;
         Ok(self.start(wiring, apps, None))
     }
 
