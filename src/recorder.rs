@@ -19,6 +19,13 @@
 //! snapshot records it. A message is appended once, however many snapshots record it, and the
 //! log is trimmed to what the oldest open recording still needs. While no snapshot records a
 //! channel, [`on_message`](Recorder::on_message) only bumps a counter: no allocation, no clone.
+//!
+//! Cost in k, the snapshots in flight here: every input is O(1) or O(log k) (a hash lookup by
+//! id, and finding the oldest open recording of a channel through [`OpenStarts`]), plus the work
+//! proportional to what it records or hands over. Nothing scans the active snapshots, so k
+//! snapshots started at once cost k times one.
+
+mod open_starts;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -26,6 +33,7 @@ use std::sync::Arc;
 use crate::error::MarkerError;
 use crate::snapshot::{IdMap, LocalSnapshot, RecordedMessage, SnapshotId};
 use crate::topology::ProcessId;
+use open_starts::OpenStarts;
 
 /// What the rules require after an input.
 #[must_use = "markers must be sent and completed parts handed on"]
@@ -52,8 +60,8 @@ impl<M, S> Progress<M, S> {
 struct Inbound<M> {
     /// Application messages received on it so far.
     received: u64,
-    /// How many snapshots record it now.
-    recorders: u32,
+    /// Where each snapshot recording it now began (its `received` then), oldest first.
+    open: OpenStarts,
     /// Arrival number of the message just before `log[0]` (arrival numbers count from 1).
     base: u64,
     /// Messages that arrived while some snapshot recorded the channel, from the oldest one an
@@ -93,7 +101,7 @@ impl<M: Clone, S> Recorder<M, S> {
             inbound: (0..incoming)
                 .map(|_| Inbound {
                     received: 0,
-                    recorders: 0,
+                    open: OpenStarts::default(),
                     base: 0,
                     log: VecDeque::new(),
                 })
@@ -126,7 +134,7 @@ impl<M: Clone, S> Recorder<M, S> {
     pub fn on_message(&mut self, channel: usize, seq: u64, message: &M) {
         let inbound = &mut self.inbound[channel];
         inbound.received += 1;
-        if inbound.recorders != 0 {
+        if !inbound.open.is_empty() {
             inbound.log.push_back(RecordedMessage {
                 seq,
                 message: Arc::new(message.clone()),
@@ -180,7 +188,8 @@ impl<M: Clone, S> Recorder<M, S> {
         let to = (inbound.received - inbound.base) as usize;
         snapshot.recorded[channel] = Some(inbound.log.range(from..to).cloned().collect());
         snapshot.open -= 1;
-        inbound.recorders -= 1;
+        let ended = inbound.open.end(snapshot.received[channel]);
+        debug_assert!(ended, "an open recording has its start");
         let done = snapshot.open == 0;
         self.trim(channel);
         let mut progress = Progress::nothing();
@@ -210,7 +219,8 @@ impl<M: Clone, S> Recorder<M, S> {
         };
         for (channel, recorded) in snapshot.recorded.iter().enumerate() {
             if recorded.is_none() {
-                self.inbound[channel].recorders -= 1;
+                let ended = self.inbound[channel].open.end(snapshot.received[channel]);
+                debug_assert!(ended, "an open recording has its start");
                 self.trim(channel);
             }
         }
@@ -229,7 +239,7 @@ impl<M: Clone, S> Recorder<M, S> {
 
     /// Whether some snapshot records incoming `channel` now.
     pub fn is_recording(&self, channel: usize) -> bool {
-        self.inbound[channel].recorders != 0
+        !self.inbound[channel].open.is_empty()
     }
 
     /// Snapshots recorded here and not yet complete.
@@ -259,12 +269,12 @@ impl<M: Clone, S> Recorder<M, S> {
                 recorded.push(Some(Vec::new()));
                 continue;
             }
-            if inbound.recorders == 0 {
+            if inbound.open.is_empty() {
                 // Nobody needs the old log (trim emptied it): restart it at the current arrival.
                 debug_assert!(inbound.log.is_empty());
                 inbound.base = inbound.received;
             }
-            inbound.recorders += 1;
+            inbound.open.begin(inbound.received);
             recorded.push(None);
             open += 1;
         }
@@ -308,19 +318,11 @@ impl<M: Clone, S> Recorder<M, S> {
         }
     }
 
-    /// Drops the front of `channel`'s log that no open recording needs any more.
+    /// Drops the front of `channel`'s log that no open recording needs any more: O(what is
+    /// dropped), the oldest open recording being the front of [`OpenStarts`].
     fn trim(&mut self, channel: usize) {
         let inbound = &mut self.inbound[channel];
-        let oldest = if inbound.recorders == 0 {
-            inbound.received
-        } else {
-            self.active
-                .values()
-                .filter(|s| s.recorded[channel].is_none())
-                .map(|s| s.received[channel])
-                .min()
-                .expect("a recorder exists")
-        };
+        let oldest = inbound.open.oldest().unwrap_or(inbound.received);
         let drop = (oldest - inbound.base) as usize;
         inbound.log.drain(..drop);
         inbound.base = oldest;

@@ -322,3 +322,82 @@ fn aborting_leaves_nothing_behind() {
     deliver(&mut rec, 1, &["c"]);
     assert_eq!(rec.logged_messages(), 0);
 }
+
+#[test]
+fn log_keeps_what_the_oldest_open_recording_needs_whatever_order_they_close_in() {
+    let mut rec = Rec::new(0, 2);
+    // Recordings of channel 0 from three different points; the middle one closes first, then
+    // the oldest, then the youngest.
+    let _ = rec.initiate(id(1), 0, &[]).unwrap();
+    deliver(&mut rec, 0, &["a", "b"]);
+    let _ = rec.initiate(id(2), 0, &[]).unwrap();
+    deliver(&mut rec, 0, &["c"]);
+    let _ = rec.initiate(id(3), 0, &[]).unwrap();
+    deliver(&mut rec, 0, &["d"]);
+    let _ = rec.on_marker(0, id(2), || 0, &[]).unwrap();
+    assert_eq!(rec.logged_messages(), 4, "S1 still needs everything");
+    let _ = rec.on_marker(0, id(1), || 0, &[]).unwrap();
+    assert_eq!(
+        rec.logged_messages(),
+        1,
+        "S2 closed first: only S3's part is left"
+    );
+    deliver(&mut rec, 0, &["e"]);
+    let _ = rec.on_marker(0, id(3), || 0, &[]).unwrap();
+    assert_eq!(rec.logged_messages(), 0);
+    assert!(!rec.is_recording(0));
+    let parts: Vec<_> = [1, 2, 3]
+        .map(|s| {
+            rec.on_marker(1, id(s), || 0, &[])
+                .unwrap()
+                .completed
+                .unwrap()
+        })
+        .into();
+    assert_eq!(bodies(&parts[0].recorded[0]), ["a", "b", "c", "d"]);
+    assert_eq!(bodies(&parts[1].recorded[0]), ["c", "d"]);
+    assert_eq!(bodies(&parts[2].recorded[0]), ["d", "e"]);
+    // A fresh recording after everything closed starts an empty log at the current arrival.
+    let _ = rec.initiate(id(4), 0, &[]).unwrap();
+    deliver(&mut rec, 0, &["f"]);
+    let _ = rec.on_marker(1, id(4), || 0, &[]).unwrap();
+    let s4 = rec
+        .on_marker(0, id(4), || 0, &[])
+        .unwrap()
+        .completed
+        .unwrap();
+    assert_eq!(seqs(&s4.recorded[0]), [6]);
+}
+
+#[test]
+fn many_snapshots_at_once_each_record_exactly_their_own_part() {
+    // 2,000 recordings of one channel open at once, each from a different point, closed in an
+    // order unrelated to their starts: each must get exactly the messages between its start
+    // and its marker, and the log must end empty.
+    const K: u64 = 2_000;
+    let mut rec: Recorder<u64, u64> = Recorder::new(0, 1);
+    let mut seq = 0;
+    for s in 0..K {
+        let _ = rec.initiate(id(s as u128), s, &[]).unwrap();
+        seq += 1;
+        rec.on_message(0, seq, &seq);
+    }
+    for k in 0..K {
+        // A permutation of 0..K (7919 is prime, so coprime with K).
+        let s = (k * 7919) % K;
+        if k % 3 == 0 {
+            seq += 1;
+            rec.on_message(0, seq, &seq);
+        }
+        let part = rec
+            .on_marker(0, id(s as u128), || unreachable!(), &[])
+            .unwrap()
+            .completed
+            .unwrap();
+        let got: Vec<u64> = part.recorded[0].iter().map(|m| m.seq).collect();
+        assert_eq!(got, (s + 1..=seq).collect::<Vec<_>>(), "snapshot {s}");
+        assert_eq!(part.received, [s]);
+    }
+    assert_eq!(rec.active_snapshots(), 0);
+    assert_eq!(rec.logged_messages(), 0);
+}

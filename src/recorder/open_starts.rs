@@ -1,0 +1,162 @@
+//! Where each open recording of one incoming channel began, kept in order so the oldest is at
+//! hand without a scan.
+//!
+//! A recording of a channel begins at the channel's arrival count at that moment, and that count
+//! never goes down: recordings begin in increasing order of their start, so a new one always
+//! goes at the back. They end in any order (each snapshot's marker comes when it comes), so an
+//! ending one is found by binary search. Entries whose count falls to zero are removed once
+//! they reach the front. The front is then always the oldest open start, which is what the
+//! channel's log must keep.
+//!
+//! Costs, for k recordings open on the channel: begin O(1), end O(log k) plus the zero entries
+//! popped (each pushed once, so O(1) amortised), oldest O(1). Space: one entry per distinct start
+//! between the oldest open one and now; distinct starts are distinct arrival counts, so there
+//! are at most as many as the channel's log holds messages, plus one.
+
+use std::collections::VecDeque;
+
+/// The open recordings of one channel, by start (see the module documentation).
+#[derive(Debug, Default)]
+pub(crate) struct OpenStarts {
+    /// (start, recordings open from that start), starts strictly increasing. The front's count
+    /// is never zero.
+    by_start: VecDeque<(u64, u32)>,
+}
+
+impl OpenStarts {
+    /// Whether no recording of the channel is open.
+    #[inline]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.by_start.is_empty()
+    }
+
+    /// The start of the oldest open recording.
+    pub(crate) fn oldest(&self) -> Option<u64> {
+        self.by_start.front().map(|&(start, _)| start)
+    }
+
+    /// A recording begins at arrival count `start`, which is at least every start seen before.
+    pub(crate) fn begin(&mut self, start: u64) {
+        match self.by_start.back_mut() {
+            Some((last, open)) if *last == start => *open += 1,
+            last => {
+                debug_assert!(last.is_none_or(|(l, _)| *l < start), "starts go up");
+                self.by_start.push_back((start, 1));
+            }
+        }
+    }
+
+    /// A recording that began at `start` ends. Returns false (and changes nothing) if no open
+    /// recording began there.
+    pub(crate) fn end(&mut self, start: u64) -> bool {
+        let Ok(at) = self.by_start.binary_search_by_key(&start, |&(s, _)| s) else {
+            return false;
+        };
+        let open = &mut self.by_start[at].1;
+        if *open == 0 {
+            return false;
+        }
+        *open -= 1;
+        while self.by_start.front().is_some_and(|&(_, open)| open == 0) {
+            self.by_start.pop_front();
+        }
+        true
+    }
+
+    /// Entries held (for tests of the space bound).
+    #[cfg(test)]
+    pub(crate) fn entries(&self) -> usize {
+        self.by_start.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_oldest_is_the_front_whatever_order_recordings_end_in() {
+        let mut s = OpenStarts::default();
+        assert!(s.is_empty());
+        for start in [0, 0, 3, 5, 5, 9] {
+            s.begin(start);
+        }
+        assert_eq!(s.oldest(), Some(0));
+        assert!(s.end(5));
+        assert!(s.end(0));
+        assert_eq!(s.oldest(), Some(0), "one recording from 0 is still open");
+        assert!(s.end(0));
+        assert_eq!(s.oldest(), Some(3));
+        assert!(s.end(9));
+        assert_eq!(s.oldest(), Some(3), "ending a later one leaves the oldest");
+        assert!(s.end(3));
+        assert_eq!(s.oldest(), Some(5));
+        assert_eq!(s.entries(), 2, "the ended 9 waits behind 5 until 5 goes");
+        assert!(s.end(5));
+        assert!(s.is_empty());
+        assert_eq!(s.oldest(), None);
+        assert_eq!(s.entries(), 0);
+    }
+
+    #[test]
+    fn ending_what_never_began_changes_nothing() {
+        let mut s = OpenStarts::default();
+        assert!(!s.end(1));
+        s.begin(2);
+        s.begin(4);
+        assert!(!s.end(3));
+        assert!(s.end(4));
+        assert!(
+            !s.end(4),
+            "already ended, kept as a zero entry behind the front"
+        );
+        assert_eq!(s.oldest(), Some(2));
+    }
+
+    #[test]
+    fn a_zero_entry_in_the_middle_can_open_again_at_the_back() {
+        let mut s = OpenStarts::default();
+        s.begin(1);
+        s.begin(7);
+        assert!(s.end(7));
+        s.begin(7);
+        assert!(s.end(1));
+        assert_eq!(s.oldest(), Some(7));
+        assert!(s.end(7));
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn matches_a_plain_multiset_on_random_runs() {
+        // The oracle is the obvious one: a list of open starts, min by scanning.
+        let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        for round in 0..200 {
+            let mut s = OpenStarts::default();
+            let mut oracle: Vec<u64> = Vec::new();
+            let mut now = 0u64;
+            for _ in 0..300 {
+                match next() % 3 {
+                    0 => now += next() % 3,
+                    1 => {
+                        s.begin(now);
+                        oracle.push(now);
+                    }
+                    _ if !oracle.is_empty() => {
+                        let k = (next() % oracle.len() as u64) as usize;
+                        let start = oracle.swap_remove(k);
+                        assert!(s.end(start), "round {round}");
+                    }
+                    _ => {}
+                }
+                assert_eq!(s.oldest(), oracle.iter().min().copied(), "round {round}");
+                assert_eq!(s.is_empty(), oracle.is_empty());
+            }
+        }
+    }
+}
