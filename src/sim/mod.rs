@@ -60,7 +60,7 @@ use crate::error::{BuildError, Error, SendError};
 use crate::host::{Driver, Envelope, Host};
 use crate::process::{Context, Outbox, Process};
 use crate::restore::{self, ChannelStart};
-use crate::snapshot::{GlobalSnapshot, LocalSnapshot, SnapshotId};
+use crate::snapshot::{GlobalSnapshot, IdMap, LocalSnapshot, SnapshotId};
 use crate::topology::{Channel, ProcessId, Topology, Wiring};
 
 pub use explore::{explore, ExploreFailure};
@@ -223,6 +223,7 @@ impl<P: Process> SimBuilder<P> {
                 order: 0,
                 started: Vec::new(),
                 completed: Vec::new(),
+                completed_at: IdMap::default(),
                 deliveries: 0,
             },
         };
@@ -295,6 +296,8 @@ struct Network<P: Process> {
     started: Vec<SnapshotId>,
     /// Completed snapshots, in the order they completed.
     completed: Vec<Arc<GlobalSnapshot<P::Message, P::State>>>,
+    /// By id: where a completed snapshot is in `completed` (a lookup must not scan them all).
+    completed_at: IdMap<usize>,
     deliveries: u64,
     /// By process: its vector clock, when tracing.
     clocks: Option<Vec<Vec<u64>>>,
@@ -548,6 +551,7 @@ impl<P: Process> Driver<P> for Port<'_, P> {
             let id = global.id;
             self.net
                 .note(TraceKind::Complete, self.me, None, None, Some(id), None);
+            self.net.completed_at.insert(id, self.net.completed.len());
             self.net.completed.push(Arc::new(global));
         }
     }
@@ -765,7 +769,10 @@ impl<P: Process> Simulation<P> {
 
     /// The completed snapshot `id`.
     pub fn snapshot(&self, id: SnapshotId) -> Option<&Arc<GlobalSnapshot<P::Message, P::State>>> {
-        self.net.completed.iter().find(|s| s.id == id)
+        self.net
+            .completed_at
+            .get(&id)
+            .map(|&k| &self.net.completed[k])
     }
 
     /// Process `p` as it is now.
