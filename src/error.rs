@@ -171,6 +171,14 @@ pub enum Error {
         /// Processes still running.
         running: Vec<ProcessId>,
     },
+    /// The runtime already holds `limit` snapshots in flight (started and not yet complete),
+    /// the most it was built to hold (see
+    /// [`Builder::max_snapshots_in_flight`](crate::Builder::max_snapshots_in_flight)). This
+    /// snapshot was not started; the running ones go on. Retry once some have completed.
+    TooManySnapshots {
+        /// The configured maximum of snapshots in flight.
+        limit: usize,
+    },
 }
 
 impl fmt::Display for Error {
@@ -192,6 +200,11 @@ impl fmt::Display for Error {
             Error::ShutdownTimeout { running } => {
                 write!(f, "shutdown timed out; processes still running: {running:?}")
             }
+            Error::TooManySnapshots { limit } => write!(
+                f,
+                "{limit} snapshots are already in flight, the most this runtime holds \
+                 (Builder::max_snapshots_in_flight); this one was not started"
+            ),
         }
     }
 }

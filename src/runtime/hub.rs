@@ -170,10 +170,12 @@ impl<M, S> HubState<M, S> {
 pub(crate) struct Hub<M, S> {
     state: Mutex<HubState<M, S>>,
     epoch: Instant,
+    /// Snapshots in flight (begun, not yet ended) beyond which `begin` refuses.
+    max_in_flight: usize,
 }
 
 impl<M, S> Hub<M, S> {
-    pub(crate) fn new(wiring: Arc<Wiring>, epoch: Instant) -> Self {
+    pub(crate) fn new(wiring: Arc<Wiring>, epoch: Instant, max_in_flight: usize) -> Self {
         let processes = wiring.processes();
         Hub {
             state: Mutex::new(HubState {
@@ -184,7 +186,13 @@ impl<M, S> Hub<M, S> {
                 failures: vec![None; processes],
             }),
             epoch,
+            max_in_flight,
         }
+    }
+
+    /// The most snapshots in flight `begin` accepts.
+    pub(crate) fn max_in_flight(&self) -> usize {
+        self.max_in_flight
     }
 
     /// Time since the runtime started.
@@ -196,7 +204,8 @@ impl<M, S> Hub<M, S> {
     /// With `ticket`, also returns a ticket to wait on.
     ///
     /// Refused once the runtime is shut down or a process has failed (a snapshot needs every
-    /// process). A refused snapshot started by application code is reported to subscribers.
+    /// process), and while `max_in_flight` snapshots are in flight (the others are not
+    /// disturbed). A refused snapshot started by application code is reported to subscribers.
     pub(crate) fn begin(
         &self,
         id: SnapshotId,
@@ -206,8 +215,14 @@ impl<M, S> Hub<M, S> {
         let mut state = self.state.lock();
         let refusal = if state.closed {
             Some(Error::Shutdown)
+        } else if let Some(failure) = state.first_failure() {
+            Some(failure)
+        } else if state.collector.pending() >= self.max_in_flight {
+            Some(Error::TooManySnapshots {
+                limit: self.max_in_flight,
+            })
         } else {
-            state.first_failure()
+            None
         };
         if let Some(error) = refusal {
             if guard.is_none() {

@@ -131,9 +131,22 @@ pub struct RuntimeStats {
     pub watched: usize,
 }
 
+/// How many channel-snapshot pairs the default limit on snapshots in flight allows: with every
+/// one of a snapshot's markers queued and every process's per-channel bookkeeping held, that is
+/// a few GB at most (BENCHMARKS.md measures the bytes per channel per snapshot).
+const DEFAULT_IN_FLIGHT_BUDGET: usize = 1 << 24;
+/// The default limit never goes below this, however many channels.
+const DEFAULT_IN_FLIGHT_FLOOR: usize = 16;
+
+/// The default of [`Builder::max_snapshots_in_flight`] for a topology with `channels` channels.
+fn default_max_in_flight(channels: usize) -> usize {
+    (DEFAULT_IN_FLIGHT_BUDGET / channels.max(1)).max(DEFAULT_IN_FLIGHT_FLOOR)
+}
+
 /// Configures and starts a [`Runtime`] of processes of type `P`.
 pub struct Builder<P> {
     topology: Topology,
+    max_in_flight: Option<usize>,
     tick: Option<Duration>,
     thread_name: String,
     stack_size: Option<usize>,
@@ -145,6 +158,23 @@ impl<P: Process> Builder<P> {
     /// default). Ticks are served by the same loop as messages, between two callbacks.
     pub fn tick_interval(mut self, interval: Duration) -> Self {
         self.tick = Some(interval);
+        self
+    }
+
+    /// At most `limit` snapshots in flight (started, from outside or by application code, and
+    /// not yet complete or failed). While that many are running, [`Runtime::start_snapshot`]
+    /// fails with [`Error::TooManySnapshots`] and a snapshot started by application code is
+    /// reported to subscribers with that error; the running ones are not disturbed. This bounds
+    /// the memory snapshots can take, which grows with the number in flight times the number of
+    /// channels (each in-flight snapshot has one marker per channel queued or on its way, and
+    /// counters per channel at every process).
+    ///
+    /// Default: 2^24 / channels, at least 16. That is 838,860 on `Topology::complete(5)` (20
+    /// channels), 69,905 on `complete(16)` and 4,161 on `complete(64)`: a few GB at most when
+    /// reached (BENCHMARKS.md, "Concurrent snapshots at scale", has the bytes per snapshot). A
+    /// limit of 0 is taken as 1.
+    pub fn max_snapshots_in_flight(mut self, limit: usize) -> Self {
+        self.max_in_flight = Some(limit.max(1));
         self
     }
 
@@ -233,7 +263,12 @@ impl<P: Process> Builder<P> {
             wiring: wiring.clone(),
             bells: bells.clone(),
             controls,
-            hub: Hub::new(wiring.clone(), epoch),
+            hub: Hub::new(
+                wiring.clone(),
+                epoch,
+                self.max_in_flight
+                    .unwrap_or_else(|| default_max_in_flight(wiring.channels().len())),
+            ),
             stats: (0..n).map(|_| ProcessStats::default()).collect(),
             backoff: Backoff::for_processes(n),
             key: guard::new_key(),
@@ -330,6 +365,7 @@ impl<P> std::fmt::Debug for Builder<P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Builder")
             .field("topology", &self.topology)
+            .field("max_in_flight", &self.max_in_flight)
             .field("tick", &self.tick)
             .field("thread_name", &self.thread_name)
             .field("stack_size", &self.stack_size)
@@ -359,6 +395,7 @@ impl<P: Process> Runtime<P> {
     pub fn builder(topology: Topology) -> Builder<P> {
         Builder {
             topology,
+            max_in_flight: None,
             tick: None,
             thread_name: "process".to_string(),
             stack_size: None,
@@ -402,10 +439,18 @@ impl<P: Process> Runtime<P> {
         &self.shared().wiring
     }
 
+    /// The most snapshots this runtime holds in flight (see
+    /// [`Builder::max_snapshots_in_flight`]).
+    pub fn max_snapshots_in_flight(&self) -> usize {
+        self.shared().hub.max_in_flight()
+    }
+
     /// Starts a snapshot with `initiator` as initiator and returns a ticket to wait on.
     ///
-    /// Any number may run at once, from any initiators. Fails if `initiator` does not exist, the
-    /// runtime has shut down, or a process has failed (a snapshot needs every process).
+    /// Any number may run at once, from any initiators, up to
+    /// [`Builder::max_snapshots_in_flight`]. Fails if `initiator` does not exist, the runtime has
+    /// shut down, a process has failed (a snapshot needs every process), or the limit of
+    /// snapshots in flight is reached ([`Error::TooManySnapshots`]; nothing else changes).
     pub fn start_snapshot(
         &self,
         initiator: ProcessId,
