@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Prints the benchmark page's tables from criterion's results (target/criterion).
 
-    cargo bench --bench throughput --bench latency --bench recorder
+    cargo bench --bench throughput --bench latency --bench recorder --bench concurrent
     python3 .ci/bench_table.py
 
 Throughput figures are deliveries per second from criterion's median (its `estimates.json`);
@@ -68,6 +68,16 @@ def main():
     for k in (0, 1, 8):
         t, _ = estimate("recorder_on_message", f"{k}_recording")
         print(f"| {k} | {'-' if t is None else f'{t * 1e9:.1f}'} |")
+    print()
+    print("| N | k in flight | runtime, us per snapshot | simulator, us per snapshot |")
+    print("|---|---|---|---|")
+    for n in (4, 8):
+        for k in (1, 100, 10_000, 100_000):
+            g = f"concurrent_snapshots_N={n}"
+            per = lambda t: "-" if t is None else f"{t * 1e6 / k:.1f}"
+            rt, _ = estimate(g, f"runtime_k={k}")
+            sim, _ = estimate(g, f"simulator_k={k}")
+            print(f"| {n} | {k:,} | {per(rt)} | {per(sim)} |")
 
 
 if __name__ == "__main__":
