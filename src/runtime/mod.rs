@@ -131,9 +131,10 @@ pub struct RuntimeStats {
     pub watched: usize,
 }
 
-/// How many channel-snapshot pairs the default limit on snapshots in flight allows: with every
-/// one of a snapshot's markers queued and every process's per-channel bookkeeping held, that is
-/// a few GB at most (BENCHMARKS.md measures the bytes per channel per snapshot).
+/// How many (snapshot, channel) pairs the default limit on snapshots in flight allows. A
+/// snapshot in flight holds a marker and per-channel bookkeeping for every channel, so its
+/// memory is about proportional to the channels; BENCHMARKS.md measures about 100 bytes per
+/// channel per snapshot, so about 2 GB at the default limit.
 const DEFAULT_IN_FLIGHT_BUDGET: usize = 1 << 24;
 /// The default limit never goes below this, however many channels.
 const DEFAULT_IN_FLIGHT_FLOOR: usize = 16;
@@ -170,9 +171,11 @@ impl<P: Process> Builder<P> {
     /// counters per channel at every process).
     ///
     /// Default: 2^24 / channels, at least 16. That is 838,860 on `Topology::complete(5)` (20
-    /// channels), 69,905 on `complete(16)` and 4,161 on `complete(64)`: a few GB at most when
-    /// reached (BENCHMARKS.md, "Concurrent snapshots at scale", has the bytes per snapshot). A
-    /// limit of 0 is taken as 1.
+    /// channels), 69,905 on `complete(16)` and 4,161 on `complete(64)`. Since a snapshot's
+    /// memory grows with the channels, the default caps snapshots times channels, which keeps
+    /// the memory at the limit about the same on every topology (BENCHMARKS.md, "Concurrent
+    /// snapshots at scale", measures the bytes per channel per snapshot). A limit of 0 is taken
+    /// as 1.
     pub fn max_snapshots_in_flight(mut self, limit: usize) -> Self {
         self.max_in_flight = Some(limit.max(1));
         self
