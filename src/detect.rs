@@ -57,10 +57,7 @@
 use std::time::Duration;
 
 use crate::error::Error;
-use crate::process::Process;
-use crate::runtime::{Runtime, SnapshotOutcome};
-use crate::sim::Simulation;
-use crate::snapshot::GlobalSnapshot;
+use crate::snapshot::{GlobalSnapshot, SnapshotOutcome};
 use crate::topology::ProcessId;
 
 /// A driver that can take snapshots and let time pass: what the detection helpers need.
@@ -82,55 +79,6 @@ pub trait SnapshotSource {
 
     /// Time since the driver started.
     fn clock(&self) -> Duration;
-}
-
-impl<P: Process> SnapshotSource for Runtime<P> {
-    type Message = P::Message;
-    type State = P::State;
-
-    fn take_snapshot(
-        &mut self,
-        initiator: ProcessId,
-        timeout: Duration,
-    ) -> SnapshotOutcome<P::Message, P::State> {
-        self.snapshot_timeout(initiator, timeout)
-    }
-
-    fn pause(&mut self, duration: Duration) {
-        std::thread::sleep(duration);
-    }
-
-    fn clock(&self) -> Duration {
-        self.elapsed()
-    }
-}
-
-/// One simulated step counts as one millisecond.
-fn steps(d: Duration) -> u64 {
-    d.as_millis().try_into().unwrap_or(u64::MAX)
-}
-
-impl<P: Process> SnapshotSource for Simulation<P> {
-    type Message = P::Message;
-    type State = P::State;
-
-    fn take_snapshot(
-        &mut self,
-        initiator: ProcessId,
-        timeout: Duration,
-    ) -> SnapshotOutcome<P::Message, P::State> {
-        let id = self.start_snapshot(initiator)?;
-        self.run_until(steps(timeout), |sim| sim.snapshot(id).is_some())?;
-        Ok(self.snapshot(id).expect("completed").clone())
-    }
-
-    fn pause(&mut self, duration: Duration) {
-        self.run_for(steps(duration));
-    }
-
-    fn clock(&self) -> Duration {
-        Duration::from_millis(self.now())
-    }
 }
 
 /// How to look for a stable property.

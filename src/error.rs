@@ -5,8 +5,7 @@
 
 use std::fmt;
 
-use crate::snapshot::SnapshotId;
-use crate::topology::{Channel, ProcessId};
+use crate::ids::{Channel, ProcessId, SnapshotId};
 
 /// Why a [`Topology`](crate::Topology) cannot carry snapshots.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,32 +1,40 @@
-//! One process as every driver runs it: the application, its marker rules, and what happens
-//! when an envelope reaches it. No threads, channels or clocks: the driver moves envelopes,
-//! registers snapshots and collects parts through [`Driver`].
+//! One process as every driver runs it: the application, its marker rules, its sending side
+//! (neighbours, sequence numbers, sent counters), and what happens when an envelope reaches it.
+//! No threads, channels or clocks: the driver moves numbered envelopes, registers snapshots and
+//! collects parts through [`Driver`].
 //!
 //! Sharing this between the threaded runtime and the simulator means a bug (or a mutation) in
-//! how a process treats a message or a marker shows up in both, and the simulator's exploration
-//! finds it deterministically.
+//! how a process sends, or treats a message or a marker, shows up in both, and the simulator's
+//! exploration finds it deterministically.
 
+use std::marker::PhantomData;
+
+use crate::envelope::Envelope;
+use crate::error::SendError;
+use crate::outgoing::Outgoing;
 use crate::process::{Context, Outbox, Process};
 use crate::recorder::{Progress, Recorder};
+use crate::restore::ChannelStart;
 use crate::snapshot::{LocalSnapshot, SnapshotId};
-use crate::topology::ProcessId;
+use crate::topology::{ProcessId, Wiring};
 
-/// What travels on a channel. Markers share the channel with application messages, so FIFO
-/// order between them is the channel's own.
-#[derive(Clone, Debug)]
-pub(crate) enum Envelope<M> {
-    /// An application message; `seq` is its number on this channel, from 1.
-    Message { seq: u64, message: M },
-    /// A marker of a snapshot.
-    Marker(SnapshotId),
-}
-
-/// What a driver does for a host, beyond sending application messages.
-pub(crate) trait Driver<P: Process>: Outbox<P::Message> {
-    /// By local outgoing channel: application messages sent so far.
-    fn sent(&self) -> &[u64];
-    /// Sends a marker of `id` on every outgoing channel, now.
-    fn broadcast_marker(&mut self, id: SnapshotId);
+/// What a driver does for a host: move envelopes, and the snapshot bookkeeping outside one
+/// process.
+pub(crate) trait Driver<P: Process> {
+    /// Puts `envelope` at the back of local outgoing channel `slot`. Hands it back if the
+    /// receiving process has failed and takes nothing more.
+    fn push(
+        &mut self,
+        slot: usize,
+        envelope: Envelope<P::Message>,
+    ) -> Result<(), Envelope<P::Message>>;
+    /// The process has just recorded its state for `id`; its markers follow at once. (For a
+    /// driver's trace; nothing to do otherwise.)
+    fn recorded(&mut self, id: SnapshotId) {
+        let _ = id;
+    }
+    /// A fresh id for a snapshot started by application code.
+    fn new_snapshot_id(&mut self) -> SnapshotId;
     /// Registers a snapshot started by application code at `initiator`, before its first marker
     /// exists. `false`: it may not start (the driver is shutting down, or a process failed).
     fn begin(&mut self, id: SnapshotId, initiator: ProcessId) -> bool;
@@ -37,26 +45,68 @@ pub(crate) trait Driver<P: Process>: Outbox<P::Message> {
     fn part_complete(&mut self, part: LocalSnapshot<P::Message, P::State>);
 }
 
-/// One process: the application and its marker rules.
+/// One process: the application, its marker rules and its sending side.
 pub(crate) struct Host<P: Process> {
     pub(crate) me: ProcessId,
     pub(crate) app: P,
     pub(crate) recorder: Recorder<P::Message, P::State>,
+    out: Outgoing,
     /// By local incoming channel: its source.
     pub(crate) sources: Vec<ProcessId>,
     /// Snapshots started by application code during the current callback.
     started: Vec<SnapshotId>,
 }
 
+/// What application code sends through: the host's sending side, over the driver's channels.
+struct Port<'a, P, D> {
+    out: &'a mut Outgoing,
+    driver: &'a mut D,
+    process: PhantomData<fn(P)>,
+}
+
+impl<P: Process, D: Driver<P>> Outbox<P::Message> for Port<'_, P, D> {
+    fn neighbours(&self) -> &[ProcessId] {
+        self.out.neighbours()
+    }
+
+    #[inline]
+    fn send(&mut self, to: ProcessId, message: P::Message) -> Result<(), SendError<P::Message>> {
+        let driver = &mut *self.driver;
+        self.out
+            .send(to, message, |slot, envelope| driver.push(slot, envelope))
+    }
+
+    fn new_snapshot_id(&mut self) -> SnapshotId {
+        self.driver.new_snapshot_id()
+    }
+}
+
 impl<P: Process> Host<P> {
-    /// A host whose incoming channels have already delivered `received[k]` messages (all zero
-    /// for a fresh start; see [`Recorder::resume`] for a restored one).
-    pub(crate) fn resume(me: ProcessId, app: P, sources: Vec<ProcessId>, received: &[u64]) -> Self {
+    /// Process `me` of `wiring`, running `app`: fresh (`starts` is `None`), or restored, its
+    /// channels' counters continuing from where each channel starts (`starts`, by channel index
+    /// of `wiring`; see `restore.rs`).
+    pub(crate) fn start(
+        me: ProcessId,
+        app: P,
+        wiring: &Wiring,
+        starts: Option<&[ChannelStart<P::Message>]>,
+    ) -> Self {
+        let received: Vec<u64> = wiring
+            .incoming(me)
+            .iter()
+            .map(|&c| starts.map_or(0, |s| s[c].received))
+            .collect();
+        let sent = wiring
+            .outgoing(me)
+            .iter()
+            .map(|&c| starts.map_or(0, |s| s[c].sent))
+            .collect();
         Host {
             me,
             app,
-            recorder: Recorder::resume(me, received),
-            sources,
+            recorder: Recorder::resume(me, &received),
+            out: Outgoing::new(me, wiring, sent),
+            sources: wiring.sources(me),
             started: Vec::new(),
         }
     }
@@ -104,7 +154,12 @@ impl<P: Process> Host<P> {
         f: impl FnOnce(&mut P, &mut Context<'_, P::Message>),
         driver: &mut D,
     ) {
-        let mut ctx = Context::new(self.me, driver, &mut self.started);
+        let mut port = Port {
+            out: &mut self.out,
+            driver: &mut *driver,
+            process: PhantomData,
+        };
+        let mut ctx = Context::new(self.me, &mut port, &mut self.started);
         f(&mut self.app, &mut ctx);
         if !self.started.is_empty() {
             self.start_requested(driver);
@@ -130,7 +185,7 @@ impl<P: Process> Host<P> {
         let state = self.app.record();
         let progress = self
             .recorder
-            .initiate(id, state, driver.sent())
+            .initiate(id, state, self.out.sent())
             .unwrap_or_else(|e| panic!("{e}"));
         self.apply(id, progress, driver);
     }
@@ -151,7 +206,7 @@ impl<P: Process> Host<P> {
         let app = &self.app;
         let progress = self
             .recorder
-            .on_marker(i, id, || app.record(), driver.sent())
+            .on_marker(i, id, || app.record(), self.out.sent())
             .unwrap_or_else(|e| panic!("{e}"));
         self.apply(id, progress, driver);
     }
@@ -164,7 +219,12 @@ impl<P: Process> Host<P> {
         driver: &mut D,
     ) {
         if progress.send_markers {
-            driver.broadcast_marker(id);
+            // A channel whose receiver has failed is skipped: that process takes no further
+            // part in any snapshot.
+            driver.recorded(id);
+            for slot in 0..self.out.neighbours().len() {
+                let _ = driver.push(slot, Envelope::Marker(id));
+            }
         }
         if let Some(part) = progress.completed {
             log::trace!("process {}: part of snapshot {id} complete", self.me);

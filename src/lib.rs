@@ -123,8 +123,11 @@
 pub mod checkpoint;
 pub mod collector;
 pub mod detect;
+mod envelope;
 pub mod error;
 mod host;
+mod ids;
+mod outgoing;
 mod process;
 pub mod recorder;
 mod restore;
@@ -137,9 +140,11 @@ pub use error::{BuildError, CutError, Error, RestoreError, SendError, TopologyEr
 pub use process::{Context, Process};
 pub use runtime::{
     Builder, PendingSnapshot, ProcessFailure, Runtime, RuntimeStats, SnapshotEvent, SnapshotOf,
-    SnapshotOutcome, Stopped, Undelivered,
+    Stopped, Undelivered,
 };
-pub use snapshot::{ChannelSnapshot, GlobalSnapshot, LocalSnapshot, RecordedMessage, SnapshotId};
+pub use snapshot::{
+    ChannelSnapshot, GlobalSnapshot, LocalSnapshot, RecordedMessage, SnapshotId, SnapshotOutcome,
+};
 pub use topology::{Channel, ProcessId, Topology, Wiring};
 
 /// The README's code, compiled as a doctest so it cannot go stale.

@@ -107,3 +107,14 @@ impl<'a, M> Context<'a, M> {
         id
     }
 }
+
+/// The text of a panic payload (`panic!` with a literal or a format string).
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic with a non-string payload".to_string()
+    }
+}

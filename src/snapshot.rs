@@ -1,102 +1,17 @@
 //! What a snapshot is made of: its id, each process's local part, the assembled global
 //! snapshot, and the exact consistent-cut check of ALGORITHM.md.
 
-use std::cell::Cell;
-use std::collections::HashMap;
-use std::fmt;
-use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
-use uuid::Uuid;
+use crate::error::{CutError, Error};
+pub(crate) use crate::ids::IdMap;
+pub use crate::ids::SnapshotId;
+use crate::ids::{Channel, ProcessId};
 
-use crate::error::CutError;
-use crate::topology::{Channel, ProcessId};
-
-/// Tells one snapshot run apart from every other: a UUID.
-///
-/// The driver chooses ids (the threaded runtime draws random v4 UUIDs), never the marker core,
-/// so a deterministic driver can seed them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-#[cfg_attr(feature = "serde", serde(transparent))]
-pub struct SnapshotId(pub Uuid);
-
-impl SnapshotId {
-    /// A fresh random (v4) id.
-    ///
-    /// Drawn from a per-thread generator seeded once from the operating system, not from a
-    /// system call per id: a busy runtime starts tens of thousands of snapshots a second.
-    pub fn random() -> Self {
-        thread_local! {
-            static STATE: Cell<u64> = Cell::new(Uuid::new_v4().as_u64_pair().0 | 1);
-        }
-        let bits = STATE.with(|state| {
-            let (a, b) = (splitmix64(state), splitmix64(state));
-            (u128::from(a) << 64) | u128::from(b)
-        });
-        SnapshotId(uuid::Builder::from_random_bytes(bits.to_le_bytes()).into_uuid())
-    }
-
-    /// The UUID.
-    pub fn uuid(&self) -> Uuid {
-        self.0
-    }
-}
-
-/// The SplitMix64 generator: passes BigCrush, one add and three multiply-xorshifts per draw.
-fn splitmix64(state: &Cell<u64>) -> u64 {
-    let x = state.get().wrapping_add(0x9E37_79B9_7F4A_7C15);
-    state.set(x);
-    let mut z = x;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// Hashes a [`SnapshotId`] by mixing its two halves: ids are looked up on every marker, and
-/// SipHash (the standard library's default, built against adversarial keys) costs more than
-/// the rest of the lookup. Mixing both halves keeps even sequential ids apart.
-#[derive(Clone, Copy, Default)]
-pub(crate) struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            self.write_u64(u64::from_le_bytes(word));
-        }
-    }
-
-    fn write_u64(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x517C_C1B7_2722_0A95);
-    }
-
-    fn write_u128(&mut self, word: u128) {
-        self.write_u64(word as u64);
-        self.write_u64((word >> 64) as u64);
-    }
-}
-
-/// A map keyed by snapshot id, with [`IdHasher`].
-pub(crate) type IdMap<V> = HashMap<SnapshotId, V, BuildHasherDefault<IdHasher>>;
-
-impl Hash for SnapshotId {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write_u128(self.0.as_u128());
-    }
-}
-
-impl fmt::Display for SnapshotId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
+/// How a snapshot ended: the global snapshot, or why it could not complete. (Shared, as an
+/// `Arc`, because the same snapshot goes to every waiter and subscriber.)
+pub type SnapshotOutcome<M, S> = Result<Arc<GlobalSnapshot<M, S>>, Error>;
 
 /// An application message recorded as in flight on a channel.
 ///

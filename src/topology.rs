@@ -5,35 +5,9 @@
 //! channels numbered, which is what the marker core, the collector and the drivers index by.
 
 use std::collections::HashSet;
-use std::fmt;
 
 use crate::error::TopologyError;
-
-/// A process is named by its index, `0..processes`.
-pub type ProcessId = usize;
-
-/// A directed channel between two processes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-pub struct Channel {
-    /// The sending end.
-    pub from: ProcessId,
-    /// The receiving end.
-    pub to: ProcessId,
-}
-
-impl Channel {
-    /// The channel `from -> to`.
-    pub fn new(from: ProcessId, to: ProcessId) -> Self {
-        Channel { from, to }
-    }
-}
-
-impl fmt::Display for Channel {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}->{}", self.from, self.to)
-    }
-}
+pub use crate::ids::{Channel, ProcessId};
 
 /// Processes `0..n` and the directed channels between them, as written by the user.
 ///

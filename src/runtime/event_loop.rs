@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
-use crate::error::SendError;
-use crate::host::{Driver, Envelope, Host};
-use crate::process::{Context, Outbox, Process};
+use crate::envelope::Envelope;
+use crate::host::{Driver, Host};
+use crate::process::{Context, Process};
 use crate::runtime::doorbell::{pop_bit, set_bit};
 use crate::runtime::outbox::EdgeOutbox;
 use crate::runtime::Shared;
@@ -77,28 +77,18 @@ struct Wire<'a, P: Process> {
     shared: &'a Shared<P>,
 }
 
-impl<P: Process> Outbox<P::Message> for Wire<'_, P> {
-    fn neighbours(&self) -> &[ProcessId] {
-        self.outbox.neighbours()
-    }
-
+impl<P: Process> Driver<P> for Wire<'_, P> {
     #[inline]
-    fn send(&mut self, to: ProcessId, message: P::Message) -> Result<(), SendError<P::Message>> {
-        self.outbox.send(to, message)
+    fn push(
+        &mut self,
+        slot: usize,
+        envelope: Envelope<P::Message>,
+    ) -> Result<(), Envelope<P::Message>> {
+        self.outbox.push(slot, envelope)
     }
 
     fn new_snapshot_id(&mut self) -> SnapshotId {
         SnapshotId::random()
-    }
-}
-
-impl<P: Process> Driver<P> for Wire<'_, P> {
-    fn sent(&self) -> &[u64] {
-        &self.outbox.sent
-    }
-
-    fn broadcast_marker(&mut self, id: SnapshotId) {
-        self.outbox.broadcast_marker(id);
     }
 
     fn begin(&mut self, id: SnapshotId, initiator: ProcessId) -> bool {
@@ -252,7 +242,7 @@ pub(crate) fn process_thread<P: Process>(
     } else {
         panic::catch_unwind(AssertUnwindSafe(|| worker.run()))
             .err()
-            .map(|payload| panic_message(&*payload))
+            .map(|payload| crate::process::panic_message(&*payload))
     };
     // A process that stopped normally keeps taking messages until shutdown has joined every
     // thread (they are handed back as undelivered), so a graceful shutdown never makes a send
@@ -270,16 +260,5 @@ pub(crate) fn process_thread<P: Process>(
         process: failure.is_none().then_some(host.app),
         failure,
         inbound,
-    }
-}
-
-/// The text of a panic payload (`panic!` with a literal or a format string).
-pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "panic with a non-string payload".to_string()
     }
 }

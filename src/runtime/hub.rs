@@ -12,11 +12,8 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::collector::Collector;
 use crate::error::{CollectError, Error};
-use crate::snapshot::{GlobalSnapshot, IdMap, LocalSnapshot, SnapshotId};
+use crate::snapshot::{IdMap, LocalSnapshot, SnapshotId, SnapshotOutcome};
 use crate::topology::{ProcessId, Wiring};
-
-/// How a snapshot ended: the global snapshot, or why it could not complete.
-pub type SnapshotOutcome<M, S> = Result<Arc<GlobalSnapshot<M, S>>, Error>;
 
 /// A snapshot's end, as delivered to subscribers.
 #[derive(Debug)]

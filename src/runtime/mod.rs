@@ -25,22 +25,21 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
 
+use crate::envelope::Envelope;
 use crate::error::{BuildError, Error};
-use crate::host::{Envelope, Host};
+use crate::host::Host;
 use crate::process::{Context, Process};
 use crate::restore::{self, ChannelStart};
-use crate::snapshot::{GlobalSnapshot, SnapshotId};
+use crate::snapshot::{GlobalSnapshot, SnapshotId, SnapshotOutcome};
 use crate::topology::{Channel, ProcessId, Topology, Wiring};
 
 use doorbell::{Backoff, Doorbell};
 use event_loop::{process_thread, Control, ThreadExit, Worker};
 pub(crate) use guard::ThreadGuard;
 use hub::Hub;
-pub use hub::{PendingSnapshot, SnapshotEvent, SnapshotOutcome};
+pub use hub::{PendingSnapshot, SnapshotEvent};
 use outbox::EdgeOutbox;
 pub use stopped::{ProcessFailure, Stopped, Undelivered};
-
-pub(crate) use event_loop::panic_message as panic_text;
 
 /// The global snapshot type of a process type.
 pub type SnapshotOf<P> = GlobalSnapshot<<P as Process>::Message, <P as Process>::State>;
@@ -224,7 +223,7 @@ impl<P: Process> Builder<P> {
         self,
         wiring: Arc<Wiring>,
         apps: Vec<P>,
-        starts: Option<Vec<ChannelStart<P::Message>>>,
+        mut starts: Option<Vec<ChannelStart<P::Message>>>,
     ) -> Result<Runtime<P>, BuildError> {
         let n = wiring.processes();
         let epoch = Instant::now();
@@ -242,17 +241,14 @@ impl<P: Process> Builder<P> {
             .collect();
         let mut channel_order: Vec<usize> = (0..wiring.channels().len()).collect();
         channel_order.sort_by_key(|&c| (wiring.channels()[c].from, wiring.local_slots(c).0));
-        let received = restore::received_by_process(&wiring, starts.as_deref());
-        let mut sent: Vec<Vec<u64>> = (0..n).map(|p| vec![0; wiring.outgoing(p).len()]).collect();
-        let mut starts = starts.map(|s| s.into_iter().map(Some).collect::<Vec<_>>());
         for c in channel_order {
             let Channel { from, to } = wiring.channels()[c];
             let (tx, rx) = crossbeam_channel::unbounded();
-            let (at_sender, at_receiver) = wiring.local_slots(c);
+            let (_, at_receiver) = wiring.local_slots(c);
             // A restored channel holds its in-flight messages before any thread runs.
-            if let Some(start) = starts.as_mut().and_then(|s| s[c].take()) {
-                sent[from][at_sender] = start.sent;
-                for (seq, message) in start.in_flight {
+            // (Taken out: the hosts need only the counters.)
+            if let Some(start) = starts.as_mut().map(|s| &mut s[c]) {
+                for (seq, message) in std::mem::take(&mut start.in_flight) {
                     let _ = tx.send(Envelope::Message { seq, message });
                     bells[to].ring(at_receiver);
                 }
@@ -285,11 +281,9 @@ impl<P: Process> Builder<P> {
         for (me, (((app, links), inbound), control)) in workers.enumerate() {
             let inbound: Vec<_> = inbound.into_iter().map(|r| r.expect("wired")).collect();
             let words = bells[me].words();
-            let mut outbox = EdgeOutbox::new(me, n, links, bells.clone());
-            outbox.sent.clone_from(&sent[me]);
             let worker = Worker {
-                host: Host::resume(me, app, wiring.sources(me), &received[me]),
-                outbox,
+                host: Host::start(me, app, &wiring, starts.as_deref()),
+                outbox: EdgeOutbox::new(links, bells.clone()),
                 inbound,
                 control,
                 shared: shared.clone(),
@@ -544,7 +538,7 @@ impl<P: Process> Runtime<P> {
                 Err(payload) => {
                     // Record the failure before the caller hears of it, so that what the caller
                     // does next (start a snapshot, read `failures`) already sees it.
-                    let message = event_loop::panic_message(&*payload);
+                    let message = crate::process::panic_message(&*payload);
                     shared.process_failed(process, message.clone());
                     let _ = tx.send(Err(message));
                     std::panic::resume_unwind(payload);
@@ -674,7 +668,7 @@ impl<P: Process> Runtime<P> {
                 Err(payload) => {
                     stopped.failures.push(ProcessFailure {
                         process,
-                        message: event_loop::panic_message(&*payload),
+                        message: crate::process::panic_message(&*payload),
                     });
                     stopped.processes.push(None);
                 }
@@ -688,5 +682,27 @@ impl<P: Process> Runtime<P> {
             .map(|(&channel, messages)| Undelivered { channel, messages })
             .collect();
         Ok(stopped)
+    }
+}
+
+// Stable-property detection (`detect.rs`) over a running runtime: real time, real snapshots.
+impl<P: Process> crate::detect::SnapshotSource for Runtime<P> {
+    type Message = P::Message;
+    type State = P::State;
+
+    fn take_snapshot(
+        &mut self,
+        initiator: ProcessId,
+        timeout: Duration,
+    ) -> SnapshotOutcome<P::Message, P::State> {
+        self.snapshot_timeout(initiator, timeout)
+    }
+
+    fn pause(&mut self, duration: Duration) {
+        std::thread::sleep(duration);
+    }
+
+    fn clock(&self) -> Duration {
+        self.elapsed()
     }
 }

@@ -58,7 +58,7 @@ pub fn explore<E: fmt::Display>(
                 continue;
             }
             Ok(Err(e)) => e.to_string(),
-            Err(payload) => crate::runtime::panic_text(&*payload),
+            Err(payload) => crate::process::panic_message(&*payload),
         };
         return Err(ExploreFailure {
             seed,

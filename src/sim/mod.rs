@@ -44,7 +44,6 @@
 //! ```
 
 mod explore;
-mod rng;
 pub mod scenario;
 mod trace;
 
@@ -56,15 +55,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::collector::Collector;
-use crate::error::{BuildError, Error, SendError};
-use crate::host::{Driver, Envelope, Host};
-use crate::process::{Context, Outbox, Process};
+use crate::envelope::Envelope;
+use crate::error::{BuildError, Error};
+use crate::host::{Driver, Host};
+use crate::ids::SplitMix64 as Rng;
+use crate::process::{Context, Process};
 use crate::restore::{self, ChannelStart};
-use crate::snapshot::{GlobalSnapshot, IdMap, LocalSnapshot, SnapshotId};
+use crate::snapshot::{GlobalSnapshot, IdMap, LocalSnapshot, SnapshotId, SnapshotOutcome};
 use crate::topology::{Channel, ProcessId, Topology, Wiring};
 
 pub use explore::{explore, ExploreFailure};
-use rng::Rng;
 pub use trace::{TraceEvent, TraceKind};
 
 /// Which deliveries the scheduler puts off, to push runs toward corner cases. FIFO per channel
@@ -174,26 +174,11 @@ impl<P: Process> SimBuilder<P> {
         let phases = (0..n)
             .map(|_| self.tick_every.map_or(0, |k| rng.between(0, k - 1)))
             .collect();
-        let ports = (0..n)
-            .map(|p| {
-                let mut slot_of = vec![u32::MAX; n];
-                let channels = wiring.outgoing(p).to_vec();
-                for (k, &c) in channels.iter().enumerate() {
-                    slot_of[wiring.channels()[c].to] = k as u32;
-                }
-                PortState {
-                    neighbours: wiring.destinations(p),
-                    slot_of,
-                    channels,
-                    sent: vec![0; wiring.outgoing(p).len()],
-                }
-            })
-            .collect();
-        let received = restore::received_by_process(&wiring, starts.as_deref());
+        let outgoing = (0..n).map(|p| wiring.outgoing(p).to_vec()).collect();
         let hosts = apps
             .into_iter()
             .enumerate()
-            .map(|(p, app)| Host::resume(p, app, wiring.sources(p), &received[p]))
+            .map(|(p, app)| Host::start(p, app, &wiring, starts.as_deref()))
             .collect();
         let mut sim = Simulation {
             hosts,
@@ -217,7 +202,7 @@ impl<P: Process> SimBuilder<P> {
                 schedule: self.schedule,
                 tick_every: self.tick_every,
                 phases,
-                ports,
+                outgoing,
                 waiting: BinaryHeap::new(),
                 due: Vec::new(),
                 order: 0,
@@ -229,8 +214,6 @@ impl<P: Process> SimBuilder<P> {
         };
         for (c, start) in starts.into_iter().flatten().enumerate() {
             let from = sim.net.wiring.channels()[c].from;
-            let (at_sender, _) = sim.net.wiring.local_slots(c);
-            sim.net.ports[from].sent[at_sender] = start.sent;
             for (seq, message) in start.in_flight {
                 sim.net.push(from, c, Envelope::Message { seq, message });
             }
@@ -263,17 +246,6 @@ struct Lane<M> {
     last_at: u64,
 }
 
-/// One process's sending side.
-struct PortState {
-    neighbours: Vec<ProcessId>,
-    /// By destination: local outgoing number, or `u32::MAX`.
-    slot_of: Vec<u32>,
-    /// By local outgoing number: channel index.
-    channels: Vec<usize>,
-    /// By local outgoing number: application messages sent so far.
-    sent: Vec<u64>,
-}
-
 /// Everything but the processes: channels, clock, scheduler, collector.
 struct Network<P: Process> {
     wiring: Arc<Wiring>,
@@ -284,7 +256,8 @@ struct Network<P: Process> {
     schedule: Schedule,
     tick_every: Option<u64>,
     phases: Vec<u64>,
-    ports: Vec<PortState>,
+    /// By process, then local outgoing number: the channel's index.
+    outgoing: Vec<Vec<usize>>,
     lanes: Vec<Lane<P::Message>>,
     /// Channels whose next item is due later: (due step, insertion order, channel).
     waiting: BinaryHeap<Reverse<(u64, u64, usize)>>,
@@ -465,66 +438,32 @@ struct Port<'a, P: Process> {
     me: ProcessId,
 }
 
-impl<P: Process> Outbox<P::Message> for Port<'_, P> {
-    fn neighbours(&self) -> &[ProcessId] {
-        &self.net.ports[self.me].neighbours
+impl<P: Process> Driver<P> for Port<'_, P> {
+    fn push(
+        &mut self,
+        slot: usize,
+        envelope: Envelope<P::Message>,
+    ) -> Result<(), Envelope<P::Message>> {
+        let c = self.net.outgoing[self.me][slot];
+        let channel = self.net.wiring.channels()[c];
+        let (kind, seq, snapshot) = match &envelope {
+            Envelope::Message { seq, .. } => (TraceKind::Send, Some(*seq), None),
+            Envelope::Marker(id) => (TraceKind::MarkerSend, None, Some(*id)),
+        };
+        self.net
+            .note(kind, self.me, Some(channel), seq, snapshot, None);
+        self.net.push(self.me, c, envelope);
+        Ok(())
     }
 
-    fn send(&mut self, to: ProcessId, message: P::Message) -> Result<(), SendError<P::Message>> {
-        let port = &mut self.net.ports[self.me];
-        let slot = match port.slot_of.get(to) {
-            Some(&slot) if slot != u32::MAX => slot as usize,
-            _ => {
-                return Err(SendError::NotNeighbour {
-                    from: self.me,
-                    to,
-                    message,
-                })
-            }
-        };
-        port.sent[slot] += 1;
-        let (seq, c) = (port.sent[slot], port.channels[slot]);
-        let channel = Channel::new(self.me, to);
-        self.net.note(
-            TraceKind::Send,
-            self.me,
-            Some(channel),
-            Some(seq),
-            None,
-            None,
-        );
+    fn recorded(&mut self, id: SnapshotId) {
+        // Markers go out in the turn the state is recorded: that is the `record` event.
         self.net
-            .push(self.me, c, Envelope::Message { seq, message });
-        Ok(())
+            .note(TraceKind::Record, self.me, None, None, Some(id), None);
     }
 
     fn new_snapshot_id(&mut self) -> SnapshotId {
         self.net.rng.snapshot_id()
-    }
-}
-
-impl<P: Process> Driver<P> for Port<'_, P> {
-    fn sent(&self) -> &[u64] {
-        &self.net.ports[self.me].sent
-    }
-
-    fn broadcast_marker(&mut self, id: SnapshotId) {
-        // Markers go out in the turn the state is recorded: that is the `record` event.
-        self.net
-            .note(TraceKind::Record, self.me, None, None, Some(id), None);
-        for k in 0..self.net.ports[self.me].channels.len() {
-            let c = self.net.ports[self.me].channels[k];
-            let channel = self.net.wiring.channels()[c];
-            self.net.note(
-                TraceKind::MarkerSend,
-                self.me,
-                Some(channel),
-                None,
-                Some(id),
-                None,
-            );
-            self.net.push(self.me, c, Envelope::Marker(id));
-        }
     }
 
     fn begin(&mut self, id: SnapshotId, initiator: ProcessId) -> bool {
@@ -830,5 +769,34 @@ impl<P: Process> std::fmt::Debug for Simulation<P> {
             .field("in_flight", &self.in_flight())
             .field("completed", &self.net.completed.len())
             .finish_non_exhaustive()
+    }
+}
+
+// Stable-property detection (`detect.rs`) over a simulation: steps as milliseconds.
+/// One simulated step counts as one millisecond.
+fn steps(d: Duration) -> u64 {
+    d.as_millis().try_into().unwrap_or(u64::MAX)
+}
+
+impl<P: Process> crate::detect::SnapshotSource for Simulation<P> {
+    type Message = P::Message;
+    type State = P::State;
+
+    fn take_snapshot(
+        &mut self,
+        initiator: ProcessId,
+        timeout: Duration,
+    ) -> SnapshotOutcome<P::Message, P::State> {
+        let id = self.start_snapshot(initiator)?;
+        self.run_until(steps(timeout), |sim| sim.snapshot(id).is_some())?;
+        Ok(self.snapshot(id).expect("completed").clone())
+    }
+
+    fn pause(&mut self, duration: Duration) {
+        self.run_for(steps(duration));
+    }
+
+    fn clock(&self) -> Duration {
+        Duration::from_millis(self.now())
     }
 }

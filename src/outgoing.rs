@@ -1,0 +1,152 @@
+//! The sending side of one process, as every driver runs it: which neighbour is on which outgoing
+//! channel, and how many application messages each channel has carried (the "sent" counters a
+//! snapshot records, and the sequence number each message carries). The driver only moves the
+//! numbered envelope; so what the simulator checks about sending is what the runtime does.
+
+use crate::envelope::Envelope;
+use crate::error::SendError;
+use crate::topology::{ProcessId, Wiring};
+
+/// Marks a process with no channel to it in [`Outgoing::slot_of`].
+const NONE: u32 = u32::MAX;
+
+/// One process's outgoing channels, by local outgoing number.
+#[derive(Debug)]
+pub(crate) struct Outgoing {
+    me: ProcessId,
+    /// Destinations, by local outgoing number (increasing).
+    neighbours: Vec<ProcessId>,
+    /// By destination process: local outgoing number, or `NONE`. Dense, so a send is one
+    /// lookup.
+    slot_of: Box<[u32]>,
+    /// By local outgoing number: application messages sent so far.
+    sent: Vec<u64>,
+}
+
+impl Outgoing {
+    /// `me`'s outgoing channels in `wiring`, whose counters start at `sent` (by local outgoing
+    /// number: all zero for a fresh start, the cut's for a restored one).
+    pub(crate) fn new(me: ProcessId, wiring: &Wiring, sent: Vec<u64>) -> Self {
+        let neighbours = wiring.destinations(me);
+        debug_assert_eq!(neighbours.len(), sent.len());
+        let mut slot_of = vec![NONE; wiring.processes()].into_boxed_slice();
+        for (k, &to) in neighbours.iter().enumerate() {
+            slot_of[to] = k as u32;
+        }
+        Outgoing {
+            me,
+            neighbours,
+            slot_of,
+            sent,
+        }
+    }
+
+    /// Destinations of the outgoing channels, in increasing order.
+    pub(crate) fn neighbours(&self) -> &[ProcessId] {
+        &self.neighbours
+    }
+
+    /// By local outgoing number: application messages sent so far.
+    pub(crate) fn sent(&self) -> &[u64] {
+        &self.sent
+    }
+
+    /// Sends `message` to `to`: numbers it on its channel and hands it to `push` (which puts it
+    /// on local outgoing channel `slot`, or hands it back if the receiver has failed). The
+    /// counter moves only if the message went.
+    #[inline]
+    pub(crate) fn send<M>(
+        &mut self,
+        to: ProcessId,
+        message: M,
+        push: impl FnOnce(usize, Envelope<M>) -> Result<(), Envelope<M>>,
+    ) -> Result<(), SendError<M>> {
+        let slot = match self.slot_of.get(to) {
+            Some(&slot) if slot != NONE => slot as usize,
+            _ => {
+                return Err(SendError::NotNeighbour {
+                    from: self.me,
+                    to,
+                    message,
+                })
+            }
+        };
+        let seq = self.sent[slot] + 1;
+        match push(slot, Envelope::Message { seq, message }) {
+            Ok(()) => {
+                self.sent[slot] = seq;
+                Ok(())
+            }
+            Err(Envelope::Message { message, .. }) => Err(SendError::Disconnected {
+                from: self.me,
+                to,
+                message,
+            }),
+            Err(Envelope::Marker(_)) => unreachable!("push hands back what it was given"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topology::Topology;
+
+    #[test]
+    fn numbers_each_channel_from_its_own_counter_and_counts_only_what_went() {
+        // Process 1 of the complete graph on 3: channels to 0 and to 2.
+        let wiring = Topology::complete(3).validate().unwrap();
+        let mut out = Outgoing::new(1, &wiring, vec![5, 0]);
+        assert_eq!(out.neighbours(), [0, 2]);
+        let mut pushed = Vec::new();
+        for to in [0, 2, 0] {
+            out.send(to, "m", |slot, e| {
+                pushed.push((slot, e));
+                Ok(())
+            })
+            .unwrap();
+        }
+        let seqs: Vec<(usize, u64)> = pushed
+            .iter()
+            .map(|(slot, e)| match e {
+                Envelope::Message { seq, .. } => (*slot, *seq),
+                Envelope::Marker(_) => panic!("a marker"),
+            })
+            .collect();
+        assert_eq!(seqs, [(0, 6), (1, 1), (0, 7)], "restored counters continue");
+        assert_eq!(out.sent(), [7, 1]);
+        // Handed back: the error carries the message and the counter stays.
+        let err = out.send(2, "x", |_, e| Err(e)).unwrap_err();
+        assert_eq!(
+            err,
+            SendError::Disconnected {
+                from: 1,
+                to: 2,
+                message: "x"
+            }
+        );
+        assert_eq!(out.sent(), [7, 1]);
+    }
+
+    #[test]
+    fn a_process_that_is_not_a_neighbour_is_refused_with_the_message() {
+        // A leaf of a star talks only to the centre, 0.
+        let wiring = Topology::star(4).validate().unwrap();
+        let mut out = Outgoing::new(1, &wiring, vec![0]);
+        assert_eq!(out.neighbours(), [0]);
+        for to in [1, 2, 99] {
+            let err = out
+                .send(to, 7u8, |_, _| panic!("nothing may be pushed"))
+                .unwrap_err();
+            assert_eq!(
+                err,
+                SendError::NotNeighbour {
+                    from: 1,
+                    to,
+                    message: 7
+                }
+            );
+        }
+        assert_eq!(out.sent(), [0]);
+    }
+}
