@@ -1,6 +1,6 @@
 //! A bank whose branches move money at random while snapshots are taken; every snapshot must
 //! conserve the total and pass the consistent-cut check. Run: `cargo run --release --example bank`
-//! (see `--help`; `--json` prints JSON Lines for ../shared/checks/check_bank.py).
+//! (see `--help`; `--json` prints JSON Lines with the raw numbers, for an independent checker).
 //!
 //! Each branch keeps T transfers in flight: it sends T random transfers when it starts, and each
 //! time one reaches it, sends a new random amount (at most its balance, possibly 0) to a random
@@ -37,6 +37,17 @@ impl Shape {
             Shape::Complete => Topology::complete(n),
             Shape::Ring => Topology::ring(n),
             Shape::Star => Topology::star(n),
+        }
+    }
+
+    /// How many channels the topology has on `n` processes, without building it.
+    fn channels(self, n: u64) -> u128 {
+        let n = u128::from(n);
+        match self {
+            Shape::Complete => n * (n - 1),
+            Shape::Ring if n == 2 => 2,
+            Shape::Ring => 2 * n,
+            Shape::Star => 2 * (n - 1),
         }
     }
 
@@ -166,17 +177,70 @@ fn percentile(sorted: &[u64], p: usize) -> u64 {
     sorted[(sorted.len() * p / 100).min(sorted.len() - 1)]
 }
 
+/// Memory one channel takes once it has carried traffic: the crossbeam channel (two cache-padded
+/// ends, wakers) and its first block of slots, plus the runtime's per-channel bookkeeping. From
+/// BENCHMARKS.md's scale table: 155-159 MB peak for the 65,280 channels of 256 branches.
+const BYTES_PER_CHANNEL: u128 = 2_500;
+
+/// Memory the system says is available now (Linux), if it says.
+fn available_memory() -> Option<u128> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u128 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Refuses, as a usage error (exit 2), flags whose run cannot work: a total that does not fit
+/// in 64 bits, or a topology whose channels alone would not fit in memory.
+fn check_fits(args: &Args) {
+    let refuse = |message: String| -> ! {
+        Args::command()
+            .error(clap::error::ErrorKind::ValueValidation, message)
+            .exit()
+    };
+    if args.concurrency == 0 && args.snapshots > 0 {
+        refuse("--concurrency must be at least 1 when --snapshots is more than 0".to_string());
+    }
+    if args.restore.is_none() && args.processes.checked_mul(args.initial_balance).is_none() {
+        refuse(format!(
+            "the total, --processes {} x --initial-balance {}, does not fit in 64 bits \
+             (at most {})",
+            args.processes,
+            args.initial_balance,
+            u64::MAX
+        ));
+    }
+    let channels = args.topology.channels(args.processes);
+    let needed = channels * BYTES_PER_CHANNEL;
+    if let Some(available) = available_memory() {
+        if needed > available {
+            refuse(format!(
+                "a {} topology on {} branches has {channels} channels, about {:.1} GB at \
+                 ~{BYTES_PER_CHANNEL} bytes each; {:.1} GB of memory is available",
+                args.topology.name(),
+                args.processes,
+                needed as f64 / 1e9,
+                available as f64 / 1e9
+            ));
+        }
+    }
+}
+
+/// Prints a line on stdout. If stdout has gone (`bank | head -1`), the reader wants no more:
+/// stop quietly rather than panic.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if writeln!(std::io::stdout().lock(), $($arg)*).is_err() {
+            std::process::exit(0);
+        }
+    }};
+}
+
 fn main() -> ExitCode {
     env_logger::init();
     let args = Args::parse();
-    if args.concurrency == 0 && args.snapshots > 0 {
-        Args::command()
-            .error(
-                clap::error::ErrorKind::ValueValidation,
-                "--concurrency must be at least 1 when --snapshots is more than 0",
-            )
-            .exit();
-    }
+    check_fits(&args);
     match run(&args) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
@@ -288,7 +352,7 @@ fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
     let not_conserved = verdicts.iter().filter(|v| !v.conserved).count();
     let inconsistent = verdicts.iter().filter(|v| !v.consistent).count();
     if args.json {
-        println!(
+        say!(
             "{}",
             json!({
                 "type": "summary",
@@ -306,12 +370,12 @@ fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
             })
         );
     } else {
-        println!(
+        say!(
             "bank: {n} branches, {} topology ({channels} channels), initial total {initial_total}, seed {seed}",
             args.topology.name()
         );
-        println!("transfers: {transfers} in {elapsed:.2} s = {rate:.0} transfers/s");
-        println!(
+        say!("transfers: {transfers} in {elapsed:.2} s = {rate:.0} transfers/s");
+        say!(
             "snapshots: {} completed, {failed} failed, {not_conserved} not conserved, \
              {inconsistent} inconsistent; latency p50 {p50} us, p99 {p99} us, max {max} us",
             verdicts.len()
@@ -363,7 +427,7 @@ fn report(event: &SnapshotEvent<Transfer, u64>, initial_total: u64, json: bool) 
                 })
             })
             .collect();
-        println!(
+        say!(
             "{}",
             json!({
                 "type": "snapshot",
@@ -378,7 +442,7 @@ fn report(event: &SnapshotEvent<Transfer, u64>, initial_total: u64, json: bool) 
             })
         );
     } else {
-        println!(
+        say!(
             "snapshot {} initiator {:>3} total {total} in flight {:>4} {} {} latency {} us",
             snapshot.id,
             snapshot.initiator,

@@ -235,10 +235,28 @@ pub fn detect_deadlock<D: SnapshotSource<Message = Lock, State = LockState>>(
     deadlock_cycle(&proof)
 }
 
+/// Deadlock detection by snapshots: processes lock each other's resources; a snapshot's
+/// wait-for graph (requests in flight included) shows the cycle. The run is deterministic, so
+/// there is no seed. Exit status 0 for the right verdict (a cycle through every process by
+/// default, none with `--safe`), 1 for a wrong one, 2 for bad flags.
+#[derive(clap::Parser, Debug)]
+#[command(name = "deadlock")]
+struct Args {
+    /// Lock in a chain instead of a cycle: no deadlock, every job completes.
+    #[arg(long)]
+    safe: bool,
+    /// Processes, on a ring.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(2..=256))]
+    processes: u64,
+    /// Jobs each process tries to run.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    jobs: u32,
+}
+
 fn main() -> ExitCode {
     env_logger::init();
-    let safe = std::env::args().any(|a| a == "--safe");
-    let (n, jobs) = (5, 200);
+    let args = <Args as clap::Parser>::parse();
+    let (safe, n, jobs) = (args.safe, args.processes as usize, args.jobs);
     let lockers = if safe {
         Locker::chain(n, jobs)
     } else {

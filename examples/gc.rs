@@ -247,9 +247,30 @@ pub fn garbage(snapshot: &GlobalSnapshot<Ref, Heap>) -> BTreeSet<ObjectId> {
     reach(&snapshot.states, snapshot.in_flight().map(|(_, r)| r.0)).unreachable
 }
 
+/// Garbage collection by snapshots: objects reference each other across processes, references
+/// travel in messages, and each snapshot proves some objects unreachable. Exit status 0 if
+/// nothing reachable was collected and all garbage was found, 1 if not, 2 for bad flags.
+#[derive(clap::Parser, Debug)]
+#[command(name = "gc")]
+struct Args {
+    /// Processes, on the complete graph.
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u64).range(2..=256))]
+    processes: u64,
+    /// Objects each process starts with.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    objects: u32,
+    /// Mutations each process makes (new objects, references moved or dropped).
+    #[arg(long, default_value_t = 400, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    ops: u32,
+    /// Seed of the mutators' random choices.
+    #[arg(long, default_value_t = 11)]
+    seed: u64,
+}
+
 fn main() -> ExitCode {
     env_logger::init();
-    let (n, objects, ops, seed) = (6, 20, 400, 11);
+    let args = <Args as clap::Parser>::parse();
+    let (n, objects, ops, seed) = (args.processes as usize, args.objects, args.ops, args.seed);
     let runtime = Runtime::builder(Topology::complete(n))
         .tick_interval(Duration::from_micros(300))
         .build(Mutator::team(n, objects, ops, seed))

@@ -33,9 +33,8 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     eprintln!("scenario: seed {}", args.seed);
-    let read = |path: &str| {
-        std::fs::read_to_string(path).map_err(|e| format!("{path}:0: cannot read: {e}"))
-    };
+    let read =
+        |path: &str| std::fs::read_to_string(path).map_err(|e| format!("{path}: cannot read: {e}"));
     let parsed = read(&args.topology).and_then(|top| {
         let topo = scenario::parse_topology(&args.topology, &top).map_err(|e| e.to_string())?;
         let events = read(&args.events)?;

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use chandy_lamport::detect::{detect, Detection, SnapshotSource};
 use chandy_lamport::{Context, GlobalSnapshot, Process, ProcessId, Runtime, Topology};
+use clap::Parser;
 
 /// A unit of work: how many more generations it may spawn.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -142,9 +143,35 @@ pub fn detect_termination<D: SnapshotSource<Message = Work, State = Status>>(
     detect(driver, &detection, terminated)
 }
 
+/// Termination detection by snapshots: a diffusing computation, declared finished exactly when
+/// a snapshot shows every process idle and every channel empty. Exit status 0 if the declaration
+/// was never early, 1 if it was (or termination was not detected), 2 for bad flags.
+#[derive(Parser, Debug)]
+#[command(name = "termination")]
+struct Args {
+    /// Worker processes, on the complete graph.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(2..=256))]
+    workers: u64,
+    /// Work items to start with, spread over the workers.
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    roots: u64,
+    /// Generations each root may spawn (each item spawns up to 3 of the next).
+    #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u32).range(0..=16))]
+    depth: u32,
+    /// Seed of the workers' random choices.
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+}
+
 fn main() -> ExitCode {
     env_logger::init();
-    let (n, roots, depth, seed) = (8, 6, 12, 7);
+    let args = Args::parse();
+    let (n, roots, depth, seed) = (
+        args.workers as usize,
+        args.roots as usize,
+        args.depth,
+        args.seed,
+    );
     let (team, deliveries) = Worker::team(n, roots, depth, seed);
     let started = Instant::now();
     let mut runtime = Runtime::builder(Topology::complete(n))
