@@ -9,6 +9,7 @@ use crate::ids::{Channel, ProcessId, SnapshotId};
 
 /// Why a [`Topology`](crate::Topology) cannot carry snapshots.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum TopologyError {
     /// The topology has no process at all.
     NoProcesses,
@@ -73,6 +74,7 @@ impl std::error::Error for TopologyError {}
 
 /// Why a runtime could not be built.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum BuildError {
     /// The topology is invalid.
     Topology(TopologyError),
@@ -137,6 +139,7 @@ impl From<TopologyError> for BuildError {
 
 /// Why a call on a running [`Runtime`](crate::Runtime) or a snapshot failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Error {
     /// The call named a process that does not exist.
     NoSuchProcess {
@@ -172,7 +175,7 @@ pub enum Error {
     },
     /// The runtime already holds `limit` snapshots in flight (started and not yet complete),
     /// the most it was built to hold (see
-    /// [`Builder::max_snapshots_in_flight`](crate::Builder::max_snapshots_in_flight)). This
+    /// [`RuntimeBuilder::max_snapshots_in_flight`](crate::RuntimeBuilder::max_snapshots_in_flight)). This
     /// snapshot was not started; the running ones go on. Retry once some have completed.
     TooManySnapshots {
         /// The configured maximum of snapshots in flight.
@@ -202,7 +205,7 @@ impl fmt::Display for Error {
             Error::TooManySnapshots { limit } => write!(
                 f,
                 "{limit} snapshots are already in flight, the most this runtime holds \
-                 (Builder::max_snapshots_in_flight); this one was not started"
+                 (RuntimeBuilder::max_snapshots_in_flight); this one was not started"
             ),
         }
     }
@@ -212,6 +215,7 @@ impl std::error::Error for Error {}
 
 /// Why application code could not send a message. The message is handed back.
 #[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SendError<M> {
     /// There is no channel from the sender to `to` in the topology.
     NotNeighbour {
@@ -280,8 +284,10 @@ impl<M> fmt::Display for SendError<M> {
 
 impl<M> std::error::Error for SendError<M> {}
 
-/// How a global snapshot breaks the consistent-cut criterion of ALGORITHM.md.
+/// How a global snapshot breaks the consistent-cut criterion
+/// ([`algorithm`](crate::algorithm), "Correctness").
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CutError {
     /// The receiver had received more messages on `channel` than the sender had sent when each
     /// recorded its state: a message received inside the cut was sent outside it.
@@ -350,6 +356,7 @@ impl std::error::Error for CutError {}
 /// A protocol violation seen by the pure marker core ([`Recorder`](crate::recorder::Recorder)).
 /// In the drivers of this crate these mean a bug, and the process reports it as a failure.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum MarkerError {
     /// A second marker of the same snapshot arrived on the same channel.
     DuplicateMarker {
@@ -392,7 +399,7 @@ impl std::error::Error for MarkerError {}
 
 /// A local part that the [`Collector`](crate::collector::Collector) cannot place.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum CollectError {
+pub(crate) enum CollectError {
     /// No snapshot with this id was begun (or it has already ended).
     UnknownSnapshot(SnapshotId),
     /// A snapshot with this id was already begun.
@@ -433,6 +440,7 @@ impl std::error::Error for CollectError {}
 
 /// Why a snapshot cannot be restored into a topology. Nothing is started.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum RestoreError {
     /// The snapshot has a different number of processes.
     ProcessCount {
@@ -476,9 +484,11 @@ impl std::error::Error for RestoreError {
     }
 }
 
+#[cfg(feature = "serde")]
 /// Why a checkpoint file cannot be written or read back. A file that fails any check is
 /// refused whole.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CheckpointError {
     /// Reading or writing the file failed.
     Io {
@@ -521,6 +531,7 @@ pub enum CheckpointError {
     Inconsistent(CutError),
 }
 
+#[cfg(feature = "serde")]
 impl fmt::Display for CheckpointError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -544,4 +555,5 @@ impl fmt::Display for CheckpointError {
     }
 }
 
+#[cfg(feature = "serde")]
 impl std::error::Error for CheckpointError {}

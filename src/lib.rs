@@ -84,7 +84,7 @@
 //! proportional to what it records (a state per process, counters per channel, the messages it
 //! found in flight), plus one marker per channel on its way.
 //!
-//! That memory is bounded by [`Builder::max_snapshots_in_flight`]: past it,
+//! That memory is bounded by [`RuntimeBuilder::max_snapshots_in_flight`]: past it,
 //! [`Runtime::start_snapshot`] fails with [`Error::TooManySnapshots`], naming the limit, and the
 //! running snapshots carry on undisturbed.
 //!
@@ -109,19 +109,26 @@
 //! - [`snapshot`]: ids, local and global snapshots, the cut check;
 //! - [`recorder`]: the marker rules of one process, a pure state machine (no threads, channels
 //!   or clocks), unit-tested rule by rule;
-//! - [`collector`]: assembling local parts into global snapshots, also pure;
-//! - two drivers around them, sharing how one process handles messages and markers: the
-//!   threaded [`Runtime`], and the deterministic simulator ([`sim`]), where a seed replays a run
-//!   exactly;
+//! - `collector.rs` (private): assembling local parts into global snapshots, also pure;
+//! - two drivers around them, sharing one per-process core (how a process sends, numbers and
+//!   counts its messages, and handles messages and markers): the threaded [`Runtime`], and the
+//!   deterministic simulator ([`sim`]), where a seed replays a run exactly. A driver only moves
+//!   envelopes, so what the simulator checks is what the runtime runs;
 //! - on top, what only needs "take a snapshot": stable-property detection ([`detect`]), and
-//!   restarting from a snapshot ([`Builder::restore`]; checkpoint files in `checkpoint`, cargo
+//!   restarting from a snapshot ([`RuntimeBuilder::restore`]; checkpoint files in `checkpoint`, cargo
 //!   feature `serde`).
 
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
+/// The channel crate of [`Runtime::subscribe`]'s receiver, re-exported so its version always
+/// matches the one this crate was built with.
+pub use crossbeam_channel;
+
+pub mod algorithm;
 #[cfg(feature = "serde")]
 pub mod checkpoint;
-pub mod collector;
+mod collector;
 pub mod detect;
 mod envelope;
 pub mod error;
@@ -136,11 +143,13 @@ pub mod sim;
 pub mod snapshot;
 pub mod topology;
 
+#[cfg(feature = "serde")]
+pub use error::CheckpointError;
 pub use error::{BuildError, CutError, Error, RestoreError, SendError, TopologyError};
 pub use process::{Context, Process};
 pub use runtime::{
-    Builder, PendingSnapshot, ProcessFailure, Runtime, RuntimeStats, SnapshotEvent, SnapshotOf,
-    Stopped, Undelivered,
+    PendingSnapshot, ProcessFailure, Runtime, RuntimeBuilder, RuntimeStats, SnapshotEvent,
+    SnapshotOf, Stopped, Undelivered,
 };
 pub use snapshot::{
     ChannelSnapshot, GlobalSnapshot, LocalSnapshot, RecordedMessage, SnapshotId, SnapshotOutcome,

@@ -15,8 +15,13 @@ pub trait Process: Send + 'static {
     /// The application messages processes send one another.
     ///
     /// `Clone` is used only while a snapshot is recording the channel a message arrives on (one
-    /// copy, shared by every snapshot recording it); `Sync` because recorded messages are shared
-    /// with the threads that read snapshots.
+    /// copy, shared by every snapshot recording it). `Sync` is kept on purpose: that one copy
+    /// sits behind an `Arc` shared by every snapshot that recorded it, and snapshots are read on
+    /// other threads (tickets, subscribers), so the message is shared between threads. Dropping
+    /// `Sync` would mean a copy per snapshot per recorded message, which is what makes many
+    /// concurrent snapshots affordable. A message type that is `Send` but not `Sync` (one holding
+    /// a `Cell` or `RefCell`) can travel as plain data and be rebuilt on receipt, or hold a
+    /// `Mutex`.
     type Message: Clone + Send + Sync + 'static;
 
     /// What [`record`](Process::record) returns: the part of the process's state a snapshot keeps.
@@ -43,6 +48,11 @@ pub trait Process: Send + 'static {
     }
 
     /// A copy of the process's state, for a snapshot.
+    ///
+    /// It is not told its process id: a snapshot files each state under its process
+    /// ([`GlobalSnapshot::states`](crate::GlobalSnapshot::states) is indexed by id), so the state
+    /// need not carry it, and a process that wants its id keeps it from
+    /// [`Context::id`] in [`on_start`](Process::on_start).
     fn record(&self) -> Self::State;
 }
 

@@ -4,7 +4,7 @@
 //! The driver (the threaded runtime, or a simulator) tells the [`Recorder`] what happens at the
 //! process, and the recorder says what the rules require in return:
 //!
-//! | input                                   | rule of ALGORITHM.md                      | output                       |
+//! | input                                   | rule ([`algorithm`](crate::algorithm))   | output                       |
 //! |-----------------------------------------|-------------------------------------------|------------------------------|
 //! | [`initiate`](Recorder::initiate)        | initiator: record, send markers, record every incoming channel | `send_markers`, maybe `completed` |
 //! | [`on_marker`](Recorder::on_marker), first for S | record state, channel empty, send markers, record the others | `send_markers`, maybe `completed` |
@@ -21,9 +21,9 @@
 //! channel, [`on_message`](Recorder::on_message) only bumps a counter: no allocation, no clone.
 //!
 //! Cost in k, the snapshots in flight here: every input is O(1) or O(log k) (a hash lookup by
-//! id, and finding the oldest open recording of a channel through [`OpenStarts`]), plus the work
-//! proportional to what it records or hands over. Nothing scans the active snapshots, so k
-//! snapshots started at once cost k times one.
+//! id, and the oldest open recording of a channel kept at the front of an ordered record of
+//! where each began, `open_starts.rs`), plus the work proportional to what it records or hands
+//! over. Nothing scans the active snapshots, so k snapshots started at once cost k times one.
 
 mod open_starts;
 

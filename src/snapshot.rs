@@ -1,5 +1,5 @@
 //! What a snapshot is made of: its id, each process's local part, the assembled global
-//! snapshot, and the exact consistent-cut check of ALGORITHM.md.
+//! snapshot, and the exact consistent-cut check ([`algorithm`](crate::algorithm), "Correctness").
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,8 +9,12 @@ pub(crate) use crate::ids::IdMap;
 pub use crate::ids::SnapshotId;
 use crate::ids::{Channel, ProcessId};
 
-/// How a snapshot ended: the global snapshot, or why it could not complete. (Shared, as an
-/// `Arc`, because the same snapshot goes to every waiter and subscriber.)
+/// How a snapshot ended: the global snapshot, or why it could not complete.
+///
+/// The snapshot comes as an `Arc` on purpose: the same snapshot goes to every ticket waiting on
+/// it and every subscriber, and a snapshot can be large (every state, every recorded message),
+/// so each gets a pointer rather than a copy. `Arc::try_unwrap` takes it out when you hold the
+/// only one; `(*snapshot).clone()` copies it when you need your own (`M` and `S` cloneable).
 pub type SnapshotOutcome<M, S> = Result<Arc<GlobalSnapshot<M, S>>, Error>;
 
 /// An application message recorded as in flight on a channel.
@@ -126,7 +130,8 @@ impl<M, S> GlobalSnapshot<M, S> {
         [states, messages].into_iter().sum()
     }
 
-    /// Checks the consistent-cut criterion of ALGORITHM.md exactly: on every channel,
+    /// Checks the consistent-cut criterion ([`algorithm`](crate::algorithm), "Correctness")
+    /// exactly: on every channel,
     /// `received <= sent` (no orphan message), and the recorded messages are exactly those
     /// numbered `received+1 ..= sent`, in order. O(channels + recorded messages).
     pub fn verify(&self) -> Result<(), CutError> {

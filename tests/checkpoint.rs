@@ -139,7 +139,7 @@ fn the_simulator_restores_too_and_replays_exactly() {
     sim.run_for(40);
     let id = sim.start_snapshot(1).unwrap();
     sim.run_until_snapshots_complete(10_000).unwrap();
-    let snapshot = (**sim.snapshot(id).unwrap()).clone();
+    let snapshot = (**sim.completed_snapshot(id).unwrap()).clone();
     let traffic = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let run = || {
         let mut sim = Simulation::builder(Topology::complete(4))
@@ -150,7 +150,7 @@ fn the_simulator_restores_too_and_replays_exactly() {
         sim.run_for(30);
         let id = sim.start_snapshot(2).unwrap();
         sim.run_until_snapshots_complete(10_000).unwrap();
-        check_bank(sim.snapshot(id).unwrap(), 400, 8);
+        check_bank(sim.completed_snapshot(id).unwrap(), 400, 8);
         sim.trace().to_vec()
     };
     assert_eq!(run(), run());

@@ -1,6 +1,6 @@
-//! The rules of ../shared/ALGORITHM.md, driven through the threaded runtime with the order of
-//! events pinned down (a process is held inside a callback while the others move), so each test
-//! knows the exact snapshot to expect.
+//! The rules of `src/algorithm.rs` (the crate's `algorithm` page), driven through the threaded
+//! runtime with the order of events pinned down (a process is held inside a callback while the
+//! others move), so each test knows the exact snapshot to expect.
 
 mod common;
 

@@ -105,7 +105,9 @@ fn ten_thousand_concurrent_snapshots_on_the_simulator_all_verify() {
     assert_eq!(sim.snapshots().len(), count);
     let mut recorded = 0;
     for id in &ids {
-        let snapshot = sim.snapshot(*id).expect("every started snapshot completed");
+        let snapshot = sim
+            .completed_snapshot(*id)
+            .expect("every started snapshot completed");
         assert_eq!(snapshot.id, *id);
         check_bank(snapshot, total, transfers);
         recorded += snapshot.in_flight().count();

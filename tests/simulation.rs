@@ -276,7 +276,7 @@ fn ticks_let_processes_work_on_their_own() {
     assert!(sim.deliveries() > 50);
     let id = sim.start_snapshot(0).unwrap();
     sim.run_until_snapshots_complete(1_000).unwrap();
-    let s = sim.snapshot(id).unwrap();
+    let s = sim.completed_snapshot(id).unwrap();
     s.verify().unwrap();
     assert_eq!(s.total(|t| *t, |t| *t), 50);
 }

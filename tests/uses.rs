@@ -39,7 +39,7 @@ fn termination_is_never_declared_early_and_always_declared() {
             .map_err(|e| format!("not declared: {e}"))?;
         // Never early: at the moment of the declaration the system really has terminated...
         let idle = sim.processes().all(|w| w.record().queued == 0);
-        if !idle || sim.in_flight() != 0 {
+        if !idle || sim.in_flight_count() != 0 {
             return Err("declared while work was queued or in flight".to_string());
         }
         // ...and nothing happens after it.
@@ -156,7 +156,7 @@ fn nothing_reachable_is_collected_and_all_garbage_is_found() {
             .unwrap();
         let mut collected = 0;
         loop {
-            let busy = sim.processes().any(|m| m.ops_left() > 0) || sim.in_flight() > 0;
+            let busy = sim.processes().any(|m| m.ops_left() > 0) || sim.in_flight_count() > 0;
             let s = sim.take_snapshot(seed as usize % n, 10_000 * STEP).unwrap();
             let garbage = gc::garbage(&s);
             // Garbage is stable: what the snapshot calls garbage is garbage now.
@@ -209,7 +209,7 @@ fn an_object_whose_only_reference_is_in_flight_is_live() {
     // 1 records before the message arrives; 0 recorded after sending: it is in flight at the cut.
     let id = sim.start_snapshot(1).unwrap();
     sim.run_until_snapshots_complete(1_000).unwrap();
-    let s = sim.snapshot(id).unwrap();
+    let s = sim.completed_snapshot(id).unwrap();
     assert!(s.states.iter().all(|h| !h.roots.contains(&moved)));
     assert!(
         s.in_flight().any(|(_, r)| r.0 == moved),

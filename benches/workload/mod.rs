@@ -1,4 +1,4 @@
-//! The closed-loop bank workload of ../shared/perf/baseline_main.rs, written three ways so they
+//! The closed-loop bank workload (a bare-channel baseline program's), written three ways so they
 //! can be compared in one run: through the runtime, on one crossbeam inbox per thread, and on one
 //! crossbeam channel per directed edge with `Select`.
 //!

@@ -1,4 +1,4 @@
-//! One test per rule of ../shared/ALGORITHM.md ("The rules, for one snapshot id S"), each
+//! One test per rule of `src/algorithm.rs` ("The rules, for one snapshot id S"), each
 //! citing the rule it checks, then the bookkeeping the rules imply.
 
 use std::sync::Arc;

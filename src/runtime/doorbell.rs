@@ -5,8 +5,7 @@
 //! if the word it changed says the owner sleeps, it unparks the owner. The owner takes every set
 //! bit with one `swap(0)` per word and drains those channels. So a delivery costs O(1) whatever
 //! the number of incoming channels, where `crossbeam_channel::Select` costs O(incoming) per
-//! delivery (about 5 ns per receiver; half the throughput at N = 64 in
-//! ../shared/perf/README.md).
+//! delivery (BENCHMARKS.md compares the two).
 //!
 //! Lost-wakeup argument (each point is a bug if done the other way):
 //! - The owner clears a bit *before* draining its channel, with a read-modify-write. A push that

@@ -2,13 +2,11 @@
 //! control requests, all served in turn on the process's own thread.
 //!
 //! Why a ready bitmap and not `crossbeam_channel::Select`: `Select` over the N-1 incoming
-//! receivers of a complete graph scans all of them on every delivery, O(N), about 5 ns per
-//! receiver (../shared/perf/README.md: one channel per edge with `Select` runs at 0.56 x a single
-//! inbox at N = 64). With the doorbell (see `doorbell.rs`) the sender names the channel that has
-//! work, so a delivery is O(1) and we keep one FIFO channel per directed edge, which is what
-//! gives markers their place in each channel's order. Measured (`cargo bench --bench
-//! throughput`, BENCHMARKS.md): this loop, markers and all, runs the closed-loop bank at 1.6-2.2 x
-//! the bare channel-per-edge program with `Select` at N = 4 and 16, and 1.9-2.8 x at N = 64.
+//! receivers of a complete graph scans all of them on every delivery, O(N). With the doorbell
+//! (see `doorbell.rs`) the sender names the channel that has work, so a delivery is O(1) and we
+//! keep one FIFO channel per directed edge, which is what gives markers their place in each
+//! channel's order. `cargo bench --bench throughput` measures this loop, markers and all,
+//! against the bare channel-per-edge program with `Select` (figures in BENCHMARKS.md).
 
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
@@ -22,7 +20,7 @@ use crate::host::{Driver, Host};
 use crate::process::{Context, Process};
 use crate::runtime::doorbell::{pop_bit, set_bit};
 use crate::runtime::outbox::EdgeOutbox;
-use crate::runtime::Shared;
+use crate::runtime::shared::Shared;
 use crate::snapshot::{LocalSnapshot, SnapshotId};
 use crate::topology::ProcessId;
 

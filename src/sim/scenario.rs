@@ -348,7 +348,12 @@ pub fn run(
     Ok(sim
         .started()
         .iter()
-        .map(|id| (**sim.snapshot(*id).expect("every snapshot completed")).clone())
+        .map(|id| {
+            (**sim
+                .completed_snapshot(*id)
+                .expect("every snapshot completed"))
+            .clone()
+        })
         .collect())
 }
 

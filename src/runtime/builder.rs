@@ -1,0 +1,244 @@
+//! Configuring a runtime, and starting it: checking the topology, one channel per directed
+//! edge (holding its recorded messages on a restore), one thread per process.
+
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+use parking_lot::Mutex;
+
+use super::doorbell::{Backoff, Doorbell};
+use super::event_loop::{process_thread, Worker};
+use super::guard;
+use super::hub::Hub;
+use super::outbox::EdgeOutbox;
+use super::shared::{ProcessStats, Shared};
+use super::shutdown::Owner;
+use super::Runtime;
+use crate::envelope::Envelope;
+use crate::error::BuildError;
+use crate::host::Host;
+use crate::process::Process;
+use crate::restore::{self, ChannelStart};
+use crate::snapshot::GlobalSnapshot;
+use crate::topology::{Channel, ProcessId, Topology, Wiring};
+
+/// How many (snapshot, channel) pairs the default limit on snapshots in flight allows. A
+/// snapshot in flight holds a marker and per-channel bookkeeping for every channel, so its
+/// memory is about proportional to the channels; BENCHMARKS.md measures about 100 bytes per
+/// channel per snapshot, so about 2 GB at the default limit.
+const DEFAULT_IN_FLIGHT_BUDGET: usize = 1 << 24;
+/// The default limit never goes below this, however many channels.
+const DEFAULT_IN_FLIGHT_FLOOR: usize = 16;
+
+/// The default of [`RuntimeBuilder::max_snapshots_in_flight`] for a topology with `channels` channels.
+fn default_max_in_flight(channels: usize) -> usize {
+    (DEFAULT_IN_FLIGHT_BUDGET / channels.max(1)).max(DEFAULT_IN_FLIGHT_FLOOR)
+}
+
+/// Configures and starts a [`Runtime`] of processes of type `P`.
+pub struct RuntimeBuilder<P> {
+    topology: Topology,
+    max_in_flight: Option<usize>,
+    tick: Option<Duration>,
+    thread_name: String,
+    stack_size: Option<usize>,
+    processes: PhantomData<fn() -> P>,
+}
+
+impl<P: Process> RuntimeBuilder<P> {
+    /// The defaults, for [`Runtime::builder`].
+    pub(super) fn new(topology: Topology) -> Self {
+        RuntimeBuilder {
+            topology,
+            max_in_flight: None,
+            tick: None,
+            thread_name: "process".to_string(),
+            stack_size: None,
+            processes: PhantomData,
+        }
+    }
+
+    /// Calls [`Process::on_tick`] on every process about every `interval` (not at all by
+    /// default). Ticks are served by the same loop as messages, between two callbacks.
+    pub fn tick_interval(mut self, interval: Duration) -> Self {
+        self.tick = Some(interval);
+        self
+    }
+
+    /// At most `limit` snapshots in flight (started, from outside or by application code, and
+    /// not yet complete or failed). While that many are running, [`Runtime::start_snapshot`]
+    /// fails with [`Error::TooManySnapshots`](crate::Error::TooManySnapshots) and a snapshot started by application code is
+    /// reported to subscribers with that error; the running ones are not disturbed. This bounds
+    /// the memory snapshots can take, which grows with the number in flight times the number of
+    /// channels (each in-flight snapshot has one marker per channel queued or on its way, and
+    /// counters per channel at every process).
+    ///
+    /// Default: 2^24 / channels, at least 16. That is 838,860 on `Topology::complete(5)` (20
+    /// channels), 69,905 on `complete(16)` and 4,161 on `complete(64)`. Since a snapshot's
+    /// memory grows with the channels, the default caps snapshots times channels, which keeps
+    /// the memory at the limit about the same on every topology (BENCHMARKS.md, "Concurrent
+    /// snapshots at scale", measures the bytes per channel per snapshot). A limit of 0 is taken
+    /// as 1.
+    pub fn max_snapshots_in_flight(mut self, limit: usize) -> Self {
+        self.max_in_flight = Some(limit.max(1));
+        self
+    }
+
+    /// Process threads are named `{prefix}-{id}` (default `process-{id}`).
+    pub fn thread_name(mut self, prefix: impl Into<String>) -> Self {
+        self.thread_name = prefix.into();
+        self
+    }
+
+    /// Stack size of each process thread (default: the standard library's).
+    pub fn stack_size(mut self, bytes: usize) -> Self {
+        self.stack_size = Some(bytes);
+        self
+    }
+
+    /// Checks the topology and starts one thread per process; `processes` are given in id
+    /// order, one per process of the topology.
+    pub fn build(self, processes: impl IntoIterator<Item = P>) -> Result<Runtime<P>, BuildError> {
+        let wiring = Arc::new(self.topology.validate()?);
+        let apps = restore::fresh(&wiring, processes)?;
+        self.start(wiring, apps, None)
+    }
+
+    /// Starts again from a completed global snapshot: each process is rebuilt from its recorded
+    /// state by `rebuild(id, state)`, each channel starts holding its recorded in-flight
+    /// messages (delivered before anything sent after the restart), and every channel's
+    /// counters continue from the snapshot's, so later snapshots verify exactly.
+    ///
+    /// The snapshot must fit the topology (same processes and channels) and be a consistent
+    /// cut; if not, nothing is rebuilt or started and the error says why. `on_start` runs on
+    /// restored processes too: one that starts work there should know it was restored (the
+    /// `rebuild` closure can tell it).
+    pub fn restore(
+        self,
+        snapshot: &GlobalSnapshot<P::Message, P::State>,
+        rebuild: impl FnMut(ProcessId, &P::State) -> P,
+    ) -> Result<Runtime<P>, BuildError> {
+        let wiring = Arc::new(self.topology.validate()?);
+        let (apps, starts) = restore::rebuild(&wiring, snapshot, rebuild)?;
+        self.start(wiring, apps, Some(starts))
+    }
+
+    fn start(
+        self,
+        wiring: Arc<Wiring>,
+        apps: Vec<P>,
+        mut starts: Option<Vec<ChannelStart<P::Message>>>,
+    ) -> Result<Runtime<P>, BuildError> {
+        let n = wiring.processes();
+        let epoch = Instant::now();
+        // One channel per directed edge, and one doorbell bit per incoming channel plus one for
+        // control requests.
+        let bells: Arc<[Doorbell]> = (0..n)
+            .map(|p| Doorbell::new(wiring.incoming(p).len() + 1))
+            .collect();
+        let mut links: Vec<Vec<_>> = (0..n)
+            .map(|p| Vec::with_capacity(wiring.outgoing(p).len()))
+            .collect();
+        type Inbound<M> = Vec<Option<Receiver<Envelope<M>>>>;
+        let mut inbound: Vec<Inbound<P::Message>> = (0..n)
+            .map(|p| (0..wiring.incoming(p).len()).map(|_| None).collect())
+            .collect();
+        let mut channel_order: Vec<usize> = (0..wiring.channels().len()).collect();
+        channel_order.sort_by_key(|&c| (wiring.channels()[c].from, wiring.local_slots(c).0));
+        for c in channel_order {
+            let Channel { from, to } = wiring.channels()[c];
+            let (tx, rx) = crossbeam_channel::unbounded();
+            let (_, at_receiver) = wiring.local_slots(c);
+            // A restored channel holds its in-flight messages before any thread runs.
+            // (Taken out: the hosts need only the counters.)
+            if let Some(start) = starts.as_mut().map(|s| &mut s[c]) {
+                for (seq, message) in std::mem::take(&mut start.in_flight) {
+                    let _ = tx.send(Envelope::Message { seq, message });
+                    bells[to].ring(at_receiver);
+                }
+            }
+            links[from].push((tx, to, at_receiver));
+            inbound[to][at_receiver] = Some(rx);
+        }
+        let (controls, control_rx): (Vec<_>, Vec<_>) =
+            (0..n).map(|_| crossbeam_channel::unbounded()).unzip();
+        let shared = Arc::new(Shared {
+            wiring: wiring.clone(),
+            bells: bells.clone(),
+            controls,
+            hub: Hub::new(
+                wiring.clone(),
+                epoch,
+                self.max_in_flight
+                    .unwrap_or_else(|| default_max_in_flight(wiring.channels().len())),
+            ),
+            stats: (0..n).map(|_| ProcessStats::default()).collect(),
+            backoff: Backoff::for_processes(n),
+            key: guard::new_key(),
+            start_aborted: AtomicBool::new(false),
+            degraded: AtomicBool::new(false),
+        });
+        let (start_tx, start_rx) = crossbeam_channel::bounded::<()>(0);
+        let (exit_tx, exit_rx) = crossbeam_channel::unbounded();
+        let mut handles = Vec::with_capacity(n);
+        let workers = apps.into_iter().zip(links).zip(inbound).zip(control_rx);
+        for (me, (((app, links), inbound), control)) in workers.enumerate() {
+            let inbound: Vec<_> = inbound.into_iter().map(|r| r.expect("wired")).collect();
+            let words = bells[me].words();
+            let worker = Worker {
+                host: Host::start(me, app, &wiring, starts.as_deref()),
+                outbox: EdgeOutbox::new(links, bells.clone()),
+                inbound,
+                control,
+                shared: shared.clone(),
+                tick: self.tick,
+                ready: vec![0; words],
+                again: vec![0; words],
+            };
+            let mut builder = thread::Builder::new().name(format!("{}-{me}", self.thread_name));
+            if let Some(bytes) = self.stack_size {
+                builder = builder.stack_size(bytes);
+            }
+            let (start, exits) = (start_rx.clone(), exit_tx.clone());
+            match builder.spawn(move || process_thread(worker, start, exits)) {
+                Ok(handle) => handles.push(handle),
+                Err(e) => {
+                    // Release the threads already started without running any process code.
+                    shared.start_aborted.store(true, Ordering::Release);
+                    drop(start_tx);
+                    for handle in handles {
+                        let _ = handle.join();
+                    }
+                    return Err(BuildError::Spawn {
+                        process: me,
+                        message: e.to_string(),
+                    });
+                }
+            }
+        }
+        drop(start_tx);
+        Ok(Runtime {
+            owner: Arc::new(Owner {
+                shared,
+                threads: Mutex::new(Some(handles)),
+                exits: exit_rx,
+            }),
+        })
+    }
+}
+
+impl<P> std::fmt::Debug for RuntimeBuilder<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuntimeBuilder")
+            .field("topology", &self.topology)
+            .field("max_in_flight", &self.max_in_flight)
+            .field("tick", &self.tick)
+            .field("thread_name", &self.thread_name)
+            .field("stack_size", &self.stack_size)
+            .finish()
+    }
+}

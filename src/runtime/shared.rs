@@ -1,0 +1,83 @@
+//! What the process threads and the runtime's handles share: wiring, doorbells, control
+//! channels, the hub, the per-process stats, and the failure flag.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use crossbeam_channel::Sender;
+
+use super::doorbell::{Backoff, Doorbell};
+use super::event_loop::Control;
+use super::hub::Hub;
+use crate::error::Error;
+use crate::process::Process;
+use crate::topology::{ProcessId, Wiring};
+
+/// Per-process figures a thread publishes when its snapshot bookkeeping changes (never per
+/// message), for [`Runtime::stats`]. One cache line each, so processes do not share lines.
+#[derive(Default)]
+#[repr(align(64))]
+pub(crate) struct ProcessStats {
+    pub(crate) recording: AtomicUsize,
+    pub(crate) logged: AtomicUsize,
+}
+
+/// What the process threads and the handles share.
+pub(crate) struct Shared<P: Process> {
+    pub(crate) wiring: Arc<Wiring>,
+    pub(crate) bells: Arc<[Doorbell]>,
+    pub(crate) controls: Vec<Sender<Control<P>>>,
+    pub(crate) hub: Hub<P::Message, P::State>,
+    pub(crate) stats: Box<[ProcessStats]>,
+    /// How an idle process waits for work.
+    pub(crate) backoff: Backoff,
+    /// Identifies this runtime's threads (see `guard.rs`).
+    pub(crate) key: usize,
+    /// Set when the builder gave up before every thread started.
+    pub(crate) start_aborted: AtomicBool,
+    /// Set when a process has failed: no snapshot can complete any more, and processes ignore
+    /// markers.
+    pub(crate) degraded: AtomicBool,
+}
+
+impl<P: Process> Shared<P> {
+    /// Queues a control request for `process` and wakes it.
+    pub(super) fn control(&self, process: ProcessId, request: Control<P>) -> Result<(), Error> {
+        self.controls[process]
+            .send(request)
+            .map_err(|_| self.gone(process))?;
+        // The control channel's bit comes after the incoming channels'.
+        self.bells[process].ring(self.wiring.incoming(process).len());
+        Ok(())
+    }
+
+    /// Why `process` no longer serves requests.
+    pub(super) fn gone(&self, process: ProcessId) -> Error {
+        match self.hub.failure(process) {
+            Some(message) => Error::ProcessFailed { process, message },
+            None => Error::Shutdown,
+        }
+    }
+
+    /// `process` has panicked: record it (once) and refuse further messages to it.
+    pub(crate) fn process_failed(&self, process: ProcessId, message: String) {
+        self.bells[process].close();
+        // First the flag, so no process builds new snapshot state, then the hub fails the
+        // running snapshots, then every process drops what it holds.
+        let first = !self.degraded.swap(true, Ordering::AcqRel);
+        self.hub.fail_process(process, message);
+        if first {
+            for p in 0..self.controls.len() {
+                let _ = self.control(p, Control::DropSnapshots);
+            }
+        }
+    }
+
+    /// Tells every thread to stop (they finish their current callback first).
+    pub(super) fn stop_all(&self) {
+        self.hub.close();
+        for p in 0..self.controls.len() {
+            let _ = self.control(p, Control::Stop);
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! Stopping: the last handle's drop, and `shutdown`, which joins every thread and hands back
+//! the processes, the failures and what was never delivered.
+
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+use parking_lot::Mutex;
+
+use super::event_loop::ThreadExit;
+use super::shared::Shared;
+use super::{ProcessFailure, Runtime, Stopped, Undelivered};
+use crate::envelope::Envelope;
+use crate::error::Error;
+use crate::process::Process;
+use crate::topology::ProcessId;
+
+/// Owns the threads; the last [`Runtime`] clone to go drops it, which stops and joins them.
+pub(super) struct Owner<P: Process> {
+    pub(super) shared: Arc<Shared<P>>,
+    pub(super) threads: Mutex<Option<Vec<JoinHandle<ThreadExit<P>>>>>,
+    /// Each thread sends its id here as it ends.
+    pub(super) exits: Receiver<ProcessId>,
+}
+
+impl<P: Process> Drop for Owner<P> {
+    fn drop(&mut self) {
+        let Some(handles) = self.threads.get_mut().take() else {
+            return;
+        };
+        self.shared.stop_all();
+        // If the last handle goes on a process thread, that thread cannot join itself: it is
+        // left to finish its callback and stop on its own.
+        let me = thread::current().id();
+        for handle in handles {
+            if handle.thread().id() != me {
+                let _ = handle.join();
+            }
+        }
+    }
+}
+
+impl<P: Process> Runtime<P> {
+    /// Stops every process (after its current callback), joins every thread and hands back the
+    /// processes, the failures and the messages still in flight. Snapshots still running end
+    /// with [`Error::Shutdown`]. Other clones of this runtime see [`Error::Shutdown`] from then
+    /// on.
+    ///
+    /// Blocks until every callback running now returns; see
+    /// [`shutdown_timeout`](Runtime::shutdown_timeout) for a bound.
+    pub fn shutdown(self) -> Result<Stopped<P>, Error> {
+        self.stop(None)
+    }
+
+    /// Like [`shutdown`](Runtime::shutdown), giving up after `timeout` with
+    /// [`Error::ShutdownTimeout`] naming the processes still running; their threads are detached
+    /// and stop once their callback returns.
+    pub fn shutdown_timeout(self, timeout: Duration) -> Result<Stopped<P>, Error> {
+        self.stop(Some(Instant::now() + timeout))
+    }
+
+    fn stop(self, deadline: Option<Instant>) -> Result<Stopped<P>, Error> {
+        self.guard().check()?;
+        let owner = &self.owner;
+        let handles = owner.threads.lock().take().ok_or(Error::Shutdown)?;
+        owner.shared.stop_all();
+        if let Some(deadline) = deadline {
+            loop {
+                let running: Vec<ProcessId> = handles
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, h)| !h.is_finished())
+                    .map(|(p, _)| p)
+                    .collect();
+                if running.is_empty() {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    return Err(Error::ShutdownTimeout { running });
+                }
+                let _ = owner.exits.recv_deadline(deadline);
+            }
+        }
+        let wiring = &owner.shared.wiring;
+        let mut stopped = Stopped {
+            processes: Vec::with_capacity(handles.len()),
+            failures: Vec::new(),
+            undelivered: Vec::new(),
+        };
+        // Join every thread before draining any channel: a thread still running may send.
+        let exits: Vec<_> = handles.into_iter().map(JoinHandle::join).collect();
+        let mut leftovers = vec![Vec::new(); wiring.channels().len()];
+        for (process, exit) in exits.into_iter().enumerate() {
+            match exit {
+                Ok(exit) => {
+                    if let Some(message) = exit.failure {
+                        stopped.failures.push(ProcessFailure { process, message });
+                    }
+                    stopped.processes.push(exit.process);
+                    for (&c, rx) in wiring.incoming(process).iter().zip(exit.inbound) {
+                        leftovers[c] = rx
+                            .try_iter()
+                            .filter_map(|e| match e {
+                                Envelope::Message { message, .. } => Some(message),
+                                Envelope::Marker(_) => None,
+                            })
+                            .collect();
+                    }
+                }
+                // Only reachable if dropping a failed process panicked again.
+                Err(payload) => {
+                    stopped.failures.push(ProcessFailure {
+                        process,
+                        message: crate::process::panic_message(&*payload),
+                    });
+                    stopped.processes.push(None);
+                }
+            }
+        }
+        stopped.undelivered = wiring
+            .channels()
+            .iter()
+            .zip(leftovers)
+            .filter(|(_, m)| !m.is_empty())
+            .map(|(&channel, messages)| Undelivered { channel, messages })
+            .collect();
+        Ok(stopped)
+    }
+}

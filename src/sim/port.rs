@@ -1,0 +1,76 @@
+//! The simulator as one process's driver: envelopes onto the simulated channels (with their
+//! trace events), snapshots into the collector.
+
+use std::sync::Arc;
+
+use super::network::Network;
+use super::trace::TraceKind;
+use crate::envelope::Envelope;
+use crate::host::Driver;
+use crate::process::Process;
+use crate::snapshot::{LocalSnapshot, SnapshotId};
+use crate::topology::ProcessId;
+
+/// The simulator as one host's [`Driver`].
+pub(super) struct Port<'a, P: Process> {
+    pub(super) net: &'a mut Network<P>,
+    pub(super) me: ProcessId,
+}
+
+impl<P: Process> Driver<P> for Port<'_, P> {
+    fn push(
+        &mut self,
+        slot: usize,
+        envelope: Envelope<P::Message>,
+    ) -> Result<(), Envelope<P::Message>> {
+        let c = self.net.outgoing[self.me][slot];
+        let channel = self.net.wiring.channels()[c];
+        let (kind, seq, snapshot) = match &envelope {
+            Envelope::Message { seq, .. } => (TraceKind::Send, Some(*seq), None),
+            Envelope::Marker(id) => (TraceKind::MarkerSend, None, Some(*id)),
+        };
+        self.net
+            .note(kind, self.me, Some(channel), seq, snapshot, None);
+        self.net.push(self.me, c, envelope);
+        Ok(())
+    }
+
+    fn recorded(&mut self, id: SnapshotId) {
+        // Markers go out in the turn the state is recorded: that is the `record` event.
+        self.net
+            .note(TraceKind::Record, self.me, None, None, Some(id), None);
+    }
+
+    fn new_snapshot_id(&mut self) -> SnapshotId {
+        self.net.rng.snapshot_id()
+    }
+
+    fn begin(&mut self, id: SnapshotId, initiator: ProcessId) -> bool {
+        let now = self.net.time();
+        let begun = self.net.collector.begin(id, initiator, now).is_ok();
+        if begun {
+            self.net.started.push(id);
+        }
+        begun
+    }
+
+    fn snapshots_live(&self) -> bool {
+        true
+    }
+
+    fn part_complete(&mut self, part: LocalSnapshot<P::Message, P::State>) {
+        let now = self.net.time();
+        let global = self
+            .net
+            .collector
+            .add(part, now)
+            .unwrap_or_else(|e| panic!("process {}: {e}", self.me));
+        if let Some(global) = global {
+            let id = global.id;
+            self.net
+                .note(TraceKind::Complete, self.me, None, None, Some(id), None);
+            self.net.completed_at.insert(id, self.net.completed.len());
+            self.net.completed.push(Arc::new(global));
+        }
+    }
+}
