@@ -1,10 +1,11 @@
 //! Assembling local parts into global snapshots: pure bookkeeping, no threads or clocks (the
-//! driver passes the times in).
+//! driver passes the times in). Also the one place that decides what a process failure means
+//! for snapshots ([`Collector::fail`]), for both drivers.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::error::CollectError;
+use crate::error::{CollectError, Error};
 use crate::snapshot::{ChannelSnapshot, GlobalSnapshot, IdMap, LocalSnapshot, SnapshotId};
 use crate::topology::{ProcessId, Wiring};
 
@@ -23,12 +24,15 @@ struct Assembly<M, S> {
 pub struct Collector<M, S> {
     wiring: Arc<Wiring>,
     pending: IdMap<Assembly<M, S>>,
+    /// By process: its panic message, once it has failed.
+    failures: Vec<Option<String>>,
 }
 
 impl<M, S> Collector<M, S> {
     /// A collector for snapshots of `wiring`.
     pub fn new(wiring: Arc<Wiring>) -> Self {
         Collector {
+            failures: vec![None; wiring.processes()],
             wiring,
             pending: IdMap::default(),
         }
@@ -41,6 +45,9 @@ impl<M, S> Collector<M, S> {
         initiator: ProcessId,
         started_at: Duration,
     ) -> Result<(), CollectError> {
+        if let Some(failure) = self.failure() {
+            return Err(CollectError::Failed(failure));
+        }
         if self.pending.contains_key(&id) {
             return Err(CollectError::DuplicateSnapshot(id));
         }
@@ -133,6 +140,53 @@ impl<M, S> Collector<M, S> {
             states,
             channels,
         }
+    }
+
+    /// Process `process` has failed (its application code panicked with `message`). What
+    /// follows, the same in both drivers: every snapshot still being assembled fails (returned
+    /// with its initiator, for the driver to report with [`Collector::failure`]'s error), since it
+    /// needs a part the failed process will never send; and no snapshot starts any more
+    /// ([`begin`](Collector::begin) refuses), since every snapshot needs every process. The
+    /// driver then has every process drop its snapshot state and ignore markers
+    /// (`Host::drop_snapshots`), and refuses messages to the failed process.
+    ///
+    /// Returns `None` if `process` had already failed (nothing more to do).
+    pub fn fail(
+        &mut self,
+        process: ProcessId,
+        message: String,
+    ) -> Option<Vec<(SnapshotId, ProcessId)>> {
+        let slot = self.failures.get_mut(process)?;
+        if slot.is_some() {
+            return None;
+        }
+        *slot = Some(message);
+        Some(self.abandon_all())
+    }
+
+    /// The error that ends snapshots once a process has failed (the first that failed), if one
+    /// has.
+    pub fn failure(&self) -> Option<Error> {
+        self.failures.iter().enumerate().find_map(|(process, f)| {
+            f.as_ref().map(|message| Error::ProcessFailed {
+                process,
+                message: message.clone(),
+            })
+        })
+    }
+
+    /// Whether `process` has failed, and its panic message.
+    pub fn failure_of(&self, process: ProcessId) -> Option<&str> {
+        self.failures.get(process)?.as_deref()
+    }
+
+    /// Every failed process and its panic message, by process id.
+    pub fn failures(&self) -> Vec<(ProcessId, String)> {
+        self.failures
+            .iter()
+            .enumerate()
+            .filter_map(|(p, f)| f.clone().map(|m| (p, m)))
+            .collect()
     }
 
     /// Gives up snapshot `id`; returns its initiator if it was pending.

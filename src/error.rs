@@ -404,6 +404,8 @@ pub(crate) enum CollectError {
     UnknownSnapshot(SnapshotId),
     /// A snapshot with this id was already begun.
     DuplicateSnapshot(SnapshotId),
+    /// A process has failed, so no snapshot can start (this is the failure).
+    Failed(Error),
     /// This process already handed in its part of this snapshot.
     DuplicatePart {
         /// The snapshot.
@@ -425,6 +427,7 @@ impl fmt::Display for CollectError {
         match self {
             CollectError::UnknownSnapshot(id) => write!(f, "no snapshot {id} is being collected"),
             CollectError::DuplicateSnapshot(id) => write!(f, "snapshot {id} was already begun"),
+            CollectError::Failed(e) => write!(f, "no snapshot can start: {e}"),
             CollectError::DuplicatePart { snapshot, process } => {
                 write!(f, "process {process} handed in snapshot {snapshot} twice")
             }

@@ -190,6 +190,13 @@ impl<P: Process> Host<P> {
         self.apply(id, progress, driver);
     }
 
+    /// A process has failed somewhere, so every snapshot has been given up
+    /// (`Collector::fail`): forget them all here. From then on the driver reports snapshots as
+    /// not live, and [`marker`](Host::marker) ignores markers. Returns how many were dropped.
+    pub(crate) fn drop_snapshots(&mut self) -> usize {
+        self.recorder.abort_all()
+    }
+
     /// A marker of `id` arrived on incoming channel `i`.
     #[cold]
     pub(crate) fn marker<D: Driver<P>>(&mut self, i: usize, id: SnapshotId, driver: &mut D) {

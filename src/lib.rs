@@ -146,10 +146,10 @@ pub mod topology;
 #[cfg(feature = "serde")]
 pub use error::CheckpointError;
 pub use error::{BuildError, CutError, Error, RestoreError, SendError, TopologyError};
-pub use process::{Context, Process};
+pub use process::{Context, Process, ProcessFailure};
 pub use runtime::{
-    PendingSnapshot, ProcessFailure, Runtime, RuntimeBuilder, RuntimeStats, SnapshotEvent,
-    SnapshotOf, Stopped, Undelivered,
+    PendingSnapshot, Runtime, RuntimeBuilder, RuntimeStats, SnapshotEvent, SnapshotOf, Stopped,
+    Undelivered,
 };
 pub use snapshot::{
     ChannelSnapshot, GlobalSnapshot, LocalSnapshot, RecordedMessage, SnapshotId, SnapshotOutcome,

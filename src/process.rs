@@ -56,6 +56,15 @@ pub trait Process: Send + 'static {
     fn record(&self) -> Self::State;
 }
 
+/// A process that panicked, and its panic message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcessFailure {
+    /// The process.
+    pub process: ProcessId,
+    /// Its panic message.
+    pub message: String,
+}
+
 /// What a driver provides to application code: sending, and fresh snapshot ids.
 pub(crate) trait Outbox<M> {
     /// Destinations of the process's outgoing channels, in increasing order.

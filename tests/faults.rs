@@ -3,12 +3,14 @@
 
 mod common;
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use chandy_lamport::sim::Simulation;
 use chandy_lamport::{
-    Context, Error, Process, ProcessId, Runtime, RuntimeStats, SnapshotId, Topology,
+    Context, Error, Process, ProcessId, Runtime, RuntimeStats, SendError, SnapshotId, Topology,
 };
 use common::{
     branches, check_bank, seed, wait_for_traffic, wait_until, wait_until_clean, Fragile, PATIENCE,
@@ -304,4 +306,93 @@ fn sending_to_a_stopped_process_gives_the_message_back() {
             .unwrap()
             .is_err_and(|e| e.into_message() == 5)
     });
+}
+
+// The same failure rules on the simulator: it runs the same per-process core and the same
+// collector, and catches a panic in application code as the runtime's thread does.
+
+#[test]
+fn on_the_simulator_a_panic_in_with_process_is_reported_to_the_caller() {
+    let (procs, _) = branches(3, 10, 0, 1);
+    let mut sim = Simulation::new(Topology::complete(3), procs, 1).unwrap();
+    let err = sim
+        .with_process(1, |_, _| -> () { panic!("boom in 1") })
+        .unwrap_err();
+    assert_eq!(
+        err,
+        Error::ProcessFailed {
+            process: 1,
+            message: "boom in 1".into()
+        }
+    );
+    assert_eq!(sim.failures()[0].process, 1);
+    assert_eq!(sim.with_process(1, |_, _| ()).unwrap_err(), err);
+    assert_eq!(
+        sim.start_snapshot(0).unwrap_err(),
+        err,
+        "no snapshot can start"
+    );
+    let back = sim.with_process(0, |_, ctx| ctx.send(1, 5)).unwrap();
+    assert_eq!(
+        back,
+        Err(SendError::Disconnected {
+            from: 0,
+            to: 1,
+            message: 5
+        })
+    );
+}
+
+#[test]
+fn on_the_simulator_a_panic_fails_every_running_snapshot_and_refuses_new_ones() {
+    let (seed, _guard) =
+        seed("on_the_simulator_a_panic_fails_every_running_snapshot_and_refuses_new_ones");
+    let n = 5;
+    let (procs, _) = branches(n, 1000, 2, seed);
+    let mut sim =
+        Simulation::new(Topology::complete(n), Fragile::among(procs, 3, 300), seed).unwrap();
+    // A snapshot started every step, so some are always running when the panic comes.
+    let mut started = Vec::new();
+    let mut step = 0;
+    while sim.failures().is_empty() {
+        assert!(step < 100_000, "the panic never came");
+        started.push(sim.start_snapshot(step % n).unwrap());
+        sim.step();
+        step += 1;
+    }
+    let failure = sim.failures()[0].clone();
+    assert_eq!(failure.process, 3);
+    assert!(
+        failure.message.starts_with("branch gave up after"),
+        "{failure:?}"
+    );
+    let error = Error::ProcessFailed {
+        process: 3,
+        message: failure.message,
+    };
+    // Every snapshot either completed and checks out, or failed with that panic: none is
+    // left hanging.
+    let failed: HashSet<SnapshotId> = sim.failed_snapshots().iter().map(|f| f.id).collect();
+    assert!(
+        !failed.is_empty(),
+        "some snapshots were running at the panic"
+    );
+    assert!(sim.failed_snapshots().iter().all(|f| f.error == error));
+    for id in &started {
+        match sim.completed_snapshot(*id) {
+            Some(s) => check_bank(s, n as u64 * 1000, n as u64 * 2),
+            None => assert!(
+                failed.contains(id),
+                "snapshot {id} neither completed nor failed"
+            ),
+        }
+    }
+    assert_eq!(sim.running_snapshots(), 0);
+    assert_eq!(sim.start_snapshot(0).unwrap_err(), error);
+    assert_eq!(sim.run_until_snapshots_complete(10).unwrap_err(), error);
+    // The others go on (their messages to 3 are dropped, as the runtime leaves them
+    // undelivered): running on neither panics nor revives a snapshot.
+    sim.run_for(200);
+    assert_eq!(sim.failures().len(), 1);
+    assert_eq!(sim.snapshots().len() + failed.len(), started.len());
 }

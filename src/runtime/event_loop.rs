@@ -212,7 +212,7 @@ impl<P: Process> Worker<P> {
                 }
                 Ok(Control::Run(f)) => self.with_host(|host, wire| host.callback(f, wire)),
                 Ok(Control::DropSnapshots) => {
-                    self.host.recorder.abort_all();
+                    self.host.drop_snapshots();
                 }
                 Ok(Control::Stop) | Err(TryRecvError::Disconnected) => break false,
                 Err(TryRecvError::Empty) => break true,

@@ -133,20 +133,9 @@ struct HubState<M, S> {
     subscribers: Vec<Sender<SnapshotEvent<M, S>>>,
     /// Shut down: no new snapshot; parts of abandoned ones are dropped.
     closed: bool,
-    /// By process: its panic message, once it has failed.
-    failures: Vec<Option<String>>,
 }
 
 impl<M, S> HubState<M, S> {
-    fn first_failure(&self) -> Option<Error> {
-        self.failures.iter().enumerate().find_map(|(process, f)| {
-            f.as_ref().map(|message| Error::ProcessFailed {
-                process,
-                message: message.clone(),
-            })
-        })
-    }
-
     /// Delivers the end of snapshot `id` to its waiters and every subscriber.
     fn finish(&mut self, id: SnapshotId, initiator: ProcessId, outcome: SnapshotOutcome<M, S>) {
         for slot in self.waiters.remove(&id).unwrap_or_default() {
@@ -173,14 +162,12 @@ pub(crate) struct Hub<M, S> {
 
 impl<M, S> Hub<M, S> {
     pub(crate) fn new(wiring: Arc<Wiring>, epoch: Instant, max_in_flight: usize) -> Self {
-        let processes = wiring.processes();
         Hub {
             state: Mutex::new(HubState {
                 collector: Collector::new(wiring),
                 waiters: IdMap::default(),
                 subscribers: Vec::new(),
                 closed: false,
-                failures: vec![None; processes],
             }),
             epoch,
             max_in_flight,
@@ -212,7 +199,7 @@ impl<M, S> Hub<M, S> {
         let mut state = self.state.lock();
         let refusal = if state.closed {
             Some(Error::Shutdown)
-        } else if let Some(failure) = state.first_failure() {
+        } else if let Some(failure) = state.collector.failure() {
             Some(failure)
         } else if state.collector.pending() >= self.max_in_flight {
             Some(Error::TooManySnapshots {
@@ -290,7 +277,7 @@ impl<M, S> Hub<M, S> {
             // The snapshot was abandoned (shutdown, or a process failed) while this part was on
             // its way.
             Err(CollectError::UnknownSnapshot(_))
-                if state.closed || state.failures.iter().any(Option::is_some) => {}
+                if state.closed || state.collector.failure().is_some() => {}
             Err(e) => panic!("process {process}: {e}"),
         }
     }
@@ -299,13 +286,12 @@ impl<M, S> Hub<M, S> {
     /// a snapshot half-alive), and no new one starts.
     pub(crate) fn fail_process(&self, process: ProcessId, message: String) {
         let mut state = self.state.lock();
-        if state.failures[process].is_some() {
+        let Some(abandoned) = state.collector.fail(process, message.clone()) else {
             return;
-        }
+        };
         log::error!("process {process} panicked: {message}");
-        state.failures[process] = Some(message.clone());
         let error = Error::ProcessFailed { process, message };
-        for (id, initiator) in state.collector.abandon_all() {
+        for (id, initiator) in abandoned {
             log::debug!("process {process}: snapshot {id} failed: {error}");
             state.finish(id, initiator, Err(error.clone()));
         }
@@ -313,18 +299,16 @@ impl<M, S> Hub<M, S> {
 
     /// The failure of `process`, if it has failed.
     pub(crate) fn failure(&self, process: ProcessId) -> Option<String> {
-        self.state.lock().failures[process].clone()
+        self.state
+            .lock()
+            .collector
+            .failure_of(process)
+            .map(str::to_string)
     }
 
     /// Every failed process and its panic message.
     pub(crate) fn failures(&self) -> Vec<(ProcessId, String)> {
-        let state = self.state.lock();
-        state
-            .failures
-            .iter()
-            .enumerate()
-            .filter_map(|(p, f)| f.clone().map(|m| (p, m)))
-            .collect()
+        self.state.lock().collector.failures()
     }
 
     /// Shutdown: fails every running snapshot with [`Error::Shutdown`], refuses new ones, and

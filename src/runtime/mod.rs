@@ -36,13 +36,14 @@ use crate::process::{Context, Process};
 use crate::snapshot::{GlobalSnapshot, SnapshotId, SnapshotOutcome};
 use crate::topology::{ProcessId, Topology, Wiring};
 
+pub use crate::process::ProcessFailure;
 pub use builder::RuntimeBuilder;
 use event_loop::Control;
 pub(crate) use guard::ThreadGuard;
 pub use hub::{PendingSnapshot, SnapshotEvent};
 use shared::Shared;
 use shutdown::Owner;
-pub use stopped::{ProcessFailure, Stopped, Undelivered};
+pub use stopped::{Stopped, Undelivered};
 
 /// The global snapshot type of a process type.
 pub type SnapshotOf<P> = GlobalSnapshot<<P as Process>::Message, <P as Process>::State>;

@@ -10,10 +10,11 @@ use parking_lot::Mutex;
 
 use super::event_loop::ThreadExit;
 use super::shared::Shared;
-use super::{ProcessFailure, Runtime, Stopped, Undelivered};
+use super::{Runtime, Stopped, Undelivered};
 use crate::envelope::Envelope;
 use crate::error::Error;
 use crate::process::Process;
+use crate::process::ProcessFailure;
 use crate::topology::ProcessId;
 
 /// Owns the threads; the last [`Runtime`] clone to go drops it, which stops and joins them.

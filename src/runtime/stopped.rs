@@ -1,17 +1,8 @@
 //! What a shut-down runtime hands back.
 
 use crate::error::Error;
-use crate::process::Process;
-use crate::topology::{Channel, ProcessId};
-
-/// A process that panicked, and its panic message.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ProcessFailure {
-    /// The process.
-    pub process: ProcessId,
-    /// Its panic message.
-    pub message: String,
-}
+use crate::process::{Process, ProcessFailure};
+use crate::topology::Channel;
 
 /// Application messages still in a channel when the runtime stopped, in FIFO order.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -160,6 +160,9 @@ impl<P: Process> SimBuilder<P> {
                 completed: Vec::new(),
                 completed_at: IdMap::default(),
                 deliveries: 0,
+                failed: vec![false; n],
+                degraded: false,
+                failed_snapshots: Vec::new(),
             },
         };
         for (c, start) in starts.into_iter().flatten().enumerate() {

@@ -60,13 +60,14 @@ mod trace;
 
 use std::cmp::Reverse;
 use std::marker::PhantomData;
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::envelope::Envelope;
 use crate::error::{BuildError, Error};
 use crate::host::{Driver, Host};
-use crate::process::{Context, Process};
+use crate::process::{panic_message, Context, Process, ProcessFailure};
 use crate::snapshot::{GlobalSnapshot, SnapshotId, SnapshotOutcome};
 use crate::topology::{Channel, ProcessId, Topology, Wiring};
 use network::Network;
@@ -75,6 +76,17 @@ use port::Port;
 pub use builder::{Schedule, SimBuilder};
 pub use explore::{explore, ExploreFailure};
 pub use trace::{TraceEvent, TraceKind};
+
+/// A snapshot that failed because a process panicked while it ran.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FailedSnapshot {
+    /// The snapshot.
+    pub id: SnapshotId,
+    /// The process that started it.
+    pub initiator: ProcessId,
+    /// Why it failed ([`Error::ProcessFailed`]).
+    pub error: Error,
+}
 
 /// A simulated run (see the [module documentation](self)).
 pub struct Simulation<P: Process> {
@@ -106,16 +118,78 @@ impl<P: Process> Simulation<P> {
         Self::builder(topology).seed(seed).build(processes)
     }
 
+    /// Runs `f` on process `p`'s host, as the runtime's thread would: nothing if `p` has
+    /// failed, and a panic in it is `p`'s failure (see [`fail`](Simulation::fail)), reported,
+    /// not propagated. `None` if it did not run to the end.
     fn with_host<R>(
         &mut self,
         p: ProcessId,
         f: impl FnOnce(&mut Host<P>, &mut Port<'_, P>) -> R,
-    ) -> R {
+    ) -> Option<R> {
+        if self.net.failed[p] {
+            return None;
+        }
         let mut port = Port {
             net: &mut self.net,
             me: p,
         };
-        f(&mut self.hosts[p], &mut port)
+        let host = &mut self.hosts[p];
+        match panic::catch_unwind(AssertUnwindSafe(|| f(host, &mut port))) {
+            Ok(r) => Some(r),
+            Err(payload) => {
+                self.fail(p, panic_message(&*payload));
+                None
+            }
+        }
+    }
+
+    /// Process `p` has panicked. What follows is decided by the same code as in the runtime:
+    /// the collector fails every running snapshot and refuses new ones (`Collector::fail`), and
+    /// every process drops its snapshot state (`Host::drop_snapshots`). Here, in addition, `p`
+    /// runs nothing more and what reaches it is dropped, as the runtime's thread for it ends.
+    fn fail(&mut self, p: ProcessId, message: String) {
+        if self.net.failed[p] {
+            return;
+        }
+        self.net.failed[p] = true;
+        self.net.degraded = true;
+        let error = Error::ProcessFailed {
+            process: p,
+            message: message.clone(),
+        };
+        for (id, initiator) in self.net.collector.fail(p, message).unwrap_or_default() {
+            self.net.failed_snapshots.push(FailedSnapshot {
+                id,
+                initiator,
+                error: error.clone(),
+            });
+        }
+        for host in &mut self.hosts {
+            host.drop_snapshots();
+        }
+    }
+
+    /// Every process that has panicked so far, with its panic message.
+    pub fn failures(&self) -> Vec<ProcessFailure> {
+        self.net
+            .collector
+            .failures()
+            .into_iter()
+            .map(|(process, message)| ProcessFailure { process, message })
+            .collect()
+    }
+
+    /// Snapshots that failed (a process panicked while they ran), in the order they failed.
+    pub fn failed_snapshots(&self) -> &[FailedSnapshot] {
+        &self.net.failed_snapshots
+    }
+
+    /// The error that ends runs and refuses snapshots once a process has failed.
+    fn failure(&self) -> Result<(), Error> {
+        match self.net.collector.failure() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     fn check_process(&self, process: ProcessId) -> Result<(), Error> {
@@ -155,6 +229,7 @@ impl<P: Process> Simulation<P> {
     /// this returns.
     pub fn start_snapshot(&mut self, initiator: ProcessId) -> Result<SnapshotId, Error> {
         self.check_process(initiator)?;
+        self.failure()?;
         let id = self.net.rng.snapshot_id();
         self.with_host(initiator, |host, port| {
             if port.begin(id, initiator) {
@@ -171,11 +246,25 @@ impl<P: Process> Simulation<P> {
         f: impl FnOnce(&mut P, &mut Context<'_, P::Message>) -> R,
     ) -> Result<R, Error> {
         self.check_process(process)?;
+        if let Some(message) = self.net.collector.failure_of(process) {
+            return Err(Error::ProcessFailed {
+                process,
+                message: message.to_string(),
+            });
+        }
         let mut result = None;
         self.with_host(process, |host, port| {
             host.callback(|app, ctx| result = Some(f(app, ctx)), port)
         });
-        Ok(result.expect("the callback ran"))
+        result.ok_or_else(|| Error::ProcessFailed {
+            process,
+            message: self
+                .net
+                .collector
+                .failure_of(process)
+                .unwrap_or_default()
+                .to_string(),
+        })
     }
 
     /// One step: delivers every message due now (channels in the schedule's order), runs the
@@ -198,6 +287,10 @@ impl<P: Process> Simulation<P> {
             let channel = self.net.wiring.channels()[c];
             let (_, i) = self.net.wiring.local_slots(c);
             let to = channel.to;
+            if self.net.failed[to] {
+                // Dropped, as the runtime leaves it undelivered in the dead thread's channel.
+                continue;
+            }
             let (kind, seq, snapshot) = match &item.envelope {
                 Envelope::Message { seq, .. } => (TraceKind::Receive, Some(*seq), None),
                 Envelope::Marker(id) => (TraceKind::MarkerReceive, None, Some(*id)),
@@ -260,15 +353,22 @@ impl<P: Process> Simulation<P> {
     }
 
     /// Steps until every snapshot started so far has completed.
+    ///
+    /// Fails with [`Error::ProcessFailed`] if a process has panicked (then every running
+    /// snapshot has failed: see [`failed_snapshots`](Simulation::failed_snapshots)).
     pub fn run_until_snapshots_complete(&mut self, max_steps: u64) -> Result<(), Error> {
-        self.run_until(max_steps, |sim| sim.net.collector.pending() == 0)
+        self.run_until(max_steps, |sim| sim.net.collector.pending() == 0)?;
+        self.failure()
     }
 
-    /// Steps until every snapshot has completed and nothing is in flight.
+    /// Steps until every snapshot has completed and nothing is in flight. Fails like
+    /// [`run_until_snapshots_complete`](Simulation::run_until_snapshots_complete) after a
+    /// process has panicked.
     pub fn run_until_quiet(&mut self, max_steps: u64) -> Result<(), Error> {
         self.run_until(max_steps, |sim| {
             sim.net.collector.pending() == 0 && sim.in_flight_count() == 0
-        })
+        })?;
+        self.failure()
     }
 
     /// Snapshots started and not yet complete.

@@ -25,6 +25,10 @@ impl<P: Process> Driver<P> for Port<'_, P> {
     ) -> Result<(), Envelope<P::Message>> {
         let c = self.net.outgoing[self.me][slot];
         let channel = self.net.wiring.channels()[c];
+        // As in the runtime: a process that has failed takes nothing more.
+        if self.net.failed[channel.to] {
+            return Err(envelope);
+        }
         let (kind, seq, snapshot) = match &envelope {
             Envelope::Message { seq, .. } => (TraceKind::Send, Some(*seq), None),
             Envelope::Marker(id) => (TraceKind::MarkerSend, None, Some(*id)),
@@ -55,7 +59,7 @@ impl<P: Process> Driver<P> for Port<'_, P> {
     }
 
     fn snapshots_live(&self) -> bool {
-        true
+        !self.net.degraded
     }
 
     fn part_complete(&mut self, part: LocalSnapshot<P::Message, P::State>) {
