@@ -202,9 +202,11 @@ fn a_completed_snapshot_is_forgotten() {
     let _ = rec.initiate(id(1), 0, &[]).unwrap();
     deliver(&mut rec, 0, &["a", "b"]);
     assert_eq!(rec.active_snapshots(), 1);
+    assert!(rec.is_active(id(1)));
     let _ = rec.on_marker(0, id(1), || 0, &[]).unwrap();
     let _ = rec.on_marker(1, id(1), || 0, &[]).unwrap();
     assert_eq!(rec.active_snapshots(), 0);
+    assert!(!rec.is_active(id(1)));
     assert_eq!(rec.logged_messages(), 0);
     assert!((0..2).all(|c| !rec.is_recording(c)));
 }
