@@ -101,6 +101,8 @@
 //! Bad input gets a typed error ([`TopologyError`], [`BuildError`], [`Error`], [`SendError`]).
 //! A panic in application code ends that process: the panic is reported ([`Runtime::failures`],
 //! [`Error::ProcessFailed`]), and snapshots that can no longer complete fail instead of hanging.
+//! The simulator follows the same rules through the same code (it catches the panic as the
+//! runtime's thread does), so a failure can be replayed from a seed.
 //! Every blocking call has a form with a timeout.
 //!
 //! # Layout
