@@ -1,4 +1,6 @@
-//! Every error type of the crate, in one place.
+//! Every error type of the crate, in one place. (Over 500 lines for that reason: each type with
+//! its variants' documentation and its `Display` text, kept together so every message reads
+//! alike and a reader finds all the ways a call can fail on one page.)
 //!
 //! Each type implements `Display`, `std::error::Error` and (where its payload allows) `PartialEq`,
 //! so tests can `assert_eq!` on the exact failure. A failed send hands the message back.

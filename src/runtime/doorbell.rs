@@ -177,13 +177,12 @@ impl Doorbell {
 /// How long an idle process looks for work before it parks: spin rounds `0..=spins` (round `k`
 /// spins `2^k` times), then `yields` calls to `thread::yield_now`.
 ///
-/// Measured on the 2-core machine (bank example, no snapshots, transfers/s): with no more
-/// processes than cores, crossbeam's schedule (6 spin rounds, 4 yields) is best: a ping-pong
-/// between 2 processes runs at 7M/s with it, 0.4M/s with (1, 1). With more processes than
-/// cores, idle threads that keep spinning and yielding take the cores from the ones that have
-/// work: (3, 3) gives 3.0M/s at N = 3, 3.7M/s at N = 8 and 2.5M/s at N = 64, against 2.4M/s,
-/// 2.0M/s and 1.8M/s with (6, 4); no spinning at all (park at once) is worse still (0.8M/s at
-/// N = 4), since every message then costs the sender a futex wake.
+/// Why two schedules (the measurements are in BENCHMARKS.md, "Why the runtime beats the bare
+/// programs"): with no more processes than cores, crossbeam's schedule (6 spin rounds, 4
+/// yields) is best, since a ping-pong between two processes lives on the spinning. With more
+/// processes than cores, idle threads that keep spinning and yielding take the cores from the
+/// ones that have work, so (3, 3) is used; no spinning at all (park at once) is worse still,
+/// since every message then costs the sender a futex wake.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Backoff {
     spins: u32,
