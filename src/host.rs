@@ -69,7 +69,7 @@ impl<P: Process, D: Driver<P>> Outbox<P::Message> for Port<'_, P, D> {
         self.out.neighbours()
     }
 
-    #[inline]
+    #[inline(always)]
     fn send(&mut self, to: ProcessId, message: P::Message) -> Result<(), SendError<P::Message>> {
         let driver = &mut *self.driver;
         self.out

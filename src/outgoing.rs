@@ -54,7 +54,7 @@ impl Outgoing {
     /// Sends `message` to `to`: numbers it on its channel and hands it to `push` (which puts it
     /// on local outgoing channel `slot`, or hands it back if the receiver has failed). The
     /// counter moves only if the message went.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn send<M>(
         &mut self,
         to: ProcessId,

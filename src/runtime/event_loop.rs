@@ -76,7 +76,7 @@ struct Wire<'a, P: Process> {
 }
 
 impl<P: Process> Driver<P> for Wire<'_, P> {
-    #[inline]
+    #[inline(always)]
     fn push(
         &mut self,
         slot: usize,

@@ -41,7 +41,7 @@ impl<M> EdgeOutbox<M> {
 
     /// Puts `envelope` on local outgoing channel `slot` and rings the receiver; hands it back
     /// if the receiver has failed (its doorbell is closed).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn push(&self, slot: usize, envelope: Envelope<M>) -> Result<(), Envelope<M>> {
         let link = &self.links[slot];
         let bell = &self.bells[link.to];
