@@ -332,6 +332,11 @@ fn on_the_simulator_a_panic_in_with_process_is_reported_to_the_caller() {
         err,
         "no snapshot can start"
     );
+    // One started by application code is refused too, and reported.
+    let id = sim.with_process(2, |_, ctx| ctx.start_snapshot()).unwrap();
+    let refused = sim.failed_snapshots().last().unwrap();
+    assert_eq!((refused.id, refused.initiator), (id, 2));
+    assert_eq!(refused.error, err);
     let back = sim.with_process(0, |_, ctx| ctx.send(1, 5)).unwrap();
     assert_eq!(
         back,

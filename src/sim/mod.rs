@@ -77,7 +77,8 @@ pub use builder::{Schedule, SimBuilder};
 pub use explore::{explore, ExploreFailure};
 pub use trace::{TraceEvent, TraceKind};
 
-/// A snapshot that failed because a process panicked while it ran.
+/// A snapshot that failed because a process panicked while it ran, or that application code
+/// started after a process had panicked (refused: every snapshot needs every process).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FailedSnapshot {
     /// The snapshot.
@@ -179,7 +180,8 @@ impl<P: Process> Simulation<P> {
             .collect()
     }
 
-    /// Snapshots that failed (a process panicked while they ran), in the order they failed.
+    /// Snapshots that failed (a process panicked while they ran, or application code started
+    /// them after that), in the order they failed.
     pub fn failed_snapshots(&self) -> &[FailedSnapshot] {
         &self.net.failed_snapshots
     }

@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use super::network::Network;
 use super::trace::TraceKind;
+use super::FailedSnapshot;
 use crate::envelope::Envelope;
+use crate::error::CollectError;
 use crate::host::Driver;
 use crate::process::Process;
 use crate::snapshot::{LocalSnapshot, SnapshotId};
@@ -51,11 +53,23 @@ impl<P: Process> Driver<P> for Port<'_, P> {
 
     fn begin(&mut self, id: SnapshotId, initiator: ProcessId) -> bool {
         let now = self.net.time();
-        let begun = self.net.collector.begin(id, initiator, now).is_ok();
-        if begun {
-            self.net.started.push(id);
+        match self.net.collector.begin(id, initiator, now) {
+            Ok(()) => {
+                self.net.started.push(id);
+                true
+            }
+            // Started by application code after a failure: reported, as the runtime reports it
+            // to subscribers.
+            Err(CollectError::Failed(error)) => {
+                self.net.failed_snapshots.push(FailedSnapshot {
+                    id,
+                    initiator,
+                    error,
+                });
+                false
+            }
+            Err(_) => false,
         }
-        begun
     }
 
     fn snapshots_live(&self) -> bool {
