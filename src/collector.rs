@@ -26,6 +26,9 @@ pub struct Collector<M, S> {
     pending: IdMap<Assembly<M, S>>,
     /// By process: its panic message, once it has failed.
     failures: Vec<Option<String>>,
+    /// The first failure, as the error that ends snapshots: kept rather than searched for,
+    /// since every snapshot start asks.
+    first_failure: Option<Error>,
 }
 
 impl<M, S> Collector<M, S> {
@@ -33,6 +36,7 @@ impl<M, S> Collector<M, S> {
     pub fn new(wiring: Arc<Wiring>) -> Self {
         Collector {
             failures: vec![None; wiring.processes()],
+            first_failure: None,
             wiring,
             pending: IdMap::default(),
         }
@@ -45,8 +49,8 @@ impl<M, S> Collector<M, S> {
         initiator: ProcessId,
         started_at: Duration,
     ) -> Result<(), CollectError> {
-        if let Some(failure) = self.failure() {
-            return Err(CollectError::Failed(failure));
+        if let Some(failure) = &self.first_failure {
+            return Err(CollectError::Failed(failure.clone()));
         }
         if self.pending.contains_key(&id) {
             return Err(CollectError::DuplicateSnapshot(id));
@@ -160,19 +164,20 @@ impl<M, S> Collector<M, S> {
         if slot.is_some() {
             return None;
         }
+        if self.first_failure.is_none() {
+            self.first_failure = Some(Error::ProcessFailed {
+                process,
+                message: message.clone(),
+            });
+        }
         *slot = Some(message);
         Some(self.abandon_all())
     }
 
     /// The error that ends snapshots once a process has failed (the first that failed), if one
     /// has.
-    pub fn failure(&self) -> Option<Error> {
-        self.failures.iter().enumerate().find_map(|(process, f)| {
-            f.as_ref().map(|message| Error::ProcessFailed {
-                process,
-                message: message.clone(),
-            })
-        })
+    pub fn failure(&self) -> Option<&Error> {
+        self.first_failure.as_ref()
     }
 
     /// Whether `process` has failed, and its panic message.

@@ -197,16 +197,20 @@ impl<M, S> Hub<M, S> {
         guard: Option<super::ThreadGuard>,
     ) -> Result<Option<PendingSnapshot<M, S>>, Error> {
         let mut state = self.state.lock();
+        // After a failure nothing is pending, so the limit cannot hide it; the collector says
+        // whether a failure refuses the start.
         let refusal = if state.closed {
             Some(Error::Shutdown)
-        } else if let Some(failure) = state.collector.failure() {
-            Some(failure)
         } else if state.collector.pending() >= self.max_in_flight {
             Some(Error::TooManySnapshots {
                 limit: self.max_in_flight,
             })
         } else {
-            None
+            match state.collector.begin(id, initiator, self.now()) {
+                Ok(()) => None,
+                Err(CollectError::Failed(failure)) => Some(failure),
+                Err(e) => panic!("process {initiator}: {e}"),
+            }
         };
         if let Some(error) = refusal {
             if guard.is_none() {
@@ -214,10 +218,6 @@ impl<M, S> Hub<M, S> {
             }
             return Err(error);
         }
-        state
-            .collector
-            .begin(id, initiator, self.now())
-            .unwrap_or_else(|e| panic!("process {initiator}: {e}"));
         log::debug!("process {initiator}: snapshot {id} started");
         Ok(guard.map(|guard| {
             let slot = Slot::new();

@@ -160,8 +160,6 @@ impl<P: Process> SimBuilder<P> {
                 completed: Vec::new(),
                 completed_at: IdMap::default(),
                 deliveries: 0,
-                failed: vec![false; n],
-                degraded: false,
                 failed_snapshots: Vec::new(),
             },
         };

@@ -127,7 +127,7 @@ impl<P: Process> Simulation<P> {
         p: ProcessId,
         f: impl FnOnce(&mut Host<P>, &mut Port<'_, P>) -> R,
     ) -> Option<R> {
-        if self.net.failed[p] {
+        if self.net.collector.failure_of(p).is_some() {
             return None;
         }
         let mut port = Port {
@@ -149,16 +149,11 @@ impl<P: Process> Simulation<P> {
     /// every process drops its snapshot state (`Host::drop_snapshots`). Here, in addition, `p`
     /// runs nothing more and what reaches it is dropped, as the runtime's thread for it ends.
     fn fail(&mut self, p: ProcessId, message: String) {
-        if self.net.failed[p] {
+        let Some(abandoned) = self.net.collector.fail(p, message) else {
             return;
-        }
-        self.net.failed[p] = true;
-        self.net.degraded = true;
-        let error = Error::ProcessFailed {
-            process: p,
-            message: message.clone(),
         };
-        for (id, initiator) in self.net.collector.fail(p, message).unwrap_or_default() {
+        let error = self.process_failure(p).expect("just recorded");
+        for (id, initiator) in abandoned {
             self.net.failed_snapshots.push(FailedSnapshot {
                 id,
                 initiator,
@@ -189,9 +184,20 @@ impl<P: Process> Simulation<P> {
     /// The error that ends runs and refuses snapshots once a process has failed.
     fn failure(&self) -> Result<(), Error> {
         match self.net.collector.failure() {
-            Some(e) => Err(e),
+            Some(e) => Err(e.clone()),
             None => Ok(()),
         }
+    }
+
+    /// `p`'s own failure, if it has failed.
+    fn process_failure(&self, p: ProcessId) -> Option<Error> {
+        self.net
+            .collector
+            .failure_of(p)
+            .map(|message| Error::ProcessFailed {
+                process: p,
+                message: message.to_string(),
+            })
     }
 
     fn check_process(&self, process: ProcessId) -> Result<(), Error> {
@@ -248,25 +254,14 @@ impl<P: Process> Simulation<P> {
         f: impl FnOnce(&mut P, &mut Context<'_, P::Message>) -> R,
     ) -> Result<R, Error> {
         self.check_process(process)?;
-        if let Some(message) = self.net.collector.failure_of(process) {
-            return Err(Error::ProcessFailed {
-                process,
-                message: message.to_string(),
-            });
+        if let Some(failure) = self.process_failure(process) {
+            return Err(failure);
         }
         let mut result = None;
         self.with_host(process, |host, port| {
             host.callback(|app, ctx| result = Some(f(app, ctx)), port)
         });
-        result.ok_or_else(|| Error::ProcessFailed {
-            process,
-            message: self
-                .net
-                .collector
-                .failure_of(process)
-                .unwrap_or_default()
-                .to_string(),
-        })
+        result.ok_or_else(|| self.process_failure(process).expect("it panicked"))
     }
 
     /// One step: delivers every message due now (channels in the schedule's order), runs the
@@ -289,7 +284,7 @@ impl<P: Process> Simulation<P> {
             let channel = self.net.wiring.channels()[c];
             let (_, i) = self.net.wiring.local_slots(c);
             let to = channel.to;
-            if self.net.failed[to] {
+            if self.net.collector.failure_of(to).is_some() {
                 // Dropped, as the runtime leaves it undelivered in the dead thread's channel.
                 continue;
             }

@@ -62,12 +62,6 @@ pub(super) struct Network<P: Process> {
     /// By id: where a completed snapshot is in `completed` (a lookup must not scan them all).
     pub(super) completed_at: IdMap<usize>,
     pub(super) deliveries: u64,
-    /// By process: whether it has failed (a callback panicked). A failed process runs nothing
-    /// more, and what reaches it is dropped.
-    pub(super) failed: Vec<bool>,
-    /// Whether any process has failed: every snapshot has then been given up, and markers are
-    /// ignored (`Host::drop_snapshots`).
-    pub(super) degraded: bool,
     /// Snapshots that failed, in the order they failed.
     pub(super) failed_snapshots: Vec<FailedSnapshot>,
     /// By process: its vector clock, when tracing.

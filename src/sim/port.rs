@@ -28,7 +28,7 @@ impl<P: Process> Driver<P> for Port<'_, P> {
         let c = self.net.outgoing[self.me][slot];
         let channel = self.net.wiring.channels()[c];
         // As in the runtime: a process that has failed takes nothing more.
-        if self.net.failed[channel.to] {
+        if self.net.collector.failure_of(channel.to).is_some() {
             return Err(envelope);
         }
         let (kind, seq, snapshot) = match &envelope {
@@ -73,7 +73,8 @@ impl<P: Process> Driver<P> for Port<'_, P> {
     }
 
     fn snapshots_live(&self) -> bool {
-        !self.net.degraded
+        // After a failure every snapshot has been given up (`Collector::fail`).
+        self.net.collector.failure().is_none()
     }
 
     fn part_complete(&mut self, part: LocalSnapshot<P::Message, P::State>) {
