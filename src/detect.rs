@@ -16,7 +16,8 @@
 //! properties that cannot become false again.
 //!
 //! The helpers work with both drivers through [`SnapshotSource`]: the threaded
-//! [`Runtime`](crate::Runtime) (real time) and the [`Simulation`](crate::sim::Simulation) (simulated time, one step per millisecond).
+//! [`Runtime`](crate::Runtime) (real time) and the [`Simulation`](crate::sim::Simulation)
+//! (simulated time, one step per millisecond).
 //!
 //! ```
 //! use std::time::Duration;

@@ -177,8 +177,8 @@ pub enum Error {
     },
     /// The runtime already holds `limit` snapshots in flight (started and not yet complete),
     /// the most it was built to hold (see
-    /// [`RuntimeBuilder::max_snapshots_in_flight`](crate::RuntimeBuilder::max_snapshots_in_flight)). This
-    /// snapshot was not started; the running ones go on. Retry once some have completed.
+    /// [`RuntimeBuilder::max_snapshots_in_flight`](crate::RuntimeBuilder::max_snapshots_in_flight)).
+    /// This snapshot was not started; the running ones go on. Retry once some have completed.
     TooManySnapshots {
         /// The configured maximum of snapshots in flight.
         limit: usize,

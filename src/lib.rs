@@ -117,8 +117,8 @@
 //!   deterministic simulator ([`sim`]), where a seed replays a run exactly. A driver only moves
 //!   envelopes, so what the simulator checks is what the runtime runs;
 //! - on top, what only needs "take a snapshot": stable-property detection ([`detect`]), and
-//!   restarting from a snapshot ([`RuntimeBuilder::restore`]; checkpoint files in `checkpoint`, cargo
-//!   feature `serde`).
+//!   restarting from a snapshot ([`RuntimeBuilder::restore`]; checkpoint files in
+//!   `checkpoint`, cargo feature `serde`).
 
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]

@@ -34,7 +34,8 @@ const DEFAULT_IN_FLIGHT_BUDGET: usize = 1 << 24;
 /// The default limit never goes below this, however many channels.
 const DEFAULT_IN_FLIGHT_FLOOR: usize = 16;
 
-/// The default of [`RuntimeBuilder::max_snapshots_in_flight`] for a topology with `channels` channels.
+/// The default of [`RuntimeBuilder::max_snapshots_in_flight`] for a topology with `channels`
+/// channels.
 fn default_max_in_flight(channels: usize) -> usize {
     (DEFAULT_IN_FLIGHT_BUDGET / channels.max(1)).max(DEFAULT_IN_FLIGHT_FLOOR)
 }
@@ -71,11 +72,11 @@ impl<P: Process> RuntimeBuilder<P> {
 
     /// At most `limit` snapshots in flight (started, from outside or by application code, and
     /// not yet complete or failed). While that many are running, [`Runtime::start_snapshot`]
-    /// fails with [`Error::TooManySnapshots`](crate::Error::TooManySnapshots) and a snapshot started by application code is
-    /// reported to subscribers with that error; the running ones are not disturbed. This bounds
-    /// the memory snapshots can take, which grows with the number in flight times the number of
-    /// channels (each in-flight snapshot has one marker per channel queued or on its way, and
-    /// counters per channel at every process).
+    /// fails with [`Error::TooManySnapshots`](crate::Error::TooManySnapshots) and a snapshot
+    /// started by application code is reported to subscribers with that error; the running ones
+    /// are not disturbed. This bounds the memory snapshots can take, which grows with the number
+    /// in flight times the number of channels (each in-flight snapshot has one marker per
+    /// channel queued or on its way, and counters per channel at every process).
     ///
     /// Default: 2^24 / channels, at least 16. That is 838,860 on `Topology::complete(5)` (20
     /// channels), 69,905 on `complete(16)` and 4,161 on `complete(64)`. Since a snapshot's

@@ -143,9 +143,10 @@ impl<P: Process> Runtime<P> {
     /// Starts a snapshot with `initiator` as initiator and returns a ticket to wait on.
     ///
     /// Any number may run at once, from any initiators, up to
-    /// [`RuntimeBuilder::max_snapshots_in_flight`]. Fails if `initiator` does not exist, the runtime has
-    /// shut down, a process has failed (a snapshot needs every process), or the limit of
-    /// snapshots in flight is reached ([`Error::TooManySnapshots`]; nothing else changes).
+    /// [`RuntimeBuilder::max_snapshots_in_flight`]. Fails if `initiator` does not exist, the
+    /// runtime has shut down, a process has failed (a snapshot needs every process), or the
+    /// limit of snapshots in flight is reached ([`Error::TooManySnapshots`]; nothing else
+    /// changes).
     pub fn start_snapshot(
         &self,
         initiator: ProcessId,

@@ -99,8 +99,8 @@ impl<P: Process> SimBuilder<P> {
     }
 
     /// Starts again from a completed global snapshot, as
-    /// [`RuntimeBuilder::restore`](crate::RuntimeBuilder::restore) does for the threaded runtime: the
-    /// recorded in-flight messages are in their channels at step 0 (each with a fresh delay,
+    /// [`RuntimeBuilder::restore`](crate::RuntimeBuilder::restore) does for the threaded runtime:
+    /// the recorded in-flight messages are in their channels at step 0 (each with a fresh delay,
     /// in order), and every counter continues from the snapshot's.
     pub fn restore(
         self,
