@@ -178,9 +178,10 @@ fn percentile(sorted: &[u64], p: usize) -> u64 {
 }
 
 /// Memory one channel takes once it has carried traffic: the crossbeam channel (two cache-padded
-/// ends, wakers) and its first block of slots, plus the runtime's per-channel bookkeeping. From
-/// BENCHMARKS.md's scale table: 155-159 MB peak for the 65,280 channels of 256 branches.
-const BYTES_PER_CHANNEL: u128 = 2_500;
+/// ends, wakers) and its first block of slots, plus the runtime's per-channel bookkeeping.
+/// Measured: `bank --processes 256 --snapshots 10 --concurrency 2 --transfers 1000000` peaks at
+/// 168.7 MB for its 65,280 channels (`/usr/bin/time -f %M`), about 2,600 bytes each.
+const BYTES_PER_CHANNEL: u128 = 2_600;
 
 /// Memory the system says is available now (Linux), if it says.
 fn available_memory() -> Option<u128> {
@@ -257,6 +258,8 @@ fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
     eprintln!("bank: seed {seed}");
     let topology = args.topology.topology(n);
     let channels = topology.channels().len();
+    // `check_fits` counted them without building the topology; the two must agree.
+    assert_eq!(channels as u128, args.topology.channels(args.processes));
     let progress = Arc::new(AtomicU64::new(0));
     let mut rng = fastrand::Rng::with_seed(seed);
     let mut branch = |balance: u64, in_flight: u64| Branch {
