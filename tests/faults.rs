@@ -13,9 +13,10 @@ use chandy_lamport::{
     Context, Error, Process, ProcessId, Runtime, RuntimeStats, SendError, SnapshotId, Topology,
 };
 use common::{
-    branches, check_bank, seed, wait_for_traffic, wait_until, wait_until_clean, Fragile, PATIENCE,
+    branches, check_bank, hold, seed, wait_for_traffic, wait_until, wait_until_clean, Fragile,
+    PATIENCE,
 };
-use crossbeam_channel::{bounded, Receiver};
+use crossbeam_channel::bounded;
 
 /// A quiet process that counts how many of its kind have been dropped.
 #[derive(Debug)]
@@ -42,19 +43,6 @@ fn quiet(n: usize) -> (Runtime<Quiet>, Arc<AtomicUsize>) {
         drops: drops.clone(),
     });
     (Runtime::new(Topology::complete(n), procs).unwrap(), drops)
-}
-
-/// Blocks `process` inside a callback until the returned sender is used or dropped.
-fn hold(runtime: &Runtime<Quiet>, process: ProcessId) -> crossbeam_channel::Sender<()> {
-    let (release, wait): (_, Receiver<()>) = bounded(0);
-    let (entered_tx, entered) = bounded(1);
-    let result = runtime.with_process_timeout(process, Duration::from_millis(1), move |_, _| {
-        entered_tx.send(()).unwrap();
-        let _ = wait.recv();
-    });
-    assert_eq!(result.unwrap_err(), Error::Timeout);
-    entered.recv_timeout(*PATIENCE).unwrap();
-    release
 }
 
 #[test]

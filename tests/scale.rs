@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use chandy_lamport::sim::Simulation;
 use chandy_lamport::{Error, Runtime, RuntimeStats, Topology};
-use common::{branches, check_bank, seed, wait_until_clean, PATIENCE};
+use common::{branches, check_bank, hold, seed, wait_until_clean, PATIENCE};
 
 const PROCESSES: usize = 5;
 const BALANCE: u64 = 1000;
@@ -118,25 +118,6 @@ fn ten_thousand_concurrent_snapshots_on_the_simulator_all_verify() {
          verified in {:.2} s",
         began.elapsed().as_secs_f64()
     );
-}
-
-/// Holds process `p`'s thread inside a callback until the returned sender is dropped or sent
-/// to, so that no marker reaching `p` is served meanwhile and every snapshot stays in flight.
-fn hold(runtime: &Runtime<common::Branch>, p: usize) -> crossbeam_channel::Sender<()> {
-    let (release, released) = crossbeam_channel::bounded::<()>(1);
-    let (entered_tx, entered) = crossbeam_channel::bounded::<()>(1);
-    let runtime = runtime.clone();
-    std::thread::spawn(move || {
-        let _ = runtime.with_process(p, move |_, _| {
-            entered_tx.send(()).unwrap();
-            // Bounded: a test that forgets to release fails instead of hanging.
-            let _ = released.recv_timeout(*PATIENCE);
-        });
-    });
-    entered
-        .recv_timeout(*PATIENCE)
-        .expect("process entered the callback");
-    release
 }
 
 #[test]

@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chandy_lamport::{Context, GlobalSnapshot, Process, ProcessId, Runtime, RuntimeStats};
+use chandy_lamport::{Context, Error, GlobalSnapshot, Process, ProcessId, Runtime, RuntimeStats};
+use crossbeam_channel::{bounded, Sender};
 
 /// Long enough for anything that should happen, short enough that a hang fails the test
 /// (`TEST_PATIENCE_SECS` shortens it, for mutation runs where hangs are expected).
@@ -168,6 +169,21 @@ pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
         );
         std::thread::sleep(Duration::from_millis(1));
     }
+}
+
+/// Holds `process`'s thread inside a callback until the returned sender is used or dropped, so
+/// nothing reaching that process is served meanwhile (and every snapshot stays in flight). The
+/// hold ends by itself after `PATIENCE`, so a test that forgets to release fails, not hangs.
+pub fn hold<P: Process>(runtime: &Runtime<P>, process: ProcessId) -> Sender<()> {
+    let (release, wait) = bounded::<()>(0);
+    let (entered_tx, entered) = bounded(1);
+    let result = runtime.with_process_timeout(process, Duration::from_millis(1), move |_, _| {
+        entered_tx.send(()).unwrap();
+        let _ = wait.recv_timeout(*PATIENCE);
+    });
+    assert_eq!(result.unwrap_err(), Error::Timeout);
+    entered.recv_timeout(*PATIENCE).unwrap();
+    release
 }
 
 /// Waits until no snapshot state is left anywhere in the runtime (every process has forgotten
