@@ -13,18 +13,11 @@ use std::time::{Duration, Instant};
 
 use chandy_lamport::sim::Simulation;
 use chandy_lamport::{Error, Runtime, RuntimeStats, Topology};
-use common::{branches, check_bank, hold, seed, wait_until_clean, PATIENCE};
+use common::{branches, check_bank, env_or, hold, seed, wait_until_clean, PATIENCE};
 
 const PROCESSES: usize = 5;
 const BALANCE: u64 = 1000;
 const TRANSFERS_PER_BRANCH: u64 = 2;
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default)
-}
 
 #[test]
 fn a_flood_of_snapshots_all_complete_and_verify_and_leave_nothing_behind() {

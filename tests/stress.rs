@@ -20,10 +20,7 @@ const IN_FLIGHT: usize = 64;
 const TRANSFERS_PER_BRANCH: u64 = 4;
 
 fn snapshots() -> usize {
-    std::env::var("STRESS_SNAPSHOTS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(SNAPSHOTS)
+    common::env_or("STRESS_SNAPSHOTS", SNAPSHOTS as u64) as usize
 }
 
 #[test]

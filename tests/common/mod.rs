@@ -10,15 +10,19 @@ use std::time::Duration;
 use chandy_lamport::{Context, Error, GlobalSnapshot, Process, ProcessId, Runtime, RuntimeStats};
 use crossbeam_channel::{bounded, Sender};
 
-/// Long enough for anything that should happen, short enough that a hang fails the test
-/// (`TEST_PATIENCE_SECS` shortens it, for mutation runs where hangs are expected).
-pub static PATIENCE: std::sync::LazyLock<Duration> = std::sync::LazyLock::new(|| {
-    let secs = std::env::var("TEST_PATIENCE_SECS")
+/// A size a test reads from the environment variable `name`, `default` if unset or not a
+/// number (the way the stress and scale tests are scaled up).
+pub fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(30);
-    Duration::from_secs(secs)
-});
+        .unwrap_or(default)
+}
+
+/// Long enough for anything that should happen, short enough that a hang fails the test
+/// (`TEST_PATIENCE_SECS` shortens it, for mutation runs where hangs are expected).
+pub static PATIENCE: std::sync::LazyLock<Duration> =
+    std::sync::LazyLock::new(|| Duration::from_secs(env_or("TEST_PATIENCE_SECS", 30)));
 
 /// A seed for a randomised test: `SEED` from the environment to replay, else a fresh one. The
 /// returned guard prints it if the test fails.
