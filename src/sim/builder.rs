@@ -125,6 +125,8 @@ impl<P: Process> SimBuilder<P> {
             .map(|_| self.tick_every.map_or(0, |k| rng.between(0, k - 1)))
             .collect();
         let outgoing = (0..n).map(|p| wiring.outgoing(p).to_vec()).collect();
+        let mut seeds = Rng::new(!self.seed);
+        let ids = (0..n).map(|_| Rng::new(seeds.next_u64())).collect();
         let hosts = apps
             .into_iter()
             .enumerate()
@@ -147,6 +149,7 @@ impl<P: Process> SimBuilder<P> {
                 wiring,
                 seed: self.seed,
                 rng,
+                ids,
                 now: 0,
                 delay: (lo.min(hi), hi.max(lo)),
                 schedule: self.schedule,

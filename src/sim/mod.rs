@@ -17,7 +17,7 @@
 //! Files: `mod.rs`, the [`Simulation`] handle (run, step, start snapshots, look at the result);
 //! `builder.rs`, [`SimBuilder`] and [`Schedule`]; `network.rs`, the channels, clock, scheduler,
 //! collector and trace; `port.rs`, the simulator as a process's driver; `explore.rs`, many
-//! seeds; `scenario.rs`, scripted runs in a course's file format; `trace.rs`, the event trace.
+//! seeds; [`exhaustive`], every order of events of a small system; `scenario.rs`, scripted runs in a course's file format; `trace.rs`, the event trace.
 //!
 //! ```
 //! use chandy_lamport::sim::Simulation;
@@ -52,6 +52,7 @@
 //! ```
 
 mod builder;
+pub mod exhaustive;
 mod explore;
 mod network;
 mod port;
@@ -165,6 +166,18 @@ impl<P: Process> Simulation<P> {
         }
     }
 
+    /// Makes process `p` fail now, exactly as if its application code had panicked with
+    /// `message`: it runs nothing more, what reaches it is dropped, sends to it return
+    /// [`SendError::Disconnected`](crate::SendError::Disconnected), every running snapshot
+    /// fails with [`Error::ProcessFailed`] and later ones are refused, as in the threaded
+    /// runtime. A way to put a fault at a chosen step ([`run_for`](Simulation::run_for) to it
+    /// first) without a panicking `Process`. Nothing happens if `p` has already failed.
+    pub fn fail_process(&mut self, p: ProcessId, message: impl Into<String>) -> Result<(), Error> {
+        self.check_process(p)?;
+        self.fail(p, message.into());
+        Ok(())
+    }
+
     /// Every process that has panicked so far, with its panic message.
     pub fn failures(&self) -> Vec<ProcessFailure> {
         self.net
@@ -238,7 +251,7 @@ impl<P: Process> Simulation<P> {
     pub fn start_snapshot(&mut self, initiator: ProcessId) -> Result<SnapshotId, Error> {
         self.check_process(initiator)?;
         self.failure()?;
-        let id = self.net.rng.snapshot_id();
+        let id = self.net.ids[initiator].snapshot_id();
         self.with_host(initiator, |host, port| {
             if port.begin(id, initiator) {
                 host.initiate(id, port);
@@ -276,40 +289,7 @@ impl<P: Process> Simulation<P> {
             net.due.push(c);
         }
         while let Some(c) = self.net.pick_due() {
-            let item = self.net.lanes[c]
-                .queue
-                .pop_front()
-                .expect("due lanes are not empty");
-            self.net.schedule_lane(c);
-            let channel = self.net.wiring.channels()[c];
-            let (_, i) = self.net.wiring.local_slots(c);
-            let to = channel.to;
-            if self.net.collector.failure_of(to).is_some() {
-                // Dropped, as the runtime leaves it undelivered in the dead thread's channel.
-                continue;
-            }
-            let (kind, seq, snapshot) = match &item.envelope {
-                Envelope::Message { seq, .. } => (TraceKind::Receive, Some(*seq), None),
-                Envelope::Marker(id) => (TraceKind::MarkerReceive, None, Some(*id)),
-            };
-            if kind == TraceKind::Receive {
-                self.net.deliveries += 1;
-            }
-            self.net.lamport[to] = self.net.lamport[to].max(item.lamport) + 1;
-            if let (Some(known), Some(theirs)) = (self.net.known.as_mut(), &item.known) {
-                for (mine, theirs) in known[to].iter_mut().zip(theirs) {
-                    *mine = (*mine).max(*theirs);
-                }
-            }
-            self.net.note(
-                kind,
-                to,
-                Some(channel),
-                seq,
-                snapshot,
-                item.clock.as_deref(),
-            );
-            self.with_host(to, |host, port| host.on_envelope(i, item.envelope, port));
+            self.deliver(c);
         }
         if let Some(every) = self.net.tick_every {
             for p in 0..self.hosts.len() {
@@ -321,6 +301,47 @@ impl<P: Process> Simulation<P> {
             }
         }
         self.net.now += 1;
+    }
+
+    /// Delivers the item at the head of channel `c` (which must have one) to its receiver: the
+    /// one delivery path of the simulator, used by [`step`](Simulation::step) and by the
+    /// exhaustive checker alike.
+    pub(super) fn deliver(&mut self, c: usize) {
+        let item = self.net.lanes[c]
+            .queue
+            .pop_front()
+            .expect("a channel is delivered from only when it has something in flight");
+        // Its next item, if any, is due in its own time (the checker does not read this).
+        self.net.schedule_lane(c);
+        let channel = self.net.wiring.channels()[c];
+        let (_, i) = self.net.wiring.local_slots(c);
+        let to = channel.to;
+        if self.net.collector.failure_of(to).is_some() {
+            // Dropped, as the runtime leaves it undelivered in the dead thread's channel.
+            return;
+        }
+        let (kind, seq, snapshot) = match &item.envelope {
+            Envelope::Message { seq, .. } => (TraceKind::Receive, Some(*seq), None),
+            Envelope::Marker(id) => (TraceKind::MarkerReceive, None, Some(*id)),
+        };
+        if kind == TraceKind::Receive {
+            self.net.deliveries += 1;
+        }
+        self.net.lamport[to] = self.net.lamport[to].max(item.lamport) + 1;
+        if let (Some(known), Some(theirs)) = (self.net.known.as_mut(), &item.known) {
+            for (mine, theirs) in known[to].iter_mut().zip(theirs) {
+                *mine = (*mine).max(*theirs);
+            }
+        }
+        self.net.note(
+            kind,
+            to,
+            Some(channel),
+            seq,
+            snapshot,
+            item.clock.as_deref(),
+        );
+        self.with_host(to, |host, port| host.on_envelope(i, item.envelope, port));
     }
 
     /// Runs `steps` steps.

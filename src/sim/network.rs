@@ -40,7 +40,13 @@ pub(super) struct Lane<M> {
 pub(super) struct Network<P: Process> {
     pub(super) wiring: Arc<Wiring>,
     pub(super) seed: u64,
+    /// The scheduler's generator: delays, and the order of deliveries due in the same step.
     pub(super) rng: Rng,
+    /// By process: the generator of the ids of the snapshots it starts. One per process, so that
+    /// an id depends on the seed and on how many snapshots that process started before, never on
+    /// how the processes' events interleave (the exhaustive checker, `exhaustive.rs`, relies on
+    /// it: it reorders events of different processes and expects the same ids).
+    pub(super) ids: Vec<Rng>,
     pub(super) now: u64,
     pub(super) delay: (u64, u64),
     pub(super) schedule: Schedule,

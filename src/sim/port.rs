@@ -48,7 +48,7 @@ impl<P: Process> Driver<P> for Port<'_, P> {
     }
 
     fn new_snapshot_id(&mut self) -> SnapshotId {
-        self.net.rng.snapshot_id()
+        self.net.ids[self.me].snapshot_id()
     }
 
     fn begin(&mut self, id: SnapshotId, initiator: ProcessId) -> bool {
