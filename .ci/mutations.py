@@ -1,17 +1,24 @@
 #!/usr/bin/env python3
 """Teeth: break the marker rules on purpose, one mutation at a time, and list the tests that fail.
 
-Each mutation is a set of exact text replacements in the marker core or the event loop. The
-runner copies the repository to a scratch directory, applies one mutation, runs `cargo test
---no-fail-fast` there, and reports which tests failed. A mutation no test catches is a hole in
-the suite: the script exits 1.
+Each mutation is a set of exact text replacements in the marker core, the simulator or the event
+loop. The runner copies the repository to a scratch directory, applies one mutation, runs the
+tests there, and reports which failed. A mutation no test catches is a hole in the suite: the
+script exits 1.
 
-    python3 .ci/mutations.py            # every mutation
-    python3 .ci/mutations.py M2 M6      # some of them
+    python3 .ci/mutations.py                # every mutation, the whole suite (slow)
+    python3 .ci/mutations.py M2 M6          # some of them
+    python3 .ci/mutations.py --exhaustive   # fast mode: only the exhaustive checks
+                                            # (tests/exhaustive.rs), only mutations in code
+                                            # the simulator runs; prints each one's shortest
+                                            # counterexample (in .ci/run)
 
-Not part of the CI run (it builds the test suite once per mutation); rerun it when the marker
-core, the event loop or the tests change. Each replacement must match exactly once, so a
-refactor that makes a mutation stale is reported rather than silently skipped.
+The fast mode is the claim that the exhaustive checks alone catch every mutation of code the
+simulator runs. The mutations marked runtime-only (the threaded event loop, which the simulator
+does not run) are left to the full suite: their comment says which tests catch them.
+
+Each replacement must match exactly once, so a refactor that makes a mutation stale is reported
+rather than silently skipped.
 """
 import os
 import re
@@ -19,6 +26,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRATCH = "/tmp/chandy-lamport-mutants"
@@ -30,8 +38,8 @@ MUTATIONS = {
         "not recording messages on a channel that is being recorded",
         [(
             "src/recorder.rs",
-            "        if inbound.recorders != 0 {\n            inbound.log.push_back(",
-            "        if inbound.recorders != 0 && seq == 0 {\n            inbound.log.push_back(",
+            "        if !inbound.open.is_empty() {\n            inbound.log.push_back(",
+            "        if !inbound.open.is_empty() && seq == 0 {\n            inbound.log.push_back(",
         )],
     ),
     "M2": (
@@ -88,31 +96,35 @@ MUTATIONS = {
         )],
     ),
     "M6": (
-        "delivering an application message ahead of a marker sent before it (in both drivers' "
-        "channel handling)",
-        [
-            (
-                "src/runtime/event_loop.rs",
-                "                Ok(envelope) => self.host.on_envelope(i, envelope, &mut wire),",
-                "                Ok(envelope @ Envelope::Marker(_)) => match self.inbound[i].try_recv() {\n"
-                "                    Ok(next @ Envelope::Message { .. }) => { self.host.on_envelope(i, next, &mut wire); self.host.on_envelope(i, envelope, &mut wire) }\n"
-                "                    Ok(next) => { self.host.on_envelope(i, envelope, &mut wire); self.host.on_envelope(i, next, &mut wire) }\n"
-                "                    Err(_) => self.host.on_envelope(i, envelope, &mut wire),\n"
-                "                },\n"
-                "                Ok(envelope) => self.host.on_envelope(i, envelope, &mut wire),",
-            ),
-            (
-                "src/sim/mod.rs",
-                "            let item = self.net.lanes[c]\n                .queue\n                .pop_front()\n"
-                "                .expect(\"due lanes are not empty\");",
-                "            let mut item = self.net.lanes[c].queue.pop_front().expect(\"due lanes are not empty\");\n"
-                "            if matches!(item.envelope, Envelope::Marker(_)) && matches!(self.net.lanes[c].queue.front().map(|x| &x.envelope), Some(Envelope::Message { .. })) {\n"
-                "                let next = self.net.lanes[c].queue.pop_front().unwrap();\n"
-                "                self.net.lanes[c].queue.push_front(item);\n"
-                "                item = next;\n"
-                "            }",
-            ),
-        ],
+        "delivering an application message ahead of a marker sent before it (the simulator's "
+        "delivery code)",
+        [(
+            "src/sim/mod.rs",
+            "        let item = self.net.lanes[c]\n            .queue\n            .pop_front()\n"
+            "            .expect(\"a channel is delivered from only when it has something in flight\");",
+            "        let mut item = self.net.lanes[c].queue.pop_front().expect(\"x\");\n"
+            "        if matches!(item.envelope, Envelope::Marker(_)) && matches!(self.net.lanes[c].queue.front().map(|x| &x.envelope), Some(Envelope::Message { .. })) {\n"
+            "            let next = self.net.lanes[c].queue.pop_front().unwrap();\n"
+            "            self.net.lanes[c].queue.push_front(item);\n"
+            "            item = next;\n"
+            "        }",
+        )],
+    ),
+    # Runtime-only: the threaded event loop, which the simulator does not run. Caught by the
+    # full suite (tests/rules.rs and tests/concurrency.rs check every cut of threaded runs).
+    "R6": (
+        "delivering an application message ahead of a marker sent before it (the threaded "
+        "runtime's event loop)",
+        [(
+            "src/runtime/event_loop.rs",
+            "                Ok(envelope) => self.host.on_envelope(i, envelope, &mut wire),",
+            "                Ok(envelope @ Envelope::Marker(_)) => match self.inbound[i].try_recv() {\n"
+            "                    Ok(next @ Envelope::Message { .. }) => { self.host.on_envelope(i, next, &mut wire); self.host.on_envelope(i, envelope, &mut wire) }\n"
+            "                    Ok(next) => { self.host.on_envelope(i, envelope, &mut wire); self.host.on_envelope(i, next, &mut wire) }\n"
+            "                    Err(_) => self.host.on_envelope(i, envelope, &mut wire),\n"
+            "                },\n"
+            "                Ok(envelope) => self.host.on_envelope(i, envelope, &mut wire),",
+        )],
     ),
     "M7": (
         "treating a marker of one snapshot as a marker of another",
@@ -122,6 +134,38 @@ MUTATIONS = {
             "        let id = if self.active.contains_key(&id) { id } else { "
             "self.active.keys().next().copied().unwrap_or(id) };\n"
             "        let Some(snapshot) = self.active.get_mut(&id) else {",
+        )],
+    ),
+    "M8": (
+        "a process sending its markers on every outgoing channel but the first",
+        [(
+            "src/host.rs",
+            "            for slot in 0..self.out.neighbours().len() {",
+            "            for slot in 1..self.out.neighbours().len() {",
+        )],
+    ),
+    "M9": (
+        "the recorder trimming its log from the newest open recording, not the oldest",
+        [(
+            "src/recorder/open_starts.rs",
+            "        self.by_start.front().map(|&(start, _)| start)",
+            "        self.by_start.back().map(|&(start, _)| start)",
+        )],
+    ),
+    "M10": (
+        "a process failure leaving the running snapshots waiting, not failing them",
+        [(
+            "src/collector.rs",
+            "        Some(self.abandon_all())",
+            "        Some(Vec::new())",
+        )],
+    ),
+    "M11": (
+        "a restored process numbering its messages from 1 again, not from the snapshot's counts",
+        [(
+            "src/host.rs",
+            "            .map(|&c| starts.map_or(0, |s| s[c].sent))",
+            "            .map(|&c| starts.map_or(0, |s| s[c].sent * 0))",
         )],
     ),
 }
@@ -142,12 +186,14 @@ def apply(edits):
         open(full, "w").write(text.replace(old, new))
 
 
-def run_tests():
-    """Runs the suite on the mutant; returns the failing tests (a hang counts as a failure)."""
+def run_tests(fast):
+    """Runs the suite (or, fast, the exhaustive checks) on the mutant; returns the failing tests
+    (a hang counts as a failure) and the lengths of the counterexamples the checker printed."""
     env = dict(os.environ, CARGO_TARGET_DIR=TARGET, TEST_PATIENCE_SECS="5", PROPTEST_CASES="64",
                PROPTEST_MAX_SHRINK_ITERS="8", PROPTEST_MAX_SHRINK_TIME="10000")
+    which = ["--test", "exhaustive"] if fast else []
     proc = subprocess.Popen(
-        ["cargo", "test", "--no-fail-fast", "--", "--test-threads", "4"],
+        ["cargo", "test", "--no-fail-fast", *which, "--", "--test-threads", "4"],
         cwd=SCRATCH, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True,
     )
@@ -174,20 +220,30 @@ def run_tests():
         failed.append(f"{binary}: hung (killed after {HANG} s)")
     if "error[E" in out:
         raise SystemExit("mutation does not compile:\n" + out[-3000:])
-    return failed
+    lengths = [int(n) for n in re.findall(r"^after (\d+) choices", out, re.M)]
+    return failed, lengths
 
 
 def main():
-    chosen = sys.argv[1:] or list(MUTATIONS)
+    args = sys.argv[1:]
+    fast = "--exhaustive" in args
+    chosen = [a for a in args if a != "--exhaustive"] or list(MUTATIONS)
+    if fast:
+        skipped = [k for k in chosen if k.startswith("R")]
+        chosen = [k for k in chosen if not k.startswith("R")]
+        if skipped:
+            print(f"runtime-only, left to the full suite: {skipped}")
     holes = []
     for key in chosen:
         what, edits = MUTATIONS[key]
         prepare()
         apply(edits)
-        failed = run_tests()
-        print(f"{key}: {what}")
+        began = time.time()
+        failed, lengths = run_tests(fast)
+        print(f"{key}: {what} ({time.time() - began:.0f} s)")
         if failed:
-            print(f"  caught by {len(failed)} tests:")
+            shortest = f"; shortest counterexample: {min(lengths)} choices" if lengths else ""
+            print(f"  caught by {len(failed)} tests{shortest}:")
             for t in failed:
                 print(f"    {t}")
         else:

@@ -147,8 +147,9 @@ impl<P: Process> Simulation<P> {
 
     /// Process `p` has panicked. What follows is decided by the same code as in the runtime:
     /// the collector fails every running snapshot and refuses new ones (`Collector::fail`), and
-    /// every process drops its snapshot state (`Host::drop_snapshots`). Here, in addition, `p`
-    /// runs nothing more and what reaches it is dropped, as the runtime's thread for it ends.
+    /// every other process drops its snapshot state (`Host::drop_snapshots`). Here, in addition,
+    /// `p` runs nothing more and what reaches it is dropped, as the runtime's thread for it ends;
+    /// its own state is left as the panic left it (perhaps half-updated: not to be run again).
     fn fail(&mut self, p: ProcessId, message: String) {
         let Some(abandoned) = self.net.collector.fail(p, message) else {
             return;
@@ -161,7 +162,7 @@ impl<P: Process> Simulation<P> {
                 error: error.clone(),
             });
         }
-        for host in &mut self.hosts {
+        for host in self.hosts.iter_mut().filter(|h| h.me != p) {
             host.drop_snapshots();
         }
     }
