@@ -389,3 +389,44 @@ fn on_the_simulator_a_panic_fails_every_running_snapshot_and_refuses_new_ones() 
     assert_eq!(sim.failures().len(), 1);
     assert_eq!(sim.snapshots().len() + failed.len(), started.len());
 }
+
+#[test]
+fn on_the_simulator_a_process_can_be_made_to_fail_at_a_chosen_step() {
+    let n = 4;
+    let (procs, _) = branches(n, 1000, 2, 3);
+    let mut sim = Simulation::new(Topology::complete(n), procs, 3).unwrap();
+    sim.run_for(20);
+    let running = sim.start_snapshot(0).unwrap();
+    assert_eq!(
+        sim.fail_process(9, "x").unwrap_err(),
+        Error::NoSuchProcess {
+            process: 9,
+            processes: n
+        }
+    );
+    sim.fail_process(2, "injected at step 20").unwrap();
+    let error = Error::ProcessFailed {
+        process: 2,
+        message: "injected at step 20".into(),
+    };
+    // The same consequences as a panic in its code (the test above): the running snapshot
+    // fails, new ones are refused, runs report it, sends to it come back.
+    assert_eq!(sim.failed_snapshots().len(), 1);
+    assert_eq!(
+        (
+            sim.failed_snapshots()[0].id,
+            &sim.failed_snapshots()[0].error
+        ),
+        (running, &error)
+    );
+    assert_eq!(sim.start_snapshot(1).unwrap_err(), error);
+    assert_eq!(sim.run_until_snapshots_complete(10).unwrap_err(), error);
+    assert_eq!(sim.with_process(2, |_, _| ()).unwrap_err(), error);
+    let back = sim.with_process(1, |_, ctx| ctx.send(2, 5)).unwrap();
+    assert!(matches!(back, Err(SendError::Disconnected { to: 2, .. })));
+    // Failing it again changes nothing.
+    sim.fail_process(2, "again").unwrap();
+    assert_eq!(sim.failures().len(), 1);
+    sim.run_for(100);
+    assert_eq!(sim.running_snapshots(), 0);
+}

@@ -872,7 +872,8 @@ impl<P: Process> Exhaustive<P> {
         match event {
             Event::Deliver(c) => sim.deliver(c),
             Event::Fail(p) => {
-                sim.fail(p, INJECTED.to_string());
+                // Through the same unwinding path as a panic in application code.
+                let _ = sim.fail_process(p, INJECTED);
                 run.failed = true;
             }
             Event::Step(p) => {
@@ -926,6 +927,13 @@ impl<P: Process> Exhaustive<P> {
                 "nothing is in flight, yet {} never completed",
                 open.join(", ")
             ));
+        }
+        if let Some(f) = sim
+            .failed_snapshots()
+            .iter()
+            .find(|f| !matches!(f.error, crate::Error::ProcessFailed { .. }))
+        {
+            return Err(format!("snapshot {} failed with {}", f.id, f.error));
         }
         if !run.failed {
             if let Some(f) = sim.failed_snapshots().first() {

@@ -167,15 +167,19 @@ impl<P: Process> Simulation<P> {
         }
     }
 
-    /// Makes process `p` fail now, exactly as if its application code had panicked with
-    /// `message`: it runs nothing more, what reaches it is dropped, sends to it return
+    /// Makes process `p` fail now by a panic in its code: a callback that panics with `message`
+    /// runs on it, so what follows is what follows any panic in application code: it runs
+    /// nothing more, what reaches it is dropped, sends to it return
     /// [`SendError::Disconnected`](crate::SendError::Disconnected), every running snapshot
     /// fails with [`Error::ProcessFailed`] and later ones are refused, as in the threaded
     /// runtime. A way to put a fault at a chosen step ([`run_for`](Simulation::run_for) to it
-    /// first) without a panicking `Process`. Nothing happens if `p` has already failed.
+    /// first) without a panicking `Process`. (The panic is raised with
+    /// [`std::panic::resume_unwind`], which skips the panic hook: nothing is printed.) Nothing
+    /// happens if `p` has already failed.
     pub fn fail_process(&mut self, p: ProcessId, message: impl Into<String>) -> Result<(), Error> {
         self.check_process(p)?;
-        self.fail(p, message.into());
+        let message = message.into();
+        self.with_host(p, move |_, _| panic::resume_unwind(Box::new(message)));
         Ok(())
     }
 
