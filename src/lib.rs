@@ -144,6 +144,7 @@ mod runtime;
 pub mod sim;
 pub mod snapshot;
 pub mod topology;
+pub mod trace;
 
 #[cfg(feature = "serde")]
 pub use error::CheckpointError;

@@ -141,12 +141,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::builder::SimBuilder;
-use super::trace::TraceEvent;
 use super::Simulation;
 use crate::error::{BuildError, SendError};
 use crate::process::{panic_message, Context, Process};
 use crate::snapshot::GlobalSnapshot;
 use crate::topology::{Channel, ProcessId, Topology};
+use crate::trace::TraceEvent;
 
 /// One step of a process's script: something it does on its own initiative, at a point of the
 /// execution the checker chooses.

@@ -57,7 +57,6 @@ mod explore;
 mod network;
 mod port;
 pub mod scenario;
-mod trace;
 
 use std::cmp::Reverse;
 use std::marker::PhantomData;
@@ -74,9 +73,9 @@ use crate::topology::{Channel, ProcessId, Topology, Wiring};
 use network::Network;
 use port::Port;
 
+pub use crate::trace::{TraceEvent, TraceKind};
 pub use builder::{Schedule, SimBuilder};
 pub use explore::{explore, ExploreFailure};
-pub use trace::{TraceEvent, TraceKind};
 
 /// A snapshot that failed because a process panicked while it ran, or that application code
 /// started after a process had panicked (refused: every snapshot needs every process).

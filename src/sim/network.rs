@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::builder::Schedule;
-use super::trace::{TraceEvent, TraceKind};
 use super::FailedSnapshot;
 use crate::collector::Collector;
 use crate::envelope::Envelope;
@@ -16,6 +15,7 @@ use crate::ids::SplitMix64 as Rng;
 use crate::process::Process;
 use crate::snapshot::{GlobalSnapshot, IdMap, SnapshotId};
 use crate::topology::{Channel, ProcessId, Wiring};
+use crate::trace::{TraceEvent, TraceKind};
 
 /// Something sent and not yet delivered.
 pub(super) struct InFlight<M> {

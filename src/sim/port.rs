@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use super::network::Network;
-use super::trace::TraceKind;
 use super::FailedSnapshot;
 use crate::envelope::Envelope;
 use crate::error::CollectError;
@@ -12,6 +11,7 @@ use crate::host::Driver;
 use crate::process::Process;
 use crate::snapshot::{LocalSnapshot, SnapshotId};
 use crate::topology::ProcessId;
+use crate::trace::TraceKind;
 
 /// The simulator as one host's [`Driver`].
 pub(super) struct Port<'a, P: Process> {
