@@ -110,6 +110,113 @@ impl fmt::Display for TraceEvent {
     }
 }
 
+/// A trace put together from each process's own events (the threaded runtime's trace; see
+/// [`RuntimeBuilder::trace`](crate::RuntimeBuilder::trace)).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Trace {
+    /// The events, by time (ties in an order that respects causality), with vector clocks.
+    pub events: Vec<TraceEvent>,
+    /// Events recorded but left out: past a process's buffer, or after an event that could not
+    /// be placed (a receipt whose send was left out), so that what is kept is a consistent
+    /// prefix of the run: every receipt in it has its send in it.
+    pub left_out: u64,
+}
+
+impl Trace {
+    /// Writes the events as JSON Lines (see [`TraceEvent`]).
+    pub fn write(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
+        for event in &self.events {
+            writeln!(out, "{event}")?;
+        }
+        Ok(())
+    }
+}
+
+/// What a receipt is matched to its send by: the channel and the message's number, or the
+/// channel and the marker's snapshot.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum Key {
+    Message(Channel, u64),
+    Marker(Channel, SnapshotId),
+}
+
+fn key(e: &TraceEvent) -> Option<Key> {
+    let channel = e.channel?;
+    match e.kind {
+        TraceKind::Send | TraceKind::Receive => Some(Key::Message(channel, e.seq?)),
+        TraceKind::MarkerSend | TraceKind::MarkerReceive => Some(Key::Marker(channel, e.snapshot?)),
+        TraceKind::Record | TraceKind::Complete => None,
+    }
+}
+
+/// Puts together a trace from each process's events in its own order (their `clock` ignored):
+/// computes the vector clocks as the simulator does (see the module documentation) by playing
+/// the processes forward, a receipt only once its send has been played. A receipt whose send
+/// is not there blocks its process: it and what follows are left out (counted in
+/// [`Trace::left_out`], with `dropped`, events never recorded), which keeps the result a
+/// consistent prefix however the per-process buffers were cut. `sent_before(channel, seq)`:
+/// whether that message was in the channel before the run (restored from a snapshot); its
+/// receipt needs no send.
+pub(crate) fn assemble(
+    local: Vec<Vec<TraceEvent>>,
+    dropped: u64,
+    sent_before: impl Fn(Channel, u64) -> bool,
+) -> Trace {
+    let n = local.len();
+    let mut next = vec![0; n];
+    let mut clocks = vec![vec![0u64; n]; n];
+    let mut sent: std::collections::HashMap<Key, Vec<u64>> = std::collections::HashMap::new();
+    let mut events = Vec::with_capacity(local.iter().map(Vec::len).sum());
+    let mut progressed = true;
+    while progressed {
+        progressed = false;
+        for p in 0..n {
+            while let Some(event) = local[p].get(next[p]) {
+                let theirs = match (event.kind, key(event)) {
+                    (TraceKind::Receive | TraceKind::MarkerReceive, Some(k)) => {
+                        match sent.remove(&k) {
+                            Some(clock) => Some(clock),
+                            None if matches!(k, Key::Message(c, seq) if sent_before(c, seq)) => {
+                                None
+                            }
+                            None => break,
+                        }
+                    }
+                    _ => None,
+                };
+                let clock = &mut clocks[p];
+                if let Some(theirs) = theirs {
+                    for (mine, t) in clock.iter_mut().zip(&theirs) {
+                        *mine = (*mine).max(*t);
+                    }
+                }
+                // As in the simulator: a marker goes out in its record's turn, sharing its clock.
+                if event.kind != TraceKind::MarkerSend {
+                    clock[p] += 1;
+                }
+                let mut placed = event.clone();
+                placed.process = p;
+                placed.clock = clock.clone();
+                if matches!(event.kind, TraceKind::Send | TraceKind::MarkerSend) {
+                    if let Some(k) = key(event) {
+                        sent.insert(k, placed.clock.clone());
+                    }
+                }
+                events.push(placed);
+                next[p] += 1;
+                progressed = true;
+            }
+        }
+    }
+    let blocked: usize = local.iter().zip(&next).map(|(l, &k)| l.len() - k).sum();
+    // Stable: equal times keep the causal order they were placed in.
+    events.sort_by_key(|e: &TraceEvent| e.step);
+    Trace {
+        events,
+        left_out: dropped + blocked as u64,
+    }
+}
+
 /// A line that is not a trace event in the documented format.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ParseTraceError(String);
@@ -241,6 +348,58 @@ pub fn parse(text: &str) -> Result<Vec<TraceEvent>, (usize, ParseTraceError)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ev(
+        step: u64,
+        kind: TraceKind,
+        channel: Option<(usize, usize)>,
+        seq: Option<u64>,
+    ) -> TraceEvent {
+        TraceEvent {
+            step,
+            kind,
+            process: 0,
+            channel: channel.map(|(f, t)| Channel::new(f, t)),
+            seq,
+            snapshot: None,
+            clock: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn assembling_computes_clocks_and_keeps_a_consistent_prefix() {
+        use TraceKind::{Receive, Send};
+        // 0 sends two messages to 1; 1 receives both and replies; but 0's buffer lost its
+        // second send, so 1's second receipt and everything after it is left out.
+        let zero = vec![
+            ev(1, Send, Some((0, 1)), Some(1)),
+            ev(5, Receive, Some((1, 0)), Some(1)),
+        ];
+        let one = vec![
+            ev(2, Receive, Some((0, 1)), Some(1)),
+            ev(3, Receive, Some((0, 1)), Some(2)),
+            ev(4, Send, Some((1, 0)), Some(1)),
+        ];
+        let trace = assemble(vec![zero.clone(), one.clone()], 1, |_, _| false);
+        let clocks: Vec<(u64, Vec<u64>)> = trace
+            .events
+            .iter()
+            .map(|e| (e.step, e.clock.clone()))
+            .collect();
+        assert_eq!(clocks, [(1, vec![1, 0]), (2, vec![1, 1])]);
+        // 0's receipt of the reply (never sent, as far as the trace knows) and 1's two events.
+        assert_eq!(trace.left_out, 1 + 3);
+        // With the second message restored into the channel before the run, all of it fits.
+        let trace = assemble(vec![zero, one], 0, |c, seq| {
+            c == Channel::new(0, 1) && seq == 2
+        });
+        let clocks: Vec<Vec<u64>> = trace.events.iter().map(|e| e.clock.clone()).collect();
+        assert_eq!(
+            clocks,
+            [vec![1, 0], vec![1, 1], vec![1, 2], vec![1, 3], vec![2, 3]]
+        );
+        assert_eq!(trace.left_out, 0);
+    }
 
     #[test]
     fn lines_are_the_documented_json() {

@@ -17,6 +17,7 @@ use super::hub::Hub;
 use super::outbox::EdgeOutbox;
 use super::shared::{ProcessStats, Shared};
 use super::shutdown::Owner;
+use super::tracer::Tracer;
 use super::Runtime;
 use crate::envelope::Envelope;
 use crate::error::BuildError;
@@ -47,6 +48,7 @@ pub struct RuntimeBuilder<P> {
     tick: Option<Duration>,
     thread_name: String,
     stack_size: Option<usize>,
+    trace: Option<usize>,
     processes: PhantomData<fn() -> P>,
 }
 
@@ -59,6 +61,7 @@ impl<P: Process> RuntimeBuilder<P> {
             tick: None,
             thread_name: "process".to_string(),
             stack_size: None,
+            trace: None,
             processes: PhantomData,
         }
     }
@@ -98,6 +101,23 @@ impl<P: Process> RuntimeBuilder<P> {
     /// Stack size of each process thread (default: the standard library's).
     pub fn stack_size(mut self, bytes: usize) -> Self {
         self.stack_size = Some(bytes);
+        self
+    }
+
+    /// Keeps a trace of the run (off by default, and then it costs nothing but one branch per
+    /// send and per receipt): every send and receipt of a message or marker, every state
+    /// recorded, every snapshot completed, in the format of the simulator's trace, with vector
+    /// clocks and, as time, microseconds since `build` (see [`crate::trace`]). Read it with
+    /// [`Runtime::trace`] while the runtime runs, or from [`Stopped::trace`](crate::Stopped)
+    /// after a shutdown.
+    ///
+    /// Each process keeps its first `max_events_per_process` events and counts the rest: a long
+    /// run's trace is its beginning. What is handed back is always a consistent prefix (every
+    /// receipt in it has its send in it); [`Trace::left_out`](crate::trace::Trace) says how much
+    /// was not kept. Tracing costs a lock-free-in-practice mutex (taken only by the process's own
+    /// thread while it runs) and a clock read per event, and about 100 bytes per event.
+    pub fn trace(mut self, max_events_per_process: usize) -> Self {
+        self.trace = Some(max_events_per_process);
         self
     }
 
@@ -165,6 +185,12 @@ impl<P: Process> RuntimeBuilder<P> {
             links[from].push((tx, to, at_receiver));
             inbound[to][at_receiver] = Some(rx);
         }
+        let tracer = self.trace.map(|capacity| {
+            let sent_before = (0..wiring.channels().len())
+                .map(|c| starts.as_ref().map_or(0, |s| s[c].sent))
+                .collect();
+            Tracer::new(wiring.clone(), epoch, capacity, sent_before)
+        });
         let (controls, control_rx): (Vec<_>, Vec<_>) =
             (0..n).map(|_| crossbeam_channel::unbounded()).unzip();
         let shared = Arc::new(Shared {
@@ -182,6 +208,7 @@ impl<P: Process> RuntimeBuilder<P> {
             key: guard::new_key(),
             start_aborted: AtomicBool::new(false),
             degraded: AtomicBool::new(false),
+            tracer,
         });
         let (start_tx, start_rx) = crossbeam_channel::bounded::<()>(0);
         let (exit_tx, exit_rx) = crossbeam_channel::unbounded();
@@ -240,6 +267,7 @@ impl<P> std::fmt::Debug for RuntimeBuilder<P> {
             .field("tick", &self.tick)
             .field("thread_name", &self.thread_name)
             .field("stack_size", &self.stack_size)
+            .field("trace", &self.trace)
             .finish()
     }
 }

@@ -21,8 +21,10 @@ use crate::process::{Context, Process};
 use crate::runtime::doorbell::{pop_bit, set_bit};
 use crate::runtime::outbox::EdgeOutbox;
 use crate::runtime::shared::Shared;
+use crate::runtime::tracer::Tracer;
 use crate::snapshot::{LocalSnapshot, SnapshotId};
-use crate::topology::ProcessId;
+use crate::topology::{Channel, ProcessId};
+use crate::trace::TraceKind;
 
 /// Messages taken from one channel before the loop looks at the others: bounds how long one
 /// busy channel can hold the rest (and the control channel) back.
@@ -71,8 +73,21 @@ pub(crate) struct Worker<P: Process> {
 
 /// The threaded runtime as a host's [`Driver`]: edge channels out, the hub for snapshots.
 struct Wire<'a, P: Process> {
+    me: ProcessId,
     outbox: &'a mut EdgeOutbox<P::Message>,
     shared: &'a Shared<P>,
+}
+
+/// What a trace says of an envelope: its kind (`send` or `receive` as given), number, snapshot.
+fn describe<M>(
+    envelope: &Envelope<M>,
+    message: TraceKind,
+    marker: TraceKind,
+) -> (TraceKind, Option<u64>, Option<SnapshotId>) {
+    match envelope {
+        Envelope::Message { seq, .. } => (message, Some(*seq), None),
+        Envelope::Marker(id) => (marker, None, Some(*id)),
+    }
 }
 
 impl<P: Process> Driver<P> for Wire<'_, P> {
@@ -82,7 +97,17 @@ impl<P: Process> Driver<P> for Wire<'_, P> {
         slot: usize,
         envelope: Envelope<P::Message>,
     ) -> Result<(), Envelope<P::Message>> {
-        self.outbox.push(slot, envelope)
+        match &self.shared.tracer {
+            None => self.outbox.push(slot, envelope),
+            Some(tracer) => self.push_traced(tracer, slot, envelope),
+        }
+    }
+
+    fn recorded(&mut self, id: SnapshotId) {
+        if let Some(tracer) = &self.shared.tracer {
+            let at = Instant::now();
+            tracer.note(self.me, TraceKind::Record, None, None, Some(id), at);
+        }
     }
 
     fn new_snapshot_id(&mut self) -> SnapshotId {
@@ -100,7 +125,38 @@ impl<P: Process> Driver<P> for Wire<'_, P> {
     }
 
     fn part_complete(&mut self, part: LocalSnapshot<P::Message, P::State>) {
-        self.shared.hub.submit(part);
+        let id = part.id;
+        let completed = self.shared.hub.submit(part);
+        if let (true, Some(tracer)) = (completed, &self.shared.tracer) {
+            tracer.note(
+                self.me,
+                TraceKind::Complete,
+                None,
+                None,
+                Some(id),
+                Instant::now(),
+            );
+        }
+    }
+}
+
+impl<P: Process> Wire<'_, P> {
+    /// A send, traced. The time is taken before the push, so that its receipt (traced after
+    /// the receiver took it) never comes earlier; the event is written after, as only a send
+    /// that went is one.
+    #[cold]
+    fn push_traced(
+        &mut self,
+        tracer: &Tracer,
+        slot: usize,
+        envelope: Envelope<P::Message>,
+    ) -> Result<(), Envelope<P::Message>> {
+        let (kind, seq, snapshot) = describe(&envelope, TraceKind::Send, TraceKind::MarkerSend);
+        let channel = Channel::new(self.me, self.outbox.destination(slot));
+        let at = Instant::now();
+        self.outbox.push(slot, envelope)?;
+        tracer.note(self.me, kind, Some(channel), seq, snapshot, at);
+        Ok(())
     }
 }
 
@@ -118,6 +174,7 @@ impl<P: Process> Worker<P> {
     #[inline]
     fn with_host<R>(&mut self, f: impl FnOnce(&mut Host<P>, &mut Wire<'_, P>) -> R) -> R {
         let mut wire = Wire {
+            me: self.host.me,
             outbox: &mut self.outbox,
             shared: &self.shared,
         };
@@ -167,13 +224,19 @@ impl<P: Process> Worker<P> {
     #[inline]
     fn drain(&mut self, i: usize) {
         let mut wire = Wire {
+            me: self.host.me,
             outbox: &mut self.outbox,
             shared: &self.shared,
         };
         let mut exhausted = true;
         for _ in 0..BATCH {
             match self.inbound[i].try_recv() {
-                Ok(envelope) => self.host.on_envelope(i, envelope, &mut wire),
+                Ok(envelope) => {
+                    if let Some(tracer) = &self.shared.tracer {
+                        receipt(tracer, &self.host, i, &envelope);
+                    }
+                    self.host.on_envelope(i, envelope, &mut wire)
+                }
                 // Empty, or its sender has stopped and what it sent before is drained.
                 Err(_) => {
                     exhausted = false;
@@ -221,6 +284,14 @@ impl<P: Process> Worker<P> {
         self.publish();
         more
     }
+}
+
+/// Traces the receipt of `envelope` on `host`'s incoming channel `i`, before it is handled.
+#[cold]
+fn receipt<P: Process>(tracer: &Tracer, host: &Host<P>, i: usize, envelope: &Envelope<P::Message>) {
+    let (kind, seq, snapshot) = describe(envelope, TraceKind::Receive, TraceKind::MarkerReceive);
+    let channel = Channel::new(host.sources[i], host.me);
+    tracer.note(host.me, kind, Some(channel), seq, snapshot, Instant::now());
 }
 
 /// The body of a process thread: wait for the start signal, run the loop, report how it ended.

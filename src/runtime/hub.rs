@@ -261,11 +261,12 @@ impl<M, S> Hub<M, S> {
     }
 
     /// A process hands in its part.
-    pub(crate) fn submit(&self, part: LocalSnapshot<M, S>) {
+    /// Returns whether this part completed its snapshot.
+    pub(crate) fn submit(&self, part: LocalSnapshot<M, S>) -> bool {
         let process = part.process;
         let mut state = self.state.lock();
         match state.collector.add(part, self.now()) {
-            Ok(None) => {}
+            Ok(None) => false,
             Ok(Some(global)) => {
                 let (id, initiator) = (global.id, global.initiator);
                 log::debug!(
@@ -273,11 +274,15 @@ impl<M, S> Hub<M, S> {
                     global.latency()
                 );
                 state.finish(id, initiator, Ok(Arc::new(global)));
+                true
             }
             // The snapshot was abandoned (shutdown, or a process failed) while this part was on
             // its way.
             Err(CollectError::UnknownSnapshot(_))
-                if state.closed || state.collector.failure().is_some() => {}
+                if state.closed || state.collector.failure().is_some() =>
+            {
+                false
+            }
             Err(e) => panic!("process {process}: {e}"),
         }
     }

@@ -24,6 +24,7 @@ mod outbox;
 mod shared;
 mod shutdown;
 mod stopped;
+mod tracer;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -138,6 +139,13 @@ impl<P: Process> Runtime<P> {
     /// [`RuntimeBuilder::max_snapshots_in_flight`]).
     pub fn max_snapshots_in_flight(&self) -> usize {
         self.shared().hub.max_in_flight()
+    }
+
+    /// The trace of the run so far, if the runtime was built with
+    /// [`RuntimeBuilder::trace`]: a consistent prefix of what every process has done (see
+    /// [`crate::trace`]). After a shutdown, [`Stopped::trace`] has all of it.
+    pub fn trace(&self) -> Option<crate::trace::Trace> {
+        self.shared().tracer.as_ref().map(|t| t.read())
     }
 
     /// Starts a snapshot with `initiator` as initiator and returns a ticket to wait on.

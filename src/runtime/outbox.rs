@@ -39,6 +39,11 @@ impl<M> EdgeOutbox<M> {
         }
     }
 
+    /// The destination of local outgoing channel `slot`.
+    pub(crate) fn destination(&self, slot: usize) -> ProcessId {
+        self.links[slot].to
+    }
+
     /// Puts `envelope` on local outgoing channel `slot` and rings the receiver; hands it back
     /// if the receiver has failed (its doorbell is closed).
     #[inline(always)]

@@ -9,6 +9,7 @@ use crossbeam_channel::Sender;
 use super::doorbell::{Backoff, Doorbell};
 use super::event_loop::Control;
 use super::hub::Hub;
+use super::tracer::Tracer;
 use crate::error::Error;
 use crate::process::Process;
 use crate::topology::{ProcessId, Wiring};
@@ -38,6 +39,8 @@ pub(crate) struct Shared<P: Process> {
     /// Set when a process has failed: no snapshot can complete any more, and processes ignore
     /// markers.
     pub(crate) degraded: AtomicBool,
+    /// The trace buffers, when the runtime was built with a trace.
+    pub(crate) tracer: Option<Tracer>,
 }
 
 impl<P: Process> Shared<P> {

@@ -88,6 +88,7 @@ impl<P: Process> Runtime<P> {
             processes: Vec::with_capacity(handles.len()),
             failures: Vec::new(),
             undelivered: Vec::new(),
+            trace: None,
         };
         // Join every thread before draining any channel: a thread still running may send.
         let exits: Vec<_> = handles.into_iter().map(JoinHandle::join).collect();
@@ -126,6 +127,8 @@ impl<P: Process> Runtime<P> {
             .filter(|(_, m)| !m.is_empty())
             .map(|(&channel, messages)| Undelivered { channel, messages })
             .collect();
+        // Read once every thread has stopped: the whole run (up to the buffers' capacity).
+        stopped.trace = owner.shared.tracer.as_ref().map(|t| t.read());
         Ok(stopped)
     }
 }

@@ -22,6 +22,9 @@ pub struct Stopped<P: Process> {
     pub failures: Vec<ProcessFailure>,
     /// Every channel that still held application messages, in topology order.
     pub undelivered: Vec<Undelivered<P::Message>>,
+    /// The run's trace, if the runtime was built with
+    /// [`RuntimeBuilder::trace`](crate::RuntimeBuilder::trace).
+    pub trace: Option<crate::trace::Trace>,
 }
 
 impl<P: Process> Stopped<P> {

@@ -1,0 +1,158 @@
+//! The threaded runtime's trace: off by default, and when on, a consistent prefix of the run
+//! whose vector clocks and events agree with the snapshots the runtime took.
+
+mod common;
+
+use std::collections::{BTreeSet, HashMap};
+
+use chandy_lamport::trace::{Trace, TraceEvent, TraceKind};
+use chandy_lamport::{Channel, GlobalSnapshot, Runtime, SnapshotId, Topology};
+use common::{branches, check_bank, seed, wait_for_traffic, PATIENCE};
+
+/// Every receipt in the trace has its send before it, and each process's clock entry counts its
+/// own events (a `marker_send` shares its `record`'s).
+fn check_causality(trace: &Trace, processes: usize) {
+    let mut sends: HashMap<(Channel, Option<u64>, Option<SnapshotId>), &TraceEvent> =
+        HashMap::new();
+    let mut own = vec![0u64; processes];
+    let mut last_step = 0;
+    for e in &trace.events {
+        assert!(e.step >= last_step, "events by time");
+        last_step = e.step;
+        if e.kind != TraceKind::MarkerSend {
+            own[e.process] += 1;
+        }
+        assert_eq!(e.clock[e.process], own[e.process], "{e}");
+        let key = (e.channel.unwrap_or(Channel::new(0, 0)), e.seq, e.snapshot);
+        match e.kind {
+            TraceKind::Send | TraceKind::MarkerSend => {
+                sends.insert(key, e);
+            }
+            TraceKind::Receive | TraceKind::MarkerReceive => {
+                let send = sends.get(&key).unwrap_or_else(|| panic!("no send for {e}"));
+                assert!(send.step <= e.step, "{send} after {e}");
+                assert!(
+                    send.clock.iter().zip(&e.clock).all(|(s, r)| s <= r),
+                    "{send} not before {e}"
+                );
+            }
+            TraceKind::Record | TraceKind::Complete => {}
+        }
+    }
+}
+
+/// What the trace says snapshot `s` recorded: its cut (each process's `record`), consistent by
+/// the clocks, and the messages that cross it, which must be exactly the messages the snapshot
+/// recorded in flight.
+fn rederive(trace: &Trace, s: &GlobalSnapshot<u64, u64>) {
+    let n = s.states.len();
+    let records: Vec<&TraceEvent> = (0..n)
+        .map(|p| {
+            trace
+                .events
+                .iter()
+                .find(|e| e.kind == TraceKind::Record && e.process == p && e.snapshot == Some(s.id))
+                .unwrap_or_else(|| panic!("process {p} never recorded {}", s.id))
+        })
+        .collect();
+    for i in 0..n {
+        for j in 0..n {
+            assert!(
+                records[j].clock[i] <= records[i].clock[i],
+                "snapshot {}: the cut is not consistent at ({i}, {j})",
+                s.id
+            );
+        }
+    }
+    // Position of each event in its process's own order, to say before or after the record.
+    let before_record = |e: &TraceEvent| {
+        e.clock[e.process] < records[e.process].clock[e.process]
+            || (e.clock[e.process] == records[e.process].clock[e.process]
+                && e.kind == TraceKind::MarkerSend)
+    };
+    let sent_before: BTreeSet<(Channel, u64)> = trace
+        .events
+        .iter()
+        .filter(|e| {
+            e.kind == TraceKind::Send && e.clock[e.process] <= records[e.process].clock[e.process]
+        })
+        .map(|e| (e.channel.unwrap(), e.seq.unwrap()))
+        .collect();
+    let crossing: BTreeSet<(Channel, u64)> = trace
+        .events
+        .iter()
+        .filter(|e| e.kind == TraceKind::Receive && !before_record(e))
+        .map(|e| (e.channel.unwrap(), e.seq.unwrap()))
+        .filter(|m| sent_before.contains(m))
+        .collect();
+    let recorded: BTreeSet<(Channel, u64)> = s
+        .channels
+        .iter()
+        .flat_map(|c| c.messages.iter().map(move |m| (c.channel, m.seq)))
+        .collect();
+    assert_eq!(
+        crossing, recorded,
+        "snapshot {}: in flight by the trace vs recorded",
+        s.id
+    );
+}
+
+#[test]
+fn a_runtime_trace_is_consistent_and_agrees_with_every_snapshot() {
+    let (seed, _guard) = seed("a_runtime_trace_is_consistent_and_agrees_with_every_snapshot");
+    let n = 4;
+    let (procs, traffic) = branches(n, 1000, 2, seed);
+    let runtime = Runtime::builder(Topology::complete(n))
+        .trace(1_000_000)
+        .build(procs)
+        .unwrap();
+    wait_for_traffic(&traffic, 100);
+    let mut snapshots = Vec::new();
+    for initiator in [0, 2, 3] {
+        let ticket = runtime.start_snapshot(initiator).unwrap();
+        snapshots.push(ticket.wait_timeout(*PATIENCE).unwrap());
+    }
+    let during = runtime.trace().expect("built with a trace");
+    check_causality(&during, n);
+    let stopped = runtime.shutdown().unwrap();
+    let trace = stopped.trace.expect("built with a trace");
+    check_causality(&trace, n);
+    assert!(trace.events.len() >= during.events.len());
+    for s in &snapshots {
+        check_bank(s, n as u64 * 1000, n as u64 * 2);
+        rederive(&trace, s);
+        let completions = trace
+            .events
+            .iter()
+            .filter(|e| e.kind == TraceKind::Complete && e.snapshot == Some(s.id))
+            .count();
+        assert_eq!(completions, 1);
+    }
+    // The JSON Lines read back as they were written.
+    let mut text = Vec::new();
+    trace.write(&mut text).unwrap();
+    let back = chandy_lamport::trace::parse(std::str::from_utf8(&text).unwrap()).unwrap();
+    assert_eq!(back, trace.events);
+}
+
+#[test]
+fn a_full_trace_buffer_keeps_a_consistent_prefix_and_says_how_much_it_left_out() {
+    let (procs, traffic) = branches(4, 1000, 2, 7);
+    let runtime = Runtime::builder(Topology::complete(4))
+        .trace(300)
+        .build(procs)
+        .unwrap();
+    wait_for_traffic(&traffic, 5_000);
+    let trace = runtime.shutdown().unwrap().trace.unwrap();
+    assert!(trace.left_out > 0);
+    assert!(trace.events.len() <= 4 * 300);
+    check_causality(&trace, 4);
+}
+
+#[test]
+fn no_trace_unless_asked_for() {
+    let (procs, _) = branches(3, 10, 1, 1);
+    let runtime = Runtime::new(Topology::complete(3), procs).unwrap();
+    assert!(runtime.trace().is_none());
+    assert!(runtime.shutdown().unwrap().trace.is_none());
+}
