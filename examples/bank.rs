@@ -98,6 +98,14 @@ struct Args {
     /// balances.
     #[arg(long, value_name = "FILE")]
     restore: Option<PathBuf>,
+    /// Write the run's trace (JSON Lines with vector clocks; time in microseconds since the
+    /// start) to this file; `cargo run --example diagram` draws it. Each branch keeps its first
+    /// `--trace-events` events.
+    #[arg(long, value_name = "FILE")]
+    trace: Option<PathBuf>,
+    /// With `--trace`: events kept per branch.
+    #[arg(long, default_value_t = 100_000, value_name = "N")]
+    trace_events: usize,
 }
 
 /// Money on its way from one branch to another.
@@ -270,7 +278,10 @@ fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
         unpublished: 0,
         progress: progress.clone(),
     };
-    let builder = Runtime::builder(topology).thread_name("branch");
+    let mut builder = Runtime::builder(topology).thread_name("branch");
+    if args.trace.is_some() {
+        builder = builder.trace(args.trace_events);
+    }
     let (runtime, initial_total) = match &args.restore {
         None => {
             let branches: Vec<Branch> = (0..n)
@@ -333,8 +344,31 @@ fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
         }
     }
-    let stopped = runtime.shutdown()?;
+    let mut stopped = runtime.shutdown()?;
     let elapsed = start.elapsed().as_secs_f64();
+    if let (Some(file), Some(trace)) = (&args.trace, stopped.trace.take()) {
+        let mut out = std::io::BufWriter::new(
+            std::fs::File::create(file)
+                .map_err(|e| format!("cannot create {}: {e}", file.display()))?,
+        );
+        trace
+            .write(&mut out)
+            .and_then(|()| std::io::Write::flush(&mut out))
+            .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+        eprintln!(
+            "bank: trace of {} events written to {}{}",
+            trace.events.len(),
+            file.display(),
+            if trace.left_out > 0 {
+                format!(
+                    " ({} left out: past --trace-events per branch)",
+                    trace.left_out
+                )
+            } else {
+                String::new()
+            }
+        );
+    }
     for f in &stopped.failures {
         eprintln!("bank: branch {} panicked: {}", f.process, f.message);
     }
