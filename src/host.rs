@@ -18,6 +18,12 @@ use crate::restore::ChannelStart;
 use crate::snapshot::{LocalSnapshot, SnapshotId};
 use crate::topology::{ProcessId, Wiring};
 
+/// A snapshot's id as logs show it: its first eight hex digits, enough to tell a run's
+/// snapshots apart.
+fn short(id: SnapshotId) -> String {
+    id.to_string()[..8].to_string()
+}
+
 /// What a driver does for a host: move envelopes, and the snapshot bookkeeping outside one
 /// process.
 pub(crate) trait Driver<P: Process> {
@@ -187,6 +193,9 @@ impl<P: Process> Host<P> {
             .recorder
             .initiate(id, state, self.out.sent())
             .unwrap_or_else(|e| panic!("{e}"));
+        if log::log_enabled!(log::Level::Debug) {
+            self.log_recorded(id, "starts it:", None);
+        }
         self.apply(id, progress, driver);
     }
 
@@ -210,12 +219,59 @@ impl<P: Process> Host<P> {
         if !driver.snapshots_live() {
             return;
         }
+        let logging = log::log_enabled!(log::Level::Debug);
+        let first = logging && !self.recorder.is_active(id);
         let app = &self.app;
         let progress = self
             .recorder
             .on_marker(i, id, || app.record(), self.out.sent())
             .unwrap_or_else(|e| panic!("{e}"));
+        if logging {
+            let channel = format!("{}->{}", self.sources[i], self.me);
+            match progress.closed {
+                _ if first => self.log_recorded(id, "first marker", Some(i)),
+                Some(n) => log::debug!(
+                    "process {}, snapshot {}: marker on channel {channel}: closes channel \
+                     {channel} with {n} message{}",
+                    self.me,
+                    short(id),
+                    if n == 1 { "" } else { "s" }
+                ),
+                None => {}
+            }
+        }
         self.apply(id, progress, driver);
+    }
+
+    /// Logs, in the words of the rules, that this process has just recorded its state for `id`:
+    /// as initiator (`first` is `None`) or on the first marker, which came on incoming channel
+    /// `first` (that channel's state is empty). Only called when debug logging is on.
+    #[cold]
+    fn log_recorded(&self, id: SnapshotId, why: &str, first: Option<usize>) {
+        let me = self.me;
+        let channel = |i: usize| format!("{}->{me}", self.sources[i]);
+        let recording: Vec<String> = (0..self.sources.len())
+            .filter(|&i| Some(i) != first)
+            .map(channel)
+            .collect();
+        let empty = first.map_or(String::new(), |i| {
+            format!(
+                " on channel {}: channel {} is empty;",
+                channel(i),
+                channel(i)
+            )
+        });
+        log::debug!(
+            "process {me}, snapshot {}: {why}{empty} records its state, sends a marker on each \
+             of its {} outgoing channels, starts recording {}",
+            short(id),
+            self.out.neighbours().len(),
+            if recording.is_empty() {
+                "no channel".to_string()
+            } else {
+                format!("channels {}", recording.join(", "))
+            }
+        );
     }
 
     /// Does what the marker rules asked for, in the same turn.
@@ -234,7 +290,11 @@ impl<P: Process> Host<P> {
             }
         }
         if let Some(part) = progress.completed {
-            log::trace!("process {}: part of snapshot {id} complete", self.me);
+            log::debug!(
+                "process {}, snapshot {}: every incoming channel closed: its part is complete",
+                self.me,
+                short(id)
+            );
             driver.part_complete(part);
         }
     }

@@ -44,6 +44,9 @@ pub struct Progress<M, S> {
     pub send_markers: bool,
     /// This process's part of the snapshot is complete: hand it to the collector.
     pub completed: Option<LocalSnapshot<M, S>>,
+    /// A later marker closed its channel, which recorded this many messages (for the log of
+    /// the rules that fire).
+    pub closed: Option<usize>,
 }
 
 impl<M, S> Progress<M, S> {
@@ -51,6 +54,7 @@ impl<M, S> Progress<M, S> {
         Progress {
             send_markers: false,
             completed: None,
+            closed: None,
         }
     }
 }
@@ -193,6 +197,7 @@ impl<M: Clone, S> Recorder<M, S> {
         let done = snapshot.open == 0;
         self.trim(channel);
         let mut progress = Progress::nothing();
+        progress.closed = Some(to - from);
         if done {
             progress.completed = Some(self.complete(id));
         }

@@ -86,6 +86,12 @@ impl<P: Process> Driver<P> for Port<'_, P> {
             .unwrap_or_else(|e| panic!("process {}: {e}", self.me));
         if let Some(global) = global {
             let id = global.id;
+            log::debug!(
+                "process {}: snapshot {id} complete (initiator {}, step {})",
+                self.me,
+                global.initiator,
+                self.net.now
+            );
             self.net
                 .note(TraceKind::Complete, self.me, None, None, Some(id), None);
             self.net.completed_at.insert(id, self.net.completed.len());
