@@ -450,6 +450,7 @@ fn report(event: &SnapshotEvent<Transfer, u64>, initial_total: u64, json: bool) 
         consistent,
         latency_us: snapshot.latency().as_micros() as u64,
     };
+    let cost = snapshot.cost();
     if json {
         let channels: Vec<_> = snapshot
             .channels
@@ -476,11 +477,18 @@ fn report(event: &SnapshotEvent<Transfer, u64>, initial_total: u64, json: bool) 
                 "conserved": verdict.conserved,
                 "consistent": verdict.consistent,
                 "latency_us": verdict.latency_us,
+                "cost": {
+                    "markers": cost.markers,
+                    "messages": cost.messages,
+                    "bytes": cost.bytes,
+                    "recorded_after_us": cost.recorded_after.iter().map(|d| d.as_micros() as u64).collect::<Vec<_>>(),
+                },
             })
         );
     } else {
         say!(
-            "snapshot {} initiator {:>3} total {total} in flight {:>4} {} {} latency {} us",
+            "snapshot {} initiator {:>3} total {total} in flight {:>4} {} {} latency {} us \
+             ({} markers, ~{} bytes recorded, last state recorded at +{} us)",
             snapshot.id,
             snapshot.initiator,
             snapshot.in_flight().count(),
@@ -494,7 +502,14 @@ fn report(event: &SnapshotEvent<Transfer, u64>, initial_total: u64, json: bool) 
             } else {
                 "INCONSISTENT"
             },
-            verdict.latency_us
+            verdict.latency_us,
+            cost.markers,
+            cost.bytes,
+            cost.recorded_after
+                .iter()
+                .max()
+                .unwrap_or(&Duration::ZERO)
+                .as_micros()
         );
     }
     Some(verdict)

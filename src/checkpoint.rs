@@ -26,6 +26,7 @@
 //!     initiator: 0,
 //!     started_at: Duration::ZERO,
 //!     completed_at: Duration::from_micros(80),
+//!     recorded_at: vec![Duration::ZERO, Duration::from_micros(60)],
 //!     states: vec![7, 2],
 //!     channels: vec![
 //!         ChannelSnapshot { channel: Channel::new(0, 1), sent: 3, received: 2,
@@ -205,6 +206,7 @@ mod tests {
             initiator: 1,
             started_at: Duration::from_micros(5),
             completed_at: Duration::from_micros(95),
+            recorded_at: vec![Duration::from_micros(5), Duration::from_micros(40)],
             states: vec![10, 20],
             channels: vec![
                 ChannelSnapshot {

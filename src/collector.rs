@@ -15,6 +15,8 @@ struct Assembly<M, S> {
     initiator: ProcessId,
     started_at: Duration,
     parts: Vec<Option<LocalSnapshot<M, S>>>,
+    /// By process: when its state was recorded (as its driver says).
+    recorded_at: Vec<Duration>,
     missing: usize,
 }
 
@@ -62,17 +64,19 @@ impl<M, S> Collector<M, S> {
                 initiator,
                 started_at,
                 parts: (0..n).map(|_| None).collect(),
+                recorded_at: vec![Duration::ZERO; n],
                 missing: n,
             },
         );
         Ok(())
     }
 
-    /// Adds one process's part; returns the global snapshot if it was the last one missing (and
-    /// forgets the snapshot).
+    /// Adds one process's part, whose state was recorded at `recorded_at`; returns the global
+    /// snapshot if it was the last one missing (and forgets the snapshot).
     pub fn add(
         &mut self,
         part: LocalSnapshot<M, S>,
+        recorded_at: Duration,
         completed_at: Duration,
     ) -> Result<Option<GlobalSnapshot<M, S>>, CollectError> {
         let (id, process) = (part.id, part.process);
@@ -98,6 +102,7 @@ impl<M, S> Collector<M, S> {
             });
         }
         *slot = Some(part);
+        assembly.recorded_at[process] = recorded_at;
         assembly.missing -= 1;
         if assembly.missing > 0 {
             return Ok(None);
@@ -141,6 +146,7 @@ impl<M, S> Collector<M, S> {
             initiator: assembly.initiator,
             started_at: assembly.started_at,
             completed_at,
+            recorded_at: assembly.recorded_at,
             states,
             channels,
         }
@@ -267,12 +273,17 @@ mod tests {
         let mut c = Collector::new(wiring);
         c.begin(id(1), 0, Duration::from_micros(5)).unwrap();
         assert!(c
-            .add(part(1, vec![3], vec![4], vec![vec![]]), Duration::ZERO)
+            .add(
+                part(1, vec![3], vec![4], vec![vec![]]),
+                Duration::from_micros(7),
+                Duration::from_micros(8)
+            )
             .unwrap()
             .is_none());
         let g = c
             .add(
                 part(0, vec![6], vec![1], vec![vec![2, 3]]),
+                Duration::from_micros(5),
                 Duration::from_micros(9),
             )
             .unwrap()
@@ -280,6 +291,11 @@ mod tests {
         assert_eq!(g.states, vec![100, 101]);
         assert_eq!(g.initiator, 0);
         assert_eq!(g.latency(), Duration::from_micros(4));
+        assert_eq!(g.recorded_at, [5, 7].map(Duration::from_micros));
+        let cost = g.cost();
+        assert_eq!(cost.recorded_after, [0, 2].map(Duration::from_micros));
+        assert_eq!((cost.markers, cost.messages), (2, 2));
+        assert_eq!(cost.bytes, 2 * 8 + 2 * (8 + 8));
         let c01 = g.channel(0, 1).unwrap();
         assert_eq!((c01.sent, c01.received, c01.messages.len()), (6, 4, 0));
         let c10 = g.channel(1, 0).unwrap();
@@ -293,7 +309,11 @@ mod tests {
         let wiring = Arc::new(Topology::ring(2).validate().unwrap());
         let mut c: Collector<u64, u64> = Collector::new(wiring);
         assert_eq!(
-            c.add(part(0, vec![0], vec![0], vec![vec![]]), Duration::ZERO),
+            c.add(
+                part(0, vec![0], vec![0], vec![vec![]]),
+                Duration::ZERO,
+                Duration::ZERO
+            ),
             Err(CollectError::UnknownSnapshot(id(1)))
         );
         c.begin(id(1), 0, Duration::ZERO).unwrap();
@@ -302,16 +322,28 @@ mod tests {
             Err(CollectError::DuplicateSnapshot(id(1)))
         );
         assert_eq!(
-            c.add(part(0, vec![0, 0], vec![0], vec![vec![]]), Duration::ZERO),
+            c.add(
+                part(0, vec![0, 0], vec![0], vec![vec![]]),
+                Duration::ZERO,
+                Duration::ZERO
+            ),
             Err(CollectError::MalformedPart {
                 snapshot: id(1),
                 process: 0
             })
         );
-        c.add(part(0, vec![0], vec![0], vec![vec![]]), Duration::ZERO)
-            .unwrap();
+        c.add(
+            part(0, vec![0], vec![0], vec![vec![]]),
+            Duration::ZERO,
+            Duration::ZERO,
+        )
+        .unwrap();
         assert_eq!(
-            c.add(part(0, vec![0], vec![0], vec![vec![]]), Duration::ZERO),
+            c.add(
+                part(0, vec![0], vec![0], vec![vec![]]),
+                Duration::ZERO,
+                Duration::ZERO
+            ),
             Err(CollectError::DuplicatePart {
                 snapshot: id(1),
                 process: 0

@@ -34,11 +34,9 @@ pub(crate) trait Driver<P: Process> {
         slot: usize,
         envelope: Envelope<P::Message>,
     ) -> Result<(), Envelope<P::Message>>;
-    /// The process has just recorded its state for `id`; its markers follow at once. (For a
-    /// driver's trace; nothing to do otherwise.)
-    fn recorded(&mut self, id: SnapshotId) {
-        let _ = id;
-    }
+    /// The process has just recorded its state for `id`; its markers follow at once. (For the
+    /// driver's clock, which says when each process recorded, and its trace.)
+    fn recorded(&mut self, id: SnapshotId);
     /// A fresh id for a snapshot started by application code.
     fn new_snapshot_id(&mut self) -> SnapshotId;
     /// Registers a snapshot started by application code at `initiator`, before its first marker

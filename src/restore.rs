@@ -122,6 +122,7 @@ mod tests {
             initiator: 0,
             started_at: Duration::ZERO,
             completed_at: Duration::ZERO,
+            recorded_at: Vec::new(),
             states: vec![1, 2],
             channels: channels
                 .into_iter()

@@ -91,13 +91,73 @@ pub struct GlobalSnapshot<M, S> {
     pub started_at: Duration,
     /// When the last process's part arrived, on the same clock.
     pub completed_at: Duration,
+    /// When each process recorded its state, on the same clock, by process id. Empty for a
+    /// snapshot made by hand or read from a checkpoint written before this field existed.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub recorded_at: Vec<Duration>,
     /// Each process's recorded state, by process id.
     pub states: Vec<S>,
     /// Each channel's part, in the topology's channel order.
     pub channels: Vec<ChannelSnapshot<M>>,
 }
 
+/// What a snapshot cost: its time, the markers it took, what it recorded (see
+/// [`GlobalSnapshot::cost`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotCost {
+    /// From start to the last part's arrival.
+    pub latency: Duration,
+    /// By process: when it recorded its state, after the start (empty if not known).
+    pub recorded_after: Vec<Duration>,
+    /// Markers sent: one on every channel.
+    pub markers: usize,
+    /// Application messages recorded as in flight.
+    pub messages: usize,
+    /// An estimate of the bytes recorded: the states and messages themselves, shallow
+    /// (`size_of` each; what they own on the heap is not counted), shared messages once.
+    pub bytes: usize,
+}
+
+impl std::fmt::Display for SnapshotCost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} us, {} markers, {} messages recorded (~{} bytes)",
+            self.latency.as_micros(),
+            self.markers,
+            self.messages,
+            self.bytes
+        )?;
+        if !self.recorded_after.is_empty() {
+            let at: Vec<String> = self
+                .recorded_after
+                .iter()
+                .map(|d| format!("+{}", d.as_micros()))
+                .collect();
+            write!(f, ", recorded at {} us", at.join(" "))?;
+        }
+        Ok(())
+    }
+}
+
 impl<M, S> GlobalSnapshot<M, S> {
+    /// What this snapshot cost (see [`SnapshotCost`]).
+    pub fn cost(&self) -> SnapshotCost {
+        let messages = self.channels.iter().map(|c| c.messages.len()).sum();
+        SnapshotCost {
+            latency: self.latency(),
+            recorded_after: self
+                .recorded_at
+                .iter()
+                .map(|t| t.saturating_sub(self.started_at))
+                .collect(),
+            markers: self.channels.len(),
+            messages,
+            bytes: self.states.len() * std::mem::size_of::<S>()
+                + messages * (std::mem::size_of::<M>() + std::mem::size_of::<u64>()),
+        }
+    }
+
     /// Time from start to completion.
     pub fn latency(&self) -> Duration {
         self.completed_at.saturating_sub(self.started_at)
@@ -277,6 +337,7 @@ mod tests {
             initiator: 0,
             started_at: Duration::ZERO,
             completed_at: Duration::from_millis(2),
+            recorded_at: Vec::new(),
             states: vec![10u64, 20],
             channels: vec![ChannelSnapshot {
                 channel: Channel::new(0, 1),

@@ -127,6 +127,19 @@ fn a_runtime_trace_is_consistent_and_agrees_with_every_snapshot() {
             .filter(|e| e.kind == TraceKind::Complete && e.snapshot == Some(s.id))
             .count();
         assert_eq!(completions, 1);
+        // The cost beside the snapshot agrees with the trace: each process recorded when the
+        // trace says (same clock), after the start and before the end.
+        let cost = s.cost();
+        assert_eq!((cost.markers, cost.messages), (n * (n - 1), s.in_flight().count()));
+        assert!(cost.recorded_after.iter().all(|&d| d <= cost.latency), "{cost}");
+        for (p, at) in s.recorded_at.iter().enumerate() {
+            let record = trace
+                .events
+                .iter()
+                .find(|e| e.kind == TraceKind::Record && e.process == p && e.snapshot == Some(s.id))
+                .unwrap();
+            assert_eq!(record.step, at.as_micros() as u64, "process {p}");
+        }
     }
     // The JSON Lines read back as they were written.
     let mut text = Vec::new();

@@ -24,7 +24,7 @@ use crate::error::BuildError;
 use crate::host::Host;
 use crate::process::Process;
 use crate::restore::{self, ChannelStart};
-use crate::snapshot::GlobalSnapshot;
+use crate::snapshot::{GlobalSnapshot, IdMap};
 use crate::topology::{Channel, ProcessId, Topology, Wiring};
 
 /// How many (snapshot, channel) pairs the default limit on snapshots in flight allows. A
@@ -226,6 +226,7 @@ impl<P: Process> RuntimeBuilder<P> {
                 tick: self.tick,
                 ready: vec![0; words],
                 again: vec![0; words],
+                recorded_at: IdMap::default(),
             };
             let mut builder = thread::Builder::new().name(format!("{}-{me}", self.thread_name));
             if let Some(bytes) = self.stack_size {

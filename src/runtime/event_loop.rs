@@ -22,7 +22,7 @@ use crate::runtime::doorbell::{pop_bit, set_bit};
 use crate::runtime::outbox::EdgeOutbox;
 use crate::runtime::shared::Shared;
 use crate::runtime::tracer::Tracer;
-use crate::snapshot::{LocalSnapshot, SnapshotId};
+use crate::snapshot::{IdMap, LocalSnapshot, SnapshotId};
 use crate::topology::{Channel, ProcessId};
 use crate::trace::TraceKind;
 
@@ -69,6 +69,8 @@ pub(crate) struct Worker<P: Process> {
     pub(crate) ready: Vec<u64>,
     /// Channels whose batch ran out, served again next pass.
     pub(crate) again: Vec<u64>,
+    /// When the process recorded its state, for each snapshot whose part is not complete.
+    pub(crate) recorded_at: IdMap<Duration>,
 }
 
 /// The threaded runtime as a host's [`Driver`]: edge channels out, the hub for snapshots.
@@ -76,6 +78,8 @@ struct Wire<'a, P: Process> {
     me: ProcessId,
     outbox: &'a mut EdgeOutbox<P::Message>,
     shared: &'a Shared<P>,
+    /// When this process recorded its state for each snapshot whose part is not complete.
+    recorded_at: &'a mut IdMap<Duration>,
 }
 
 /// What a trace says of an envelope: its kind (`send` or `receive` as given), number, snapshot.
@@ -104,8 +108,9 @@ impl<P: Process> Driver<P> for Wire<'_, P> {
     }
 
     fn recorded(&mut self, id: SnapshotId) {
+        let at = Instant::now();
+        self.recorded_at.insert(id, self.shared.hub.since_start(at));
         if let Some(tracer) = &self.shared.tracer {
-            let at = Instant::now();
             tracer.note(self.me, TraceKind::Record, None, None, Some(id), at);
         }
     }
@@ -126,7 +131,8 @@ impl<P: Process> Driver<P> for Wire<'_, P> {
 
     fn part_complete(&mut self, part: LocalSnapshot<P::Message, P::State>) {
         let id = part.id;
-        let completed = self.shared.hub.submit(part);
+        let recorded_at = self.recorded_at.remove(&id).unwrap_or_default();
+        let completed = self.shared.hub.submit(part, recorded_at);
         if let (true, Some(tracer)) = (completed, &self.shared.tracer) {
             tracer.note(
                 self.me,
@@ -177,6 +183,7 @@ impl<P: Process> Worker<P> {
             me: self.host.me,
             outbox: &mut self.outbox,
             shared: &self.shared,
+            recorded_at: &mut self.recorded_at,
         };
         f(&mut self.host, &mut wire)
     }
@@ -227,6 +234,7 @@ impl<P: Process> Worker<P> {
             me: self.host.me,
             outbox: &mut self.outbox,
             shared: &self.shared,
+            recorded_at: &mut self.recorded_at,
         };
         let mut exhausted = true;
         for _ in 0..BATCH {
@@ -276,6 +284,7 @@ impl<P: Process> Worker<P> {
                 Ok(Control::Run(f)) => self.with_host(|host, wire| host.callback(f, wire)),
                 Ok(Control::DropSnapshots) => {
                     self.host.drop_snapshots();
+                    self.recorded_at.clear();
                 }
                 Ok(Control::Stop) | Err(TryRecvError::Disconnected) => break false,
                 Err(TryRecvError::Empty) => break true,

@@ -184,6 +184,11 @@ impl<M, S> Hub<M, S> {
         self.epoch.elapsed()
     }
 
+    /// `at`, as time since the runtime started.
+    pub(crate) fn since_start(&self, at: std::time::Instant) -> Duration {
+        at.saturating_duration_since(self.epoch)
+    }
+
     /// Registers snapshot `id` started by `initiator`, before its first marker can exist.
     /// With `ticket`, also returns a ticket to wait on.
     ///
@@ -262,10 +267,10 @@ impl<M, S> Hub<M, S> {
 
     /// A process hands in its part.
     /// Returns whether this part completed its snapshot.
-    pub(crate) fn submit(&self, part: LocalSnapshot<M, S>) -> bool {
+    pub(crate) fn submit(&self, part: LocalSnapshot<M, S>, recorded_at: Duration) -> bool {
         let process = part.process;
         let mut state = self.state.lock();
-        match state.collector.add(part, self.now()) {
+        match state.collector.add(part, recorded_at, self.now()) {
             Ok(None) => false,
             Ok(Some(global)) => {
                 let (id, initiator) = (global.id, global.initiator);

@@ -163,6 +163,7 @@ impl<P: Process> SimBuilder<P> {
                 completed: Vec::new(),
                 completed_at: IdMap::default(),
                 deliveries: 0,
+                recorded_at: (0..n).map(|_| IdMap::default()).collect(),
                 failed_snapshots: Vec::new(),
             },
         };

@@ -164,6 +164,9 @@ impl<P: Process> Simulation<P> {
         for host in self.hosts.iter_mut().filter(|h| h.me != p) {
             host.drop_snapshots();
         }
+        for times in &mut self.net.recorded_at {
+            times.clear();
+        }
     }
 
     /// Makes process `p` fail now by a panic in its code: a callback that panics with `message`

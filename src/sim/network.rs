@@ -68,6 +68,9 @@ pub(super) struct Network<P: Process> {
     /// By id: where a completed snapshot is in `completed` (a lookup must not scan them all).
     pub(super) completed_at: IdMap<usize>,
     pub(super) deliveries: u64,
+    /// By process: the step at which it recorded its state, for each snapshot whose part there
+    /// is not complete.
+    pub(super) recorded_at: Vec<IdMap<u64>>,
     /// Snapshots that failed, in the order they failed.
     pub(super) failed_snapshots: Vec<FailedSnapshot>,
     /// By process: its vector clock, when tracing.

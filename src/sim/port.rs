@@ -42,6 +42,7 @@ impl<P: Process> Driver<P> for Port<'_, P> {
     }
 
     fn recorded(&mut self, id: SnapshotId) {
+        self.net.recorded_at[self.me].insert(id, self.net.now);
         // Markers go out in the turn the state is recorded: that is the `record` event.
         self.net
             .note(TraceKind::Record, self.me, None, None, Some(id), None);
@@ -79,10 +80,14 @@ impl<P: Process> Driver<P> for Port<'_, P> {
 
     fn part_complete(&mut self, part: LocalSnapshot<P::Message, P::State>) {
         let now = self.net.time();
+        let step = self.net.recorded_at[self.me]
+            .remove(&part.id)
+            .unwrap_or_default();
+        let recorded_at = std::time::Duration::from_millis(step);
         let global = self
             .net
             .collector
-            .add(part, now)
+            .add(part, recorded_at, now)
             .unwrap_or_else(|e| panic!("process {}: {e}", self.me));
         if let Some(global) = global {
             let id = global.id;
