@@ -42,18 +42,19 @@ def ratio(a, b):
 def main():
     if not os.path.isdir(ROOT):
         sys.exit("no criterion results: run cargo bench first")
-    print("| N | bare inbox | bare edge+Select | runtime | runtime, 4 snapshots always running | "
-          "runtime, 1000 snapshots/s | runtime / inbox | runtime / edge+Select | "
-          "4 always running / none | 1000/s / none |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| N | bare inbox | bare edge+Select | bare edge+bitmap, tuned | runtime | "
+          "runtime, 4 snapshots always running | runtime, 1000 snapshots/s | runtime / inbox | "
+          "runtime / edge+Select | runtime / tuned | 4 always running / none | 1000/s / none |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for n in (4, 16, 64):
         g = f"closed_loop_N={n}"
         inbox, select = rate(g, "bare_inbox"), rate(g, "bare_edge_select")
+        tuned = rate(g, "bare_edge_bitmap_tuned")
         rt, snap = rate(g, "runtime"), rate(g, "runtime_4_snapshots")
         paced = rate(g, "runtime_1000_snapshots_per_s")
-        print(f"| {n} | {fmt_rate(inbox)} | {fmt_rate(select)} | {fmt_rate(rt)} | {fmt_rate(snap)} | "
-              f"{fmt_rate(paced)} | {ratio(rt, inbox)} | {ratio(rt, select)} | {ratio(snap, rt)} | "
-              f"{ratio(paced, rt)} |")
+        print(f"| {n} | {fmt_rate(inbox)} | {fmt_rate(select)} | {fmt_rate(tuned)} | {fmt_rate(rt)} | "
+              f"{fmt_rate(snap)} | {fmt_rate(paced)} | {ratio(rt, inbox)} | {ratio(rt, select)} | "
+              f"{ratio(rt, tuned)} | {ratio(snap, rt)} | {ratio(paced, rt)} |")
     print()
     print("| N | idle latency | loaded latency |")
     print("|---|---|---|")

@@ -1,5 +1,6 @@
 //! Closed-loop bank throughput through the runtime, beside the same workload on bare crossbeam
-//! channels (one inbox per thread; one channel per edge with `Select`), in the same run; and the
+//! channels (one inbox per thread; one channel per edge with `Select`; one channel per edge with
+//! a ready bitmap and the runtime's own idle schedule, the fairest rival), in the same run; and the
 //! runtime again with 4 snapshots continuously in flight, and with one snapshot started every
 //! millisecond. `cargo bench --bench throughput`;
 //! `python3 .ci/bench_table.py` prints the ratios.
@@ -9,7 +10,9 @@ mod workload;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use workload::{hops_for, run_edge_select, run_inbox, run_runtime, Snapshots};
+use workload::{
+    hops_for, run_edge_bitmap_tuned, run_edge_select, run_inbox, run_runtime, Snapshots,
+};
 
 /// Deliveries per timed run (each run starts N threads fresh; the start is not timed).
 const DELIVERIES: u64 = 400_000;
@@ -30,6 +33,13 @@ fn closed_loop(c: &mut Criterion) {
             b.iter_custom(|iters| {
                 (0..iters)
                     .map(|_| run_edge_select(n, IN_FLIGHT, hops))
+                    .sum()
+            })
+        });
+        group.bench_function("bare_edge_bitmap_tuned", |b| {
+            b.iter_custom(|iters| {
+                (0..iters)
+                    .map(|_| run_edge_bitmap_tuned(n, IN_FLIGHT, hops))
                     .sum()
             })
         });

@@ -380,3 +380,207 @@ pub fn run_edge_select(n: usize, t: usize, hops: u32) -> Duration {
         }
     })
 }
+
+// ---------------------------------------------------------------------------------------------
+// The fairest bare rival: one channel per edge, a per-receiver ready bitmap, and the runtime's
+// own idle schedule (the baseline program's `edge-bitmap-tuned` variant).
+
+/// Bit 63 of each bitmap word: the owner is (about to be) parked.
+const SLEEPING: u64 = 1 << 63;
+const WORD_BITS: usize = 63;
+/// Bitmap words per thread: up to 252 threads.
+const WORDS: usize = 4;
+/// Messages taken from one edge per visit, as the runtime's event loop takes.
+const BATCH: u32 = 32;
+
+/// One thread's ready bitmap, on its own cache line.
+#[repr(align(64))]
+#[derive(Default)]
+struct Bitmap([std::sync::atomic::AtomicU64; WORDS]);
+
+/// One thread of the tuned bare program: senders per destination, receivers per source (by
+/// process id; its own slot empty), and the ready bitmaps of all.
+struct BitmapEnd {
+    me: usize,
+    words: usize,
+    out: Vec<Option<Sender<Token>>>,
+    inc: Vec<Option<Receiver<Token>>>,
+    bitmaps: Arc<Vec<Bitmap>>,
+    threads: Arc<Vec<std::sync::OnceLock<thread::Thread>>>,
+    local: [u64; WORDS],
+    again: [u64; WORDS],
+    /// Idle schedule: spin rounds `0..=spins` (2^k spins each), then `yields` yields, then park.
+    spins: u32,
+    yields: u32,
+}
+
+impl BitmapEnd {
+    #[inline]
+    fn send(&self, to: usize, token: Token) {
+        let _ = self.out[to].as_ref().expect("a neighbour").send(token);
+        let prev = self.bitmaps[to].0[self.me / WORD_BITS]
+            .fetch_or(1 << (self.me % WORD_BITS), Ordering::AcqRel);
+        if prev & SLEEPING != 0 {
+            self.threads[to].get().expect("registered").unpark();
+        }
+    }
+
+    #[inline]
+    fn pop_local(&mut self) -> Option<usize> {
+        for w in 0..self.words {
+            let b = self.local[w];
+            if b != 0 {
+                self.local[w] = b & (b - 1);
+                return Some(w * WORD_BITS + b.trailing_zeros() as usize);
+            }
+        }
+        None
+    }
+
+    #[inline]
+    fn refill(&mut self) -> bool {
+        let set = &self.bitmaps[self.me].0;
+        let mut any = 0;
+        for w in 0..self.words {
+            let mut b = std::mem::take(&mut self.again[w]);
+            if set[w].load(Ordering::Relaxed) != 0 {
+                b |= set[w].swap(0, Ordering::AcqRel) & !SLEEPING;
+            }
+            self.local[w] = b;
+            any |= b;
+        }
+        any != 0
+    }
+
+    #[cold]
+    fn wait(&self) {
+        let set = &self.bitmaps[self.me].0;
+        let has = || (0..self.words).any(|w| set[w].load(Ordering::Relaxed) != 0);
+        for step in 0..=(self.spins + self.yields) {
+            if has() {
+                return;
+            }
+            if step <= self.spins {
+                for _ in 0..1u32 << step {
+                    std::hint::spin_loop();
+                }
+            } else {
+                thread::yield_now();
+            }
+        }
+        for w in 0..self.words {
+            if set[w]
+                .compare_exchange(0, SLEEPING, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+            {
+                for u in set.iter().take(w) {
+                    u.fetch_and(!SLEEPING, Ordering::AcqRel);
+                }
+                return;
+            }
+        }
+        loop {
+            thread::park();
+            if (0..self.words).any(|w| set[w].load(Ordering::Acquire) & !SLEEPING != 0) {
+                return;
+            }
+        }
+    }
+}
+
+/// The tuned bare program: a channel per directed edge, a ready bitmap per thread (the sender
+/// sets its edge's bit and unparks the receiver only if it sleeps; the receiver takes all ready
+/// edges with one swap per word and drains each up to 32 messages), and the runtime's idle
+/// schedule (3 spin rounds and 3 yields when threads outnumber cores, else crossbeam's 6 and 4).
+pub fn run_edge_bitmap_tuned(n: usize, t: usize, hops: u32) -> Duration {
+    assert!(n <= WORD_BITS * WORDS);
+    let retired = Arc::new(AtomicUsize::new(0));
+    let (done_tx, done) = unbounded();
+    let mut out: Vec<Vec<Option<Sender<Token>>>> = (0..n).map(|_| vec![None; n]).collect();
+    let mut inc: Vec<Vec<Option<Receiver<Token>>>> = (0..n).map(|_| vec![None; n]).collect();
+    for i in 0..n {
+        for j in (0..n).filter(|&j| j != i) {
+            let (tx, rx) = unbounded();
+            out[i][j] = Some(tx);
+            inc[j][i] = Some(rx);
+        }
+    }
+    let ends = Arc::new(std::sync::Mutex::new(
+        out.into_iter().zip(inc).map(Some).collect::<Vec<_>>(),
+    ));
+    let bitmaps: Arc<Vec<Bitmap>> = Arc::new((0..n).map(|_| Bitmap::default()).collect());
+    let threads: Arc<Vec<std::sync::OnceLock<thread::Thread>>> =
+        Arc::new((0..n).map(|_| std::sync::OnceLock::new()).collect());
+    let cores = thread::available_parallelism().map_or(1, |c| c.get());
+    let (spins, yields) = if n > cores { (3, 3) } else { (6, 4) };
+    let stop = Token {
+        amount: 0,
+        hops: u32::MAX,
+        from: 0,
+    };
+    harness(n, done, move |id, start| {
+        let (out, inc) = ends.lock().unwrap()[id].take().unwrap();
+        let _ = threads[id].set(thread::current());
+        let mut end = BitmapEnd {
+            me: id,
+            words: n.div_ceil(WORD_BITS),
+            out,
+            inc,
+            bitmaps: bitmaps.clone(),
+            threads: threads.clone(),
+            local: [0; WORDS],
+            again: [0; WORDS],
+            spins,
+            yields,
+        };
+        let mut me = Teller::new(id, n, n * t, retired.clone(), done_tx.clone());
+        // Every thread registers before any can send (the barrier), so an unpark finds it.
+        start.wait();
+        for _ in 0..t {
+            let (k, token) = me.token(hops, n - 1);
+            end.send(me.other(k), token);
+        }
+        loop {
+            let Some(from) = end.pop_local() else {
+                if !end.refill() {
+                    end.wait();
+                }
+                continue;
+            };
+            let rx = end.inc[from].as_ref().expect("an incoming edge");
+            let mut budget = BATCH;
+            let mut finished = false;
+            while budget > 0 {
+                let Ok(token) = rx.try_recv() else {
+                    break;
+                };
+                budget -= 1;
+                if token.hops == u32::MAX {
+                    finished = true;
+                    break;
+                }
+                match me.receive(token) {
+                    Some(h) => {
+                        let (k, token) = me.token(h, n - 1);
+                        end.send(me.other(k), token);
+                    }
+                    None if me.retired.load(Ordering::Acquire) == me.tokens => {
+                        for p in (0..n).filter(|&p| p != id) {
+                            end.send(p, stop);
+                        }
+                        finished = true;
+                        break;
+                    }
+                    None => {}
+                }
+            }
+            if finished {
+                break;
+            }
+            if budget == 0 {
+                // The batch ran out: serve the other edges first, then this one again.
+                end.again[from / WORD_BITS] |= 1 << (from % WORD_BITS);
+            }
+        }
+    })
+}
