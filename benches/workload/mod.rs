@@ -441,12 +441,13 @@ impl BitmapEnd {
     fn refill(&mut self) -> bool {
         let set = &self.bitmaps[self.me].0;
         let mut any = 0;
-        for w in 0..self.words {
-            let mut b = std::mem::take(&mut self.again[w]);
-            if set[w].load(Ordering::Relaxed) != 0 {
-                b |= set[w].swap(0, Ordering::AcqRel) & !SLEEPING;
+        let words = set.iter().zip(&mut self.again).zip(&mut self.local);
+        for ((word, again), local) in words.take(self.words) {
+            let mut b = std::mem::take(again);
+            if word.load(Ordering::Relaxed) != 0 {
+                b |= word.swap(0, Ordering::AcqRel) & !SLEEPING;
             }
-            self.local[w] = b;
+            *local = b;
             any |= b;
         }
         any != 0

@@ -17,10 +17,78 @@
 //! - The owner registers its `Thread` before it can ever set `SLEEPING`, so a sender that sees
 //!   `SLEEPING` always finds the thread to unpark.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::OnceLock;
-use std::thread::{self, Thread};
+use std::sync::atomic::Ordering;
+use std::thread;
 use std::time::Instant;
+
+use sync::{AtomicBool, AtomicU64, OnceLock, Thread};
+
+/// What the protocol synchronises with: std's primitives, or loom's when the crate is built with
+/// `--cfg loom` (`.ci/loom.sh`), so that loom sees, and permutes, every atomic access, park and
+/// unpark. Without `cfg(loom)` these are plain re-exports of std: the code compiles exactly as
+/// if it named std directly. With it, a doorbell works only inside `loom::model`, so such a
+/// build runs the `loom_tests` below and nothing else.
+mod sync {
+    #[cfg(not(loom))]
+    pub(super) use std::{
+        hint::spin_loop,
+        sync::atomic::{AtomicBool, AtomicU64},
+        sync::OnceLock,
+        thread::{current, park, park_timeout, yield_now, Thread},
+    };
+
+    #[cfg(loom)]
+    pub(super) use loom::{
+        hint::spin_loop,
+        sync::atomic::{AtomicBool, AtomicU64},
+        thread::{current, park, yield_now, Thread},
+    };
+
+    /// Loom has no timed park, and a deadline makes the model depend on the clock: only
+    /// `wait(None, ..)` is modelled.
+    #[cfg(loom)]
+    pub(super) fn park_timeout(_: std::time::Duration) {
+        unreachable!("the loom models only wait without a deadline")
+    }
+
+    /// `std::sync::OnceLock` as loom sees it (loom has none, and the crate forbids `unsafe`, so
+    /// no loom cell): the value sits in a std `OnceLock`, but whether a thread may see it is
+    /// decided by a loom atomic with the same Release/Acquire as std's. So loom checks the
+    /// claim that a sender that sees `SLEEPING` also sees the registered thread: if it did not,
+    /// `get` would say `None`, the unpark would be skipped, and the model would deadlock.
+    #[cfg(loom)]
+    pub(super) struct OnceLock<T> {
+        ready: AtomicBool,
+        value: std::sync::OnceLock<T>,
+    }
+
+    #[cfg(loom)]
+    impl<T> OnceLock<T> {
+        /// An empty cell.
+        pub(super) fn new() -> Self {
+            OnceLock {
+                ready: AtomicBool::new(false),
+                value: std::sync::OnceLock::new(),
+            }
+        }
+
+        /// Sets the value once. Only the owner thread calls it, so two `set`s never race.
+        pub(super) fn set(&self, value: T) -> Result<(), T> {
+            self.value.set(value)?;
+            self.ready.store(true, std::sync::atomic::Ordering::Release);
+            Ok(())
+        }
+
+        /// The value, if its `set` is visible to this thread.
+        pub(super) fn get(&self) -> Option<&T> {
+            if self.ready.load(std::sync::atomic::Ordering::Acquire) {
+                self.value.get()
+            } else {
+                None
+            }
+        }
+    }
+}
 
 /// Bit 63 of every word: the owner is (about to be) parked.
 const SLEEPING: u64 = 1 << 63;
@@ -80,7 +148,7 @@ impl Doorbell {
 
     /// Called by the owning thread before anything can make it sleep.
     pub(crate) fn register_current_thread(&self) {
-        let _ = self.thread.set(thread::current());
+        let _ = self.thread.set(sync::current());
     }
 
     /// Marks `bit` ready and wakes the owner if it sleeps. Call after the push.
@@ -132,10 +200,10 @@ impl Doorbell {
             }
             if step <= backoff.spins {
                 for _ in 0..1u32 << step {
-                    std::hint::spin_loop();
+                    sync::spin_loop();
                 }
             } else {
-                thread::yield_now();
+                sync::yield_now();
             }
         }
         for w in 0..self.words {
@@ -153,13 +221,13 @@ impl Doorbell {
         }
         loop {
             match deadline {
-                None => thread::park(),
+                None => sync::park(),
                 Some(deadline) => {
                     let now = Instant::now();
                     if now >= deadline {
                         break;
                     }
-                    thread::park_timeout(deadline - now);
+                    sync::park_timeout(deadline - now);
                 }
             }
             if self.any_ready(Ordering::Acquire) {
@@ -226,7 +294,7 @@ pub(crate) fn set_bit(bits: &mut [u64], bit: usize) {
     bits[bit / BITS] |= 1 << (bit % BITS);
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
     use std::sync::Arc;
@@ -285,5 +353,231 @@ mod tests {
             Backoff::for_processes(1),
         );
         assert!(start.elapsed() >= Duration::from_millis(30));
+    }
+}
+
+/// The wake-up protocol model-checked with loom: every interleaving of a few threads ringing,
+/// taking, sleeping and closing (all of them: the models are kept small enough that no
+/// `LOOM_MAX_PREEMPTIONS` bound is needed, and all five take about a second unoptimised).
+/// A lost wake-up leaves the owner parked with nobody left to unpark it, which loom reports as a
+/// deadlock (a panic), so each model simply runs the owner until it has everything it must get.
+///
+/// Run with `.ci/loom.sh` (`RUSTFLAGS="--cfg loom" cargo test --lib loom_tests`, in its own
+/// target directory).
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use loom::sync::atomic::AtomicU32;
+    // std's `Arc`, not loom's: the reference count is not part of the protocol, and a loom
+    // `Arc` dropped while loom unwinds from a deadlock it found panics again and aborts the
+    // test binary (so the `should_panic` test below could not see the first panic).
+    use std::sync::Arc;
+
+    /// Park as soon as the bitmap is empty: the spin and yield rounds only re-read it, and
+    /// fewer steps keep the models small (one round of one spin is still run).
+    const PARK_AT_ONCE: Backoff = Backoff {
+        spins: 0,
+        yields: 0,
+    };
+
+    /// How the owner takes its bits.
+    #[derive(Clone, Copy)]
+    enum Take {
+        /// `Doorbell::take`: the bits are cleared (one `swap`) before their channels are drained.
+        ClearThenDrain,
+        /// The deliberate bug: read the bits, drain, and only then clear them. A push and ring
+        /// that land between the drain and the clear are wiped out.
+        DrainThenClear,
+    }
+
+    /// One process's doorbell and incoming channels. A channel is modelled by the count of
+    /// messages pushed on it: a push is a Release increment (crossbeam's send publishes the
+    /// message with Release), a drain an Acquire load (a `try_recv` that finds it). That is no
+    /// stronger than the real channel, so it cannot hide a missing ordering in the doorbell.
+    struct Process {
+        bell: Doorbell,
+        /// (bit, messages pushed so far) per channel.
+        chans: Vec<(usize, AtomicU32)>,
+    }
+
+    impl Process {
+        /// A process with `bits` doorbell bits and one channel on each of `chan_bits`.
+        fn new(bits: usize, chan_bits: &[usize]) -> Arc<Self> {
+            Arc::new(Process {
+                bell: Doorbell::new(bits),
+                chans: chan_bits.iter().map(|&b| (b, AtomicU32::new(0))).collect(),
+            })
+        }
+
+        /// What `EdgeOutbox::push` does: hand the message back if the owner is closed, else
+        /// push and then ring. Returns whether it was pushed.
+        fn send(&self, chan: usize) -> bool {
+            if self.bell.is_closed() {
+                return false;
+            }
+            let (bit, pushed) = &self.chans[chan];
+            pushed.fetch_add(1, Ordering::Release);
+            self.bell.ring(*bit);
+            true
+        }
+
+        /// Drains the channel on `bit` into `got` (everything pushed that this thread sees).
+        fn drain(&self, bit: usize, got: &mut [u32]) {
+            let c = self.chans.iter().position(|(b, _)| *b == bit).unwrap();
+            got[c] = self.chans[c].1.load(Ordering::Acquire);
+        }
+
+        /// One pass of the event loop (event_loop.rs `Worker::run`): take the ready bits and
+        /// drain their channels; returns whether any bit was taken. The caller waits if not.
+        fn pass(&self, take: Take, got: &mut [u32]) -> bool {
+            match take {
+                Take::ClearThenDrain => {
+                    let mut local = vec![0; self.bell.words()];
+                    let worked = self.bell.take(&mut local);
+                    while let Some(bit) = pop_bit(&mut local) {
+                        self.drain(bit, got);
+                    }
+                    worked
+                }
+                Take::DrainThenClear => {
+                    let mut worked = false;
+                    for w in 0..self.bell.words() {
+                        let word = self.bell.word(w);
+                        let bits = word.load(Ordering::Acquire) & !SLEEPING;
+                        let mut local = vec![0; self.bell.words()];
+                        local[w] = bits;
+                        while let Some(bit) = pop_bit(&mut local) {
+                            self.drain(bit, got);
+                        }
+                        word.fetch_and(!(bits | SLEEPING), Ordering::AcqRel);
+                        worked |= bits != 0;
+                    }
+                    worked
+                }
+            }
+        }
+
+        /// The owner's thread: register, then loop (take and drain; wait when nothing was
+        /// taken) until `done` says it has what it must get. Returns what it received.
+        fn run_owner(&self, take: Take, done: impl Fn(&[u32]) -> bool) -> Vec<u32> {
+            self.bell.register_current_thread();
+            let mut got = vec![0; self.chans.len()];
+            while !done(&got) {
+                if !self.pass(take, &mut got) {
+                    self.bell.wait(None, PARK_AT_ONCE);
+                }
+            }
+            got
+        }
+    }
+
+    /// One sender pushes and rings twice (the second push can land while the owner drains
+    /// the first, or while it goes to sleep) while the owner takes, drains and sleeps: the owner
+    /// always ends up with both messages.
+    fn one_sender(take: Take) {
+        loom::model(move || {
+            let p = Process::new(1, &[0]);
+            let owner = {
+                let p = p.clone();
+                loom::thread::spawn(move || p.run_owner(take, |got| got[0] == 2))
+            };
+            assert!(p.send(0));
+            assert!(p.send(0));
+            assert_eq!(owner.join().unwrap(), [2]);
+        });
+    }
+
+    #[test]
+    fn loom_one_sender_no_lost_wakeup() {
+        one_sender(Take::ClearThenDrain);
+    }
+
+    /// The teeth: clearing the bit after the drain instead of before loses a wake-up, and loom
+    /// must find the interleaving (it panics with "deadlock; threads = ..."). This runs on every
+    /// CI run, so a model that became too weak to catch it would fail here.
+    #[test]
+    #[should_panic(expected = "deadlock")]
+    fn loom_catches_clearing_after_the_drain() {
+        one_sender(Take::DrainThenClear);
+    }
+
+    /// Two senders on bits in different words (0 and 63): the owner's compare-exchange of word 0
+    /// to `SLEEPING` can succeed while word 1's fails (and is undone), and each sender sees
+    /// `SLEEPING` or not on its own word. The owner always gets both messages.
+    #[test]
+    fn loom_two_senders_on_two_words_no_lost_wakeup() {
+        loom::model(|| {
+            let p = Process::new(BITS + 1, &[0, BITS]);
+            assert_eq!(p.bell.words(), 2);
+            let owner = {
+                let p = p.clone();
+                loom::thread::spawn(move || p.run_owner(Take::ClearThenDrain, |got| got == [1, 1]))
+            };
+            let second = {
+                let p = p.clone();
+                loom::thread::spawn(move || assert!(p.send(1)))
+            };
+            assert!(p.send(0));
+            second.join().unwrap();
+            assert_eq!(owner.join().unwrap(), [1, 1]);
+        });
+    }
+
+    /// A stop request (a push on the control channel, whose bit comes after the incoming
+    /// channels', then a ring: `Shared::control`) racing with a message on the incoming channel
+    /// and with the owner going to sleep: the owner always wakes and stops.
+    #[test]
+    fn loom_stop_wakes_a_sleeping_owner() {
+        loom::model(|| {
+            // Bit 0: the one incoming channel; bit 1: the control channel.
+            let p = Process::new(2, &[0, 1]);
+            let owner = {
+                let p = p.clone();
+                loom::thread::spawn(move || p.run_owner(Take::ClearThenDrain, |got| got[1] == 1))
+            };
+            let sender = {
+                let p = p.clone();
+                loom::thread::spawn(move || assert!(p.send(0)))
+            };
+            assert!(p.send(1));
+            let got = owner.join().unwrap();
+            sender.join().unwrap();
+            // The stop was seen; the message was received or is still on the channel.
+            assert_eq!(got[1], 1);
+            assert!(got[0] <= p.chans[0].1.load(Ordering::Acquire));
+        });
+    }
+
+    /// A sender pushing twice racing with the owner closing its doorbell (a process that
+    /// panicked: `Shared::process_failed`), then shutdown draining what is left on the channel
+    /// (its undelivered messages). Each message is handed back to the sender, or received by
+    /// the owner, or found by shutdown: never none of these, and never two.
+    #[test]
+    fn loom_send_racing_close_is_delivered_or_handed_back() {
+        loom::model(|| {
+            let p = Process::new(1, &[0]);
+            let owner = {
+                let p = p.clone();
+                loom::thread::spawn(move || {
+                    p.bell.register_current_thread();
+                    let mut got = [0];
+                    // It works while it can, then fails and closes.
+                    p.pass(Take::ClearThenDrain, &mut got);
+                    p.bell.close();
+                    got[0]
+                })
+            };
+            let pushed = u32::from(p.send(0)) + u32::from(p.send(0));
+            let handed_back = 2 - pushed;
+            let received = owner.join().unwrap();
+            // Shutdown runs after every process thread is joined, and the channels live until
+            // then: what is on a channel and was not received is reported as undelivered.
+            let on_channel = p.chans[0].1.load(Ordering::Acquire);
+            let undelivered = on_channel - received;
+            assert_eq!(received + undelivered + handed_back, 2);
+            assert_eq!(on_channel, pushed);
+            // Once a send sees the doorbell closed, it never pushes again.
+            assert!(pushed == 2 || p.bell.is_closed());
+        });
     }
 }
