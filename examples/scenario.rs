@@ -2,13 +2,20 @@
 //! algorithm) on the deterministic simulator and prints its snapshots the assignment's way.
 //! Run: `cargo run --release --example scenario -- --topology FILE --events FILE [--seed S]`
 //!
+//! `--svg FILE` also writes the run's space-time diagram (`--from`/`--to`: only those steps),
+//! `--shiviz FILE` its log for ShiViz. The README's picture is made by
+//! `cargo run --release --example scenario -- --topology tests/scenarios/xyz.top --events
+//! tests/scenarios/xyz.events --seed 0 --svg docs/space-time.svg`.
+//!
 //! Stdout carries the snapshots only; the seed and the checks go to stderr. Exit status: 0 if
 //! every snapshot conserves the tokens and is a consistent cut; 1 if one is not; 2 for a
-//! malformed or impossible scenario (`FILE:LINE: message`).
+//! malformed or impossible scenario (`FILE:LINE: message`), or an output file that cannot be
+//! written.
 
 use std::process::ExitCode;
 
 use chandy_lamport::sim::scenario::{self, Delivery};
+use chandy_lamport::trace::{shiviz, svg};
 use clap::Parser;
 
 /// Runs a scenario on the simulator.
@@ -28,6 +35,18 @@ struct Args {
     /// precedes a snapshot is always inside it).
     #[arg(long)]
     fifo_only: bool,
+    /// Also write the run's space-time diagram (SVG) to this file.
+    #[arg(long, value_name = "FILE")]
+    svg: Option<String>,
+    /// Also write the run's log for ShiViz (https://bestchai.bitbucket.io/shiviz/) to this file.
+    #[arg(long, value_name = "FILE")]
+    shiviz: Option<String>,
+    /// Draw the diagram from this step on.
+    #[arg(long, value_name = "STEP")]
+    from: Option<u64>,
+    /// Draw the diagram up to this step.
+    #[arg(long, value_name = "STEP")]
+    to: Option<u64>,
 }
 
 fn main() -> ExitCode {
@@ -54,13 +73,41 @@ fn main() -> ExitCode {
     } else {
         Delivery::Causal
     };
-    let snapshots = match scenario::run(&topo, &events, &args.events, args.seed, delivery) {
-        Ok(snapshots) => snapshots,
-        Err(e) => {
-            eprintln!("{e}");
+    // Tracing changes no random choice: the snapshots are those of an untraced run.
+    let scenario::TracedRun { snapshots, trace } =
+        match scenario::run_traced(&topo, &events, &args.events, args.seed, delivery) {
+            Ok(run) => run,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(2);
+            }
+        };
+    if let Some(path) = &args.svg {
+        let options = svg::SvgOptions {
+            from: args.from,
+            to: args.to,
+            title: Some(format!(
+                "scenario {} / {}, seed {}",
+                args.topology, args.events, args.seed
+            )),
+            names: topo.names.clone(),
+            ..svg::SvgOptions::default()
+        };
+        let diagram = svg::render(&trace, &options);
+        if let Some(note) = &diagram.note {
+            eprintln!("scenario: diagram: {note}");
+        }
+        if let Err(e) = std::fs::write(path, diagram.text) {
+            eprintln!("{path}: cannot write: {e}");
             return ExitCode::from(2);
         }
-    };
+    }
+    if let Some(path) = &args.shiviz {
+        if let Err(e) = std::fs::write(path, shiviz::shiviz(&trace)) {
+            eprintln!("{path}: cannot write: {e}");
+            return ExitCode::from(2);
+        }
+    }
     print!("{}", scenario::format(&topo, &snapshots));
     let mut ok = true;
     for (number, snapshot) in snapshots.iter().enumerate() {

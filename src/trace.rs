@@ -345,6 +345,9 @@ pub fn parse(text: &str) -> Result<Vec<TraceEvent>, (usize, ParseTraceError)> {
         .collect()
 }
 
+pub mod shiviz;
+pub mod svg;
+
 #[cfg(test)]
 mod tests {
     use super::*;

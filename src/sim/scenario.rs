@@ -20,6 +20,7 @@ use crate::process::{Context, Process};
 use crate::sim::Simulation;
 use crate::snapshot::GlobalSnapshot;
 use crate::topology::{ProcessId, Topology};
+use crate::trace::TraceEvent;
 
 /// A mistake in a scenario file, or an event that cannot happen, at `file:line`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -292,10 +293,62 @@ pub fn run(
     seed: u64,
     delivery: Delivery,
 ) -> Result<Vec<GlobalSnapshot<u64, u64>>, ScenarioError> {
+    simulate(topo, events, events_file, seed, delivery, false).map(|sim| snapshots(&sim))
+}
+
+/// Runs a scenario as [`run`] does, keeping the simulator's event trace too (for a space-time
+/// diagram, [`trace::svg`](crate::trace::svg), or a ShiViz log,
+/// [`trace::shiviz`](crate::trace::shiviz)). The snapshots are the same as [`run`]'s: tracing
+/// changes no random choice.
+pub fn run_traced(
+    topo: &ScenarioTopology,
+    events: &[ScenarioEvent],
+    events_file: &str,
+    seed: u64,
+    delivery: Delivery,
+) -> Result<TracedRun, ScenarioError> {
+    simulate(topo, events, events_file, seed, delivery, true).map(|sim| TracedRun {
+        snapshots: snapshots(&sim),
+        trace: sim.trace().to_vec(),
+    })
+}
+
+/// A scenario's run with its trace (see [`run_traced`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TracedRun {
+    /// The snapshots in start order, as [`run`] returns them.
+    pub snapshots: Vec<GlobalSnapshot<u64, u64>>,
+    /// The simulator's event trace of the run.
+    pub trace: Vec<TraceEvent>,
+}
+
+/// The completed snapshots of a finished scenario, in start order.
+fn snapshots(sim: &Simulation<TokenHolder>) -> Vec<GlobalSnapshot<u64, u64>> {
+    sim.started()
+        .iter()
+        .map(|id| {
+            (**sim
+                .completed_snapshot(*id)
+                .expect("every snapshot completed"))
+            .clone()
+        })
+        .collect()
+}
+
+/// Plays a scenario to the end: the one body of [`run`] and [`run_traced`].
+fn simulate(
+    topo: &ScenarioTopology,
+    events: &[ScenarioEvent],
+    events_file: &str,
+    seed: u64,
+    delivery: Delivery,
+    trace: bool,
+) -> Result<Simulation<TokenHolder>, ScenarioError> {
     let holders = topo.tokens.iter().map(|&tokens| TokenHolder { tokens });
     let built = Simulation::builder(topo.topology())
         .seed(seed)
         .causal(delivery == Delivery::Causal)
+        .trace(trace)
         .build(holders);
     let mut sim = built.map_err(|e| ScenarioError {
         file: events_file.to_string(),
@@ -345,16 +398,7 @@ pub fn run(
             line: 0,
             message: format!("snapshots still running after {SETTLE_STEPS} steps"),
         })?;
-    Ok(sim
-        .started()
-        .iter()
-        .map(|id| {
-            (**sim
-                .completed_snapshot(*id)
-                .expect("every snapshot completed"))
-            .clone()
-        })
-        .collect())
+    Ok(sim)
 }
 
 /// The snapshots in the assignment's output format (see the module documentation).
@@ -415,6 +459,25 @@ mod tests {
         ]
         .into();
         assert_eq!(outputs, expected, "both cuts occur, and only these");
+    }
+
+    #[test]
+    fn a_traced_run_finds_the_same_snapshots_and_traces_them() {
+        let topo = parse_topology("t", XYZ).unwrap();
+        let events = parse_events("e", "send X Y 1\nsnapshot X\ntick\n", &topo).unwrap();
+        for delivery in [Delivery::Causal, Delivery::Fifo] {
+            for seed in 0..20 {
+                let plain = run(&topo, &events, "e", seed, delivery).unwrap();
+                let traced = run_traced(&topo, &events, "e", seed, delivery).unwrap();
+                assert_eq!(plain, traced.snapshots, "seed {seed}");
+                let records = traced
+                    .trace
+                    .iter()
+                    .filter(|e| e.kind == crate::trace::TraceKind::Record)
+                    .count();
+                assert_eq!(records, 3, "one record per process, seed {seed}");
+            }
+        }
     }
 
     #[test]
