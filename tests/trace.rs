@@ -5,7 +5,7 @@ mod common;
 
 use std::collections::{BTreeSet, HashMap};
 
-use chandy_lamport::trace::{Trace, TraceEvent, TraceKind};
+use chandy_lamport::trace::{svg, Trace, TraceEvent, TraceKind};
 use chandy_lamport::{Channel, GlobalSnapshot, Runtime, SnapshotId, Topology};
 use common::{branches, check_bank, seed, wait_for_traffic, PATIENCE};
 
@@ -130,8 +130,14 @@ fn a_runtime_trace_is_consistent_and_agrees_with_every_snapshot() {
         // The cost beside the snapshot agrees with the trace: each process recorded when the
         // trace says (same clock), after the start and before the end.
         let cost = s.cost();
-        assert_eq!((cost.markers, cost.messages), (n * (n - 1), s.in_flight().count()));
-        assert!(cost.recorded_after.iter().all(|&d| d <= cost.latency), "{cost}");
+        assert_eq!(
+            (cost.markers, cost.messages),
+            (n * (n - 1), s.in_flight().count())
+        );
+        assert!(
+            cost.recorded_after.iter().all(|&d| d <= cost.latency),
+            "{cost}"
+        );
         for (p, at) in s.recorded_at.iter().enumerate() {
             let record = trace
                 .events
@@ -140,6 +146,34 @@ fn a_runtime_trace_is_consistent_and_agrees_with_every_snapshot() {
                 .unwrap();
             assert_eq!(record.step, at.as_micros() as u64, "process {p}");
         }
+    }
+    // Each snapshot renders: a window from the start to its completion holds its cut, through
+    // its records, and its in-flight messages (as many as it recorded; they were sent before
+    // the records, so the window starts at the start).
+    for s in &snapshots {
+        let steps: Vec<u64> = trace
+            .events
+            .iter()
+            .filter(|e| e.snapshot == Some(s.id) && e.kind != TraceKind::MarkerReceive)
+            .map(|e| e.step)
+            .collect();
+        let options = svg::SvgOptions {
+            from: Some(0),
+            to: steps.iter().max().copied(),
+            max_events: usize::MAX,
+            unit: "us".to_string(),
+            ..Default::default()
+        };
+        let picture = svg::render(&trace.events, &options).text;
+        let tagged = |class: &str| {
+            picture
+                .lines()
+                .filter(|l| l.contains(&format!("class=\"{class}")) && l.contains(&s.id.to_string()))
+                .count()
+        };
+        assert_eq!(tagged("cut"), 1, "snapshot {}", s.id);
+        assert_eq!(tagged("record"), n, "snapshot {}", s.id);
+        assert_eq!(tagged("message in-flight"), s.in_flight().count(), "snapshot {}", s.id);
     }
     // The JSON Lines read back as they were written.
     let mut text = Vec::new();

@@ -364,7 +364,7 @@ impl<'a> Analysis<'a> {
         let max = options.max_events.max(1);
         // The first position whose step is past `step`.
         let after = |step: u64| self.events.partition_point(|e| e.step <= step);
-        let capped = |lo: usize, hi: usize| lo..hi.min(lo + max);
+        let capped = |lo: usize, hi: usize| lo..hi.min(lo.saturating_add(max));
         if options.from.is_some() || options.to.is_some() {
             let lo = options
                 .from
