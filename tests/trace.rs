@@ -168,12 +168,19 @@ fn a_runtime_trace_is_consistent_and_agrees_with_every_snapshot() {
         let tagged = |class: &str| {
             picture
                 .lines()
-                .filter(|l| l.contains(&format!("class=\"{class}")) && l.contains(&s.id.to_string()))
+                .filter(|l| {
+                    l.contains(&format!("class=\"{class}")) && l.contains(&s.id.to_string())
+                })
                 .count()
         };
         assert_eq!(tagged("cut"), 1, "snapshot {}", s.id);
         assert_eq!(tagged("record"), n, "snapshot {}", s.id);
-        assert_eq!(tagged("message in-flight"), s.in_flight().count(), "snapshot {}", s.id);
+        assert_eq!(
+            tagged("message in-flight"),
+            s.in_flight().count(),
+            "snapshot {}",
+            s.id
+        );
     }
     // The JSON Lines read back as they were written.
     let mut text = Vec::new();
