@@ -111,19 +111,22 @@ MUTATIONS = {
         )],
     ),
     # Runtime-only: the threaded event loop, which the simulator does not run. Caught by the
-    # full suite (tests/rules.rs and tests/concurrency.rs check every cut of threaded runs).
+    # full suite: 20 tests that check threaded runs' cuts (rules, concurrency, smoke, stress,
+    # scale, properties, trace; `python3 .ci/mutations.py R6`).
     "R6": (
         "delivering an application message ahead of a marker sent before it (the threaded "
         "runtime's event loop)",
         [(
             "src/runtime/event_loop.rs",
-            "                Ok(envelope) => self.host.on_envelope(i, envelope, &mut wire),",
-            "                Ok(envelope @ Envelope::Marker(_)) => match self.inbound[i].try_recv() {\n"
-            "                    Ok(next @ Envelope::Message { .. }) => { self.host.on_envelope(i, next, &mut wire); self.host.on_envelope(i, envelope, &mut wire) }\n"
-            "                    Ok(next) => { self.host.on_envelope(i, envelope, &mut wire); self.host.on_envelope(i, next, &mut wire) }\n"
-            "                    Err(_) => self.host.on_envelope(i, envelope, &mut wire),\n"
-            "                },\n"
-            "                Ok(envelope) => self.host.on_envelope(i, envelope, &mut wire),",
+            "                    self.host.on_envelope(i, envelope, &mut wire)\n",
+            "                    match envelope {\n"
+            "                        m @ Envelope::Marker(_) => match self.inbound[i].try_recv() {\n"
+            "                            Ok(next @ Envelope::Message { .. }) => { self.host.on_envelope(i, next, &mut wire); self.host.on_envelope(i, m, &mut wire) }\n"
+            "                            Ok(next) => { self.host.on_envelope(i, m, &mut wire); self.host.on_envelope(i, next, &mut wire) }\n"
+            "                            Err(_) => self.host.on_envelope(i, m, &mut wire),\n"
+            "                        },\n"
+            "                        other => self.host.on_envelope(i, other, &mut wire),\n"
+            "                    }\n",
         )],
     ),
     "M7": (
