@@ -111,7 +111,7 @@ MUTATIONS = {
         )],
     ),
     # Runtime-only: the threaded event loop, which the simulator does not run. Caught by the
-    # full suite: 20 tests that check threaded runs' cuts (rules, concurrency, smoke, stress,
+    # full suite: about 20 tests that check threaded runs' cuts (rules, concurrency, smoke, stress,
     # scale, properties, trace; `python3 .ci/mutations.py R6`).
     "R6": (
         "delivering an application message ahead of a marker sent before it (the threaded "
