@@ -124,7 +124,7 @@ impl<P: Process> Host<P> {
         driver: &mut D,
     ) {
         match envelope {
-            Envelope::Message { seq, message } => self.deliver(i, seq, message, driver),
+            Envelope::Message { seq, message } => self.deliver(i, seq.get(), message, driver),
             Envelope::Marker(id) => self.marker(i, id, driver),
         }
     }

@@ -3,6 +3,8 @@
 //! snapshot records, and the sequence number each message carries). The driver only moves the
 //! numbered envelope; so what the simulator checks about sending is what the runtime does.
 
+use std::num::NonZeroU64;
+
 use crate::envelope::Envelope;
 use crate::error::SendError;
 use crate::topology::{ProcessId, Wiring};
@@ -71,10 +73,10 @@ impl Outgoing {
                 })
             }
         };
-        let seq = self.sent[slot] + 1;
+        let seq = NonZeroU64::MIN.saturating_add(self.sent[slot]);
         match push(slot, Envelope::Message { seq, message }) {
             Ok(()) => {
-                self.sent[slot] = seq;
+                self.sent[slot] = seq.get();
                 Ok(())
             }
             Err(Envelope::Message { message, .. }) => Err(SendError::Disconnected {
@@ -109,7 +111,7 @@ mod tests {
         let seqs: Vec<(usize, u64)> = pushed
             .iter()
             .map(|(slot, e)| match e {
-                Envelope::Message { seq, .. } => (*slot, *seq),
+                Envelope::Message { seq, .. } => (*slot, seq.get()),
                 Envelope::Marker(_) => panic!("a marker"),
             })
             .collect();

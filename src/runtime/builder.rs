@@ -178,7 +178,7 @@ impl<P: Process> RuntimeBuilder<P> {
             // (Taken out: the hosts need only the counters.)
             if let Some(start) = starts.as_mut().map(|s| &mut s[c]) {
                 for (seq, message) in std::mem::take(&mut start.in_flight) {
-                    let _ = tx.send(Envelope::Message { seq, message });
+                    let _ = tx.send(Envelope::restored(seq, message));
                     bells[to].ring(at_receiver);
                 }
             }

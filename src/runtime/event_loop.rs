@@ -89,7 +89,7 @@ fn describe<M>(
     marker: TraceKind,
 ) -> (TraceKind, Option<u64>, Option<SnapshotId>) {
     match envelope {
-        Envelope::Message { seq, .. } => (message, Some(*seq), None),
+        Envelope::Message { seq, .. } => (message, Some(seq.get()), None),
         Envelope::Marker(id) => (marker, None, Some(*id)),
     }
 }

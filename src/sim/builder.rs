@@ -170,7 +170,7 @@ impl<P: Process> SimBuilder<P> {
         for (c, start) in starts.into_iter().flatten().enumerate() {
             let from = sim.net.wiring.channels()[c].from;
             for (seq, message) in start.in_flight {
-                sim.net.push(from, c, Envelope::Message { seq, message });
+                sim.net.push(from, c, Envelope::restored(seq, message));
             }
         }
         for p in 0..n {

@@ -328,7 +328,7 @@ impl<P: Process> Simulation<P> {
             return;
         }
         let (kind, seq, snapshot) = match &item.envelope {
-            Envelope::Message { seq, .. } => (TraceKind::Receive, Some(*seq), None),
+            Envelope::Message { seq, .. } => (TraceKind::Receive, Some(seq.get()), None),
             Envelope::Marker(id) => (TraceKind::MarkerReceive, None, Some(*id)),
         };
         if kind == TraceKind::Receive {

@@ -32,7 +32,7 @@ impl<P: Process> Driver<P> for Port<'_, P> {
             return Err(envelope);
         }
         let (kind, seq, snapshot) = match &envelope {
-            Envelope::Message { seq, .. } => (TraceKind::Send, Some(*seq), None),
+            Envelope::Message { seq, .. } => (TraceKind::Send, Some(seq.get()), None),
             Envelope::Marker(id) => (TraceKind::MarkerSend, None, Some(*id)),
         };
         self.net
