@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use workload::{
-    hops_for, run_edge_bitmap_tuned, run_edge_select, run_inbox, run_runtime, Snapshots,
+    hops_for, run_edge_bitmap_tuned, run_edge_bitmap_tuned_numbered, run_edge_select, run_inbox,
+    run_runtime, Snapshots,
 };
 
 /// Deliveries per timed run (each run starts N threads fresh; the start is not timed).
@@ -40,6 +41,13 @@ fn closed_loop(c: &mut Criterion) {
             b.iter_custom(|iters| {
                 (0..iters)
                     .map(|_| run_edge_bitmap_tuned(n, IN_FLIGHT, hops))
+                    .sum()
+            })
+        });
+        group.bench_function("bare_edge_bitmap_tuned_numbered", |b| {
+            b.iter_custom(|iters| {
+                (0..iters)
+                    .map(|_| run_edge_bitmap_tuned_numbered(n, IN_FLIGHT, hops))
                     .sum()
             })
         });

@@ -400,23 +400,83 @@ struct Bitmap([std::sync::atomic::AtomicU64; WORDS]);
 
 /// One thread of the tuned bare program: senders per destination, receivers per source (by
 /// process id; its own slot empty), and the ready bitmaps of all.
-struct BitmapEnd {
+struct BitmapEnd<T> {
     me: usize,
     words: usize,
-    out: Vec<Option<Sender<Token>>>,
-    inc: Vec<Option<Receiver<Token>>>,
+    out: Vec<Option<Sender<T>>>,
+    inc: Vec<Option<Receiver<T>>>,
     bitmaps: Arc<Vec<Bitmap>>,
     threads: Arc<Vec<std::sync::OnceLock<thread::Thread>>>,
     local: [u64; WORDS],
     again: [u64; WORDS],
+    /// Messages sent so far, by destination (counted only for numbered messages).
+    sent: Vec<std::cell::Cell<u64>>,
     /// Idle schedule: spin rounds `0..=spins` (2^k spins each), then `yields` yields, then park.
     spins: u32,
     yields: u32,
 }
 
-impl BitmapEnd {
+/// What the tuned bare program puts on a channel: the token alone, or the token with its
+/// number on the channel (what the runtime's envelope carries for the exact cut check).
+pub trait Carried: Send + 'static {
+    /// Whether it carries a number (else no counting is done).
+    const NUMBERED: bool;
+    /// `token`, the `seq`-th message on its channel.
+    fn wrap(token: Token, seq: u64) -> Self;
+    /// The token.
+    fn token(self) -> Token;
+}
+
+impl Carried for Token {
+    const NUMBERED: bool = false;
+    #[inline(always)]
+    fn wrap(token: Token, _: u64) -> Self {
+        token
+    }
+    #[inline(always)]
+    fn token(self) -> Token {
+        self
+    }
+}
+
+/// A token with its number on its channel: 24 bytes, as the runtime's envelope.
+pub struct Numbered {
+    seq: std::num::NonZeroU64,
+    token: Token,
+}
+
+impl Carried for Numbered {
+    const NUMBERED: bool = true;
+    #[inline(always)]
+    fn wrap(token: Token, seq: u64) -> Self {
+        Numbered {
+            seq: std::num::NonZeroU64::MIN.saturating_add(seq),
+            token,
+        }
+    }
+    #[inline(always)]
+    fn token(self) -> Token {
+        std::hint::black_box(self.seq);
+        self.token
+    }
+}
+
+impl<T: Carried> BitmapEnd<T> {
+    /// Sends `token` to `to`, numbered if `T` is.
     #[inline]
-    fn send(&self, to: usize, token: Token) {
+    fn post(&self, to: usize, token: Token) {
+        let seq = if T::NUMBERED {
+            let seq = self.sent[to].get() + 1;
+            self.sent[to].set(seq);
+            seq
+        } else {
+            0
+        };
+        self.send(to, T::wrap(token, seq));
+    }
+
+    #[inline]
+    fn send(&self, to: usize, token: T) {
         let _ = self.out[to].as_ref().expect("a neighbour").send(token);
         let prev = self.bitmaps[to].0[self.me / WORD_BITS]
             .fetch_or(1 << (self.me % WORD_BITS), Ordering::AcqRel);
@@ -494,11 +554,21 @@ impl BitmapEnd {
 /// edges with one swap per word and drains each up to 32 messages), and the runtime's idle
 /// schedule (3 spin rounds and 3 yields when threads outnumber cores, else crossbeam's 6 and 4).
 pub fn run_edge_bitmap_tuned(n: usize, t: usize, hops: u32) -> Duration {
+    run_bitmap::<Token>(n, t, hops)
+}
+
+/// The same, each message carrying its number on its channel (24 bytes, as the runtime's
+/// envelope): how much of the runtime's cost is carrying that number.
+pub fn run_edge_bitmap_tuned_numbered(n: usize, t: usize, hops: u32) -> Duration {
+    run_bitmap::<Numbered>(n, t, hops)
+}
+
+fn run_bitmap<T: Carried>(n: usize, t: usize, hops: u32) -> Duration {
     assert!(n <= WORD_BITS * WORDS);
     let retired = Arc::new(AtomicUsize::new(0));
     let (done_tx, done) = unbounded();
-    let mut out: Vec<Vec<Option<Sender<Token>>>> = (0..n).map(|_| vec![None; n]).collect();
-    let mut inc: Vec<Vec<Option<Receiver<Token>>>> = (0..n).map(|_| vec![None; n]).collect();
+    let mut out: Vec<Vec<Option<Sender<T>>>> = (0..n).map(|_| vec![None; n]).collect();
+    let mut inc: Vec<Vec<Option<Receiver<T>>>> = (0..n).map(|_| vec![None; n]).collect();
     for i in 0..n {
         for j in (0..n).filter(|&j| j != i) {
             let (tx, rx) = unbounded();
@@ -531,6 +601,7 @@ pub fn run_edge_bitmap_tuned(n: usize, t: usize, hops: u32) -> Duration {
             threads: threads.clone(),
             local: [0; WORDS],
             again: [0; WORDS],
+            sent: (0..n).map(|_| std::cell::Cell::new(0)).collect(),
             spins,
             yields,
         };
@@ -539,7 +610,7 @@ pub fn run_edge_bitmap_tuned(n: usize, t: usize, hops: u32) -> Duration {
         start.wait();
         for _ in 0..t {
             let (k, token) = me.token(hops, n - 1);
-            end.send(me.other(k), token);
+            end.post(me.other(k), token);
         }
         loop {
             let Some(from) = end.pop_local() else {
@@ -555,6 +626,7 @@ pub fn run_edge_bitmap_tuned(n: usize, t: usize, hops: u32) -> Duration {
                 let Ok(token) = rx.try_recv() else {
                     break;
                 };
+                let token = token.token();
                 budget -= 1;
                 if token.hops == u32::MAX {
                     finished = true;
@@ -563,11 +635,11 @@ pub fn run_edge_bitmap_tuned(n: usize, t: usize, hops: u32) -> Duration {
                 match me.receive(token) {
                     Some(h) => {
                         let (k, token) = me.token(h, n - 1);
-                        end.send(me.other(k), token);
+                        end.post(me.other(k), token);
                     }
                     None if me.retired.load(Ordering::Acquire) == me.tokens => {
                         for p in (0..n).filter(|&p| p != id) {
-                            end.send(p, stop);
+                            end.post(p, stop);
                         }
                         finished = true;
                         break;
