@@ -55,6 +55,9 @@ pub(crate) struct Host<P: Process> {
     pub(crate) app: P,
     pub(crate) recorder: Recorder<P::Message, P::State>,
     out: Outgoing,
+    /// The destinations of the outgoing channels (as in `out`), lent to each callback's
+    /// `Context` while `out` is lent mutably to its sending side.
+    neighbours: Box<[ProcessId]>,
     /// By local incoming channel: its source.
     pub(crate) sources: Vec<ProcessId>,
     /// Snapshots started by application code during the current callback.
@@ -69,10 +72,6 @@ struct Port<'a, P, D> {
 }
 
 impl<P: Process, D: Driver<P>> Outbox<P::Message> for Port<'_, P, D> {
-    fn neighbours(&self) -> &[ProcessId] {
-        self.out.neighbours()
-    }
-
     #[inline(always)]
     fn send(&mut self, to: ProcessId, message: P::Message) -> Result<(), SendError<P::Message>> {
         let driver = &mut *self.driver;
@@ -110,6 +109,7 @@ impl<P: Process> Host<P> {
             app,
             recorder: Recorder::resume(me, &received),
             out: Outgoing::new(me, wiring, sent),
+            neighbours: wiring.destinations(me).into(),
             sources: wiring.sources(me),
             started: Vec::new(),
         }
@@ -163,7 +163,7 @@ impl<P: Process> Host<P> {
             driver: &mut *driver,
             process: PhantomData,
         };
-        let mut ctx = Context::new(self.me, &mut port, &mut self.started);
+        let mut ctx = Context::new(self.me, &self.neighbours, &mut port, &mut self.started);
         f(&mut self.app, &mut ctx);
         if !self.started.is_empty() {
             self.start_requested(driver);

@@ -67,8 +67,6 @@ pub struct ProcessFailure {
 
 /// What a driver provides to application code: sending, and fresh snapshot ids.
 pub(crate) trait Outbox<M> {
-    /// Destinations of the process's outgoing channels, in increasing order.
-    fn neighbours(&self) -> &[ProcessId];
     /// Sends an application message on the channel to `to`.
     fn send(&mut self, to: ProcessId, message: M) -> Result<(), SendError<M>>;
     /// A fresh id for a snapshot started by application code.
@@ -78,6 +76,9 @@ pub(crate) trait Outbox<M> {
 /// The process's view of the system during a callback.
 pub struct Context<'a, M> {
     process: ProcessId,
+    /// Held here, not asked of the outbox: applications read it on every message (to pick a
+    /// destination), and a field costs no call through the `dyn` outbox.
+    neighbours: &'a [ProcessId],
     outbox: &'a mut dyn Outbox<M>,
     started: &'a mut Vec<SnapshotId>,
 }
@@ -85,11 +86,13 @@ pub struct Context<'a, M> {
 impl<'a, M> Context<'a, M> {
     pub(crate) fn new(
         process: ProcessId,
+        neighbours: &'a [ProcessId],
         outbox: &'a mut dyn Outbox<M>,
         started: &'a mut Vec<SnapshotId>,
     ) -> Self {
         Context {
             process,
+            neighbours,
             outbox,
             started,
         }
@@ -102,7 +105,7 @@ impl<'a, M> Context<'a, M> {
 
     /// The processes this one has a channel to, in increasing order.
     pub fn neighbours(&self) -> &[ProcessId] {
-        self.outbox.neighbours()
+        self.neighbours
     }
 
     /// Sends `message` to neighbour `to`, after every message this process sent `to` before.

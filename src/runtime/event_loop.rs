@@ -80,6 +80,8 @@ struct Wire<'a, P: Process> {
     shared: &'a Shared<P>,
     /// When this process recorded its state for each snapshot whose part is not complete.
     recorded_at: &'a mut IdMap<Duration>,
+    /// `shared.tracer`, looked up once per `Wire` rather than on every send.
+    tracer: Option<&'a Tracer>,
 }
 
 /// What a trace says of an envelope: its kind (`send` or `receive` as given), number, snapshot.
@@ -101,7 +103,7 @@ impl<P: Process> Driver<P> for Wire<'_, P> {
         slot: usize,
         envelope: Envelope<P::Message>,
     ) -> Result<(), Envelope<P::Message>> {
-        match &self.shared.tracer {
+        match self.tracer {
             None => self.outbox.push(slot, envelope),
             Some(tracer) => self.push_traced(tracer, slot, envelope),
         }
@@ -184,6 +186,7 @@ impl<P: Process> Worker<P> {
             outbox: &mut self.outbox,
             shared: &self.shared,
             recorded_at: &mut self.recorded_at,
+            tracer: self.shared.tracer.as_ref(),
         };
         f(&mut self.host, &mut wire)
     }
@@ -235,12 +238,13 @@ impl<P: Process> Worker<P> {
             outbox: &mut self.outbox,
             shared: &self.shared,
             recorded_at: &mut self.recorded_at,
+            tracer: self.shared.tracer.as_ref(),
         };
         let mut exhausted = true;
         for _ in 0..BATCH {
             match self.inbound[i].try_recv() {
                 Ok(envelope) => {
-                    if let Some(tracer) = &self.shared.tracer {
+                    if let Some(tracer) = wire.tracer {
                         receipt(tracer, &self.host, i, &envelope);
                     }
                     self.host.on_envelope(i, envelope, &mut wire)
