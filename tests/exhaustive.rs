@@ -468,6 +468,14 @@ fn a_script_that_cannot_run_is_refused_before_anything_runs() {
 }
 
 #[test]
+fn a_system_built_on_another_topology_is_refused() {
+    let mut checker = Exhaustive::new(Topology::complete(2), |_| {
+        Simulation::new(Topology::complete(3), (0..3).map(|_| Teller::new(1)), 0)
+    });
+    assert!(matches!(checker.run(), Err(CheckError::OtherTopology)));
+}
+
+#[test]
 fn a_system_that_never_goes_quiet_is_cut_at_the_depth_bound_and_says_so() {
     // Money passed on (nearly) forever.
     let report = Exhaustive::new(Topology::complete(2), |sim| {

@@ -431,6 +431,9 @@ pub enum CheckError {
         /// What is wrong.
         message: String,
     },
+    /// The closure given to [`Exhaustive::new`] built a simulation of another topology than the
+    /// checker's (it must use the builder it is given).
+    OtherTopology,
     /// A replayed choice was not possible at that point (nothing in flight on that channel, no
     /// script step left, the process has failed).
     NotEnabled {
@@ -452,6 +455,11 @@ impl fmt::Display for CheckError {
                 step,
                 message,
             } => write!(f, "step {step} of process {process}'s script: {message}"),
+            CheckError::OtherTopology => write!(
+                f,
+                "the system was built on another topology than the checker's: build it with the \
+                 builder the closure is given"
+            ),
             CheckError::NotEnabled { index, choice } => write!(
                 f,
                 "choice {index} ({choice}) is not possible at that point of the execution"
@@ -746,6 +754,10 @@ impl<P: Process> Exhaustive<P> {
     fn fresh(&mut self, trace: bool) -> Result<Execution<P>, CheckError> {
         let builder = Simulation::builder(self.topology.clone()).trace(trace);
         let sim = (self.start)(builder)?;
+        // Channels are events by their index in the checker's topology.
+        if sim.wiring().channels() != self.topology.channels() {
+            return Err(CheckError::OtherTopology);
+        }
         Ok(Execution {
             next_step: vec![0; sim.hosts.len()],
             sim,
