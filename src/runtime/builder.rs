@@ -227,6 +227,7 @@ impl<P: Process> RuntimeBuilder<P> {
                 ready: vec![0; words],
                 again: vec![0; words],
                 recorded_at: IdMap::default(),
+                unstamped: Vec::new(),
             };
             let mut builder = thread::Builder::new().name(format!("{}-{me}", self.thread_name));
             if let Some(bytes) = self.stack_size {

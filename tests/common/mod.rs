@@ -161,6 +161,19 @@ pub fn check_bank(snapshot: &GlobalSnapshot<u64, u64>, total: u64, transfers: u6
         "snapshot {} lost or duplicated a transfer",
         snapshot.id
     );
+    // Each process recorded after the start and before the end, on the driver's clock.
+    assert_eq!(snapshot.recorded_at.len(), snapshot.states.len());
+    assert!(
+        snapshot
+            .recorded_at
+            .iter()
+            .all(|t| (snapshot.started_at..=snapshot.completed_at).contains(t)),
+        "snapshot {}: record times {:?} outside {:?}..={:?}",
+        snapshot.id,
+        snapshot.recorded_at,
+        snapshot.started_at,
+        snapshot.completed_at
+    );
 }
 
 /// Waits until `done` holds, failing the test after `PATIENCE`.
