@@ -18,12 +18,6 @@ use crate::restore::ChannelStart;
 use crate::snapshot::{LocalSnapshot, SnapshotId};
 use crate::topology::{ProcessId, Wiring};
 
-/// A snapshot's id as logs show it: its first eight hex digits, enough to tell a run's
-/// snapshots apart.
-fn short(id: SnapshotId) -> String {
-    id.to_string()[..8].to_string()
-}
-
 /// What a driver does for a host: move envelopes, and the snapshot bookkeeping outside one
 /// process.
 pub(crate) trait Driver<P: Process> {
@@ -232,7 +226,7 @@ impl<P: Process> Host<P> {
                     "process {}, snapshot {}: marker on channel {channel}: closes channel \
                      {channel} with {n} message{}",
                     self.me,
-                    short(id),
+                    id.short(),
                     if n == 1 { "" } else { "s" }
                 ),
                 None => {}
@@ -262,7 +256,7 @@ impl<P: Process> Host<P> {
         log::debug!(
             "process {me}, snapshot {}: {why}{empty} records its state, sends a marker on each \
              of its {} outgoing channels, starts recording {}",
-            short(id),
+            id.short(),
             self.out.neighbours().len(),
             if recording.is_empty() {
                 "no channel".to_string()
@@ -291,7 +285,7 @@ impl<P: Process> Host<P> {
             log::debug!(
                 "process {}, snapshot {}: every incoming channel closed: its part is complete",
                 self.me,
-                short(id)
+                id.short()
             );
             driver.part_complete(part);
         }

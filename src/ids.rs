@@ -144,6 +144,16 @@ impl Hash for SnapshotId {
     }
 }
 
+impl SnapshotId {
+    /// The first eight hex digits of the UUID: enough to tell a run's snapshots apart in logs,
+    /// legends and pictures.
+    pub fn short(&self) -> String {
+        let mut hex = self.0.simple().to_string();
+        hex.truncate(8);
+        hex
+    }
+}
+
 impl fmt::Display for SnapshotId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
@@ -153,6 +163,13 @@ impl fmt::Display for SnapshotId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_short_id_is_the_first_eight_hex_digits() {
+        let id = SnapshotId(Uuid::from_u128(0x9c04_d701_aaaa_4bbb_8ccc_dddd_eeee_ffff));
+        assert_eq!(id.to_string(), "9c04d701-aaaa-4bbb-8ccc-ddddeeeeffff");
+        assert_eq!(id.short(), "9c04d701");
+    }
 
     #[test]
     fn same_seed_same_draws_and_bounds_hold() {

@@ -25,6 +25,7 @@
 
 use std::fmt::{self, Write as _};
 
+use crate::envelope::Envelope;
 use crate::snapshot::SnapshotId;
 use crate::topology::{Channel, ProcessId};
 
@@ -107,6 +108,20 @@ impl fmt::Display for TraceEvent {
         }
         line.push_str("]}");
         f.write_str(&line)
+    }
+}
+
+/// What a trace notes of `envelope` going out (`sending`) or coming in: the event's kind, the
+/// message's number on its channel, the marker's snapshot. Both drivers' traces use it.
+pub(crate) fn envelope_event<M>(
+    envelope: &Envelope<M>,
+    sending: bool,
+) -> (TraceKind, Option<u64>, Option<SnapshotId>) {
+    match (envelope, sending) {
+        (Envelope::Message { seq, .. }, true) => (TraceKind::Send, Some(seq.get()), None),
+        (Envelope::Message { seq, .. }, false) => (TraceKind::Receive, Some(seq.get()), None),
+        (Envelope::Marker(id), true) => (TraceKind::MarkerSend, None, Some(*id)),
+        (Envelope::Marker(id), false) => (TraceKind::MarkerReceive, None, Some(*id)),
     }
 }
 

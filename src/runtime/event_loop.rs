@@ -24,7 +24,7 @@ use crate::runtime::shared::Shared;
 use crate::runtime::tracer::Tracer;
 use crate::snapshot::{IdMap, LocalSnapshot, SnapshotId};
 use crate::topology::{Channel, ProcessId};
-use crate::trace::TraceKind;
+use crate::trace::{envelope_event, TraceKind};
 
 /// Messages taken from one channel before the loop looks at the others: bounds how long one
 /// busy channel can hold the rest (and the control channel) back.
@@ -88,18 +88,6 @@ struct Wire<'a, P: Process> {
     tracer: Option<&'a Tracer>,
 }
 
-/// What a trace says of an envelope: its kind (`send` or `receive` as given), number, snapshot.
-fn describe<M>(
-    envelope: &Envelope<M>,
-    message: TraceKind,
-    marker: TraceKind,
-) -> (TraceKind, Option<u64>, Option<SnapshotId>) {
-    match envelope {
-        Envelope::Message { seq, .. } => (message, Some(seq.get()), None),
-        Envelope::Marker(id) => (marker, None, Some(*id)),
-    }
-}
-
 impl<P: Process> Driver<P> for Wire<'_, P> {
     #[inline(always)]
     fn push(
@@ -144,7 +132,7 @@ impl<P: Process> Driver<P> for Wire<'_, P> {
         self.stamp();
         let recorded_at = self.recorded_at.remove(&id).unwrap_or_default();
         let completed = self.shared.hub.submit(part, recorded_at);
-        if let (true, Some(tracer)) = (completed, &self.shared.tracer) {
+        if let (true, Some(tracer)) = (completed, self.tracer) {
             tracer.note(
                 self.me,
                 TraceKind::Complete,
@@ -183,7 +171,7 @@ impl<P: Process> Wire<'_, P> {
         slot: usize,
         envelope: Envelope<P::Message>,
     ) -> Result<(), Envelope<P::Message>> {
-        let (kind, seq, snapshot) = describe(&envelope, TraceKind::Send, TraceKind::MarkerSend);
+        let (kind, seq, snapshot) = envelope_event(&envelope, true);
         let channel = Channel::new(self.me, self.outbox.destination(slot));
         let at = Instant::now();
         self.outbox.push(slot, envelope)?;
@@ -338,7 +326,7 @@ impl<P: Process> Worker<P> {
 /// Traces the receipt of `envelope` on `host`'s incoming channel `i`, before it is handled.
 #[cold]
 fn receipt<P: Process>(tracer: &Tracer, host: &Host<P>, i: usize, envelope: &Envelope<P::Message>) {
-    let (kind, seq, snapshot) = describe(envelope, TraceKind::Receive, TraceKind::MarkerReceive);
+    let (kind, seq, snapshot) = envelope_event(envelope, false);
     let channel = Channel::new(host.sources[i], host.me);
     tracer.note(host.me, kind, Some(channel), seq, snapshot, Instant::now());
 }

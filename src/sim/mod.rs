@@ -73,6 +73,7 @@ use crate::topology::{Channel, ProcessId, Topology, Wiring};
 use network::Network;
 use port::Port;
 
+use crate::trace::envelope_event;
 pub use crate::trace::{TraceEvent, TraceKind};
 pub use builder::{Schedule, SimBuilder};
 pub use explore::{explore, ExploreFailure};
@@ -327,10 +328,7 @@ impl<P: Process> Simulation<P> {
             // Dropped, as the runtime leaves it undelivered in the dead thread's channel.
             return;
         }
-        let (kind, seq, snapshot) = match &item.envelope {
-            Envelope::Message { seq, .. } => (TraceKind::Receive, Some(seq.get()), None),
-            Envelope::Marker(id) => (TraceKind::MarkerReceive, None, Some(*id)),
-        };
+        let (kind, seq, snapshot) = envelope_event(&item.envelope, false);
         if kind == TraceKind::Receive {
             self.net.deliveries += 1;
         }

@@ -11,7 +11,7 @@ use crate::host::Driver;
 use crate::process::Process;
 use crate::snapshot::{LocalSnapshot, SnapshotId};
 use crate::topology::ProcessId;
-use crate::trace::TraceKind;
+use crate::trace::{envelope_event, TraceKind};
 
 /// The simulator as one host's [`Driver`].
 pub(super) struct Port<'a, P: Process> {
@@ -31,10 +31,7 @@ impl<P: Process> Driver<P> for Port<'_, P> {
         if self.net.collector.failure_of(channel.to).is_some() {
             return Err(envelope);
         }
-        let (kind, seq, snapshot) = match &envelope {
-            Envelope::Message { seq, .. } => (TraceKind::Send, Some(seq.get()), None),
-            Envelope::Marker(id) => (TraceKind::MarkerSend, None, Some(*id)),
-        };
+        let (kind, seq, snapshot) = envelope_event(&envelope, true);
         self.net
             .note(kind, self.me, Some(channel), seq, snapshot, None);
         self.net.push(self.me, c, envelope);

@@ -404,13 +404,8 @@ impl<'a> Analysis<'a> {
     }
 
     fn short(&self, s: usize) -> String {
-        short_id(self.snapshots[s].id)
+        self.snapshots[s].id.short()
     }
-}
-
-/// The first 8 hex digits of a snapshot's UUID: enough to tell a run's snapshots apart.
-fn short_id(id: SnapshotId) -> String {
-    id.to_string().chars().take(8).collect()
 }
 
 /// `n` things, in words: `1 marker`, `2 markers`, `2 processes`.
@@ -890,7 +885,7 @@ impl<'a, 'o> Drawing<'a, 'o> {
         let a = self.a;
         let s = a.snapshots.iter().position(|info| info.id == id);
         let tint = s.map_or("#999", colour);
-        let label = s.map_or_else(|| short_id(id), |s| format!("S{} {}", s + 1, a.short(s)));
+        let label = s.map_or_else(|| id.short(), |s| format!("S{} {}", s + 1, a.short(s)));
         let c = link.channel;
         let title = format!(
             "marker of {label}, {} → {}: sent at {}, received at {}",
