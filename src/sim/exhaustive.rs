@@ -62,7 +62,7 @@
 //!
 //! The number of traces grows exponentially with the number of events that do not commute
 //! (events at one process, in the orders their senders allow), and every execution is a run from
-//! scratch: about 200,000 to 400,000 runs per second in a release build on one core, for systems
+//! scratch: about 180,000 to 400,000 runs per second in a release build on one core, for systems
 //! of 10 to 30 events. Measured on a 2-core Xeon (2026-11-26) with `EXHAUSTIVE_LARGE=1 cargo test
 //! --release --test exhaustive -- --nocapture`, which prints each system's report (the systems
 //! are in `tests/exhaustive.rs`; money moves between tellers and every snapshot must conserve
