@@ -7,15 +7,16 @@ use std::sync::Arc;
 use crossbeam_channel::Sender;
 
 use crate::envelope::Envelope;
-use crate::runtime::doorbell::Doorbell;
+use crate::runtime::doorbell::{BitPlace, Doorbell};
 use crate::topology::ProcessId;
 
-/// One outgoing channel.
+/// One outgoing channel: 32 bytes for the common case, all a send reads besides the receiver's
+/// doorbell.
 struct Link<M> {
     tx: Sender<Envelope<M>>,
-    to: ProcessId,
+    to: u32,
     /// The channel's bit in the receiver's doorbell.
-    bit: usize,
+    place: BitPlace,
 }
 
 /// The process's outgoing edge channels, indexed by local outgoing number.
@@ -33,7 +34,11 @@ impl<M> EdgeOutbox<M> {
         EdgeOutbox {
             links: links
                 .into_iter()
-                .map(|(tx, to, bit)| Link { tx, to, bit })
+                .map(|(tx, to, bit)| Link {
+                    tx,
+                    to: u32::try_from(to).expect("process ids fit in 32 bits"),
+                    place: BitPlace::of(bit),
+                })
                 .collect(),
             bells,
         }
@@ -41,7 +46,7 @@ impl<M> EdgeOutbox<M> {
 
     /// The destination of local outgoing channel `slot`.
     pub(crate) fn destination(&self, slot: usize) -> ProcessId {
-        self.links[slot].to
+        self.links[slot].to as usize
     }
 
     /// Puts `envelope` on local outgoing channel `slot` and rings the receiver; hands it back
@@ -49,14 +54,14 @@ impl<M> EdgeOutbox<M> {
     #[inline(always)]
     pub(crate) fn push(&self, slot: usize, envelope: Envelope<M>) -> Result<(), Envelope<M>> {
         let link = &self.links[slot];
-        let bell = &self.bells[link.to];
+        let bell = &self.bells[link.to as usize];
         if bell.is_closed() {
             return Err(envelope);
         }
         // The receiver keeps its channels until shutdown (what is left is reported as
         // undelivered), so the send itself fails only if its thread is gone.
         link.tx.send(envelope).map_err(|e| e.into_inner())?;
-        bell.ring(link.bit);
+        bell.ring_at(link.place);
         Ok(())
     }
 }
