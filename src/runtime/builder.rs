@@ -24,7 +24,7 @@ use crate::error::BuildError;
 use crate::host::Host;
 use crate::process::Process;
 use crate::restore::{self, ChannelStart};
-use crate::snapshot::{GlobalSnapshot, IdMap};
+use crate::snapshot::GlobalSnapshot;
 use crate::topology::{Channel, ProcessId, Topology, Wiring};
 
 /// How many (snapshot, channel) pairs the default limit on snapshots in flight allows. A
@@ -216,19 +216,14 @@ impl<P: Process> RuntimeBuilder<P> {
         let workers = apps.into_iter().zip(links).zip(inbound).zip(control_rx);
         for (me, (((app, links), inbound), control)) in workers.enumerate() {
             let inbound: Vec<_> = inbound.into_iter().map(|r| r.expect("wired")).collect();
-            let words = bells[me].words();
-            let worker = Worker {
-                host: Host::start(me, app, &wiring, starts.as_deref()),
-                outbox: EdgeOutbox::new(links, bells.clone()),
+            let worker = Worker::new(
+                Host::start(me, app, &wiring, starts.as_deref()),
+                EdgeOutbox::new(links, bells.clone()),
                 inbound,
                 control,
-                shared: shared.clone(),
-                tick: self.tick,
-                ready: vec![0; words],
-                again: vec![0; words],
-                recorded_at: IdMap::default(),
-                unstamped: Vec::new(),
-            };
+                shared.clone(),
+                self.tick,
+            );
             let mut builder = thread::Builder::new().name(format!("{}-{me}", self.thread_name));
             if let Some(bytes) = self.stack_size {
                 builder = builder.stack_size(bytes);

@@ -59,50 +59,82 @@ pub(crate) struct ThreadExit<P: Process> {
 /// Everything one process thread owns.
 pub(crate) struct Worker<P: Process> {
     pub(crate) host: Host<P>,
-    pub(crate) outbox: EdgeOutbox<P::Message>,
+    /// The host's driver. Kept for the thread's life, beside the host, so that serving a
+    /// channel lends it as is rather than assembling a driver of borrowed parts each time.
+    pub(crate) wire: Wire<P>,
     /// By local incoming number.
     pub(crate) inbound: Vec<Receiver<Envelope<P::Message>>>,
     pub(crate) control: Receiver<Control<P>>,
-    pub(crate) shared: Arc<Shared<P>>,
     pub(crate) tick: Option<Duration>,
     /// Bits taken from the doorbell, not yet served.
     pub(crate) ready: Vec<u64>,
     /// Channels whose batch ran out, served again next pass.
     pub(crate) again: Vec<u64>,
-    /// When the process recorded its state, for each snapshot whose part is not complete.
-    pub(crate) recorded_at: IdMap<Duration>,
-    /// Snapshots recorded and not yet given a time (see `Wire::stamp`).
-    pub(crate) unstamped: Vec<SnapshotId>,
+    /// What `publish` last stored in this process's stats: compared here, on the thread's
+    /// own line, rather than loaded from the shared one after every channel served.
+    published: (usize, usize),
 }
 
 /// The threaded runtime as a host's [`Driver`]: edge channels out, the hub for snapshots.
-struct Wire<'a, P: Process> {
+pub(crate) struct Wire<P: Process> {
     me: ProcessId,
-    outbox: &'a mut EdgeOutbox<P::Message>,
-    shared: &'a Shared<P>,
+    outbox: EdgeOutbox<P::Message>,
+    shared: Arc<Shared<P>>,
+    /// Whether `shared.tracer` is set, read here on every send rather than from `shared`.
+    tracing: bool,
     /// When this process recorded its state for each snapshot whose part is not complete.
-    recorded_at: &'a mut IdMap<Duration>,
+    recorded_at: IdMap<Duration>,
     /// Recorded since the last clock read: stamped together (see `Wire::stamp`).
-    unstamped: &'a mut Vec<SnapshotId>,
-    /// `shared.tracer`, looked up once per `Wire` rather than on every send.
-    tracer: Option<&'a Tracer>,
+    unstamped: Vec<SnapshotId>,
 }
 
-impl<P: Process> Driver<P> for Wire<'_, P> {
+impl<P: Process> Worker<P> {
+    /// Process `me`'s thread state: `host` sending through `outbox`.
+    pub(crate) fn new(
+        host: Host<P>,
+        outbox: EdgeOutbox<P::Message>,
+        inbound: Vec<Receiver<Envelope<P::Message>>>,
+        control: Receiver<Control<P>>,
+        shared: Arc<Shared<P>>,
+        tick: Option<Duration>,
+    ) -> Self {
+        let words = shared.bells[host.me].words();
+        Worker {
+            wire: Wire {
+                me: host.me,
+                outbox,
+                tracing: shared.tracer.is_some(),
+                shared,
+                recorded_at: IdMap::default(),
+                unstamped: Vec::new(),
+            },
+            host,
+            inbound,
+            control,
+            tick,
+            ready: vec![0; words],
+            again: vec![0; words],
+            published: (0, 0),
+        }
+    }
+}
+
+impl<P: Process> Driver<P> for Wire<P> {
     #[inline(always)]
     fn push(
         &mut self,
         slot: usize,
         envelope: Envelope<P::Message>,
     ) -> Result<(), Envelope<P::Message>> {
-        match self.tracer {
-            None => self.outbox.push(slot, envelope),
-            Some(tracer) => self.push_traced(tracer, slot, envelope),
+        if self.tracing {
+            self.push_traced(slot, envelope)
+        } else {
+            self.outbox.push(slot, envelope)
         }
     }
 
     fn recorded(&mut self, id: SnapshotId) {
-        match self.tracer {
+        match self.shared.tracer.as_ref() {
             // The trace needs this event's own time; it reads the clock per event anyway.
             Some(tracer) => {
                 let at = Instant::now();
@@ -132,7 +164,7 @@ impl<P: Process> Driver<P> for Wire<'_, P> {
         self.stamp();
         let recorded_at = self.recorded_at.remove(&id).unwrap_or_default();
         let completed = self.shared.hub.submit(part, recorded_at);
-        if let (true, Some(tracer)) = (completed, self.tracer) {
+        if let (true, Some(tracer)) = (completed, self.tracer()) {
             tracer.note(
                 self.me,
                 TraceKind::Complete,
@@ -145,13 +177,28 @@ impl<P: Process> Driver<P> for Wire<'_, P> {
     }
 }
 
-impl<P: Process> Wire<'_, P> {
+impl<P: Process> Wire<P> {
+    /// The trace buffers, if the runtime keeps a trace.
+    fn tracer(&self) -> Option<&Tracer> {
+        self.shared.tracer.as_ref()
+    }
+
+    /// Ends a batch (a drain of up to 32 envelopes, a control request, a callback): whatever
+    /// was recorded in it gets its time now (see `stamp`).
+    #[inline(always)]
+    fn end_batch(&mut self) {
+        if !self.unstamped.is_empty() {
+            self.stamp();
+        }
+    }
+
     /// Gives every snapshot recorded since the last call the time now. Reading the clock is
     /// not free (on the machine it was measured on, a read per record cost the bank with
     /// 64,000 snapshots at once about 10%), and such snapshots are recorded in batches: one read per batch of records (a drain of up to 32
     /// envelopes, a control request, a callback) instead of one per record made the bank with
     /// 64,000 snapshots at once about 6% faster (median 0.92 s to 0.86 s, BENCHMARKS.md). So a
     /// record time is at most one batch late.
+    #[cold]
     fn stamp(&mut self) {
         if self.unstamped.is_empty() {
             return;
@@ -168,7 +215,6 @@ impl<P: Process> Wire<'_, P> {
     #[cold]
     fn push_traced(
         &mut self,
-        tracer: &Tracer,
         slot: usize,
         envelope: Envelope<P::Message>,
     ) -> Result<(), Envelope<P::Message>> {
@@ -176,15 +222,10 @@ impl<P: Process> Wire<'_, P> {
         let channel = Channel::new(self.me, self.outbox.destination(slot));
         let at = Instant::now();
         self.outbox.push(slot, envelope)?;
-        tracer.note(self.me, kind, Some(channel), seq, snapshot, at);
+        if let Some(tracer) = self.tracer() {
+            tracer.note(self.me, kind, Some(channel), seq, snapshot, at);
+        }
         Ok(())
-    }
-}
-
-impl<P: Process> Drop for Wire<'_, P> {
-    /// Whatever was recorded during this wire's batch gets its time before the batch ends.
-    fn drop(&mut self) {
-        self.stamp();
     }
 }
 
@@ -198,18 +239,16 @@ impl<P: Process> Worker<P> {
         self.host.me
     }
 
-    /// Runs `f` with the host and its driver.
+    /// Runs `f` with the host and its driver, as one batch.
     #[inline]
-    fn with_host<R>(&mut self, f: impl FnOnce(&mut Host<P>, &mut Wire<'_, P>) -> R) -> R {
-        let mut wire = Wire {
-            me: self.host.me,
-            outbox: &mut self.outbox,
-            shared: &self.shared,
-            recorded_at: &mut self.recorded_at,
-            unstamped: &mut self.unstamped,
-            tracer: self.shared.tracer.as_ref(),
-        };
-        f(&mut self.host, &mut wire)
+    fn with_host<R>(&mut self, f: impl FnOnce(&mut Host<P>, &mut Wire<P>) -> R) -> R {
+        let r = f(&mut self.host, &mut self.wire);
+        self.wire.end_batch();
+        r
+    }
+
+    fn shared(&self) -> &Shared<P> {
+        &self.wire.shared
     }
 
     /// Runs the process until it is told to stop.
@@ -223,7 +262,7 @@ impl<P: Process> Worker<P> {
             for (r, a) in self.ready.iter_mut().zip(self.again.iter_mut()) {
                 *r |= std::mem::take(a);
             }
-            self.shared.bells[me].take(&mut self.ready);
+            self.wire.shared.bells[me].take(&mut self.ready);
             let mut worked = false;
             while let Some(bit) = pop_bit(&mut self.ready) {
                 worked = true;
@@ -246,7 +285,8 @@ impl<P: Process> Worker<P> {
                 }
             }
             if !worked && self.again.iter().all(|&a| a == 0) {
-                self.shared.bells[me].wait(next_tick, self.shared.backoff);
+                let shared = self.shared();
+                shared.bells[me].wait(next_tick, shared.backoff);
             }
         }
     }
@@ -254,22 +294,16 @@ impl<P: Process> Worker<P> {
     /// Serves incoming channel `i`: up to `BATCH` messages and markers, in channel order.
     #[inline]
     fn drain(&mut self, i: usize) {
-        let mut wire = Wire {
-            me: self.host.me,
-            outbox: &mut self.outbox,
-            shared: &self.shared,
-            recorded_at: &mut self.recorded_at,
-            unstamped: &mut self.unstamped,
-            tracer: self.shared.tracer.as_ref(),
-        };
+        let rx = &self.inbound[i];
+        let wire = &mut self.wire;
         let mut exhausted = true;
         for _ in 0..BATCH {
-            match self.inbound[i].try_recv() {
+            match rx.try_recv() {
                 Ok(envelope) => {
-                    if let Some(tracer) = wire.tracer {
-                        receipt(tracer, &self.host, i, &envelope);
+                    if wire.tracing {
+                        receipt(wire, &self.host, i, &envelope);
                     }
-                    self.host.on_envelope(i, envelope, &mut wire)
+                    self.host.on_envelope(i, envelope, wire)
                 }
                 // Empty, or its sender has stopped and what it sent before is drained.
                 Err(_) => {
@@ -278,8 +312,7 @@ impl<P: Process> Worker<P> {
                 }
             }
         }
-        // Ends the batch: what was recorded in it gets its time (`Wire::stamp`).
-        drop(wire);
+        wire.end_batch();
         if exhausted {
             set_bit(&mut self.again, i);
         }
@@ -288,16 +321,16 @@ impl<P: Process> Worker<P> {
 
     /// Makes the recorder's per-snapshot state visible to `Runtime::stats` (once per channel
     /// visit, not per message).
-    fn publish(&self) {
-        let stats = &self.shared.stats[self.me()];
+    #[inline]
+    fn publish(&mut self) {
         let recorder = &self.host.recorder;
-        let (recording, logged) = (recorder.active_snapshots(), recorder.logged_messages());
-        // Most visits change neither figure: skip the store, and the line stays shared.
-        if stats.recording.load(Ordering::Relaxed) != recording {
-            stats.recording.store(recording, Ordering::Relaxed);
-        }
-        if stats.logged.load(Ordering::Relaxed) != logged {
-            stats.logged.store(logged, Ordering::Relaxed);
+        let now = (recorder.active_snapshots(), recorder.logged_messages());
+        // Most visits change neither figure: then the shared line is not touched at all.
+        if now != self.published {
+            self.published = now;
+            let stats = &self.wire.shared.stats[self.host.me];
+            stats.recording.store(now.0, Ordering::Relaxed);
+            stats.logged.store(now.1, Ordering::Relaxed);
         }
     }
 
@@ -312,8 +345,8 @@ impl<P: Process> Worker<P> {
                 Ok(Control::Run(f)) => self.with_host(|host, wire| host.callback(f, wire)),
                 Ok(Control::DropSnapshots) => {
                     self.host.drop_snapshots();
-                    self.recorded_at.clear();
-                    self.unstamped.clear();
+                    self.wire.recorded_at.clear();
+                    self.wire.unstamped.clear();
                 }
                 Ok(Control::Stop) | Err(TryRecvError::Disconnected) => break false,
                 Err(TryRecvError::Empty) => break true,
@@ -326,7 +359,10 @@ impl<P: Process> Worker<P> {
 
 /// Traces the receipt of `envelope` on `host`'s incoming channel `i`, before it is handled.
 #[cold]
-fn receipt<P: Process>(tracer: &Tracer, host: &Host<P>, i: usize, envelope: &Envelope<P::Message>) {
+fn receipt<P: Process>(wire: &Wire<P>, host: &Host<P>, i: usize, envelope: &Envelope<P::Message>) {
+    let Some(tracer) = wire.tracer() else {
+        return;
+    };
     let (kind, seq, snapshot) = envelope_event(envelope, false);
     let channel = Channel::new(host.sources[i], host.me);
     tracer.note(host.me, kind, Some(channel), seq, snapshot, Instant::now());
@@ -339,7 +375,7 @@ pub(crate) fn process_thread<P: Process>(
     exits: Sender<ProcessId>,
 ) -> ThreadExit<P> {
     let me = worker.host.me;
-    let shared = worker.shared.clone();
+    let shared = worker.wire.shared.clone();
     shared.bells[me].register_current_thread();
     super::guard::enter(shared.key, me);
     // The builder drops the start sender once every thread exists (or it gave up).
