@@ -137,6 +137,7 @@ pub mod error;
 mod host;
 mod ids;
 mod outgoing;
+mod own_lines;
 mod process;
 pub mod recorder;
 mod restore;

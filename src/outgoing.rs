@@ -7,6 +7,7 @@ use std::num::NonZeroU64;
 
 use crate::envelope::Envelope;
 use crate::error::SendError;
+use crate::own_lines::OwnLines;
 use crate::topology::{ProcessId, Wiring};
 
 /// Marks a process with no channel to it in [`Outgoing::slot_of`].
@@ -21,8 +22,9 @@ pub(crate) struct Outgoing {
     /// By destination process: local outgoing number, or `NONE`. Dense, so a send is one
     /// lookup.
     slot_of: Box<[u32]>,
-    /// By local outgoing number: application messages sent so far.
-    sent: Vec<u64>,
+    /// By local outgoing number: application messages sent so far. Written on every send, so
+    /// on cache lines of its own (`own_lines.rs`).
+    sent: OwnLines<u64>,
 }
 
 impl Outgoing {
@@ -39,7 +41,7 @@ impl Outgoing {
             me,
             neighbours,
             slot_of,
-            sent,
+            sent: OwnLines::from_slice_with(&sent, 0),
         }
     }
 
