@@ -1,14 +1,24 @@
 //! The runtime against the tuned bare program, alternating run by run in one process, with the
 //! same amount of work each time: a steadier ratio than two criterion groups measured one after
 //! the other on a shared machine. `cargo bench --bench ratio [-- ROUNDS [N...] [--only VARIANT]]`
-//! (default 15 rounds at N = 4, 16, 64); `--only` runs one variant alone (for `perf stat`).
-//! Prints each variant's median deliveries per second and the ratios of medians.
+//! (default 15 rounds at N = 4, 16, 64); `--only A,B` runs only the variants named (for `perf
+//! stat`, or to leave the snapshot variants out). Prints each variant's median deliveries per
+//! second and the ratios of medians.
+//!
+//! Snapshots one per millisecond come two ways: started by the main thread (`1/ms`), which must
+//! wake every millisecond for it, and started by process 0 on its own tick (`1/ms tick`), where
+//! no thread outside the runtime wakes. `woken` is the runtime with the main thread waking
+//! every millisecond and starting nothing, `tuned woken` the bare program with the same main
+//! thread: on 2 cores those wake-ups alone cost any program there throughput (`tuned woken /
+//! tuned` says how much), so `1/ms / woken` is what the snapshots themselves cost.
 
 mod workload;
 
 use std::time::Duration;
 
-use workload::{hops_for, run_edge_bitmap_tuned, run_runtime, Snapshots};
+use workload::{
+    hops_for, run_edge_bitmap_tuned, run_edge_bitmap_tuned_woken, run_runtime, Snapshots,
+};
 
 const DELIVERIES: u64 = 400_000;
 const IN_FLIGHT: usize = 4;
@@ -35,19 +45,23 @@ fn main() {
         vec![4, 16, 64]
     };
     type Run = fn(usize, u32) -> Duration;
-    let variants: [(&str, Run); 3] = [
+    const MS: Duration = Duration::from_millis(1);
+    let variants: [(&str, Run); 6] = [
         ("tuned", |n, hops| run_edge_bitmap_tuned(n, IN_FLIGHT, hops)),
         ("runtime", |n, hops| {
             run_runtime(n, IN_FLIGHT, hops, Snapshots::Off).0
         }),
-        ("runtime, 1 snapshot/ms", |n, hops| {
-            run_runtime(
-                n,
-                IN_FLIGHT,
-                hops,
-                Snapshots::Every(Duration::from_millis(1)),
-            )
-            .0
+        ("1/ms", |n, hops| {
+            run_runtime(n, IN_FLIGHT, hops, Snapshots::Every(MS)).0
+        }),
+        ("woken", |n, hops| {
+            run_runtime(n, IN_FLIGHT, hops, Snapshots::WakeOnly(MS)).0
+        }),
+        ("1/ms tick", |n, hops| {
+            run_runtime(n, IN_FLIGHT, hops, Snapshots::FromTick(MS)).0
+        }),
+        ("tuned woken", |n, hops| {
+            run_edge_bitmap_tuned_woken(n, IN_FLIGHT, hops, MS)
         }),
     ];
     for n in ns {
@@ -56,7 +70,10 @@ fn main() {
         let mut rates = vec![Vec::new(); variants.len()];
         for _ in 0..rounds {
             for (k, (name, run)) in variants.iter().enumerate() {
-                if only.as_deref().is_some_and(|o| o != *name) {
+                if only
+                    .as_deref()
+                    .is_some_and(|o| !o.split(',').any(|o| o == *name))
+                {
                     continue;
                 }
                 rates[k].push(deliveries / run(n, hops).as_secs_f64());
@@ -71,13 +88,26 @@ fn main() {
             (Some(x), Some(y)) => format!("{:.3}", x / y),
             _ => "-".into(),
         };
+        let rates: Vec<String> = (0..variants.len())
+            .filter(|&k| medians[k].is_some())
+            .map(|k| format!("{} {}", variants[k].0, show(k)))
+            .collect();
+        let ratios: Vec<String> = [
+            ("runtime/tuned", 1, 0),
+            ("1/ms / runtime", 2, 1),
+            ("woken / runtime", 3, 1),
+            ("1/ms / woken", 2, 3),
+            ("1/ms tick / runtime", 4, 1),
+            ("tuned woken / tuned", 5, 0),
+        ]
+        .iter()
+        .filter(|&&(_, a, b)| medians[a].is_some() && medians[b].is_some())
+        .map(|&(label, a, b)| format!("{label} {}", ratio(a, b)))
+        .collect();
         println!(
-            "N={n}: tuned {} runtime {} runtime+1/ms {} | runtime/tuned {} | 1/ms / none {} ({rounds} rounds, medians)",
-            show(0),
-            show(1),
-            show(2),
-            ratio(1, 0),
-            ratio(2, 1)
+            "N={n}: {} | {} ({rounds} rounds, medians)",
+            rates.join(" "),
+            ratios.join(" ")
         );
     }
 }

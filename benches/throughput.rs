@@ -2,7 +2,8 @@
 //! channels (one inbox per thread; one channel per edge with `Select`; one channel per edge with
 //! a ready bitmap and the runtime's own idle schedule, the fairest rival), in the same run; and the
 //! runtime again with 4 snapshots continuously in flight, and with one snapshot started every
-//! millisecond. `cargo bench --bench throughput`;
+//! millisecond (by the main thread, and by a process's own tick). `cargo bench --bench
+//! throughput`;
 //! `python3 .ci/bench_table.py` prints the ratios.
 
 mod workload;
@@ -68,6 +69,17 @@ fn closed_loop(c: &mut Criterion) {
         group.bench_function("runtime_1000_snapshots_per_s", |b| {
             b.iter_custom(|iters| {
                 let every = Snapshots::Every(Duration::from_millis(1));
+                (0..iters)
+                    .map(|_| run_runtime(n, IN_FLIGHT, hops, every).0)
+                    .sum()
+            })
+        });
+        // The same rate started by process 0's own tick: no thread outside the runtime wakes
+        // every millisecond (on 2 cores such wake-ups alone cost any program throughput;
+        // `cargo bench --bench ratio` shows it on the bare program).
+        group.bench_function("runtime_1000_snapshots_per_s_from_tick", |b| {
+            b.iter_custom(|iters| {
+                let every = Snapshots::FromTick(Duration::from_millis(1));
                 (0..iters)
                     .map(|_| run_runtime(n, IN_FLIGHT, hops, every).0)
                     .sum()

@@ -119,6 +119,8 @@ struct RuntimeTeller {
     t: usize,
     hops: u32,
     start: Arc<Barrier>,
+    /// Starts a snapshot on each of its ticks (`Snapshots::FromTick`).
+    starter: bool,
 }
 
 impl Process for RuntimeTeller {
@@ -143,6 +145,12 @@ impl Process for RuntimeTeller {
         }
     }
 
+    fn on_tick(&mut self, ctx: &mut Context<'_, Token>) {
+        if self.starter {
+            ctx.start_snapshot();
+        }
+    }
+
     fn record(&self) -> u64 {
         self.teller.balance
     }
@@ -155,8 +163,16 @@ pub enum Snapshots {
     Off,
     /// Keep this many running: start a new one whenever fewer are.
     Continuous(usize),
-    /// Start one every this often (skipping a beat while 4 are still running).
+    /// Start one every this often from the main thread (skipping a beat while 4 are still
+    /// running).
     Every(Duration),
+    /// Start one every this often from process 0's own tick (`tick_interval`, so every process
+    /// looks at the clock once per pass of its loop): no thread outside the runtime wakes.
+    FromTick(Duration),
+    /// None, but the main thread wakes this often (what `Every` costs without its snapshots:
+    /// on a machine with few cores a thread waking every millisecond costs every program there
+    /// throughput, bare or not).
+    WakeOnly(Duration),
 }
 
 /// One closed-loop run through the runtime on the complete graph. Returns the traffic's
@@ -176,9 +192,15 @@ pub fn run_runtime(
             t,
             hops,
             start: start.clone(),
+            starter: id == 0 && matches!(snapshots, Snapshots::FromTick(_)),
         })
         .collect();
-    let runtime = Runtime::new(Topology::complete(n), procs).unwrap();
+    let mut builder = Runtime::builder(Topology::complete(n));
+    if let Snapshots::FromTick(period) = snapshots {
+        builder = builder.tick_interval(period);
+    }
+    let runtime = builder.build(procs).unwrap();
+    let events = runtime.subscribe();
     start.wait();
     let began = Instant::now();
     let mut latencies = Vec::new();
@@ -187,7 +209,6 @@ pub fn run_runtime(
         Snapshots::Continuous(k) => {
             // Block (never spin: the main thread would take a core from the processes) until
             // either the traffic is done or a snapshot ends, which makes room for the next.
-            let events = runtime.subscribe();
             for next in 0..k {
                 runtime.start_snapshot(next % n).unwrap();
             }
@@ -203,8 +224,17 @@ pub fn run_runtime(
                 }
             }
         }
+        Snapshots::FromTick(_) => done.recv().unwrap(),
+        Snapshots::WakeOnly(period) => {
+            let ticks = crossbeam_channel::tick(period);
+            loop {
+                crossbeam_channel::select! {
+                    recv(done) -> _ => break,
+                    recv(ticks) -> _ => {}
+                }
+            }
+        }
         Snapshots::Every(period) => {
-            let events = runtime.subscribe();
             let ticks = crossbeam_channel::tick(period);
             let (mut started, mut next) = (0usize, 0usize);
             loop {
@@ -226,6 +256,11 @@ pub fn run_runtime(
     }
     let elapsed = began.elapsed();
     runtime.shutdown().unwrap();
+    if let Snapshots::FromTick(_) = snapshots {
+        // One may still be running when the traffic ends: shutdown gives it up.
+        let done = events.try_iter().filter_map(|e| e.outcome.ok());
+        latencies.extend(done.map(|snapshot| snapshot.latency()));
+    }
     (elapsed, latencies)
 }
 
@@ -253,6 +288,17 @@ fn harness(
     done: Receiver<()>,
     body: impl Fn(usize, &Barrier) + Send + Sync + 'static,
 ) -> Duration {
+    harness_woken(n, done, None, body)
+}
+
+/// `harness`, the main thread waking every `wake` while it waits (as it must to start a
+/// snapshot every so often): what those wake-ups alone cost a program with no snapshots.
+fn harness_woken(
+    n: usize,
+    done: Receiver<()>,
+    wake: Option<Duration>,
+    body: impl Fn(usize, &Barrier) + Send + Sync + 'static,
+) -> Duration {
     let body = Arc::new(body);
     let start = Arc::new(Barrier::new(n + 1));
     let handles: Vec<_> = (0..n)
@@ -267,7 +313,18 @@ fn harness(
         .collect();
     start.wait();
     let began = Instant::now();
-    done.recv().unwrap();
+    match wake {
+        None => done.recv().unwrap(),
+        Some(period) => {
+            let ticks = crossbeam_channel::tick(period);
+            loop {
+                crossbeam_channel::select! {
+                    recv(done) -> _ => break,
+                    recv(ticks) -> _ => {}
+                }
+            }
+        }
+    }
     let elapsed = began.elapsed();
     for h in handles {
         h.join().unwrap();
@@ -554,16 +611,21 @@ impl<T: Carried> BitmapEnd<T> {
 /// edges with one swap per word and drains each up to 32 messages), and the runtime's idle
 /// schedule (3 spin rounds and 3 yields when threads outnumber cores, else crossbeam's 6 and 4).
 pub fn run_edge_bitmap_tuned(n: usize, t: usize, hops: u32) -> Duration {
-    run_bitmap::<Token>(n, t, hops)
+    run_bitmap::<Token>(n, t, hops, None)
+}
+
+/// The tuned bare program with its main thread waking every `period` (`harness_woken`).
+pub fn run_edge_bitmap_tuned_woken(n: usize, t: usize, hops: u32, period: Duration) -> Duration {
+    run_bitmap::<Token>(n, t, hops, Some(period))
 }
 
 /// The same, each message carrying its number on its channel (24 bytes, as the runtime's
 /// envelope): how much of the runtime's cost is carrying that number.
 pub fn run_edge_bitmap_tuned_numbered(n: usize, t: usize, hops: u32) -> Duration {
-    run_bitmap::<Numbered>(n, t, hops)
+    run_bitmap::<Numbered>(n, t, hops, None)
 }
 
-fn run_bitmap<T: Carried>(n: usize, t: usize, hops: u32) -> Duration {
+fn run_bitmap<T: Carried>(n: usize, t: usize, hops: u32, wake: Option<Duration>) -> Duration {
     assert!(n <= WORD_BITS * WORDS);
     let retired = Arc::new(AtomicUsize::new(0));
     let (done_tx, done) = unbounded();
@@ -589,7 +651,7 @@ fn run_bitmap<T: Carried>(n: usize, t: usize, hops: u32) -> Duration {
         hops: u32::MAX,
         from: 0,
     };
-    harness(n, done, move |id, start| {
+    harness_woken(n, done, wake, move |id, start| {
         let (out, inc) = ends.lock().unwrap()[id].take().unwrap();
         let _ = threads[id].set(thread::current());
         let mut end = BitmapEnd {
