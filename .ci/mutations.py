@@ -118,14 +118,14 @@ MUTATIONS = {
         "runtime's event loop)",
         [(
             "src/runtime/event_loop.rs",
-            "                    self.host.on_envelope(i, envelope, &mut wire)\n",
+            "                    self.host.on_envelope(i, envelope, wire)\n",
             "                    match envelope {\n"
-            "                        m @ Envelope::Marker(_) => match self.inbound[i].try_recv() {\n"
-            "                            Ok(next @ Envelope::Message { .. }) => { self.host.on_envelope(i, next, &mut wire); self.host.on_envelope(i, m, &mut wire) }\n"
-            "                            Ok(next) => { self.host.on_envelope(i, m, &mut wire); self.host.on_envelope(i, next, &mut wire) }\n"
-            "                            Err(_) => self.host.on_envelope(i, m, &mut wire),\n"
+            "                        m @ Envelope::Marker(_) => match rx.try_recv() {\n"
+            "                            Ok(next @ Envelope::Message { .. }) => { self.host.on_envelope(i, next, wire); self.host.on_envelope(i, m, wire) }\n"
+            "                            Ok(next) => { self.host.on_envelope(i, m, wire); self.host.on_envelope(i, next, wire) }\n"
+            "                            Err(_) => self.host.on_envelope(i, m, wire),\n"
             "                        },\n"
-            "                        other => self.host.on_envelope(i, other, &mut wire),\n"
+            "                        other => self.host.on_envelope(i, other, wire),\n"
             "                    }\n",
         )],
     ),
