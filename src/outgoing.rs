@@ -10,8 +10,21 @@ use crate::error::SendError;
 use crate::own_lines::OwnLines;
 use crate::topology::{ProcessId, Wiring};
 
-/// Marks a process with no channel to it in [`Outgoing::slot_of`].
+/// Marks a process with no channel to it in a [`Slots::Table`].
 const NONE: u32 = u32::MAX;
+
+/// Which local outgoing number leads to which destination.
+#[derive(Debug)]
+enum Slots {
+    /// A channel to every other process (as in a complete graph): the destinations are
+    /// `0..processes` without `me`, in order, so the number is arithmetic. This saves a
+    /// dependent load on every send, the table's, which measured 2-4% of throughput at N = 64
+    /// on 2 cores (A/B, BENCHMARKS.md), and the table's memory.
+    AllOthers { processes: usize },
+    /// By destination process: local outgoing number, or `NONE`. Dense, so a send is one
+    /// lookup.
+    Table(Box<[u32]>),
+}
 
 /// One process's outgoing channels, by local outgoing number.
 #[derive(Debug)]
@@ -19,9 +32,7 @@ pub(crate) struct Outgoing {
     me: ProcessId,
     /// Destinations, by local outgoing number (increasing).
     neighbours: Vec<ProcessId>,
-    /// By destination process: local outgoing number, or `NONE`. Dense, so a send is one
-    /// lookup.
-    slot_of: Box<[u32]>,
+    slots: Slots,
     /// By local outgoing number: application messages sent so far. Written on every send, so
     /// on cache lines of its own (`own_lines.rs`).
     sent: OwnLines<u64>,
@@ -33,14 +44,25 @@ impl Outgoing {
     pub(crate) fn new(me: ProcessId, wiring: &Wiring, sent: Vec<u64>) -> Self {
         let neighbours = wiring.destinations(me);
         debug_assert_eq!(neighbours.len(), sent.len());
-        let mut slot_of = vec![NONE; wiring.processes()].into_boxed_slice();
-        for (k, &to) in neighbours.iter().enumerate() {
-            slot_of[to] = k as u32;
-        }
+        let processes = wiring.processes();
+        let all_others = neighbours.len() + 1 == processes
+            && neighbours
+                .iter()
+                .enumerate()
+                .all(|(k, &to)| to == k + usize::from(k >= me));
+        let slots = if all_others {
+            Slots::AllOthers { processes }
+        } else {
+            let mut table = vec![NONE; processes].into_boxed_slice();
+            for (k, &to) in neighbours.iter().enumerate() {
+                table[to] = k as u32;
+            }
+            Slots::Table(table)
+        };
         Outgoing {
             me,
             neighbours,
-            slot_of,
+            slots,
             sent: OwnLines::from_slice_with(&sent, 0),
         }
     }
@@ -55,6 +77,20 @@ impl Outgoing {
         &self.sent
     }
 
+    /// The local outgoing number of the channel to `to`, if there is one.
+    #[inline(always)]
+    fn slot(&self, to: ProcessId) -> Option<usize> {
+        match &self.slots {
+            Slots::AllOthers { processes } => {
+                (to < *processes && to != self.me).then(|| to - usize::from(to > self.me))
+            }
+            Slots::Table(table) => match table.get(to) {
+                Some(&slot) if slot != NONE => Some(slot as usize),
+                _ => None,
+            },
+        }
+    }
+
     /// Sends `message` to `to`: numbers it on its channel and hands it to `push` (which puts it
     /// on local outgoing channel `slot`, or hands it back if the receiver has failed). The
     /// counter moves only if the message went.
@@ -65,15 +101,12 @@ impl Outgoing {
         message: M,
         push: impl FnOnce(usize, Envelope<M>) -> Result<(), Envelope<M>>,
     ) -> Result<(), SendError<M>> {
-        let slot = match self.slot_of.get(to) {
-            Some(&slot) if slot != NONE => slot as usize,
-            _ => {
-                return Err(SendError::NotNeighbour {
-                    from: self.me,
-                    to,
-                    message,
-                })
-            }
+        let Some(slot) = self.slot(to) else {
+            return Err(SendError::NotNeighbour {
+                from: self.me,
+                to,
+                message,
+            });
         };
         let seq = NonZeroU64::MIN.saturating_add(self.sent[slot]);
         match push(slot, Envelope::Message { seq, message }) {
@@ -130,6 +163,31 @@ mod tests {
             }
         );
         assert_eq!(out.sent(), [7, 1]);
+    }
+
+    /// Both ways of finding a channel (arithmetic when a process has a channel to every other,
+    /// a table otherwise) agree with the wiring, and refuse the same destinations.
+    #[test]
+    fn every_destination_maps_to_its_own_channel() {
+        let topologies = [
+            Topology::complete(5),
+            Topology::ring(5),
+            Topology::star(5),
+            Topology::complete(1),
+        ];
+        for topology in topologies {
+            let wiring = topology.validate().unwrap();
+            for me in 0..wiring.processes() {
+                let n = wiring.destinations(me).len();
+                let out = Outgoing::new(me, &wiring, vec![0; n]);
+                let complete = n + 1 == wiring.processes();
+                assert_eq!(matches!(out.slots, Slots::AllOthers { .. }), complete);
+                for to in 0..wiring.processes() + 2 {
+                    let want = wiring.destinations(me).iter().position(|&d| d == to);
+                    assert_eq!(out.slot(to), want, "process {me} to {to}");
+                }
+            }
+        }
     }
 
     #[test]
