@@ -31,6 +31,13 @@ use crate::trace::{envelope_event, TraceKind};
 /// busy channel can hold the rest (and the control channel) back.
 const BATCH: usize = 32;
 
+/// With ticks asked for, channel visits (each at most `BATCH` envelopes, under load mostly one
+/// or two) between two looks at the clock while the process is busy; an idle process looks
+/// before it waits, to know how long. Reading the clock on every pass cost 5% of throughput at
+/// N = 16 on 2 cores (a vDSO call per pass, and passes are short under load). A tick is then at
+/// most 16 visits late: tens of microseconds under load, 512 envelopes at the very worst.
+const CLOCK_EVERY: usize = 16;
+
 /// A closure to run on a process's thread.
 pub(crate) type RunFn<P> =
     Box<dyn FnOnce(&mut P, &mut Context<'_, <P as Process>::Message>) + Send>;
@@ -260,6 +267,7 @@ impl<P: Process> Worker<P> {
         let mut next_tick = self.tick.map(|t| Instant::now() + t);
         let control_bit = self.control_bit();
         let me = self.me();
+        let mut since_clock = 0;
         loop {
             for (r, a) in self.ready.iter_mut().zip(self.again.iter_mut()) {
                 *r |= std::mem::take(a);
@@ -274,15 +282,22 @@ impl<P: Process> Worker<P> {
                     }
                 } else {
                     self.drain(bit);
+                    since_clock += 1;
                 }
             }
-            // The clock is read once per pass, and only when ticks are asked for.
+            // The clock is read only when ticks are asked for: before waiting, and every
+            // `CLOCK_EVERY` channel visits while busy.
             if let (Some(tick), Some(due)) = (self.tick, next_tick) {
-                let now = Instant::now();
-                if now >= due {
-                    self.with_host(|host, wire| host.callback(|app, ctx| app.on_tick(ctx), wire));
-                    next_tick = Some(now + tick);
-                    worked = true;
+                if !worked || since_clock >= CLOCK_EVERY {
+                    since_clock = 0;
+                    let now = Instant::now();
+                    if now >= due {
+                        self.with_host(|host, wire| {
+                            host.callback(|app, ctx| app.on_tick(ctx), wire)
+                        });
+                        next_tick = Some(now + tick);
+                        worked = true;
+                    }
                 }
             }
             if worked {
