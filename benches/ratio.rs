@@ -10,7 +10,8 @@
 //! no thread outside the runtime wakes. `woken` is the runtime with the main thread waking
 //! every millisecond and starting nothing, `tuned woken` the bare program with the same main
 //! thread: on 2 cores those wake-ups alone cost any program there throughput (`tuned woken /
-//! tuned` says how much), so `1/ms / woken` is what the snapshots themselves cost.
+//! tuned` says how much), so `1/ms / woken` is what the snapshots themselves cost. Likewise
+//! `ticking` is the runtime with every process ticking every millisecond and no snapshots.
 
 mod workload;
 
@@ -46,7 +47,7 @@ fn main() {
     };
     type Run = fn(usize, u32) -> Duration;
     const MS: Duration = Duration::from_millis(1);
-    let variants: [(&str, Run); 6] = [
+    let variants: [(&str, Run); 7] = [
         ("tuned", |n, hops| run_edge_bitmap_tuned(n, IN_FLIGHT, hops)),
         ("runtime", |n, hops| {
             run_runtime(n, IN_FLIGHT, hops, Snapshots::Off).0
@@ -62,6 +63,9 @@ fn main() {
         }),
         ("tuned woken", |n, hops| {
             run_edge_bitmap_tuned_woken(n, IN_FLIGHT, hops, MS)
+        }),
+        ("ticking", |n, hops| {
+            run_runtime(n, IN_FLIGHT, hops, Snapshots::TickOnly(MS)).0
         }),
     ];
     for n in ns {
@@ -99,6 +103,8 @@ fn main() {
             ("1/ms / woken", 2, 3),
             ("1/ms tick / runtime", 4, 1),
             ("tuned woken / tuned", 5, 0),
+            ("ticking / runtime", 6, 1),
+            ("1/ms tick / ticking", 4, 6),
         ]
         .iter()
         .filter(|&&(_, a, b)| medians[a].is_some() && medians[b].is_some())

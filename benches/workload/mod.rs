@@ -173,6 +173,9 @@ pub enum Snapshots {
     /// on a machine with few cores a thread waking every millisecond costs every program there
     /// throughput, bare or not).
     WakeOnly(Duration),
+    /// None, but every process ticks this often (`tick_interval`): what `FromTick` costs
+    /// without its snapshots.
+    TickOnly(Duration),
 }
 
 /// One closed-loop run through the runtime on the complete graph. Returns the traffic's
@@ -196,7 +199,7 @@ pub fn run_runtime(
         })
         .collect();
     let mut builder = Runtime::builder(Topology::complete(n));
-    if let Snapshots::FromTick(period) = snapshots {
+    if let Snapshots::FromTick(period) | Snapshots::TickOnly(period) = snapshots {
         builder = builder.tick_interval(period);
     }
     let runtime = builder.build(procs).unwrap();
@@ -224,7 +227,7 @@ pub fn run_runtime(
                 }
             }
         }
-        Snapshots::FromTick(_) => done.recv().unwrap(),
+        Snapshots::FromTick(_) | Snapshots::TickOnly(_) => done.recv().unwrap(),
         Snapshots::WakeOnly(period) => {
             let ticks = crossbeam_channel::tick(period);
             loop {
