@@ -111,6 +111,71 @@ fn one_process() {
     assert!(counters[0].0 >= second.states[0]);
 }
 
+/// A process that never runs out of work still ticks: a busy loop looks at the clock only every
+/// few channels it serves, and that must not mean never. Process 1 starts with a backlog of
+/// messages already queued (process 0 sends them all before process 1's `on_start` returns), so
+/// it is not idle until the last is handled; ticks counted before then came while it was busy.
+#[test]
+fn ticks_come_while_a_process_is_never_idle() {
+    use std::sync::{Arc, Barrier};
+    const BACKLOG: u64 = 200_000;
+    struct Busy {
+        sent_first: Arc<Barrier>,
+        received: u64,
+        ticks_while_busy: u32,
+    }
+    impl Process for Busy {
+        type Message = u64;
+        type State = u64;
+        fn on_start(&mut self, ctx: &mut Context<'_, u64>) {
+            if ctx.id() == 0 {
+                for k in 0..BACKLOG {
+                    ctx.send(1, k).unwrap();
+                }
+            }
+            // Process 1 serves nothing until every message is on its channel.
+            self.sent_first.wait();
+        }
+        fn on_message(&mut self, _: ProcessId, _: u64, _: &mut Context<'_, u64>) {
+            self.received += 1;
+        }
+        fn on_tick(&mut self, _: &mut Context<'_, u64>) {
+            if self.received > 0 && self.received < BACKLOG {
+                self.ticks_while_busy += 1;
+            }
+        }
+        fn record(&self) -> u64 {
+            self.received
+        }
+    }
+    let sent_first = Arc::new(Barrier::new(2));
+    let processes = (0..2).map(|_| Busy {
+        sent_first: sent_first.clone(),
+        received: 0,
+        ticks_while_busy: 0,
+    });
+    let runtime = Runtime::builder(Topology::complete(2))
+        .tick_interval(Duration::from_millis(1))
+        .build(processes)
+        .unwrap();
+    let deadline = std::time::Instant::now() + *PATIENCE;
+    while runtime.with_process(1, |p, _| p.received).unwrap() < BACKLOG {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the backlog was never drained"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let busy = runtime.shutdown().unwrap().into_processes().unwrap();
+    // Draining 200,000 messages takes at least some milliseconds even in a release build
+    // (tens of nanoseconds each), so a 1 ms tick fires several times meanwhile.
+    assert!(
+        busy[1].ticks_while_busy >= 2,
+        "only {} ticks while process 1 had work queued",
+        busy[1].ticks_while_busy
+    );
+}
+
 /// `with_process` runs code on the process's own thread and returns its result; what it sends
 /// arrives like any message.
 #[test]
