@@ -5,8 +5,8 @@
 //! An array a process thread writes all the time (its ready bits, its sent and received
 //! counters) could then share a cache line with another process's, and two processes on two
 //! cores would pass that line back and forth on every write though they share no data: false
-//! sharing. Measured on the 2-core machine with the bank workload, padding only the event
-//! loop's ready bits this way raised throughput by 4-6% at N = 64 (BENCHMARKS.md).
+//! sharing. Measured on the 2-core machine with the closed-loop bank workload at N = 64, A/B
+//! against the unpadded build: 1.017 and 1.021 (BENCHMARKS.md, "Per-message cost").
 //!
 //! How, with no `unsafe` (the crate forbids it) and no alignment control: the elements sit in
 //! the middle of a larger allocation, with at least one cache line of slack on each side. Any
