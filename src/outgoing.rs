@@ -17,9 +17,9 @@ const NONE: u32 = u32::MAX;
 #[derive(Debug)]
 enum Slots {
     /// A channel to every other process (as in a complete graph): the destinations are
-    /// `0..processes` without `me`, in order, so the number is arithmetic. This saves a
-    /// dependent load on every send, the table's, which measured 2-4% of throughput at N = 64
-    /// on 2 cores (A/B, BENCHMARKS.md), and the table's memory.
+    /// `0..processes` without `me`, in order, so the number is arithmetic. This saves the
+    /// table's load on every send and the table's memory; A/B at N = 64 on 2 cores, 0.99 and
+    /// 1.03 (BENCHMARKS.md): small, within the noise.
     AllOthers { processes: usize },
     /// By destination process: local outgoing number, or `NONE`. Dense, so a send is one
     /// lookup.

@@ -19,16 +19,18 @@ use std::ops::{Deref, DerefMut};
 const LINE: usize = 64;
 
 /// A fixed-length array of `T` on cache lines of its own (see the module documentation).
-#[derive(Clone)]
 pub(crate) struct OwnLines<T> {
     store: Vec<T>,
     len: usize,
 }
 
 impl<T: Clone> OwnLines<T> {
-    /// `len` copies of `value`.
+    /// `len` copies of `value` (the slack holds copies too).
     pub(crate) fn new(len: usize, value: T) -> Self {
-        Self::from_slice_with(&vec![value.clone(); len], value)
+        OwnLines {
+            store: vec![value; len + 2 * Self::margin()],
+            len,
+        }
     }
 
     /// A copy of `items`; `filler` fills the slack on each side.

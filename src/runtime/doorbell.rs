@@ -127,7 +127,8 @@ impl BitPlace {
 /// access at a fixed offset with no pointer to follow; `closed`, read on every send, is on the
 /// next line, which only changes when the owner fails, so it stays shared in every cache. (The
 /// first layout, a boxed slice of lines behind the struct, cost each send a dependent load.)
-#[repr(align(64))]
+/// `repr(C)` keeps the fields in this order, so the layout described is the one compiled.
+#[repr(C, align(64))]
 pub(crate) struct Doorbell {
     first: Line,
     /// Words from the ninth on, for processes with more than 503 incoming channels.

@@ -10,8 +10,7 @@ use crate::envelope::Envelope;
 use crate::runtime::doorbell::{BitPlace, Doorbell};
 use crate::topology::ProcessId;
 
-/// One outgoing channel: 32 bytes for the common case, all a send reads besides the receiver's
-/// doorbell.
+/// One outgoing channel (32 bytes): all a send reads besides the receiver's doorbell.
 struct Link<M> {
     tx: Sender<Envelope<M>>,
     to: u32,
