@@ -52,39 +52,29 @@ fn closed_loop(c: &mut Criterion) {
                     .sum()
             })
         });
-        group.bench_function("runtime", |b| {
-            b.iter_custom(|iters| {
-                (0..iters)
-                    .map(|_| run_runtime(n, IN_FLIGHT, hops, Snapshots::Off).0)
-                    .sum()
-            })
-        });
-        group.bench_function("runtime_4_snapshots", |b| {
-            b.iter_custom(|iters| {
-                (0..iters)
-                    .map(|_| run_runtime(n, IN_FLIGHT, hops, Snapshots::Continuous(4)).0)
-                    .sum()
-            })
-        });
-        group.bench_function("runtime_1000_snapshots_per_s", |b| {
-            b.iter_custom(|iters| {
-                let every = Snapshots::Every(Duration::from_millis(1));
-                (0..iters)
-                    .map(|_| run_runtime(n, IN_FLIGHT, hops, every).0)
-                    .sum()
-            })
-        });
-        // The same rate started by process 0's own tick: no thread outside the runtime wakes
-        // every millisecond (on 2 cores such wake-ups alone cost any program throughput;
-        // `cargo bench --bench ratio` shows it on the bare program).
-        group.bench_function("runtime_1000_snapshots_per_s_from_tick", |b| {
-            b.iter_custom(|iters| {
-                let every = Snapshots::FromTick(Duration::from_millis(1));
-                (0..iters)
-                    .map(|_| run_runtime(n, IN_FLIGHT, hops, every).0)
-                    .sum()
-            })
-        });
+        // The runtime without snapshots, with 4 always in flight, one started every
+        // millisecond by the main thread, and the same rate started by process 0's own tick, so
+        // no thread outside the runtime wakes every millisecond (on 2 cores such wake-ups alone
+        // cost any program throughput; `cargo bench --bench ratio` shows it on the bare one).
+        let ms = Duration::from_millis(1);
+        let runtime_variants = [
+            ("runtime", Snapshots::Off),
+            ("runtime_4_snapshots", Snapshots::Continuous(4)),
+            ("runtime_1000_snapshots_per_s", Snapshots::Every(ms)),
+            (
+                "runtime_1000_snapshots_per_s_from_tick",
+                Snapshots::FromTick(ms),
+            ),
+        ];
+        for (name, snapshots) in runtime_variants {
+            group.bench_function(name, |b| {
+                b.iter_custom(|iters| {
+                    (0..iters)
+                        .map(|_| run_runtime(n, IN_FLIGHT, hops, snapshots).0)
+                        .sum()
+                })
+            });
+        }
         group.finish();
     }
 }

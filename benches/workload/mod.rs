@@ -228,15 +228,7 @@ pub fn run_runtime(
             }
         }
         Snapshots::FromTick(_) | Snapshots::TickOnly(_) => done.recv().unwrap(),
-        Snapshots::WakeOnly(period) => {
-            let ticks = crossbeam_channel::tick(period);
-            loop {
-                crossbeam_channel::select! {
-                    recv(done) -> _ => break,
-                    recv(ticks) -> _ => {}
-                }
-            }
-        }
+        Snapshots::WakeOnly(period) => wait_waking(&done, period),
         Snapshots::Every(period) => {
             let ticks = crossbeam_channel::tick(period);
             let (mut started, mut next) = (0usize, 0usize);
@@ -318,21 +310,24 @@ fn harness_woken(
     let began = Instant::now();
     match wake {
         None => done.recv().unwrap(),
-        Some(period) => {
-            let ticks = crossbeam_channel::tick(period);
-            loop {
-                crossbeam_channel::select! {
-                    recv(done) -> _ => break,
-                    recv(ticks) -> _ => {}
-                }
-            }
-        }
+        Some(period) => wait_waking(&done, period),
     }
     let elapsed = began.elapsed();
     for h in handles {
         h.join().unwrap();
     }
     elapsed
+}
+
+/// Blocks until `done`, waking every `period` meanwhile and doing nothing with it.
+fn wait_waking(done: &Receiver<()>, period: Duration) {
+    let ticks = crossbeam_channel::tick(period);
+    loop {
+        crossbeam_channel::select! {
+            recv(done) -> _ => break,
+            recv(ticks) -> _ => {}
+        }
+    }
 }
 
 /// One crossbeam inbox per thread (messages carry the sender): the single-inbox baseline.
