@@ -143,8 +143,8 @@ MUTATIONS = {
         "a process sending its markers on every outgoing channel but the first",
         [(
             "src/host.rs",
-            "            for slot in 0..self.out.neighbours().len() {",
-            "            for slot in 1..self.out.neighbours().len() {",
+            "            for slot in 0..self.neighbours.len() {",
+            "            for slot in 1..self.neighbours.len() {",
         )],
     ),
     "M9": (

@@ -12,6 +12,7 @@ use std::marker::PhantomData;
 use crate::envelope::Envelope;
 use crate::error::SendError;
 use crate::outgoing::Outgoing;
+use crate::peers::Peers;
 use crate::process::{Context, Outbox, Process};
 use crate::recorder::{Progress, Recorder};
 use crate::restore::ChannelStart;
@@ -52,8 +53,9 @@ pub(crate) struct Host<P: Process> {
     /// The destinations of the outgoing channels (as in `out`), lent to each callback's
     /// `Context` while `out` is lent mutably to its sending side.
     neighbours: Box<[ProcessId]>,
-    /// By local incoming channel: its source.
-    pub(crate) sources: Vec<ProcessId>,
+    /// By local incoming channel: its source (arithmetic in a complete graph, so a message
+    /// does not read a table to name its sender).
+    pub(crate) sources: Peers,
     /// Snapshots started by application code during the current callback.
     started: Vec<SnapshotId>,
 }
@@ -104,7 +106,7 @@ impl<P: Process> Host<P> {
             recorder: Recorder::resume(me, &received),
             out: Outgoing::new(me, wiring, sent),
             neighbours: wiring.destinations(me).into(),
-            sources: wiring.sources(me),
+            sources: Peers::new(me, wiring.processes(), &wiring.sources(me)),
             started: Vec::new(),
         }
     }
@@ -137,10 +139,10 @@ impl<P: Process> Host<P> {
             self.recorder.received(i) + 1,
             "process {}: FIFO broken on the channel from {}",
             self.me,
-            self.sources[i]
+            self.sources.id(i)
         );
         self.recorder.on_message(i, seq, &message);
-        let from = self.sources[i];
+        let from = self.sources.id(i);
         self.callback(|app, ctx| app.on_message(from, message, ctx), driver);
     }
 
@@ -204,7 +206,7 @@ impl<P: Process> Host<P> {
         log::trace!(
             "process {}: marker of snapshot {id} from process {}",
             self.me,
-            self.sources[i]
+            self.sources.id(i)
         );
         // After a failure every snapshot has been given up: a marker of one would look like a
         // first marker and start it again here.
@@ -219,7 +221,7 @@ impl<P: Process> Host<P> {
             .on_marker(i, id, || app.record(), self.out.sent())
             .unwrap_or_else(|e| panic!("{e}"));
         if logging {
-            let channel = format!("{}->{}", self.sources[i], self.me);
+            let channel = format!("{}->{}", self.sources.id(i), self.me);
             match progress.closed {
                 _ if first => self.log_recorded(id, "first marker", Some(i)),
                 Some(n) => log::debug!(
@@ -241,7 +243,7 @@ impl<P: Process> Host<P> {
     #[cold]
     fn log_recorded(&self, id: SnapshotId, why: &str, first: Option<usize>) {
         let me = self.me;
-        let channel = |i: usize| format!("{}->{me}", self.sources[i]);
+        let channel = |i: usize| format!("{}->{me}", self.sources.id(i));
         let recording: Vec<String> = (0..self.sources.len())
             .filter(|&i| Some(i) != first)
             .map(channel)
@@ -257,7 +259,7 @@ impl<P: Process> Host<P> {
             "process {me}, snapshot {}: {why}{empty} records its state, sends a marker on each \
              of its {} outgoing channels, starts recording {}",
             id.short(),
-            self.out.neighbours().len(),
+            self.neighbours.len(),
             if recording.is_empty() {
                 "no channel".to_string()
             } else {
@@ -277,7 +279,7 @@ impl<P: Process> Host<P> {
             // A channel whose receiver has failed is skipped: that process takes no further
             // part in any snapshot.
             driver.recorded(id);
-            for slot in 0..self.out.neighbours().len() {
+            for slot in 0..self.neighbours.len() {
                 let _ = driver.push(slot, Envelope::Marker(id));
             }
         }

@@ -138,6 +138,7 @@ mod host;
 mod ids;
 mod outgoing;
 mod own_lines;
+mod peers;
 mod process;
 pub mod recorder;
 mod restore;

@@ -381,7 +381,7 @@ fn receipt<P: Process>(wire: &Wire<P>, host: &Host<P>, i: usize, envelope: &Enve
         return;
     };
     let (kind, seq, snapshot) = envelope_event(envelope, false);
-    let channel = Channel::new(host.sources[i], host.me);
+    let channel = Channel::new(host.sources.id(i), host.me);
     tracer.note(host.me, kind, Some(channel), seq, snapshot, Instant::now());
 }
 
