@@ -47,7 +47,8 @@ def group(kind, sym, src):
         return "runtime: doorbell (ring, take, bits)"
     if f == "event_loop.rs":
         return "runtime: the loop (drain, pass)"
-    if f in ("host.rs", "outgoing.rs", "recorder.rs", "process.rs", "own_lines.rs", "envelope.rs"):
+    if f in ("host.rs", "outgoing.rs", "recorder.rs", "process.rs", "own_lines.rs", "envelope.rs",
+             "peers.rs"):
         return "runtime: core (host, numbering, recorder counter)"
     if f == "mod.rs":
         return "the application, and the bare program's inlined loop"

@@ -12,13 +12,19 @@
 //! thread: on 2 cores those wake-ups alone cost any program there throughput (`tuned woken /
 //! tuned` says how much), so `1/ms / woken` is what the snapshots themselves cost. Likewise
 //! `ticking` is the runtime with every process ticking every millisecond and no snapshots.
+//!
+//! `numbered` is the tuned bare program carrying what the runtime's wire carries: each message
+//! with its number on its channel (24 bytes; the number the exact cut check and the FIFO check
+//! rest on), counted per destination by the sender. `counted` counts but sends the plain
+//! 16-byte token. `runtime / numbered` is the runtime's own cost with the wire's contents equal.
 
 mod workload;
 
 use std::time::Duration;
 
 use workload::{
-    hops_for, run_edge_bitmap_tuned, run_edge_bitmap_tuned_woken, run_runtime, Snapshots,
+    hops_for, run_edge_bitmap_tuned, run_edge_bitmap_tuned_counted, run_edge_bitmap_tuned_numbered,
+    run_edge_bitmap_tuned_woken, run_runtime, Snapshots,
 };
 
 const DELIVERIES: u64 = 400_000;
@@ -47,7 +53,7 @@ fn main() {
     };
     type Run = fn(usize, u32) -> Duration;
     const MS: Duration = Duration::from_millis(1);
-    let variants: [(&str, Run); 7] = [
+    let variants: [(&str, Run); 9] = [
         ("tuned", |n, hops| run_edge_bitmap_tuned(n, IN_FLIGHT, hops)),
         ("runtime", |n, hops| {
             run_runtime(n, IN_FLIGHT, hops, Snapshots::Off).0
@@ -66,6 +72,12 @@ fn main() {
         }),
         ("ticking", |n, hops| {
             run_runtime(n, IN_FLIGHT, hops, Snapshots::TickOnly(MS)).0
+        }),
+        ("numbered", |n, hops| {
+            run_edge_bitmap_tuned_numbered(n, IN_FLIGHT, hops)
+        }),
+        ("counted", |n, hops| {
+            run_edge_bitmap_tuned_counted(n, IN_FLIGHT, hops)
         }),
     ];
     for n in ns {
@@ -105,6 +117,9 @@ fn main() {
             ("tuned woken / tuned", 5, 0),
             ("ticking / runtime", 6, 1),
             ("1/ms tick / ticking", 4, 6),
+            ("counted / tuned", 8, 0),
+            ("numbered / tuned", 7, 0),
+            ("runtime / numbered", 1, 7),
         ]
         .iter()
         .filter(|&&(_, a, b)| medians[a].is_some() && medians[b].is_some())

@@ -474,7 +474,8 @@ struct BitmapEnd<T> {
 /// What the tuned bare program puts on a channel: the token alone, or the token with its
 /// number on the channel (what the runtime's envelope carries for the exact cut check).
 pub trait Carried: Send + 'static {
-    /// Whether it carries a number (else no counting is done).
+    /// Whether the sender counts its messages per destination (as the runtime does: the sent
+    /// counters a snapshot records); `wrap` is given the count.
     const NUMBERED: bool;
     /// `token`, the `seq`-th message on its channel.
     fn wrap(token: Token, seq: u64) -> Self;
@@ -491,6 +492,22 @@ impl Carried for Token {
     #[inline(always)]
     fn token(self) -> Token {
         self
+    }
+}
+
+/// The token alone, but counted per destination by the sender (the count is not sent): what
+/// the counting costs apart from carrying the number.
+pub struct Counted(Token);
+
+impl Carried for Counted {
+    const NUMBERED: bool = true;
+    #[inline(always)]
+    fn wrap(token: Token, _: u64) -> Self {
+        Counted(token)
+    }
+    #[inline(always)]
+    fn token(self) -> Token {
+        self.0
     }
 }
 
@@ -621,6 +638,12 @@ pub fn run_edge_bitmap_tuned_woken(n: usize, t: usize, hops: u32, period: Durati
 /// envelope): how much of the runtime's cost is carrying that number.
 pub fn run_edge_bitmap_tuned_numbered(n: usize, t: usize, hops: u32) -> Duration {
     run_bitmap::<Numbered>(n, t, hops, None)
+}
+
+/// The same, each sender counting its messages per destination without sending the count
+/// (`Counted`).
+pub fn run_edge_bitmap_tuned_counted(n: usize, t: usize, hops: u32) -> Duration {
+    run_bitmap::<Counted>(n, t, hops, None)
 }
 
 fn run_bitmap<T: Carried>(n: usize, t: usize, hops: u32, wake: Option<Duration>) -> Duration {
