@@ -60,6 +60,17 @@ def main():
               f"{ratio(rt, select)} | {ratio(rt, tuned)} | {ratio(snap, rt)} | {ratio(paced, rt)} | "
               f"{ratio(ticked, rt)} |")
     print()
+    # The bare program carrying the runtime's wire (24-byte numbered messages): what the wire
+    # costs any program, and the runtime's own cost with the wire equal.
+    print("| N | bare tuned | bare tuned, numbered | runtime | numbered / tuned | runtime / numbered |")
+    print("|---|---|---|---|---|---|")
+    for n in (4, 16, 64):
+        g = f"closed_loop_N={n}"
+        tuned, numbered = rate(g, "bare_edge_bitmap_tuned"), rate(g, "bare_edge_bitmap_tuned_numbered")
+        rt = rate(g, "runtime")
+        print(f"| {n} | {fmt_rate(tuned)} | {fmt_rate(numbered)} | {fmt_rate(rt)} | "
+              f"{ratio(numbered, tuned)} | {ratio(rt, numbered)} |")
+    print()
     print("| N | idle latency | loaded latency |")
     print("|---|---|---|")
     for n in (4, 16, 64):
