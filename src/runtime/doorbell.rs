@@ -93,7 +93,7 @@ mod sync {
 /// Bit 63 of every word: the owner is (about to be) parked.
 const SLEEPING: u64 = 1 << 63;
 /// Channel bits per word.
-const BITS: usize = 63;
+pub(crate) const BITS: usize = 63;
 const WORDS_PER_LINE: usize = 8;
 
 /// Eight words in one cache line, so a process's bitmap does not share lines with others.
@@ -332,6 +332,18 @@ pub(crate) fn pop_bit(bits: &mut [u64]) -> Option<usize> {
 #[inline]
 pub(crate) fn set_bit(bits: &mut [u64], bit: usize) {
     bits[bit / BITS] |= 1 << (bit % BITS);
+}
+
+/// Whether `bit` is set in a local bitmap copy.
+#[inline]
+pub(crate) fn test_bit(bits: &[u64], bit: usize) -> bool {
+    bits[bit / BITS] >> (bit % BITS) & 1 == 1
+}
+
+/// Clears a local bitmap copy.
+#[inline]
+pub(crate) fn clear_bits(bits: &mut [u64]) {
+    bits.iter_mut().for_each(|w| *w = 0);
 }
 
 #[cfg(all(test, not(loom)))]

@@ -17,25 +17,21 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
 use crate::envelope::Envelope;
 use crate::host::{Driver, Host};
-use crate::own_lines::OwnLines;
 use crate::process::{Context, Process};
-use crate::runtime::doorbell::{pop_bit, set_bit};
 use crate::runtime::outbox::EdgeOutbox;
+use crate::runtime::pace::{Pace, Visit, BATCH};
+use crate::runtime::rotation::Rotation;
 use crate::runtime::shared::Shared;
 use crate::runtime::tracer::Tracer;
 use crate::snapshot::{IdMap, LocalSnapshot, SnapshotId};
 use crate::topology::{Channel, ProcessId};
 use crate::trace::{envelope_event, TraceKind};
 
-/// Messages taken from one channel before the loop looks at the others: bounds how long one
-/// busy channel can hold the rest (and the control channel) back.
-const BATCH: usize = 32;
-
-/// With ticks asked for, channel visits (each at most `BATCH` envelopes, under load mostly one
-/// or two) between two looks at the clock while the process is busy; an idle process looks
-/// before it waits, to know how long. Reading the clock on every pass cost 5% of throughput at
-/// N = 16 on 2 cores (a vDSO call per pass, and passes are short under load). A tick is then at
-/// most 16 visits late: tens of microseconds under load, 512 envelopes at the very worst.
+/// With ticks asked for, channel visits between two looks at the clock while the process is
+/// busy (unless a visit read it anyway); an idle process looks before it waits, to know how
+/// long. Reading the clock on every round cost 5% of throughput at N = 16 on 2 cores (a vDSO
+/// call per round, and rounds are short under load). A tick is then at most 16 visits late:
+/// tens of microseconds under load.
 const CLOCK_EVERY: usize = 16;
 
 /// A closure to run on a process's thread.
@@ -74,14 +70,14 @@ pub(crate) struct Worker<P: Process> {
     pub(crate) inbound: Vec<Receiver<Envelope<P::Message>>>,
     pub(crate) control: Receiver<Control<P>>,
     pub(crate) tick: Option<Duration>,
-    /// Bits taken from the doorbell, not yet served. Written on every pass, so on cache lines
-    /// of its own (`own_lines.rs`).
-    pub(crate) ready: OwnLines<u64>,
-    /// Channels whose batch ran out, served again next pass.
-    pub(crate) again: OwnLines<u64>,
+    /// The order of visits to ready channels (`rotation.rs`).
+    rotation: Rotation,
     /// What `publish` last stored in this process's stats: compared here, on the thread's
     /// own line, rather than loaded from the shared one after every channel served.
     published: (usize, usize),
+    /// Whether the callbacks have been slow lately, which decides when a visit reads the clock
+    /// (`pace.rs`).
+    pace: Pace,
 }
 
 /// The threaded runtime as a host's [`Driver`]: edge channels out, the hub for snapshots.
@@ -118,12 +114,12 @@ impl<P: Process> Worker<P> {
                 unstamped: Vec::new(),
             },
             host,
+            rotation: Rotation::new(inbound.len() + 1, words),
             inbound,
             control,
             tick,
-            ready: OwnLines::new(words, 0),
-            again: OwnLines::new(words, 0),
             published: (0, 0),
+            pace: Pace::default(),
         }
     }
 }
@@ -261,6 +257,28 @@ impl<P: Process> Worker<P> {
     }
 
     /// Runs the process until it is told to stop.
+    ///
+    /// The loop works in rounds: take the doorbell's bits, then visit each ready channel once,
+    /// in the order `rotation.rs` plans (channels that waited first; one whose visit left work
+    /// goes behind them). A visit takes at most `BATCH` envelopes, in channel order, and ends
+    /// early once its callbacks have spent `VISIT_BUDGET` (`pace.rs` says when the clock is
+    /// read: never before the `UNTIMED`-th envelope while callbacks are fast). The control
+    /// channel (snapshot starts, `with_process` closures) is visited like any other; a due tick
+    /// runs at the end of a round.
+    ///
+    /// The bound this gives, with c the longest callback:
+    /// - a visit lasts at most `UNTIMED * c + VISIT_BUDGET + c`: its first `UNTIMED`
+    ///   callbacks, then the budget, then the callback that ran over it; 9 callbacks when each
+    ///   takes longer than the budget;
+    /// - once a visit has run over its budget, the process's next visits read the clock from
+    ///   their start and last at most `VISIT_BUDGET + c`, one callback when each takes longer
+    ///   than the budget, until 8 envelopes in a row take less than the budget together;
+    /// - between a channel becoming ready and its visit, every other ready channel is visited
+    ///   at most once, counting the visit under way (`rotation.rs`).
+    ///
+    /// So a marker waits for what is ahead of it on its own channel, plus at most one visit of
+    /// each other channel of its process: with callbacks of 20 ms, a callback or two of each
+    /// other busy channel, not the 64 callbacks (1.3 s) of serving the lowest channel first.
     fn run(&mut self) {
         self.with_host(|host, wire| host.callback(|app, ctx| app.on_start(ctx), wire));
         self.publish();
@@ -269,28 +287,33 @@ impl<P: Process> Worker<P> {
         let me = self.me();
         let mut since_clock = 0;
         loop {
-            for (r, a) in self.ready.iter_mut().zip(self.again.iter_mut()) {
-                *r |= std::mem::take(a);
-            }
-            self.wire.shared.bells[me].take(&mut self.ready);
-            let mut worked = false;
-            while let Some(bit) = pop_bit(&mut self.ready) {
-                worked = true;
-                if bit == control_bit {
-                    if !self.serve_control() {
-                        return;
+            self.wire.shared.bells[me].take(self.rotation.fresh());
+            let visits = self.rotation.plan();
+            // The latest clock read of a visit in this round, if one read it.
+            let mut clock = None;
+            for k in 0..visits {
+                let bit = self.rotation.visit(k);
+                let visit = if bit == control_bit {
+                    match self.serve_control() {
+                        Some(visit) => visit,
+                        None => return,
                     }
                 } else {
-                    self.drain(bit);
                     since_clock += 1;
+                    self.drain(bit)
+                };
+                if visit.more {
+                    self.rotation.again(bit);
                 }
+                clock = visit.clock().or(clock);
             }
+            let mut worked = visits > 0;
             // The clock is read only when ticks are asked for: before waiting, and every
-            // `CLOCK_EVERY` channel visits while busy.
+            // `CLOCK_EVERY` channel visits while busy, unless a visit has just read it.
             if let (Some(tick), Some(due)) = (self.tick, next_tick) {
-                if !worked || since_clock >= CLOCK_EVERY {
+                if clock.is_some() || !worked || since_clock >= CLOCK_EVERY {
                     since_clock = 0;
-                    let now = Instant::now();
+                    let now = clock.unwrap_or_else(Instant::now);
                     if now >= due {
                         self.with_host(|host, wire| {
                             host.callback(|app, ctx| app.on_tick(ctx), wire)
@@ -302,38 +325,43 @@ impl<P: Process> Worker<P> {
             }
             if worked {
                 self.publish();
-            } else if self.again.iter().all(|&a| a == 0) {
+            } else {
                 let shared = self.shared();
                 shared.bells[me].wait(next_tick, shared.backoff);
             }
         }
     }
 
-    /// Serves incoming channel `i`: up to `BATCH` messages and markers, in channel order.
+    /// Visits incoming channel `i`: up to `BATCH` messages and markers, in channel order, and
+    /// no more once the callbacks have spent the time budget (`pace.rs`).
     #[inline]
-    fn drain(&mut self, i: usize) {
+    fn drain(&mut self, i: usize) -> Visit {
         let rx = &self.inbound[i];
         let wire = &mut self.wire;
-        let mut exhausted = true;
-        for _ in 0..BATCH {
+        let mut visit = self.pace.visit(Instant::now);
+        let mut taken = 0;
+        while taken < BATCH {
             match rx.try_recv() {
                 Ok(envelope) => {
                     if wire.tracing {
                         receipt(wire, &self.host, i, &envelope);
                     }
-                    self.host.on_envelope(i, envelope, wire)
+                    self.host.on_envelope(i, envelope, wire);
+                    taken += 1;
+                    if visit.spent(taken, Instant::now) {
+                        break;
+                    }
                 }
                 // Empty, or its sender has stopped and what it sent before is drained.
-                Err(_) => {
-                    exhausted = false;
-                    break;
-                }
+                Err(_) => break,
             }
         }
         wire.end_batch();
-        if exhausted {
-            set_bit(&mut self.again, i);
+        if taken == BATCH {
+            visit.more = true;
         }
+        self.pace.done(&visit, taken);
+        visit
     }
 
     /// Makes the recorder's per-snapshot state visible to `Runtime::stats`: once per pass of the
@@ -351,10 +379,13 @@ impl<P: Process> Worker<P> {
         }
     }
 
-    /// Serves every queued control request; returns false on `Stop`.
+    /// Visits the control channel: serves queued requests as `drain` serves envelopes (at most
+    /// `BATCH`, within the time budget); `None` on `Stop`.
     #[cold]
-    fn serve_control(&mut self) -> bool {
-        let more = loop {
+    fn serve_control(&mut self) -> Option<Visit> {
+        let mut visit = self.pace.visit(Instant::now);
+        let mut taken = 0;
+        while taken < BATCH {
             match self.control.try_recv() {
                 Ok(Control::StartSnapshot(id)) => {
                     self.with_host(|host, wire| host.initiate(id, wire));
@@ -365,12 +396,20 @@ impl<P: Process> Worker<P> {
                     self.wire.recorded_at.clear();
                     self.wire.unstamped.clear();
                 }
-                Ok(Control::Stop) | Err(TryRecvError::Disconnected) => break false,
-                Err(TryRecvError::Empty) => break true,
+                Ok(Control::Stop) | Err(TryRecvError::Disconnected) => return None,
+                Err(TryRecvError::Empty) => break,
             }
-        };
+            taken += 1;
+            if visit.spent(taken, Instant::now) {
+                break;
+            }
+        }
+        if taken == BATCH {
+            visit.more = true;
+        }
+        self.pace.done(&visit, taken);
         self.publish();
-        more
+        Some(visit)
     }
 }
 

@@ -11,6 +11,8 @@
 //! 4. `doorbell.rs`: how a thread learns which channel has work (ready bitmap, park/unpark);
 //! 5. `outbox.rs`: the edge senders a process pushes its envelopes onto;
 //! 6. `event_loop.rs`: the loop every process thread runs, and the thread's start and end;
+//!    `rotation.rs`: the order in which it visits its ready channels; `pace.rs`: how long one
+//!    visit may last;
 //! 7. `hub.rs`: where local parts are assembled and handed to waiters and subscribers;
 //! 8. `guard.rs`: refusing blocking calls on the runtime's own threads;
 //! 9. `shutdown.rs` and `stopped.rs`: stopping and joining, and what shutdown hands back.
@@ -21,6 +23,8 @@ mod event_loop;
 mod guard;
 mod hub;
 mod outbox;
+mod pace;
+mod rotation;
 mod shared;
 mod shutdown;
 mod stopped;
