@@ -9,6 +9,19 @@ use std::fmt;
 
 use crate::ids::{Channel, ProcessId, SnapshotId};
 
+/// `n` things, in words: `1 process`, `2 processes`, `0 bytes`. Here, at the bottom of the
+/// crate, because most counts the crate prints are in these messages, and every module may
+/// use this one.
+pub(crate) fn plural<N: fmt::Display + PartialEq + From<u8>>(n: N, one: &str) -> String {
+    if n == N::from(1) {
+        format!("{n} {one}")
+    } else if one.ends_with('s') {
+        format!("{n} {one}es")
+    } else {
+        format!("{n} {one}s")
+    }
+}
+
 /// Why a [`Topology`](crate::Topology) cannot carry snapshots.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -104,7 +117,9 @@ impl fmt::Display for BuildError {
             BuildError::Topology(e) => write!(f, "invalid topology: {e}"),
             BuildError::ProcessCount { topology, given } => write!(
                 f,
-                "the topology has {topology} processes but {given} were given"
+                "the topology has {} but {given} {} given",
+                plural(*topology, "process"),
+                if *given == 1 { "was" } else { "were" }
             ),
             BuildError::Restore(e) => write!(f, "cannot restore: {e}"),
             BuildError::Spawn { process, message } => {
@@ -206,8 +221,12 @@ impl fmt::Display for Error {
             }
             Error::TooManySnapshots { limit } => write!(
                 f,
-                "{limit} snapshots are already in flight, the most this runtime holds \
-                 (RuntimeBuilder::max_snapshots_in_flight); this one was not started"
+                "{} already in flight, the most this runtime holds \
+                 (RuntimeBuilder::max_snapshots_in_flight); this one was not started",
+                match limit {
+                    1 => "1 snapshot is".to_string(),
+                    n => format!("{n} snapshots are"),
+                }
             ),
         }
     }
@@ -467,7 +486,8 @@ impl fmt::Display for RestoreError {
         match self {
             RestoreError::ProcessCount { snapshot, topology } => write!(
                 f,
-                "the snapshot has {snapshot} processes, the topology {topology}"
+                "the snapshot has {}, the topology {topology}",
+                plural(*snapshot, "process")
             ),
             RestoreError::MissingChannel(c) => {
                 write!(f, "channel {c} of the topology is not in the snapshot")
