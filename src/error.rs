@@ -535,6 +535,14 @@ pub enum CheckpointError {
         /// Bytes present.
         found: usize,
     },
+    /// The snapshot's line is longer than the header announces (bytes were added, or two
+    /// files ran together): it has `found` bytes, not `expected`.
+    TooLong {
+        /// Bytes the header announces.
+        expected: usize,
+        /// Bytes present.
+        found: usize,
+    },
     /// The snapshot's bytes are not the ones the header's checksum was computed over: the file
     /// was altered or damaged.
     Checksum {
@@ -547,7 +555,8 @@ pub enum CheckpointError {
     Malformed {
         /// The line.
         line: usize,
-        /// What is wrong.
+        /// What is wrong with it, as the rest of a sentence that starts with the line (`is not
+        /// a checkpoint header: ...`).
         message: String,
     },
     /// The snapshot could not be serialised.
@@ -558,24 +567,48 @@ pub enum CheckpointError {
 
 #[cfg(feature = "serde")]
 impl fmt::Display for CheckpointError {
+    // Each message says first what is wrong with the checkpoint as a whole (damaged, malformed,
+    // of another format...), then where and by how much: the first words are what a user
+    // acts on.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            CheckpointError::Io { path, message } => write!(f, "{path}: {message}"),
-            CheckpointError::Format { found } => {
-                write!(f, "not a chandy-lamport checkpoint (found {found:?})")
+            CheckpointError::Io { path, message } => {
+                write!(
+                    f,
+                    "cannot read or write the checkpoint file {path}: {message}"
+                )
             }
+            CheckpointError::Format { found } => write!(
+                f,
+                "not a checkpoint this version of chandy-lamport reads: its header says {found:?}"
+            ),
             CheckpointError::Truncated { expected, found } => write!(
                 f,
-                "truncated: the snapshot should be {expected} bytes, {found} are there"
+                "damaged checkpoint, cut short: line 2 has {found} of the {} its header \
+                 announces",
+                plural(*expected, "byte")
+            ),
+            CheckpointError::TooLong { expected, found } => write!(
+                f,
+                "damaged checkpoint: line 2 has {} more than the {expected} its header announces",
+                plural(found.saturating_sub(*expected), "byte")
             ),
             CheckpointError::Checksum { expected, found } => write!(
                 f,
-                "checksum mismatch (header says {expected}, content is {found}): the file was \
-                 altered or damaged"
+                "damaged checkpoint: line 2 does not have the checksum its header announces \
+                 (header {expected}, line 2 {found}): the file was altered"
             ),
-            CheckpointError::Malformed { line, message } => write!(f, "line {line}: {message}"),
-            CheckpointError::Encode(message) => write!(f, "cannot encode the snapshot: {message}"),
-            CheckpointError::Inconsistent(e) => write!(f, "inconsistent snapshot: {e}"),
+            CheckpointError::Malformed { line, message } => {
+                write!(f, "malformed checkpoint: line {line} {message}")
+            }
+            CheckpointError::Encode(message) => write!(
+                f,
+                "cannot write the checkpoint: the snapshot does not serialise: {message}"
+            ),
+            CheckpointError::Inconsistent(e) => write!(
+                f,
+                "inconsistent checkpoint: its snapshot is not a consistent cut: {e}"
+            ),
         }
     }
 }
