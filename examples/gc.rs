@@ -346,9 +346,9 @@ fn main() -> ExitCode {
         count(live, "live object remains", "live objects remain")
     );
     println!(
-        "check: {} reachable references to collected objects, {} unreachable objects not found",
-        bad.len(),
-        left.len()
+        "check: {} to collected objects, {} not found",
+        count(bad.len(), "reachable reference", "reachable references"),
+        count(left.len(), "unreachable object", "unreachable objects")
     );
     if bad.is_empty() && left.is_empty() {
         println!("check: nothing reachable was collected, and all garbage was found");
