@@ -223,7 +223,7 @@ def run_tests(fast):
         failed.append(f"{binary}: hung (killed after {HANG} s)")
     if "error[E" in out:
         raise SystemExit("mutation does not compile:\n" + out[-3000:])
-    lengths = [int(n) for n in re.findall(r"^after (\d+) choices", out, re.M)]
+    lengths = [int(n) for n in re.findall(r"^after (\d+) choices?", out, re.M)]
     return failed, lengths
 
 

@@ -224,10 +224,11 @@ fn check_fits(args: &Args) {
     if let Some(available) = available_memory() {
         if needed > available {
             refuse(format!(
-                "a {} topology on {} branches has {channels} channels, about {:.1} GB at \
-                 ~{BYTES_PER_CHANNEL} bytes each; {:.1} GB of memory is available",
+                "a {} topology on {} has {}, about {:.1} GB at ~{BYTES_PER_CHANNEL} bytes each; \
+                 {:.1} GB of memory is available",
                 args.topology.name(),
-                args.processes,
+                count(args.processes, "branch", "branches"),
+                count(channels, "channel", "channels"),
                 needed as f64 / 1e9,
                 available as f64 / 1e9
             ));
@@ -356,8 +357,8 @@ fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
             .and_then(|()| std::io::Write::flush(&mut out))
             .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
         eprintln!(
-            "bank: trace of {} events written to {}{}",
-            trace.events.len(),
+            "bank: trace of {} written to {}{}",
+            count(trace.events.len(), "event", "events"),
             file.display(),
             if trace.left_out > 0 {
                 format!(
@@ -408,8 +409,10 @@ fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
         );
     } else {
         say!(
-            "bank: {n} branches, {} topology ({channels} channels), initial total {initial_total}, seed {seed}",
-            args.topology.name()
+            "bank: {}, {} topology ({}), initial total {initial_total}, seed {seed}",
+            count(n, "branch", "branches"),
+            args.topology.name(),
+            count(channels, "channel", "channels")
         );
         say!("transfers: {transfers} in {elapsed:.2} s = {rate:.0} transfers/s");
         say!(
@@ -488,7 +491,7 @@ fn report(event: &SnapshotEvent<Transfer, u64>, initial_total: u64, json: bool) 
     } else {
         say!(
             "snapshot {} initiator {:>3} total {total} in flight {:>4} {} {} latency {} us \
-             ({} markers, ~{} bytes recorded, last state recorded at +{} us)",
+             ({}, ~{} recorded, last state recorded at +{} us)",
             snapshot.id,
             snapshot.initiator,
             snapshot.in_flight().count(),
@@ -503,8 +506,8 @@ fn report(event: &SnapshotEvent<Transfer, u64>, initial_total: u64, json: bool) 
                 "INCONSISTENT"
             },
             verdict.latency_us,
-            cost.markers,
-            cost.bytes,
+            count(cost.markers, "marker", "markers"),
+            count(cost.bytes, "byte", "bytes"),
             cost.recorded_after
                 .iter()
                 .max()
@@ -513,4 +516,12 @@ fn report(event: &SnapshotEvent<Transfer, u64>, initial_total: u64, json: bool) 
         );
     }
     Some(verdict)
+}
+
+/// `n` things, in words: `1 branch`, `2 branches`.
+fn count(n: impl std::fmt::Display, one: &str, many: &str) -> String {
+    match n.to_string() {
+        n if n == "1" => format!("1 {one}"),
+        n => format!("{n} {many}"),
+    }
 }

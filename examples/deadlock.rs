@@ -267,7 +267,9 @@ fn main() -> ExitCode {
         .build(lockers)
         .expect("a valid topology");
     println!(
-        "deadlock: {n} processes on a ring, {jobs} jobs each, {} configuration",
+        "deadlock: {} on a ring, {} each, {} configuration",
+        count(n, "process", "processes"),
+        count(jobs, "job", "jobs"),
         if safe {
             "safe (a chain)"
         } else {
@@ -309,5 +311,13 @@ fn main() -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
+    }
+}
+
+/// `n` things, in words: `1 branch`, `2 branches`.
+fn count(n: impl std::fmt::Display, one: &str, many: &str) -> String {
+    match n.to_string() {
+        n if n == "1" => format!("1 {one}"),
+        n => format!("{n} {many}"),
     }
 }

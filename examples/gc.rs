@@ -276,7 +276,10 @@ fn main() -> ExitCode {
         .build(Mutator::team(n, objects, ops, seed))
         .expect("a valid topology");
     println!(
-        "gc: {n} processes, {objects} objects each to start, {ops} mutations each, seed {seed}"
+        "gc: {}, {} each to start, {} each, seed {seed}",
+        count(n, "process", "processes"),
+        count(objects, "object", "objects"),
+        count(ops, "mutation", "mutations")
     );
     let mut freed: Vec<ObjectId> = Vec::new();
     let collect = |round: usize, freed: &mut Vec<ObjectId>| {
@@ -301,10 +304,11 @@ fn main() -> ExitCode {
                 .map(|o| format!("{}.{}", owner(*o), o & 0xffff_ffff))
                 .collect();
             println!(
-                "round {round:>2}: {} garbage objects ({}{}), {in_flight} references in flight counted live",
-                found.len(),
+                "round {round:>2}: {} ({}{}), {} in flight counted live",
+                count(found.len(), "garbage object", "garbage objects"),
                 shown.join(" "),
-                if found.len() > 6 { " ..." } else { "" }
+                if found.len() > 6 { " ..." } else { "" },
+                count(in_flight, "reference", "references")
             );
         }
         freed.extend(found);
@@ -336,14 +340,15 @@ fn main() -> ExitCode {
     } = reach(heaps.iter().copied(), in_flight.iter().copied());
     let live: usize = heaps.iter().map(|h| h.objects.len()).sum();
     println!(
-        "collected {} objects in {} rounds; {live} live objects remain",
-        freed.len(),
-        round + 1
+        "collected {} in {}; {}",
+        count(freed.len(), "object", "objects"),
+        count(round + 1, "round", "rounds"),
+        count(live, "live object remains", "live objects remain")
     );
     println!(
-        "check: {} reachable references to collected objects, {} unreachable objects not found",
-        bad.len(),
-        left.len()
+        "check: {} to collected objects, {} not found",
+        count(bad.len(), "reachable reference", "reachable references"),
+        count(left.len(), "unreachable object", "unreachable objects")
     );
     if bad.is_empty() && left.is_empty() {
         println!("check: nothing reachable was collected, and all garbage was found");
@@ -351,5 +356,13 @@ fn main() -> ExitCode {
     } else {
         println!("check: FAILED");
         ExitCode::from(1)
+    }
+}
+
+/// `n` things, in words: `1 branch`, `2 branches`.
+fn count(n: impl std::fmt::Display, one: &str, many: &str) -> String {
+    match n.to_string() {
+        n if n == "1" => format!("1 {one}"),
+        n => format!("{n} {many}"),
     }
 }

@@ -113,7 +113,11 @@ fn main() -> ExitCode {
     for (number, snapshot) in snapshots.iter().enumerate() {
         let total = snapshot.total(|t| *t, |t| *t);
         if total != topo.total() {
-            eprintln!("snapshot {number}: {total} tokens, not {}", topo.total());
+            eprintln!(
+                "snapshot {number}: {}, not {}",
+                count(total, "token", "tokens"),
+                topo.total()
+            );
             ok = false;
         }
         if let Err(e) = snapshot.verify() {
@@ -122,8 +126,8 @@ fn main() -> ExitCode {
         }
     }
     eprintln!(
-        "scenario: {} snapshots, {}",
-        snapshots.len(),
+        "scenario: {}, {}",
+        count(snapshots.len(), "snapshot", "snapshots"),
         if ok {
             "all conserve the tokens and pass the cut check"
         } else {
@@ -134,5 +138,13 @@ fn main() -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
+    }
+}
+
+/// `n` things, in words: `1 branch`, `2 branches`.
+fn count(n: impl std::fmt::Display, one: &str, many: &str) -> String {
+    match n.to_string() {
+        n if n == "1" => format!("1 {one}"),
+        n => format!("{n} {many}"),
     }
 }

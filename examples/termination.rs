@@ -178,7 +178,11 @@ fn main() -> ExitCode {
         .tick_interval(Duration::from_micros(200))
         .build(team)
         .expect("a valid topology");
-    println!("termination: {n} workers, {roots} roots of depth {depth}, seed {seed}");
+    println!(
+        "termination: {}, {} of depth {depth}, seed {seed}",
+        count(n, "worker", "workers"),
+        count(roots, "root", "roots")
+    );
     let proof = match detect_termination(
         &mut runtime,
         Duration::from_millis(5),
@@ -192,12 +196,12 @@ fn main() -> ExitCode {
     };
     let declared = deliveries.load(Ordering::SeqCst);
     println!(
-        "terminated: declared at {:.1} ms by snapshot {} (initiator {}, latency {} us); {} work items done, {} delivered",
+        "terminated: declared at {:.1} ms by snapshot {} (initiator {}, latency {} us); {} done, {} delivered",
         started.elapsed().as_secs_f64() * 1e3,
         proof.id,
         proof.initiator,
         proof.latency().as_micros(),
-        work_done(&proof),
+        count(work_done(&proof), "work item", "work items"),
         declared
     );
     // The check: nothing happens after the declaration.
@@ -211,14 +215,22 @@ fn main() -> ExitCode {
     let done: u64 = workers.iter().map(Worker::done).sum();
     let ok = later == declared && done == work_done(&proof);
     println!(
-        "check: {} deliveries after the declaration, {} work items done after it: {}",
-        later - declared,
-        done - work_done(&proof),
+        "check: {} after the declaration, {} done after it: {}",
+        count(later - declared, "delivery", "deliveries"),
+        count(done - work_done(&proof), "work item", "work items"),
         if ok { "never early" } else { "DECLARED EARLY" }
     );
     if ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
+    }
+}
+
+/// `n` things, in words: `1 branch`, `2 branches`.
+fn count(n: impl std::fmt::Display, one: &str, many: &str) -> String {
+    match n.to_string() {
+        n if n == "1" => format!("1 {one}"),
+        n => format!("{n} {many}"),
     }
 }

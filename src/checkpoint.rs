@@ -98,7 +98,7 @@ pub fn decode<M: DeserializeOwned, S: DeserializeOwned>(
     let malformed = |line: usize, message: String| CheckpointError::Malformed { line, message };
     let (header, rest) = text.split_once('\n').unwrap_or((text, ""));
     let header: Header = serde_json::from_str(header)
-        .map_err(|e| malformed(1, format!("not a checkpoint header: {e}")))?;
+        .map_err(|e| malformed(1, format!("is not a checkpoint header: {e}")))?;
     if header.format != FORMAT {
         return Err(CheckpointError::Format {
             found: header.format,
@@ -117,14 +117,10 @@ pub fn decode<M: DeserializeOwned, S: DeserializeOwned>(
         });
     }
     if body.len() > header.bytes {
-        return Err(malformed(
-            2,
-            format!(
-                "{} bytes after the {} the header announces",
-                body.len() - header.bytes,
-                header.bytes
-            ),
-        ));
+        return Err(CheckpointError::TooLong {
+            expected: header.bytes,
+            found: body.len(),
+        });
     }
     let found = checksum(body.as_bytes());
     if found != header.checksum {
@@ -133,8 +129,12 @@ pub fn decode<M: DeserializeOwned, S: DeserializeOwned>(
             found,
         });
     }
-    let snapshot: GlobalSnapshot<M, S> =
-        serde_json::from_str(body).map_err(|e| malformed(2, format!("not a snapshot: {e}")))?;
+    let snapshot: GlobalSnapshot<M, S> = serde_json::from_str(body).map_err(|e| {
+        malformed(
+            2,
+            format!("is not a snapshot of the message and state types asked for: {e}"),
+        )
+    })?;
     snapshot.verify().map_err(CheckpointError::Inconsistent)?;
     Ok(snapshot)
 }
@@ -270,10 +270,44 @@ mod tests {
         let v2 = text.replacen("\"version\":1", "\"version\":2", 1);
         assert!(matches!(d(&v2), CheckpointError::Format { .. }));
         let longer = format!("{text}{{}}\n");
-        assert!(matches!(
-            d(&longer),
-            CheckpointError::Malformed { line: 2, .. }
-        ));
+        assert!(matches!(d(&longer), CheckpointError::TooLong { .. }));
+    }
+
+    #[test]
+    fn a_damaged_file_is_called_damaged_before_the_detail() {
+        let text = encode(&sample()).unwrap();
+        let body = text.lines().nth(1).unwrap().len();
+        let d = |t: &str| decode::<String, u64>(t).unwrap_err().to_string();
+        let one_more = format!("{}x\n", text.trim_end());
+        assert_eq!(
+            d(&one_more),
+            format!(
+                "damaged checkpoint: line 2 has 1 byte more than the {body} its header announces"
+            )
+        );
+        let two_more = format!("{}xy\n", text.trim_end());
+        assert!(
+            d(&two_more).contains(" has 2 bytes more "),
+            "{}",
+            d(&two_more)
+        );
+        assert_eq!(
+            d(&text[..text.len() - 11]),
+            format!(
+                "damaged checkpoint, cut short: line 2 has {} of the {body} bytes its header \
+                 announces",
+                body - 10
+            )
+        );
+        let flipped = text.replacen("\"states\":[10,20]", "\"states\":[10,21]", 1);
+        assert!(d(&flipped).starts_with("damaged checkpoint: line 2 does not have the checksum"));
+        assert!(d("{}").starts_with("malformed checkpoint: line 1 is not a checkpoint header: "));
+        let other = text.replacen(FORMAT, "something else", 1);
+        assert_eq!(
+            d(&other),
+            "not a checkpoint this version of chandy-lamport reads: its header says \
+             \"something else\""
+        );
     }
 
     #[test]

@@ -9,6 +9,19 @@ use std::fmt;
 
 use crate::ids::{Channel, ProcessId, SnapshotId};
 
+/// `n` things, in words: `1 process`, `2 processes`, `0 bytes`. Here, at the bottom of the
+/// crate, because most counts the crate prints are in these messages, and every module may
+/// use this one.
+pub(crate) fn plural<N: fmt::Display + PartialEq + From<u8>>(n: N, one: &str) -> String {
+    if n == N::from(1) {
+        format!("{n} {one}")
+    } else if one.ends_with('s') {
+        format!("{n} {one}es")
+    } else {
+        format!("{n} {one}s")
+    }
+}
+
 /// Why a [`Topology`](crate::Topology) cannot carry snapshots.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -104,7 +117,9 @@ impl fmt::Display for BuildError {
             BuildError::Topology(e) => write!(f, "invalid topology: {e}"),
             BuildError::ProcessCount { topology, given } => write!(
                 f,
-                "the topology has {topology} processes but {given} were given"
+                "the topology has {} but {given} {} given",
+                plural(*topology, "process"),
+                if *given == 1 { "was" } else { "were" }
             ),
             BuildError::Restore(e) => write!(f, "cannot restore: {e}"),
             BuildError::Spawn { process, message } => {
@@ -206,8 +221,12 @@ impl fmt::Display for Error {
             }
             Error::TooManySnapshots { limit } => write!(
                 f,
-                "{limit} snapshots are already in flight, the most this runtime holds \
-                 (RuntimeBuilder::max_snapshots_in_flight); this one was not started"
+                "{} already in flight, the most this runtime holds \
+                 (RuntimeBuilder::max_snapshots_in_flight); this one was not started",
+                match limit {
+                    1 => "1 snapshot is".to_string(),
+                    n => format!("{n} snapshots are"),
+                }
             ),
         }
     }
@@ -467,7 +486,8 @@ impl fmt::Display for RestoreError {
         match self {
             RestoreError::ProcessCount { snapshot, topology } => write!(
                 f,
-                "the snapshot has {snapshot} processes, the topology {topology}"
+                "the snapshot has {}, the topology {topology}",
+                plural(*snapshot, "process")
             ),
             RestoreError::MissingChannel(c) => {
                 write!(f, "channel {c} of the topology is not in the snapshot")
@@ -515,6 +535,14 @@ pub enum CheckpointError {
         /// Bytes present.
         found: usize,
     },
+    /// The snapshot's line is longer than the header announces (bytes were added, or two
+    /// files ran together): it has `found` bytes, not `expected`.
+    TooLong {
+        /// Bytes the header announces.
+        expected: usize,
+        /// Bytes present.
+        found: usize,
+    },
     /// The snapshot's bytes are not the ones the header's checksum was computed over: the file
     /// was altered or damaged.
     Checksum {
@@ -527,7 +555,8 @@ pub enum CheckpointError {
     Malformed {
         /// The line.
         line: usize,
-        /// What is wrong.
+        /// What is wrong with it, as the rest of a sentence that starts with the line (`is not
+        /// a checkpoint header: ...`).
         message: String,
     },
     /// The snapshot could not be serialised.
@@ -538,24 +567,48 @@ pub enum CheckpointError {
 
 #[cfg(feature = "serde")]
 impl fmt::Display for CheckpointError {
+    // Each message says first what is wrong with the checkpoint as a whole (damaged, malformed,
+    // of another format...), then where and by how much: the first words are what a user
+    // acts on.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            CheckpointError::Io { path, message } => write!(f, "{path}: {message}"),
-            CheckpointError::Format { found } => {
-                write!(f, "not a chandy-lamport checkpoint (found {found:?})")
+            CheckpointError::Io { path, message } => {
+                write!(
+                    f,
+                    "cannot read or write the checkpoint file {path}: {message}"
+                )
             }
+            CheckpointError::Format { found } => write!(
+                f,
+                "not a checkpoint this version of chandy-lamport reads: its header says {found:?}"
+            ),
             CheckpointError::Truncated { expected, found } => write!(
                 f,
-                "truncated: the snapshot should be {expected} bytes, {found} are there"
+                "damaged checkpoint, cut short: line 2 has {found} of the {} its header \
+                 announces",
+                plural(*expected, "byte")
+            ),
+            CheckpointError::TooLong { expected, found } => write!(
+                f,
+                "damaged checkpoint: line 2 has {} more than the {expected} its header announces",
+                plural(found.saturating_sub(*expected), "byte")
             ),
             CheckpointError::Checksum { expected, found } => write!(
                 f,
-                "checksum mismatch (header says {expected}, content is {found}): the file was \
-                 altered or damaged"
+                "damaged checkpoint: line 2 does not have the checksum its header announces \
+                 (header {expected}, line 2 {found}): the file was altered"
             ),
-            CheckpointError::Malformed { line, message } => write!(f, "line {line}: {message}"),
-            CheckpointError::Encode(message) => write!(f, "cannot encode the snapshot: {message}"),
-            CheckpointError::Inconsistent(e) => write!(f, "inconsistent snapshot: {e}"),
+            CheckpointError::Malformed { line, message } => {
+                write!(f, "malformed checkpoint: line {line} {message}")
+            }
+            CheckpointError::Encode(message) => write!(
+                f,
+                "cannot write the checkpoint: the snapshot does not serialise: {message}"
+            ),
+            CheckpointError::Inconsistent(e) => write!(
+                f,
+                "inconsistent checkpoint: its snapshot is not a consistent cut: {e}"
+            ),
         }
     }
 }

@@ -10,7 +10,7 @@
 use std::marker::PhantomData;
 
 use crate::envelope::Envelope;
-use crate::error::SendError;
+use crate::error::{plural, SendError};
 use crate::outgoing::Outgoing;
 use crate::peers::Peers;
 use crate::process::{Context, Outbox, Process};
@@ -256,10 +256,10 @@ impl<P: Process> Host<P> {
             )
         });
         log::debug!(
-            "process {me}, snapshot {}: {why}{empty} records its state, sends a marker on each \
-             of its {} outgoing channels, starts recording {}",
+            "process {me}, snapshot {}: {why}{empty} records its state, sends {} (one on each \
+             outgoing channel), starts recording {}",
             id.short(),
-            self.neighbours.len(),
+            plural(self.neighbours.len(), "marker"),
             if recording.is_empty() {
                 "no channel".to_string()
             } else {

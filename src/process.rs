@@ -104,6 +104,47 @@ impl<'a, M> Context<'a, M> {
     }
 
     /// The processes this one has a channel to, in increasing order.
+    ///
+    /// Empty in a one-process system, which has no channel at all (in any larger topology,
+    /// strong connectivity gives every process at least one): there, code that picks a
+    /// destination by indexing, `ctx.neighbours()[0]`, panics, and the process fails. If your
+    /// process may run alone, take a destination with [`first`](slice::first) or
+    /// [`get`](slice::get) and decide what it does with no one to send to (keep the work, or do
+    /// it itself):
+    ///
+    /// ```
+    /// use chandy_lamport::sim::Simulation;
+    /// use chandy_lamport::{Context, Process, ProcessId, Topology};
+    ///
+    /// /// Passes every token on, or keeps it when there is no one to pass it to.
+    /// struct Relay(u64);
+    /// impl Relay {
+    ///     fn pass_on(&mut self, token: u64, ctx: &mut Context<'_, u64>) {
+    ///         match ctx.neighbours().first() {
+    ///             Some(&to) => ctx.send(to, token).unwrap(),
+    ///             None => self.0 += token,
+    ///         }
+    ///     }
+    /// }
+    /// impl Process for Relay {
+    ///     type Message = u64;
+    ///     type State = u64;
+    ///     fn on_start(&mut self, ctx: &mut Context<'_, u64>) {
+    ///         self.pass_on(1, ctx);
+    ///     }
+    ///     fn on_message(&mut self, _: ProcessId, token: u64, ctx: &mut Context<'_, u64>) {
+    ///         self.pass_on(token, ctx);
+    ///     }
+    ///     fn record(&self) -> u64 { self.0 }
+    /// }
+    ///
+    /// // Alone: no neighbour, so the token stays, and nothing panicked.
+    /// let mut sim = Simulation::new(Topology::complete(1), [Relay(0)], 1)?;
+    /// sim.run_for(10);
+    /// assert!(sim.failures().is_empty());
+    /// assert_eq!(sim.processes().next().map(|r| r.0), Some(1));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn neighbours(&self) -> &[ProcessId] {
         self.neighbours
     }

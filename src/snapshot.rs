@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::error::{CutError, Error};
+use crate::error::{plural, CutError, Error};
 pub(crate) use crate::ids::IdMap;
 pub use crate::ids::SnapshotId;
 use crate::ids::{Channel, ProcessId};
@@ -122,11 +122,11 @@ impl std::fmt::Display for SnapshotCost {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} us, {} markers, {} messages recorded (~{} bytes)",
+            "{} us, {}, {} recorded (~{})",
             self.latency.as_micros(),
-            self.markers,
-            self.messages,
-            self.bytes
+            plural(self.markers, "marker"),
+            plural(self.messages, "message"),
+            plural(self.bytes, "byte")
         )?;
         if !self.recorded_after.is_empty() {
             let at: Vec<String> = self

@@ -441,6 +441,13 @@ fn a_violation_comes_with_an_interleaving_that_replays_it() {
     // the payment), 0 receives the payment (recorded in flight), then 1's marker: 5 events.
     assert_eq!(v.interleaving.len(), 5, "{v}");
     assert!(!v.trace.is_empty());
+    // Each choice's events follow it, and together they are the whole trace.
+    assert_eq!(
+        v.happened.iter().map(|h| h.choice).collect::<Vec<_>>(),
+        v.interleaving.choices()
+    );
+    assert_eq!(v.happened.last().map(|h| h.events.end), Some(v.trace.len()));
+    assert!(v.happened[0].what.contains("Step::start_snapshot()"), "{v}");
     let line: Interleaving = v.interleaving.to_string().parse().unwrap();
     let Err(CheckError::Violation(again)) = system().replay(&line) else {
         panic!("the replay breaks the invariant again");
@@ -453,6 +460,84 @@ fn a_violation_comes_with_an_interleaving_that_replays_it() {
         panic!("nothing is in flight on 1 -> 0 after @0");
     };
     assert_eq!((index, choice), (1, Choice::Deliver(Channel::new(1, 0))));
+}
+
+#[test]
+fn a_panic_after_a_failure_is_reported_with_where_it_happened_and_the_events_before_it() {
+    // Written as the documentation's first example is, unwrapping its send: with faults on, a
+    // payment to a teller that has failed panics. The checker's own injected failure leaves no
+    // event in the trace and the refused send none either, yet the trace must show both.
+    let system = || {
+        Exhaustive::new(Topology::complete(2), |sim| {
+            sim.build([Teller::new(10), Teller::new(10)])
+        })
+        .script(0, [Step::start_snapshot()])
+        .script(
+            1,
+            [Step::call(|t: &mut Teller, ctx| {
+                t.balance -= 4;
+                ctx.send(0, (4, 0)).unwrap();
+            })],
+        )
+        .faults(true)
+    };
+    let Err(CheckError::Violation(v)) = system().run() else {
+        panic!("a payment to a failed teller panics");
+    };
+    assert!(
+        v.message
+            .starts_with("process 1 panicked at tests/exhaustive.rs:")
+            && v.message.contains("Disconnected { from: 1, to: 0, .. }"),
+        "{v}"
+    );
+    // The shortest such order: 0 fails, then 1 pays.
+    assert_eq!(v.interleaving.to_string(), "!0 @1", "{v}");
+    let said: Vec<&str> = v.happened.iter().map(|h| h.what.as_str()).collect();
+    assert_eq!(said.len(), 2, "{v}");
+    assert!(said[0].contains("process 0 fails"), "{v}");
+    assert!(
+        said[1].contains("Step::call(..)") && said[1].contains("process 1 panicked at"),
+        "{v}"
+    );
+    let text = v.to_string();
+    let trace = text.split_once("\ntrace").expect("a trace section").1;
+    assert!(trace.lines().skip(1).any(|l| l.starts_with("!0: ")), "{v}");
+    assert!(trace.lines().skip(1).any(|l| l.starts_with("@1: ")), "{v}");
+    // The replay tells the same story.
+    let Err(CheckError::Violation(again)) = system().replay(&v.interleaving) else {
+        panic!("the replay panics again");
+    };
+    assert_eq!((again.message, again.happened), (v.message, v.happened));
+}
+
+#[test]
+fn a_violation_that_its_replay_does_not_repeat_says_so() {
+    // A check that holds state of its own across executions breaks the assumption that an
+    // execution is a function of its choices: the first execution fails, its replay does not.
+    // The violation must not pass the replay's trace off as the failing execution's.
+    let mut calls = 0;
+    let Err(CheckError::Violation(v)) = Exhaustive::new(Topology::complete(2), |sim| {
+        sim.build([Teller::new(1), Teller::new(1)])
+    })
+    .script(0, [Step::start_snapshot()])
+    .at_end(move |_: &Simulation<Teller>| {
+        calls += 1;
+        if calls == 1 {
+            Err("only the first time")
+        } else {
+            Ok(())
+        }
+    })
+    .run() else {
+        panic!("the first execution fails");
+    };
+    assert!(
+        v.message
+            .starts_with("the check at the end failed: only the first time\n")
+            && v.message
+                .contains("its replay with the trace on broke nothing"),
+        "{v}"
+    );
 }
 
 #[test]

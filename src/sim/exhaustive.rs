@@ -95,8 +95,16 @@
 //! The checker keeps looking after the first violation, for a shorter one (only shorter
 //! executions are explored from then on), and returns the shortest it found as a
 //! [`Violation`]: what broke, the [`Interleaving`] that breaks it (printed as one line, such as
-//! `"@0 0>1 @1 1>0"`, that [`Exhaustive::replay`] runs again exactly) and the replay's event
-//! trace (see [`TraceEvent`]).
+//! `"@0 0>1 @1 1>0"`, that [`Exhaustive::replay`] runs again exactly) and its trace: each
+//! choice in words ([`Violation::happened`]: what was delivered or dropped, which script step
+//! ran, which snapshot started or failed, which process panicked) followed by the events it
+//! caused (see [`TraceEvent`]).
+//!
+//! A panic in a process is a violation (unless it is an injected failure), reported with its
+//! message and where it happened. The checker prints nothing itself: while it runs a process's
+//! code on a thread, that thread's panics are kept off stderr (a panic hook, installed once,
+//! that passes on every panic of any other thread, or of this one outside the checker), so a
+//! panic met in a thousand orders does not print a thousand messages before the one report.
 //!
 //! # Example: checking your own `Process` from an integration test
 //!
@@ -133,16 +141,70 @@
 //! assert!(report.executions > 1);
 //! # Ok::<(), chandy_lamport::sim::exhaustive::CheckError>(())
 //! ```
+//!
+//! # Faults: a send to a process that has failed
+//!
+//! With [`Exhaustive::faults`] on, a process can fail at any point, and from then on a send to
+//! it fails with [`SendError::Disconnected`], handing the message back, as in the threaded
+//! runtime when a process has panicked. A process that `unwrap()`s that error (as the example
+//! above does, fine without faults) panics in turn, and the checker reports that second
+//! failure as a violation ("process 1 panicked at src/..: called `Result::unwrap()` on an
+//! `Err` value: Disconnected { .. }"), since only the injected failure is expected. A process meant to
+//! survive a neighbour's failure decides what a refused send means for its own state: here the
+//! branch keeps the money it could not send, so that what it holds stays right.
+//!
+//! ```
+//! use chandy_lamport::sim::exhaustive::{Exhaustive, Step};
+//! use chandy_lamport::{Context, Process, ProcessId, SendError, Topology};
+//!
+//! struct Branch(u64);
+//! impl Branch {
+//!     fn pay(&mut self, to: ProcessId, amount: u64, ctx: &mut Context<'_, u64>) {
+//!         self.0 -= amount;
+//!         match ctx.send(to, amount) {
+//!             Ok(()) => {}
+//!             // `to` has failed: the message is handed back and the money stays here.
+//!             Err(SendError::Disconnected { message, .. }) => self.0 += message,
+//!             Err(e) => panic!("{e}"), // no channel to `to`: a bug in this program
+//!         }
+//!     }
+//! }
+//! impl Process for Branch {
+//!     type Message = u64;
+//!     type State = u64;
+//!     fn on_message(&mut self, _: ProcessId, amount: u64, _: &mut Context<'_, u64>) {
+//!         self.0 += amount;
+//!     }
+//!     fn record(&self) -> u64 { self.0 }
+//! }
+//!
+//! let report = Exhaustive::new(Topology::complete(2), |sim| sim.build([Branch(10), Branch(10)]))
+//!     .script(0, [Step::call(|b: &mut Branch, ctx| b.pay(1, 3, ctx)), Step::start_snapshot()])
+//!     .script(1, [Step::call(|b: &mut Branch, ctx| b.pay(0, 4, ctx)), Step::start_snapshot()])
+//!     .invariant(|snapshot| {
+//!         // Every snapshot that completes conserves the money; those that a failure cut short
+//!         // fail with `Error::ProcessFailed`, which the checker expects.
+//!         let total = snapshot.total(|balance| *balance, |amount| *amount);
+//!         if total == 20 { Ok(()) } else { Err(format!("{total} in the bank, not 20")) }
+//!     })
+//!     .faults(true)
+//!     .run()?;
+//! assert!(report.faults && report.is_exhaustive());
+//! # Ok::<(), chandy_lamport::sim::exhaustive::CheckError>(())
+//! ```
 
 use std::fmt;
+use std::ops::Range;
 use std::panic::{self, AssertUnwindSafe};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::builder::SimBuilder;
+use super::quiet::{take_kept, Kept, Quiet};
 use super::Simulation;
-use crate::error::{BuildError, SendError};
+use crate::envelope::Envelope;
+use crate::error::{plural, BuildError, SendError};
 use crate::process::{panic_message, Context, Process};
 use crate::snapshot::GlobalSnapshot;
 use crate::topology::{Channel, ProcessId, Topology};
@@ -343,17 +405,17 @@ impl fmt::Display for Report {
         let runs = self.executions + self.pruned + self.bounded;
         write!(
             f,
-            "{} executions checked ({}), {} pruned by the reduction, up to {} events each, {} \
-             snapshots checked, in {:.2} s ({:.0} runs/s){}",
-            self.executions,
+            "{} checked ({}), {} pruned by the reduction, up to {} each, {} checked, in \
+             {:.2} s ({:.0} runs/s){}",
+            plural(self.executions, "execution"),
             if self.reduction {
                 "one per trace"
             } else {
                 "every order: reduction off"
             },
             self.pruned,
-            self.longest,
-            self.snapshots,
+            plural(self.longest, "event"),
+            plural(self.snapshots, "snapshot"),
             self.elapsed.as_secs_f64(),
             runs as f64 / self.elapsed.as_secs_f64().max(1e-9),
             if self.faults {
@@ -365,8 +427,8 @@ impl fmt::Display for Report {
         if self.bounded > 0 {
             write!(
                 f,
-                "; NOT exhaustive: {} executions cut at the depth bound",
-                self.bounded
+                "; NOT exhaustive: {} cut at the depth bound",
+                plural(self.bounded, "execution")
             )?;
         }
         if self.out_of_budget {
@@ -386,10 +448,26 @@ pub struct Violation {
     pub message: String,
     /// The execution that breaks it: [`Exhaustive::replay`] runs it again.
     pub interleaving: Interleaving,
-    /// The event trace of that execution (see [`TraceEvent`]).
+    /// What each of its choices did, in words, and which events of `trace` it caused: a
+    /// failure or a send refused leaves no event in `trace`, yet may be what broke.
+    pub happened: Vec<Happened>,
+    /// The event trace of that execution (see [`TraceEvent`]); events before the first
+    /// choice's are those of the processes' `on_start`.
     pub trace: Vec<TraceEvent>,
     /// What the check had explored when it stopped.
     pub report: Report,
+}
+
+/// One choice of a [`Violation`]'s execution, and what it did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Happened {
+    /// The choice.
+    pub choice: Choice,
+    /// What it did, in words: the message or marker delivered (or dropped), the script step
+    /// run, the snapshots started and failed, the process that failed and its panic message.
+    pub what: String,
+    /// The events it caused: their indices in [`Violation::trace`].
+    pub events: Range<usize>,
 }
 
 impl fmt::Debug for Violation {
@@ -403,14 +481,35 @@ impl fmt::Display for Violation {
         writeln!(f, "{}", self.message)?;
         writeln!(
             f,
-            "after {} choices; replay it with:\n    checker.replay(&\"{}\".parse().unwrap())",
-            self.interleaving.len(),
+            "after {}; replay it with:\n    checker.replay(&\"{}\".parse().unwrap())",
+            plural(self.interleaving.len(), "choice"),
             self.interleaving
         )?;
         writeln!(f, "explored: {}", self.report)?;
-        writeln!(f, "trace:")?;
-        for event in &self.trace {
-            writeln!(f, "{event}")?;
+        writeln!(
+            f,
+            "trace (each choice and what it did, then the events it caused):"
+        )?;
+        let events = |f: &mut fmt::Formatter<'_>, range: Range<usize>| -> fmt::Result {
+            for event in self.trace.get(range).unwrap_or_default() {
+                writeln!(f, "    {event}")?;
+            }
+            Ok(())
+        };
+        let first = self
+            .happened
+            .first()
+            .map_or(self.trace.len(), |h| h.events.start);
+        if first > 0 {
+            writeln!(f, "before the first choice (on_start):")?;
+            events(f, 0..first)?;
+        }
+        for happened in &self.happened {
+            writeln!(f, "{}: {}", happened.choice, happened.what)?;
+            events(f, happened.events.clone())?;
+        }
+        if self.trace.is_empty() && self.happened.is_empty() {
+            writeln!(f, "    (nothing happened before it broke)")?;
         }
         Ok(())
     }
@@ -535,6 +634,16 @@ struct Execution<P: Process> {
     failed: bool,
     /// A panic that escaped the simulation (not one in a process: those are failures).
     escaped: Option<String>,
+    /// The panics of this execution, kept off stderr: where each happened.
+    kept: Vec<Kept>,
+}
+
+/// What a replay with the trace on saw: the simulation at its end, what each choice did, and
+/// the first property broken, with how many choices had been made when it was seen.
+struct Retraced<P: Process> {
+    sim: Simulation<P>,
+    happened: Vec<Happened>,
+    broke: Option<(String, usize)>,
 }
 
 /// Messages of injected failures.
@@ -671,18 +780,43 @@ impl<P: Process> Exhaustive<P> {
             return Ok(report);
         };
         let interleaving = Interleaving(events.iter().map(|&e| self.choice(e)).collect());
-        // The same execution again, with its trace on (exploring keeps none, to go faster).
-        let trace = match self.replay_traced(&interleaving) {
-            Ok(sim) => sim.trace().to_vec(),
-            Err(CheckError::Violation(v)) => v.trace,
-            Err(_) => Vec::new(),
-        };
-        Err(CheckError::Violation(Box::new(Violation {
+        // The same execution again, with its trace on (exploring keeps none, to go faster). It
+        // breaks again the same way unless the system is not a function of its choices (the
+        // reduction's assumption broken): then say so rather than show another execution's
+        // trace as this one's.
+        let mut violation = Violation {
             message,
             interleaving,
-            trace,
+            happened: Vec::new(),
+            trace: Vec::new(),
             report,
-        })))
+        };
+        let replayed = self.retrace(&violation.interleaving);
+        let differs = match &replayed {
+            Ok(r) => match &r.broke {
+                Some((m, made))
+                    if *m == violation.message && *made == violation.interleaving.len() =>
+                {
+                    None
+                }
+                Some((m, _)) => Some(format!("broke another way: {m}")),
+                None => Some("broke nothing".to_string()),
+            },
+            Err(e) => Some(format!("could not run: {e}")),
+        };
+        if let Some(differs) = differs {
+            violation.message = format!(
+                "{}\n(its replay with the trace on {differs}: do the processes share state \
+                 outside messages? See the reduction's assumption in the documentation of \
+                 sim::exhaustive)",
+                violation.message
+            );
+        }
+        if let Ok(r) = replayed {
+            violation.happened = r.happened;
+            violation.trace = r.sim.trace().to_vec();
+        }
+        Err(CheckError::Violation(Box::new(violation)))
     }
 
     /// Runs `interleaving` from scratch, checking as [`run`](Exhaustive::run) does after every
@@ -690,36 +824,87 @@ impl<P: Process> Exhaustive<P> {
     /// (with its trace on) for a closer look.
     pub fn replay(&mut self, interleaving: &Interleaving) -> Result<Simulation<P>, CheckError> {
         self.check_script()?;
-        self.replay_traced(interleaving)
+        let replayed = self.retrace(interleaving)?;
+        match replayed.broke {
+            None => Ok(replayed.sim),
+            Some((message, made)) => Err(CheckError::Violation(Box::new(Violation {
+                message,
+                interleaving: Interleaving(interleaving.0[..made].to_vec()),
+                happened: replayed.happened,
+                trace: replayed.sim.trace().to_vec(),
+                report: Report::default(),
+            }))),
+        }
     }
 
-    fn replay_traced(&mut self, interleaving: &Interleaving) -> Result<Simulation<P>, CheckError> {
+    /// Runs `interleaving` with the trace on, noting what each choice did, up to the first
+    /// property broken.
+    fn retrace(&mut self, interleaving: &Interleaving) -> Result<Retraced<P>, CheckError> {
         let mut run = self.fresh(true)?;
-        let violated = |run: &Execution<P>, message, choices: &[Choice]| {
-            CheckError::Violation(Box::new(Violation {
-                message,
-                interleaving: Interleaving(choices.to_vec()),
-                trace: run.sim.trace().to_vec(),
-                report: Report::default(),
-            }))
-        };
+        let mut happened = Vec::with_capacity(interleaving.len());
         for (index, &choice) in interleaving.0.iter().enumerate() {
             if let Err(message) = run.unplanned_failure() {
-                return Err(violated(&run, message, &interleaving.0[..index]));
+                return Ok(Retraced {
+                    sim: run.sim,
+                    happened,
+                    broke: Some((message, index)),
+                });
             }
-            match self.event(choice) {
-                Some(e) if self.enabled(&run).contains(&e) => self.apply(&mut run, e)?,
+            let event = match self.event(choice) {
+                Some(e) if self.enabled(&run).contains(&e) => e,
                 _ => return Err(CheckError::NotEnabled { index, choice }),
-            }
+            };
+            let what = self.what_happens(&run, event);
+            let before = Before::of(&run);
+            self.apply(&mut run, event)?;
+            happened.push(Happened {
+                choice,
+                what: what + &before.what_followed(&run),
+                events: before.events..run.sim.trace().len(),
+            });
         }
-        let message = match run.unplanned_failure() {
+        let broke = match run.unplanned_failure() {
             Err(message) => Some(message),
             Ok(()) if self.enabled(&run).is_empty() => self.check_end(&run).err(),
             Ok(()) => None,
         };
-        match message {
-            None => Ok(run.sim),
-            Some(message) => Err(violated(&run, message, &interleaving.0)),
+        Ok(Retraced {
+            sim: run.sim,
+            happened,
+            broke: broke.map(|message| (message, interleaving.len())),
+        })
+    }
+
+    /// What `event` is about to do, in words (for a violation's trace).
+    fn what_happens(&self, run: &Execution<P>, event: Event) -> String {
+        let sim = &run.sim;
+        match event {
+            Event::Deliver(c) => {
+                let channel = self.topology_channel(c);
+                let item = match sim.net.lanes[c].queue.front().map(|i| &i.envelope) {
+                    Some(Envelope::Message { seq, .. }) => format!("message {seq}"),
+                    Some(Envelope::Marker(id)) => format!("the marker of snapshot {id}"),
+                    None => "nothing".to_string(),
+                };
+                if sim.net.collector.failure_of(channel.to).is_some() {
+                    format!(
+                        "{item} on channel {channel} is dropped: process {} has failed",
+                        channel.to
+                    )
+                } else {
+                    format!("{item} on channel {channel} is delivered")
+                }
+            }
+            Event::Step(p) => {
+                let step = run.next_step[p];
+                format!(
+                    "process {p} takes step {step} of its script, {:?}",
+                    self.script[p][step]
+                )
+            }
+            Event::Fail(p) => {
+                format!("process {p} fails, as if its code had panicked (an injected failure)")
+            }
         }
     }
 
@@ -734,7 +919,7 @@ impl<P: Process> Exhaustive<P> {
                     message,
                 };
                 if process >= n {
-                    return Err(wrong(format!("the topology has {n} processes")));
+                    return Err(wrong(format!("the topology has {}", plural(n, "process"))));
                 }
                 if let Action::Send(to, _) = s.action {
                     if !self
@@ -753,7 +938,26 @@ impl<P: Process> Exhaustive<P> {
     /// A fresh system, its scripts at their start.
     fn fresh(&mut self, trace: bool) -> Result<Execution<P>, CheckError> {
         let builder = Simulation::builder(self.topology.clone()).trace(trace);
-        let sim = (self.start)(builder)?;
+        // Quiet, for the processes' `on_start`: the simulation catches a panic there, and the
+        // checker reports it.
+        let built = {
+            let _quiet = Quiet::new();
+            panic::catch_unwind(AssertUnwindSafe(|| (self.start)(builder)))
+        };
+        let kept = take_kept();
+        let sim = match built {
+            Ok(sim) => sim?,
+            Err(payload) => {
+                // A panic of the closure itself, outside any process: not the checker's to
+                // report, so on its way, loud again, with where it happened (kept above).
+                let message = panic_message(&*payload);
+                panic!(
+                    "the closure given to Exhaustive::new, which builds the system, panicked{}: \
+                     {message}",
+                    at(&kept, &message)
+                );
+            }
+        };
         // Channels are events by their index in the checker's topology.
         if sim.wiring().channels() != self.topology.channels() {
             return Err(CheckError::OtherTopology);
@@ -763,6 +967,7 @@ impl<P: Process> Exhaustive<P> {
             sim,
             failed: false,
             escaped: None,
+            kept,
         })
     }
 
@@ -868,9 +1073,15 @@ impl<P: Process> Exhaustive<P> {
 
     /// Makes `event` happen. A panic that escapes the simulation (a bug in the core outside
     /// any process's callback, say while processes drop their snapshots after a failure) ends
-    /// the execution as a violation rather than the check.
+    /// the execution as a violation rather than the check. Every panic here is caught and
+    /// reported, so none is printed (see `quiet.rs`).
     fn apply(&self, run: &mut Execution<P>, event: Event) -> Result<(), CheckError> {
-        match panic::catch_unwind(AssertUnwindSafe(|| self.apply_unguarded(run, event))) {
+        let result = {
+            let _quiet = Quiet::new();
+            panic::catch_unwind(AssertUnwindSafe(|| self.apply_unguarded(run, event)))
+        };
+        run.kept.extend(take_kept());
+        match result {
             Ok(result) => result,
             Err(payload) => {
                 run.escaped = Some(panic_message(&*payload));
@@ -1005,7 +1216,7 @@ impl<P: Process> Execution<P> {
     /// code, or a marker-rule error, which panics in the core).
     fn unplanned_failure(&self) -> Result<(), String> {
         if let Some(message) = &self.escaped {
-            return Err(format!("the simulation panicked: {message}"));
+            return Err(self.escaped(message));
         }
         // Asked after every event of every execution: the common case (no failure at all) must
         // not build the list of failures.
@@ -1014,10 +1225,79 @@ impl<P: Process> Execution<P> {
         }
         let failures = self.sim.failures();
         match failures.iter().find(|f| f.message != INJECTED) {
-            Some(f) => Err(format!("process {} panicked: {}", f.process, f.message)),
+            Some(f) => Err(self.panicked(f.process, &f.message)),
             None => Ok(()),
         }
     }
+
+    /// That process `p` panicked with `message`, and where.
+    fn panicked(&self, p: ProcessId, message: &str) -> String {
+        format!("process {p} panicked{}: {message}", at(&self.kept, message))
+    }
+
+    /// That a panic with `message` escaped the simulation, and where.
+    fn escaped(&self, message: &str) -> String {
+        format!(
+            "the simulation panicked{}: {message}",
+            at(&self.kept, message)
+        )
+    }
+}
+
+/// What a violation's trace says of a choice beyond what it was about to do: what it started,
+/// failed or broke. Taken before the choice, read after it.
+struct Before {
+    /// The trace's length: the choice's events come after.
+    events: usize,
+    started: usize,
+    failed_snapshots: usize,
+    failed: Vec<bool>,
+    escaped: bool,
+}
+
+impl Before {
+    fn of<P: Process>(run: &Execution<P>) -> Self {
+        let sim = &run.sim;
+        Before {
+            events: sim.trace().len(),
+            started: sim.started().len(),
+            failed_snapshots: sim.failed_snapshots().len(),
+            failed: (0..sim.hosts.len())
+                .map(|p| sim.net.collector.failure_of(p).is_some())
+                .collect(),
+            escaped: run.escaped.is_some(),
+        }
+    }
+
+    /// What followed, since `self` was taken, each part after a `; `.
+    fn what_followed<P: Process>(&self, run: &Execution<P>) -> String {
+        let sim = &run.sim;
+        let mut said = String::new();
+        for id in &sim.started()[self.started..] {
+            said += &format!("; snapshot {id} starts");
+        }
+        for f in sim.failures() {
+            if !self.failed[f.process] && f.message != INJECTED {
+                said += "; ";
+                said += &run.panicked(f.process, &f.message);
+            }
+        }
+        for f in &sim.failed_snapshots()[self.failed_snapshots..] {
+            said += &format!("; snapshot {} fails", f.id);
+        }
+        if let (false, Some(message)) = (self.escaped, &run.escaped) {
+            said += "; ";
+            said += &run.escaped(message);
+        }
+        said
+    }
+}
+
+/// ` at file:line:column` where the panic with `message` happened, if it was kept.
+fn at(kept: &[Kept], message: &str) -> String {
+    kept.iter()
+        .find(|k| k.message == message && !k.location.is_empty())
+        .map_or_else(String::new, |k| format!(" at {}", k.location))
 }
 
 /// Moves to the next branch of the search: the deepest point with an event neither explored

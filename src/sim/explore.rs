@@ -3,6 +3,8 @@
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
 
+use crate::error::plural;
+
 /// The first seed whose check failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExploreFailure {
@@ -18,9 +20,13 @@ impl fmt::Display for ExploreFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "seed {} failed after {} passing seeds: {}\nreplay it: SIM_SEED={} (explore then runs \
-             only that seed), or call the check with seed {}",
-            self.seed, self.passed, self.message, self.seed, self.seed
+            "seed {} failed after {}: {}\nreplay it: SIM_SEED={} (explore then runs only that \
+             seed), or call the check with seed {}",
+            self.seed,
+            plural(self.passed, "passing seed"),
+            self.message,
+            self.seed,
+            self.seed
         )
     }
 }

@@ -17,7 +17,8 @@
 //! Files: `mod.rs`, the [`Simulation`] handle (run, step, start snapshots, look at the result);
 //! `builder.rs`, [`SimBuilder`] and [`Schedule`]; `network.rs`, the channels, clock, scheduler,
 //! collector and trace; `port.rs`, the simulator as a process's driver; `explore.rs`, many
-//! seeds; [`exhaustive`], every order of events of a small system; `scenario.rs`, scripted runs in a course's file format; `trace.rs`, the event trace.
+//! seeds; [`exhaustive`], every order of events of a small system (`quiet.rs` keeps the panics it
+//! reports off stderr); `scenario.rs`, scripted runs in a course's file format; `trace.rs`, the event trace.
 //!
 //! ```
 //! use chandy_lamport::sim::Simulation;
@@ -56,6 +57,7 @@ pub mod exhaustive;
 mod explore;
 mod network;
 mod port;
+mod quiet;
 pub mod scenario;
 
 use std::cmp::Reverse;

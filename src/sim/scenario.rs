@@ -16,6 +16,7 @@
 
 use std::fmt;
 
+use crate::error::plural;
 use crate::process::{Context, Process};
 use crate::sim::Simulation;
 use crate::snapshot::GlobalSnapshot;
@@ -200,7 +201,11 @@ pub fn parse_topology(file: &str, text: &str) -> Result<ScenarioTopology, Scenar
     if topo.names.len() < n {
         return Err(err(
             count_line,
-            format!("{n} processes announced, {} declared", topo.names.len()),
+            format!(
+                "{} announced, {} declared",
+                plural(n, "process"),
+                topo.names.len()
+            ),
         ));
     }
     if let Err(e) = topo.topology().validate() {
@@ -379,8 +384,9 @@ fn simulate(
                         file: events_file.to_string(),
                         line,
                         message: format!(
-                            "{} sends {tokens} tokens but holds {held}",
-                            topo.names[from]
+                            "{} sends {} but holds {held}",
+                            topo.names[from],
+                            plural(tokens, "token")
                         ),
                     });
                 }
@@ -522,7 +528,7 @@ mod tests {
             run(&topo, &events, "ev.txt", 0, Delivery::Causal)
                 .unwrap_err()
                 .to_string(),
-            "ev.txt:2: A sends 1 tokens but holds 0"
+            "ev.txt:2: A sends 1 token but holds 0"
         );
         let one_way = parse_topology("t", "3\nA 1\nB 1\nC 1\nA B\nB C\nC A\n").unwrap();
         assert_eq!(
