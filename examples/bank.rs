@@ -356,18 +356,18 @@ fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
             .and_then(|()| std::io::Write::flush(&mut out))
             .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
         eprintln!(
-            "bank: trace of {} events written to {}{}",
+            "bank: trace of {} events written to {}",
             trace.events.len(),
-            file.display(),
-            if trace.left_out > 0 {
-                format!(
-                    " ({} left out: past --trace-events per branch)",
-                    trace.left_out
-                )
-            } else {
-                String::new()
-            }
+            file.display()
         );
+        // Said, not only written in the file: a diagram of a trace that kept some of the
+        // snapshots would otherwise pass for the whole run.
+        if let Some(shortfall) = trace.header.shortfall() {
+            eprintln!(
+                "bank: {shortfall}; raise --trace-events ({} per branch) to keep more",
+                args.trace_events
+            );
+        }
     }
     for f in &stopped.failures {
         eprintln!("bank: branch {} panicked: {}", f.process, f.message);

@@ -13,8 +13,8 @@ use std::path::PathBuf;
 use chandy_lamport::sim::scenario::{self, Delivery};
 use chandy_lamport::sim::Simulation;
 use chandy_lamport::trace::svg::{self, SvgOptions};
-use chandy_lamport::trace::{shiviz, TraceEvent, TraceKind};
-use chandy_lamport::{GlobalSnapshot, Topology};
+use chandy_lamport::trace::{shiviz, Driver, TimeUnit, TraceEvent, TraceHeader, TraceKind};
+use chandy_lamport::{Channel, GlobalSnapshot, SnapshotId, Topology};
 use common::branches;
 
 /// One element of the SVG: its name and attributes (values unescaped only as far as the checks
@@ -650,4 +650,99 @@ fn a_long_trace_is_drawn_in_a_window_with_a_note_and_only_whole_cuts() {
         }
     }
     assert!(fits > 0);
+}
+
+/// An event of a hand-made trace (the renderer reads neither clocks nor anything else missing).
+fn at(
+    step: u64,
+    kind: TraceKind,
+    process: usize,
+    channel: Option<(usize, usize)>,
+    seq: Option<u64>,
+    snapshot: Option<SnapshotId>,
+) -> TraceEvent {
+    TraceEvent {
+        step,
+        kind,
+        process,
+        channel: channel.map(|(from, to)| Channel::new(from, to)),
+        seq,
+        snapshot,
+        clock: vec![0, 0],
+    }
+}
+
+/// Two snapshots, A and B, both started at p0 after it sent m1 and both reaching p1 before m1
+/// does: m1 is in flight in both.
+fn shared_in_flight() -> (Vec<TraceEvent>, SnapshotId, SnapshotId) {
+    use TraceKind::*;
+    let a = SnapshotId(uuid::Uuid::from_u128(
+        0xaaaa_0000_0000_0000_0000_0000_0000_0001,
+    ));
+    let b = SnapshotId(uuid::Uuid::from_u128(
+        0xbbbb_0000_0000_0000_0000_0000_0000_0002,
+    ));
+    let mut events = vec![at(0, Send, 0, Some((0, 1)), Some(1), None)];
+    for id in [a, b] {
+        events.extend([
+            at(1, Record, 0, None, None, Some(id)),
+            at(1, MarkerSend, 0, Some((0, 1)), None, Some(id)),
+        ]);
+    }
+    for id in [a, b] {
+        events.extend([
+            at(3, MarkerReceive, 1, Some((0, 1)), None, Some(id)),
+            at(3, Record, 1, None, None, Some(id)),
+            at(3, MarkerSend, 1, Some((1, 0)), None, Some(id)),
+        ]);
+    }
+    events.push(at(7, Receive, 1, Some((0, 1)), Some(1), None));
+    for id in [a, b] {
+        events.extend([
+            at(9, MarkerReceive, 0, Some((1, 0)), None, Some(id)),
+            at(9, Complete, 0, None, None, Some(id)),
+        ]);
+    }
+    (events, a, b)
+}
+
+#[test]
+fn the_unit_and_what_the_trace_left_out_come_from_its_header() {
+    let (events, _, _) = shared_in_flight();
+    let header = TraceHeader {
+        driver: Driver::Runtime,
+        unit: TimeUnit::Micros,
+        left_out: 40,
+        snapshots: 3,
+        snapshots_partial: 0,
+        snapshots_absent: 1,
+    };
+    let from_header = SvgOptions {
+        header: Some(header.clone()),
+        ..SvgOptions::default()
+    };
+    let diagram = svg::render(&events, &from_header);
+    assert!(diagram.text.contains(">µs</text>"));
+    assert!(diagram.text.contains("complete after 8 µs"));
+    let note = diagram.note.unwrap();
+    assert!(
+        note.starts_with(
+            "the trace left out 40 events (past the per-process event cap); 1 of the run's 3 \
+             snapshots is not wholly in it (0 in part, 1 not at all)"
+        ),
+        "{note}"
+    );
+    assert!(diagram.text.contains("1 of the run&#39;s 3 snapshots"));
+    // `unit` still overrides the header.
+    let overridden = SvgOptions {
+        unit: Some("ticks".to_string()),
+        ..from_header
+    };
+    assert!(svg::render(&events, &overridden)
+        .text
+        .contains(">ticks</text>"));
+    // No header: steps, and nothing said about what the trace left out.
+    let plain = svg::render(&events, &SvgOptions::default());
+    assert!(plain.text.contains(">steps</text>"));
+    assert_eq!(plain.note, None);
 }

@@ -6,10 +6,13 @@
 //! ```
 //! use chandy_lamport::trace::{self, svg};
 //!
-//! let text = "{\"step\":0,\"event\":\"send\",\"process\":0,\"from\":0,\"to\":1,\"seq\":1,\"clock\":[1,0]}\n\
+//! let text = "{\"trace\":1,\"driver\":\"simulator\",\"unit\":\"steps\",\"left_out\":0,\"snapshots\":0,\"snapshots_partial\":0,\"snapshots_absent\":0}\n\
+//!             {\"step\":0,\"event\":\"send\",\"process\":0,\"from\":0,\"to\":1,\"seq\":1,\"clock\":[1,0]}\n\
 //!             {\"step\":2,\"event\":\"receive\",\"process\":1,\"from\":0,\"to\":1,\"seq\":1,\"clock\":[1,1]}\n";
-//! let events = trace::parse(text).unwrap();
-//! let diagram = svg::render(&events, &svg::SvgOptions::default());
+//! let file = trace::parse(text).unwrap();
+//! // The header gives the axis its unit, and says what the trace itself left out (here nothing).
+//! let options = svg::SvgOptions { header: file.header, ..svg::SvgOptions::default() };
+//! let diagram = svg::render(&file.events, &options);
 //! assert!(diagram.text.contains("class=\"message\""));
 //! assert!(diagram.note.is_none()); // nothing left out
 //! ```
@@ -72,7 +75,8 @@
 //! arrow reads as a lost message); nor is one with an end missing from the trace (still in
 //! flight when it ends, or, in a run restored from a snapshot, sent before it began). Only a
 //! snapshot with every process's `record` inside the window gets a cut. Whatever is left out is
-//! counted in a note, drawn at the top of the diagram and returned in [`Svg::note`].
+//! counted in a note, drawn at the top of the diagram and returned in [`Svg::note`], starting
+//! with what the trace itself left out if [`SvgOptions::header`] says so.
 //!
 //! The output is a function of the trace and the options only: the same input gives the same
 //! bytes (nothing here iterates a hash map).
@@ -81,7 +85,7 @@ use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
 use std::ops::Range;
 
-use super::{TraceEvent, TraceKind};
+use super::{TraceEvent, TraceHeader, TraceKind};
 use crate::snapshot::SnapshotId;
 use crate::topology::{Channel, ProcessId};
 
@@ -100,9 +104,12 @@ pub struct SvgOptions {
     /// Names of the processes, by id (a missing one is `p<id>`): the scenario files' names,
     /// for instance.
     pub names: Vec<String>,
-    /// What a trace's `step` counts, for the axis and the legend (default `steps`; `us` for a
-    /// runtime's trace).
-    pub unit: String,
+    /// What a trace's `step` counts, for the axis and the legend (`us` is written `µs`). `None`
+    /// (the default): the [`header`](Self::header)'s unit, or `steps` without a header.
+    pub unit: Option<String>,
+    /// The trace's header, if it has one ([`TraceFile::header`](super::TraceFile)): gives the
+    /// default unit, and what the trace itself left out is noted in the diagram.
+    pub header: Option<TraceHeader>,
 }
 
 impl Default for SvgOptions {
@@ -113,7 +120,8 @@ impl Default for SvgOptions {
             max_events: 400,
             title: None,
             names: Vec::new(),
-            unit: "steps".to_string(),
+            unit: None,
+            header: None,
         }
     }
 }
@@ -474,6 +482,8 @@ struct Drawing<'a, 'o> {
     /// By position inside the window: the event's column.
     columns: Vec<i64>,
     dx: i64,
+    /// What time is in, as the diagram writes it.
+    unit: String,
     dy: i64,
     /// The first process line's y.
     top: i64,
@@ -489,6 +499,11 @@ impl<'a, 'o> Drawing<'a, 'o> {
         // Wide columns for a short trace, narrow ones for a long one: a few hundred events fit
         // a screen or two.
         let dx = (900 / width).clamp(14, 40);
+        let unit = options
+            .unit
+            .clone()
+            .or_else(|| options.header.as_ref().map(|h| h.unit.name().to_string()))
+            .unwrap_or_else(|| "steps".to_string());
         let dy = if a.processes <= 8 { 50 } else { 36 };
         let mut drawing = Drawing {
             a,
@@ -496,6 +511,11 @@ impl<'a, 'o> Drawing<'a, 'o> {
             options,
             columns,
             dx,
+            unit: if unit == "us" {
+                "µs".to_string()
+            } else {
+                unit
+            },
             dy,
             top: TOP,
             notes: Vec::new(),
@@ -650,6 +670,14 @@ impl<'a, 'o> Drawing<'a, 'o> {
             .filter(|&s| self.drawn_in_full(s))
             .count();
         let mut parts = Vec::new();
+        if let Some(shortfall) = self
+            .options
+            .header
+            .as_ref()
+            .and_then(TraceHeader::shortfall)
+        {
+            parts.push(shortfall);
+        }
         let total = a.events.len();
         if self.shown.is_empty() && total > 0 {
             parts.push(format!("no event in the window, {total} in the trace"));
@@ -660,7 +688,7 @@ impl<'a, 'o> Drawing<'a, 'o> {
                 self.shown.end,
                 a.events[self.shown.start].step,
                 a.events[self.shown.end - 1].step,
-                self.options.unit,
+                self.unit,
             ));
         }
         if drawn < a.snapshots.len() {
@@ -744,7 +772,7 @@ impl<'a, 'o> Drawing<'a, 'o> {
             "<text x=\"{}\" y=\"{}\" text-anchor=\"end\" class=\"axis\">{}</text>",
             LEFT - 8,
             bottom + 12,
-            esc(&self.options.unit)
+            esc(&self.unit)
         );
         let mut last_label: Option<i64> = None;
         let mut step = None;
@@ -967,7 +995,7 @@ impl<'a, 'o> Drawing<'a, 'o> {
     /// initiator and its cost, all derived from the trace.
     fn legend(&mut self, top: i64, listed: &[usize]) {
         let a = self.a;
-        let unit = esc(&self.options.unit);
+        let unit = esc(&self.unit);
         let mut out = String::new();
         let _ = writeln!(out, "<g class=\"legend\">");
         // The key: a sample of each kind of mark (class `key`, so that nothing counts them as
