@@ -265,6 +265,22 @@ fn check_diagram(
         marked, recorded,
         "{what}: in-flight arrows are the recorded messages"
     );
+    // Each snapshot's own strokes: one per message it recorded, shared or not.
+    let mut strokes: BTreeMap<String, usize> = BTreeMap::new();
+    for e in with("recorded") {
+        *strokes
+            .entry(e.attr("data-snapshot").to_string())
+            .or_default() += 1;
+    }
+    let mut per_snapshot: BTreeMap<String, usize> = BTreeMap::new();
+    for ((id, _), seqs) in &recorded {
+        *per_snapshot.entry(id.clone()).or_default() += seqs.len();
+    }
+    assert_eq!(
+        strokes, per_snapshot,
+        "{what}: a stroke per snapshot per message"
+    );
+    check_draw_order(what, &elements);
     for e in with("message") {
         assert_eq!(
             e.has_class("in-flight"),
@@ -272,6 +288,21 @@ fn check_diagram(
             "{what}: data-snapshot exactly on in-flight arrows"
         );
     }
+}
+
+/// Record dots come after (so are drawn over) every cut and every in-flight stroke.
+fn check_draw_order(what: &str, elements: &[Element]) {
+    let first_record = elements
+        .iter()
+        .position(|e| e.has_class("record"))
+        .unwrap_or(elements.len());
+    let last_under = elements
+        .iter()
+        .rposition(|e| e.has_class("cut") || e.has_class("recorded"));
+    assert!(
+        last_under.is_none_or(|k| k < first_record),
+        "{what}: a record dot under a cut or an in-flight stroke"
+    );
 }
 
 /// Reads `tests/scenarios/NAME`.
@@ -704,6 +735,51 @@ fn shared_in_flight() -> (Vec<TraceEvent>, SnapshotId, SnapshotId) {
         ]);
     }
     (events, a, b)
+}
+
+#[test]
+fn a_message_recorded_by_two_snapshots_is_drawn_for_each() {
+    let (events, a, b) = shared_in_flight();
+    let diagram = svg::render(&events, &SvgOptions::default());
+    let elements = parse_xml(&diagram.text);
+    let message = with_class(&elements, "in-flight");
+    assert_eq!(message.len(), 1);
+    assert_eq!(message[0].attr("data-snapshot"), format!("{a} {b}"));
+    // One stroke each, in each one's colour (the legend's swatch), side by side: the same
+    // direction, apart.
+    let strokes = with_class(&elements, "recorded");
+    let ids: Vec<&str> = strokes.iter().map(|e| e.attr("data-snapshot")).collect();
+    assert_eq!(ids, [a.to_string(), b.to_string()]);
+    let swatches: Vec<String> = elements
+        .iter()
+        .filter(|e| e.name == "rect" && e.attrs.get("width").is_some_and(|w| w == "12"))
+        .map(|e| format!("stroke:{};", e.attr("fill")))
+        .collect();
+    assert_eq!(swatches.len(), 2);
+    for (stroke, swatch) in strokes.iter().zip(&swatches) {
+        assert!(
+            stroke.attr("style").starts_with(swatch.as_str()),
+            "{:?}",
+            stroke.attrs
+        );
+    }
+    let ends = |e: &Element| -> [f64; 4] {
+        ["x1", "y1", "x2", "y2"].map(|k| e.attr(k).parse::<f64>().unwrap())
+    };
+    let (s, t) = (ends(strokes[0]), ends(strokes[1]));
+    let direction = |e: [f64; 4]| (e[2] - e[0], e[3] - e[1]);
+    let ((dx, dy), (ex, ey)) = (direction(s), direction(t));
+    // The sine of the angle between them, with coordinates written to a tenth of a pixel.
+    let sine = (dx * ey - dy * ex) / (dx.hypot(dy) * ex.hypot(ey));
+    assert!(sine.abs() < 0.005, "parallel: {s:?} {t:?}");
+    let apart = ((s[0] - t[0]).powi(2) + (s[1] - t[1]).powi(2)).sqrt();
+    assert!((2.0..=4.0).contains(&apart), "{apart} pixels apart");
+    // The legend agrees: one message each.
+    assert_eq!(
+        diagram.text.matches("1 message recorded in flight").count(),
+        2
+    );
+    check_draw_order("shared", &elements);
 }
 
 #[test]

@@ -173,7 +173,12 @@ fn a_runtime_trace_is_consistent_and_agrees_with_every_snapshot() {
                 })
                 .count()
         };
-
+        // Each message it recorded carries a stroke of its own, shared with other snapshots
+        // or not.
+        let strokes = picture
+            .matches(&format!("class=\"recorded\" data-snapshot=\"{}\"", s.id))
+            .count();
+        assert_eq!(strokes, s.in_flight().count(), "snapshot {}", s.id);
         assert_eq!(tagged("cut"), 1, "snapshot {}", s.id);
         assert_eq!(tagged("record"), n, "snapshot {}", s.id);
         assert_eq!(

@@ -1,7 +1,8 @@
 //! A space-time diagram of a trace, as SVG: one horizontal line per process, time running left
 //! to right, application messages as arrows, markers as dashed arrows in their snapshot's
 //! colour, each `record` as a dot, each snapshot's cut as a line through its dots, the messages
-//! each snapshot recorded as in flight highlighted, and a legend with what each snapshot cost.
+//! each snapshot recorded as in flight highlighted (a stroke in each recording snapshot's
+//! colour), and a legend with what each snapshot cost.
 //!
 //! ```
 //! use chandy_lamport::trace::{self, svg};
@@ -28,12 +29,16 @@
 //! in the column of the `record` it follows (they are one turn of the process: they share a
 //! vector clock), so a snapshot's markers start at its record dot.
 //!
+//! Cuts are drawn first, then messages and markers, then record dots and completion squares:
+//! a dot is never hidden under a cut or an arrow.
+//!
 //! # Classes (for styling, and for tools that read the diagram)
 //!
 //! | element | class | data attributes |
 //! |---|---|---|
 //! | a process's line | `process` | `data-process` |
-//! | an application message (`<g>`: line and head) | `message`, plus `in-flight` if a snapshot recorded it | `data-channel` (`"i-j"`), `data-seq`, and for `in-flight` `data-snapshot` |
+//! | an application message (`<g>`: line and head) | `message`, plus `in-flight` if a snapshot recorded it | `data-channel` (`"i-j"`), `data-seq`, and for `in-flight` `data-snapshot` (every snapshot that recorded it) |
+//! | in an `in-flight` message, one stroke (`<line>`) per snapshot that recorded it | `recorded` | `data-snapshot` (that one) |
 //! | a marker (`<g>`, dashed) | `marker` | `data-snapshot`, `data-channel` |
 //! | a record point (`<circle>`) | `record` | `data-snapshot`, `data-process` |
 //! | a snapshot's cut (`<polyline>` through its record points, by process) | `cut` | `data-snapshot` |
@@ -41,10 +46,13 @@
 //! | the legend (`<g>`) | `legend` | |
 //! | the note on what was left out | `note` | |
 //!
-//! A message recorded in flight by several concurrent snapshots is still one element: its
+//! A message recorded in flight by several concurrent snapshots is still one arrow: its
 //! `data-snapshot` lists their UUIDs separated by spaces, in the snapshots' order (that of their
-//! first `record` in the trace), and it takes the first one's colour. Snapshot ids are full
-//! UUIDs in attributes and the first 8 hex digits in text.
+//! first `record` in the trace), and its shaft is drawn as that many parallel strokes side by
+//! side, one in each snapshot's colour, so that each snapshot's in-flight messages can be
+//! picked out by colour (and counted by `recorded` elements), whichever others share them. A
+//! message recorded by one snapshot has its colour, head included. Snapshot ids are full UUIDs
+//! in attributes and the first 8 hex digits in text.
 //!
 //! A message is recorded in flight by snapshot S on channel i -> j exactly when it was sent
 //! before i recorded its state for S and received after j did (each compared in the trace's
@@ -416,6 +424,43 @@ impl<'a> Analysis<'a> {
     }
 }
 
+/// The legend's key: the label of each sample mark.
+const KEY: [&str; 6] = [
+    "message",
+    "recorded in flight (a stroke per snapshot)",
+    "marker",
+    "record",
+    "cut",
+    "complete",
+];
+
+/// Where each of the key's samples starts, left to right, and (last) where the key ends.
+fn key_positions() -> [i64; KEY.len() + 1] {
+    let mut x = [20i64; KEY.len() + 1];
+    for (k, label) in KEY.iter().enumerate() {
+        // A sample 30 pixels wide, its label (about 6.2 pixels a character at 12 pixels), a gap.
+        x[k + 1] = x[k] + 36 + (label.len() as f64 * 6.2) as i64 + 16;
+    }
+    x
+}
+
+/// Where an arrow runs (see `Drawing::along`).
+struct ArrowGeometry {
+    from: (f64, f64),
+    to: (i64, i64),
+    unit: (f64, f64),
+    base: (f64, f64),
+}
+
+/// A coordinate as the diagram writes it: a whole number bare, else to a tenth.
+fn coordinate(v: f64) -> String {
+    if v.fract() == 0.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
+    }
+}
+
 /// `n` things, in words: `1 marker`, `2 markers`, `2 processes`.
 fn plural(n: usize, one: &str) -> String {
     match (n, one.ends_with('s')) {
@@ -465,7 +510,6 @@ const STYLE: &str = "\
 .tick{stroke:#e8e8e8;stroke-width:1}\
 .message line{stroke:#555;stroke-width:1.2}\
 .message path{fill:#555}\
-.message.in-flight line{stroke-width:3}\
 .marker line{stroke-width:1.2;stroke-dasharray:4 3}\
 .cut{fill:none;stroke-width:6;stroke-opacity:0.25;stroke-linejoin:round}\
 .record{stroke:#fff;stroke-width:1}\
@@ -479,9 +523,8 @@ struct Drawing<'a, 'o> {
     a: &'a Analysis<'a>,
     shown: Range<usize>,
     options: &'o SvgOptions,
-    /// By position inside the window: the event's column.
-    columns: Vec<i64>,
-    dx: i64,
+    /// By position inside the window: the event's x.
+    xs: Vec<i64>,
     /// What time is in, as the diagram writes it.
     unit: String,
     dy: i64,
@@ -495,10 +538,11 @@ struct Drawing<'a, 'o> {
 impl<'a, 'o> Drawing<'a, 'o> {
     fn new(a: &'a Analysis<'a>, shown: Range<usize>, options: &'o SvgOptions) -> Self {
         let columns = Self::columns(a, shown.clone());
-        let width = columns.iter().max().map_or(1, |&c| c + 1);
+        let last = columns.iter().max().copied().unwrap_or(0);
         // Wide columns for a short trace, narrow ones for a long one: a few hundred events fit
         // a screen or two.
-        let dx = (900 / width).clamp(14, 40);
+        let dx = (900 / (last + 1)).clamp(14, 40);
+        let xs = columns.iter().map(|c| LEFT + 20 + c * dx).collect();
         let unit = options
             .unit
             .clone()
@@ -509,8 +553,7 @@ impl<'a, 'o> Drawing<'a, 'o> {
             a,
             shown,
             options,
-            columns,
-            dx,
+            xs,
             unit: if unit == "us" {
                 "µs".to_string()
             } else {
@@ -574,7 +617,7 @@ impl<'a, 'o> Drawing<'a, 'o> {
     }
 
     fn x(&self, k: usize) -> i64 {
-        LEFT + 20 + self.columns[k - self.shown.start] * self.dx
+        self.xs[k - self.shown.start]
     }
 
     fn y(&self, p: ProcessId) -> i64 {
@@ -594,7 +637,7 @@ impl<'a, 'o> Drawing<'a, 'o> {
     }
 
     fn right(&self) -> i64 {
-        LEFT + 20 + self.columns.iter().max().map_or(0, |&c| c) * self.dx + 20
+        self.xs.iter().max().copied().unwrap_or(LEFT + 20) + 20
     }
 
     fn bottom(&self) -> i64 {
@@ -625,7 +668,7 @@ impl<'a, 'o> Drawing<'a, 'o> {
             .iter()
             .map(|&s| 1 + self.recorded_lines(s).len())
             .sum();
-        let width = self.right().max(760);
+        let width = self.right().max(760).max(key_positions()[KEY.len()]);
         let legend_top = self.bottom() + 30;
         let height = legend_top + 40 + 18 * legend_lines as i64 + 10;
         let _ = write!(
@@ -836,18 +879,55 @@ impl<'a, 'o> Drawing<'a, 'o> {
     /// An arrow from event `from` to event `to`: a line, and a head drawn as a path so that it
     /// takes the arrow's colour without SVG markers (whose colour cannot follow the line's).
     fn arrow(&self, from: usize, to: usize, colour: Option<&str>) -> String {
+        let stroke = colour.map_or(String::new(), |c| format!(" style=\"stroke:{c}\""));
+        format!(
+            "{}{}",
+            self.shaft(from, to, 0.0, &stroke),
+            self.head(from, to, colour)
+        )
+    }
+
+    /// The geometry of an arrow: its ends, the unit vector along it, and where its head begins.
+    fn along(&self, from: usize, to: usize) -> ArrowGeometry {
         let ((x1, y1), (x2, y2)) = (self.point(from), self.point(to));
         let (dx, dy) = ((x2 - x1) as f64, (y2 - y1) as f64);
         let length = (dx * dx + dy * dy).sqrt().max(1.0);
         let (ux, uy) = (dx / length, dy / length);
-        let (head, half) = (8.0, 3.5);
-        let (bx, by) = (x2 as f64 - ux * head, y2 as f64 - uy * head);
-        // A style attribute, not `stroke=`: the stylesheet's rules would win over that.
-        let stroke = colour.map_or(String::new(), |c| format!(" style=\"stroke:{c}\""));
+        let head = 8.0;
+        ArrowGeometry {
+            from: (x1 as f64, y1 as f64),
+            to: (x2, y2),
+            unit: (ux, uy),
+            base: (x2 as f64 - ux * head, y2 as f64 - uy * head),
+        }
+    }
+
+    /// An arrow's line up to its head, moved `offset` pixels sideways (to the left of the
+    /// arrow's direction for a positive one); `attrs` go on the `<line>`.
+    fn shaft(&self, from: usize, to: usize, offset: f64, attrs: &str) -> String {
+        let g = self.along(from, to);
+        let (nx, ny) = (-g.unit.1 * offset, g.unit.0 * offset);
+        let ((x1, y1), (x2, y2)) = (
+            (g.from.0 + nx, g.from.1 + ny),
+            (g.base.0 + nx, g.base.1 + ny),
+        );
+        // Whole pixels print as before the offsets existed (`80`, not `80.0`).
+        format!(
+            "<line x1=\"{}\" y1=\"{}\" x2=\"{x2:.1}\" y2=\"{y2:.1}\"{attrs}/>",
+            coordinate(x1),
+            coordinate(y1)
+        )
+    }
+
+    /// An arrow's head, in `colour` (the stylesheet's by default).
+    fn head(&self, from: usize, to: usize, colour: Option<&str>) -> String {
+        let g = self.along(from, to);
+        let ((x2, y2), (bx, by), (ux, uy)) = (g.to, g.base, g.unit);
+        let half = 3.5;
+        // A style attribute, not `fill=`: the stylesheet's rules would win over that.
         let fill = colour.map_or(String::new(), |c| format!(" style=\"fill:{c}\""));
         format!(
-            "<line x1=\"{x1}\" y1=\"{y1}\" x2=\"{bx:.1}\" y2=\"{by:.1}\"{stroke}/>\
-             <path d=\"M{x2} {y2}L{:.1} {:.1}L{:.1} {:.1}Z\"{fill}/>",
+            "<path d=\"M{x2} {y2}L{:.1} {:.1}L{:.1} {:.1}Z\"{fill}/>",
             bx - uy * half,
             by + ux * half,
             bx + uy * half,
@@ -872,28 +952,40 @@ impl<'a, 'o> Drawing<'a, 'o> {
             a.events[send].step,
             a.events[receive].step
         );
-        let (class, data, tint) = match link.recorded_by.first() {
-            None => ("message".to_string(), String::new(), None),
-            Some(&first) => {
-                let ids: Vec<String> = link
-                    .recorded_by
-                    .iter()
-                    .map(|&s| a.snapshots[s].id.to_string())
-                    .collect();
-                let names: Vec<String> = link
-                    .recorded_by
-                    .iter()
-                    .map(|&s| format!("S{} {}", s + 1, a.short(s)))
-                    .collect();
-                let _ = write!(title, "; recorded in flight by {}", names.join(", "));
-                (
-                    "message in-flight".to_string(),
-                    format!(" data-snapshot=\"{}\"", ids.join(" ")),
-                    Some(colour(first)),
-                )
+        let (class, data, arrow) = if link.recorded_by.is_empty() {
+            ("message", String::new(), self.arrow(send, receive, None))
+        } else {
+            let by = &link.recorded_by;
+            let ids: Vec<String> = by.iter().map(|&s| a.snapshots[s].id.to_string()).collect();
+            let names: Vec<String> = by
+                .iter()
+                .map(|&s| format!("S{} {}", s + 1, a.short(s)))
+                .collect();
+            let _ = write!(title, "; recorded in flight by {}", names.join(", "));
+            // One stroke per snapshot, side by side, so that each snapshot's in-flight set can
+            // be seen whole: a band at most 12 pixels wide however many share the message.
+            let k = by.len() as f64;
+            let spacing = (12.0 / k).min(3.0);
+            let width = if by.len() == 1 { 3.0 } else { spacing * 0.85 };
+            let mut arrow = String::new();
+            for (i, &s) in by.iter().enumerate() {
+                let offset = (i as f64 - (k - 1.0) / 2.0) * spacing;
+                let attrs = format!(
+                    " class=\"recorded\" data-snapshot=\"{}\" style=\"stroke:{};stroke-width:{width:.2}\"",
+                    a.snapshots[s].id,
+                    colour(s)
+                );
+                arrow.push_str(&self.shaft(send, receive, offset, &attrs));
             }
+            // The head is the message's, not one snapshot's, once several share it.
+            let head = (by.len() == 1).then(|| colour(by[0]));
+            arrow.push_str(&self.head(send, receive, head));
+            (
+                "message in-flight",
+                format!(" data-snapshot=\"{}\"", ids.join(" ")),
+                arrow,
+            )
         };
-        let arrow = self.arrow(send, receive, tint);
         let _ = writeln!(
             self.out,
             "<g class=\"{class}\" data-channel=\"{}-{}\" data-seq=\"{seq}\"{data}><title>{}</title>{arrow}</g>",
@@ -999,29 +1091,70 @@ impl<'a, 'o> Drawing<'a, 'o> {
         let mut out = String::new();
         let _ = writeln!(out, "<g class=\"legend\">");
         // The key: a sample of each kind of mark (class `key`, so that nothing counts them as
-        // the real thing).
+        // the real thing), laid out left to right by the length of their labels.
         let y = top;
-        let _ = writeln!(
-            out,
-            "<line class=\"key\" x1=\"20\" y1=\"{y}\" x2=\"50\" y2=\"{y}\" stroke=\"#555\" stroke-width=\"1.2\"/><text x=\"56\" y=\"{}\">message</text>\
-             <line class=\"key\" x1=\"130\" y1=\"{y}\" x2=\"160\" y2=\"{y}\" stroke=\"{}\" stroke-width=\"3\"/><text x=\"166\" y=\"{}\">recorded in flight</text>\
-             <line class=\"key\" x1=\"290\" y1=\"{y}\" x2=\"320\" y2=\"{y}\" stroke=\"{}\" stroke-width=\"1.2\" stroke-dasharray=\"4 3\"/><text x=\"326\" y=\"{}\">marker</text>\
-             <circle class=\"key\" cx=\"405\" cy=\"{y}\" r=\"5\" fill=\"{}\"/><text x=\"416\" y=\"{}\">record</text>\
-             <line class=\"key\" x1=\"480\" y1=\"{y}\" x2=\"510\" y2=\"{y}\" stroke=\"{}\" stroke-width=\"6\" stroke-opacity=\"0.25\"/><text x=\"516\" y=\"{}\">cut</text>\
-             <rect class=\"key\" x=\"561\" y=\"{}\" width=\"8\" height=\"8\" fill=\"#fff\" stroke=\"{}\" stroke-width=\"2\"/><text x=\"576\" y=\"{}\">complete</text>",
-            y + 4,
-            colour(0),
-            y + 4,
-            colour(0),
-            y + 4,
-            colour(0),
-            y + 4,
-            colour(0),
-            y + 4,
-            y - 4,
-            colour(0),
-            y + 4,
-        );
+        let (c0, c1) = (colour(0), colour(1));
+        let line = |x: i64, y: f64, attrs: &str| {
+            format!(
+                "<line class=\"key\" x1=\"{x}\" y1=\"{y}\" x2=\"{}\" y2=\"{y}\" {attrs}/>",
+                x + 30
+            )
+        };
+        let samples: [(&str, &dyn Fn(i64) -> String); 6] = [
+            (KEY[0], &|x| {
+                line(x, y as f64, "stroke=\"#555\" stroke-width=\"1.2\"")
+            }),
+            (KEY[1], &|x| {
+                let a = line(
+                    x,
+                    y as f64 - 1.5,
+                    &format!("stroke=\"{c0}\" stroke-width=\"2.5\""),
+                );
+                let b = line(
+                    x,
+                    y as f64 + 1.5,
+                    &format!("stroke=\"{c1}\" stroke-width=\"2.5\""),
+                );
+                a + &b
+            }),
+            (KEY[2], &|x| {
+                line(
+                    x,
+                    y as f64,
+                    &format!("stroke=\"{c0}\" stroke-width=\"1.2\" stroke-dasharray=\"4 3\""),
+                )
+            }),
+            (KEY[3], &|x| {
+                format!(
+                    "<circle class=\"key\" cx=\"{}\" cy=\"{y}\" r=\"5\" fill=\"{c0}\"/>",
+                    x + 15
+                )
+            }),
+            (KEY[4], &|x| {
+                line(
+                    x,
+                    y as f64,
+                    &format!("stroke=\"{c0}\" stroke-width=\"6\" stroke-opacity=\"0.25\""),
+                )
+            }),
+            (KEY[5], &|x| {
+                format!(
+                    "<rect class=\"key\" x=\"{}\" y=\"{}\" width=\"8\" height=\"8\" fill=\"#fff\" stroke=\"{c0}\" stroke-width=\"2\"/>",
+                    x + 11,
+                    y - 4
+                )
+            }),
+        ];
+        for ((label, sample), x) in samples.into_iter().zip(key_positions()) {
+            let _ = write!(
+                out,
+                "{}<text x=\"{}\" y=\"{}\">{label}</text>",
+                sample(x),
+                x + 36,
+                y + 4
+            );
+        }
+        out.push('\n');
         let mut y = top + 28;
         for &s in listed {
             let info = &a.snapshots[s];
