@@ -1,6 +1,6 @@
 //! Draws a trace file as a space-time diagram (SVG), and optionally writes it for ShiViz.
 //! Run: `cargo run --release --example diagram -- TRACE [--out FILE] [--from S] [--to S]
-//! [--shiviz FILE]`
+//! [--linear] [--shiviz FILE]`
 //!
 //! The trace is JSON Lines in the format of `chandy_lamport::trace`, from the simulator
 //! (`Simulation::write_trace`) or from a runtime (`bank --trace FILE`). Its header line says
@@ -38,6 +38,10 @@ struct Args {
     /// header says; `steps` for a trace without one).
     #[arg(long)]
     unit: Option<String>,
+    /// Draw time to scale (x proportional to time) instead of compressed (quiet gaps
+    /// shortened, every event spread out).
+    #[arg(long)]
+    linear: bool,
     /// The diagram's title (default: the trace file's name).
     #[arg(long)]
     title: Option<String>,
@@ -81,6 +85,11 @@ fn run(args: &Args) -> Result<(), String> {
         title: Some(args.title.clone().unwrap_or_else(|| path.clone())),
         unit: args.unit.clone(),
         header,
+        time: if args.linear {
+            svg::TimeAxis::Linear
+        } else {
+            svg::TimeAxis::Compressed
+        },
         ..svg::SvgOptions::default()
     };
     let diagram = svg::render(&events, &options);

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 use chandy_lamport::sim::scenario::{self, Delivery};
 use chandy_lamport::sim::Simulation;
-use chandy_lamport::trace::svg::{self, SvgOptions};
+use chandy_lamport::trace::svg::{self, SvgOptions, TimeAxis};
 use chandy_lamport::trace::{shiviz, Driver, TimeUnit, TraceEvent, TraceHeader, TraceKind};
 use chandy_lamport::{Channel, GlobalSnapshot, SnapshotId, Topology};
 use common::branches;
@@ -782,6 +782,83 @@ fn a_message_recorded_by_two_snapshots_is_drawn_for_each() {
     check_draw_order("shared", &elements);
 }
 
+/// The x of each record dot and the step of its `record` event.
+fn record_positions(elements: &[Element], events: &[TraceEvent]) -> Vec<(f64, u64)> {
+    with_class(elements, "record")
+        .iter()
+        .map(|e| {
+            let (id, p) = (e.attr("data-snapshot"), e.attr("data-process"));
+            let event = events
+                .iter()
+                .find(|ev| {
+                    ev.kind == TraceKind::Record
+                        && ev.process.to_string() == p
+                        && ev.snapshot.is_some_and(|s| s.to_string() == id)
+                })
+                .unwrap();
+            (e.attr("cx").parse().unwrap(), event.step)
+        })
+        .collect()
+}
+
+/// Whether every point is on one line through the first and last (to a pixel's rounding).
+fn proportional(points: &[(f64, u64)]) -> bool {
+    let lo = points.iter().min_by_key(|p| p.1).unwrap();
+    let hi = points.iter().max_by_key(|p| p.1).unwrap();
+    let px = (hi.0 - lo.0) / (hi.1 - lo.1) as f64;
+    points
+        .iter()
+        .all(|&(x, t)| (x - lo.0 - (t - lo.1) as f64 * px).abs() <= 1.0)
+}
+
+#[test]
+fn a_linear_time_axis_puts_events_in_proportion_to_time_and_says_so() {
+    // A bank on the simulator, whose records spread unevenly over the steps.
+    let sim = bank(Topology::complete(4), 3, 3, 30);
+    let trace = sim.trace();
+    let all = SvgOptions {
+        max_events: usize::MAX,
+        ..SvgOptions::default()
+    };
+    let linear = SvgOptions {
+        time: TimeAxis::Linear,
+        ..all.clone()
+    };
+    let caption = |elements: &[Element]| {
+        let captions = with_class(elements, "caption");
+        assert_eq!(captions.len(), 1);
+        captions[0].attr("data-time-axis").to_string()
+    };
+    let compressed = parse_xml(&svg::render(trace, &all).text);
+    let to_scale_svg = svg::render(trace, &linear);
+    let to_scale = parse_xml(&to_scale_svg.text);
+    assert_eq!(caption(&compressed), "compressed");
+    assert_eq!(caption(&to_scale), "linear");
+    assert!(to_scale_svg.text.contains("time in steps: to scale"));
+    let points = record_positions(&to_scale, trace);
+    assert!(points.len() >= 12);
+    assert!(proportional(&points), "{points:?}");
+    // The compressed axis is not to scale on this trace: the check has teeth.
+    assert!(!proportional(&record_positions(&compressed, trace)));
+    // Ticks at round times, evenly spaced.
+    let ticks: Vec<f64> = to_scale
+        .iter()
+        .filter(|e| e.attrs.get("class").is_some_and(|c| c == "tick"))
+        .map(|e| e.attr("x1").parse().unwrap())
+        .collect();
+    assert!(ticks.len() >= 3);
+    let gap = ticks[1] - ticks[0];
+    assert!(ticks.windows(2).all(|w| (w[1] - w[0] - gap).abs() <= 1.0));
+    // Every arrow, cut and dot is still drawn, as on the compressed axis.
+    for class in ["message", "marker", "record", "cut", "recorded"] {
+        assert_eq!(
+            with_class(&to_scale, class).len(),
+            with_class(&compressed, class).len(),
+            "{class}"
+        );
+    }
+}
+
 #[test]
 fn the_unit_and_what_the_trace_left_out_come_from_its_header() {
     let (events, _, _) = shared_in_flight();
@@ -798,7 +875,7 @@ fn the_unit_and_what_the_trace_left_out_come_from_its_header() {
         ..SvgOptions::default()
     };
     let diagram = svg::render(&events, &from_header);
-    assert!(diagram.text.contains(">µs</text>"));
+    assert!(diagram.text.contains("time in µs: compressed"));
     assert!(diagram.text.contains("complete after 8 µs"));
     let note = diagram.note.unwrap();
     assert!(
@@ -816,9 +893,9 @@ fn the_unit_and_what_the_trace_left_out_come_from_its_header() {
     };
     assert!(svg::render(&events, &overridden)
         .text
-        .contains(">ticks</text>"));
+        .contains("time in ticks: compressed"));
     // No header: steps, and nothing said about what the trace left out.
     let plain = svg::render(&events, &SvgOptions::default());
-    assert!(plain.text.contains(">steps</text>"));
+    assert!(plain.text.contains("time in steps: compressed"));
     assert_eq!(plain.note, None);
 }

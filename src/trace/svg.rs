@@ -29,6 +29,12 @@
 //! in the column of the `record` it follows (they are one turn of the process: they share a
 //! vector clock), so a snapshot's markers start at its record dot.
 //!
+//! That is the compressed time axis, the default: distance along it is order, not duration.
+//! With [`TimeAxis::Linear`], x is instead proportional to `step` over the window, ticks fall on
+//! round times, and events close in time may overlap. A caption under the axis says which it is
+//! (`time in µs: to scale`, `time in steps: compressed (...)`), and in what unit:
+//! [`SvgOptions::unit`], else the one the trace's header gives, else `steps`.
+//!
 //! Cuts are drawn first, then messages and markers, then record dots and completion squares:
 //! a dot is never hidden under a cut or an arrow.
 //!
@@ -45,6 +51,7 @@
 //! | a snapshot's completion (small square) | `complete` | `data-snapshot` |
 //! | the legend (`<g>`) | `legend` | |
 //! | the note on what was left out | `note` | |
+//! | the caption saying which time axis it is | `caption` | `data-time-axis` (`compressed`, `linear`) |
 //!
 //! A message recorded in flight by several concurrent snapshots is still one arrow: its
 //! `data-snapshot` lists their UUIDs separated by spaces, in the snapshots' order (that of their
@@ -118,6 +125,21 @@ pub struct SvgOptions {
     /// The trace's header, if it has one ([`TraceFile::header`](super::TraceFile)): gives the
     /// default unit, and what the trace itself left out is noted in the diagram.
     pub header: Option<TraceHeader>,
+    /// How time maps to x (default: [`TimeAxis::Compressed`]).
+    pub time: TimeAxis,
+}
+
+/// How the diagram's x axis shows time; the diagram says which under its axis.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TimeAxis {
+    /// Steps with no event take no room and each step only as much as its events need (see the
+    /// [module documentation](self), "Layout"): x keeps the order of events and spreads them
+    /// out, but a long quiet gap looks as short as a busy moment.
+    #[default]
+    Compressed,
+    /// x proportional to time, over as much width as the compressed layout would take (at
+    /// least 800 pixels): durations can be compared by eye, but events close in time overlap.
+    Linear,
 }
 
 impl Default for SvgOptions {
@@ -130,6 +152,7 @@ impl Default for SvgOptions {
             names: Vec::new(),
             unit: None,
             header: None,
+            time: TimeAxis::Compressed,
         }
     }
 }
@@ -424,6 +447,21 @@ impl<'a> Analysis<'a> {
     }
 }
 
+/// The smallest of 1, 2, 5, 10, 20, 50... that is at least `at_least`: a tick spacing a
+/// person can add up.
+fn round_step(at_least: f64) -> u64 {
+    let mut power: u64 = 1;
+    loop {
+        for m in [1, 2, 5] {
+            let step = power.saturating_mul(m);
+            if step as f64 >= at_least || step == u64::MAX {
+                return step;
+            }
+        }
+        power = power.saturating_mul(10);
+    }
+}
+
 /// The legend's key: the label of each sample mark.
 const KEY: [&str; 6] = [
     "message",
@@ -516,6 +554,7 @@ const STYLE: &str = "\
 .note{fill:#b35900;font-style:italic}\
 .name{font-weight:bold}\
 .axis{fill:#777;font-size:10px}\
+.caption{font-style:italic}\
 ";
 
 /// The diagram being written.
@@ -525,6 +564,8 @@ struct Drawing<'a, 'o> {
     options: &'o SvgOptions,
     /// By position inside the window: the event's x.
     xs: Vec<i64>,
+    /// With a linear time axis: the first and last times drawn, and pixels per unit of time.
+    scale: Option<(u64, u64, f64)>,
     /// What time is in, as the diagram writes it.
     unit: String,
     dy: i64,
@@ -542,7 +583,21 @@ impl<'a, 'o> Drawing<'a, 'o> {
         // Wide columns for a short trace, narrow ones for a long one: a few hundred events fit
         // a screen or two.
         let dx = (900 / (last + 1)).clamp(14, 40);
-        let xs = columns.iter().map(|c| LEFT + 20 + c * dx).collect();
+        let (xs, scale) = match (options.time, shown.is_empty()) {
+            (TimeAxis::Linear, false) => {
+                let (t0, t1) = (a.events[shown.start].step, a.events[shown.end - 1].step);
+                // As wide as the compressed layout, so that the two pictures of one window
+                // compare, and never so narrow that nearby events all fall on one pixel.
+                let span = (t1 - t0).max(1) as f64;
+                let px = (last * dx).max(800) as f64 / span;
+                let xs = shown
+                    .clone()
+                    .map(|k| LEFT + 20 + ((a.events[k].step - t0) as f64 * px).round() as i64)
+                    .collect();
+                (xs, Some((t0, t1, px)))
+            }
+            _ => (columns.iter().map(|c| LEFT + 20 + c * dx).collect(), None),
+        };
         let unit = options
             .unit
             .clone()
@@ -554,6 +609,7 @@ impl<'a, 'o> Drawing<'a, 'o> {
             shown,
             options,
             xs,
+            scale,
             unit: if unit == "us" {
                 "µs".to_string()
             } else {
@@ -669,7 +725,8 @@ impl<'a, 'o> Drawing<'a, 'o> {
             .map(|&s| 1 + self.recorded_lines(s).len())
             .sum();
         let width = self.right().max(760).max(key_positions()[KEY.len()]);
-        let legend_top = self.bottom() + 30;
+        // Under the axis's labels and its caption.
+        let legend_top = self.bottom() + 44;
         let height = legend_top + 40 + 18 * legend_lines as i64 + 10;
         let _ = write!(
             self.out,
@@ -807,7 +864,8 @@ impl<'a, 'o> Drawing<'a, 'o> {
         }
     }
 
-    /// Faint vertical lines and step labels at the start of steps, as many as fit.
+    /// Faint vertical lines with time labels, as many as fit: at the start of steps on a
+    /// compressed axis, at round times on a linear one; and under them, which axis it is.
     fn axis(&mut self) {
         let (top, bottom) = (self.top - 16, self.bottom() - 12);
         let _ = writeln!(
@@ -817,27 +875,59 @@ impl<'a, 'o> Drawing<'a, 'o> {
             bottom + 12,
             esc(&self.unit)
         );
-        let mut last_label: Option<i64> = None;
-        let mut step = None;
-        for k in self.shown.clone() {
-            let e = self.a.events[k];
-            if step == Some(e.step) {
-                continue;
+        let mut ticks: Vec<(i64, u64)> = Vec::new();
+        match self.scale {
+            None => {
+                let mut last_label: Option<i64> = None;
+                let mut step = None;
+                for k in self.shown.clone() {
+                    let e = self.a.events[k];
+                    if step == Some(e.step) {
+                        continue;
+                    }
+                    step = Some(e.step);
+                    let x = self.x(k);
+                    if last_label.is_some_and(|l| x - l < 40) {
+                        continue;
+                    }
+                    last_label = Some(x);
+                    ticks.push((x, e.step));
+                }
             }
-            step = Some(e.step);
-            let x = self.x(k);
-            if last_label.is_some_and(|l| x - l < 40) {
-                continue;
+            Some((t0, t1, px)) => {
+                let every = round_step(80.0 / px);
+                let mut t = t0.div_ceil(every).saturating_mul(every);
+                while t <= t1 {
+                    let x = LEFT + 20 + ((t - t0) as f64 * px).round() as i64;
+                    ticks.push((x, t));
+                    match t.checked_add(every) {
+                        Some(next) => t = next,
+                        None => break,
+                    }
+                }
             }
-            last_label = Some(x);
+        }
+        for (x, t) in ticks {
             let _ = writeln!(
                 self.out,
                 "<line class=\"tick\" x1=\"{x}\" y1=\"{top}\" x2=\"{x}\" y2=\"{bottom}\"/>\
-                 <text x=\"{x}\" y=\"{}\" text-anchor=\"middle\" class=\"axis\">{}</text>",
+                 <text x=\"{x}\" y=\"{}\" text-anchor=\"middle\" class=\"axis\">{t}</text>",
                 bottom + 12,
-                e.step
             );
         }
+        let (kind, words) = match self.scale {
+            None => (
+                "compressed",
+                "compressed (gaps shortened: distance is order, not duration)",
+            ),
+            Some(_) => ("linear", "to scale"),
+        };
+        let _ = writeln!(
+            self.out,
+            "<text x=\"{LEFT}\" y=\"{}\" class=\"axis caption\" data-time-axis=\"{kind}\">time in {}: {words}</text>",
+            bottom + 28,
+            esc(&self.unit)
+        );
     }
 
     fn processes(&mut self) {
