@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use std::path::PathBuf;
 
+use chandy_lamport::trace::shiviz;
 use chandy_lamport::{checkpoint, Context, Process, ProcessId, Runtime, SnapshotEvent, Topology};
 use clap::{CommandFactory, Parser, ValueEnum};
 use serde::{Deserialize, Serialize};
@@ -103,9 +104,13 @@ struct Args {
     /// `--trace-events` events.
     #[arg(long, value_name = "FILE")]
     trace: Option<PathBuf>,
-    /// With `--trace`: events kept per branch.
+    /// With `--trace` or `--shiviz`: events kept per branch.
     #[arg(long, default_value_t = 100_000, value_name = "N")]
     trace_events: usize,
+    /// Write the run's trace as a ShiViz log (https://bestchai.bitbucket.io/shiviz/) to this
+    /// file, as `diagram --shiviz` does from a trace file; keeps `--trace-events` per branch.
+    #[arg(long, value_name = "FILE")]
+    shiviz: Option<PathBuf>,
 }
 
 /// Money on its way from one branch to another.
@@ -280,7 +285,7 @@ fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
         progress: progress.clone(),
     };
     let mut builder = Runtime::builder(topology).thread_name("branch");
-    if args.trace.is_some() {
+    if args.trace.is_some() || args.shiviz.is_some() {
         builder = builder.trace(args.trace_events);
     }
     let (runtime, initial_total) = match &args.restore {
@@ -347,28 +352,39 @@ fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
     }
     let mut stopped = runtime.shutdown()?;
     let elapsed = start.elapsed().as_secs_f64();
-    if let (Some(file), Some(trace)) = (&args.trace, stopped.trace.take()) {
-        let mut out = std::io::BufWriter::new(
-            std::fs::File::create(file)
-                .map_err(|e| format!("cannot create {}: {e}", file.display()))?,
-        );
-        trace
-            .write(&mut out)
-            .and_then(|()| std::io::Write::flush(&mut out))
-            .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
-        eprintln!(
-            "bank: trace of {} written to {}{}",
-            count(trace.events.len(), "event", "events"),
-            file.display(),
-            if trace.left_out > 0 {
-                format!(
-                    " ({} left out: past --trace-events per branch)",
-                    trace.left_out
-                )
-            } else {
-                String::new()
-            }
-        );
+    if let Some(trace) = stopped.trace.take() {
+        if let Some(file) = &args.trace {
+            let mut out = std::io::BufWriter::new(
+                std::fs::File::create(file)
+                    .map_err(|e| format!("cannot create {}: {e}", file.display()))?,
+            );
+            trace
+                .write(&mut out)
+                .and_then(|()| std::io::Write::flush(&mut out))
+                .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+            eprintln!(
+                "bank: trace of {} written to {}",
+                count(trace.events.len(), "event", "events"),
+                file.display()
+            );
+        }
+        if let Some(file) = &args.shiviz {
+            std::fs::write(file, shiviz::shiviz(&trace.events))
+                .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+            eprintln!(
+                "bank: ShiViz log of {} written to {}",
+                count(trace.events.len(), "event", "events"),
+                file.display()
+            );
+        }
+        // Said, not only written in the file: a diagram of a trace that kept some of the
+        // snapshots would otherwise pass for the whole run.
+        if let Some(shortfall) = trace.header.shortfall() {
+            eprintln!(
+                "bank: {shortfall}; raise --trace-events ({} per branch) to keep more",
+                args.trace_events
+            );
+        }
     }
     for f in &stopped.failures {
         eprintln!("bank: branch {} panicked: {}", f.process, f.message);

@@ -1,8 +1,30 @@
 //! The event trace of a run, of the simulator or of the threaded runtime: one line of JSON per
 //! event, stable so that other tools (the space-time diagram, ShiViz) can read it, and read back
-//! by [`TraceEvent::from_str`](std::str::FromStr).
+//! by [`parse`].
 //!
-//! Every line is an object with these fields, in this order:
+//! # Format version 1
+//!
+//! The first line is a header ([`TraceHeader`]) that says what the events cannot: which driver
+//! wrote the trace, what its time counts, and what it left out. All of these fields are there,
+//! in this order:
+//!
+//! | field      | meaning |
+//! |------------|---------|
+//! | `trace`    | the format's version: `1` ([`FORMAT_VERSION`]); a reader refuses a later one |
+//! | `driver`   | `simulator` or `runtime` |
+//! | `unit`     | what `step` counts: `steps` (the simulator's) or `us` (microseconds since the runtime was built) |
+//! | `left_out` | events that happened but are not in the trace: past a process's event cap ([`RuntimeBuilder::trace`](crate::RuntimeBuilder::trace)), or after one that could not be kept with them; always 0 from the simulator |
+//! | `snapshots` | snapshots the writer saw an event of, whether kept or left out |
+//! | `snapshots_partial` | of those, the ones with some of their events in the trace but not all (a cut, markers or the completion missing) |
+//! | `snapshots_absent` | of those, the ones with none of their events in the trace |
+//!
+//! Example: `{"trace":1,"driver":"runtime","unit":"us","left_out":0,"snapshots":2,"snapshots_partial":0,"snapshots_absent":0}`.
+//! A reader ignores header fields it does not know, so a later writer can add some without a
+//! new version. A trace written before version 1 has no header: its first line is an event, and
+//! [`parse`] still reads it (with [`TraceFile::header`] `None`: the unit and what was left out
+//! are then unknown).
+//!
+//! Every other line is an event, an object with these fields, in this order:
 //!
 //! | field      | meaning |
 //! |------------|---------|
@@ -23,6 +45,7 @@
 //!
 //! Example: `{"step":3,"event":"receive","process":1,"from":0,"to":1,"seq":1,"clock":[1,1,0]}`.
 
+use std::collections::BTreeSet;
 use std::fmt::{self, Write as _};
 
 use crate::envelope::Envelope;
@@ -125,25 +148,221 @@ pub(crate) fn envelope_event<M>(
     }
 }
 
+/// The version of the trace format that [`Trace::write`] writes and [`parse`] reads (see the
+/// [module documentation](self)).
+pub const FORMAT_VERSION: u64 = 1;
+
+/// Which driver wrote a trace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Driver {
+    /// The deterministic simulator ([`crate::sim`]).
+    Simulator,
+    /// The threaded runtime ([`crate::Runtime`]).
+    Runtime,
+}
+
+impl Driver {
+    /// The name the header uses: `simulator`, `runtime`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Driver::Simulator => "simulator",
+            Driver::Runtime => "runtime",
+        }
+    }
+
+    /// What this driver's `step` counts.
+    pub fn unit(self) -> TimeUnit {
+        match self {
+            Driver::Simulator => TimeUnit::Steps,
+            Driver::Runtime => TimeUnit::Micros,
+        }
+    }
+}
+
+/// What a trace's `step` counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimeUnit {
+    /// The simulator's steps: an order, with delays, but no duration.
+    Steps,
+    /// Microseconds since the runtime was built.
+    Micros,
+}
+
+impl TimeUnit {
+    /// The name the header uses, and the diagram's default label: `steps`, `us`.
+    pub fn name(self) -> &'static str {
+        match self {
+            TimeUnit::Steps => "steps",
+            TimeUnit::Micros => "us",
+        }
+    }
+}
+
+/// What a trace says about itself on its first line (see the [module documentation](self)):
+/// who wrote it, what its time counts, and what it left out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TraceHeader {
+    /// The driver that wrote it.
+    pub driver: Driver,
+    /// What its `step` counts.
+    pub unit: TimeUnit,
+    /// Events that happened but are not in the trace (see [`RuntimeBuilder::trace`](crate::RuntimeBuilder::trace)).
+    pub left_out: u64,
+    /// Snapshots the writer saw an event of, kept or left out.
+    pub snapshots: u64,
+    /// Snapshots with some of their events in the trace, not all.
+    pub snapshots_partial: u64,
+    /// Snapshots with none of their events in the trace.
+    pub snapshots_absent: u64,
+}
+
+impl TraceHeader {
+    /// The header of a trace that left nothing out: `driver`'s unit, and the snapshots `events`
+    /// have an event of.
+    pub fn whole(driver: Driver, events: &[TraceEvent]) -> Self {
+        let snapshots: std::collections::BTreeSet<SnapshotId> =
+            events.iter().filter_map(|e| e.snapshot).collect();
+        TraceHeader {
+            driver,
+            unit: driver.unit(),
+            left_out: 0,
+            snapshots: snapshots.len() as u64,
+            snapshots_partial: 0,
+            snapshots_absent: 0,
+        }
+    }
+
+    /// Snapshots not wholly in the trace: partial or absent.
+    pub fn snapshots_left_out(&self) -> u64 {
+        self.snapshots_partial.saturating_add(self.snapshots_absent)
+    }
+
+    /// What the trace left out, in words, for a person reading a diagram or a log; `None` if it
+    /// left out nothing.
+    pub fn shortfall(&self) -> Option<String> {
+        if self.left_out == 0 && self.snapshots_left_out() == 0 {
+            return None;
+        }
+        let events = match self.left_out {
+            1 => "1 event".to_string(),
+            n => format!("{n} events"),
+        };
+        let snapshots = match self.snapshots_left_out() {
+            0 => "every snapshot is wholly in it".to_string(),
+            k => format!(
+                "{k} of the run's {} snapshots {} not wholly in it ({} in part, {} not at all)",
+                self.snapshots,
+                if k == 1 { "is" } else { "are" },
+                self.snapshots_partial,
+                self.snapshots_absent
+            ),
+        };
+        Some(format!(
+            "the trace left out {events} (past the per-process event cap); {snapshots}"
+        ))
+    }
+}
+
+impl fmt::Display for TraceHeader {
+    /// The header as one line of JSON (see the module documentation), without the newline.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{{\"trace\":{FORMAT_VERSION},\"driver\":\"{}\",\"unit\":\"{}\",\"left_out\":{},\
+             \"snapshots\":{},\"snapshots_partial\":{},\"snapshots_absent\":{}}}",
+            self.driver.name(),
+            self.unit.name(),
+            self.left_out,
+            self.snapshots,
+            self.snapshots_partial,
+            self.snapshots_absent
+        )
+    }
+}
+
+impl std::str::FromStr for TraceHeader {
+    type Err = ParseTraceError;
+
+    /// Reads a header line as [`Display`](fmt::Display) writes it (the fields in any order,
+    /// fields it does not know ignored).
+    fn from_str(line: &str) -> Result<Self, Self::Err> {
+        let bad = || ParseTraceError::BadHeader(line.to_string());
+        let fields = fields(line).ok_or_else(bad)?;
+        let field = |name: &str| fields.iter().find(|(key, _)| *key == name).map(|(_, v)| v);
+        // The version first: a later version may change any other field.
+        match field("trace") {
+            Some(Value::Number(FORMAT_VERSION)) => {}
+            Some(Value::Number(later)) => return Err(ParseTraceError::UnsupportedVersion(*later)),
+            _ => return Err(bad()),
+        }
+        let text = |name: &str| match field(name) {
+            Some(Value::Text(t)) => Some(*t),
+            _ => None,
+        };
+        let number = |name: &str| match field(name) {
+            Some(Value::Number(n)) => Some(*n),
+            _ => None,
+        };
+        let driver = match text("driver") {
+            Some("simulator") => Driver::Simulator,
+            Some("runtime") => Driver::Runtime,
+            _ => return Err(bad()),
+        };
+        let unit = match text("unit") {
+            Some("steps") => TimeUnit::Steps,
+            Some("us") => TimeUnit::Micros,
+            _ => return Err(bad()),
+        };
+        let header = TraceHeader {
+            driver,
+            unit,
+            left_out: number("left_out").ok_or_else(bad)?,
+            snapshots: number("snapshots").ok_or_else(bad)?,
+            snapshots_partial: number("snapshots_partial").ok_or_else(bad)?,
+            snapshots_absent: number("snapshots_absent").ok_or_else(bad)?,
+        };
+        match header
+            .snapshots_partial
+            .checked_add(header.snapshots_absent)
+        {
+            Some(sum) if sum <= header.snapshots => {}
+            _ => return Err(bad()),
+        }
+        Ok(header)
+    }
+}
+
+/// Writes `header`, then `events`, as JSON Lines: the one writer of both drivers' traces.
+pub(crate) fn write_lines(
+    header: &TraceHeader,
+    events: &[TraceEvent],
+    out: &mut impl std::io::Write,
+) -> std::io::Result<()> {
+    writeln!(out, "{header}")?;
+    for event in events {
+        writeln!(out, "{event}")?;
+    }
+    Ok(())
+}
+
 /// A trace put together from each process's own events (the threaded runtime's trace; see
 /// [`RuntimeBuilder::trace`](crate::RuntimeBuilder::trace)).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Trace {
+    /// Who wrote it, and what it left out: [`TraceHeader::left_out`] counts events recorded but
+    /// left out, past a process's buffer or after an event that could not be placed (a receipt
+    /// whose send was left out), so that what is kept is a consistent prefix of the run: every
+    /// receipt in it has its send in it.
+    pub header: TraceHeader,
     /// The events, by time (ties in an order that respects causality), with vector clocks.
     pub events: Vec<TraceEvent>,
-    /// Events recorded but left out: past a process's buffer, or after an event that could not
-    /// be placed (a receipt whose send was left out), so that what is kept is a consistent
-    /// prefix of the run: every receipt in it has its send in it.
-    pub left_out: u64,
 }
 
 impl Trace {
-    /// Writes the events as JSON Lines (see [`TraceEvent`]).
+    /// Writes the header, then the events, as JSON Lines (see the [module
+    /// documentation](self)).
     pub fn write(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
-        for event in &self.events {
-            writeln!(out, "{event}")?;
-        }
-        Ok(())
+        write_lines(&self.header, &self.events, out)
     }
 }
 
@@ -168,13 +387,14 @@ fn key(e: &TraceEvent) -> Option<Key> {
 /// computes the vector clocks as the simulator does (see the module documentation) by playing
 /// the processes forward, a receipt only once its send has been played. A receipt whose send
 /// is not there blocks its process: it and what follows are left out (counted in
-/// [`Trace::left_out`], with `dropped`, events never recorded), which keeps the result a
-/// consistent prefix however the per-process buffers were cut. `sent_before(channel, seq)`:
-/// whether that message was in the channel before the run (restored from a snapshot); its
-/// receipt needs no send.
+/// [`TraceHeader::left_out`], with `dropped`, events never recorded), which keeps the result a
+/// consistent prefix however the per-process buffers were cut. `dropped_snapshots`: the
+/// snapshots of the events never recorded. `sent_before(channel, seq)`: whether that message
+/// was in the channel before the run (restored from a snapshot); its receipt needs no send.
 pub(crate) fn assemble(
     local: Vec<Vec<TraceEvent>>,
     dropped: u64,
+    dropped_snapshots: &BTreeSet<SnapshotId>,
     sent_before: impl Fn(Channel, u64) -> bool,
 ) -> Trace {
     let n = local.len();
@@ -224,21 +444,58 @@ pub(crate) fn assemble(
         }
     }
     let blocked: usize = local.iter().zip(&next).map(|(l, &k)| l.len() - k).sum();
+    // A snapshot is wholly in the trace unless one of its own events is left out: every
+    // message it recorded was received before a marker receipt of its, and each process keeps
+    // a prefix of its events, so those messages are in the trace whenever its markers are.
+    let kept: BTreeSet<SnapshotId> = events.iter().filter_map(|e| e.snapshot).collect();
+    let mut left_out: BTreeSet<SnapshotId> = dropped_snapshots.clone();
+    for (l, &k) in local.iter().zip(&next) {
+        left_out.extend(l[k..].iter().filter_map(|e| e.snapshot));
+    }
+    let partial = left_out.intersection(&kept).count() as u64;
+    let snapshots = kept.union(&left_out).count() as u64;
     // Stable: equal times keep the causal order they were placed in.
     events.sort_by_key(|e: &TraceEvent| e.step);
     Trace {
+        header: TraceHeader {
+            driver: Driver::Runtime,
+            unit: TimeUnit::Micros,
+            left_out: dropped + blocked as u64,
+            snapshots,
+            snapshots_partial: partial,
+            snapshots_absent: left_out.len() as u64 - partial,
+        },
         events,
-        left_out: dropped + blocked as u64,
     }
 }
 
-/// A line that is not a trace event in the documented format.
+/// A line that is not part of a trace in the documented format.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ParseTraceError(String);
+#[non_exhaustive]
+pub enum ParseTraceError {
+    /// Not a trace event (the line).
+    NotAnEvent(String),
+    /// A header (it has a `trace` field) with a field missing or malformed (the line).
+    BadHeader(String),
+    /// A header of a later format version than this crate reads (the version).
+    UnsupportedVersion(u64),
+    /// A header after the first line (only the first line may be one).
+    MisplacedHeader,
+}
 
 impl fmt::Display for ParseTraceError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "not a trace event: {}", self.0)
+        match self {
+            ParseTraceError::NotAnEvent(line) => write!(f, "not a trace event: {line}"),
+            ParseTraceError::BadHeader(line) => write!(f, "not a trace header: {line}"),
+            ParseTraceError::UnsupportedVersion(v) => write!(
+                f,
+                "trace format version {v}, but this reader knows versions up to {FORMAT_VERSION}"
+            ),
+            ParseTraceError::MisplacedHeader => {
+                write!(f, "a trace header, but not on the first line")
+            }
+        }
     }
 }
 
@@ -313,7 +570,7 @@ impl std::str::FromStr for TraceEvent {
 
     /// Reads one line as [`Display`](fmt::Display) writes it (the fields in any order).
     fn from_str(line: &str) -> Result<Self, Self::Err> {
-        let bad = || ParseTraceError(line.to_string());
+        let bad = || ParseTraceError::NotAnEvent(line.to_string());
         let mut event = TraceEvent {
             step: 0,
             kind: TraceKind::Send,
@@ -351,13 +608,37 @@ impl std::str::FromStr for TraceEvent {
     }
 }
 
-/// Reads a whole trace in JSON Lines (blank lines skipped); the error names the line (from 1).
-pub fn parse(text: &str) -> Result<Vec<TraceEvent>, (usize, ParseTraceError)> {
-    text.lines()
+/// A trace file as [`parse`] reads it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TraceFile {
+    /// Its first line; `None` for a trace written before the format had a header (see the
+    /// [module documentation](self)).
+    pub header: Option<TraceHeader>,
+    /// Its events, in the order they were written.
+    pub events: Vec<TraceEvent>,
+}
+
+/// Reads a whole trace in JSON Lines (blank lines skipped), with or without a header line; the
+/// error names the line (from 1).
+pub fn parse(text: &str) -> Result<TraceFile, (usize, ParseTraceError)> {
+    let mut file = TraceFile {
+        header: None,
+        events: Vec::new(),
+    };
+    let lines = text
+        .lines()
         .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(k, l)| l.parse().map_err(|e| (k + 1, e)))
-        .collect()
+        .filter(|(_, l)| !l.trim().is_empty());
+    for (n, (k, line)) in lines.enumerate() {
+        // No event has a `trace` field, nor a string that reads `"trace"`.
+        let is_header = line.contains("\"trace\"");
+        match (is_header, n) {
+            (true, 0) => file.header = Some(line.parse().map_err(|e| (k + 1, e))?),
+            (true, _) => return Err((k + 1, ParseTraceError::MisplacedHeader)),
+            (false, _) => file.events.push(line.parse().map_err(|e| (k + 1, e))?),
+        }
+    }
+    Ok(file)
 }
 
 pub mod shiviz;
@@ -398,7 +679,8 @@ mod tests {
             ev(3, Receive, Some((0, 1)), Some(2)),
             ev(4, Send, Some((1, 0)), Some(1)),
         ];
-        let trace = assemble(vec![zero.clone(), one.clone()], 1, |_, _| false);
+        let none = BTreeSet::new();
+        let trace = assemble(vec![zero.clone(), one.clone()], 1, &none, |_, _| false);
         let clocks: Vec<(u64, Vec<u64>)> = trace
             .events
             .iter()
@@ -406,9 +688,9 @@ mod tests {
             .collect();
         assert_eq!(clocks, [(1, vec![1, 0]), (2, vec![1, 1])]);
         // 0's receipt of the reply (never sent, as far as the trace knows) and 1's two events.
-        assert_eq!(trace.left_out, 1 + 3);
+        assert_eq!(trace.header.left_out, 1 + 3);
         // With the second message restored into the channel before the run, all of it fits.
-        let trace = assemble(vec![zero, one], 0, |c, seq| {
+        let trace = assemble(vec![zero, one], 0, &none, |c, seq| {
             c == Channel::new(0, 1) && seq == 2
         });
         let clocks: Vec<Vec<u64>> = trace.events.iter().map(|e| e.clock.clone()).collect();
@@ -416,7 +698,169 @@ mod tests {
             clocks,
             [vec![1, 0], vec![1, 1], vec![1, 2], vec![1, 3], vec![2, 3]]
         );
-        assert_eq!(trace.left_out, 0);
+        assert_eq!(trace.header.left_out, 0);
+        assert_eq!(
+            trace.header,
+            TraceHeader::whole(Driver::Runtime, &trace.events)
+        );
+    }
+
+    fn marked(step: u64, kind: TraceKind, channel: Option<(usize, usize)>, id: u128) -> TraceEvent {
+        TraceEvent {
+            snapshot: Some(SnapshotId(uuid::Uuid::from_u128(id))),
+            ..ev(step, kind, channel, None)
+        }
+    }
+
+    #[test]
+    fn assembling_counts_the_snapshots_not_wholly_kept() {
+        use TraceKind::*;
+        let (a, b, c, d) = (0xa, 0xb, 0xc, 0xd);
+        // A is whole. B: 0 recorded it, then its buffer filled (B's markers dropped). C: only
+        // in dropped events. D: 1 recorded it after a receipt whose send was dropped, so that
+        // record is left out with the receipt.
+        let zero = vec![
+            marked(1, Record, None, a),
+            marked(1, MarkerSend, Some((0, 1)), a),
+            marked(4, MarkerReceive, Some((1, 0)), a),
+            marked(4, Complete, None, a),
+            marked(5, Record, None, b),
+        ];
+        let one = vec![
+            marked(2, MarkerReceive, Some((0, 1)), a),
+            marked(2, Record, None, a),
+            marked(2, MarkerSend, Some((1, 0)), a),
+            ev(6, Receive, Some((0, 1)), Some(1)),
+            marked(7, Record, None, d),
+        ];
+        let dropped: BTreeSet<SnapshotId> = [b, c]
+            .map(|id| SnapshotId(uuid::Uuid::from_u128(id)))
+            .into();
+        let trace = assemble(vec![zero, one], 3, &dropped, |_, _| false);
+        assert_eq!(trace.events.len(), 8);
+        assert_eq!(
+            trace.header,
+            TraceHeader {
+                driver: Driver::Runtime,
+                unit: TimeUnit::Micros,
+                left_out: 3 + 2,
+                snapshots: 4,
+                snapshots_partial: 1,
+                snapshots_absent: 2,
+            }
+        );
+        assert_eq!(
+            trace.header.shortfall().unwrap(),
+            "the trace left out 5 events (past the per-process event cap); 3 of the run's 4 \
+             snapshots are not wholly in it (1 in part, 2 not at all)"
+        );
+    }
+
+    #[test]
+    fn the_header_is_the_first_line_and_older_traces_have_none() {
+        let header = TraceHeader {
+            driver: Driver::Runtime,
+            unit: TimeUnit::Micros,
+            left_out: 12,
+            snapshots: 3,
+            snapshots_partial: 1,
+            snapshots_absent: 1,
+        };
+        let line = r#"{"trace":1,"driver":"runtime","unit":"us","left_out":12,"snapshots":3,"snapshots_partial":1,"snapshots_absent":1}"#;
+        assert_eq!(header.to_string(), line);
+        assert_eq!(line.parse::<TraceHeader>().unwrap(), header);
+        let events = vec![
+            ev(1, TraceKind::Send, Some((0, 1)), Some(1)),
+            ev(2, TraceKind::Receive, Some((0, 1)), Some(1)),
+        ];
+        let trace = Trace {
+            header: header.clone(),
+            events: events.clone(),
+        };
+        let mut text = Vec::new();
+        trace.write(&mut text).unwrap();
+        let text = String::from_utf8(text).unwrap();
+        assert_eq!(text.lines().next(), Some(line));
+        let back = parse(&text).unwrap();
+        assert_eq!(back.header, Some(header));
+        assert_eq!(back.events, events);
+        // Before version 1: no header line, the same events.
+        let old: String = text.lines().skip(1).map(|l| format!("{l}\n")).collect();
+        let back = parse(&old).unwrap();
+        assert_eq!((back.header, back.events), (None, events));
+        // A simulator's trace: steps, nothing left out.
+        let sim = TraceHeader::whole(Driver::Simulator, &[]);
+        assert_eq!(
+            sim.to_string(),
+            r#"{"trace":1,"driver":"simulator","unit":"steps","left_out":0,"snapshots":0,"snapshots_partial":0,"snapshots_absent":0}"#
+        );
+        assert_eq!(sim.shortfall(), None);
+        // Fields of a later writer of the same version are ignored; their order does not matter.
+        let more = r#"{"unit":"steps","trace":1,"driver":"simulator","left_out":0,"snapshots":0,"snapshots_partial":0,"snapshots_absent":0,"host":"x"}"#;
+        assert_eq!(more.parse::<TraceHeader>().unwrap(), sim);
+    }
+
+    #[test]
+    fn bad_headers_are_refused_with_their_line() {
+        let event =
+            r#"{"step":1,"event":"send","process":0,"from":0,"to":1,"seq":1,"clock":[1,0]}"#;
+        let good = TraceHeader::whole(Driver::Simulator, &[]).to_string();
+        let cases = [
+            (
+                r#"{"trace":2,"driver":"mars"}"#.to_string(),
+                1,
+                ParseTraceError::UnsupportedVersion(2),
+            ),
+            (
+                format!("\n{event}\n{good}"),
+                3,
+                ParseTraceError::MisplacedHeader,
+            ),
+            (
+                good.replace("simulator", "mars"),
+                1,
+                ParseTraceError::BadHeader(String::new()),
+            ),
+            (
+                good.replace("steps", "ms"),
+                1,
+                ParseTraceError::BadHeader(String::new()),
+            ),
+            (
+                good.replace(",\"left_out\":0", ""),
+                1,
+                ParseTraceError::BadHeader(String::new()),
+            ),
+            (
+                good.replace("\"snapshots_absent\":0", "\"snapshots_absent\":1"),
+                1,
+                ParseTraceError::BadHeader(String::new()),
+            ),
+            (
+                good.replace("\"trace\":1", "\"trace\":\"1\""),
+                1,
+                ParseTraceError::BadHeader(String::new()),
+            ),
+            (
+                format!("{good}\n{{\"step\":1}}"),
+                2,
+                ParseTraceError::NotAnEvent(String::new()),
+            ),
+        ];
+        for (text, line, error) in cases {
+            let (at, got) = parse(&text).unwrap_err();
+            assert_eq!(at, line, "{text}");
+            // The same kind of error (the line it quotes aside).
+            assert_eq!(
+                std::mem::discriminant(&got),
+                std::mem::discriminant(&error),
+                "{text}: {got}"
+            );
+        }
+        assert_eq!(
+            ParseTraceError::UnsupportedVersion(2).to_string(),
+            "trace format version 2, but this reader knows versions up to 1"
+        );
     }
 
     #[test]
@@ -452,8 +896,9 @@ mod tests {
             assert_eq!(event.to_string().parse::<TraceEvent>().unwrap(), event);
         }
         let text = "\n{\"step\":1,\"event\":\"send\",\"process\":0,\"from\":0,\"to\":1,\"seq\":1,\"clock\":[1,0]}\n\n{\"step\":2,\"event\":\"sent\"}";
-        let (line, _) = parse(text).unwrap_err();
+        let (line, error) = parse(text).unwrap_err();
         assert_eq!(line, 4);
+        assert!(matches!(error, ParseTraceError::NotAnEvent(_)));
         for bad in [
             "",
             "{",

@@ -12,9 +12,9 @@ use std::path::PathBuf;
 
 use chandy_lamport::sim::scenario::{self, Delivery};
 use chandy_lamport::sim::Simulation;
-use chandy_lamport::trace::svg::{self, SvgOptions};
-use chandy_lamport::trace::{shiviz, TraceEvent, TraceKind};
-use chandy_lamport::{GlobalSnapshot, Topology};
+use chandy_lamport::trace::svg::{self, SvgOptions, TimeAxis};
+use chandy_lamport::trace::{shiviz, Driver, TimeUnit, TraceEvent, TraceHeader, TraceKind};
+use chandy_lamport::{Channel, GlobalSnapshot, SnapshotId, Topology};
 use common::branches;
 
 /// One element of the SVG: its name and attributes (values unescaped only as far as the checks
@@ -265,6 +265,22 @@ fn check_diagram(
         marked, recorded,
         "{what}: in-flight arrows are the recorded messages"
     );
+    // Each snapshot's own strokes: one per message it recorded, shared or not.
+    let mut strokes: BTreeMap<String, usize> = BTreeMap::new();
+    for e in with("recorded") {
+        *strokes
+            .entry(e.attr("data-snapshot").to_string())
+            .or_default() += 1;
+    }
+    let mut per_snapshot: BTreeMap<String, usize> = BTreeMap::new();
+    for ((id, _), seqs) in &recorded {
+        *per_snapshot.entry(id.clone()).or_default() += seqs.len();
+    }
+    assert_eq!(
+        strokes, per_snapshot,
+        "{what}: a stroke per snapshot per message"
+    );
+    check_draw_order(what, &elements);
     for e in with("message") {
         assert_eq!(
             e.has_class("in-flight"),
@@ -272,6 +288,21 @@ fn check_diagram(
             "{what}: data-snapshot exactly on in-flight arrows"
         );
     }
+}
+
+/// Record dots come after (so are drawn over) every cut and every in-flight stroke.
+fn check_draw_order(what: &str, elements: &[Element]) {
+    let first_record = elements
+        .iter()
+        .position(|e| e.has_class("record"))
+        .unwrap_or(elements.len());
+    let last_under = elements
+        .iter()
+        .rposition(|e| e.has_class("cut") || e.has_class("recorded"));
+    assert!(
+        last_under.is_none_or(|k| k < first_record),
+        "{what}: a record dot under a cut or an in-flight stroke"
+    );
 }
 
 /// Reads `tests/scenarios/NAME`.
@@ -650,4 +681,221 @@ fn a_long_trace_is_drawn_in_a_window_with_a_note_and_only_whole_cuts() {
         }
     }
     assert!(fits > 0);
+}
+
+/// An event of a hand-made trace (the renderer reads neither clocks nor anything else missing).
+fn at(
+    step: u64,
+    kind: TraceKind,
+    process: usize,
+    channel: Option<(usize, usize)>,
+    seq: Option<u64>,
+    snapshot: Option<SnapshotId>,
+) -> TraceEvent {
+    TraceEvent {
+        step,
+        kind,
+        process,
+        channel: channel.map(|(from, to)| Channel::new(from, to)),
+        seq,
+        snapshot,
+        clock: vec![0, 0],
+    }
+}
+
+/// Two snapshots, A and B, both started at p0 after it sent m1 and both reaching p1 before m1
+/// does: m1 is in flight in both.
+fn shared_in_flight() -> (Vec<TraceEvent>, SnapshotId, SnapshotId) {
+    use TraceKind::*;
+    let a = SnapshotId(uuid::Uuid::from_u128(
+        0xaaaa_0000_0000_0000_0000_0000_0000_0001,
+    ));
+    let b = SnapshotId(uuid::Uuid::from_u128(
+        0xbbbb_0000_0000_0000_0000_0000_0000_0002,
+    ));
+    let mut events = vec![at(0, Send, 0, Some((0, 1)), Some(1), None)];
+    for id in [a, b] {
+        events.extend([
+            at(1, Record, 0, None, None, Some(id)),
+            at(1, MarkerSend, 0, Some((0, 1)), None, Some(id)),
+        ]);
+    }
+    for id in [a, b] {
+        events.extend([
+            at(3, MarkerReceive, 1, Some((0, 1)), None, Some(id)),
+            at(3, Record, 1, None, None, Some(id)),
+            at(3, MarkerSend, 1, Some((1, 0)), None, Some(id)),
+        ]);
+    }
+    events.push(at(7, Receive, 1, Some((0, 1)), Some(1), None));
+    for id in [a, b] {
+        events.extend([
+            at(9, MarkerReceive, 0, Some((1, 0)), None, Some(id)),
+            at(9, Complete, 0, None, None, Some(id)),
+        ]);
+    }
+    (events, a, b)
+}
+
+#[test]
+fn a_message_recorded_by_two_snapshots_is_drawn_for_each() {
+    let (events, a, b) = shared_in_flight();
+    let diagram = svg::render(&events, &SvgOptions::default());
+    let elements = parse_xml(&diagram.text);
+    let message = with_class(&elements, "in-flight");
+    assert_eq!(message.len(), 1);
+    assert_eq!(message[0].attr("data-snapshot"), format!("{a} {b}"));
+    // One stroke each, in each one's colour (the legend's swatch), side by side: the same
+    // direction, apart.
+    let strokes = with_class(&elements, "recorded");
+    let ids: Vec<&str> = strokes.iter().map(|e| e.attr("data-snapshot")).collect();
+    assert_eq!(ids, [a.to_string(), b.to_string()]);
+    let swatches: Vec<String> = elements
+        .iter()
+        .filter(|e| e.name == "rect" && e.attrs.get("width").is_some_and(|w| w == "12"))
+        .map(|e| format!("stroke:{};", e.attr("fill")))
+        .collect();
+    assert_eq!(swatches.len(), 2);
+    for (stroke, swatch) in strokes.iter().zip(&swatches) {
+        assert!(
+            stroke.attr("style").starts_with(swatch.as_str()),
+            "{:?}",
+            stroke.attrs
+        );
+    }
+    let ends = |e: &Element| -> [f64; 4] {
+        ["x1", "y1", "x2", "y2"].map(|k| e.attr(k).parse::<f64>().unwrap())
+    };
+    let (s, t) = (ends(strokes[0]), ends(strokes[1]));
+    let direction = |e: [f64; 4]| (e[2] - e[0], e[3] - e[1]);
+    let ((dx, dy), (ex, ey)) = (direction(s), direction(t));
+    // The sine of the angle between them, with coordinates written to a tenth of a pixel.
+    let sine = (dx * ey - dy * ex) / (dx.hypot(dy) * ex.hypot(ey));
+    assert!(sine.abs() < 0.005, "parallel: {s:?} {t:?}");
+    let apart = ((s[0] - t[0]).powi(2) + (s[1] - t[1]).powi(2)).sqrt();
+    assert!((2.0..=4.0).contains(&apart), "{apart} pixels apart");
+    // The legend agrees: one message each.
+    assert_eq!(
+        diagram.text.matches("1 message recorded in flight").count(),
+        2
+    );
+    check_draw_order("shared", &elements);
+}
+
+/// The x of each record dot and the step of its `record` event.
+fn record_positions(elements: &[Element], events: &[TraceEvent]) -> Vec<(f64, u64)> {
+    with_class(elements, "record")
+        .iter()
+        .map(|e| {
+            let (id, p) = (e.attr("data-snapshot"), e.attr("data-process"));
+            let event = events
+                .iter()
+                .find(|ev| {
+                    ev.kind == TraceKind::Record
+                        && ev.process.to_string() == p
+                        && ev.snapshot.is_some_and(|s| s.to_string() == id)
+                })
+                .unwrap();
+            (e.attr("cx").parse().unwrap(), event.step)
+        })
+        .collect()
+}
+
+/// Whether every point is on one line through the first and last (to a pixel's rounding).
+fn proportional(points: &[(f64, u64)]) -> bool {
+    let lo = points.iter().min_by_key(|p| p.1).unwrap();
+    let hi = points.iter().max_by_key(|p| p.1).unwrap();
+    let px = (hi.0 - lo.0) / (hi.1 - lo.1) as f64;
+    points
+        .iter()
+        .all(|&(x, t)| (x - lo.0 - (t - lo.1) as f64 * px).abs() <= 1.0)
+}
+
+#[test]
+fn a_linear_time_axis_puts_events_in_proportion_to_time_and_says_so() {
+    // A bank on the simulator, whose records spread unevenly over the steps.
+    let sim = bank(Topology::complete(4), 3, 3, 30);
+    let trace = sim.trace();
+    let all = SvgOptions {
+        max_events: usize::MAX,
+        ..SvgOptions::default()
+    };
+    let linear = SvgOptions {
+        time: TimeAxis::Linear,
+        ..all.clone()
+    };
+    let caption = |elements: &[Element]| {
+        let captions = with_class(elements, "caption");
+        assert_eq!(captions.len(), 1);
+        captions[0].attr("data-time-axis").to_string()
+    };
+    let compressed = parse_xml(&svg::render(trace, &all).text);
+    let to_scale_svg = svg::render(trace, &linear);
+    let to_scale = parse_xml(&to_scale_svg.text);
+    assert_eq!(caption(&compressed), "compressed");
+    assert_eq!(caption(&to_scale), "linear");
+    assert!(to_scale_svg.text.contains("time in steps: to scale"));
+    let points = record_positions(&to_scale, trace);
+    assert!(points.len() >= 12);
+    assert!(proportional(&points), "{points:?}");
+    // The compressed axis is not to scale on this trace: the check has teeth.
+    assert!(!proportional(&record_positions(&compressed, trace)));
+    // Ticks at round times, evenly spaced.
+    let ticks: Vec<f64> = to_scale
+        .iter()
+        .filter(|e| e.attrs.get("class").is_some_and(|c| c == "tick"))
+        .map(|e| e.attr("x1").parse().unwrap())
+        .collect();
+    assert!(ticks.len() >= 3);
+    let gap = ticks[1] - ticks[0];
+    assert!(ticks.windows(2).all(|w| (w[1] - w[0] - gap).abs() <= 1.0));
+    // Every arrow, cut and dot is still drawn, as on the compressed axis.
+    for class in ["message", "marker", "record", "cut", "recorded"] {
+        assert_eq!(
+            with_class(&to_scale, class).len(),
+            with_class(&compressed, class).len(),
+            "{class}"
+        );
+    }
+}
+
+#[test]
+fn the_unit_and_what_the_trace_left_out_come_from_its_header() {
+    let (events, _, _) = shared_in_flight();
+    let header = TraceHeader {
+        driver: Driver::Runtime,
+        unit: TimeUnit::Micros,
+        left_out: 40,
+        snapshots: 3,
+        snapshots_partial: 0,
+        snapshots_absent: 1,
+    };
+    let from_header = SvgOptions {
+        header: Some(header.clone()),
+        ..SvgOptions::default()
+    };
+    let diagram = svg::render(&events, &from_header);
+    assert!(diagram.text.contains("time in µs: compressed"));
+    assert!(diagram.text.contains("complete after 8 µs"));
+    let note = diagram.note.unwrap();
+    assert!(
+        note.starts_with(
+            "the trace left out 40 events (past the per-process event cap); 1 of the run's 3 \
+             snapshots is not wholly in it (0 in part, 1 not at all)"
+        ),
+        "{note}"
+    );
+    assert!(diagram.text.contains("1 of the run&#39;s 3 snapshots"));
+    // `unit` still overrides the header.
+    let overridden = SvgOptions {
+        unit: Some("ticks".to_string()),
+        ..from_header
+    };
+    assert!(svg::render(&events, &overridden)
+        .text
+        .contains("time in ticks: compressed"));
+    // No header: steps, and nothing said about what the trace left out.
+    let plain = svg::render(&events, &SvgOptions::default());
+    assert!(plain.text.contains("time in steps: compressed"));
+    assert_eq!(plain.note, None);
 }

@@ -237,7 +237,7 @@ fn fed_run(topology: Topology, slow: ProcessId, tokens: usize, snapshots: usize)
         snapshot.verify().unwrap();
     }
     let trace = runtime.shutdown().unwrap().trace.unwrap();
-    assert_eq!(trace.left_out, 0, "the trace kept every event");
+    assert_eq!(trace.header.left_out, 0, "the trace kept every event");
     (trace, from)
 }
 

@@ -284,7 +284,7 @@ fn exactly_one_marker_crosses_each_channel_of_every_snapshot() {
         }
         // Every thread stopped: the whole trace, each marker's send and receipt in it.
         let trace = runtime.shutdown().unwrap().trace.unwrap();
-        assert_eq!(trace.left_out, 0, "the trace kept every event");
+        assert_eq!(trace.header.left_out, 0, "the trace kept every event");
         for id in ids {
             let gaps = marker_gaps(&trace, &channels, id);
             assert!(gaps.is_empty(), "{}", gaps.join("; "));

@@ -225,7 +225,18 @@ fn the_trace_is_json_lines() {
     let mut out = Vec::new();
     sim.write_trace(&mut out).unwrap();
     let text = String::from_utf8(out).unwrap();
-    let kinds: HashSet<String> = text
+    // A header first: the simulator's, in steps, nothing left out.
+    let (first, events) = text.split_once('\n').unwrap();
+    let header: serde_json::Value = serde_json::from_str(first).unwrap();
+    assert_eq!(header["trace"], 1);
+    assert_eq!(header["driver"], "simulator");
+    assert_eq!(header["unit"], "steps");
+    assert_eq!(header["left_out"], 0);
+    assert_eq!(
+        header["snapshots"].as_u64().unwrap() as usize,
+        sim.started().len()
+    );
+    let kinds: HashSet<String> = events
         .lines()
         .map(|l| {
             let v: serde_json::Value = serde_json::from_str(l).unwrap();

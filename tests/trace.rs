@@ -5,7 +5,7 @@ mod common;
 
 use std::collections::{BTreeSet, HashMap};
 
-use chandy_lamport::trace::{svg, Trace, TraceEvent, TraceKind};
+use chandy_lamport::trace::{svg, Driver, TimeUnit, Trace, TraceEvent, TraceKind};
 use chandy_lamport::{Channel, GlobalSnapshot, Runtime, SnapshotId, Topology};
 use common::{branches, check_bank, seed, wait_for_traffic, PATIENCE};
 
@@ -161,7 +161,7 @@ fn a_runtime_trace_is_consistent_and_agrees_with_every_snapshot() {
             from: Some(0),
             to: steps.iter().max().copied(),
             max_events: usize::MAX,
-            unit: "us".to_string(),
+            header: Some(trace.header.clone()),
             ..Default::default()
         };
         let picture = svg::render(&trace.events, &options).text;
@@ -169,10 +169,16 @@ fn a_runtime_trace_is_consistent_and_agrees_with_every_snapshot() {
             picture
                 .lines()
                 .filter(|l| {
-                    l.contains(&format!("class=\"{class}")) && l.contains(&s.id.to_string())
+                    l.contains(&format!("class=\"{class}\"")) && l.contains(&s.id.to_string())
                 })
                 .count()
         };
+        // Each message it recorded carries a stroke of its own, shared with other snapshots
+        // or not.
+        let strokes = picture
+            .matches(&format!("class=\"recorded\" data-snapshot=\"{}\"", s.id))
+            .count();
+        assert_eq!(strokes, s.in_flight().count(), "snapshot {}", s.id);
         assert_eq!(tagged("cut"), 1, "snapshot {}", s.id);
         assert_eq!(tagged("record"), n, "snapshot {}", s.id);
         assert_eq!(
@@ -182,11 +188,20 @@ fn a_runtime_trace_is_consistent_and_agrees_with_every_snapshot() {
             s.id
         );
     }
-    // The JSON Lines read back as they were written.
+    // The JSON Lines read back as they were written, header first.
     let mut text = Vec::new();
     trace.write(&mut text).unwrap();
     let back = chandy_lamport::trace::parse(std::str::from_utf8(&text).unwrap()).unwrap();
-    assert_eq!(back, trace.events);
+    assert_eq!(back.events, trace.events);
+    assert_eq!(back.header.as_ref(), Some(&trace.header));
+    assert_eq!(
+        (trace.header.driver, trace.header.unit),
+        (Driver::Runtime, TimeUnit::Micros)
+    );
+    // Nothing left out: every snapshot is wholly in it.
+    assert_eq!(trace.header.left_out, 0);
+    assert_eq!(trace.header.snapshots, snapshots.len() as u64);
+    assert_eq!(trace.header.shortfall(), None);
 }
 
 #[test]
@@ -197,9 +212,25 @@ fn a_full_trace_buffer_keeps_a_consistent_prefix_and_says_how_much_it_left_out()
         .build(procs)
         .unwrap();
     wait_for_traffic(&traffic, 5_000);
+    // Every buffer is full by now: none of this snapshot's events is kept.
+    let late = runtime.snapshot(1).unwrap();
     let trace = runtime.shutdown().unwrap().trace.unwrap();
-    assert!(trace.left_out > 0);
+    assert!(trace.header.left_out > 0);
     assert!(trace.events.len() <= 4 * 300);
+    assert!(trace.events.iter().all(|e| e.snapshot != Some(late.id)));
+    assert_eq!(
+        (
+            trace.header.snapshots,
+            trace.header.snapshots_partial,
+            trace.header.snapshots_absent
+        ),
+        (1, 0, 1)
+    );
+    let words = trace.header.shortfall().unwrap();
+    assert!(
+        words.ends_with("1 of the run's 1 snapshots is not wholly in it (0 in part, 1 not at all)"),
+        "{words}"
+    );
     check_causality(&trace, 4);
 }
 

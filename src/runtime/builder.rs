@@ -115,9 +115,11 @@ impl<P: Process> RuntimeBuilder<P> {
     ///
     /// Each process keeps its first `max_events_per_process` events and counts the rest: a long
     /// run's trace is its beginning. What is handed back is always a consistent prefix (every
-    /// receipt in it has its send in it); [`Trace::left_out`](crate::trace::Trace) says how much
-    /// was not kept. Tracing costs a lock-free-in-practice mutex (taken only by the process's own
-    /// thread while it runs) and a clock read per event, and about 100 bytes per event.
+    /// receipt in it has its send in it); its [header](crate::trace::TraceHeader) says how many
+    /// events were not kept, and how many snapshots are therefore in it only in part or not at
+    /// all (written as the trace's first line, so a diagram of it can say so). Tracing costs a
+    /// lock-free-in-practice mutex (taken only by the process's own thread while it runs) and a
+    /// clock read per event, and about 100 bytes per event.
     pub fn trace(mut self, max_events_per_process: usize) -> Self {
         self.trace = Some(max_events_per_process);
         self

@@ -3,6 +3,7 @@
 //! clocks are computed when the trace is read (`trace::assemble`), so nothing travels with the
 //! messages and the threads never wait for one another to trace.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -12,11 +13,13 @@ use crate::snapshot::SnapshotId;
 use crate::topology::{Channel, ProcessId, Wiring};
 use crate::trace::{self, Trace, TraceEvent, TraceKind};
 
-/// One process's buffer: its first `capacity` events, and how many came after.
+/// One process's buffer: its first `capacity` events, how many came after, and the snapshots
+/// those were of (so that the trace can say which snapshots it holds only in part).
 #[derive(Default)]
 struct Log {
     events: Vec<TraceEvent>,
     dropped: u64,
+    dropped_snapshots: BTreeSet<SnapshotId>,
 }
 
 /// Every process's trace buffer.
@@ -64,6 +67,9 @@ impl Tracer {
         let mut log = self.logs[process].lock();
         if log.events.len() >= self.capacity {
             log.dropped += 1;
+            if let Some(id) = snapshot {
+                log.dropped_snapshots.insert(id);
+            }
             return;
         }
         let step = at.saturating_duration_since(self.epoch).as_micros();
@@ -81,17 +87,19 @@ impl Tracer {
     /// The trace so far, with its clocks (see `trace::assemble`).
     pub(crate) fn read(&self) -> Trace {
         let mut dropped = 0;
+        let mut dropped_snapshots = BTreeSet::new();
         let local = self
             .logs
             .iter()
             .map(|log| {
                 let log = log.lock();
                 dropped += log.dropped;
+                dropped_snapshots.extend(log.dropped_snapshots.iter().copied());
                 log.events.clone()
             })
             .collect();
         let channels = self.wiring.channels();
-        trace::assemble(local, dropped, |channel, seq| {
+        trace::assemble(local, dropped, &dropped_snapshots, |channel, seq| {
             channels
                 .iter()
                 .position(|&c| c == channel)

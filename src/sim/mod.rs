@@ -454,12 +454,12 @@ impl<P: Process> Simulation<P> {
         &self.net.trace
     }
 
-    /// Writes the trace as JSON Lines (see [`TraceEvent`]).
+    /// Writes the trace as JSON Lines: a header (the simulator keeps every event), then the
+    /// events (see [`crate::trace`]).
     pub fn write_trace(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
-        for event in &self.net.trace {
-            writeln!(out, "{event}")?;
-        }
-        Ok(())
+        let header =
+            crate::trace::TraceHeader::whole(crate::trace::Driver::Simulator, self.trace());
+        crate::trace::write_lines(&header, &self.net.trace, out)
     }
 
     /// The processes, ending the run.

@@ -1,15 +1,19 @@
 //! A space-time diagram of a trace, as SVG: one horizontal line per process, time running left
 //! to right, application messages as arrows, markers as dashed arrows in their snapshot's
 //! colour, each `record` as a dot, each snapshot's cut as a line through its dots, the messages
-//! each snapshot recorded as in flight highlighted, and a legend with what each snapshot cost.
+//! each snapshot recorded as in flight highlighted (a stroke in each recording snapshot's
+//! colour), and a legend with what each snapshot cost.
 //!
 //! ```
 //! use chandy_lamport::trace::{self, svg};
 //!
-//! let text = "{\"step\":0,\"event\":\"send\",\"process\":0,\"from\":0,\"to\":1,\"seq\":1,\"clock\":[1,0]}\n\
+//! let text = "{\"trace\":1,\"driver\":\"simulator\",\"unit\":\"steps\",\"left_out\":0,\"snapshots\":0,\"snapshots_partial\":0,\"snapshots_absent\":0}\n\
+//!             {\"step\":0,\"event\":\"send\",\"process\":0,\"from\":0,\"to\":1,\"seq\":1,\"clock\":[1,0]}\n\
 //!             {\"step\":2,\"event\":\"receive\",\"process\":1,\"from\":0,\"to\":1,\"seq\":1,\"clock\":[1,1]}\n";
-//! let events = trace::parse(text).unwrap();
-//! let diagram = svg::render(&events, &svg::SvgOptions::default());
+//! let file = trace::parse(text).unwrap();
+//! // The header gives the axis its unit, and says what the trace itself left out (here nothing).
+//! let options = svg::SvgOptions { header: file.header, ..svg::SvgOptions::default() };
+//! let diagram = svg::render(&file.events, &options);
 //! assert!(diagram.text.contains("class=\"message\""));
 //! assert!(diagram.note.is_none()); // nothing left out
 //! ```
@@ -25,23 +29,37 @@
 //! in the column of the `record` it follows (they are one turn of the process: they share a
 //! vector clock), so a snapshot's markers start at its record dot.
 //!
+//! That is the compressed time axis, the default: distance along it is order, not duration.
+//! With [`TimeAxis::Linear`], x is instead proportional to `step` over the window, ticks fall on
+//! round times, and events close in time may overlap. A caption under the axis says which it is
+//! (`time in µs: to scale`, `time in steps: compressed (...)`), and in what unit:
+//! [`SvgOptions::unit`], else the one the trace's header gives, else `steps`.
+//!
+//! Cuts are drawn first, then messages and markers, then record dots and completion squares:
+//! a dot is never hidden under a cut or an arrow.
+//!
 //! # Classes (for styling, and for tools that read the diagram)
 //!
 //! | element | class | data attributes |
 //! |---|---|---|
 //! | a process's line | `process` | `data-process` |
-//! | an application message (`<g>`: line and head) | `message`, plus `in-flight` if a snapshot recorded it | `data-channel` (`"i-j"`), `data-seq`, and for `in-flight` `data-snapshot` |
+//! | an application message (`<g>`: line and head) | `message`, plus `in-flight` if a snapshot recorded it | `data-channel` (`"i-j"`), `data-seq`, and for `in-flight` `data-snapshot` (every snapshot that recorded it) |
+//! | in an `in-flight` message, one stroke (`<line>`) per snapshot that recorded it | `recorded` | `data-snapshot` (that one) |
 //! | a marker (`<g>`, dashed) | `marker` | `data-snapshot`, `data-channel` |
 //! | a record point (`<circle>`) | `record` | `data-snapshot`, `data-process` |
 //! | a snapshot's cut (`<polyline>` through its record points, by process) | `cut` | `data-snapshot` |
 //! | a snapshot's completion (small square) | `complete` | `data-snapshot` |
 //! | the legend (`<g>`) | `legend` | |
 //! | the note on what was left out | `note` | |
+//! | the caption saying which time axis it is | `caption` | `data-time-axis` (`compressed`, `linear`) |
 //!
-//! A message recorded in flight by several concurrent snapshots is still one element: its
+//! A message recorded in flight by several concurrent snapshots is still one arrow: its
 //! `data-snapshot` lists their UUIDs separated by spaces, in the snapshots' order (that of their
-//! first `record` in the trace), and it takes the first one's colour. Snapshot ids are full
-//! UUIDs in attributes and the first 8 hex digits in text.
+//! first `record` in the trace), and its shaft is drawn as that many parallel strokes side by
+//! side, one in each snapshot's colour, so that each snapshot's in-flight messages can be
+//! picked out by colour (and counted by `recorded` elements), whichever others share them. A
+//! message recorded by one snapshot has its colour, head included. Snapshot ids are full UUIDs
+//! in attributes and the first 8 hex digits in text.
 //!
 //! A message is recorded in flight by snapshot S on channel i -> j exactly when it was sent
 //! before i recorded its state for S and received after j did (each compared in the trace's
@@ -72,7 +90,8 @@
 //! arrow reads as a lost message); nor is one with an end missing from the trace (still in
 //! flight when it ends, or, in a run restored from a snapshot, sent before it began). Only a
 //! snapshot with every process's `record` inside the window gets a cut. Whatever is left out is
-//! counted in a note, drawn at the top of the diagram and returned in [`Svg::note`].
+//! counted in a note, drawn at the top of the diagram and returned in [`Svg::note`], starting
+//! with what the trace itself left out if [`SvgOptions::header`] says so.
 //!
 //! The output is a function of the trace and the options only: the same input gives the same
 //! bytes (nothing here iterates a hash map).
@@ -81,7 +100,7 @@ use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
 use std::ops::Range;
 
-use super::{TraceEvent, TraceKind};
+use super::{TraceEvent, TraceHeader, TraceKind};
 use crate::snapshot::SnapshotId;
 use crate::topology::{Channel, ProcessId};
 
@@ -100,9 +119,27 @@ pub struct SvgOptions {
     /// Names of the processes, by id (a missing one is `p<id>`): the scenario files' names,
     /// for instance.
     pub names: Vec<String>,
-    /// What a trace's `step` counts, for the axis and the legend (default `steps`; `us` for a
-    /// runtime's trace).
-    pub unit: String,
+    /// What a trace's `step` counts, for the axis and the legend (`us` is written `µs`). `None`
+    /// (the default): the [`header`](Self::header)'s unit, or `steps` without a header.
+    pub unit: Option<String>,
+    /// The trace's header, if it has one ([`TraceFile::header`](super::TraceFile)): gives the
+    /// default unit, and what the trace itself left out is noted in the diagram.
+    pub header: Option<TraceHeader>,
+    /// How time maps to x (default: [`TimeAxis::Compressed`]).
+    pub time: TimeAxis,
+}
+
+/// How the diagram's x axis shows time; the diagram says which under its axis.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TimeAxis {
+    /// Steps with no event take no room and each step only as much as its events need (see the
+    /// [module documentation](self), "Layout"): x keeps the order of events and spreads them
+    /// out, but a long quiet gap looks as short as a busy moment.
+    #[default]
+    Compressed,
+    /// x proportional to time, over as much width as the compressed layout would take (at
+    /// least 800 pixels): durations can be compared by eye, but events close in time overlap.
+    Linear,
 }
 
 impl Default for SvgOptions {
@@ -113,7 +150,9 @@ impl Default for SvgOptions {
             max_events: 400,
             title: None,
             names: Vec::new(),
-            unit: "steps".to_string(),
+            unit: None,
+            header: None,
+            time: TimeAxis::Compressed,
         }
     }
 }
@@ -408,6 +447,58 @@ impl<'a> Analysis<'a> {
     }
 }
 
+/// The smallest of 1, 2, 5, 10, 20, 50... that is at least `at_least`: a tick spacing a
+/// person can add up.
+fn round_step(at_least: f64) -> u64 {
+    let mut power: u64 = 1;
+    loop {
+        for m in [1, 2, 5] {
+            let step = power.saturating_mul(m);
+            if step as f64 >= at_least || step == u64::MAX {
+                return step;
+            }
+        }
+        power = power.saturating_mul(10);
+    }
+}
+
+/// The legend's key: the label of each sample mark.
+const KEY: [&str; 6] = [
+    "message",
+    "recorded in flight (a stroke per snapshot)",
+    "marker",
+    "record",
+    "cut",
+    "complete",
+];
+
+/// Where each of the key's samples starts, left to right, and (last) where the key ends.
+fn key_positions() -> [i64; KEY.len() + 1] {
+    let mut x = [20i64; KEY.len() + 1];
+    for (k, label) in KEY.iter().enumerate() {
+        // A sample 30 pixels wide, its label (about 6.2 pixels a character at 12 pixels), a gap.
+        x[k + 1] = x[k] + 36 + (label.len() as f64 * 6.2) as i64 + 16;
+    }
+    x
+}
+
+/// Where an arrow runs (see `Drawing::along`).
+struct ArrowGeometry {
+    from: (f64, f64),
+    to: (i64, i64),
+    unit: (f64, f64),
+    base: (f64, f64),
+}
+
+/// A coordinate as the diagram writes it: a whole number bare, else to a tenth.
+fn coordinate(v: f64) -> String {
+    if v.fract() == 0.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
+    }
+}
+
 /// `n` things, in words: `1 marker`, `2 markers`, `2 processes`.
 fn plural(n: usize, one: &str) -> String {
     match (n, one.ends_with('s')) {
@@ -457,13 +548,13 @@ const STYLE: &str = "\
 .tick{stroke:#e8e8e8;stroke-width:1}\
 .message line{stroke:#555;stroke-width:1.2}\
 .message path{fill:#555}\
-.message.in-flight line{stroke-width:3}\
 .marker line{stroke-width:1.2;stroke-dasharray:4 3}\
 .cut{fill:none;stroke-width:6;stroke-opacity:0.25;stroke-linejoin:round}\
 .record{stroke:#fff;stroke-width:1}\
 .note{fill:#b35900;font-style:italic}\
 .name{font-weight:bold}\
 .axis{fill:#777;font-size:10px}\
+.caption{font-style:italic}\
 ";
 
 /// The diagram being written.
@@ -471,9 +562,12 @@ struct Drawing<'a, 'o> {
     a: &'a Analysis<'a>,
     shown: Range<usize>,
     options: &'o SvgOptions,
-    /// By position inside the window: the event's column.
-    columns: Vec<i64>,
-    dx: i64,
+    /// By position inside the window: the event's x.
+    xs: Vec<i64>,
+    /// With a linear time axis: the first and last times drawn, and pixels per unit of time.
+    scale: Option<(u64, u64, f64)>,
+    /// What time is in, as the diagram writes it.
+    unit: String,
     dy: i64,
     /// The first process line's y.
     top: i64,
@@ -485,17 +579,42 @@ struct Drawing<'a, 'o> {
 impl<'a, 'o> Drawing<'a, 'o> {
     fn new(a: &'a Analysis<'a>, shown: Range<usize>, options: &'o SvgOptions) -> Self {
         let columns = Self::columns(a, shown.clone());
-        let width = columns.iter().max().map_or(1, |&c| c + 1);
+        let last = columns.iter().max().copied().unwrap_or(0);
         // Wide columns for a short trace, narrow ones for a long one: a few hundred events fit
         // a screen or two.
-        let dx = (900 / width).clamp(14, 40);
+        let dx = (900 / (last + 1)).clamp(14, 40);
+        let (xs, scale) = match (options.time, shown.is_empty()) {
+            (TimeAxis::Linear, false) => {
+                let (t0, t1) = (a.events[shown.start].step, a.events[shown.end - 1].step);
+                // As wide as the compressed layout, so that the two pictures of one window
+                // compare, and never so narrow that nearby events all fall on one pixel.
+                let span = (t1 - t0).max(1) as f64;
+                let px = (last * dx).max(800) as f64 / span;
+                let xs = shown
+                    .clone()
+                    .map(|k| LEFT + 20 + ((a.events[k].step - t0) as f64 * px).round() as i64)
+                    .collect();
+                (xs, Some((t0, t1, px)))
+            }
+            _ => (columns.iter().map(|c| LEFT + 20 + c * dx).collect(), None),
+        };
+        let unit = options
+            .unit
+            .clone()
+            .or_else(|| options.header.as_ref().map(|h| h.unit.name().to_string()))
+            .unwrap_or_else(|| "steps".to_string());
         let dy = if a.processes <= 8 { 50 } else { 36 };
         let mut drawing = Drawing {
             a,
             shown,
             options,
-            columns,
-            dx,
+            xs,
+            scale,
+            unit: if unit == "us" {
+                "µs".to_string()
+            } else {
+                unit
+            },
             dy,
             top: TOP,
             notes: Vec::new(),
@@ -554,7 +673,7 @@ impl<'a, 'o> Drawing<'a, 'o> {
     }
 
     fn x(&self, k: usize) -> i64 {
-        LEFT + 20 + self.columns[k - self.shown.start] * self.dx
+        self.xs[k - self.shown.start]
     }
 
     fn y(&self, p: ProcessId) -> i64 {
@@ -574,7 +693,7 @@ impl<'a, 'o> Drawing<'a, 'o> {
     }
 
     fn right(&self) -> i64 {
-        LEFT + 20 + self.columns.iter().max().map_or(0, |&c| c) * self.dx + 20
+        self.xs.iter().max().copied().unwrap_or(LEFT + 20) + 20
     }
 
     fn bottom(&self) -> i64 {
@@ -605,8 +724,9 @@ impl<'a, 'o> Drawing<'a, 'o> {
             .iter()
             .map(|&s| 1 + self.recorded_lines(s).len())
             .sum();
-        let width = self.right().max(760);
-        let legend_top = self.bottom() + 30;
+        let width = self.right().max(760).max(key_positions()[KEY.len()]);
+        // Under the axis's labels and its caption.
+        let legend_top = self.bottom() + 44;
         let height = legend_top + 40 + 18 * legend_lines as i64 + 10;
         let _ = write!(
             self.out,
@@ -650,6 +770,14 @@ impl<'a, 'o> Drawing<'a, 'o> {
             .filter(|&s| self.drawn_in_full(s))
             .count();
         let mut parts = Vec::new();
+        if let Some(shortfall) = self
+            .options
+            .header
+            .as_ref()
+            .and_then(TraceHeader::shortfall)
+        {
+            parts.push(shortfall);
+        }
         let total = a.events.len();
         if self.shown.is_empty() && total > 0 {
             parts.push(format!("no event in the window, {total} in the trace"));
@@ -660,7 +788,7 @@ impl<'a, 'o> Drawing<'a, 'o> {
                 self.shown.end,
                 a.events[self.shown.start].step,
                 a.events[self.shown.end - 1].step,
-                self.options.unit,
+                self.unit,
             ));
         }
         if drawn < a.snapshots.len() {
@@ -736,7 +864,8 @@ impl<'a, 'o> Drawing<'a, 'o> {
         }
     }
 
-    /// Faint vertical lines and step labels at the start of steps, as many as fit.
+    /// Faint vertical lines with time labels, as many as fit: at the start of steps on a
+    /// compressed axis, at round times on a linear one; and under them, which axis it is.
     fn axis(&mut self) {
         let (top, bottom) = (self.top - 16, self.bottom() - 12);
         let _ = writeln!(
@@ -744,29 +873,61 @@ impl<'a, 'o> Drawing<'a, 'o> {
             "<text x=\"{}\" y=\"{}\" text-anchor=\"end\" class=\"axis\">{}</text>",
             LEFT - 8,
             bottom + 12,
-            esc(&self.options.unit)
+            esc(&self.unit)
         );
-        let mut last_label: Option<i64> = None;
-        let mut step = None;
-        for k in self.shown.clone() {
-            let e = self.a.events[k];
-            if step == Some(e.step) {
-                continue;
+        let mut ticks: Vec<(i64, u64)> = Vec::new();
+        match self.scale {
+            None => {
+                let mut last_label: Option<i64> = None;
+                let mut step = None;
+                for k in self.shown.clone() {
+                    let e = self.a.events[k];
+                    if step == Some(e.step) {
+                        continue;
+                    }
+                    step = Some(e.step);
+                    let x = self.x(k);
+                    if last_label.is_some_and(|l| x - l < 40) {
+                        continue;
+                    }
+                    last_label = Some(x);
+                    ticks.push((x, e.step));
+                }
             }
-            step = Some(e.step);
-            let x = self.x(k);
-            if last_label.is_some_and(|l| x - l < 40) {
-                continue;
+            Some((t0, t1, px)) => {
+                let every = round_step(80.0 / px);
+                let mut t = t0.div_ceil(every).saturating_mul(every);
+                while t <= t1 {
+                    let x = LEFT + 20 + ((t - t0) as f64 * px).round() as i64;
+                    ticks.push((x, t));
+                    match t.checked_add(every) {
+                        Some(next) => t = next,
+                        None => break,
+                    }
+                }
             }
-            last_label = Some(x);
+        }
+        for (x, t) in ticks {
             let _ = writeln!(
                 self.out,
                 "<line class=\"tick\" x1=\"{x}\" y1=\"{top}\" x2=\"{x}\" y2=\"{bottom}\"/>\
-                 <text x=\"{x}\" y=\"{}\" text-anchor=\"middle\" class=\"axis\">{}</text>",
+                 <text x=\"{x}\" y=\"{}\" text-anchor=\"middle\" class=\"axis\">{t}</text>",
                 bottom + 12,
-                e.step
             );
         }
+        let (kind, words) = match self.scale {
+            None => (
+                "compressed",
+                "compressed (gaps shortened: distance is order, not duration)",
+            ),
+            Some(_) => ("linear", "to scale"),
+        };
+        let _ = writeln!(
+            self.out,
+            "<text x=\"{LEFT}\" y=\"{}\" class=\"axis caption\" data-time-axis=\"{kind}\">time in {}: {words}</text>",
+            bottom + 28,
+            esc(&self.unit)
+        );
     }
 
     fn processes(&mut self) {
@@ -808,18 +969,55 @@ impl<'a, 'o> Drawing<'a, 'o> {
     /// An arrow from event `from` to event `to`: a line, and a head drawn as a path so that it
     /// takes the arrow's colour without SVG markers (whose colour cannot follow the line's).
     fn arrow(&self, from: usize, to: usize, colour: Option<&str>) -> String {
+        let stroke = colour.map_or(String::new(), |c| format!(" style=\"stroke:{c}\""));
+        format!(
+            "{}{}",
+            self.shaft(from, to, 0.0, &stroke),
+            self.head(from, to, colour)
+        )
+    }
+
+    /// The geometry of an arrow: its ends, the unit vector along it, and where its head begins.
+    fn along(&self, from: usize, to: usize) -> ArrowGeometry {
         let ((x1, y1), (x2, y2)) = (self.point(from), self.point(to));
         let (dx, dy) = ((x2 - x1) as f64, (y2 - y1) as f64);
         let length = (dx * dx + dy * dy).sqrt().max(1.0);
         let (ux, uy) = (dx / length, dy / length);
-        let (head, half) = (8.0, 3.5);
-        let (bx, by) = (x2 as f64 - ux * head, y2 as f64 - uy * head);
-        // A style attribute, not `stroke=`: the stylesheet's rules would win over that.
-        let stroke = colour.map_or(String::new(), |c| format!(" style=\"stroke:{c}\""));
+        let head = 8.0;
+        ArrowGeometry {
+            from: (x1 as f64, y1 as f64),
+            to: (x2, y2),
+            unit: (ux, uy),
+            base: (x2 as f64 - ux * head, y2 as f64 - uy * head),
+        }
+    }
+
+    /// An arrow's line up to its head, moved `offset` pixels sideways (to the left of the
+    /// arrow's direction for a positive one); `attrs` go on the `<line>`.
+    fn shaft(&self, from: usize, to: usize, offset: f64, attrs: &str) -> String {
+        let g = self.along(from, to);
+        let (nx, ny) = (-g.unit.1 * offset, g.unit.0 * offset);
+        let ((x1, y1), (x2, y2)) = (
+            (g.from.0 + nx, g.from.1 + ny),
+            (g.base.0 + nx, g.base.1 + ny),
+        );
+        // Whole pixels print as before the offsets existed (`80`, not `80.0`).
+        format!(
+            "<line x1=\"{}\" y1=\"{}\" x2=\"{x2:.1}\" y2=\"{y2:.1}\"{attrs}/>",
+            coordinate(x1),
+            coordinate(y1)
+        )
+    }
+
+    /// An arrow's head, in `colour` (the stylesheet's by default).
+    fn head(&self, from: usize, to: usize, colour: Option<&str>) -> String {
+        let g = self.along(from, to);
+        let ((x2, y2), (bx, by), (ux, uy)) = (g.to, g.base, g.unit);
+        let half = 3.5;
+        // A style attribute, not `fill=`: the stylesheet's rules would win over that.
         let fill = colour.map_or(String::new(), |c| format!(" style=\"fill:{c}\""));
         format!(
-            "<line x1=\"{x1}\" y1=\"{y1}\" x2=\"{bx:.1}\" y2=\"{by:.1}\"{stroke}/>\
-             <path d=\"M{x2} {y2}L{:.1} {:.1}L{:.1} {:.1}Z\"{fill}/>",
+            "<path d=\"M{x2} {y2}L{:.1} {:.1}L{:.1} {:.1}Z\"{fill}/>",
             bx - uy * half,
             by + ux * half,
             bx + uy * half,
@@ -844,28 +1042,40 @@ impl<'a, 'o> Drawing<'a, 'o> {
             a.events[send].step,
             a.events[receive].step
         );
-        let (class, data, tint) = match link.recorded_by.first() {
-            None => ("message".to_string(), String::new(), None),
-            Some(&first) => {
-                let ids: Vec<String> = link
-                    .recorded_by
-                    .iter()
-                    .map(|&s| a.snapshots[s].id.to_string())
-                    .collect();
-                let names: Vec<String> = link
-                    .recorded_by
-                    .iter()
-                    .map(|&s| format!("S{} {}", s + 1, a.short(s)))
-                    .collect();
-                let _ = write!(title, "; recorded in flight by {}", names.join(", "));
-                (
-                    "message in-flight".to_string(),
-                    format!(" data-snapshot=\"{}\"", ids.join(" ")),
-                    Some(colour(first)),
-                )
+        let (class, data, arrow) = if link.recorded_by.is_empty() {
+            ("message", String::new(), self.arrow(send, receive, None))
+        } else {
+            let by = &link.recorded_by;
+            let ids: Vec<String> = by.iter().map(|&s| a.snapshots[s].id.to_string()).collect();
+            let names: Vec<String> = by
+                .iter()
+                .map(|&s| format!("S{} {}", s + 1, a.short(s)))
+                .collect();
+            let _ = write!(title, "; recorded in flight by {}", names.join(", "));
+            // One stroke per snapshot, side by side, so that each snapshot's in-flight set can
+            // be seen whole: a band at most 12 pixels wide however many share the message.
+            let k = by.len() as f64;
+            let spacing = (12.0 / k).min(3.0);
+            let width = if by.len() == 1 { 3.0 } else { spacing * 0.85 };
+            let mut arrow = String::new();
+            for (i, &s) in by.iter().enumerate() {
+                let offset = (i as f64 - (k - 1.0) / 2.0) * spacing;
+                let attrs = format!(
+                    " class=\"recorded\" data-snapshot=\"{}\" style=\"stroke:{};stroke-width:{width:.2}\"",
+                    a.snapshots[s].id,
+                    colour(s)
+                );
+                arrow.push_str(&self.shaft(send, receive, offset, &attrs));
             }
+            // The head is the message's, not one snapshot's, once several share it.
+            let head = (by.len() == 1).then(|| colour(by[0]));
+            arrow.push_str(&self.head(send, receive, head));
+            (
+                "message in-flight",
+                format!(" data-snapshot=\"{}\"", ids.join(" ")),
+                arrow,
+            )
         };
-        let arrow = self.arrow(send, receive, tint);
         let _ = writeln!(
             self.out,
             "<g class=\"{class}\" data-channel=\"{}-{}\" data-seq=\"{seq}\"{data}><title>{}</title>{arrow}</g>",
@@ -967,33 +1177,74 @@ impl<'a, 'o> Drawing<'a, 'o> {
     /// initiator and its cost, all derived from the trace.
     fn legend(&mut self, top: i64, listed: &[usize]) {
         let a = self.a;
-        let unit = esc(&self.options.unit);
+        let unit = esc(&self.unit);
         let mut out = String::new();
         let _ = writeln!(out, "<g class=\"legend\">");
         // The key: a sample of each kind of mark (class `key`, so that nothing counts them as
-        // the real thing).
+        // the real thing), laid out left to right by the length of their labels.
         let y = top;
-        let _ = writeln!(
-            out,
-            "<line class=\"key\" x1=\"20\" y1=\"{y}\" x2=\"50\" y2=\"{y}\" stroke=\"#555\" stroke-width=\"1.2\"/><text x=\"56\" y=\"{}\">message</text>\
-             <line class=\"key\" x1=\"130\" y1=\"{y}\" x2=\"160\" y2=\"{y}\" stroke=\"{}\" stroke-width=\"3\"/><text x=\"166\" y=\"{}\">recorded in flight</text>\
-             <line class=\"key\" x1=\"290\" y1=\"{y}\" x2=\"320\" y2=\"{y}\" stroke=\"{}\" stroke-width=\"1.2\" stroke-dasharray=\"4 3\"/><text x=\"326\" y=\"{}\">marker</text>\
-             <circle class=\"key\" cx=\"405\" cy=\"{y}\" r=\"5\" fill=\"{}\"/><text x=\"416\" y=\"{}\">record</text>\
-             <line class=\"key\" x1=\"480\" y1=\"{y}\" x2=\"510\" y2=\"{y}\" stroke=\"{}\" stroke-width=\"6\" stroke-opacity=\"0.25\"/><text x=\"516\" y=\"{}\">cut</text>\
-             <rect class=\"key\" x=\"561\" y=\"{}\" width=\"8\" height=\"8\" fill=\"#fff\" stroke=\"{}\" stroke-width=\"2\"/><text x=\"576\" y=\"{}\">complete</text>",
-            y + 4,
-            colour(0),
-            y + 4,
-            colour(0),
-            y + 4,
-            colour(0),
-            y + 4,
-            colour(0),
-            y + 4,
-            y - 4,
-            colour(0),
-            y + 4,
-        );
+        let (c0, c1) = (colour(0), colour(1));
+        let line = |x: i64, y: f64, attrs: &str| {
+            format!(
+                "<line class=\"key\" x1=\"{x}\" y1=\"{y}\" x2=\"{}\" y2=\"{y}\" {attrs}/>",
+                x + 30
+            )
+        };
+        let samples: [(&str, &dyn Fn(i64) -> String); 6] = [
+            (KEY[0], &|x| {
+                line(x, y as f64, "stroke=\"#555\" stroke-width=\"1.2\"")
+            }),
+            (KEY[1], &|x| {
+                let a = line(
+                    x,
+                    y as f64 - 1.5,
+                    &format!("stroke=\"{c0}\" stroke-width=\"2.5\""),
+                );
+                let b = line(
+                    x,
+                    y as f64 + 1.5,
+                    &format!("stroke=\"{c1}\" stroke-width=\"2.5\""),
+                );
+                a + &b
+            }),
+            (KEY[2], &|x| {
+                line(
+                    x,
+                    y as f64,
+                    &format!("stroke=\"{c0}\" stroke-width=\"1.2\" stroke-dasharray=\"4 3\""),
+                )
+            }),
+            (KEY[3], &|x| {
+                format!(
+                    "<circle class=\"key\" cx=\"{}\" cy=\"{y}\" r=\"5\" fill=\"{c0}\"/>",
+                    x + 15
+                )
+            }),
+            (KEY[4], &|x| {
+                line(
+                    x,
+                    y as f64,
+                    &format!("stroke=\"{c0}\" stroke-width=\"6\" stroke-opacity=\"0.25\""),
+                )
+            }),
+            (KEY[5], &|x| {
+                format!(
+                    "<rect class=\"key\" x=\"{}\" y=\"{}\" width=\"8\" height=\"8\" fill=\"#fff\" stroke=\"{c0}\" stroke-width=\"2\"/>",
+                    x + 11,
+                    y - 4
+                )
+            }),
+        ];
+        for ((label, sample), x) in samples.into_iter().zip(key_positions()) {
+            let _ = write!(
+                out,
+                "{}<text x=\"{}\" y=\"{}\">{label}</text>",
+                sample(x),
+                x + 36,
+                y + 4
+            );
+        }
+        out.push('\n');
         let mut y = top + 28;
         for &s in listed {
             let info = &a.snapshots[s];
