@@ -316,7 +316,7 @@ impl Backoff {
 }
 
 /// Iterates the set bits of a local bitmap copy, lowest first, clearing each as it goes.
-#[inline]
+#[cfg(test)]
 pub(crate) fn pop_bit(bits: &mut [u64]) -> Option<usize> {
     for (w, word) in bits.iter_mut().enumerate() {
         if *word != 0 {
@@ -338,12 +338,6 @@ pub(crate) fn set_bit(bits: &mut [u64], bit: usize) {
 #[inline]
 pub(crate) fn test_bit(bits: &[u64], bit: usize) -> bool {
     bits[bit / BITS] >> (bit % BITS) & 1 == 1
-}
-
-/// Clears a local bitmap copy.
-#[inline]
-pub(crate) fn clear_bits(bits: &mut [u64]) {
-    bits.iter_mut().for_each(|w| *w = 0);
 }
 
 #[cfg(all(test, not(loom)))]

@@ -19,7 +19,7 @@ use crate::envelope::Envelope;
 use crate::host::{Driver, Host};
 use crate::process::{Context, Process};
 use crate::runtime::outbox::EdgeOutbox;
-use crate::runtime::pace::{Pace, Visit, BATCH};
+use crate::runtime::pace::{Pace, BATCH};
 use crate::runtime::rotation::Rotation;
 use crate::runtime::shared::Shared;
 use crate::runtime::tracer::Tracer;
@@ -289,24 +289,23 @@ impl<P: Process> Worker<P> {
         loop {
             self.wire.shared.bells[me].take(self.rotation.fresh());
             let visits = self.rotation.plan();
-            // The latest clock read of a visit in this round, if one read it.
-            let mut clock = None;
             for k in 0..visits {
                 let bit = self.rotation.visit(k);
-                let visit = if bit == control_bit {
+                let more = if bit == control_bit {
                     match self.serve_control() {
-                        Some(visit) => visit,
+                        Some(more) => more,
                         None => return,
                     }
                 } else {
                     since_clock += 1;
                     self.drain(bit)
                 };
-                if visit.more {
+                if more {
                     self.rotation.again(bit);
                 }
-                clock = visit.clock().or(clock);
             }
+            // The latest clock read of a visit in this round, if one read it.
+            let clock = self.pace.take_clock();
             let mut worked = visits > 0;
             // The clock is read only when ticks are asked for: before waiting, and every
             // `CLOCK_EVERY` channel visits while busy, unless a visit has just read it.
@@ -333,13 +332,43 @@ impl<P: Process> Worker<P> {
     }
 
     /// Visits incoming channel `i`: up to `BATCH` messages and markers, in channel order, and
-    /// no more once the callbacks have spent the time budget (`pace.rs`).
+    /// no more once the callbacks have spent the time budget (`pace.rs`). Returns whether the
+    /// channel may hold more (its batch or its time ran out).
+    ///
+    /// Two loops: the first takes the envelopes before the budget's first clock read and asks
+    /// nothing else (under load a visit ends there: this is the per-message path), the second,
+    /// out of line, the rest, reading the clock after each.
     #[inline]
-    fn drain(&mut self, i: usize) -> Visit {
+    fn drain(&mut self, i: usize) -> bool {
+        self.pace.begin(Instant::now);
+        let untimed = self.pace.untimed();
         let rx = &self.inbound[i];
         let wire = &mut self.wire;
-        let mut visit = self.pace.visit(Instant::now);
         let mut taken = 0;
+        while taken < untimed {
+            match rx.try_recv() {
+                Ok(envelope) => {
+                    if wire.tracing {
+                        receipt(wire, &self.host, i, &envelope);
+                    }
+                    self.host.on_envelope(i, envelope, wire);
+                    taken += 1;
+                }
+                // Empty, or its sender has stopped and what it sent before is drained.
+                Err(_) => {
+                    wire.end_batch();
+                    return self.pace.end(taken);
+                }
+            }
+        }
+        self.drain_timed(i, taken)
+    }
+
+    /// The rest of a visit that took its untimed envelopes (see `drain`).
+    #[inline(never)]
+    fn drain_timed(&mut self, i: usize, mut taken: usize) -> bool {
+        let rx = &self.inbound[i];
+        let wire = &mut self.wire;
         while taken < BATCH {
             match rx.try_recv() {
                 Ok(envelope) => {
@@ -348,20 +377,15 @@ impl<P: Process> Worker<P> {
                     }
                     self.host.on_envelope(i, envelope, wire);
                     taken += 1;
-                    if visit.spent(taken, Instant::now) {
+                    if self.pace.spent(taken, Instant::now) {
                         break;
                     }
                 }
-                // Empty, or its sender has stopped and what it sent before is drained.
                 Err(_) => break,
             }
         }
         wire.end_batch();
-        if taken == BATCH {
-            visit.more = true;
-        }
-        self.pace.done(&visit, taken);
-        visit
+        self.pace.end(taken) | (taken == BATCH)
     }
 
     /// Makes the recorder's per-snapshot state visible to `Runtime::stats`: once per pass of the
@@ -380,10 +404,10 @@ impl<P: Process> Worker<P> {
     }
 
     /// Visits the control channel: serves queued requests as `drain` serves envelopes (at most
-    /// `BATCH`, within the time budget); `None` on `Stop`.
+    /// `BATCH`, within the time budget). Returns whether more may be queued; `None` on `Stop`.
     #[cold]
-    fn serve_control(&mut self) -> Option<Visit> {
-        let mut visit = self.pace.visit(Instant::now);
+    fn serve_control(&mut self) -> Option<bool> {
+        self.pace.begin(Instant::now);
         let mut taken = 0;
         while taken < BATCH {
             match self.control.try_recv() {
@@ -400,16 +424,13 @@ impl<P: Process> Worker<P> {
                 Err(TryRecvError::Empty) => break,
             }
             taken += 1;
-            if visit.spent(taken, Instant::now) {
+            if self.pace.spent(taken, Instant::now) {
                 break;
             }
         }
-        if taken == BATCH {
-            visit.more = true;
-        }
-        self.pace.done(&visit, taken);
+        let more = self.pace.end(taken) | (taken == BATCH);
         self.publish();
-        Some(visit)
+        Some(more)
     }
 }
 

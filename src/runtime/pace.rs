@@ -15,8 +15,7 @@
 //! as slow when it comes (and a process that idles between messages pays two clock reads a
 //! visit, which an idle process can afford).
 //!
-//! Pure: the caller reads the clock and passes the times in, so the rules are tested with
-//! made-up times.
+//! Pure: the caller passes the clock in, so the rules are tested with made-up times.
 
 use std::time::{Duration, Instant};
 
@@ -43,8 +42,11 @@ pub(crate) const UNTIMED: usize = 8;
 /// ("Fair service of channels") has the measurements behind the choice.
 pub(crate) const VISIT_BUDGET: Duration = Duration::from_micros(100);
 
-/// What one process has learnt of its callbacks' pace.
-#[derive(Debug, Default)]
+/// What one process has learnt of its callbacks' pace, and the visit under way.
+///
+/// The visit's own state lives here rather than in a value per visit: on the fast path a visit
+/// costs a store to start, a compare per envelope and a test to end.
+#[derive(Debug)]
 pub(crate) struct Pace {
     /// A visit ran over its budget, and no streak of fast envelopes since.
     slow: bool,
@@ -52,103 +54,121 @@ pub(crate) struct Pace {
     streak: usize,
     /// While slow: when that streak's first visit began.
     streak_began: Option<Instant>,
+    /// The visit under way reads the clock after its `untimed`-th envelope and each later one.
+    untimed: usize,
+    /// Its first clock read: when its budget started.
+    began: Option<Instant>,
+    /// It ran over its budget.
+    over: bool,
+    /// The latest clock read of any visit, until the loop takes it (for its ticks).
+    clock: Option<Instant>,
 }
 
-/// One visit to one channel.
-#[derive(Debug)]
-pub(crate) struct Visit {
-    /// The envelope from which the visit reads the clock after each (1: all of them).
-    untimed: usize,
-    /// Its first clock read: when the budget started.
-    began: Option<Instant>,
-    /// Its latest clock read.
-    clock: Option<Instant>,
-    /// It ended because its budget ran out.
-    over: bool,
-    /// It ended with work possibly left (its batch or its budget ran out): visit again.
-    pub(crate) more: bool,
+impl Default for Pace {
+    fn default() -> Self {
+        Pace {
+            slow: false,
+            streak: 0,
+            streak_began: None,
+            untimed: UNTIMED,
+            began: None,
+            over: false,
+            clock: None,
+        }
+    }
 }
 
 impl Pace {
     /// Starts a visit. `now` is called (the clock read) only when the callbacks are slow.
     #[inline]
-    pub(crate) fn visit(&self, now: impl FnOnce() -> Instant) -> Visit {
+    pub(crate) fn begin(&mut self, now: impl FnOnce() -> Instant) {
         if self.slow {
             let now = now();
-            Visit {
-                untimed: 1,
-                began: Some(now),
-                clock: Some(now),
-                over: false,
-                more: false,
-            }
-        } else {
-            Visit {
-                untimed: UNTIMED,
-                began: None,
-                clock: None,
-                over: false,
-                more: false,
-            }
+            self.untimed = 1;
+            self.began = Some(now);
+            self.clock = Some(now);
         }
     }
 
-    /// The visit has ended, having taken `taken` envelopes.
+    /// How many envelopes the visit under way takes before [`spent`](Pace::spent) can say
+    /// anything but no: the event loop takes that many in a loop that asks nothing, then the
+    /// rest one by one asking `spent` (so the fast path's loop is the same as with no budget).
     #[inline]
-    pub(crate) fn done(&mut self, visit: &Visit, taken: usize) {
-        if visit.over {
+    pub(crate) fn untimed(&self) -> usize {
+        self.untimed - 1
+    }
+
+    /// The visit has just taken its `taken`-th envelope (from 1); `now` reads the clock. Whether
+    /// it must end here because its budget is spent. Reads no clock before the
+    /// [`UNTIMED`]-th envelope on the fast path.
+    #[inline]
+    pub(crate) fn spent(&mut self, taken: usize, now: impl FnOnce() -> Instant) -> bool {
+        taken >= self.untimed && self.check(now())
+    }
+
+    /// Past the untimed envelopes: the clock says `now`.
+    #[inline(never)]
+    fn check(&mut self, now: Instant) -> bool {
+        self.clock = Some(now);
+        let began = *self.began.get_or_insert(now);
+        self.over = now.duration_since(began) >= VISIT_BUDGET;
+        self.over
+    }
+
+    /// The visit has ended, having taken `taken` envelopes. Whether it ran over its budget
+    /// (then its channel may hold more: visit it again).
+    #[inline]
+    pub(crate) fn end(&mut self, taken: usize) -> bool {
+        if self.began.is_none() && !self.slow {
+            return false;
+        }
+        self.end_timed(taken)
+    }
+
+    /// The end of a visit that read the clock: learn from it, and reset for the next.
+    #[inline(never)]
+    fn end_timed(&mut self, taken: usize) -> bool {
+        let over = self.over;
+        if over {
             self.slow = true;
             self.streak = 0;
             self.streak_began = None;
         } else if self.slow && taken > 0 {
             self.streak += taken;
-            let began = *self
-                .streak_began
-                .get_or_insert(visit.began.expect("read at the start"));
+            let began = *self.streak_began.get_or_insert(
+                self.began
+                    .expect("a slow visit reads the clock at its start"),
+            );
             if self.streak >= UNTIMED {
-                let took = visit.clock.expect("read after each").duration_since(began);
+                let took = self
+                    .clock
+                    .expect("a slow visit reads the clock after each envelope")
+                    .duration_since(began);
                 if took < VISIT_BUDGET {
                     // Fast again: back to the path that reads no clock.
-                    *self = Pace::default();
-                } else {
-                    self.streak = 0;
-                    self.streak_began = None;
+                    self.slow = false;
                 }
+                self.streak = 0;
+                self.streak_began = None;
             }
         }
+        self.untimed = if self.slow { 1 } else { UNTIMED };
+        self.began = None;
+        self.over = false;
+        over
+    }
+
+    /// The latest clock read of a visit since the last call, if any (the event loop's ticks
+    /// use it instead of reading the clock again).
+    #[inline]
+    pub(crate) fn take_clock(&mut self) -> Option<Instant> {
+        self.clock.take()
     }
 
     /// Whether visits read the clock from their start.
     #[cfg(test)]
     fn is_slow(&self) -> bool {
         self.slow
-    }
-}
-
-impl Visit {
-    /// The visit has just taken its `taken`-th envelope (from 1); `now` reads the clock. Whether
-    /// it must end here because its budget is spent. Reads no clock before the
-    /// [`UNTIMED`]-th envelope on the fast path.
-    #[inline]
-    pub(crate) fn spent(&mut self, taken: usize, now: impl FnOnce() -> Instant) -> bool {
-        if taken < self.untimed {
-            return false;
-        }
-        let now = now();
-        self.clock = Some(now);
-        let began = *self.began.get_or_insert(now);
-        self.over = now.duration_since(began) >= VISIT_BUDGET;
-        if self.over {
-            self.more = true;
-        }
-        self.over
-    }
-
-    /// The latest clock read of the visit, if it read the clock (the event loop saves one for
-    /// its ticks).
-    #[inline]
-    pub(crate) fn clock(&self) -> Option<Instant> {
-        self.clock
     }
 }
 
@@ -165,34 +185,28 @@ mod tests {
     /// Runs one visit of envelopes taking `costs` microseconds each, starting at `*t`, until
     /// it ends; returns how many it took.
     fn visit(pace: &mut Pace, at: &impl Fn(u64) -> Instant, t: &mut u64, costs: &[u64]) -> usize {
-        let mut reads = 0;
-        let mut v = pace.visit(|| {
-            reads += 1;
-            at(*t)
-        });
+        pace.begin(|| at(*t));
         let mut taken = 0;
         for &cost in costs.iter().take(BATCH) {
             *t += cost;
             taken += 1;
-            if v.spent(taken, || at(*t)) {
+            if pace.spent(taken, || at(*t)) {
                 break;
             }
         }
-        if taken == BATCH {
-            v.more = true;
-        }
-        pace.done(&v, taken);
+        pace.end(taken);
         taken
     }
 
     #[test]
     fn fast_callbacks_read_no_clock_before_the_untimed_th() {
-        let pace = Pace::default();
-        let mut v = pace.visit(|| panic!("no clock at the start on the fast path"));
+        let mut pace = Pace::default();
+        pace.begin(|| panic!("no clock at the start on the fast path"));
         for taken in 1..UNTIMED {
-            assert!(!v.spent(taken, || panic!("no clock before the {UNTIMED}th envelope")));
+            assert!(!pace.spent(taken, || panic!("no clock before the {UNTIMED}th envelope")));
         }
-        assert!(v.clock().is_none());
+        assert!(!pace.end(UNTIMED - 1));
+        assert!(pace.take_clock().is_none());
     }
 
     #[test]

@@ -26,7 +26,7 @@
 //! visit); the arrays are written every round, so they live on cache lines of their own.
 
 use crate::own_lines::OwnLines;
-use crate::runtime::doorbell::{clear_bits, pop_bit, set_bit, test_bit};
+use crate::runtime::doorbell::{set_bit, test_bit, BITS};
 
 /// One process's visit order (see the module documentation).
 pub(crate) struct Rotation {
@@ -64,31 +64,82 @@ impl Rotation {
     /// it has. Every visit must be made (or the loop ended) before the next `plan`.
     #[inline]
     pub(crate) fn plan(&mut self) -> usize {
+        if self.words == 1 {
+            return self.plan_one_word();
+        }
+        self.plan_words()
+    }
+
+    /// [`plan`](Rotation::plan) for up to 63 channels (all but the largest systems), on three
+    /// words in registers: no loop over words, no clearing, no division to find a bit.
+    #[inline]
+    fn plan_one_word(&mut self) -> usize {
+        let (fresh, visited, again) = (self.bitmaps[0], self.bitmaps[1], self.bitmaps[2]);
+        let ready = fresh | again;
+        let mut len = 0;
+        let mut waited = fresh & !visited;
+        while waited != 0 {
+            self.next[len] = waited.trailing_zeros();
+            waited &= waited - 1;
+            len += 1;
+        }
+        if ready & visited != 0 {
+            for k in 0..self.len {
+                let bit = self.plan[k];
+                if ready >> bit & 1 == 1 {
+                    self.next[len] = bit;
+                    len += 1;
+                }
+            }
+        }
+        // The next plan's channels: the fresh ones, and those left with work (`again` holds
+        // only channels of this plan).
+        self.bitmaps[0] = 0;
+        self.bitmaps[1] = fresh | again;
+        self.bitmaps[2] = 0;
+        std::mem::swap(&mut self.plan, &mut self.next);
+        self.len = len;
+        len
+    }
+
+    /// [`plan`](Rotation::plan) for any number of channels.
+    #[inline(never)]
+    fn plan_words(&mut self) -> usize {
         let words = self.words;
         let (fresh, rest) = self.bitmaps.split_at_mut(words);
         let (visited, again) = rest.split_at_mut(words);
         let mut len = 0;
         // 1. Ready, and not visited in the round just ended: lowest bit first.
         for w in 0..words {
-            let mut bits = [fresh[w] & !visited[w]];
-            while let Some(b) = pop_bit(&mut bits) {
-                self.next[len] = (w * crate::runtime::doorbell::BITS + b) as u32;
+            let mut bits = fresh[w] & !visited[w];
+            while bits != 0 {
+                self.next[len] = (w * BITS) as u32 + bits.trailing_zeros();
+                bits &= bits - 1;
                 len += 1;
             }
         }
-        // 2. Visited in the round just ended and ready again: in that round's order.
-        for k in 0..self.len {
-            let bit = self.plan[k] as usize;
-            if test_bit(again, bit) || test_bit(fresh, bit) {
-                self.next[len] = bit as u32;
-                len += 1;
+        // 2. Visited in the round just ended and ready again: in that round's order. (`again`
+        // holds only channels of that round, so the ready ones are `fresh | again`.)
+        let mut any_again = false;
+        for w in 0..words {
+            again[w] |= fresh[w];
+            any_again |= again[w] & visited[w] != 0;
+        }
+        if any_again {
+            for k in 0..self.len {
+                let bit = self.plan[k] as usize;
+                if test_bit(again, bit) {
+                    self.next[len] = bit as u32;
+                    len += 1;
+                }
             }
         }
-        clear_bits(fresh);
-        clear_bits(again);
-        clear_bits(visited);
-        for k in 0..len {
-            set_bit(visited, self.next[k] as usize);
+        // The next round's channels are the ready ones. One pass over the words, writing three
+        // arrays, so no call to `memset` per array per round.
+        for w in 0..words {
+            visited[w] = again[w];
+            fresh[w] = 0;
+            again[w] = 0;
         }
         std::mem::swap(&mut self.plan, &mut self.next);
         self.len = len;
@@ -106,7 +157,11 @@ impl Rotation {
     #[inline]
     pub(crate) fn again(&mut self, bit: usize) {
         let words = self.words;
-        set_bit(&mut (*self.bitmaps)[2 * words..], bit);
+        if words == 1 {
+            self.bitmaps[2] |= 1 << bit;
+        } else {
+            set_bit(&mut (*self.bitmaps)[2 * words..], bit);
+        }
     }
 
     /// Whether some visit of this round left work (the loop must not sleep).
@@ -120,8 +175,6 @@ impl Rotation {
 mod tests {
     use super::*;
     use proptest::prelude::*;
-
-    const BITS: usize = crate::runtime::doorbell::BITS;
 
     fn rotation(bits: usize) -> Rotation {
         Rotation::new(bits, bits.div_ceil(BITS).max(1))
