@@ -32,6 +32,15 @@ impl<M> Envelope<M> {
     }
 }
 
+/// Why a driver did not take an envelope; it comes back with the reason.
+pub(crate) enum Refused<M> {
+    /// The receiver has failed and takes nothing more.
+    Disconnected(Envelope<M>),
+    /// It was for another node of a cluster and could not be encoded: the codec's reason.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    Unencodable(Envelope<M>, String),
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

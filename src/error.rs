@@ -198,6 +198,9 @@ pub enum Error {
         /// The configured maximum of snapshots in flight.
         limit: usize,
     },
+    /// A node of a cluster could not do what was asked of it; the message says why (cargo
+    /// feature `cluster`).
+    Cluster(String),
 }
 
 impl fmt::Display for Error {
@@ -228,6 +231,7 @@ impl fmt::Display for Error {
                     n => format!("{n} snapshots are"),
                 }
             ),
+            Error::Cluster(message) => write!(f, "cluster: {message}"),
         }
     }
 }
@@ -256,15 +260,27 @@ pub enum SendError<M> {
         /// The message, unsent.
         message: M,
     },
+    /// The destination runs on another node of a cluster, and the message could not be
+    /// encoded for the wire (its `Serialize` failed; cargo feature `cluster`).
+    Unencodable {
+        /// The sending process.
+        from: ProcessId,
+        /// The intended destination.
+        to: ProcessId,
+        /// The message, unsent.
+        message: M,
+        /// The codec's reason.
+        reason: String,
+    },
 }
 
 impl<M> SendError<M> {
     /// Takes back the message that could not be sent.
     pub fn into_message(self) -> M {
         match self {
-            SendError::NotNeighbour { message, .. } | SendError::Disconnected { message, .. } => {
-                message
-            }
+            SendError::NotNeighbour { message, .. }
+            | SendError::Disconnected { message, .. }
+            | SendError::Unencodable { message, .. } => message,
         }
     }
 }
@@ -283,6 +299,14 @@ impl<M> fmt::Debug for SendError<M> {
                 .field("from", from)
                 .field("to", to)
                 .finish_non_exhaustive(),
+            SendError::Unencodable {
+                from, to, reason, ..
+            } => f
+                .debug_struct("Unencodable")
+                .field("from", from)
+                .field("to", to)
+                .field("reason", reason)
+                .finish_non_exhaustive(),
         }
     }
 }
@@ -299,6 +323,13 @@ impl<M> fmt::Display for SendError<M> {
                     "process {from} cannot send to process {to}: it has stopped"
                 )
             }
+            SendError::Unencodable {
+                from, to, reason, ..
+            } => write!(
+                f,
+                "process {from} cannot send to process {to}, on another node: the message \
+                 cannot be encoded: {reason}"
+            ),
         }
     }
 }
@@ -615,3 +646,272 @@ impl fmt::Display for CheckpointError {
 
 #[cfg(feature = "serde")]
 impl std::error::Error for CheckpointError {}
+
+/// Why a cluster node could not be configured, started or stopped (cargo feature `cluster`).
+/// Errors about the cluster file carry its line, where there is one.
+#[cfg(feature = "cluster")]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ClusterError {
+    /// The cluster file could not be read.
+    Read {
+        /// The operating system's message.
+        message: String,
+    },
+    /// The cluster file is not valid TOML, or has keys or values a cluster file does not.
+    Syntax {
+        /// The line, when the parser knows it.
+        line: Option<usize>,
+        /// The parser's message.
+        message: String,
+    },
+    /// The file lists no node.
+    NoNodes,
+    /// A node lists a process the topology does not have.
+    UnknownProcess {
+        /// The node (its position among the `[[node]]` tables, from 0).
+        node: usize,
+        /// The process.
+        process: ProcessId,
+        /// How many processes the topology has.
+        processes: usize,
+        /// The line of the node's `processes`.
+        line: Option<usize>,
+    },
+    /// A process of the topology is on no node.
+    Unplaced {
+        /// The process.
+        process: ProcessId,
+    },
+    /// A process is on two nodes, or listed twice on one.
+    PlacedTwice {
+        /// The process.
+        process: ProcessId,
+        /// The first node that lists it.
+        first: usize,
+        /// The node that lists it again.
+        second: usize,
+        /// The line of the second listing.
+        line: Option<usize>,
+    },
+    /// Two nodes have the same address.
+    DuplicateAddress {
+        /// The address.
+        address: String,
+        /// The first node with it.
+        first: usize,
+        /// The second.
+        second: usize,
+        /// The line of the second.
+        line: Option<usize>,
+    },
+    /// This node's index is not one of the file's nodes.
+    NoSuchNode {
+        /// The index asked for.
+        node: usize,
+        /// How many nodes the file lists.
+        nodes: usize,
+    },
+    /// An address that is not `host:port`, or whose host does not resolve.
+    BadAddress {
+        /// The node.
+        node: usize,
+        /// The address.
+        address: String,
+        /// Why.
+        message: String,
+        /// Its line.
+        line: Option<usize>,
+    },
+    /// The address this node listens on could not be bound.
+    Bind {
+        /// This node.
+        node: usize,
+        /// The address.
+        address: String,
+        /// The operating system's message.
+        message: String,
+    },
+    /// Start-up gave up: these nodes never answered by the deadline (this node could not
+    /// connect to them, or they never connected to it).
+    Unreachable {
+        /// The nodes, by index.
+        nodes: Vec<usize>,
+        /// How long this node waited.
+        waited: std::time::Duration,
+        /// What was last seen of each.
+        detail: String,
+    },
+    /// A peer and this node disagree (topology, placement, wire format, crate version, message
+    /// types, checkpoint): one refused the other.
+    Mismatch {
+        /// The peer.
+        node: usize,
+        /// What differs.
+        message: String,
+    },
+    /// A link to a peer failed while the cluster started or stopped.
+    Link {
+        /// The peer.
+        node: usize,
+        /// What happened.
+        message: String,
+    },
+    /// Stopping gave up waiting for these nodes.
+    StopTimeout {
+        /// The nodes, by index.
+        nodes: Vec<usize>,
+    },
+    /// This node's own processes could not start.
+    Build(BuildError),
+    /// The cluster's result has already been handed to another caller (another clone of the
+    /// node's handle).
+    Stopped,
+    /// The wait for the cluster to stop ran out; it is still running.
+    WaitTimeout,
+}
+
+#[cfg(feature = "cluster")]
+impl ClusterError {
+    /// The cluster file's line the error is about, if it is about one.
+    pub fn line(&self) -> Option<usize> {
+        match self {
+            ClusterError::Syntax { line, .. }
+            | ClusterError::UnknownProcess { line, .. }
+            | ClusterError::PlacedTwice { line, .. }
+            | ClusterError::DuplicateAddress { line, .. }
+            | ClusterError::BadAddress { line, .. } => *line,
+            _ => None,
+        }
+    }
+
+    /// Whether the error is the cluster file's (bad or unreadable), as opposed to one of
+    /// starting or running the cluster.
+    pub fn is_in_file(&self) -> bool {
+        matches!(
+            self,
+            ClusterError::Read { .. }
+                | ClusterError::Syntax { .. }
+                | ClusterError::NoNodes
+                | ClusterError::UnknownProcess { .. }
+                | ClusterError::Unplaced { .. }
+                | ClusterError::PlacedTwice { .. }
+                | ClusterError::DuplicateAddress { .. }
+                | ClusterError::NoSuchNode { .. }
+                | ClusterError::BadAddress { .. }
+        )
+    }
+}
+
+#[cfg(feature = "cluster")]
+impl fmt::Display for ClusterError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClusterError::Read { message } => write!(f, "cannot read the cluster file: {message}"),
+            ClusterError::Syntax { message, .. } => write!(f, "not a cluster file: {message}"),
+            ClusterError::NoNodes => write!(f, "the cluster file lists no [[node]]"),
+            ClusterError::UnknownProcess {
+                node,
+                process,
+                processes,
+                ..
+            } => write!(
+                f,
+                "node {node} lists process {process}, but the topology has processes 0..{processes}"
+            ),
+            ClusterError::Unplaced { process } => {
+                write!(
+                    f,
+                    "process {process} is on no node: every process must be on one"
+                )
+            }
+            ClusterError::PlacedTwice {
+                process,
+                first,
+                second,
+                ..
+            } if first == second => {
+                write!(f, "node {first} lists process {process} twice")
+            }
+            ClusterError::PlacedTwice {
+                process,
+                first,
+                second,
+                ..
+            } => write!(
+                f,
+                "process {process} is on two nodes, {first} and {second}: a process runs on one"
+            ),
+            ClusterError::DuplicateAddress {
+                address,
+                first,
+                second,
+                ..
+            } => write!(f, "nodes {first} and {second} both have address {address}"),
+            ClusterError::NoSuchNode { node, nodes } => {
+                write!(f, "no node {node}: the cluster file lists nodes 0..{nodes}")
+            }
+            ClusterError::BadAddress {
+                node,
+                address,
+                message,
+                ..
+            } => write!(f, "node {node}'s address {address:?}: {message}"),
+            ClusterError::Bind {
+                node,
+                address,
+                message,
+            } => write!(f, "node {node} cannot listen on {address}: {message}"),
+            ClusterError::Unreachable {
+                nodes,
+                waited,
+                detail,
+            } => write!(
+                f,
+                "gave up after {:.1} s: {} never answered ({detail})",
+                waited.as_secs_f64(),
+                match nodes.as_slice() {
+                    [one] => format!("node {one}"),
+                    many => format!("nodes {many:?}"),
+                }
+            ),
+            ClusterError::Mismatch { node, message } => {
+                write!(f, "node {node} and this node disagree: {message}")
+            }
+            ClusterError::Link { node, message } => {
+                write!(f, "the link with node {node}: {message}")
+            }
+            ClusterError::StopTimeout { nodes } => {
+                write!(
+                    f,
+                    "stopping the cluster gave up waiting for nodes {nodes:?}"
+                )
+            }
+            ClusterError::Build(e) => write!(f, "{e}"),
+            ClusterError::Stopped => {
+                write!(
+                    f,
+                    "the cluster has stopped, and its result was taken by another handle"
+                )
+            }
+            ClusterError::WaitTimeout => write!(f, "timed out waiting for the cluster to stop"),
+        }
+    }
+}
+
+#[cfg(feature = "cluster")]
+impl std::error::Error for ClusterError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ClusterError::Build(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(feature = "cluster")]
+impl From<BuildError> for ClusterError {
+    fn from(e: BuildError) -> Self {
+        ClusterError::Build(e)
+    }
+}

@@ -9,7 +9,7 @@
 
 use std::marker::PhantomData;
 
-use crate::envelope::Envelope;
+use crate::envelope::{Envelope, Refused};
 use crate::error::{plural, SendError};
 use crate::outgoing::Outgoing;
 use crate::peers::Peers;
@@ -23,12 +23,13 @@ use crate::topology::{ProcessId, Wiring};
 /// process.
 pub(crate) trait Driver<P: Process> {
     /// Puts `envelope` at the back of local outgoing channel `slot`. Hands it back if the
-    /// receiving process has failed and takes nothing more.
+    /// receiving process has failed and takes nothing more (or, for another node, if it cannot
+    /// be encoded).
     fn push(
         &mut self,
         slot: usize,
         envelope: Envelope<P::Message>,
-    ) -> Result<(), Envelope<P::Message>>;
+    ) -> Result<(), Refused<P::Message>>;
     /// The process has just recorded its state for `id`; its markers follow at once. (For the
     /// driver's clock, which says when each process recorded, and its trace.)
     fn recorded(&mut self, id: SnapshotId);
@@ -109,6 +110,15 @@ impl<P: Process> Host<P> {
             sources: Peers::new(me, wiring.processes(), &wiring.sources(me)),
             started: Vec::new(),
         }
+    }
+
+    /// By local outgoing channel, messages sent; by local incoming channel, messages received
+    /// (a cluster node reports them when the cluster stops).
+    pub(crate) fn counters(&self) -> (Vec<u64>, Vec<u64>) {
+        let received = (0..self.sources.len())
+            .map(|i| self.recorder.received(i))
+            .collect();
+        (self.out.sent().to_vec(), received)
     }
 
     /// An envelope arrived on incoming channel `i`.

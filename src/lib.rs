@@ -130,6 +130,8 @@ pub use crossbeam_channel;
 pub mod algorithm;
 #[cfg(feature = "serde")]
 pub mod checkpoint;
+#[cfg(feature = "cluster")]
+pub mod cluster;
 mod collector;
 pub mod detect;
 mod envelope;
@@ -150,6 +152,8 @@ pub mod trace;
 
 #[cfg(feature = "serde")]
 pub use error::CheckpointError;
+#[cfg(feature = "cluster")]
+pub use error::ClusterError;
 pub use error::{BuildError, CutError, Error, RestoreError, SendError, TopologyError};
 pub use process::{Context, Process, ProcessFailure};
 pub use runtime::{

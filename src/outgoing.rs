@@ -5,7 +5,7 @@
 
 use std::num::NonZeroU64;
 
-use crate::envelope::Envelope;
+use crate::envelope::{Envelope, Refused};
 use crate::error::SendError;
 use crate::own_lines::OwnLines;
 use crate::peers::Peers;
@@ -54,7 +54,7 @@ impl Outgoing {
         &mut self,
         to: ProcessId,
         message: M,
-        push: impl FnOnce(usize, Envelope<M>) -> Result<(), Envelope<M>>,
+        push: impl FnOnce(usize, Envelope<M>) -> Result<(), Refused<M>>,
     ) -> Result<(), SendError<M>> {
         let Some(slot) = self.destinations.number(to) else {
             return Err(SendError::NotNeighbour {
@@ -69,12 +69,24 @@ impl Outgoing {
                 self.sent[slot] = seq.get();
                 Ok(())
             }
-            Err(Envelope::Message { message, .. }) => Err(SendError::Disconnected {
-                from: self.me,
-                to,
-                message,
-            }),
-            Err(Envelope::Marker(_)) => unreachable!("push hands back what it was given"),
+            Err(Refused::Disconnected(Envelope::Message { message, .. })) => {
+                Err(SendError::Disconnected {
+                    from: self.me,
+                    to,
+                    message,
+                })
+            }
+            Err(Refused::Unencodable(Envelope::Message { message, .. }, reason)) => {
+                Err(SendError::Unencodable {
+                    from: self.me,
+                    to,
+                    message,
+                    reason,
+                })
+            }
+            Err(Refused::Disconnected(Envelope::Marker(_)) | Refused::Unencodable(..)) => {
+                unreachable!("push hands back what it was given")
+            }
         }
     }
 }
@@ -108,7 +120,9 @@ mod tests {
         assert_eq!(seqs, [(0, 6), (1, 1), (0, 7)], "restored counters continue");
         assert_eq!(out.sent(), [7, 1]);
         // Handed back: the error carries the message and the counter stays.
-        let err = out.send(2, "x", |_, e| Err(e)).unwrap_err();
+        let err = out
+            .send(2, "x", |_, e| Err(Refused::Disconnected(e)))
+            .unwrap_err();
         assert_eq!(
             err,
             SendError::Disconnected {

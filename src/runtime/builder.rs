@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Receiver;
+use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
 
 use super::doorbell::{Backoff, Doorbell};
-use super::event_loop::{process_thread, Worker};
+use super::event_loop::{process_thread, ThreadDriver, Wire, Worker};
 use super::guard;
 use super::hub::Hub;
 use super::outbox::EdgeOutbox;
@@ -156,12 +156,35 @@ impl<P: Process> RuntimeBuilder<P> {
         self,
         wiring: Arc<Wiring>,
         apps: Vec<P>,
-        mut starts: Option<Vec<ChannelStart<P::Message>>>,
+        starts: Option<Vec<ChannelStart<P::Message>>>,
     ) -> Result<Runtime<P>, BuildError> {
+        let apps = apps.into_iter().map(Some).collect();
+        let started = self.start_part(wiring, apps, starts, |wire| wire)?;
+        started.gate.open();
+        Ok(started.runtime)
+    }
+
+    /// Starts the processes of `apps` that are `Some` (all of them in process; a cluster
+    /// node's own in a cluster), each driven by `driver(wire)`, their threads held at the gate
+    /// until the caller opens it. The channels between two processes run here are made as in
+    /// process; a channel from a process elsewhere to one here is made too, and its sending end
+    /// handed back (the node's link pushes onto it); a channel from here to elsewhere gets a
+    /// sender that goes nowhere, which the node's driver never uses (it encodes for the link
+    /// itself).
+    pub(crate) fn start_part<D: ThreadDriver<P>>(
+        self,
+        wiring: Arc<Wiring>,
+        mut apps: Vec<Option<P>>,
+        mut starts: Option<Vec<ChannelStart<P::Message>>>,
+        mut driver: impl FnMut(Wire<P>) -> D,
+    ) -> Result<Started<P>, BuildError> {
         let n = wiring.processes();
+        debug_assert_eq!(apps.len(), n);
+        let here: Vec<bool> = apps.iter().map(Option::is_some).collect();
         let epoch = Instant::now();
         // One channel per directed edge, and one doorbell bit per incoming channel plus one for
-        // control requests.
+        // control requests. (A process run elsewhere has a doorbell too, never rung: its closed
+        // flag is what refuses sends to it once it has failed.)
         let bells: Arc<[Doorbell]> = (0..n)
             .map(|p| Doorbell::new(wiring.incoming(p).len() + 1))
             .collect();
@@ -172,22 +195,32 @@ impl<P: Process> RuntimeBuilder<P> {
         let mut inbound: Vec<Inbound<P::Message>> = (0..n)
             .map(|p| (0..wiring.incoming(p).len()).map(|_| None).collect())
             .collect();
+        let mut from_elsewhere = Vec::new();
         let mut channel_order: Vec<usize> = (0..wiring.channels().len()).collect();
         channel_order.sort_by_key(|&c| (wiring.channels()[c].from, wiring.local_slots(c).0));
         for c in channel_order {
             let Channel { from, to } = wiring.channels()[c];
+            if !here[from] && !here[to] {
+                continue;
+            }
             let (tx, rx) = crossbeam_channel::unbounded();
             let (_, at_receiver) = wiring.local_slots(c);
-            // A restored channel holds its in-flight messages before any thread runs.
-            // (Taken out: the hosts need only the counters.)
-            if let Some(start) = starts.as_mut().map(|s| &mut s[c]) {
-                for (seq, message) in std::mem::take(&mut start.in_flight) {
-                    let _ = tx.send(Envelope::restored(seq, message));
-                    bells[to].ring(at_receiver);
+            if here[to] {
+                // A restored channel holds its in-flight messages before any thread runs.
+                // (Taken out: the hosts need only the counters.)
+                if let Some(start) = starts.as_mut().map(|s| &mut s[c]) {
+                    for (seq, message) in std::mem::take(&mut start.in_flight) {
+                        let _ = tx.send(Envelope::restored(seq, message));
+                        bells[to].ring(at_receiver);
+                    }
                 }
+                inbound[to][at_receiver] = Some(rx);
             }
-            links[from].push((tx, to, at_receiver));
-            inbound[to][at_receiver] = Some(rx);
+            if here[from] {
+                links[from].push((tx, to, at_receiver));
+            } else {
+                from_elsewhere.push((c, tx));
+            }
         }
         let tracer = self.trace.map(|capacity| {
             let sent_before = (0..wiring.channels().len())
@@ -206,9 +239,10 @@ impl<P: Process> RuntimeBuilder<P> {
                 epoch,
                 self.max_in_flight
                     .unwrap_or_else(|| default_max_in_flight(wiring.channels().len())),
+                here.iter().filter(|&&h| h).count(),
             ),
             stats: (0..n).map(|_| ProcessStats::default()).collect(),
-            backoff: Backoff::for_processes(n),
+            backoff: Backoff::for_processes(here.iter().filter(|&&h| h).count()),
             key: guard::new_key(),
             start_aborted: AtomicBool::new(false),
             degraded: AtomicBool::new(false),
@@ -217,15 +251,18 @@ impl<P: Process> RuntimeBuilder<P> {
         let (start_tx, start_rx) = crossbeam_channel::bounded::<()>(0);
         let (exit_tx, exit_rx) = crossbeam_channel::unbounded();
         let mut handles = Vec::with_capacity(n);
-        let workers = apps.into_iter().zip(links).zip(inbound).zip(control_rx);
-        for (me, (((app, links), inbound), control)) in workers.enumerate() {
+        let workers = links.into_iter().zip(inbound).zip(control_rx).enumerate();
+        for (me, ((links, inbound), control)) in workers {
+            let Some(app) = apps[me].take() else {
+                continue;
+            };
             let inbound: Vec<_> = inbound.into_iter().map(|r| r.expect("wired")).collect();
+            let wire = Wire::new(me, EdgeOutbox::new(links, bells.clone()), shared.clone());
             let worker = Worker::new(
                 Host::start(me, app, &wiring, starts.as_deref()),
-                EdgeOutbox::new(links, bells.clone()),
+                driver(wire),
                 inbound,
                 control,
-                shared.clone(),
                 self.tick,
             );
             let mut builder = thread::Builder::new().name(format!("{}-{me}", self.thread_name));
@@ -234,12 +271,12 @@ impl<P: Process> RuntimeBuilder<P> {
             }
             let (start, exits) = (start_rx.clone(), exit_tx.clone());
             match builder.spawn(move || process_thread(worker, start, exits)) {
-                Ok(handle) => handles.push(handle),
+                Ok(handle) => handles.push((me, handle)),
                 Err(e) => {
                     // Release the threads already started without running any process code.
                     shared.start_aborted.store(true, Ordering::Release);
                     drop(start_tx);
-                    for handle in handles {
+                    for (_, handle) in handles {
                         let _ = handle.join();
                     }
                     return Err(BuildError::Spawn {
@@ -249,14 +286,67 @@ impl<P: Process> RuntimeBuilder<P> {
                 }
             }
         }
-        drop(start_tx);
-        Ok(Runtime {
-            owner: Arc::new(Owner {
-                shared,
-                threads: Mutex::new(Some(handles)),
-                exits: exit_rx,
-            }),
+        let gate = StartGate {
+            tx: Some(start_tx),
+            shared: shared.clone(),
+        };
+        Ok(Started {
+            runtime: Runtime {
+                owner: Arc::new(Owner {
+                    shared,
+                    threads: Mutex::new(Some(handles)),
+                    exits: exit_rx,
+                }),
+            },
+            from_elsewhere,
+            gate,
         })
+    }
+}
+
+/// A runtime whose threads wait at the gate, and the channels that come from elsewhere.
+pub(crate) struct Started<P: Process> {
+    pub(crate) runtime: Runtime<P>,
+    /// By channel index: the sending end of each channel from a process not run here to one
+    /// run here.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    pub(crate) from_elsewhere: Vec<(usize, Sender<Envelope<P::Message>>)>,
+    pub(crate) gate: StartGate,
+}
+
+/// Holds the process threads before their first callback (`on_start`) until opened: a cluster
+/// node opens it once every node is connected. Dropped unopened, the threads end without
+/// running any process code.
+pub(crate) struct StartGate {
+    tx: Option<Sender<()>>,
+    shared: Arc<dyn Abort>,
+}
+
+/// What the gate needs of `Shared` without naming the process type.
+trait Abort: Send + Sync {
+    fn abort_start(&self);
+}
+
+impl<P: Process> Abort for Shared<P> {
+    fn abort_start(&self) {
+        self.start_aborted.store(true, Ordering::Release);
+    }
+}
+
+impl StartGate {
+    /// Lets the threads run.
+    pub(crate) fn open(mut self) {
+        self.tx = None;
+    }
+}
+
+impl Drop for StartGate {
+    fn drop(&mut self) {
+        // The flag first: a thread let go by the sender's drop must see it.
+        if let Some(tx) = self.tx.take() {
+            self.shared.abort_start();
+            drop(tx);
+        }
     }
 }
 

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
-use crate::envelope::Envelope;
+use crate::envelope::{Envelope, Refused};
 use crate::host::{Driver, Host};
 use crate::process::{Context, Process};
 use crate::runtime::outbox::EdgeOutbox;
@@ -58,14 +58,29 @@ pub(crate) struct ThreadExit<P: Process> {
     pub(crate) failure: Option<String>,
     /// Its incoming channels, to collect what was never delivered.
     pub(crate) inbound: Vec<Receiver<Envelope<P::Message>>>,
+    /// By local outgoing channel, messages sent; by local incoming channel, messages received
+    /// (when it stopped or failed).
+    pub(crate) counters: (Vec<u64>, Vec<u64>),
+}
+
+/// What the event loop needs of a host's driver besides [`Driver`]: the in-process [`Wire`]
+/// itself, or a cluster node's driver, which wraps a `Wire` and also sends to other nodes. The
+/// loop is generic over it, so the in-process runtime compiles exactly as with a `Wire`.
+pub(crate) trait ThreadDriver<P: Process>: Driver<P> + Send + 'static {
+    /// The in-process part: edge channels, the hub, the trace.
+    fn wire(&self) -> &Wire<P>;
+    /// The same, to change.
+    fn wire_mut(&mut self) -> &mut Wire<P>;
+    /// A batch of work (a visit, a control request, a callback) has ended.
+    fn end_batch(&mut self);
 }
 
 /// Everything one process thread owns.
-pub(crate) struct Worker<P: Process> {
+pub(crate) struct Worker<P: Process, D = Wire<P>> {
     pub(crate) host: Host<P>,
     /// The host's driver. Kept for the thread's life, beside the host, so that serving a
     /// channel lends it as is rather than assembling a driver of borrowed parts each time.
-    pub(crate) wire: Wire<P>,
+    pub(crate) driver: D,
     /// By local incoming number.
     pub(crate) inbound: Vec<Receiver<Envelope<P::Message>>>,
     pub(crate) control: Receiver<Control<P>>,
@@ -84,7 +99,7 @@ pub(crate) struct Worker<P: Process> {
 pub(crate) struct Wire<P: Process> {
     me: ProcessId,
     outbox: EdgeOutbox<P::Message>,
-    shared: Arc<Shared<P>>,
+    pub(crate) shared: Arc<Shared<P>>,
     /// Whether `shared.tracer` is set, read here on every send rather than from `shared`.
     tracing: bool,
     /// When this process recorded its state for each snapshot whose part is not complete.
@@ -93,26 +108,65 @@ pub(crate) struct Wire<P: Process> {
     unstamped: Vec<SnapshotId>,
 }
 
-impl<P: Process> Worker<P> {
-    /// Process `me`'s thread state: `host` sending through `outbox`.
+impl<P: Process> Wire<P> {
+    /// Process `me`'s driver, sending through `outbox`.
+    pub(crate) fn new(
+        me: ProcessId,
+        outbox: EdgeOutbox<P::Message>,
+        shared: Arc<Shared<P>>,
+    ) -> Self {
+        Wire {
+            me,
+            outbox,
+            tracing: shared.tracer.is_some(),
+            shared,
+            recorded_at: IdMap::default(),
+            unstamped: Vec::new(),
+        }
+    }
+
+    /// The process this drives.
+    #[cfg(feature = "cluster")]
+    pub(crate) fn me(&self) -> ProcessId {
+        self.me
+    }
+
+    /// Forgets every snapshot's times (every snapshot has been given up).
+    fn forget_snapshots(&mut self) {
+        self.recorded_at.clear();
+        self.unstamped.clear();
+    }
+}
+
+impl<P: Process> ThreadDriver<P> for Wire<P> {
+    #[inline(always)]
+    fn wire(&self) -> &Wire<P> {
+        self
+    }
+
+    #[inline(always)]
+    fn wire_mut(&mut self) -> &mut Wire<P> {
+        self
+    }
+
+    #[inline(always)]
+    fn end_batch(&mut self) {
+        self.stamp_batch();
+    }
+}
+
+impl<P: Process, D: ThreadDriver<P>> Worker<P, D> {
+    /// A process thread's state: `host` driven by `driver`.
     pub(crate) fn new(
         host: Host<P>,
-        outbox: EdgeOutbox<P::Message>,
+        driver: D,
         inbound: Vec<Receiver<Envelope<P::Message>>>,
         control: Receiver<Control<P>>,
-        shared: Arc<Shared<P>>,
         tick: Option<Duration>,
     ) -> Self {
-        let words = shared.bells[host.me].words();
+        let words = driver.wire().shared.bells[host.me].words();
         Worker {
-            wire: Wire {
-                me: host.me,
-                outbox,
-                tracing: shared.tracer.is_some(),
-                shared,
-                recorded_at: IdMap::default(),
-                unstamped: Vec::new(),
-            },
+            driver,
             host,
             rotation: Rotation::new(inbound.len() + 1, words),
             inbound,
@@ -130,12 +184,13 @@ impl<P: Process> Driver<P> for Wire<P> {
         &mut self,
         slot: usize,
         envelope: Envelope<P::Message>,
-    ) -> Result<(), Envelope<P::Message>> {
+    ) -> Result<(), Refused<P::Message>> {
         if self.tracing {
             self.push_traced(slot, envelope)
         } else {
             self.outbox.push(slot, envelope)
         }
+        .map_err(Refused::Disconnected)
     }
 
     fn recorded(&mut self, id: SnapshotId) {
@@ -191,7 +246,7 @@ impl<P: Process> Wire<P> {
     /// Ends a batch (a drain of up to 32 envelopes, a control request, a callback): whatever
     /// was recorded in it gets its time now (see `stamp`).
     #[inline(always)]
-    fn end_batch(&mut self) {
+    fn stamp_batch(&mut self) {
         if !self.unstamped.is_empty() {
             self.stamp();
         }
@@ -234,7 +289,7 @@ impl<P: Process> Wire<P> {
     }
 }
 
-impl<P: Process> Worker<P> {
+impl<P: Process, D: ThreadDriver<P>> Worker<P, D> {
     /// The control channel's bit: after the incoming channels.
     fn control_bit(&self) -> usize {
         self.inbound.len()
@@ -246,14 +301,14 @@ impl<P: Process> Worker<P> {
 
     /// Runs `f` with the host and its driver, as one batch.
     #[inline]
-    fn with_host<R>(&mut self, f: impl FnOnce(&mut Host<P>, &mut Wire<P>) -> R) -> R {
-        let r = f(&mut self.host, &mut self.wire);
-        self.wire.end_batch();
+    fn with_host<R>(&mut self, f: impl FnOnce(&mut Host<P>, &mut D) -> R) -> R {
+        let r = f(&mut self.host, &mut self.driver);
+        self.driver.end_batch();
         r
     }
 
     fn shared(&self) -> &Shared<P> {
-        &self.wire.shared
+        &self.driver.wire().shared
     }
 
     /// Runs the process until it is told to stop.
@@ -287,7 +342,7 @@ impl<P: Process> Worker<P> {
         let me = self.me();
         let mut since_clock = 0;
         loop {
-            self.wire.shared.bells[me].take(self.rotation.fresh());
+            self.driver.wire().shared.bells[me].take(self.rotation.fresh());
             let visits = self.rotation.plan();
             for k in 0..visits {
                 let bit = self.rotation.visit(k);
@@ -343,20 +398,20 @@ impl<P: Process> Worker<P> {
         self.pace.begin(Instant::now);
         let untimed = self.pace.untimed();
         let rx = &self.inbound[i];
-        let wire = &mut self.wire;
+        let driver = &mut self.driver;
         let mut taken = 0;
         while taken < untimed {
             match rx.try_recv() {
                 Ok(envelope) => {
-                    if wire.tracing {
-                        receipt(wire, &self.host, i, &envelope);
+                    if driver.wire().tracing {
+                        receipt(driver.wire(), &self.host, i, &envelope);
                     }
-                    self.host.on_envelope(i, envelope, wire);
+                    self.host.on_envelope(i, envelope, driver);
                     taken += 1;
                 }
                 // Empty, or its sender has stopped and what it sent before is drained.
                 Err(_) => {
-                    wire.end_batch();
+                    driver.end_batch();
                     return self.pace.end(taken);
                 }
             }
@@ -368,14 +423,14 @@ impl<P: Process> Worker<P> {
     #[inline(never)]
     fn drain_timed(&mut self, i: usize, mut taken: usize) -> bool {
         let rx = &self.inbound[i];
-        let wire = &mut self.wire;
+        let driver = &mut self.driver;
         while taken < BATCH {
             match rx.try_recv() {
                 Ok(envelope) => {
-                    if wire.tracing {
-                        receipt(wire, &self.host, i, &envelope);
+                    if driver.wire().tracing {
+                        receipt(driver.wire(), &self.host, i, &envelope);
                     }
-                    self.host.on_envelope(i, envelope, wire);
+                    self.host.on_envelope(i, envelope, driver);
                     taken += 1;
                     if self.pace.spent(taken, Instant::now) {
                         break;
@@ -384,7 +439,7 @@ impl<P: Process> Worker<P> {
                 Err(_) => break,
             }
         }
-        wire.end_batch();
+        driver.end_batch();
         self.pace.end(taken) | (taken == BATCH)
     }
 
@@ -397,7 +452,7 @@ impl<P: Process> Worker<P> {
         // Most visits change neither figure: then the shared line is not touched at all.
         if now != self.published {
             self.published = now;
-            let stats = &self.wire.shared.stats[self.host.me];
+            let stats = &self.driver.wire().shared.stats[self.host.me];
             stats.recording.store(now.0, Ordering::Relaxed);
             stats.logged.store(now.1, Ordering::Relaxed);
         }
@@ -417,8 +472,7 @@ impl<P: Process> Worker<P> {
                 Ok(Control::Run(f)) => self.with_host(|host, wire| host.callback(f, wire)),
                 Ok(Control::DropSnapshots) => {
                     self.host.drop_snapshots();
-                    self.wire.recorded_at.clear();
-                    self.wire.unstamped.clear();
+                    self.driver.wire_mut().forget_snapshots();
                 }
                 Ok(Control::Stop) | Err(TryRecvError::Disconnected) => return None,
                 Err(TryRecvError::Empty) => break,
@@ -446,13 +500,13 @@ fn receipt<P: Process>(wire: &Wire<P>, host: &Host<P>, i: usize, envelope: &Enve
 }
 
 /// The body of a process thread: wait for the start signal, run the loop, report how it ended.
-pub(crate) fn process_thread<P: Process>(
-    mut worker: Worker<P>,
+pub(crate) fn process_thread<P: Process, D: ThreadDriver<P>>(
+    mut worker: Worker<P, D>,
     start: Receiver<()>,
     exits: Sender<ProcessId>,
 ) -> ThreadExit<P> {
     let me = worker.host.me;
-    let shared = worker.wire.shared.clone();
+    let shared = worker.driver.wire().shared.clone();
     shared.bells[me].register_current_thread();
     super::guard::enter(shared.key, me);
     // The builder drops the start sender once every thread exists (or it gave up).
@@ -475,10 +529,12 @@ pub(crate) fn process_thread<P: Process>(
     let Worker { host, inbound, .. } = worker;
     shared.stats[me].recording.store(0, Ordering::Relaxed);
     shared.stats[me].logged.store(0, Ordering::Relaxed);
+    let counters = host.counters();
     let _ = exits.send(me);
     ThreadExit {
         process: failure.is_none().then_some(host.app),
         failure,
         inbound,
+        counters,
     }
 }

@@ -127,28 +127,72 @@ impl<M, S> std::fmt::Debug for PendingSnapshot<M, S> {
     }
 }
 
+/// What a cluster node's hub does for snapshots that cross nodes (`cluster/`); a runtime in one
+/// process has none. Called with the hub's lock held, so it only queues work for the links.
+pub(crate) trait Uplink<M, S>: Send + Sync {
+    /// A part of a snapshot whose initiator runs on another node: send it there.
+    fn part(&self, initiator: ProcessId, part: LocalSnapshot<M, S>, recorded_at: Duration);
+    /// A snapshot another node asked for has ended here: tell that node.
+    fn outcome(&self, node: usize, event: &SnapshotEvent<M, S>);
+    /// A process run here has failed: tell the other nodes.
+    fn failed(&self, process: ProcessId, message: &str);
+}
+
+/// A snapshot started on another node that this node's processes take part in: where their
+/// parts go.
+struct Route {
+    initiator: ProcessId,
+    /// This node's processes that have still to hand in their part.
+    parts_left: usize,
+}
+
 struct HubState<M, S> {
     collector: Collector<M, S>,
     waiters: IdMap<Vec<Arc<Slot<M, S>>>>,
     subscribers: Vec<Sender<SnapshotEvent<M, S>>>,
     /// Shut down: no new snapshot; parts of abandoned ones are dropped.
     closed: bool,
+    /// A cluster node's links; `None` in process, and then the three maps below stay empty.
+    uplink: Option<Arc<dyn Uplink<M, S>>>,
+    /// Snapshots started elsewhere whose parts this node's processes send to their initiator.
+    routes: IdMap<Route>,
+    /// Snapshots asked for here whose initiator runs on another node: the initiator, and when
+    /// they were asked for (a snapshot's times on the node that asked are its own clock's).
+    asked_here: IdMap<(ProcessId, Duration)>,
+    /// Snapshots assembled here that other nodes asked for: the nodes to send the outcome to.
+    askers: IdMap<Vec<usize>>,
 }
 
 impl<M, S> HubState<M, S> {
-    /// Delivers the end of snapshot `id` to its waiters and every subscriber.
+    /// Delivers the end of snapshot `id` to its waiters, every subscriber, and the nodes that
+    /// asked for it.
     fn finish(&mut self, id: SnapshotId, initiator: ProcessId, outcome: SnapshotOutcome<M, S>) {
         for slot in self.waiters.remove(&id).unwrap_or_default() {
             slot.fill(outcome.clone());
         }
-        if !self.subscribers.is_empty() {
+        let askers = match self.askers.is_empty() {
+            true => None,
+            false => self.askers.remove(&id),
+        };
+        if !self.subscribers.is_empty() || askers.is_some() {
             let event = SnapshotEvent {
                 id,
                 initiator,
                 outcome,
             };
+            if let (Some(nodes), Some(uplink)) = (askers, &self.uplink) {
+                for node in nodes {
+                    uplink.outcome(node, &event);
+                }
+            }
             self.subscribers.retain(|s| s.send(event.clone()).is_ok());
         }
+    }
+
+    /// Snapshots in flight that were started from this node: by its handle (whichever the
+    /// initiator) or by its processes; not those it assembles for another node's handle.
+    fn started_here(&self) -> usize {
+        self.collector.pending() - self.askers.len() + self.asked_here.len()
     }
 }
 
@@ -158,20 +202,41 @@ pub(crate) struct Hub<M, S> {
     epoch: Instant,
     /// Snapshots in flight (begun, not yet ended) beyond which `begin` refuses.
     max_in_flight: usize,
+    /// How many processes run on this node (all of them, in process).
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    run_here: usize,
 }
 
 impl<M, S> Hub<M, S> {
-    pub(crate) fn new(wiring: Arc<Wiring>, epoch: Instant, max_in_flight: usize) -> Self {
+    /// A hub for snapshots of `wiring`, `run_here` of whose processes run here (all of them,
+    /// in process; a cluster node's own).
+    pub(crate) fn new(
+        wiring: Arc<Wiring>,
+        epoch: Instant,
+        max_in_flight: usize,
+        run_here: usize,
+    ) -> Self {
         Hub {
             state: Mutex::new(HubState {
-                collector: Collector::new(wiring),
+                collector: Collector::new(wiring.clone()),
                 waiters: IdMap::default(),
                 subscribers: Vec::new(),
                 closed: false,
+                uplink: None,
+                routes: IdMap::default(),
+                asked_here: IdMap::default(),
+                askers: IdMap::default(),
             }),
             epoch,
             max_in_flight,
+            run_here,
         }
+    }
+
+    /// Makes this a cluster node's hub: `uplink` sends to the other nodes.
+    #[cfg(feature = "cluster")]
+    pub(crate) fn connect(&self, uplink: Arc<dyn Uplink<M, S>>) {
+        self.state.lock().uplink = Some(uplink);
     }
 
     /// The most snapshots in flight `begin` accepts.
@@ -206,7 +271,7 @@ impl<M, S> Hub<M, S> {
         // whether a failure refuses the start.
         let refusal = if state.closed {
             Some(Error::Shutdown)
-        } else if state.collector.pending() >= self.max_in_flight {
+        } else if state.started_here() >= self.max_in_flight {
             Some(Error::TooManySnapshots {
                 limit: self.max_in_flight,
             })
@@ -270,8 +335,46 @@ impl<M, S> Hub<M, S> {
     pub(crate) fn submit(&self, part: LocalSnapshot<M, S>, recorded_at: Duration) -> bool {
         let process = part.process;
         let mut state = self.state.lock();
+        if !state.routes.is_empty() {
+            if let Some(route) = state.routes.get_mut(&part.id) {
+                // Started on another node: the part goes to its initiator's.
+                let (id, initiator) = (part.id, route.initiator);
+                route.parts_left -= 1;
+                if route.parts_left == 0 {
+                    state.routes.remove(&id);
+                }
+                if let Some(uplink) = &state.uplink {
+                    uplink.part(initiator, part, recorded_at);
+                }
+                return false;
+            }
+        }
+        self.add(&mut state, part, recorded_at, process)
+            .unwrap_or_else(|e| panic!("process {process}: {e}"))
+    }
+
+    /// A part sent by another node, of a snapshot assembled here. An error is the other node's:
+    /// a part of a snapshot this node never started, or one that does not fit.
+    #[cfg(feature = "cluster")]
+    pub(crate) fn submit_remote(
+        &self,
+        part: LocalSnapshot<M, S>,
+        recorded_at: Duration,
+    ) -> Result<bool, CollectError> {
+        let process = part.process;
+        let mut state = self.state.lock();
+        self.add(&mut state, part, recorded_at, process)
+    }
+
+    /// Adds a part to the collector, delivering the snapshot if it was the last.
+    fn add(
+        &self,
+        state: &mut HubState<M, S>,
+        part: LocalSnapshot<M, S>,
+        recorded_at: Duration,
+        process: ProcessId,
+    ) -> Result<bool, CollectError> {
         match state.collector.add(part, recorded_at, self.now()) {
-            Ok(None) => false,
             Ok(Some(global)) => {
                 let (id, initiator) = (global.id, global.initiator);
                 log::debug!(
@@ -279,30 +382,221 @@ impl<M, S> Hub<M, S> {
                     global.latency()
                 );
                 state.finish(id, initiator, Ok(Arc::new(global)));
-                true
+                Ok(true)
             }
+            Ok(None) => Ok(false),
             // The snapshot was abandoned (shutdown, or a process failed) while this part was on
             // its way.
             Err(CollectError::UnknownSnapshot(_))
                 if state.closed || state.collector.failure().is_some() =>
             {
-                false
+                Ok(false)
             }
-            Err(e) => panic!("process {process}: {e}"),
+            Err(e) => Err(e),
         }
     }
 
+    /// The initiator of snapshot `id`, if this node knows the snapshot: assembled here, or
+    /// started elsewhere with a part still to come from here. (A cluster node's driver puts it
+    /// in each marker it sends to another node.)
+    #[cfg(feature = "cluster")]
+    pub(crate) fn initiator(&self, id: SnapshotId) -> Option<ProcessId> {
+        let state = self.state.lock();
+        state
+            .collector
+            .initiator(id)
+            .or_else(|| state.routes.get(&id).map(|r| r.initiator))
+    }
+
+    /// A marker of snapshot `id`, started by `initiator`, has come from another node: from now
+    /// on this node's parts of it go to the initiator's node. Refused (the other node's error)
+    /// if `initiator` runs here but the snapshot is not being assembled here.
+    #[cfg(feature = "cluster")]
+    pub(crate) fn learn_route(
+        &self,
+        id: SnapshotId,
+        initiator: ProcessId,
+        initiator_here: bool,
+    ) -> Result<(), CollectError> {
+        let mut state = self.state.lock();
+        if state.collector.is_pending(id) || state.routes.contains_key(&id) {
+            return Ok(());
+        }
+        if initiator_here {
+            // Started here, but over (or given up): a marker of it cannot still be on its way,
+            // unless snapshots were all abandoned (a failure, a shutdown).
+            if state.closed || state.collector.failure().is_some() {
+                return Ok(());
+            }
+            return Err(CollectError::UnknownSnapshot(id));
+        }
+        if state.closed || state.collector.failure().is_some() {
+            return Ok(());
+        }
+        let parts_left = self.run_here;
+        state.routes.insert(
+            id,
+            Route {
+                initiator,
+                parts_left,
+            },
+        );
+        Ok(())
+    }
+
+    /// Registers snapshot `id` asked for here with `initiator` on another node, and returns a
+    /// ticket for its outcome (which that node sends back). Refused as [`begin`](Hub::begin)
+    /// refuses.
+    #[cfg(feature = "cluster")]
+    pub(crate) fn begin_elsewhere(
+        &self,
+        id: SnapshotId,
+        initiator: ProcessId,
+        guard: super::ThreadGuard,
+    ) -> Result<PendingSnapshot<M, S>, Error> {
+        let mut state = self.state.lock();
+        if state.closed {
+            return Err(Error::Shutdown);
+        }
+        if state.started_here() >= self.max_in_flight {
+            return Err(Error::TooManySnapshots {
+                limit: self.max_in_flight,
+            });
+        }
+        if let Some(failure) = state.collector.failure() {
+            return Err(failure.clone());
+        }
+        let now = self.now();
+        state.asked_here.insert(id, (initiator, now));
+        let slot = Slot::new();
+        state.waiters.entry(id).or_default().push(slot.clone());
+        Ok(PendingSnapshot {
+            id,
+            initiator,
+            slot,
+            guard,
+        })
+    }
+
+    /// Node `asker` waits for snapshot `id`, assembled here: its outcome goes there too.
+    /// Refused if no such snapshot is being assembled.
+    #[cfg(feature = "cluster")]
+    pub(crate) fn watch_for(&self, id: SnapshotId, asker: usize) -> Result<(), Error> {
+        let mut state = self.state.lock();
+        if !state.collector.is_pending(id) {
+            return Err(Error::UnknownSnapshot(id));
+        }
+        state.askers.entry(id).or_default().push(asker);
+        Ok(())
+    }
+
+    /// Registers a wait here for snapshot `id`, assembled on another node (whose `initiator`
+    /// started it), as [`begin_elsewhere`](Hub::begin_elsewhere) does for one asked for here.
+    #[cfg(feature = "cluster")]
+    pub(crate) fn watch_elsewhere(
+        &self,
+        id: SnapshotId,
+        initiator: ProcessId,
+        guard: super::ThreadGuard,
+    ) -> Result<PendingSnapshot<M, S>, Error> {
+        let mut state = self.state.lock();
+        if state.closed {
+            return Err(Error::Shutdown);
+        }
+        let now = self.now();
+        state.asked_here.entry(id).or_insert((initiator, now));
+        let slot = Slot::new();
+        state.waiters.entry(id).or_default().push(slot.clone());
+        Ok(PendingSnapshot {
+            id,
+            initiator,
+            slot,
+            guard,
+        })
+    }
+
+    /// Node `asker` asked for snapshot `id` with `initiator`, run here: register it (its
+    /// outcome goes back to `asker`). Refused when no snapshot may start (shut down, a process
+    /// failed, or the id is taken).
+    #[cfg(feature = "cluster")]
+    pub(crate) fn begin_for(
+        &self,
+        id: SnapshotId,
+        initiator: ProcessId,
+        asker: usize,
+    ) -> Result<(), Error> {
+        let mut state = self.state.lock();
+        if state.closed {
+            return Err(Error::Shutdown);
+        }
+        match state.collector.begin(id, initiator, self.now()) {
+            Ok(()) => {
+                state.askers.entry(id).or_default().push(asker);
+                Ok(())
+            }
+            Err(CollectError::Failed(failure)) => Err(failure),
+            Err(e) => Err(Error::Cluster(e.to_string())),
+        }
+    }
+
+    /// The outcome of a snapshot asked for here, from the node that assembled it. Its start
+    /// and end become this node's: when it was asked for and now. Returns false if no such
+    /// snapshot was waiting (it had already ended here: a shutdown, a failure).
+    #[cfg(feature = "cluster")]
+    pub(crate) fn finish_elsewhere(
+        &self,
+        id: SnapshotId,
+        outcome: Result<crate::snapshot::GlobalSnapshot<M, S>, Error>,
+    ) -> bool {
+        let mut state = self.state.lock();
+        let Some((initiator, asked_at)) = state.asked_here.remove(&id) else {
+            return false;
+        };
+        let outcome = outcome.map(|mut snapshot| {
+            snapshot.started_at = asked_at;
+            snapshot.completed_at = self.now();
+            Arc::new(snapshot)
+        });
+        state.finish(id, initiator, outcome);
+        true
+    }
+
+    /// Snapshot bookkeeping only a cluster node holds: (snapshots whose parts this node still
+    /// sends elsewhere, snapshots asked for here and assembled elsewhere, snapshots assembled
+    /// here for other nodes).
+    #[cfg(feature = "cluster")]
+    pub(crate) fn crossing(&self) -> (usize, usize, usize) {
+        let state = self.state.lock();
+        (
+            state.routes.len(),
+            state.asked_here.len(),
+            state.askers.len(),
+        )
+    }
+
     /// `process` has panicked: every running snapshot fails (a simple rule that never leaves
-    /// a snapshot half-alive), and no new one starts.
-    pub(crate) fn fail_process(&self, process: ProcessId, message: String) {
+    /// a snapshot half-alive), and no new one starts. `here`: it ran on this node (a cluster
+    /// node then tells the others), rather than one reported by another node.
+    pub(crate) fn fail_process(&self, process: ProcessId, message: String, here: bool) {
         let mut state = self.state.lock();
         let Some(abandoned) = state.collector.fail(process, message.clone()) else {
             return;
         };
         log::error!("process {process} panicked: {message}");
+        if here {
+            if let Some(uplink) = &state.uplink {
+                uplink.failed(process, &message);
+            }
+        }
         let error = Error::ProcessFailed { process, message };
         for (id, initiator) in abandoned {
             log::debug!("process {process}: snapshot {id} failed: {error}");
+            state.finish(id, initiator, Err(error.clone()));
+        }
+        // Across nodes: the snapshots asked for here fail too, and no part is relayed any more.
+        state.routes.clear();
+        let asked: Vec<_> = state.asked_here.drain().collect();
+        for (id, (initiator, _)) in asked {
             state.finish(id, initiator, Err(error.clone()));
         }
     }
@@ -327,6 +621,11 @@ impl<M, S> Hub<M, S> {
         let mut state = self.state.lock();
         state.closed = true;
         for (id, initiator) in state.collector.abandon_all() {
+            state.finish(id, initiator, Err(Error::Shutdown));
+        }
+        state.routes.clear();
+        let asked: Vec<_> = state.asked_here.drain().collect();
+        for (id, (initiator, _)) in asked {
             state.finish(id, initiator, Err(Error::Shutdown));
         }
         state.subscribers.clear();

@@ -50,6 +50,18 @@ use shared::Shared;
 use shutdown::Owner;
 pub use stopped::{Stopped, Undelivered};
 
+/// What a cluster node (`crate::cluster`) builds on: this driver's machinery, used as a layer.
+/// A node is a runtime that runs some of the processes, plus links to the other nodes; these are
+/// the pieces it reaches into. Nothing here knows of the cluster.
+#[cfg(feature = "cluster")]
+pub(crate) mod layer {
+    pub(crate) use super::doorbell::{test_bit, Backoff, BitPlace, Doorbell};
+    pub(crate) use super::event_loop::{Control, ThreadDriver, Wire};
+    pub(crate) use super::hub::Uplink;
+    pub(crate) use super::shared::Shared;
+    pub(crate) use super::shutdown::FinalCounters;
+}
+
 /// The global snapshot type of a process type.
 pub type SnapshotOf<P> = GlobalSnapshot<<P as Process>::Message, <P as Process>::State>;
 
@@ -111,11 +123,11 @@ impl<P: Process> Runtime<P> {
         Self::builder(topology).build(processes)
     }
 
-    fn shared(&self) -> &Shared<P> {
+    pub(crate) fn shared(&self) -> &Shared<P> {
         &self.owner.shared
     }
 
-    fn guard(&self) -> ThreadGuard {
+    pub(crate) fn guard(&self) -> ThreadGuard {
         ThreadGuard {
             key: self.shared().key,
         }

@@ -45,7 +45,7 @@ pub(crate) struct Shared<P: Process> {
 
 impl<P: Process> Shared<P> {
     /// Queues a control request for `process` and wakes it.
-    pub(super) fn control(&self, process: ProcessId, request: Control<P>) -> Result<(), Error> {
+    pub(crate) fn control(&self, process: ProcessId, request: Control<P>) -> Result<(), Error> {
         self.controls[process]
             .send(request)
             .map_err(|_| self.gone(process))?;
@@ -62,13 +62,24 @@ impl<P: Process> Shared<P> {
         }
     }
 
-    /// `process` has panicked: record it (once) and refuse further messages to it.
+    /// `process`, run here, has panicked: record it (once) and refuse further messages to it.
     pub(crate) fn process_failed(&self, process: ProcessId, message: String) {
+        self.failed(process, message, true);
+    }
+
+    /// `process`, run on another node, has failed there (that node said so): as if here, but
+    /// not told to the others again.
+    #[cfg(feature = "cluster")]
+    pub(crate) fn process_failed_elsewhere(&self, process: ProcessId, message: String) {
+        self.failed(process, message, false);
+    }
+
+    fn failed(&self, process: ProcessId, message: String, here: bool) {
         self.bells[process].close();
         // First the flag, so no process builds new snapshot state, then the hub fails the
         // running snapshots, then every process drops what it holds.
         let first = !self.degraded.swap(true, Ordering::AcqRel);
-        self.hub.fail_process(process, message);
+        self.hub.fail_process(process, message, here);
         if first {
             for p in 0..self.controls.len() {
                 let _ = self.control(p, Control::DropSnapshots);

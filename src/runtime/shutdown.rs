@@ -20,7 +20,8 @@ use crate::topology::ProcessId;
 /// Owns the threads; the last [`Runtime`] clone to go drops it, which stops and joins them.
 pub(super) struct Owner<P: Process> {
     pub(super) shared: Arc<Shared<P>>,
-    pub(super) threads: Mutex<Option<Vec<JoinHandle<ThreadExit<P>>>>>,
+    /// The process threads, with the process each runs.
+    pub(super) threads: Mutex<Option<Threads<P>>>,
     /// Each thread sends its id here as it ends.
     pub(super) exits: Receiver<ProcessId>,
 }
@@ -34,7 +35,7 @@ impl<P: Process> Drop for Owner<P> {
         // If the last handle goes on a process thread, that thread cannot join itself: it is
         // left to finish its callback and stop on its own.
         let me = thread::current().id();
-        for handle in handles {
+        for (_, handle) in handles {
             if handle.thread().id() != me {
                 let _ = handle.join();
             }
@@ -62,6 +63,19 @@ impl<P: Process> Runtime<P> {
     }
 
     fn stop(self, deadline: Option<Instant>) -> Result<Stopped<P>, Error> {
+        let exits = self.stop_threads(deadline)?;
+        let (mut stopped, _) = self.collect(exits);
+        // Read once every thread has stopped: the whole run (up to the buffers' capacity).
+        stopped.trace = self.shared().tracer.as_ref().map(|t| t.read());
+        Ok(stopped)
+    }
+
+    /// The first half of a shutdown: stops every process thread (after its current callback)
+    /// and joins it. Nothing is read from the channels yet: a cluster node's links still push
+    /// what arrives from other nodes onto them before the second half, [`collect`].
+    ///
+    /// [`collect`]: Runtime::collect
+    pub(crate) fn stop_threads(&self, deadline: Option<Instant>) -> Result<Exits<P>, Error> {
         self.guard().check()?;
         let owner = &self.owner;
         let handles = owner.threads.lock().take().ok_or(Error::Shutdown)?;
@@ -70,9 +84,8 @@ impl<P: Process> Runtime<P> {
             loop {
                 let running: Vec<ProcessId> = handles
                     .iter()
-                    .enumerate()
                     .filter(|(_, h)| !h.is_finished())
-                    .map(|(p, _)| p)
+                    .map(|&(p, _)| p)
                     .collect();
                 if running.is_empty() {
                     break;
@@ -83,23 +96,36 @@ impl<P: Process> Runtime<P> {
                 let _ = owner.exits.recv_deadline(deadline);
             }
         }
-        let wiring = &owner.shared.wiring;
+        // Join every thread before draining any channel: a thread still running may send.
+        Ok(handles
+            .into_iter()
+            .map(|(p, handle)| (p, handle.join()))
+            .collect())
+    }
+
+    /// The second half of a shutdown (see [`stop_threads`](Runtime::stop_threads)): the
+    /// processes, the failures, and what is left on every channel into a process run here;
+    /// and each process's final counters (messages sent by local outgoing channel, received
+    /// by local incoming channel). Processes run elsewhere (a cluster node's others) are `None`
+    /// in `processes`.
+    pub(crate) fn collect(&self, exits: Exits<P>) -> (Stopped<P>, Vec<(ProcessId, FinalCounters)>) {
+        let wiring = &self.shared().wiring;
         let mut stopped = Stopped {
-            processes: Vec::with_capacity(handles.len()),
+            processes: (0..wiring.processes()).map(|_| None).collect(),
             failures: Vec::new(),
             undelivered: Vec::new(),
             trace: None,
         };
-        // Join every thread before draining any channel: a thread still running may send.
-        let exits: Vec<_> = handles.into_iter().map(JoinHandle::join).collect();
         let mut leftovers = vec![Vec::new(); wiring.channels().len()];
-        for (process, exit) in exits.into_iter().enumerate() {
+        let mut counters = Vec::new();
+        for (process, exit) in exits {
             match exit {
                 Ok(exit) => {
+                    counters.push((process, exit.counters));
                     if let Some(message) = exit.failure {
                         stopped.failures.push(ProcessFailure { process, message });
                     }
-                    stopped.processes.push(exit.process);
+                    stopped.processes[process] = exit.process;
                     for (&c, rx) in wiring.incoming(process).iter().zip(exit.inbound) {
                         leftovers[c] = undelivered(&rx)
                             .filter_map(|e| match e {
@@ -115,7 +141,6 @@ impl<P: Process> Runtime<P> {
                         process,
                         message: crate::process::panic_message(&*payload),
                     });
-                    stopped.processes.push(None);
                 }
             }
         }
@@ -126,11 +151,19 @@ impl<P: Process> Runtime<P> {
             .filter(|(_, m)| !m.is_empty())
             .map(|(&channel, messages)| Undelivered { channel, messages })
             .collect();
-        // Read once every thread has stopped: the whole run (up to the buffers' capacity).
-        stopped.trace = owner.shared.tracer.as_ref().map(|t| t.read());
-        Ok(stopped)
+        (stopped, counters)
     }
 }
+
+/// The process threads, with the process each runs.
+pub(super) type Threads<P> = Vec<(ProcessId, JoinHandle<ThreadExit<P>>)>;
+
+/// How each process thread ended, with its process.
+pub(crate) type Exits<P> = Vec<(ProcessId, std::thread::Result<ThreadExit<P>>)>;
+
+/// A process's counters when it stopped: messages sent by local outgoing channel, received by
+/// local incoming channel.
+pub(crate) type FinalCounters = (Vec<u64>, Vec<u64>);
 
 /// What is left on a channel once every thread has been joined.
 ///

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::network::Network;
 use super::FailedSnapshot;
-use crate::envelope::Envelope;
+use crate::envelope::{Envelope, Refused};
 use crate::error::CollectError;
 use crate::host::Driver;
 use crate::process::Process;
@@ -24,12 +24,12 @@ impl<P: Process> Driver<P> for Port<'_, P> {
         &mut self,
         slot: usize,
         envelope: Envelope<P::Message>,
-    ) -> Result<(), Envelope<P::Message>> {
+    ) -> Result<(), Refused<P::Message>> {
         let c = self.net.outgoing[self.me][slot];
         let channel = self.net.wiring.channels()[c];
         // As in the runtime: a process that has failed takes nothing more.
         if self.net.collector.failure_of(channel.to).is_some() {
-            return Err(envelope);
+            return Err(Refused::Disconnected(envelope));
         }
         let (kind, seq, snapshot) = envelope_event(&envelope, true);
         self.net

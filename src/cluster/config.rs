@@ -1,0 +1,327 @@
+//! The cluster file: which node runs which processes, and where each is reached.
+//!
+//! ```toml
+//! [[node]]
+//! address = "10.0.0.1:7101"     # where the other nodes connect to this one
+//! processes = [0, 3, 6]
+//!
+//! [[node]]
+//! address = "10.0.0.2:7101"
+//! listen = "0.0.0.0:7101"       # optional: what this node binds, when it differs
+//! processes = [1, 4]
+//! ```
+//!
+//! Node I is the I-th `[[node]]` table (from 0). Every process of the topology must be on
+//! exactly one node; no two nodes may share an address. Unknown keys are refused, so a
+//! misspelt one does not pass silently.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::error::ClusterError;
+use crate::topology::ProcessId;
+
+/// One node of a cluster file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeConfig {
+    /// Where the other nodes connect to it: `host:port`.
+    pub address: String,
+    /// What it binds to listen, if not `address` (behind NAT, in a container).
+    pub listen: Option<String>,
+    /// The processes it runs.
+    pub processes: Vec<ProcessId>,
+    /// The line of its `address` and of its `processes` in the file, for error messages.
+    lines: (Option<usize>, Option<usize>),
+}
+
+impl NodeConfig {
+    /// A node reached at `address`, running `processes`.
+    pub fn new(address: impl Into<String>, processes: impl IntoIterator<Item = ProcessId>) -> Self {
+        NodeConfig {
+            address: address.into(),
+            listen: None,
+            processes: processes.into_iter().collect(),
+            lines: (None, None),
+        }
+    }
+
+    /// Binds `listen` instead of its address.
+    pub fn listen(mut self, listen: impl Into<String>) -> Self {
+        self.listen = Some(listen.into());
+        self
+    }
+}
+
+/// A cluster: its nodes, in order (node I is `nodes[I]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// The nodes.
+    pub nodes: Vec<NodeConfig>,
+}
+
+/// The file as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    node: Vec<NodeTable>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NodeTable {
+    address: toml::Spanned<String>,
+    listen: Option<String>,
+    processes: toml::Spanned<Vec<ProcessId>>,
+}
+
+/// The line (from 1) of byte `at` of `text`.
+fn line_of(text: &str, at: usize) -> usize {
+    text.as_bytes()[..at.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+impl ClusterConfig {
+    /// A cluster of `nodes`.
+    pub fn new(nodes: Vec<NodeConfig>) -> Self {
+        ClusterConfig { nodes }
+    }
+
+    /// Reads a cluster file's text (see the module documentation). Checks the form; what
+    /// needs the topology is checked by [`check`](ClusterConfig::check).
+    pub fn parse(text: &str) -> Result<Self, ClusterError> {
+        let file: File = toml::from_str(text).map_err(|e| ClusterError::Syntax {
+            line: e.span().map(|s| line_of(text, s.start)),
+            message: e.message().to_string(),
+        })?;
+        let nodes = file
+            .node
+            .into_iter()
+            .map(|t| NodeConfig {
+                lines: (
+                    Some(line_of(text, t.address.span().start)),
+                    Some(line_of(text, t.processes.span().start)),
+                ),
+                address: t.address.into_inner(),
+                listen: t.listen,
+                processes: t.processes.into_inner(),
+            })
+            .collect();
+        Ok(ClusterConfig { nodes })
+    }
+
+    /// Reads the cluster file at `path`.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, ClusterError> {
+        let text = std::fs::read_to_string(path.as_ref()).map_err(|e| ClusterError::Read {
+            message: e.to_string(),
+        })?;
+        Self::parse(&text)
+    }
+
+    /// The file's text (what `parse` reads back).
+    pub fn to_toml(&self) -> String {
+        let mut out = String::new();
+        for node in &self.nodes {
+            out.push_str("[[node]]\n");
+            out.push_str(&format!("address = {:?}\n", node.address));
+            if let Some(listen) = &node.listen {
+                out.push_str(&format!("listen = {listen:?}\n"));
+            }
+            out.push_str(&format!("processes = {:?}\n\n", node.processes));
+        }
+        out
+    }
+
+    /// Checks the cluster against a topology of `processes` processes: at least one node,
+    /// every process on exactly one node, no two nodes at one address, every address of the
+    /// form `host:port`. Returns, by process, the node that runs it.
+    pub fn check(&self, processes: usize) -> Result<Vec<usize>, ClusterError> {
+        if self.nodes.is_empty() {
+            return Err(ClusterError::NoNodes);
+        }
+        let mut node_of: Vec<Option<usize>> = vec![None; processes];
+        for (node, config) in self.nodes.iter().enumerate() {
+            for &process in &config.processes {
+                let line = config.lines.1;
+                let slot = node_of
+                    .get_mut(process)
+                    .ok_or(ClusterError::UnknownProcess {
+                        node,
+                        process,
+                        processes,
+                        line,
+                    })?;
+                if let Some(first) = *slot {
+                    return Err(ClusterError::PlacedTwice {
+                        process,
+                        first,
+                        second: node,
+                        line,
+                    });
+                }
+                *slot = Some(node);
+            }
+        }
+        for (node, config) in self.nodes.iter().enumerate() {
+            let line = config.lines.0;
+            if let Some(first) = self.nodes[..node]
+                .iter()
+                .position(|n| n.address == config.address)
+            {
+                return Err(ClusterError::DuplicateAddress {
+                    address: config.address.clone(),
+                    first,
+                    second: node,
+                    line,
+                });
+            }
+            let well_formed = config
+                .address
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if !well_formed {
+                return Err(ClusterError::BadAddress {
+                    node,
+                    address: config.address.clone(),
+                    message: "not of the form host:port".to_string(),
+                    line,
+                });
+            }
+        }
+        node_of
+            .into_iter()
+            .enumerate()
+            .map(|(process, node)| node.ok_or(ClusterError::Unplaced { process }))
+            .collect()
+    }
+
+    /// Node `node`'s address, resolved (the first address its host resolves to).
+    pub(crate) fn resolve(&self, node: usize) -> Result<SocketAddr, ClusterError> {
+        let config = &self.nodes[node];
+        let bad = |message: String| ClusterError::BadAddress {
+            node,
+            address: config.address.clone(),
+            message,
+            line: config.lines.0,
+        };
+        config
+            .address
+            .to_socket_addrs()
+            .map_err(|e| bad(e.to_string()))?
+            .next()
+            .ok_or_else(|| bad("resolves to no address".to_string()))
+    }
+
+    /// What node `node` binds: its `listen`, else its address.
+    pub(crate) fn listen_address(&self, node: usize) -> &str {
+        let config = &self.nodes[node];
+        config.listen.as_deref().unwrap_or(&config.address)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[[node]]
+address = "127.0.0.1:7101"
+processes = [0, 3]
+
+[[node]]
+address = "127.0.0.1:7102"
+listen = "0.0.0.0:7102"
+processes = [1, 2]
+"#;
+
+    #[test]
+    fn the_documented_form_reads_and_places_every_process() {
+        let config = ClusterConfig::parse(GOOD).unwrap();
+        assert_eq!(config.nodes.len(), 2);
+        assert_eq!(config.nodes[1].listen.as_deref(), Some("0.0.0.0:7102"));
+        assert_eq!(config.check(4).unwrap(), [0, 1, 1, 0]);
+        assert_eq!(config.listen_address(0), "127.0.0.1:7101");
+        // What `to_toml` writes reads back the same.
+        let again = ClusterConfig::parse(&config.to_toml()).unwrap();
+        assert_eq!(again.check(4).unwrap(), [0, 1, 1, 0]);
+        assert_eq!(again.nodes[1].listen, config.nodes[1].listen);
+    }
+
+    #[test]
+    fn bad_files_are_refused_with_the_line() {
+        let cases: &[(&str, usize, ClusterError)] = &[
+            (
+                "[[node]]\naddress = \"a:1\"\nprocesses = [0, 1]\n[[node]]\naddress = \"b:2\"\nprocesses = [1]\n",
+                2,
+                ClusterError::PlacedTwice {
+                    process: 1,
+                    first: 0,
+                    second: 1,
+                    line: Some(6),
+                },
+            ),
+            (
+                "[[node]]\naddress = \"a:1\"\nprocesses = [0]\n",
+                2,
+                ClusterError::Unplaced { process: 1 },
+            ),
+            (
+                "[[node]]\naddress = \"a:1\"\nprocesses = [0, 5]\n",
+                2,
+                ClusterError::UnknownProcess {
+                    node: 0,
+                    process: 5,
+                    processes: 2,
+                    line: Some(3),
+                },
+            ),
+            (
+                "[[node]]\naddress = \"a:1\"\nprocesses = [0]\n\n[[node]]\naddress = \"a:1\"\nprocesses = [1]\n",
+                2,
+                ClusterError::DuplicateAddress {
+                    address: "a:1".into(),
+                    first: 0,
+                    second: 1,
+                    line: Some(6),
+                },
+            ),
+            (
+                "[[node]]\naddress = \"nowhere\"\nprocesses = [0, 1]\n",
+                2,
+                ClusterError::BadAddress {
+                    node: 0,
+                    address: "nowhere".into(),
+                    message: "not of the form host:port".into(),
+                    line: Some(2),
+                },
+            ),
+            ("", 1, ClusterError::NoNodes),
+        ];
+        for (text, processes, want) in cases {
+            let got = ClusterConfig::parse(text).and_then(|c| c.check(*processes));
+            assert_eq!(got.unwrap_err(), *want, "{text}");
+        }
+    }
+
+    #[test]
+    fn syntax_errors_and_unknown_keys_say_where() {
+        let e = ClusterConfig::parse("[[node]]\naddress = \"a:1\"\nprocesses = [0\n").unwrap_err();
+        assert!(
+            matches!(e, ClusterError::Syntax { line: Some(3), .. }),
+            "{e:?}"
+        );
+        let e = ClusterConfig::parse("[[node]]\nadress = \"a:1\"\nprocesses = [0]\n").unwrap_err();
+        match e {
+            ClusterError::Syntax { line, message } => {
+                assert!(message.contains("adress"), "{message}");
+                assert!(line.is_some());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

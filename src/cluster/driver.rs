@@ -1,0 +1,206 @@
+//! A cluster node's process driver: the runtime's [`Wire`] for channels between two processes
+//! of this node, and for a channel to a process on another node, the envelope encoded on the
+//! sending process's own thread and handed to that node's link.
+//!
+//! Encoding on the sender's thread is what lets a message that cannot be encoded be the
+//! sender's error (`SendError::Unencodable`) rather than a writer's silent drop, and it spreads
+//! the encoding over the process threads instead of one writer per link.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::link::Outlink;
+use super::wire::{self, Frame, FrameOut};
+use crate::envelope::{Envelope, Refused};
+use crate::host::Driver;
+use crate::process::Process;
+use crate::runtime::layer::{ThreadDriver, Wire};
+use crate::snapshot::{LocalSnapshot, SnapshotId};
+use crate::topology::{ProcessId, Wiring};
+
+/// Where one outgoing channel of a process goes when its receiver runs on another node.
+#[derive(Clone, Copy)]
+struct Remote {
+    /// The receiver's node.
+    node: u32,
+    /// The channel's index in the topology.
+    channel: u32,
+    /// The receiving process.
+    to: u32,
+}
+
+/// One process's driver on a cluster node.
+pub(crate) struct NodeWire<P: Process> {
+    wire: Wire<P>,
+    /// By local outgoing channel: where it goes, if to another node.
+    remote: Box<[Option<Remote>]>,
+    /// This process's place among the node's own (its buffer in each link).
+    local: usize,
+    /// By node: the link to it (`None` for this node).
+    links: Arc<[Option<Arc<Outlink>>]>,
+    /// By node: frames encoded since the last batch ended.
+    staged: Vec<Vec<u8>>,
+    /// Nodes with frames staged.
+    dirty: Vec<usize>,
+    /// The snapshot whose markers this process is sending now, and its initiator (a marker
+    /// for another node says where that node's parts go).
+    marking: Option<(SnapshotId, u32)>,
+}
+
+impl<P: Process> NodeWire<P> {
+    /// `wire`'s process, the `local`-th of its node's, with `node_of` saying where every process
+    /// runs.
+    pub(crate) fn new(
+        wire: Wire<P>,
+        wiring: &Wiring,
+        node_of: &[usize],
+        local: usize,
+        links: Arc<[Option<Arc<Outlink>>]>,
+    ) -> Self {
+        let me = wire.me();
+        let here = node_of[me];
+        let remote = wiring
+            .outgoing(me)
+            .iter()
+            .map(|&c| {
+                let to = wiring.channels()[c].to;
+                (node_of[to] != here).then(|| Remote {
+                    node: node_of[to] as u32,
+                    channel: c as u32,
+                    to: to as u32,
+                })
+            })
+            .collect();
+        NodeWire {
+            wire,
+            remote,
+            local,
+            staged: vec![Vec::new(); links.len()],
+            links,
+            dirty: Vec::new(),
+            marking: None,
+        }
+    }
+
+    /// Encodes `envelope` for channel `remote`, into the node's staging buffer.
+    #[inline]
+    fn encode(
+        &mut self,
+        remote: Remote,
+        envelope: Envelope<P::Message>,
+    ) -> Result<(), Refused<P::Message>>
+    where
+        P::Message: Serialize,
+        P::State: Serialize,
+    {
+        if self.wire.shared.bells[remote.to as usize].is_closed() {
+            return Err(Refused::Disconnected(envelope));
+        }
+        let node = remote.node as usize;
+        let buf = &mut self.staged[node];
+        let was_empty = buf.is_empty();
+        let encoded = match &envelope {
+            Envelope::Message { seq, message } => {
+                let frame: FrameOut<'_, P::Message, P::State> = Frame::Message {
+                    channel: remote.channel,
+                    seq: seq.get(),
+                    message,
+                };
+                wire::encode(buf, &frame)
+            }
+            Envelope::Marker(id) => match self.marking {
+                Some((marking, initiator)) if marking == *id => {
+                    let frame: FrameOut<'_, P::Message, P::State> = Frame::Marker {
+                        channel: remote.channel,
+                        snapshot: *id,
+                        initiator,
+                    };
+                    wire::encode(buf, &frame)
+                }
+                // The snapshot has been given up (a process failed) since this process
+                // recorded: nobody waits for its markers.
+                _ => return Ok(()),
+            },
+        };
+        match encoded {
+            Ok(()) => {
+                if was_empty {
+                    self.dirty.push(node);
+                }
+                Ok(())
+            }
+            Err(reason) => Err(Refused::Unencodable(envelope, reason)),
+        }
+    }
+}
+
+impl<P: Process> Driver<P> for NodeWire<P>
+where
+    P::Message: Serialize,
+    P::State: Serialize,
+{
+    #[inline(always)]
+    fn push(
+        &mut self,
+        slot: usize,
+        envelope: Envelope<P::Message>,
+    ) -> Result<(), Refused<P::Message>> {
+        match self.remote[slot] {
+            None => self.wire.push(slot, envelope),
+            Some(remote) => self.encode(remote, envelope),
+        }
+    }
+
+    fn recorded(&mut self, id: SnapshotId) {
+        self.wire.recorded(id);
+        // Its markers follow at once, in this turn; any for another node carries the initiator.
+        self.marking = self
+            .wire
+            .shared
+            .hub
+            .initiator(id)
+            .map(|initiator| (id, initiator as u32));
+    }
+
+    fn new_snapshot_id(&mut self) -> SnapshotId {
+        self.wire.new_snapshot_id()
+    }
+
+    fn begin(&mut self, id: SnapshotId, initiator: ProcessId) -> bool {
+        self.wire.begin(id, initiator)
+    }
+
+    fn snapshots_live(&self) -> bool {
+        self.wire.snapshots_live()
+    }
+
+    fn part_complete(&mut self, part: LocalSnapshot<P::Message, P::State>) {
+        self.wire.part_complete(part);
+    }
+}
+
+impl<P: Process> ThreadDriver<P> for NodeWire<P>
+where
+    P::Message: Serialize,
+    P::State: Serialize,
+{
+    fn wire(&self) -> &Wire<P> {
+        &self.wire
+    }
+
+    fn wire_mut(&mut self) -> &mut Wire<P> {
+        &mut self.wire
+    }
+
+    /// The batch's frames for other nodes go to their links, one hand-over per link.
+    #[inline]
+    fn end_batch(&mut self) {
+        self.wire.end_batch();
+        for node in self.dirty.drain(..) {
+            if let Some(link) = &self.links[node] {
+                link.append(self.local, &mut self.staged[node]);
+            }
+        }
+    }
+}

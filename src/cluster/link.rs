@@ -1,0 +1,268 @@
+//! The links between nodes: what a node queues for each peer, the thread that writes it, and
+//! the thread that reads what a peer sends.
+//!
+//! Sending: a process encodes each envelope for another node on its own thread, into a buffer
+//! of its own per peer ([`NodeWire`](super::driver::NodeWire)), and at the end of each batch
+//! of work hands the buffer to the peer's [`Outlink`] and rings the writer's doorbell. The
+//! writer takes every buffer that has something and writes it all with one `write` call: under
+//! load many frames a write, and a single one the moment it is queued when idle. Each channel
+//! has one sending process, whose frames keep their order in its buffer, and TCP keeps the
+//! connection's order: so every channel stays FIFO across nodes.
+//!
+//! Receiving: the reader decodes each frame and puts an envelope on its channel's local
+//! crossbeam channel, ringing the receiving process's doorbell, exactly as a local sender does:
+//! a process's event loop does not know which of its channels come from another node.
+
+use std::io::{BufReader, Write};
+use std::net::TcpStream;
+use std::num::NonZeroU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crossbeam_channel::Sender;
+use parking_lot::Mutex;
+use serde::Serialize;
+
+use super::node::{Core, NodeProcess};
+use super::wire::{self, Frame, FrameIn, ReadError};
+use crate::envelope::Envelope;
+use crate::process::Process;
+use crate::runtime::layer::{test_bit, Backoff, BitPlace, Doorbell};
+use crate::topology::ProcessId;
+
+/// What a node queues for one peer, and the doorbell of the thread that writes it.
+pub(crate) struct Outlink {
+    /// The peer.
+    pub(crate) peer: usize,
+    /// Bits `0..locals`: a process's buffer has something; bit `locals`: the control buffer.
+    bell: Doorbell,
+    /// By the index of a process among the node's own: the frames it has encoded for the peer.
+    buffers: Box<[Mutex<Vec<u8>>]>,
+    /// Control frames: snapshot parts and outcomes, starts, failures, shutdown.
+    control: Mutex<Vec<u8>>,
+    /// Set once nothing more will be queued: the writer writes what is left and ends.
+    closing: AtomicBool,
+    /// Set when the link has failed: nothing queued is written any more.
+    broken: AtomicBool,
+    /// `write` calls made on the socket, and bytes written, counted at the call.
+    pub(crate) writes: AtomicU64,
+    pub(crate) bytes: AtomicU64,
+}
+
+impl Outlink {
+    /// A link to `peer` from a node running `locals` processes.
+    pub(crate) fn new(peer: usize, locals: usize) -> Self {
+        Outlink {
+            peer,
+            bell: Doorbell::new(locals + 1),
+            buffers: (0..locals).map(|_| Mutex::new(Vec::new())).collect(),
+            control: Mutex::new(Vec::new()),
+            closing: AtomicBool::new(false),
+            broken: AtomicBool::new(false),
+            writes: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+        }
+    }
+
+    /// Hands over what local process `local` encoded for the peer (leaving `staged` empty),
+    /// and wakes the writer.
+    pub(crate) fn append(&self, local: usize, staged: &mut Vec<u8>) {
+        {
+            let mut buffer = self.buffers[local].lock();
+            if buffer.is_empty() {
+                // Usually: the writer took the last one. Swap, no copy.
+                std::mem::swap(&mut *buffer, staged);
+            } else {
+                buffer.extend_from_slice(staged);
+                staged.clear();
+            }
+        }
+        self.bell.ring(local);
+    }
+
+    /// Queues a control frame (encoded by `encode` into the control buffer) and wakes the
+    /// writer. Returns `encode`'s error, with nothing queued.
+    pub(crate) fn send_control(
+        &self,
+        encode: impl FnOnce(&mut Vec<u8>) -> Result<(), String>,
+    ) -> Result<(), String> {
+        encode(&mut self.control.lock())?;
+        self.bell.ring(self.buffers.len());
+        Ok(())
+    }
+
+    /// Queues `frame` (see [`send_control`](Outlink::send_control)).
+    pub(crate) fn send<T: Serialize>(&self, frame: &T) -> Result<(), String> {
+        self.send_control(|buf| wire::encode(buf, frame))
+    }
+
+    /// Nothing more will be queued: the writer writes what is left, then ends.
+    pub(crate) fn close(&self) {
+        self.closing.store(true, Ordering::Release);
+        self.bell.ring(self.buffers.len());
+    }
+
+    /// Whether the link has failed.
+    pub(crate) fn is_broken(&self) -> bool {
+        self.broken.load(Ordering::Acquire)
+    }
+
+    /// Bytes queued and not yet taken by the writer.
+    pub(crate) fn queued(&self) -> usize {
+        self.buffers.iter().map(|b| b.lock().len()).sum::<usize>() + self.control.lock().len()
+    }
+}
+
+/// The writer's thread: takes what is queued for the peer and writes it, one `write` call per
+/// round, until the link is closed (then returns `Ok`) or a write fails.
+pub(crate) fn write_loop(link: &Outlink, mut stream: TcpStream) -> Result<(), String> {
+    link.bell.register_current_thread();
+    let control_bit = link.buffers.len();
+    let mut bits = vec![0u64; link.bell.words()];
+    let mut out = Vec::new();
+    // Never more writers than cores, and they should not keep cores spinning: the schedule for
+    // more threads than cores.
+    let backoff = Backoff::for_processes(usize::MAX);
+    loop {
+        bits.iter_mut().for_each(|w| *w = 0);
+        link.bell.take(&mut bits);
+        out.clear();
+        // The processes' frames first, then control frames: `Finished`, queued once every
+        // process has stopped, must follow the last of their messages.
+        for local in 0..=control_bit {
+            if !test_bit(&bits, local) {
+                continue;
+            }
+            let buffer = if local == control_bit {
+                &link.control
+            } else {
+                &link.buffers[local]
+            };
+            let mut b = buffer.lock();
+            if out.is_empty() {
+                std::mem::swap(&mut out, &mut *b);
+            } else {
+                out.extend_from_slice(&b);
+                b.clear();
+            }
+        }
+        if !out.is_empty() {
+            if let Err(e) = stream.write_all(&out) {
+                link.broken.store(true, Ordering::Release);
+                return Err(e.to_string());
+            }
+            link.writes.fetch_add(1, Ordering::Relaxed);
+            link.bytes.fetch_add(out.len() as u64, Ordering::Relaxed);
+            continue;
+        }
+        if link.closing.load(Ordering::Acquire) {
+            let _ = stream.flush();
+            let _ = stream.shutdown(std::net::Shutdown::Write);
+            return Ok(());
+        }
+        link.bell.wait(None, backoff);
+    }
+}
+
+/// One channel from a process of the peer to one run here, as the reader sees it.
+pub(crate) struct Inlet<M> {
+    tx: Sender<Envelope<M>>,
+    to: ProcessId,
+    place: BitPlace,
+    /// The number the next message on it must carry.
+    next: u64,
+}
+
+impl<M> Inlet<M> {
+    /// Channel into `to` at its incoming bit `bit`, whose next message is numbered `next`.
+    pub(crate) fn new(tx: Sender<Envelope<M>>, to: ProcessId, bit: usize, next: u64) -> Self {
+        Inlet {
+            tx,
+            to,
+            place: BitPlace::of(bit),
+            next,
+        }
+    }
+}
+
+/// Why a peer's frames are refused: the link is then closed.
+pub(crate) type Refusal = String;
+
+/// The reader's thread: reads the peer's frames and acts on each until the connection closes.
+/// Returns `Ok` if it closed after the peer's `Finished` and report, else why it failed.
+pub(crate) fn read_loop<P>(
+    core: &Arc<Core<P>>,
+    peer: usize,
+    stream: TcpStream,
+    mut inlets: Vec<Option<Inlet<P::Message>>>,
+) -> Result<(), Refusal>
+where
+    P: NodeProcess,
+{
+    let mut stream = BufReader::with_capacity(1 << 16, stream);
+    let mut buf = Vec::new();
+    loop {
+        match wire::read_frame(&mut stream, &mut buf, core.max_frame) {
+            Ok(()) => {}
+            Err(ReadError::Closed) if core.peer_done(peer) => return Ok(()),
+            Err(e) => return Err(e.to_string()),
+        }
+        let frame: FrameIn<P::Message, P::State> = wire::decode(&buf).map_err(|e| e.to_string())?;
+        match frame {
+            Frame::Message {
+                channel,
+                seq,
+                message,
+            } => {
+                let inlet = inlet(&mut inlets, channel, peer)?;
+                if seq != inlet.next {
+                    return Err(format!(
+                        "message {seq} on channel {channel} where message {} was due",
+                        inlet.next
+                    ));
+                }
+                inlet.next += 1;
+                let seq = NonZeroU64::new(seq).expect("checked against a count from 1");
+                deliver(core, inlet, Envelope::Message { seq, message });
+            }
+            Frame::Marker {
+                channel,
+                snapshot,
+                initiator,
+            } => {
+                let inlet = inlet(&mut inlets, channel, peer)?;
+                core.marker_from(peer, snapshot, initiator as usize)?;
+                deliver(core, inlet, Envelope::Marker(snapshot));
+            }
+            other => core.control_from(peer, other)?,
+        }
+    }
+}
+
+/// The inlet of `channel`, if it runs from `peer` to this node.
+fn inlet<M>(
+    inlets: &mut [Option<Inlet<M>>],
+    channel: u32,
+    peer: usize,
+) -> Result<&mut Inlet<M>, Refusal> {
+    inlets
+        .get_mut(channel as usize)
+        .and_then(Option::as_mut)
+        .ok_or_else(|| {
+            format!("an envelope on channel {channel}, which does not run from node {peer} to this node")
+        })
+}
+
+/// Puts `envelope` on its channel and rings the receiving process, as a local sender does. A
+/// process that has failed still gets it on its channel (reported as undelivered at shutdown),
+/// but no ring.
+fn deliver<P: Process>(core: &Core<P>, inlet: &Inlet<P::Message>, envelope: Envelope<P::Message>) {
+    // The receiver's channels live until shutdown has collected them, so this cannot fail
+    // while the node runs; after, there is nobody to deliver to.
+    if inlet.tx.send(envelope).is_ok() {
+        let bell = &core.shared().bells[inlet.to];
+        if !bell.is_closed() {
+            bell.ring_at(inlet.place);
+        }
+    }
+}

@@ -1,0 +1,59 @@
+//! Processes spread over several nodes (OS processes, on one machine or many), with channels
+//! between nodes over TCP: the third driver, beside the threaded [`Runtime`](crate::Runtime)
+//! and the simulator (cargo feature `cluster`).
+//!
+//! A node is the runtime's machinery for its own processes (one OS thread each, a crossbeam
+//! channel and a doorbell bit per incoming channel, the same event loop and marker core) plus a
+//! link to every other node. A channel between two processes of one node is an in-process
+//! channel as in the runtime; a channel to a process on another node is carried by the TCP
+//! connection from this node to that one (one connection per ordered pair of nodes carries all
+//! their channels, so each stays FIFO), and arrives there on a local channel like any other:
+//! a process's event loop does not know which of its channels cross the network. So the marker
+//! rules, the recording and the exact cut check are the same code as in process, which the
+//! simulator and the exhaustive checker cover.
+//!
+//! What crosses the network: application messages with their numbers, markers (with their
+//! snapshot's initiator, so each node knows where its parts go), each process's local part of a
+//! snapshot (to the initiator's node, which assembles the global snapshot), snapshot requests
+//! and outcomes between the node that asks and the node that assembles, failures, and the
+//! stop. All of it in one versioned format encoded by serde with postcard (`wire.rs`), so
+//! messages and states must be `Serialize + DeserializeOwned` ([`NodeProcess`]).
+//!
+//! What the cluster promises: FIFO per channel; every snapshot exact (verified by
+//! [`GlobalSnapshot::verify`](crate::GlobalSnapshot::verify) as in process); a handle on any
+//! node works for any process; a stop from any node stops every node, reads every connection to
+//! its end, and hands every node the cluster's final state (see [`ClusterStopped`]). A process
+//! that panics fails every running snapshot on every node, as in process. A link that fails
+//! counts its node's processes as failed.
+//!
+//! What it does not yet: nodes do not authenticate each other and traffic is not encrypted, so
+//! a node's port accepts any connection that speaks the format: run it on a trusted network
+//! only. A dead node is noticed when its connection fails, not by heartbeats, and a link that
+//! goes silent without closing is not noticed. (Issue 16 of the project: security and failure
+//! detection; issue 17: speed.)
+//!
+//! Start a node with [`Node::builder`], from a [`ClusterConfig`] (read from a TOML cluster file
+//! with [`ClusterConfig::load`]). `docs/cluster.md` walks through running the bank on three
+//! machines.
+//!
+//! Files:
+//! 1. `config.rs`: the cluster file;
+//! 2. `wire.rs`: the wire format and its framing;
+//! 3. `startup.rs`: connecting every node to every other, and the handshake;
+//! 4. `driver.rs`: a process's driver on a node: local channels, or encoding for a link;
+//! 5. `link.rs`: what is queued for each peer, the writer and the reader threads;
+//! 6. `node.rs`: the node's handle, its builder, and stopping the cluster;
+//! 7. `stopped.rs`: what a node hands back, and the cluster's final state.
+
+mod config;
+mod driver;
+mod link;
+mod node;
+mod startup;
+mod stopped;
+mod wire;
+
+pub use crate::error::ClusterError;
+pub use config::{ClusterConfig, NodeConfig};
+pub use node::{LinkStats, Node, NodeBuilder, NodeProcess, NodeStats};
+pub use stopped::ClusterStopped;

@@ -1,0 +1,1101 @@
+//! One node of a cluster: a runtime running this node's processes, links to the other nodes,
+//! and the handle ([`Node`]) to start snapshots, wait for them and stop the cluster.
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+use parking_lot::{Condvar, Mutex};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::config::ClusterConfig;
+use super::driver::NodeWire;
+use super::link::{self, Inlet, Outlink, Refusal};
+use super::startup::{self, Connections};
+use super::stopped::ClusterStopped;
+use super::wire::{self, Frame, FrameIn, FrameOut, Hello, Report, WireError};
+use crate::error::{BuildError, ClusterError, Error};
+use crate::process::{Context, Process, ProcessFailure};
+use crate::restore::{self, ChannelStart};
+use crate::runtime::layer::{Control, FinalCounters, Shared, Uplink};
+use crate::runtime::{
+    PendingSnapshot, Runtime, RuntimeBuilder, RuntimeStats, SnapshotEvent, Stopped,
+};
+use crate::snapshot::{GlobalSnapshot, LocalSnapshot, SnapshotId, SnapshotOutcome};
+use crate::topology::{ProcessId, Topology, Wiring};
+
+/// A process type that can run in a cluster: its messages and states cross the network, so
+/// serde must be able to encode and decode them. Implemented for every such [`Process`].
+pub trait NodeProcess:
+    Process<Message: Serialize + DeserializeOwned, State: Serialize + DeserializeOwned>
+{
+}
+
+impl<P> NodeProcess for P
+where
+    P: Process,
+    P::Message: Serialize + DeserializeOwned,
+    P::State: Serialize + DeserializeOwned,
+{
+}
+
+/// How long start-up waits for every node by default.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long stopping waits for the other nodes by default.
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Configures and starts one node of a cluster; see [`Node::builder`].
+pub struct NodeBuilder<P> {
+    topology: Topology,
+    config: ClusterConfig,
+    node: usize,
+    runtime: RuntimeBuilder<P>,
+    listener: Option<TcpListener>,
+    connect_timeout: Duration,
+    stop_timeout: Duration,
+    max_frame: usize,
+}
+
+impl<P: NodeProcess> NodeBuilder<P> {
+    /// Listens on `listener` (already bound) rather than binding the node's address. Tests bind
+    /// port 0 and write the port the system chose into the cluster's configuration.
+    pub fn listener(mut self, listener: TcpListener) -> Self {
+        self.listener = Some(listener);
+        self
+    }
+
+    /// How long start-up waits for every node to answer (default 30 s). Nodes may start in
+    /// any order; each retries until then, and then fails naming the nodes that never answered.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// How long stopping the cluster waits for the other nodes (default 30 s).
+    pub fn stop_timeout(mut self, timeout: Duration) -> Self {
+        self.stop_timeout = timeout;
+        self
+    }
+
+    /// The longest frame this node accepts from another (default 64 MiB). A peer that sends a
+    /// longer one is refused before anything is allocated for it.
+    pub fn max_frame(mut self, bytes: usize) -> Self {
+        self.max_frame = bytes;
+        self
+    }
+
+    /// The most snapshots started from this node in flight at once: by its handle (whichever
+    /// the initiator) or by its processes' code. See
+    /// [`RuntimeBuilder::max_snapshots_in_flight`].
+    pub fn max_snapshots_in_flight(mut self, limit: usize) -> Self {
+        self.runtime = self.runtime.max_snapshots_in_flight(limit);
+        self
+    }
+
+    /// Ticks for this node's processes (see [`RuntimeBuilder::tick_interval`]).
+    pub fn tick_interval(mut self, interval: Duration) -> Self {
+        self.runtime = self.runtime.tick_interval(interval);
+        self
+    }
+
+    /// Names this node's process threads `{prefix}-{id}`.
+    pub fn thread_name(mut self, prefix: impl Into<String>) -> Self {
+        self.runtime = self.runtime.thread_name(prefix);
+        self
+    }
+
+    /// Starts this node: builds its processes with `make(id)` (called for this node's
+    /// processes only), connects to every other node and waits until all are connected (see
+    /// [`connect_timeout`](NodeBuilder::connect_timeout)). The processes' `on_start` runs once
+    /// every node is connected.
+    pub fn build(self, mut make: impl FnMut(ProcessId) -> P) -> Result<Node<P>, ClusterError> {
+        let wiring = Arc::new(self.topology.validate().map_err(BuildError::from)?);
+        let node_of = self.placement(&wiring)?;
+        let apps = (0..wiring.processes())
+            .map(|p| (node_of[p] == self.node).then(|| make(p)))
+            .collect();
+        self.start(wiring, node_of, apps, None, None)
+    }
+
+    /// Starts this node from a completed global snapshot (every node of the cluster restores
+    /// from the same one: start-up checks its checksum). Each of this node's processes is
+    /// rebuilt with `rebuild(id, state)`; each channel into them starts with its recorded
+    /// messages; counters continue, so later snapshots verify exactly.
+    pub fn restore(
+        self,
+        snapshot: &GlobalSnapshot<P::Message, P::State>,
+        mut rebuild: impl FnMut(ProcessId, &P::State) -> P,
+    ) -> Result<Node<P>, ClusterError> {
+        let wiring = Arc::new(self.topology.validate().map_err(BuildError::from)?);
+        let node_of = self.placement(&wiring)?;
+        let starts = restore::plan(&wiring, snapshot).map_err(BuildError::from)?;
+        let apps = (0..wiring.processes())
+            .map(|p| (node_of[p] == self.node).then(|| rebuild(p, &snapshot.states[p])))
+            .collect();
+        let checksum = checksum(snapshot);
+        self.start(wiring, node_of, apps, Some(starts), Some(checksum))
+    }
+
+    /// By process, its node; checks the file against the topology and this node's index.
+    fn placement(&self, wiring: &Wiring) -> Result<Vec<usize>, ClusterError> {
+        let node_of = self.config.check(wiring.processes())?;
+        if self.node >= self.config.nodes.len() {
+            return Err(ClusterError::NoSuchNode {
+                node: self.node,
+                nodes: self.config.nodes.len(),
+            });
+        }
+        Ok(node_of)
+    }
+
+    fn start(
+        self,
+        wiring: Arc<Wiring>,
+        node_of: Vec<usize>,
+        apps: Vec<Option<P>>,
+        starts: Option<Vec<ChannelStart<P::Message>>>,
+        checkpoint: Option<u64>,
+    ) -> Result<Node<P>, ClusterError> {
+        let me = self.node;
+        let nodes = self.config.nodes.len();
+        let listener = match self.listener {
+            Some(listener) => listener,
+            None => {
+                let address = self.config.listen_address(me).to_string();
+                TcpListener::bind(&address).map_err(|e| ClusterError::Bind {
+                    node: me,
+                    address,
+                    message: e.to_string(),
+                })?
+            }
+        };
+        let local: Vec<ProcessId> = (0..wiring.processes())
+            .filter(|&p| node_of[p] == me)
+            .collect();
+        let mut local_index = vec![usize::MAX; wiring.processes()];
+        for (k, &p) in local.iter().enumerate() {
+            local_index[p] = k;
+        }
+        let links: Arc<[Option<Arc<Outlink>>]> = (0..nodes)
+            .map(|k| (k != me).then(|| Arc::new(Outlink::new(k, local.len()))))
+            .collect();
+        // What the next message on each channel from elsewhere must be numbered.
+        let next_seq: Vec<u64> = (0..wiring.channels().len())
+            .map(|c| starts.as_ref().map_or(1, |s| s[c].sent + 1))
+            .collect();
+        let node_of: Arc<[usize]> = node_of.into();
+        let started = {
+            let (wiring, node_of, links) = (wiring.clone(), node_of.clone(), links.clone());
+            self.runtime
+                .start_part(wiring.clone(), apps, starts, move |wire| {
+                    let local = local_index[wire.me()];
+                    NodeWire::new(wire, &wiring, &node_of, local, links.clone())
+                })?
+        };
+        let runtime = started.runtime;
+        runtime.shared().hub.connect(Arc::new(NodeUplink {
+            node_of: node_of.clone(),
+            links: links.clone(),
+        }));
+        let hello = Hello {
+            crate_version: env!("CARGO_PKG_VERSION").to_string(),
+            message_type: std::any::type_name::<P::Message>().to_string(),
+            state_type: std::any::type_name::<P::State>().to_string(),
+            node: me as u32,
+            processes: wiring.processes() as u32,
+            channels: wiring
+                .channels()
+                .iter()
+                .map(|c| (c.from as u32, c.to as u32))
+                .collect(),
+            placement: (0..nodes)
+                .map(|k| {
+                    (0..wiring.processes())
+                        .filter(|&p| node_of[p] == k)
+                        .map(|p| p as u32)
+                        .collect()
+                })
+                .collect(),
+            checkpoint,
+        };
+        // On an error the gate is dropped unopened: the threads end without running any
+        // process code, and dropping the runtime joins them.
+        let connections =
+            startup::connect(&self.config, me, &hello, listener, self.connect_timeout)?;
+        let mut inlets: Vec<Vec<Option<Inlet<P::Message>>>> = (0..nodes)
+            .map(|_| (0..wiring.channels().len()).map(|_| None).collect())
+            .collect();
+        for (c, tx) in started.from_elsewhere {
+            let channel = wiring.channels()[c];
+            let (_, bit) = wiring.local_slots(c);
+            inlets[node_of[channel.from]][c] = Some(Inlet::new(tx, channel.to, bit, next_seq[c]));
+        }
+        let core = Arc::new(Core {
+            me,
+            node_of,
+            local,
+            wiring,
+            runtime,
+            links: links.clone(),
+            max_frame: self.max_frame,
+            stop_timeout: self.stop_timeout,
+            ending: Mutex::new(Ending {
+                began: false,
+                note: Vec::new(),
+                finished: (0..nodes).map(|k| k == me).collect(),
+                reports: (0..nodes).map(|_| None).collect(),
+                broken: vec![None; nodes],
+                result: None,
+                taken: false,
+            }),
+            changed: Condvar::new(),
+        });
+        let Connections { outgoing, incoming } = connections;
+        for (peer, (stream, inlets)) in outgoing.into_iter().zip(inlets).enumerate() {
+            let Some(stream) = stream else { continue };
+            let link = links[peer].clone().expect("a link to every other node");
+            let writer_core = core.clone();
+            spawn(format!("node-{me}-to-{peer}"), move || {
+                if let Err(why) = link::write_loop(&link, stream) {
+                    writer_core.link_failed(peer, format!("writing failed: {why}"));
+                }
+            })?;
+            let reader = incoming[peer]
+                .as_ref()
+                .map(|s| s.try_clone())
+                .transpose()
+                .map_err(|e| ClusterError::Link {
+                    node: peer,
+                    message: e.to_string(),
+                })?
+                .expect("a connection from every other node");
+            let reader_core = core.clone();
+            spawn(format!("node-{me}-from-{peer}"), move || {
+                if let Err(why) = link::read_loop(&reader_core, peer, reader, inlets) {
+                    reader_core.link_failed(peer, why);
+                }
+            })?;
+        }
+        started.gate.open();
+        Ok(Node {
+            handle: Arc::new(Handle { core }),
+        })
+    }
+}
+
+/// Starts a link thread.
+fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, ClusterError> {
+    thread::Builder::new().name(name).spawn(f).map_err(|e| {
+        ClusterError::Build(BuildError::Spawn {
+            process: usize::MAX,
+            message: format!("a link thread: {e}"),
+        })
+    })
+}
+
+/// A snapshot's checksum, for nodes to check they restore from the same one: FNV-1a over its
+/// postcard encoding.
+fn checksum<M: Serialize, S: Serialize>(snapshot: &GlobalSnapshot<M, S>) -> u64 {
+    let mut bytes = Vec::new();
+    if wire::encode(&mut bytes, snapshot).is_err() {
+        return 0;
+    }
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// The hub's links to the other nodes (see `Uplink`): parts go to their initiator's node,
+/// outcomes to the node that asked, failures to everyone.
+struct NodeUplink {
+    node_of: Arc<[usize]>,
+    links: Arc<[Option<Arc<Outlink>>]>,
+}
+
+impl NodeUplink {
+    fn link(&self, node: usize) -> Option<&Outlink> {
+        self.links.get(node).and_then(|l| l.as_deref())
+    }
+}
+
+impl<M: Serialize, S: Serialize> Uplink<M, S> for NodeUplink {
+    fn part(&self, initiator: ProcessId, part: LocalSnapshot<M, S>, recorded_at: Duration) {
+        let Some(link) = self.link(self.node_of[initiator]) else {
+            return;
+        };
+        let frame: FrameOut<'_, M, S> = Frame::Part {
+            recorded_at,
+            part: &part,
+        };
+        if let Err(reason) = link.send(&frame) {
+            log::error!(
+                "process {}: its part of snapshot {} cannot be encoded: {reason}",
+                part.process,
+                part.id
+            );
+            let lost: FrameOut<'_, M, S> = Frame::PartLost {
+                snapshot: part.id,
+                process: part.process as u32,
+                reason,
+            };
+            let _ = link.send(&lost);
+        }
+    }
+
+    fn outcome(&self, node: usize, event: &SnapshotEvent<M, S>) {
+        let Some(link) = self.link(node) else {
+            return;
+        };
+        let frame: FrameOut<'_, M, S> = Frame::Outcome {
+            snapshot: event.id,
+            outcome: event
+                .outcome
+                .as_ref()
+                .map(|s| &**s)
+                .map_err(WireError::from),
+        };
+        if let Err(reason) = link.send(&frame) {
+            let failed: FrameOut<'_, M, S> = Frame::Outcome {
+                snapshot: event.id,
+                outcome: Err(WireError::Other(format!(
+                    "the snapshot cannot be encoded: {reason}"
+                ))),
+            };
+            let _ = link.send(&failed);
+        }
+    }
+
+    fn failed(&self, process: ProcessId, message: &str) {
+        let frame: FrameOut<'_, M, S> = Frame::Failed {
+            process: process as u32,
+            message: message.to_string(),
+        };
+        for link in self.links.iter().flatten() {
+            let _ = link.send(&frame);
+        }
+    }
+}
+
+/// How the cluster's stop is going, as this node sees it.
+struct Ending<P: Process> {
+    /// Stopping has begun (asked here, or by another node).
+    began: bool,
+    /// The note of whoever stopped the cluster.
+    note: Vec<u8>,
+    /// By node: it has said `Finished` (this node's own entry: true).
+    finished: Vec<bool>,
+    /// By node: its final report.
+    reports: Vec<Option<Report<P::Message, P::State>>>,
+    /// By node: its link failed, and why.
+    broken: Vec<Option<String>>,
+    /// The node's result, once stopped.
+    result: Option<Result<ClusterStopped<P>, ClusterError>>,
+    /// The result has been handed to a caller.
+    taken: bool,
+}
+
+/// What a node's threads and handles share.
+pub(crate) struct Core<P: Process> {
+    me: usize,
+    /// By process: its node.
+    node_of: Arc<[usize]>,
+    /// This node's processes, increasing.
+    local: Vec<ProcessId>,
+    wiring: Arc<Wiring>,
+    runtime: Runtime<P>,
+    links: Arc<[Option<Arc<Outlink>>]>,
+    /// The longest frame accepted from a peer.
+    pub(crate) max_frame: usize,
+    stop_timeout: Duration,
+    ending: Mutex<Ending<P>>,
+    changed: Condvar,
+}
+
+impl<P: Process> Core<P> {
+    pub(crate) fn shared(&self) -> &Shared<P> {
+        self.runtime.shared()
+    }
+
+    /// Whether `peer` has said all it had to (finished and reported): its connection may close.
+    pub(crate) fn peer_done(&self, peer: usize) -> bool {
+        let ending = self.ending.lock();
+        ending.finished[peer] && ending.reports[peer].is_some()
+    }
+
+    /// The link with `peer` has failed. Before the cluster stops, that is the peer's failure:
+    /// its processes count as failed (so every snapshot that needs them fails rather than
+    /// hangs). While it stops, it is noted, and stopping does not wait for that peer.
+    pub(crate) fn link_failed(&self, peer: usize, why: String) {
+        let stopping = {
+            let mut ending = self.ending.lock();
+            if ending.finished[peer] && ending.reports[peer].is_some() {
+                return;
+            }
+            if ending.broken[peer].is_some() {
+                return;
+            }
+            ending.broken[peer] = Some(why.clone());
+            self.changed.notify_all();
+            ending.began
+        };
+        log::error!("node {}: the link with node {peer} failed: {why}", self.me);
+        if let Some(link) = &self.links[peer] {
+            link.close();
+        }
+        if !stopping {
+            for p in (0..self.node_of.len()).filter(|&p| self.node_of[p] == peer) {
+                self.shared()
+                    .process_failed_elsewhere(p, format!("node {peer} failed: {why}"));
+            }
+        }
+    }
+}
+
+impl<P: NodeProcess> Core<P> {
+    /// A marker of `snapshot`, started by `initiator`, came from `peer`.
+    pub(crate) fn marker_from(
+        &self,
+        peer: usize,
+        snapshot: SnapshotId,
+        initiator: ProcessId,
+    ) -> Result<(), Refusal> {
+        let Some(&node) = self.node_of.get(initiator) else {
+            return Err(format!(
+                "a marker from node {peer} names process {initiator}, which does not exist"
+            ));
+        };
+        self.shared()
+            .hub
+            .learn_route(snapshot, initiator, node == self.me)
+            .map_err(|e| format!("a marker from node {peer}: {e}"))
+    }
+
+    /// Acts on a frame from `peer` other than a message or a marker.
+    pub(crate) fn control_from(
+        self: &Arc<Self>,
+        peer: usize,
+        frame: FrameIn<P::Message, P::State>,
+    ) -> Result<(), Refusal> {
+        let shared = self.shared();
+        let here = |process: u32| self.node_of.get(process as usize) == Some(&self.me);
+        let theirs = |process: u32| self.node_of.get(process as usize) == Some(&peer);
+        match frame {
+            Frame::Start {
+                snapshot,
+                initiator,
+            } => {
+                if !here(initiator) {
+                    return Err(format!(
+                        "node {peer} asked process {initiator}, not run here, to start a snapshot"
+                    ));
+                }
+                let p = initiator as usize;
+                match shared.hub.begin_for(snapshot, p, peer) {
+                    Ok(()) => {
+                        if let Err(e) = shared.control(p, Control::StartSnapshot(snapshot)) {
+                            shared.hub.withdraw(snapshot, e);
+                        }
+                    }
+                    Err(e) => {
+                        let outcome: FrameOut<'_, P::Message, P::State> = Frame::Outcome {
+                            snapshot,
+                            outcome: Err(WireError::from(&e)),
+                        };
+                        if let Some(link) = &self.links[peer] {
+                            let _ = link.send(&outcome);
+                        }
+                    }
+                }
+            }
+            Frame::Watch { snapshot } => {
+                if let Err(e) = shared.hub.watch_for(snapshot, peer) {
+                    let outcome: FrameOut<'_, P::Message, P::State> = Frame::Outcome {
+                        snapshot,
+                        outcome: Err(WireError::from(&e)),
+                    };
+                    if let Some(link) = &self.links[peer] {
+                        let _ = link.send(&outcome);
+                    }
+                }
+            }
+            Frame::Part { recorded_at, part } => {
+                if !theirs(part.process as u32) {
+                    return Err(format!(
+                        "node {peer} sent a part of process {}, which it does not run",
+                        part.process
+                    ));
+                }
+                shared
+                    .hub
+                    .submit_remote(part, recorded_at)
+                    .map_err(|e| format!("a part from node {peer}: {e}"))?;
+            }
+            Frame::PartLost {
+                snapshot,
+                process,
+                reason,
+            } => {
+                shared.hub.withdraw(
+                    snapshot,
+                    Error::Cluster(format!(
+                        "the part of process {process} could not be sent: {reason}"
+                    )),
+                );
+            }
+            Frame::Outcome { snapshot, outcome } => {
+                shared
+                    .hub
+                    .finish_elsewhere(snapshot, outcome.map_err(Error::from));
+            }
+            Frame::Failed { process, message } => {
+                if !theirs(process) {
+                    return Err(format!(
+                        "node {peer} reported a failure of process {process}, which it does not run"
+                    ));
+                }
+                shared.process_failed_elsewhere(process as usize, message);
+            }
+            Frame::Heartbeat => {}
+            Frame::Shutdown { note } => self.begin_end(note, false),
+            Frame::Finished => {
+                self.ending.lock().finished[peer] = true;
+                self.changed.notify_all();
+            }
+            Frame::Report(report) => {
+                self.ending.lock().reports[peer] = Some(report);
+                self.changed.notify_all();
+            }
+            Frame::Message { .. } | Frame::Marker { .. } => {
+                unreachable!("the reader delivers messages and markers itself")
+            }
+        }
+        Ok(())
+    }
+
+    /// Begins stopping the cluster, once: `note` is for every node; `here`: asked on this
+    /// node (so it tells the others).
+    fn begin_end(self: &Arc<Self>, note: Vec<u8>, here: bool) {
+        {
+            let mut ending = self.ending.lock();
+            if ending.began {
+                return;
+            }
+            ending.began = true;
+            ending.note = note.clone();
+        }
+        let core = self.clone();
+        let spawned = thread::Builder::new()
+            .name(format!("node-{}-stop", self.me))
+            .spawn(move || {
+                let result = core.end(note, here);
+                core.ending.lock().result = Some(result);
+                core.changed.notify_all();
+            });
+        if let Err(e) = spawned {
+            self.ending.lock().result = Some(Err(ClusterError::Build(BuildError::Spawn {
+                process: usize::MAX,
+                message: format!("the thread that stops the node: {e}"),
+            })));
+            self.changed.notify_all();
+        }
+    }
+
+    /// Stops this node's part of the cluster: its processes, then its links once every other
+    /// node has said all it had to; returns the node's result.
+    fn end(&self, note: Vec<u8>, here: bool) -> Result<ClusterStopped<P>, ClusterError> {
+        let deadline = Instant::now() + self.stop_timeout;
+        let others = || self.links.iter().flatten();
+        if here {
+            let frame: FrameOut<'_, P::Message, P::State> = Frame::Shutdown { note: note.clone() };
+            for link in others() {
+                let _ = link.send(&frame);
+            }
+        }
+        let exits = self
+            .runtime
+            .stop_threads(Some(deadline))
+            .map_err(|e| match e {
+                Error::ShutdownTimeout { running } => ClusterError::Link {
+                    node: self.me,
+                    message: format!("processes {running:?} did not stop in time"),
+                },
+                other => ClusterError::Link {
+                    node: self.me,
+                    message: other.to_string(),
+                },
+            })?;
+        // Every process here has stopped: nothing more will be queued for any channel. The
+        // writer writes what is left, then this.
+        let finished: FrameOut<'_, P::Message, P::State> = Frame::Finished;
+        for link in others() {
+            let _ = link.send(&finished);
+        }
+        self.wait_for(deadline, |e, k| e.finished[k])?;
+        let (stopped, counters) = self.runtime.collect(exits);
+        let report = self.report(&stopped, &counters);
+        let frame: FrameOut<'_, P::Message, P::State> = Frame::Report(&report);
+        for link in others() {
+            if let Err(reason) = link.send(&frame) {
+                log::error!(
+                    "node {}: its final report cannot be encoded: {reason}",
+                    self.me
+                );
+            }
+        }
+        let waited = self.wait_for(deadline, |e, k| e.reports[k].is_some());
+        for link in others() {
+            link.close();
+        }
+        waited?;
+        // Taken one by one, so that the vector keeps its length for a reader that is late.
+        let mut reports: Vec<_> = self
+            .ending
+            .lock()
+            .reports
+            .iter_mut()
+            .map(Option::take)
+            .collect();
+        reports[self.me] = Some(report);
+        Ok(ClusterStopped::assemble(
+            stopped,
+            &self.wiring,
+            reports,
+            note,
+        ))
+    }
+
+    /// Waits until `done(ending, node)` for every other node whose link has not failed, or
+    /// `deadline`; fails naming the nodes still waited for.
+    fn wait_for(
+        &self,
+        deadline: Instant,
+        done: impl Fn(&Ending<P>, usize) -> bool,
+    ) -> Result<(), ClusterError> {
+        let mut ending = self.ending.lock();
+        loop {
+            let waiting: Vec<usize> = (0..self.links.len())
+                .filter(|&k| k != self.me && ending.broken[k].is_none() && !done(&ending, k))
+                .collect();
+            if waiting.is_empty() {
+                return Ok(());
+            }
+            if self.changed.wait_until(&mut ending, deadline).timed_out() {
+                return Err(ClusterError::StopTimeout { nodes: waiting });
+            }
+        }
+    }
+
+    /// This node's final report: its processes' states and counters, what is left on the
+    /// channels into them.
+    fn report(
+        &self,
+        stopped: &Stopped<P>,
+        counters: &[(ProcessId, FinalCounters)],
+    ) -> Report<P::Message, P::State> {
+        let wiring = &self.wiring;
+        let index: HashMap<_, _> = wiring
+            .channels()
+            .iter()
+            .enumerate()
+            .map(|(c, &channel)| (channel, c))
+            .collect();
+        let mut undelivered: HashMap<usize, Vec<P::Message>> = stopped
+            .undelivered
+            .iter()
+            .map(|u| (index[&u.channel], u.messages.clone()))
+            .collect();
+        let failure = |p: ProcessId| {
+            stopped
+                .failures
+                .iter()
+                .find(|f| f.process == p)
+                .map(|f| f.message.clone())
+        };
+        let mut report = Report {
+            processes: self
+                .local
+                .iter()
+                .map(|&p| {
+                    let state = stopped.processes[p].as_ref().map(|app| app.record());
+                    (p as u32, state, failure(p))
+                })
+                .collect(),
+            incoming: Vec::new(),
+            outgoing: Vec::new(),
+        };
+        for (p, (sent, received)) in counters {
+            for (&c, &n) in wiring.outgoing(*p).iter().zip(sent) {
+                report.outgoing.push((c as u32, n));
+            }
+            for (&c, &n) in wiring.incoming(*p).iter().zip(received) {
+                let left = undelivered.remove(&c).unwrap_or_default();
+                report.incoming.push((c as u32, n, left));
+            }
+        }
+        report
+    }
+
+    /// Waits for the node's result until `deadline` (forever if `None`), and takes it.
+    fn take_result(&self, deadline: Option<Instant>) -> Result<ClusterStopped<P>, ClusterError> {
+        let mut ending = self.ending.lock();
+        loop {
+            if ending.taken {
+                return Err(ClusterError::Stopped);
+            }
+            if let Some(result) = ending.result.take() {
+                ending.taken = true;
+                return result;
+            }
+            match deadline {
+                None => self.changed.wait(&mut ending),
+                Some(d) => {
+                    if self.changed.wait_until(&mut ending, d).timed_out() {
+                        return Err(ClusterError::WaitTimeout);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The last handle's drop stops the cluster, as [`Node::shutdown`] does.
+struct Handle<P: NodeProcess> {
+    core: Arc<Core<P>>,
+}
+
+impl<P: NodeProcess> Drop for Handle<P> {
+    fn drop(&mut self) {
+        if self.core.ending.lock().taken {
+            return;
+        }
+        self.core.begin_end(Vec::new(), true);
+        let bound = Instant::now() + self.core.stop_timeout * 2;
+        let _ = self.core.take_result(Some(bound));
+    }
+}
+
+/// A handle on one node of a running cluster: a node's processes run here, the rest on other
+/// nodes, and every call that names a process works for any process of the cluster.
+///
+/// Cheap to clone. Dropping the last clone stops the whole cluster, as
+/// [`shutdown`](Node::shutdown) does.
+///
+/// Per node or cluster-wide:
+/// - [`start_snapshot`](Node::start_snapshot), [`snapshot`](Node::snapshot): any process of
+///   the cluster as initiator; the outcome is delivered on this node (the initiator's node
+///   assembles the snapshot and sends it here). The in-flight limit counts the snapshots
+///   started from this node.
+/// - [`subscribe`](Node::subscribe): the snapshots whose outcome is delivered on this node:
+///   those asked for here, and those started by this node's processes.
+/// - [`stats`](Node::stats), [`failures`](Node::failures): this node's view.
+/// - [`shutdown`](Node::shutdown): stops every node.
+/// - [`with_process`](Node::with_process): this node's processes only.
+///
+/// Times: a snapshot asked for here has its start and end on this node's clock (its latency is
+/// what this node saw); the record times in `recorded_at` come from each process's node's clock,
+/// measured from that node's start, so across nodes they are not comparable.
+pub struct Node<P: NodeProcess> {
+    handle: Arc<Handle<P>>,
+}
+
+impl<P: NodeProcess> Clone for Node<P> {
+    fn clone(&self) -> Self {
+        Node {
+            handle: self.handle.clone(),
+        }
+    }
+}
+
+impl<P: NodeProcess> std::fmt::Debug for Node<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("index", &self.index())
+            .field("nodes", &self.nodes())
+            .field("processes", &self.local_processes())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<P: NodeProcess> Node<P> {
+    /// A builder for node `node` (its position among the cluster's nodes) of a cluster running
+    /// `topology` placed as `config` says.
+    pub fn builder(topology: Topology, config: ClusterConfig, node: usize) -> NodeBuilder<P> {
+        NodeBuilder {
+            runtime: Runtime::builder(topology.clone()),
+            topology,
+            config,
+            node,
+            listener: None,
+            connect_timeout: CONNECT_TIMEOUT,
+            stop_timeout: STOP_TIMEOUT,
+            max_frame: wire::DEFAULT_MAX_FRAME,
+        }
+    }
+
+    fn core(&self) -> &Core<P> {
+        &self.handle.core
+    }
+
+    /// This node's index.
+    pub fn index(&self) -> usize {
+        self.core().me
+    }
+
+    /// How many nodes the cluster has.
+    pub fn nodes(&self) -> usize {
+        self.core().links.len()
+    }
+
+    /// The processes this node runs, increasing.
+    pub fn local_processes(&self) -> &[ProcessId] {
+        &self.core().local
+    }
+
+    /// The node that runs `process`.
+    pub fn node_of(&self, process: ProcessId) -> Option<usize> {
+        self.core().node_of.get(process).copied()
+    }
+
+    /// The cluster's validated topology.
+    pub fn wiring(&self) -> &Wiring {
+        &self.core().wiring
+    }
+
+    /// Starts a snapshot with `initiator`, on any node, as initiator, and returns a ticket to
+    /// wait on here. For a process on another node, the request goes to that node, which
+    /// assembles the snapshot and sends the outcome back.
+    pub fn start_snapshot(
+        &self,
+        initiator: ProcessId,
+    ) -> Result<PendingSnapshot<P::Message, P::State>, Error> {
+        let core = self.core();
+        let Some(&node) = core.node_of.get(initiator) else {
+            return Err(Error::NoSuchProcess {
+                process: initiator,
+                processes: core.node_of.len(),
+            });
+        };
+        if node == core.me {
+            return core.runtime.start_snapshot(initiator);
+        }
+        let id = SnapshotId::random();
+        let hub = &core.shared().hub;
+        let ticket = hub.begin_elsewhere(id, initiator, core.runtime.guard())?;
+        let link = core.links[node]
+            .as_ref()
+            .expect("a link to every other node");
+        let frame: FrameOut<'_, P::Message, P::State> = Frame::Start {
+            snapshot: id,
+            initiator: initiator as u32,
+        };
+        if link.is_broken() || link.send(&frame).is_err() {
+            hub.finish_elsewhere(
+                id,
+                Err(Error::Cluster(format!("the link to node {node} is down"))),
+            );
+        }
+        Ok(ticket)
+    }
+
+    /// Takes a snapshot started at `initiator` and waits until it completes.
+    pub fn snapshot(&self, initiator: ProcessId) -> SnapshotOutcome<P::Message, P::State> {
+        self.start_snapshot(initiator)?.wait()
+    }
+
+    /// Like [`snapshot`](Node::snapshot), giving up with [`Error::Timeout`] after `timeout`.
+    pub fn snapshot_timeout(
+        &self,
+        initiator: ProcessId,
+        timeout: Duration,
+    ) -> SnapshotOutcome<P::Message, P::State> {
+        self.start_snapshot(initiator)?.wait_timeout(timeout)
+    }
+
+    /// A ticket for a running snapshot started by `initiator`, whoever started it (for
+    /// instance application code with [`Context::start_snapshot`], on any node). Its outcome
+    /// is delivered here as for a snapshot asked for here; its start, on this node's clock, is
+    /// the time of this call. Fails with [`Error::UnknownSnapshot`] (at once on the initiator's
+    /// node, through the ticket on another) if no such snapshot is running: it may already have
+    /// ended, so prefer [`subscribe`](Node::subscribe) on the initiator's node to see every one.
+    pub fn watch_snapshot(
+        &self,
+        id: SnapshotId,
+        initiator: ProcessId,
+    ) -> Result<PendingSnapshot<P::Message, P::State>, Error> {
+        let core = self.core();
+        let Some(&node) = core.node_of.get(initiator) else {
+            return Err(Error::NoSuchProcess {
+                process: initiator,
+                processes: core.node_of.len(),
+            });
+        };
+        if node == core.me {
+            return core.runtime.watch_snapshot(id);
+        }
+        let hub = &core.shared().hub;
+        let ticket = hub.watch_elsewhere(id, initiator, core.runtime.guard())?;
+        let link = core.links[node]
+            .as_ref()
+            .expect("a link to every other node");
+        let frame: FrameOut<'_, P::Message, P::State> = Frame::Watch { snapshot: id };
+        if link.is_broken() || link.send(&frame).is_err() {
+            hub.finish_elsewhere(
+                id,
+                Err(Error::Cluster(format!("the link to node {node} is down"))),
+            );
+        }
+        Ok(ticket)
+    }
+
+    /// From now on, the end of every snapshot whose outcome is delivered on this node: those
+    /// asked for here, and those started by this node's processes (see
+    /// [`Runtime::subscribe`]).
+    pub fn subscribe(&self) -> Receiver<SnapshotEvent<P::Message, P::State>> {
+        self.core().runtime.subscribe()
+    }
+
+    /// Runs `f` on `process`'s thread (a process of this node) and returns its result; see
+    /// [`Runtime::with_process`].
+    pub fn with_process<R: Send + 'static>(
+        &self,
+        process: ProcessId,
+        f: impl FnOnce(&mut P, &mut Context<'_, P::Message>) -> R + Send + 'static,
+    ) -> Result<R, Error> {
+        self.check_here(process)?;
+        self.core().runtime.with_process(process, f)
+    }
+
+    /// Like [`with_process`](Node::with_process), giving up with [`Error::Timeout`] after
+    /// `timeout`.
+    pub fn with_process_timeout<R: Send + 'static>(
+        &self,
+        process: ProcessId,
+        timeout: Duration,
+        f: impl FnOnce(&mut P, &mut Context<'_, P::Message>) -> R + Send + 'static,
+    ) -> Result<R, Error> {
+        self.check_here(process)?;
+        self.core()
+            .runtime
+            .with_process_timeout(process, timeout, f)
+    }
+
+    fn check_here(&self, process: ProcessId) -> Result<(), Error> {
+        match self.node_of(process) {
+            None => Err(Error::NoSuchProcess {
+                process,
+                processes: self.core().node_of.len(),
+            }),
+            Some(node) if node != self.index() => Err(Error::Cluster(format!(
+                "process {process} runs on node {node}, not on this node ({})",
+                self.index()
+            ))),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Every process known here to have failed, on any node.
+    pub fn failures(&self) -> Vec<ProcessFailure> {
+        self.core().runtime.failures()
+    }
+
+    /// This node's snapshot bookkeeping and links (see [`NodeStats`]).
+    pub fn stats(&self) -> NodeStats {
+        let core = self.core();
+        let (relaying, asked_elsewhere, assembling_for_others) = core.shared().hub.crossing();
+        NodeStats {
+            runtime: core.runtime.stats(),
+            relaying,
+            asked_elsewhere,
+            assembling_for_others,
+            links: core
+                .links
+                .iter()
+                .flatten()
+                .map(|l| LinkStats {
+                    node: l.peer,
+                    writes: l.writes.load(std::sync::atomic::Ordering::Relaxed),
+                    bytes: l.bytes.load(std::sync::atomic::Ordering::Relaxed),
+                    queued: l.queued(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Time since this node was built: the clock of the snapshots asked for here.
+    pub fn elapsed(&self) -> Duration {
+        self.core().runtime.elapsed()
+    }
+
+    /// Whether the cluster is stopping or has stopped.
+    pub fn is_stopping(&self) -> bool {
+        self.core().ending.lock().began
+    }
+
+    /// Stops the whole cluster: every node stops its processes (after their current
+    /// callback), every connection is read to its end (so what was on its way is counted),
+    /// every node reports its final state to every other; returns this node's result (see
+    /// [`ClusterStopped`]). Other nodes' handles see the same from
+    /// [`wait_stopped`](Node::wait_stopped).
+    pub fn shutdown(self) -> Result<ClusterStopped<P>, ClusterError> {
+        self.shutdown_with(Vec::new())
+    }
+
+    /// Like [`shutdown`](Node::shutdown), with a note every node's result carries (a verdict,
+    /// a summary: whatever the caller encodes).
+    pub fn shutdown_with(self, note: Vec<u8>) -> Result<ClusterStopped<P>, ClusterError> {
+        let core = &self.handle.core;
+        core.begin_end(note, true);
+        core.take_result(Some(Instant::now() + core.stop_timeout * 2))
+    }
+
+    /// Waits until the cluster has been stopped (from any node) and returns this node's result;
+    /// [`ClusterError::WaitTimeout`] if it is still running after `timeout` (the node goes on;
+    /// wait again).
+    pub fn wait_stopped(&self, timeout: Duration) -> Result<ClusterStopped<P>, ClusterError> {
+        self.core().take_result(Some(Instant::now() + timeout))
+    }
+}
+
+/// A node's snapshot bookkeeping and links: the snapshot counts are all zero once every
+/// snapshot that involved this node has ended.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeStats {
+    /// This node's processes and hub, as a runtime's ([`Runtime::stats`]).
+    pub runtime: RuntimeStats,
+    /// Snapshots started on another node whose parts this node's processes still send there.
+    pub relaying: usize,
+    /// Snapshots asked for here and assembled on another node, not yet ended.
+    pub asked_elsewhere: usize,
+    /// Snapshots assembled here that another node asked for, not yet ended.
+    pub assembling_for_others: usize,
+    /// One per other node: the link this node writes to it.
+    pub links: Vec<LinkStats>,
+}
+
+impl NodeStats {
+    /// Whether no snapshot state is held on this node.
+    pub fn is_idle(&self) -> bool {
+        self.runtime == RuntimeStats::default()
+            && self.relaying == 0
+            && self.asked_elsewhere == 0
+            && self.assembling_for_others == 0
+    }
+}
+
+/// What this node has written to one other node.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LinkStats {
+    /// The other node.
+    pub node: usize,
+    /// `write` calls made on the socket.
+    pub writes: u64,
+    /// Bytes written.
+    pub bytes: u64,
+    /// Bytes queued for it and not yet written.
+    pub queued: usize,
+}

@@ -1,0 +1,519 @@
+//! The cluster's wire format (version [`FORMAT`]): what travels between two nodes, and how it is
+//! framed. Everything is encoded with serde through postcard; nothing here encodes by hand but
+//! the frame's length and the connection's first six bytes.
+//!
+//! A connection carries one direction, from the node that opened it to the one that accepted
+//! it. It starts with the six bytes `CLSN` and the format version (`u16`, little-endian), then
+//! one frame with the [`Hello`] (who the opener is and what it runs); the acceptor answers with
+//! one frame, a [`Reply`]. From then on the opener sends [`Frame`]s, each as a `u32`
+//! little-endian length followed by that many bytes of postcard. A frame longer than the
+//! receiver's limit is refused before anything is allocated for it.
+//!
+//! Postcard is not self-describing: a frame decoded as the wrong type can come out as garbage
+//! rather than an error. So the [`Hello`] carries the crate version and the Rust type names of
+//! the message and state types, and a node refuses a peer whose differ.
+
+use std::io::{self, Read};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+use crate::snapshot::{GlobalSnapshot, LocalSnapshot, SnapshotId};
+
+/// The format version this build speaks. A node refuses a peer that speaks another.
+pub(crate) const FORMAT: u16 = 1;
+
+/// The first four bytes of every connection.
+pub(crate) const MAGIC: [u8; 4] = *b"CLSN";
+
+/// The longest frame a node accepts by default: 64 MiB. A frame announcing more is refused
+/// before anything is allocated for it.
+pub(crate) const DEFAULT_MAX_FRAME: usize = 64 << 20;
+
+/// The opener's first frame: who it is and what it runs, for the acceptor to compare.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Hello {
+    /// The crate's version (`CARGO_PKG_VERSION`).
+    pub(crate) crate_version: String,
+    /// `std::any::type_name` of the message type.
+    pub(crate) message_type: String,
+    /// `std::any::type_name` of the state type.
+    pub(crate) state_type: String,
+    /// The opener's node index.
+    pub(crate) node: u32,
+    /// Processes of the topology.
+    pub(crate) processes: u32,
+    /// Its channels, in order.
+    pub(crate) channels: Vec<(u32, u32)>,
+    /// By node: the processes it runs.
+    pub(crate) placement: Vec<Vec<u32>>,
+    /// The checksum of the snapshot every node restores from, if they restore.
+    pub(crate) checkpoint: Option<u64>,
+}
+
+impl Hello {
+    /// What differs between `self` (this node's) and `peer` (the peer's), in words; `None` if
+    /// they agree.
+    pub(crate) fn differences(&self, peer: &Hello) -> Option<String> {
+        fn same(differ: &mut Vec<String>, what: &str, ours: String, theirs: String) {
+            if ours != theirs {
+                differ.push(format!("{what}: ours {ours}, theirs {theirs}"));
+            }
+        }
+        let mut differ = Vec::new();
+        same(
+            &mut differ,
+            "crate version",
+            self.crate_version.clone(),
+            peer.crate_version.clone(),
+        );
+        same(
+            &mut differ,
+            "message type",
+            self.message_type.clone(),
+            peer.message_type.clone(),
+        );
+        same(
+            &mut differ,
+            "state type",
+            self.state_type.clone(),
+            peer.state_type.clone(),
+        );
+        same(
+            &mut differ,
+            "processes",
+            self.processes.to_string(),
+            peer.processes.to_string(),
+        );
+        if self.channels != peer.channels {
+            differ.push(format!(
+                "topology: ours has {} channels, theirs {}{}",
+                self.channels.len(),
+                peer.channels.len(),
+                first_difference(&self.channels, &peer.channels)
+                    .map(|(k, a, b)| format!(" (channel {k}: ours {a:?}, theirs {b:?})"))
+                    .unwrap_or_default()
+            ));
+        }
+        if self.placement != peer.placement {
+            differ.push(format!(
+                "placement: ours {:?}, theirs {:?}",
+                self.placement, peer.placement
+            ));
+        }
+        let checksum = |c: Option<u64>| c.map_or("none".to_string(), |c| format!("{c:016x}"));
+        same(
+            &mut differ,
+            "checkpoint restored from",
+            checksum(self.checkpoint),
+            checksum(peer.checkpoint),
+        );
+        (!differ.is_empty()).then(|| differ.join("; "))
+    }
+}
+
+fn first_difference<T: Clone + PartialEq>(
+    a: &[T],
+    b: &[T],
+) -> Option<(usize, Option<T>, Option<T>)> {
+    (0..a.len().max(b.len()))
+        .find(|&k| a.get(k) != b.get(k))
+        .map(|k| (k, a.get(k).cloned(), b.get(k).cloned()))
+}
+
+/// The acceptor's answer to a [`Hello`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Reply {
+    /// Welcome: frames may follow.
+    Welcome,
+    /// Refused, and why (what differs, or who is already connected).
+    Refused(String),
+}
+
+/// An error carried from the node that assembled a snapshot to the node that asked for it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum WireError {
+    /// [`Error::ProcessFailed`].
+    ProcessFailed {
+        /// The process.
+        process: u32,
+        /// Its panic message.
+        message: String,
+    },
+    /// [`Error::Shutdown`].
+    Shutdown,
+    /// [`Error::UnknownSnapshot`].
+    UnknownSnapshot(SnapshotId),
+    /// Any other error, as its message ([`Error::Cluster`] on arrival).
+    Other(String),
+}
+
+impl From<&Error> for WireError {
+    fn from(e: &Error) -> Self {
+        match e {
+            Error::ProcessFailed { process, message } => WireError::ProcessFailed {
+                process: *process as u32,
+                message: message.clone(),
+            },
+            Error::Shutdown => WireError::Shutdown,
+            Error::UnknownSnapshot(id) => WireError::UnknownSnapshot(*id),
+            other => WireError::Other(other.to_string()),
+        }
+    }
+}
+
+impl From<WireError> for Error {
+    fn from(e: WireError) -> Self {
+        match e {
+            WireError::ProcessFailed { process, message } => Error::ProcessFailed {
+                process: process as usize,
+                message,
+            },
+            WireError::Shutdown => Error::Shutdown,
+            WireError::UnknownSnapshot(id) => Error::UnknownSnapshot(id),
+            WireError::Other(message) => Error::Cluster(message),
+        }
+    }
+}
+
+/// What a node tells every other once the cluster has stopped: the final state of its
+/// processes and channels, from which every node assembles the cluster's final state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Report<M, S> {
+    /// The processes run on the sending node: id, final state (`None`: it failed), and its
+    /// failure, if it failed.
+    pub(crate) processes: Vec<(u32, Option<S>, Option<String>)>,
+    /// Channels into those processes: channel index, messages received, and the messages
+    /// left undelivered on it, oldest first.
+    pub(crate) incoming: Vec<(u32, u64, Vec<M>)>,
+    /// Channels out of those processes: channel index, messages sent.
+    pub(crate) outgoing: Vec<(u32, u64)>,
+}
+
+/// Everything a node sends after the handshake. Generic so that the same definition encodes
+/// from references (`Frame<&M, &LocalSnapshot<..>, ..>`, see [`FrameOut`]) and decodes to
+/// owned values ([`FrameIn`]): serde encodes `&T` as `T`, so the two are one format.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Frame<M, P, G, R> {
+    /// An application message on channel `channel` (an index of the topology's channels),
+    /// its `seq`-th.
+    Message {
+        /// The channel.
+        channel: u32,
+        /// Its number on the channel, from 1.
+        seq: u64,
+        /// The message.
+        message: M,
+    },
+    /// A marker of `snapshot`, started by process `initiator`, on channel `channel`.
+    Marker {
+        /// The channel.
+        channel: u32,
+        /// The snapshot.
+        snapshot: SnapshotId,
+        /// The process that started it: where the receiving node's parts go.
+        initiator: u32,
+    },
+    /// The sender asks for snapshot `snapshot` with `initiator` (run by the receiver) as
+    /// initiator; the outcome goes back to the sender.
+    Start {
+        /// The snapshot's id, chosen by the asker.
+        snapshot: SnapshotId,
+        /// The process to start it.
+        initiator: u32,
+    },
+    /// The sender waits for snapshot `snapshot`, assembled by the receiver: send it the
+    /// outcome too (or say at once that no such snapshot is running).
+    Watch {
+        /// The snapshot.
+        snapshot: SnapshotId,
+    },
+    /// A process's part of a snapshot assembled by the receiver, and when it recorded its
+    /// state.
+    Part {
+        /// Time since the sender's node started, on the sender's clock.
+        recorded_at: Duration,
+        /// The part.
+        part: P,
+    },
+    /// A process's part of a snapshot assembled by the receiver could not be encoded (its
+    /// state's or a recorded message's `Serialize` failed): the snapshot cannot complete.
+    PartLost {
+        /// The snapshot.
+        snapshot: SnapshotId,
+        /// The process.
+        process: u32,
+        /// The codec's reason.
+        reason: String,
+    },
+    /// The end of a snapshot the receiver asked for.
+    Outcome {
+        /// The snapshot.
+        snapshot: SnapshotId,
+        /// The global snapshot, or why it failed.
+        outcome: Result<G, WireError>,
+    },
+    /// A process run by the sender has failed.
+    Failed {
+        /// The process.
+        process: u32,
+        /// Its panic message.
+        message: String,
+    },
+    /// Nothing: keeps an idle link alive.
+    Heartbeat,
+    /// Stop the cluster (the sender's user asked), with a note for every node.
+    Shutdown {
+        /// Whatever the node that stopped the cluster wants every node to have.
+        note: Vec<u8>,
+    },
+    /// The sender's processes have stopped: nothing more will come on any channel from them.
+    Finished,
+    /// The sender's final state (after `Finished` from every node).
+    Report(R),
+}
+
+/// A frame to encode, by reference.
+pub(crate) type FrameOut<'a, M, S> =
+    Frame<&'a M, &'a LocalSnapshot<M, S>, &'a GlobalSnapshot<M, S>, &'a Report<M, S>>;
+
+/// A frame decoded.
+pub(crate) type FrameIn<M, S> = Frame<M, LocalSnapshot<M, S>, GlobalSnapshot<M, S>, Report<M, S>>;
+
+/// Appends bytes to a `Vec` for postcard, which wants an `Extend<u8>` it can own.
+struct Append<'a>(&'a mut Vec<u8>);
+
+impl Extend<u8> for Append<'_> {
+    fn extend<I: IntoIterator<Item = u8>>(&mut self, bytes: I) {
+        self.0.extend(bytes);
+    }
+}
+
+impl<'a> Extend<&'a u8> for Append<'_> {
+    fn extend<I: IntoIterator<Item = &'a u8>>(&mut self, bytes: I) {
+        self.0.extend(bytes);
+    }
+}
+
+/// Appends `value` to `buf` as one frame (length, then postcard). On an error nothing is
+/// appended, and the error says why (a `Serialize` that failed, a frame over 4 GiB).
+pub(crate) fn encode(buf: &mut Vec<u8>, value: &impl Serialize) -> Result<(), String> {
+    let start = buf.len();
+    buf.extend_from_slice(&[0; 4]);
+    if let Err(e) = postcard::to_extend(value, Append(buf)) {
+        buf.truncate(start);
+        return Err(e.to_string());
+    }
+    let Ok(len) = u32::try_from(buf.len() - start - 4) else {
+        buf.truncate(start);
+        return Err("the frame is longer than 4 GiB".to_string());
+    };
+    buf[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    Ok(())
+}
+
+/// Why a frame could not be read.
+#[derive(Debug)]
+pub(crate) enum ReadError {
+    /// The connection closed at a frame boundary.
+    Closed,
+    /// The connection failed, or closed inside a frame.
+    Io(io::Error),
+    /// A frame announced more bytes than the limit.
+    TooLong {
+        /// What it announced.
+        announced: u64,
+        /// The limit.
+        limit: usize,
+    },
+    /// The bytes are not a frame of this format.
+    Malformed(String),
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadError::Closed => write!(f, "the connection closed"),
+            ReadError::Io(e) => write!(f, "{e}"),
+            ReadError::TooLong { announced, limit } => {
+                write!(f, "a frame of {announced} bytes, over the limit of {limit}")
+            }
+            ReadError::Malformed(why) => write!(f, "a malformed frame: {why}"),
+        }
+    }
+}
+
+/// Reads one frame's bytes into `buf` (replacing what it held). Nothing is allocated for a
+/// length over `limit`.
+pub(crate) fn read_frame(
+    r: &mut impl Read,
+    buf: &mut Vec<u8>,
+    limit: usize,
+) -> Result<(), ReadError> {
+    let mut len = [0u8; 4];
+    match r.read(&mut len[..1]) {
+        Ok(0) => return Err(ReadError::Closed),
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => return read_frame(r, buf, limit),
+        Err(e) => return Err(ReadError::Io(e)),
+    }
+    r.read_exact(&mut len[1..]).map_err(ReadError::Io)?;
+    let announced = u32::from_le_bytes(len) as usize;
+    if announced > limit {
+        return Err(ReadError::TooLong {
+            announced: announced as u64,
+            limit,
+        });
+    }
+    buf.clear();
+    buf.resize(announced, 0);
+    r.read_exact(buf).map_err(ReadError::Io)?;
+    Ok(())
+}
+
+/// Decodes a frame's bytes as a `T`; every byte must be used.
+pub(crate) fn decode<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Result<T, ReadError> {
+    match postcard::take_from_bytes(bytes) {
+        Ok((value, [])) => Ok(value),
+        Ok((_, rest)) => Err(ReadError::Malformed(format!(
+            "{} bytes left over after the frame",
+            rest.len()
+        ))),
+        Err(e) => Err(ReadError::Malformed(e.to_string())),
+    }
+}
+
+/// Writes the six bytes that open a connection.
+pub(crate) fn preamble() -> [u8; 6] {
+    let mut p = [0; 6];
+    p[..4].copy_from_slice(&MAGIC);
+    p[4..].copy_from_slice(&FORMAT.to_le_bytes());
+    p
+}
+
+/// Reads and checks the six bytes that open a connection: the format version, or why not.
+pub(crate) fn read_preamble(r: &mut impl Read) -> Result<(), String> {
+    let mut p = [0; 6];
+    r.read_exact(&mut p)
+        .map_err(|e| format!("no preamble: {e}"))?;
+    if p[..4] != MAGIC {
+        return Err("not a chandy-lamport cluster connection".to_string());
+    }
+    let version = u16::from_le_bytes([p[4], p[5]]);
+    if version != FORMAT {
+        return Err(format!(
+            "wire format version {version}; this node speaks version {FORMAT}"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Plain = FrameIn<u64, u64>;
+
+    #[test]
+    fn a_frame_encoded_by_reference_decodes_to_the_owned_value() {
+        let mut buf = Vec::new();
+        let message = 42u64;
+        let out: FrameOut<'_, u64, u64> = Frame::Message {
+            channel: 3,
+            seq: 7,
+            message: &message,
+        };
+        encode(&mut buf, &out).unwrap();
+        let len = u32::from_le_bytes(buf[..4].try_into().unwrap()) as usize;
+        assert_eq!(len, buf.len() - 4);
+        let mut read = Vec::new();
+        read_frame(&mut &buf[..], &mut read, 1024).unwrap();
+        match decode::<Plain>(&read).unwrap() {
+            Frame::Message {
+                channel,
+                seq,
+                message,
+            } => assert_eq!((channel, seq, message), (3, 7, 42)),
+            other => panic!("decoded {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_frame_over_the_limit_is_refused_before_it_is_read() {
+        // Announces 4 GiB - 1 and sends nothing: refused from the length alone.
+        let bytes = [0xff, 0xff, 0xff, 0xff];
+        let mut buf = Vec::new();
+        match read_frame(&mut &bytes[..], &mut buf, 1 << 20) {
+            Err(ReadError::TooLong { announced, limit }) => {
+                assert_eq!((announced, limit), (u32::MAX as u64, 1 << 20));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(buf.capacity(), 0, "nothing allocated");
+    }
+
+    #[test]
+    fn truncated_and_surplus_bytes_are_errors_not_panics() {
+        let mut buf = Vec::new();
+        encode(&mut buf, &Plain::Heartbeat).unwrap();
+        // Cut inside the frame.
+        let mut read = Vec::new();
+        let cut = &buf[..buf.len() - 1];
+        assert!(matches!(
+            read_frame(&mut &cut[..], &mut read, 1024),
+            Err(ReadError::Io(_)) | Err(ReadError::Closed)
+        ));
+        // A frame with a byte more than its value.
+        assert!(matches!(
+            decode::<Plain>(&[7, 0]),
+            Err(ReadError::Malformed(_))
+        ));
+        // Nothing at all: closed at a boundary.
+        assert!(matches!(
+            read_frame(&mut &[][..], &mut read, 1024),
+            Err(ReadError::Closed)
+        ));
+    }
+
+    #[test]
+    fn the_preamble_says_the_version() {
+        assert!(read_preamble(&mut &preamble()[..]).is_ok());
+        let mut other = preamble();
+        other[4] = 9;
+        assert_eq!(
+            read_preamble(&mut &other[..]).unwrap_err(),
+            format!("wire format version 9; this node speaks version {FORMAT}")
+        );
+        assert!(read_preamble(&mut &b"GET / HTTP/1.1"[..]).is_err());
+    }
+
+    #[test]
+    fn hellos_that_differ_say_how() {
+        let ours = Hello {
+            crate_version: "0.1.0".into(),
+            message_type: "bank::Transfer".into(),
+            state_type: "u64".into(),
+            node: 0,
+            processes: 3,
+            channels: vec![(0, 1), (1, 2), (2, 0)],
+            placement: vec![vec![0], vec![1, 2]],
+            checkpoint: None,
+        };
+        assert_eq!(
+            ours.differences(&Hello {
+                node: 1,
+                ..ours.clone()
+            }),
+            None
+        );
+        let theirs = Hello {
+            message_type: "other::Transfer".into(),
+            placement: vec![vec![0, 1], vec![2]],
+            ..ours.clone()
+        };
+        let said = ours.differences(&theirs).unwrap();
+        assert!(said.contains("message type: ours bank::Transfer, theirs other::Transfer"));
+        assert!(said.contains("placement"));
+    }
+}

@@ -1,0 +1,329 @@
+//! The cluster driver, with every node a thread of this test process, each with its own
+//! listener on 127.0.0.1 (port 0: the system picks a free one). The same checks as in process:
+//! every snapshot a consistent cut, money conserved, the final state after the stop exact.
+
+mod common;
+
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use chandy_lamport::cluster::{ClusterConfig, ClusterError, Node, NodeConfig, NodeProcess};
+use chandy_lamport::{Context, Error, Process, ProcessId, SendError, SnapshotId, Topology};
+use common::PATIENCE;
+use serde::{Deserialize, Serialize};
+
+/// A bank branch whose transfers cross nodes: keeps `in_flight` transfers moving to random
+/// neighbours.
+#[derive(Debug)]
+struct Branch {
+    balance: u64,
+    in_flight: u64,
+    rng: fastrand::Rng,
+    delivered: Arc<AtomicU64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Transfer(u64);
+
+impl Branch {
+    fn new(id: ProcessId, seed: u64, delivered: Arc<AtomicU64>) -> Self {
+        Branch {
+            balance: 1000,
+            in_flight: 3,
+            rng: fastrand::Rng::with_seed(seed ^ (id as u64).wrapping_mul(0x9E37_79B9)),
+            delivered,
+        }
+    }
+
+    fn pay(&mut self, ctx: &mut Context<'_, Transfer>) {
+        let amount = self.rng.u64(0..=self.balance);
+        let to = ctx.neighbours()[self.rng.usize(..ctx.neighbours().len())];
+        self.balance -= amount;
+        if let Err(e) = ctx.send(to, Transfer(amount)) {
+            self.balance += e.into_message().0;
+        }
+    }
+}
+
+impl Process for Branch {
+    type Message = Transfer;
+    type State = u64;
+
+    fn on_start(&mut self, ctx: &mut Context<'_, Transfer>) {
+        for _ in 0..self.in_flight {
+            self.pay(ctx);
+        }
+    }
+
+    fn on_message(&mut self, _: ProcessId, t: Transfer, ctx: &mut Context<'_, Transfer>) {
+        self.balance += t.0;
+        self.delivered.fetch_add(1, Ordering::Relaxed);
+        self.pay(ctx);
+    }
+
+    fn record(&self) -> u64 {
+        self.balance
+    }
+}
+
+/// Starts a cluster running `topology` with node `k` running `placement[k]`, every node a
+/// thread here; `make(node, id)` builds each node's processes.
+fn start<P: NodeProcess>(
+    topology: &Topology,
+    placement: &[Vec<ProcessId>],
+    make: impl Fn(usize, ProcessId) -> P + Clone + Send + 'static,
+) -> Vec<Node<P>> {
+    let listeners: Vec<TcpListener> = placement
+        .iter()
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let config = ClusterConfig::new(
+        placement
+            .iter()
+            .zip(&listeners)
+            .map(|(ps, l)| NodeConfig::new(l.local_addr().unwrap().to_string(), ps.clone()))
+            .collect(),
+    );
+    let builds: Vec<_> = listeners
+        .into_iter()
+        .enumerate()
+        .map(|(k, listener)| {
+            let (topology, config, make) = (topology.clone(), config.clone(), make.clone());
+            thread::spawn(move || {
+                Node::builder(topology, config, k)
+                    .listener(listener)
+                    .connect_timeout(*PATIENCE)
+                    .stop_timeout(*PATIENCE)
+                    .build(|p| make(k, p))
+            })
+        })
+        .collect();
+    builds
+        .into_iter()
+        .map(|b| b.join().unwrap().unwrap())
+        .collect()
+}
+
+/// A bank over `placement`; takes snapshots from every node with initiators on every node,
+/// checks each, stops the cluster from node `stopper`, and checks every node's final state.
+fn bank_over(topology: Topology, placement: &[Vec<ProcessId>], stopper: usize) {
+    let (seed, _guard) = common::seed("cluster bank");
+    let n = topology.processes();
+    let delivered = Arc::new(AtomicU64::new(0));
+    let nodes = {
+        let delivered = delivered.clone();
+        start(&topology, placement, move |_, p| {
+            Branch::new(p, seed, delivered.clone())
+        })
+    };
+    common::wait_until("transfers cross the cluster", || {
+        delivered.load(Ordering::Relaxed) > 200
+    });
+    let total = 1000 * n as u64;
+    for (k, node) in nodes.iter().enumerate() {
+        let tickets: Vec<_> = (0..n).map(|p| node.start_snapshot(p).unwrap()).collect();
+        for ticket in tickets {
+            let snapshot = ticket
+                .wait_timeout(*PATIENCE)
+                .unwrap_or_else(|e| panic!("node {k}, initiator {}: {e}", ticket.initiator()));
+            snapshot.verify().unwrap();
+            assert_eq!(snapshot.total(|b| *b, |t| t.0), total);
+            assert_eq!(snapshot.initiator, ticket.initiator());
+            // Every transfer is in a branch's hands only inside a callback: all are in flight.
+            assert_eq!(snapshot.in_flight().count() as u64, 3 * n as u64);
+            assert!(snapshot.completed_at >= snapshot.started_at);
+        }
+    }
+    // Nothing is left behind once every snapshot has ended.
+    for node in &nodes {
+        common::wait_until("no snapshot state left on a node", || {
+            node.stats().is_idle()
+        });
+    }
+    let mut nodes: Vec<Option<Node<Branch>>> = nodes.into_iter().map(Some).collect();
+    let stopping = nodes[stopper].take().unwrap();
+    let waiting: Vec<_> = nodes
+        .into_iter()
+        .flatten()
+        .map(|node| thread::spawn(move || node.wait_stopped(*PATIENCE)))
+        .collect();
+    let mut results = vec![stopping.shutdown_with(b"all good".to_vec()).unwrap()];
+    results.extend(waiting.into_iter().map(|w| w.join().unwrap().unwrap()));
+    for stopped in &results {
+        assert_eq!(stopped.note, b"all good");
+        assert!(stopped.failures.is_empty());
+        let last = stopped.final_state().expect("every node reported");
+        last.verify().unwrap();
+        assert_eq!(last.total(|b| *b, |t| t.0), total);
+        // The final state's balances are the processes handed back, node by node.
+        for (p, process) in stopped.local.processes.iter().enumerate() {
+            if let Some(branch) = process {
+                assert_eq!(last.states[p], branch.balance);
+            }
+        }
+    }
+}
+
+#[test]
+fn a_bank_on_three_nodes_snapshots_exactly_from_every_node() {
+    bank_over(
+        Topology::complete(6),
+        &[vec![0, 3], vec![1, 4], vec![2, 5]],
+        1,
+    );
+}
+
+#[test]
+fn a_process_alone_on_its_node_and_a_node_without_an_internal_channel() {
+    // Ring of 5: node 0 runs 0 and 2, which share no channel; node 2 runs 4 alone.
+    bank_over(Topology::ring(5), &[vec![0, 2], vec![1, 3], vec![4]], 0);
+}
+
+#[test]
+fn one_node_runs_everything() {
+    bank_over(Topology::star(4), &[vec![0, 1, 2, 3]], 0);
+}
+
+#[test]
+fn two_nodes_on_a_one_way_ring() {
+    let ring = Topology::from_edges(4, [(0, 1), (1, 2), (2, 3), (3, 0)]);
+    bank_over(ring, &[vec![0, 2], vec![1, 3]], 1);
+}
+
+/// A process that starts a snapshot from its own code when told to, and says which.
+struct Starter {
+    started: crossbeam_channel::Sender<(SnapshotId, ProcessId)>,
+}
+
+impl Process for Starter {
+    type Message = u64;
+    type State = u64;
+    fn on_message(&mut self, _: ProcessId, m: u64, ctx: &mut Context<'_, u64>) {
+        if m == 1 {
+            let id = ctx.start_snapshot();
+            self.started.send((id, ctx.id())).unwrap();
+        }
+    }
+    fn record(&self) -> u64 {
+        7
+    }
+}
+
+#[test]
+fn a_snapshot_started_by_process_code_on_one_node_is_awaited_on_another() {
+    let (started_tx, started) = crossbeam_channel::unbounded();
+    let nodes = start(
+        &Topology::complete(3),
+        &[vec![0], vec![1, 2]],
+        move |_, _| Starter {
+            started: started_tx.clone(),
+        },
+    );
+    // Node 0's process 0 is told (by process 1, on node 1) to start one; node 1 waits for it.
+    let subscribed = nodes[0].subscribe();
+    nodes[1]
+        .with_process(1, |_, ctx| ctx.send(0, 1).unwrap())
+        .unwrap();
+    let (id, initiator) = started.recv_timeout(*PATIENCE).unwrap();
+    assert_eq!(initiator, 0);
+    let ticket = nodes[1].watch_snapshot(id, initiator).unwrap();
+    let snapshot = ticket.wait_timeout(*PATIENCE).unwrap();
+    assert_eq!(snapshot.id, id);
+    assert_eq!(snapshot.states, [7, 7, 7]);
+    snapshot.verify().unwrap();
+    // The initiator's node's subscribers saw it too.
+    let event = subscribed.recv_timeout(*PATIENCE).unwrap();
+    assert_eq!(event.id, id);
+    // A snapshot nobody runs is unknown, whichever node is asked.
+    let unknown = SnapshotId::random();
+    assert_eq!(
+        nodes[1]
+            .watch_snapshot(unknown, 0)
+            .unwrap()
+            .wait_timeout(*PATIENCE),
+        Err(Error::UnknownSnapshot(unknown))
+    );
+    nodes[0].clone().shutdown().unwrap();
+    for node in &nodes[1..] {
+        node.wait_stopped(*PATIENCE).unwrap();
+    }
+}
+
+/// A message that serde cannot encode, to a process on another node, is the sender's error.
+#[derive(Clone, Debug)]
+struct Stubborn;
+
+impl Serialize for Stubborn {
+    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        Err(serde::ser::Error::custom(
+            "this message refuses to be encoded",
+        ))
+    }
+}
+
+impl<'de> Deserialize<'de> for Stubborn {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        <()>::deserialize(d).map(|()| Stubborn)
+    }
+}
+
+struct Sender;
+
+impl Process for Sender {
+    type Message = Stubborn;
+    type State = ();
+    fn on_message(&mut self, _: ProcessId, _: Stubborn, _: &mut Context<'_, Stubborn>) {}
+    fn record(&self) {}
+}
+
+#[test]
+fn a_message_that_cannot_be_encoded_is_the_senders_error() {
+    let nodes = start(&Topology::complete(3), &[vec![0, 1], vec![2]], |_, _| {
+        Sender
+    });
+    let (local, remote) = nodes[0]
+        .with_process(0, |_, ctx| (ctx.send(1, Stubborn), ctx.send(2, Stubborn)))
+        .unwrap();
+    // To a process on the same node nothing is encoded: it goes.
+    assert!(local.is_ok());
+    match remote {
+        Err(SendError::Unencodable {
+            from: 0,
+            to: 2,
+            reason,
+            ..
+        }) => assert!(!reason.is_empty()),
+        other => panic!("{other:?}"),
+    }
+    nodes[0].clone().shutdown().unwrap();
+}
+
+#[test]
+fn handles_refuse_what_they_cannot_do_with_typed_errors() {
+    let nodes = start(&Topology::ring(3), &[vec![0], vec![1, 2]], |_, _| Sender);
+    assert_eq!(
+        nodes[0].with_process(1, |_, _| ()).unwrap_err(),
+        Error::Cluster("process 1 runs on node 1, not on this node (0)".into())
+    );
+    assert_eq!(
+        nodes[0].start_snapshot(3).unwrap_err(),
+        Error::NoSuchProcess {
+            process: 3,
+            processes: 3
+        }
+    );
+    assert!(matches!(
+        nodes[1].wait_stopped(Duration::from_millis(10)),
+        Err(ClusterError::WaitTimeout)
+    ));
+    nodes[1].clone().shutdown().unwrap();
+    nodes[0].wait_stopped(*PATIENCE).unwrap();
+    // Only one caller gets a node's result.
+    assert!(matches!(
+        nodes[0].wait_stopped(*PATIENCE),
+        Err(ClusterError::Stopped)
+    ));
+}
