@@ -310,9 +310,9 @@ processes = [1, 2]
 
     #[test]
     fn syntax_errors_and_unknown_keys_say_where() {
-        let e = ClusterConfig::parse("[[node]]\naddress = \"a:1\"\nprocesses = [0\n").unwrap_err();
+        let e = ClusterConfig::parse("[[node]]\naddress = a:1\nprocesses = [0]\n").unwrap_err();
         assert!(
-            matches!(e, ClusterError::Syntax { line: Some(3), .. }),
+            matches!(e, ClusterError::Syntax { line: Some(2), .. }),
             "{e:?}"
         );
         let e = ClusterConfig::parse("[[node]]\nadress = \"a:1\"\nprocesses = [0]\n").unwrap_err();
