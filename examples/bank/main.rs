@@ -11,6 +11,12 @@
 //! Checkpoints: `--checkpoint-dir DIR` writes every completed snapshot to its own file in DIR
 //! (atomically); `--restore FILE` starts from such a file instead of fresh balances, with the
 //! topology and branch count given on the command line, and continues.
+//!
+//! Across nodes (OS processes, over TCP; `cluster.rs`): `--nodes N` runs the same bank on N
+//! nodes started as child processes on 127.0.0.1; `--cluster FILE --node I`, run once per node
+//! with the same other flags, runs node I of the cluster FILE describes (`docs/cluster.md`).
+
+mod cluster;
 
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -111,6 +117,25 @@ struct Args {
     /// file, as `diagram --shiviz` does from a trace file; keeps `--trace-events` per branch.
     #[arg(long, value_name = "FILE")]
     shiviz: Option<PathBuf>,
+    /// Run the bank on N nodes: N child processes of this program on 127.0.0.1, the branches
+    /// split between them (branch b on node b mod N), channels between nodes over TCP.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1024),
+          conflicts_with_all = ["cluster", "trace", "shiviz"])]
+    nodes: Option<u64>,
+    /// Run one node of the cluster this file describes (TOML; see docs/cluster.md), with
+    /// `--node`. Start every node with the same other flags; node 0 prints the results.
+    #[arg(long, value_name = "FILE", requires = "node", conflicts_with_all = ["trace", "shiviz"])]
+    cluster: Option<PathBuf>,
+    /// With `--cluster`: which node this is (its position among the file's `[[node]]` tables).
+    #[arg(long, value_name = "I")]
+    node: Option<usize>,
+    /// With `--cluster`: how long to wait for every node at start (seconds).
+    #[arg(long, value_name = "S", default_value_t = 30)]
+    connect_timeout: u64,
+    /// Internal: a node started by `--nodes`, which binds a port of the system's choosing,
+    /// says it on stdout and reads the cluster file's path on stdin.
+    #[arg(long, hide = true, requires = "node")]
+    spawned: bool,
 }
 
 /// Money on its way from one branch to another.
@@ -131,6 +156,27 @@ struct Branch {
 }
 
 const PUBLISH_EVERY: u64 = 1024;
+
+/// Each branch's seed, by branch (the same on every node of a cluster given the same
+/// `--seed`), and the generator that then picks the snapshots' initiators.
+fn branch_seeds(seed: u64, n: usize) -> (Vec<u64>, fastrand::Rng) {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let seeds = (0..n).map(|_| rng.u64(..)).collect();
+    (seeds, rng)
+}
+
+impl Branch {
+    fn new(balance: u64, in_flight: u64, seed: u64, progress: Arc<AtomicU64>) -> Self {
+        Branch {
+            balance,
+            in_flight,
+            rng: fastrand::Rng::with_seed(seed),
+            delivered: 0,
+            unpublished: 0,
+            progress,
+        }
+    }
+}
 
 impl Branch {
     fn pay_someone(&mut self, ctx: &mut Context<'_, Transfer>) {
@@ -212,6 +258,9 @@ fn check_fits(args: &Args) {
             .error(clap::error::ErrorKind::ValueValidation, message)
             .exit()
     };
+    if args.node.is_some() && args.cluster.is_none() && !args.spawned {
+        refuse("--node needs --cluster FILE".to_string());
+    }
     if args.concurrency == 0 && args.snapshots > 0 {
         refuse("--concurrency must be at least 1 when --snapshots is more than 0".to_string());
     }
@@ -256,6 +305,12 @@ fn main() -> ExitCode {
     env_logger::init();
     let args = Args::parse();
     check_fits(&args);
+    if args.nodes.is_some() {
+        return cluster::parent(&args);
+    }
+    if args.cluster.is_some() || args.spawned {
+        return cluster::node(&args);
+    }
     match run(&args) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
@@ -275,14 +330,9 @@ fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
     // `check_fits` counted them without building the topology; the two must agree.
     assert_eq!(channels as u128, args.topology.channels(args.processes));
     let progress = Arc::new(AtomicU64::new(0));
-    let mut rng = fastrand::Rng::with_seed(seed);
-    let mut branch = |balance: u64, in_flight: u64| Branch {
-        balance,
-        in_flight,
-        rng: fastrand::Rng::with_seed(rng.u64(..)),
-        delivered: 0,
-        unpublished: 0,
-        progress: progress.clone(),
+    let (seeds, mut rng) = branch_seeds(seed, n);
+    let branch = |p: usize, balance: u64, in_flight: u64| {
+        Branch::new(balance, in_flight, seeds[p], progress.clone())
     };
     let mut builder = Runtime::builder(topology).thread_name("branch");
     if args.trace.is_some() || args.shiviz.is_some() {
@@ -291,55 +341,122 @@ fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
     let (runtime, initial_total) = match &args.restore {
         None => {
             let branches: Vec<Branch> = (0..n)
-                .map(|_| branch(args.initial_balance, args.in_flight))
+                .map(|p| branch(p, args.initial_balance, args.in_flight))
                 .collect();
             (builder.build(branches)?, n as u64 * args.initial_balance)
         }
         Some(file) => {
-            let saved = checkpoint::load::<Transfer, u64>(file)
-                .map_err(|e| format!("cannot restore from {}: {e}", file.display()))?;
+            let saved = load_checkpoint(file)?;
             let total = saved.total(|balance| *balance, |transfer| transfer.0);
             let runtime = builder
-                .restore(&saved, |_, balance| branch(*balance, 0))
+                .restore(&saved, |p, balance| branch(p, *balance, 0))
                 .map_err(|e| format!("{}: {e}", file.display()))?;
-            eprintln!(
-                "bank: restored from {} (snapshot {}, total {total})",
-                file.display(),
-                saved.id
-            );
             (runtime, total)
         }
     };
+    let start = Instant::now();
+    let events = runtime.subscribe();
+    let tally = drive(
+        args,
+        initial_total,
+        &events,
+        |initiator| runtime.start_snapshot(initiator).map(drop),
+        || progress.load(Ordering::Relaxed),
+        || !runtime.failures().is_empty(),
+        &mut rng,
+    )?;
+    let mut stopped = runtime.shutdown()?;
+    let elapsed = start.elapsed().as_secs_f64();
+    if let Some(trace) = stopped.trace.take() {
+        write_trace(args, &trace)?;
+    }
+    for f in &stopped.failures {
+        eprintln!("bank: branch {} panicked: {}", f.process, f.message);
+    }
+    let in_flight: u64 = stopped.in_flight().map(|(_, t)| t.0).sum();
+    let branches = stopped.into_processes()?;
+    let transfers: u64 = branches.iter().map(|b| b.delivered).sum();
+    let final_total = branches.iter().map(|b| b.balance).sum::<u64>() + in_flight;
+    let run = Run {
+        n,
+        channels,
+        seed,
+        initial_total,
+    };
+    Ok(summarize(
+        args,
+        &run,
+        &tally,
+        transfers,
+        elapsed,
+        final_total,
+    ))
+}
+
+/// Reads a checkpoint to restore from, and says so.
+fn load_checkpoint(
+    file: &std::path::Path,
+) -> Result<chandy_lamport::GlobalSnapshot<Transfer, u64>, String> {
+    let saved = checkpoint::load::<Transfer, u64>(file)
+        .map_err(|e| format!("cannot restore from {}: {e}", file.display()))?;
+    eprintln!(
+        "bank: restored from {} (snapshot {}, total {})",
+        file.display(),
+        saved.id,
+        saved.total(|balance| *balance, |transfer| transfer.0)
+    );
+    Ok(saved)
+}
+
+/// What the snapshots of a run showed.
+struct Tally {
+    verdicts: Vec<Verdict>,
+    /// Snapshots that failed or never ended.
+    failed: u64,
+}
+
+/// Starts the K snapshots over the run (the k-th once k/K of the transfers are done, at most C
+/// at once, from random branches) with `start`, reports each as it ends (and writes its
+/// checkpoint), and returns once every one has ended and `progress()` has reached the
+/// transfers asked for, or `failed()` says a branch has failed.
+fn drive(
+    args: &Args,
+    initial_total: u64,
+    events: &crossbeam_channel::Receiver<SnapshotEvent<Transfer, u64>>,
+    start: impl Fn(usize) -> Result<(), chandy_lamport::Error>,
+    progress: impl Fn() -> u64,
+    failed: impl Fn() -> bool,
+    rng: &mut fastrand::Rng,
+) -> Result<Tally, Box<dyn std::error::Error>> {
     if let Some(dir) = &args.checkpoint_dir {
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
-    let start = Instant::now();
-    let events = runtime.subscribe();
+    let n = args.processes as usize;
     let (want, limit) = (args.snapshots, args.concurrency);
     let (mut started, mut ended) = (0u64, 0u64);
-    let mut verdicts = Vec::new();
-    let mut failed = 0u64;
-    while ended < want || progress.load(Ordering::Relaxed) < args.transfers {
-        // Spread the starts over the run: the k-th once k/K of the transfers are done.
-        let delivered = progress.load(Ordering::Relaxed);
+    let mut tally = Tally {
+        verdicts: Vec::new(),
+        failed: 0,
+    };
+    while ended < want || progress() < args.transfers {
+        let delivered = progress();
         while started < want
             && started - ended < limit
             && delivered >= started * (args.transfers / want.max(1))
         {
-            let initiator = rng.usize(..n);
-            runtime.start_snapshot(initiator)?;
+            start(rng.usize(..n))?;
             started += 1;
         }
-        if !runtime.failures().is_empty() {
+        if failed() {
             break;
         }
         match events.recv_timeout(Duration::from_millis(1)) {
             Ok(event) => {
                 ended += 1;
                 match report(&event, initial_total, args.json) {
-                    Some(verdict) => verdicts.push(verdict),
-                    None => failed += 1,
+                    Some(verdict) => tally.verdicts.push(verdict),
+                    None => tally.failed += 1,
                 }
                 if let (Some(dir), Ok(snapshot)) = (&args.checkpoint_dir, &event.outcome) {
                     let file = dir.join(format!("snapshot-{ended:05}-{}.json", snapshot.id));
@@ -350,51 +467,36 @@ fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
         }
     }
-    let mut stopped = runtime.shutdown()?;
-    let elapsed = start.elapsed().as_secs_f64();
-    if let Some(trace) = stopped.trace.take() {
-        if let Some(file) = &args.trace {
-            let mut out = std::io::BufWriter::new(
-                std::fs::File::create(file)
-                    .map_err(|e| format!("cannot create {}: {e}", file.display()))?,
-            );
-            trace
-                .write(&mut out)
-                .and_then(|()| std::io::Write::flush(&mut out))
-                .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
-            eprintln!(
-                "bank: trace of {} written to {}",
-                count(trace.events.len(), "event", "events"),
-                file.display()
-            );
-        }
-        if let Some(file) = &args.shiviz {
-            std::fs::write(file, shiviz::shiviz(&trace.events))
-                .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
-            eprintln!(
-                "bank: ShiViz log of {} written to {}",
-                count(trace.events.len(), "event", "events"),
-                file.display()
-            );
-        }
-        // Said, not only written in the file: a diagram of a trace that kept some of the
-        // snapshots would otherwise pass for the whole run.
-        if let Some(shortfall) = trace.header.shortfall() {
-            eprintln!(
-                "bank: {shortfall}; raise --trace-events ({} per branch) to keep more",
-                args.trace_events
-            );
-        }
-    }
-    for f in &stopped.failures {
-        eprintln!("bank: branch {} panicked: {}", f.process, f.message);
-    }
-    failed += want - ended;
-    let in_flight: u64 = stopped.in_flight().map(|(_, t)| t.0).sum();
-    let branches = stopped.into_processes()?;
-    let transfers: u64 = branches.iter().map(|b| b.delivered).sum();
-    let final_total = branches.iter().map(|b| b.balance).sum::<u64>() + in_flight;
+    tally.failed += want - ended;
+    Ok(tally)
+}
 
+/// What a summary names about the run.
+struct Run {
+    n: usize,
+    channels: usize,
+    seed: u64,
+    initial_total: u64,
+}
+
+/// Prints the summary; returns the verdict: every snapshot completed, conserved and
+/// consistent, and the money after the stop is the money before.
+fn summarize(
+    args: &Args,
+    run: &Run,
+    tally: &Tally,
+    transfers: u64,
+    elapsed: f64,
+    final_total: u64,
+) -> bool {
+    let Run {
+        n,
+        channels,
+        seed,
+        initial_total,
+    } = *run;
+    let verdicts = &tally.verdicts;
+    let failed = tally.failed;
     let mut latencies: Vec<u64> = verdicts.iter().map(|v| v.latency_us).collect();
     latencies.sort_unstable();
     let (p50, p99, max) = (
@@ -440,11 +542,48 @@ fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
     if final_total != initial_total {
         eprintln!("bank: money after shutdown is {final_total}, not {initial_total}");
     }
-    Ok(failed == 0
+    failed == 0
         && not_conserved == 0
         && inconsistent == 0
-        && verdicts.len() as u64 == want
-        && final_total == initial_total)
+        && verdicts.len() as u64 == args.snapshots
+        && final_total == initial_total
+}
+
+/// Writes the run's trace and ShiViz log, as asked.
+fn write_trace(args: &Args, trace: &chandy_lamport::trace::Trace) -> Result<(), String> {
+    if let Some(file) = &args.trace {
+        let mut out = std::io::BufWriter::new(
+            std::fs::File::create(file)
+                .map_err(|e| format!("cannot create {}: {e}", file.display()))?,
+        );
+        trace
+            .write(&mut out)
+            .and_then(|()| std::io::Write::flush(&mut out))
+            .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+        eprintln!(
+            "bank: trace of {} written to {}",
+            count(trace.events.len(), "event", "events"),
+            file.display()
+        );
+    }
+    if let Some(file) = &args.shiviz {
+        std::fs::write(file, shiviz::shiviz(&trace.events))
+            .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+        eprintln!(
+            "bank: ShiViz log of {} written to {}",
+            count(trace.events.len(), "event", "events"),
+            file.display()
+        );
+    }
+    // Said, not only written in the file: a diagram of a trace that kept some of the
+    // snapshots would otherwise pass for the whole run.
+    if let Some(shortfall) = trace.header.shortfall() {
+        eprintln!(
+            "bank: {shortfall}; raise --trace-events ({} per branch) to keep more",
+            args.trace_events
+        );
+    }
+    Ok(())
 }
 
 /// Prints one snapshot's line; `None` if the snapshot failed.

@@ -1,0 +1,350 @@
+//! The bank across nodes (OS processes, channels between nodes over TCP).
+//!
+//! `--nodes N` starts N nodes as child processes of this program on 127.0.0.1: each binds a
+//! port of the system's choosing and says it, this parent writes the cluster file and hands
+//! its path to every node, then passes on what they print. `--cluster FILE --node I` runs one
+//! node of a cluster by hand, on any machine.
+//!
+//! Node 0 drives the run: it starts the snapshots (from branches anywhere in the cluster),
+//! decides the end, stops the cluster, and prints every snapshot's line and the summary. It
+//! sees the transfers its own branches deliver, and takes the cluster's from their share of
+//! the channels (the bank's random walk visits each branch in proportion to its channels);
+//! the summary's count is exact, from the cluster's final state. Every node exits with the
+//! cluster's verdict: 0 only if every snapshot completed, conserved money and was consistent,
+//! and the money after the stop, over every branch and every channel, is the money before.
+
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use chandy_lamport::cluster::{ClusterConfig, ClusterError, ClusterStopped, Node, NodeConfig};
+
+use crate::{branch_seeds, drive, load_checkpoint, summarize, Args, Branch, Run};
+
+/// The note node 0 stops the cluster with when every snapshot checked out.
+const GOOD: &[u8] = b"every snapshot completed, conserved and consistent";
+
+/// `bank --nodes N`: starts the nodes, passes on what they print, exits with their verdict.
+pub(crate) fn parent(args: &Args) -> ExitCode {
+    match spawn_nodes(args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("bank: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn spawn_nodes(args: &Args) -> Result<ExitCode, String> {
+    let nodes = args.nodes.expect("parent runs with --nodes") as usize;
+    let n = args.processes as usize;
+    if nodes > n {
+        eprintln!("bank: --nodes {nodes} is more than the {n} branches: every node needs one");
+        return Ok(ExitCode::from(2));
+    }
+    let seed = args.seed.unwrap_or_else(|| fastrand::u64(..));
+    eprintln!("bank: seed {seed}; {nodes} nodes on 127.0.0.1, branch b on node b mod {nodes}");
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
+    // The same flags for every node, but `--nodes`, and the same seed.
+    let mut passed: Vec<OsString> = Vec::new();
+    let mut skip = false;
+    for arg in std::env::args_os().skip(1) {
+        if std::mem::take(&mut skip) {
+            continue;
+        }
+        match arg.to_str() {
+            Some("--nodes") => skip = true,
+            Some(a) if a.starts_with("--nodes=") => {}
+            _ => passed.push(arg),
+        }
+    }
+    if args.seed.is_none() {
+        passed.extend(["--seed".into(), seed.to_string().into()]);
+    }
+    let mut children = Vec::new();
+    let mut addresses = Vec::new();
+    for node in 0..nodes {
+        let mut child = Command::new(&exe)
+            .args(&passed)
+            .args(["--node", &node.to_string(), "--spawned"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start node {node}: {e}"))?;
+        let mut out = BufReader::new(child.stdout.take().expect("piped"));
+        let mut line = String::new();
+        let said = out.read_line(&mut line).map_err(|e| e.to_string())?;
+        let Some(address) = line.trim().strip_prefix("listening ").filter(|_| said > 0) else {
+            let _ = child.kill();
+            return Err(format!("node {node} did not say where it listens"));
+        };
+        addresses.push(address.to_string());
+        children.push((child, Some(out)));
+    }
+    let config = ClusterConfig::new(
+        addresses
+            .iter()
+            .enumerate()
+            .map(|(node, address)| {
+                NodeConfig::new(address.clone(), (0..n).filter(|b| b % nodes == node))
+            })
+            .collect(),
+    );
+    let file = std::env::temp_dir().join(format!("bank-cluster-{}.toml", std::process::id()));
+    std::fs::write(&file, config.to_toml())
+        .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+    for (child, _) in &mut children {
+        let mut stdin = child.stdin.take().expect("piped");
+        // A node that died already shows in its exit status below.
+        let _ = writeln!(stdin, "{}", file.display());
+    }
+    // Pass on what the nodes print (only node 0 prints on stdout), a line at a time.
+    let mut passing = Vec::new();
+    for out in children.iter_mut().filter_map(|(_, out)| out.take()) {
+        passing.push(thread::spawn(move || {
+            for line in out.lines().map_while(Result::ok) {
+                let mut stdout = std::io::stdout().lock();
+                if writeln!(stdout, "{line}").is_err() {
+                    // Our reader has gone (`| head`): stop quietly, as a node would.
+                    std::process::exit(0);
+                }
+            }
+        }));
+    }
+    let mut worst = 0u8;
+    for (node, (mut child, _)) in children.into_iter().enumerate() {
+        let status = child.wait().map_err(|e| e.to_string())?;
+        let code = status.code().map_or(1, |c| c.clamp(0, 255) as u8);
+        if code != 0 {
+            eprintln!("bank: node {node} exited with status {code}");
+        }
+        worst = worst.max(code);
+    }
+    for p in passing {
+        let _ = p.join();
+    }
+    let _ = std::fs::remove_file(&file);
+    Ok(ExitCode::from(worst))
+}
+
+/// `bank --cluster FILE --node I`, or a node started by `--nodes`.
+pub(crate) fn node(args: &Args) -> ExitCode {
+    let me = args.node.expect("clap requires --node");
+    let (file, listener) = if args.spawned {
+        match announce() {
+            Ok(found) => found,
+            Err(e) => {
+                eprintln!("bank: node {me}: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    } else {
+        (args.cluster.clone().expect("clap requires --cluster"), None)
+    };
+    let in_file = |e: &ClusterError| match e.line() {
+        Some(line) => format!("{}:{line}: {e}", file.display()),
+        None => format!("{}: {e}", file.display()),
+    };
+    let config = match ClusterConfig::load(&file) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("bank: {}", in_file(&e));
+            return ExitCode::from(2);
+        }
+    };
+    match run_node(args, config, me, listener) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(Failure::Cluster(e)) if e.is_in_file() || matches!(e, ClusterError::Bind { .. }) => {
+            eprintln!("bank: {}", in_file(&e));
+            ExitCode::from(2)
+        }
+        Err(Failure::Usage(message)) => {
+            eprintln!("bank: {}: {message}", file.display());
+            ExitCode::from(2)
+        }
+        Err(Failure::Cluster(e)) => {
+            eprintln!("bank: node {me}: {e}");
+            ExitCode::from(1)
+        }
+        Err(Failure::Other(e)) => {
+            eprintln!("bank: node {me}: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// A node started by `--nodes`: binds a port of the system's choosing on 127.0.0.1, says it on
+/// stdout, and reads the cluster file's path from stdin.
+fn announce() -> Result<(PathBuf, Option<TcpListener>), String> {
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let address = listener.local_addr().map_err(|e| e.to_string())?;
+    println!("listening {address}");
+    std::io::stdout().flush().map_err(|e| e.to_string())?;
+    let mut path = String::new();
+    std::io::stdin()
+        .read_line(&mut path)
+        .map_err(|e| e.to_string())?;
+    if path.trim().is_empty() {
+        return Err("the parent gave no cluster file".to_string());
+    }
+    Ok((PathBuf::from(path.trim()), Some(listener)))
+}
+
+/// How a node's run went wrong.
+enum Failure {
+    Cluster(ClusterError),
+    Usage(String),
+    Other(String),
+}
+
+impl<E: std::fmt::Display> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure::Other(e.to_string())
+    }
+}
+
+/// Runs node `me`: builds its branches, waits for every node, then drives the run (node 0) or
+/// follows it. Returns the cluster's verdict.
+fn run_node(
+    args: &Args,
+    config: ClusterConfig,
+    me: usize,
+    listener: Option<TcpListener>,
+) -> Result<bool, Failure> {
+    let n = args.processes as usize;
+    let seed = args.seed.unwrap_or_else(|| fastrand::u64(..));
+    if args.nodes.is_none() && !args.spawned {
+        eprintln!("bank: node {me}, seed {seed}");
+    }
+    let topology = args.topology.topology(n);
+    let channels = topology.channels().len();
+    let (seeds, mut rng) = branch_seeds(seed, n);
+    let progress = Arc::new(AtomicU64::new(0));
+    let mut builder = Node::builder(topology, config, me)
+        .thread_name("branch")
+        .connect_timeout(Duration::from_secs(args.connect_timeout));
+    if let Some(listener) = listener {
+        builder = builder.listener(listener);
+    }
+    let branch = |p: usize, balance: u64, in_flight: u64| {
+        Branch::new(balance, in_flight, seeds[p], progress.clone())
+    };
+    let (node, initial_total, received_before) = match &args.restore {
+        None => {
+            let node = builder
+                .build(|p| branch(p, args.initial_balance, args.in_flight))
+                .map_err(Failure::Cluster)?;
+            (node, n as u64 * args.initial_balance, 0)
+        }
+        Some(file) => {
+            let saved = load_checkpoint(file)?;
+            let total = saved.total(|balance| *balance, |transfer| transfer.0);
+            let before: u64 = saved.channels.iter().map(|c| c.received).sum();
+            let node = builder
+                .restore(&saved, |p, balance| branch(p, *balance, 0))
+                .map_err(Failure::Cluster)?;
+            (node, total, before)
+        }
+    };
+    let start = Instant::now();
+    if me != 0 {
+        return follow(node, initial_total);
+    }
+    // Node 0 extrapolates the cluster's deliveries from its branches' share of the channels.
+    let wiring = node.wiring();
+    let share: usize = node
+        .local_processes()
+        .iter()
+        .map(|&p| wiring.incoming(p).len())
+        .sum();
+    if share == 0 {
+        return Err(Failure::Usage(
+            "node 0 drives the run and must run at least one branch".to_string(),
+        ));
+    }
+    let events = node.subscribe();
+    let tally = drive(
+        args,
+        initial_total,
+        &events,
+        |initiator| node.start_snapshot(initiator).map(drop),
+        || progress.load(Ordering::Relaxed) * channels as u64 / share as u64,
+        || !node.failures().is_empty(),
+        &mut rng,
+    )
+    .map_err(|e| Failure::Other(e.to_string()))?;
+    let snapshots_good = tally.failed == 0
+        && tally.verdicts.len() as u64 == args.snapshots
+        && tally.verdicts.iter().all(|v| v.conserved && v.consistent);
+    let note = if snapshots_good {
+        GOOD.to_vec()
+    } else {
+        b"a snapshot failed or did not check out".to_vec()
+    };
+    let stopped = node.shutdown_with(note).map_err(Failure::Cluster)?;
+    let elapsed = start.elapsed().as_secs_f64();
+    let (transfers, final_total) = match final_money(&stopped, initial_total) {
+        Some((received, total)) => (received - received_before, total),
+        None => (0, 0),
+    };
+    let run = Run {
+        n,
+        channels,
+        seed,
+        initial_total,
+    };
+    Ok(summarize(args, &run, &tally, transfers, elapsed, final_total) && snapshots_good)
+}
+
+/// The cluster's final state, checked: the transfers every channel received, and the money
+/// over every branch and channel; `None` (and said) if it is missing or not a consistent state.
+fn final_money(stopped: &ClusterStopped<Branch>, initial_total: u64) -> Option<(u64, u64)> {
+    for f in &stopped.failures {
+        eprintln!("bank: branch {} failed: {}", f.process, f.message);
+    }
+    let Some(last) = stopped.final_state() else {
+        eprintln!(
+            "bank: no final state (nodes {:?} did not report)",
+            stopped.missing_reports()
+        );
+        return None;
+    };
+    if let Err(e) = last.verify() {
+        eprintln!("bank: the final state after the stop is not consistent: {e}");
+        return None;
+    }
+    let total = last.total(|balance| *balance, |transfer| transfer.0);
+    if total != initial_total {
+        eprintln!("bank: money after the stop is {total}, not {initial_total}");
+    }
+    Some((last.channels.iter().map(|c| c.received).sum(), total))
+}
+
+/// A node other than 0: runs until the cluster stops (node 0 stops it; or, if another node
+/// fails, this one does), then checks the final state too; returns the cluster's verdict.
+fn follow(node: Node<Branch>, initial_total: u64) -> Result<bool, Failure> {
+    loop {
+        match node.wait_stopped(Duration::from_millis(200)) {
+            Ok(stopped) => {
+                let money = final_money(&stopped, initial_total);
+                return Ok(
+                    stopped.note == GOOD && money.is_some_and(|(_, total)| total == initial_total)
+                );
+            }
+            Err(ClusterError::WaitTimeout) => {
+                if !node.failures().is_empty() && !node.is_stopping() {
+                    // Another node failed: nobody may be left to stop the cluster.
+                    let _ = node.clone().shutdown_with(b"a node failed".to_vec());
+                }
+            }
+            Err(e) => return Err(Failure::Cluster(e)),
+        }
+    }
+}
