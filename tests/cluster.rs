@@ -327,3 +327,98 @@ fn handles_refuse_what_they_cannot_do_with_typed_errors() {
         Err(ClusterError::Stopped)
     ));
 }
+
+/// Two nodes that would run different topologies refuse each other, saying what differs.
+#[test]
+fn nodes_that_disagree_are_refused_saying_what_differs() {
+    let listeners: Vec<TcpListener> = (0..2)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let config = ClusterConfig::new(
+        listeners
+            .iter()
+            .enumerate()
+            .map(|(k, l)| NodeConfig::new(l.local_addr().unwrap().to_string(), [k, k + 2]))
+            .collect(),
+    );
+    let topologies = [Topology::complete(4), Topology::ring(4)];
+    let builds: Vec<_> = listeners
+        .into_iter()
+        .zip(topologies)
+        .enumerate()
+        .map(|(k, (listener, topology))| {
+            let config = config.clone();
+            thread::spawn(move || {
+                Node::builder(topology, config, k)
+                    .listener(listener)
+                    .connect_timeout(Duration::from_secs(5))
+                    .build(|_| Sender)
+                    .map(drop)
+            })
+        })
+        .collect();
+    for (k, build) in builds.into_iter().enumerate() {
+        match build.join().unwrap() {
+            Err(ClusterError::Mismatch { node, message }) => {
+                assert_eq!(node, 1 - k);
+                assert!(message.contains("topology"), "{message}");
+            }
+            other => panic!("node {k}: {other:?}"),
+        }
+    }
+}
+
+/// A node that never starts is named once the deadline has passed.
+#[test]
+fn a_node_that_never_answers_is_named_after_the_deadline() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    // A port nobody listens on: bound, then let go.
+    let nowhere = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let config = ClusterConfig::new(vec![
+        NodeConfig::new(listener.local_addr().unwrap().to_string(), [0]),
+        NodeConfig::new(nowhere, [1]),
+    ]);
+    let began = std::time::Instant::now();
+    let e = Node::builder(Topology::complete(2), config, 0)
+        .listener(listener)
+        .connect_timeout(Duration::from_millis(500))
+        .build(|_| Sender)
+        .unwrap_err();
+    match &e {
+        ClusterError::Unreachable { nodes, detail, .. } => {
+            assert_eq!(nodes, &[1]);
+            assert!(detail.contains("node 1"), "{detail}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(e.to_string().contains("node 1 never answered"), "{e}");
+    assert!(began.elapsed() < *PATIENCE);
+}
+
+/// A node index the file does not have, and an address that cannot be bound, are typed
+/// errors, not panics.
+#[test]
+fn a_missing_node_and_an_address_in_use_are_typed_errors() {
+    let held = TcpListener::bind("127.0.0.1:0").unwrap();
+    let in_use = held.local_addr().unwrap().to_string();
+    let config = ClusterConfig::new(vec![
+        NodeConfig::new(in_use.clone(), [0]),
+        NodeConfig::new("127.0.0.1:1", [1]),
+    ]);
+    assert_eq!(
+        Node::builder(Topology::complete(2), config.clone(), 5)
+            .build(|_| Sender)
+            .unwrap_err(),
+        ClusterError::NoSuchNode { node: 5, nodes: 2 }
+    );
+    match Node::builder(Topology::complete(2), config, 0).build(|_| Sender) {
+        Err(ClusterError::Bind {
+            node: 0, address, ..
+        }) => assert_eq!(address, in_use),
+        other => panic!("{other:?}"),
+    }
+}

@@ -197,7 +197,8 @@ impl<P: NodeProcess> NodeBuilder<P> {
                     NodeWire::new(wire, &wiring, &node_of, local, links.clone())
                 })?
         };
-        let runtime = started.runtime;
+        let (runtime, from_elsewhere, gate) =
+            (started.runtime, started.from_elsewhere, started.gate);
         runtime.shared().hub.connect(Arc::new(NodeUplink {
             node_of: node_of.clone(),
             links: links.clone(),
@@ -223,14 +224,21 @@ impl<P: NodeProcess> NodeBuilder<P> {
                 .collect(),
             checkpoint,
         };
-        // On an error the gate is dropped unopened: the threads end without running any
-        // process code, and dropping the runtime joins them.
+        // On an error the gate is dropped unopened, so the threads end without running any
+        // process code; then dropping the runtime joins them. (The other way round, the join
+        // would wait for threads held at the gate.)
         let connections =
-            startup::connect(&self.config, me, &hello, listener, self.connect_timeout)?;
+            match startup::connect(&self.config, me, &hello, listener, self.connect_timeout) {
+                Ok(connections) => connections,
+                Err(e) => {
+                    drop(gate);
+                    return Err(e);
+                }
+            };
         let mut inlets: Vec<Vec<Option<Inlet<P::Message>>>> = (0..nodes)
             .map(|_| (0..wiring.channels().len()).map(|_| None).collect())
             .collect();
-        for (c, tx) in started.from_elsewhere {
+        for (c, tx) in from_elsewhere {
             let channel = wiring.channels()[c];
             let (_, bit) = wiring.local_slots(c);
             inlets[node_of[channel.from]][c] = Some(Inlet::new(tx, channel.to, bit, next_seq[c]));
@@ -281,7 +289,7 @@ impl<P: NodeProcess> NodeBuilder<P> {
                 }
             })?;
         }
-        started.gate.open();
+        gate.open();
         Ok(Node {
             handle: Arc::new(Handle { core }),
         })
