@@ -186,7 +186,13 @@ fn node() {
         stopped.note,
         format!("{SNAPSHOTS} snapshots checked").into_bytes()
     );
-    let last = stopped.final_state().expect("every node reported");
+    let last = stopped.final_state().unwrap_or_else(|| {
+        panic!(
+            "node {me}: no final state: reports missing from {:?}, failures {:?}",
+            stopped.missing_reports(),
+            stopped.failures
+        )
+    });
     last.verify().unwrap();
     assert_eq!(last.total(|b| *b, |t| t.0), total);
 }

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crossbeam_channel::Sender;
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 use serde::Serialize;
 
 use super::node::{Core, NodeProcess};
@@ -47,6 +47,9 @@ pub(crate) struct Outlink {
     /// `write` calls made on the socket, and bytes written, counted at the call.
     pub(crate) writes: AtomicU64,
     pub(crate) bytes: AtomicU64,
+    /// Set (and signalled) when the writer has ended: written everything, or failed.
+    ended: Mutex<bool>,
+    ended_signal: Condvar,
 }
 
 impl Outlink {
@@ -61,7 +64,32 @@ impl Outlink {
             broken: AtomicBool::new(false),
             writes: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
+            ended: Mutex::new(false),
+            ended_signal: Condvar::new(),
         }
+    }
+
+    /// Waits until the writer has ended (everything queued written, or the link failed), or
+    /// `deadline`; returns whether it ended. A node waits for this before it returns from a
+    /// stop: its process may exit right after, and what is still queued would be lost.
+    pub(crate) fn wait_written(&self, deadline: std::time::Instant) -> bool {
+        let mut ended = self.ended.lock();
+        while !*ended {
+            if self
+                .ended_signal
+                .wait_until(&mut ended, deadline)
+                .timed_out()
+            {
+                return *ended;
+            }
+        }
+        true
+    }
+
+    /// The writer has ended.
+    fn set_ended(&self) {
+        *self.ended.lock() = true;
+        self.ended_signal.notify_all();
     }
 
     /// Hands over what local process `local` encoded for the peer (leaving `staged` empty),
@@ -115,7 +143,16 @@ impl Outlink {
 
 /// The writer's thread: takes what is queued for the peer and writes it, one `write` call per
 /// round, until the link is closed (then returns `Ok`) or a write fails.
-pub(crate) fn write_loop(link: &Outlink, mut stream: TcpStream) -> Result<(), String> {
+pub(crate) fn write_loop(link: &Outlink, stream: TcpStream) -> Result<(), String> {
+    let result = write_all_queued(link, stream);
+    if result.is_err() {
+        link.broken.store(true, Ordering::Release);
+    }
+    link.set_ended();
+    result
+}
+
+fn write_all_queued(link: &Outlink, mut stream: TcpStream) -> Result<(), String> {
     link.bell.register_current_thread();
     let control_bit = link.buffers.len();
     let mut bits = vec![0u64; link.bell.words()];
@@ -147,10 +184,7 @@ pub(crate) fn write_loop(link: &Outlink, mut stream: TcpStream) -> Result<(), St
             }
         }
         if !out.is_empty() {
-            if let Err(e) = stream.write_all(&out) {
-                link.broken.store(true, Ordering::Release);
-                return Err(e.to_string());
-            }
+            stream.write_all(&out).map_err(|e| e.to_string())?;
             link.writes.fetch_add(1, Ordering::Relaxed);
             link.bytes.fetch_add(out.len() as u64, Ordering::Relaxed);
             continue;

@@ -257,6 +257,7 @@ impl<P: NodeProcess> NodeBuilder<P> {
                 note: Vec::new(),
                 finished: (0..nodes).map(|k| k == me).collect(),
                 reports: (0..nodes).map(|_| None).collect(),
+                reported: vec![false; nodes],
                 broken: vec![None; nodes],
                 result: None,
                 taken: false,
@@ -397,8 +398,10 @@ struct Ending<P: Process> {
     note: Vec<u8>,
     /// By node: it has said `Finished` (this node's own entry: true).
     finished: Vec<bool>,
-    /// By node: its final report.
+    /// By node: its final report, until the result takes it.
     reports: Vec<Option<Report<P::Message, P::State>>>,
+    /// By node: its final report has come.
+    reported: Vec<bool>,
     /// By node: its link failed, and why.
     broken: Vec<Option<String>>,
     /// The node's result, once stopped.
@@ -432,7 +435,7 @@ impl<P: Process> Core<P> {
     /// Whether `peer` has said all it had to (finished and reported): its connection may close.
     pub(crate) fn peer_done(&self, peer: usize) -> bool {
         let ending = self.ending.lock();
-        ending.finished[peer] && ending.reports[peer].is_some()
+        ending.finished[peer] && ending.reported[peer]
     }
 
     /// The link with `peer` has failed. Before the cluster stops, that is the peer's failure:
@@ -441,7 +444,7 @@ impl<P: Process> Core<P> {
     pub(crate) fn link_failed(&self, peer: usize, why: String) {
         let stopping = {
             let mut ending = self.ending.lock();
-            if ending.finished[peer] && ending.reports[peer].is_some() {
+            if ending.finished[peer] && ending.reported[peer] {
                 return;
             }
             if ending.broken[peer].is_some() {
@@ -575,7 +578,9 @@ impl<P: NodeProcess> Core<P> {
                 self.changed.notify_all();
             }
             Frame::Report(report) => {
-                self.ending.lock().reports[peer] = Some(report);
+                let mut ending = self.ending.lock();
+                ending.reports[peer] = Some(report);
+                ending.reported[peer] = true;
                 self.changed.notify_all();
             }
             Frame::Message { .. } | Frame::Marker { .. } => {
@@ -655,9 +660,20 @@ impl<P: NodeProcess> Core<P> {
                 );
             }
         }
-        let waited = self.wait_for(deadline, |e, k| e.reports[k].is_some());
+        let waited = self.wait_for(deadline, |e, k| e.reported[k]);
+        // Then wait for every writer to have written all (the report to the others
+        // included): the caller may exit its process as soon as this returns.
         for link in others() {
             link.close();
+        }
+        for link in others() {
+            if !link.wait_written(deadline) {
+                log::warn!(
+                    "node {}: the link to node {} was not written out in time",
+                    self.me,
+                    link.peer
+                );
+            }
         }
         waited?;
         // Taken one by one, so that the vector keeps its length for a reader that is late.
