@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
-"""Checks the crate's module structure: no import circle between the top-level modules of src/,
-neither driver (runtime/, sim/) imports the other, detect.rs imports neither, and error.rs
-imports only the ids module. Reads `crate::NAME` paths outside comments and test modules.
+"""Checks the crate's module structure: no import circle between the top-level modules of src/;
+the simulator (sim/) and the threaded runtime (runtime/) do not import each other; the cluster
+(cluster/) is a layer over the runtime (it may import runtime/, which must not import it) and
+imports nothing of the simulator, which imports nothing of it; detect.rs imports no driver; and
+error.rs imports only the ids module. Reads `crate::NAME` paths outside comments and test
+modules.
 
     python3 .ci/imports.py
 """
@@ -38,7 +41,11 @@ print("no import circle" if not found else "circle found")
 rules = [
     ("sim imports nothing from runtime", "runtime" not in mods["sim"]),
     ("runtime imports nothing from sim", "sim" not in mods["runtime"]),
-    ("detect imports neither driver", not {"runtime", "sim"} & mods["detect"]),
+    ("runtime imports nothing from cluster (the cluster is a layer over it)",
+     "cluster" not in mods["runtime"]),
+    ("sim imports nothing from cluster", "cluster" not in mods["sim"]),
+    ("cluster imports nothing from sim", "sim" not in mods.get("cluster", set())),
+    ("detect imports no driver", not {"runtime", "sim", "cluster"} & mods["detect"]),
     ("error imports only ids", mods["error"] <= {"ids"}),
     ("ids imports nothing of the crate", not mods["ids"]),
 ]

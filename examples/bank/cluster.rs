@@ -49,7 +49,10 @@ fn spawn_nodes(args: &Args) -> Result<ExitCode, String> {
         return Ok(ExitCode::from(2));
     }
     let seed = args.seed.unwrap_or_else(|| fastrand::u64(..));
-    eprintln!("bank: seed {seed}; {nodes} nodes on 127.0.0.1, branch b on node b mod {nodes}");
+    eprintln!(
+        "bank: seed {seed}; {} on 127.0.0.1, branch b on node b mod {nodes}",
+        crate::count(nodes, "node", "nodes")
+    );
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
     // The same flags for every node, but `--nodes`, and the same seed.
     let mut passed: Vec<OsString> = Vec::new();
