@@ -105,6 +105,16 @@
 //! runtime's thread does), so a failure can be replayed from a seed.
 //! Every blocking call has a form with a timeout.
 //!
+//! # Which driver
+//!
+//! - [`Runtime`]: every process a thread of this OS process. For tests, and systems that live
+//!   in one program.
+//! - `cluster::Node` (cargo feature `cluster`): the processes spread over several OS
+//!   processes, on one machine or many, channels between them over TCP; the same event loop and
+//!   marker code as the runtime, and the same exact check. See `docs/cluster.md`.
+//! - [`sim::Simulation`]: one thread, a seeded scheduler: replay a run exactly, explore
+//!   thousands of interleavings, or all of them ([`sim::exhaustive`]).
+//!
 //! # Layout
 //!
 //! - [`topology`]: processes and channels, validated into a [`Wiring`];
@@ -115,7 +125,8 @@
 //! - two drivers around them, sharing one per-process core (how a process sends, numbers and
 //!   counts its messages, and handles messages and markers): the threaded [`Runtime`], and the
 //!   deterministic simulator ([`sim`]), where a seed replays a run exactly. A driver only moves
-//!   envelopes, so what the simulator checks is what the runtime runs;
+//!   envelopes, so what the simulator checks is what the runtime runs; the cluster (feature
+//!   `cluster`) is a layer over the runtime, adding links between nodes;
 //! - on top, what only needs "take a snapshot": stable-property detection ([`detect`]), and
 //!   restarting from a snapshot ([`RuntimeBuilder::restore`]; checkpoint files in
 //!   `checkpoint`, cargo feature `serde`).
@@ -169,3 +180,8 @@ pub use topology::{Channel, ProcessId, Topology, Wiring};
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
+
+/// The cluster guide's code, compiled as a doctest so it cannot go stale.
+#[cfg(all(doctest, feature = "cluster"))]
+#[doc = include_str!("../docs/cluster.md")]
+pub struct ClusterGuideDoctests;
