@@ -335,6 +335,7 @@ pub(crate) fn set_bit(bits: &mut [u64], bit: usize) {
 }
 
 /// Whether `bit` is set in a local bitmap copy.
+#[cfg(feature = "cluster")]
 #[inline]
 pub(crate) fn test_bit(bits: &[u64], bit: usize) -> bool {
     bits[bit / BITS] >> (bit % BITS) & 1 == 1

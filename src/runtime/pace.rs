@@ -90,19 +90,29 @@ impl Pace {
         }
     }
 
-    /// How many envelopes the visit under way takes before [`spent`](Pace::spent) can say
-    /// anything but no: the event loop takes that many in a loop that asks nothing, then the
-    /// rest one by one asking `spent` (so the fast path's loop is the same as with no budget).
+    /// The number of envelopes from which the visit under way must ask
+    /// [`must_end`](Pace::must_end) after each: the event loop compares its count with this,
+    /// one compare an envelope, and asks nothing more before (so on the fast path its loop is
+    /// the loop it would be with no budget at all).
     #[inline]
-    pub(crate) fn untimed(&self) -> usize {
-        self.untimed - 1
+    pub(crate) fn limit(&self) -> usize {
+        self.untimed
+    }
+
+    /// The visit has taken its `taken`-th envelope, at least [`limit`](Pace::limit); `now`
+    /// reads the clock. Whether it must end here: its batch is full, or its budget is spent.
+    /// Out of line: the event loop's one call site of crossbeam's `try_recv` and of the host's
+    /// delivery must stay small enough to be inlined.
+    #[inline(never)]
+    pub(crate) fn must_end(&mut self, taken: usize, now: impl FnOnce() -> Instant) -> bool {
+        taken >= BATCH || self.check(now())
     }
 
     /// The visit has just taken its `taken`-th envelope (from 1); `now` reads the clock. Whether
     /// it must end here because its budget is spent. Reads no clock before the
     /// [`UNTIMED`]-th envelope on the fast path.
-    #[inline]
-    pub(crate) fn spent(&mut self, taken: usize, now: impl FnOnce() -> Instant) -> bool {
+    #[cfg(test)]
+    fn spent(&mut self, taken: usize, now: impl FnOnce() -> Instant) -> bool {
         taken >= self.untimed && self.check(now())
     }
 

@@ -26,7 +26,21 @@
 //! visit); the arrays are written every round, so they live on cache lines of their own.
 
 use crate::own_lines::OwnLines;
-use crate::runtime::doorbell::{set_bit, test_bit, BITS};
+use crate::runtime::doorbell::{set_bit, BITS};
+
+/// A plan's entry: a channel's word and bit in the bitmaps, packed as `word * 64 + bit` (a
+/// shift, where the channel's number, `word * 63 + bit`, would need a division by 63 to test
+/// its bit). For the one-word bitmaps of all but the largest systems it is the channel's number.
+#[inline]
+fn pack(word: usize, bit: u32) -> u32 {
+    (word as u32) << 6 | bit
+}
+
+/// A plan entry's word and bit.
+#[inline]
+fn unpack(entry: u32) -> (usize, u32) {
+    ((entry >> 6) as usize, entry & 63)
+}
 
 /// One process's visit order (see the module documentation).
 pub(crate) struct Rotation {
@@ -35,7 +49,7 @@ pub(crate) struct Rotation {
     /// Three bitmaps, `words` each: `fresh` (taken from the doorbell for the next round),
     /// `visited` (the channels of the current plan), `again` (visited this round, work left).
     bitmaps: OwnLines<u64>,
-    /// The current round's plan: `plan[..len]`, bit numbers.
+    /// The current round's plan: `plan[..len]`, packed entries (see `pack`).
     plan: OwnLines<u32>,
     len: usize,
     /// The next round's plan, being built.
@@ -113,7 +127,7 @@ impl Rotation {
         for w in 0..words {
             let mut bits = fresh[w] & !visited[w];
             while bits != 0 {
-                self.next[len] = (w * BITS) as u32 + bits.trailing_zeros();
+                self.next[len] = pack(w, bits.trailing_zeros());
                 bits &= bits - 1;
                 len += 1;
             }
@@ -127,9 +141,10 @@ impl Rotation {
         }
         if any_again {
             for k in 0..self.len {
-                let bit = self.plan[k] as usize;
-                if test_bit(again, bit) {
-                    self.next[len] = bit as u32;
+                let entry = self.plan[k];
+                let (w, b) = unpack(entry);
+                if again[w] >> b & 1 == 1 {
+                    self.next[len] = entry;
                     len += 1;
                 }
             }
@@ -149,7 +164,8 @@ impl Rotation {
     /// The channel of this round's `k`-th visit.
     #[inline]
     pub(crate) fn visit(&self, k: usize) -> usize {
-        self.plan[k] as usize
+        let (w, b) = unpack(self.plan[k]);
+        w * BITS + b as usize
     }
 
     /// The visit to `bit` ended with work left: it goes in the next round, behind the channels
