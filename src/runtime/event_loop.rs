@@ -402,21 +402,16 @@ impl<P: Process, D: ThreadDriver<P>> Worker<P, D> {
         let driver = &mut self.driver;
         let mut taken = 0;
         let mut full = false;
-        loop {
-            match rx.try_recv() {
-                Ok(envelope) => {
-                    if driver.wire().tracing {
-                        receipt(driver.wire(), &self.host, i, &envelope);
-                    }
-                    self.host.on_envelope(i, envelope, driver);
-                    taken += 1;
-                    if taken >= limit && self.pace.must_end(taken, Instant::now) {
-                        full = true;
-                        break;
-                    }
-                }
-                // Empty, or its sender has stopped and what it sent before is drained.
-                Err(_) => break,
+        // Until the channel is empty, or its sender has stopped and what it sent is drained.
+        while let Ok(envelope) = rx.try_recv() {
+            if driver.wire().tracing {
+                receipt(driver.wire(), &self.host, i, &envelope);
+            }
+            self.host.on_envelope(i, envelope, driver);
+            taken += 1;
+            if taken >= limit && self.pace.must_end(taken, Instant::now) {
+                full = true;
+                break;
             }
         }
         driver.end_batch();
