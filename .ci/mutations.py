@@ -118,15 +118,15 @@ MUTATIONS = {
         "runtime's event loop)",
         [(
             "src/runtime/event_loop.rs",
-            "                    self.host.on_envelope(i, envelope, wire)\n",
-            "                    match envelope {\n"
-            "                        m @ Envelope::Marker(_) => match rx.try_recv() {\n"
-            "                            Ok(next @ Envelope::Message { .. }) => { self.host.on_envelope(i, next, wire); self.host.on_envelope(i, m, wire) }\n"
-            "                            Ok(next) => { self.host.on_envelope(i, m, wire); self.host.on_envelope(i, next, wire) }\n"
-            "                            Err(_) => self.host.on_envelope(i, m, wire),\n"
-            "                        },\n"
-            "                        other => self.host.on_envelope(i, other, wire),\n"
-            "                    }\n",
+            "            self.host.on_envelope(i, envelope, driver);\n",
+            "            match envelope {\n"
+            "                m @ Envelope::Marker(_) => match rx.try_recv() {\n"
+            "                    Ok(next @ Envelope::Message { .. }) => { self.host.on_envelope(i, next, driver); self.host.on_envelope(i, m, driver) }\n"
+            "                    Ok(next) => { self.host.on_envelope(i, m, driver); self.host.on_envelope(i, next, driver) }\n"
+            "                    Err(_) => self.host.on_envelope(i, m, driver),\n"
+            "                },\n"
+            "                other => self.host.on_envelope(i, other, driver),\n"
+            "            }\n",
         )],
     ),
     "M7": (

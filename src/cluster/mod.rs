@@ -29,8 +29,8 @@
 //! What it does not yet: nodes do not authenticate each other and traffic is not encrypted, so
 //! a node's port accepts any connection that speaks the format: run it on a trusted network
 //! only. A dead node is noticed when its connection fails, not by heartbeats, and a link that
-//! goes silent without closing is not noticed. (Issue 16 of the project: security and failure
-//! detection; issue 17: speed.)
+//! goes silent without closing is not noticed. Nor is memory bounded when a node is slow. (All
+//! three are the project's next work on the cluster.)
 //!
 //! Start a node with [`Node::builder`], from a [`ClusterConfig`] (read from a TOML cluster file
 //! with [`ClusterConfig::load`]). `docs/cluster.md` walks through running the bank on three
