@@ -422,3 +422,116 @@ fn a_missing_node_and_an_address_in_use_are_typed_errors() {
         other => panic!("{other:?}"),
     }
 }
+
+/// A cluster restarts from a snapshot taken across its nodes: every node restores its own
+/// processes and the channels into them, later snapshots verify exactly and keep the money;
+/// nodes that would restore from different snapshots refuse each other.
+#[test]
+fn a_cluster_restarts_from_a_snapshot_and_refuses_two_different_ones() {
+    let topology = Topology::complete(5);
+    let placement = [vec![0, 3], vec![1, 4], vec![2]];
+    let delivered = Arc::new(AtomicU64::new(0));
+    let nodes = {
+        let delivered = delivered.clone();
+        start(&topology, &placement, move |_, p| {
+            Branch::new(p, 11, delivered.clone())
+        })
+    };
+    common::wait_until("transfers cross the cluster", || {
+        delivered.load(Ordering::Relaxed) > 100
+    });
+    let first = nodes[2].snapshot_timeout(4, *PATIENCE).unwrap();
+    common::wait_until("more transfers", || delivered.load(Ordering::Relaxed) > 300);
+    let second = nodes[0].snapshot_timeout(1, *PATIENCE).unwrap();
+    assert_ne!(first.states, second.states);
+    nodes[0].clone().shutdown().unwrap();
+    for node in &nodes[1..] {
+        node.wait_stopped(*PATIENCE).unwrap();
+    }
+    drop(nodes);
+
+    // Every node restores from `first`: a cluster that goes on where the cut left it.
+    let saved = Arc::new((*first).clone());
+    let restored = restore(
+        &topology,
+        &placement,
+        &[saved.clone(), saved.clone(), saved.clone()],
+    )
+    .into_iter()
+    .map(Result::unwrap)
+    .collect::<Vec<_>>();
+    for initiator in 0..5 {
+        let snapshot = restored[initiator % 3]
+            .snapshot_timeout(initiator, *PATIENCE)
+            .unwrap();
+        snapshot.verify().unwrap();
+        assert_eq!(snapshot.total(|b| *b, |t| t.0), 5000);
+        // The channels' counters went on from the checkpoint's.
+        for (after, before) in snapshot.channels.iter().zip(&first.channels) {
+            assert!(after.sent >= before.sent && after.received >= before.received);
+        }
+    }
+    restored[1].clone().shutdown().unwrap();
+
+    // Node 2 would restore from another snapshot: refused, saying so.
+    let results = restore(
+        &topology,
+        &placement,
+        &[saved.clone(), saved, Arc::new((*second).clone())],
+    );
+    let mut refusals = 0;
+    for result in results {
+        match result {
+            Err(ClusterError::Mismatch { message, .. }) => {
+                assert!(message.contains("checkpoint"), "{message}");
+                refusals += 1;
+            }
+            Err(ClusterError::Unreachable { .. }) => {}
+            Ok(_) => panic!("a node started from a different checkpoint than its peers"),
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+    assert!(refusals >= 1);
+}
+
+type Saved = Arc<chandy_lamport::GlobalSnapshot<Transfer, u64>>;
+
+/// Starts a cluster like `start`, each node restoring from its own snapshot of `from`.
+fn restore(
+    topology: &Topology,
+    placement: &[Vec<ProcessId>],
+    from: &[Saved],
+) -> Vec<Result<Node<Branch>, ClusterError>> {
+    let listeners: Vec<TcpListener> = placement
+        .iter()
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let config = ClusterConfig::new(
+        placement
+            .iter()
+            .zip(&listeners)
+            .map(|(ps, l)| NodeConfig::new(l.local_addr().unwrap().to_string(), ps.clone()))
+            .collect(),
+    );
+    let builds: Vec<_> = listeners
+        .into_iter()
+        .zip(from.iter().cloned())
+        .enumerate()
+        .map(|(k, (listener, snapshot))| {
+            let (topology, config) = (topology.clone(), config.clone());
+            thread::spawn(move || {
+                let delivered = Arc::new(AtomicU64::new(0));
+                Node::builder(topology, config, k)
+                    .listener(listener)
+                    .connect_timeout(Duration::from_secs(5))
+                    .stop_timeout(*PATIENCE)
+                    .restore(&snapshot, |p, balance| Branch {
+                        balance: *balance,
+                        in_flight: 0,
+                        ..Branch::new(p, 12, delivered.clone())
+                    })
+            })
+        })
+        .collect();
+    builds.into_iter().map(|b| b.join().unwrap()).collect()
+}

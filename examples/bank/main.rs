@@ -351,6 +351,7 @@ fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
             let runtime = builder
                 .restore(&saved, |p, balance| branch(p, *balance, 0))
                 .map_err(|e| format!("{}: {e}", file.display()))?;
+            restored_from(file, &saved);
             (runtime, total)
         }
     };
@@ -393,19 +394,23 @@ fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
     ))
 }
 
-/// Reads a checkpoint to restore from, and says so.
+/// Reads a checkpoint to restore from.
 fn load_checkpoint(
     file: &std::path::Path,
 ) -> Result<chandy_lamport::GlobalSnapshot<Transfer, u64>, String> {
-    let saved = checkpoint::load::<Transfer, u64>(file)
-        .map_err(|e| format!("cannot restore from {}: {e}", file.display()))?;
+    checkpoint::load::<Transfer, u64>(file)
+        .map_err(|e| format!("cannot restore from {}: {e}", file.display()))
+}
+
+/// Says that the run goes on from `saved`, read from `file` (once it has been restored: a
+/// refused checkpoint gets one line, the refusal).
+fn restored_from(file: &std::path::Path, saved: &chandy_lamport::GlobalSnapshot<Transfer, u64>) {
     eprintln!(
         "bank: restored from {} (snapshot {}, total {})",
         file.display(),
         saved.id,
         saved.total(|balance| *balance, |transfer| transfer.0)
     );
-    Ok(saved)
 }
 
 /// What the snapshots of a run showed.
