@@ -222,6 +222,16 @@ fn a_snapshot_started_by_process_code_on_one_node_is_awaited_on_another() {
             started: started_tx.clone(),
         },
     );
+    // Process 2 (node 1) is held inside a callback, so the snapshot cannot complete before
+    // node 1 has asked to watch it.
+    let (release, held) = crossbeam_channel::bounded::<()>(0);
+    let (entered_tx, entered) = crossbeam_channel::bounded(1);
+    let hold = nodes[1].with_process_timeout(2, Duration::from_millis(1), move |_, _| {
+        entered_tx.send(()).unwrap();
+        let _ = held.recv_timeout(*PATIENCE);
+    });
+    assert_eq!(hold.unwrap_err(), Error::Timeout);
+    entered.recv_timeout(*PATIENCE).unwrap();
     // Node 0's process 0 is told (by process 1, on node 1) to start one; node 1 waits for it.
     let subscribed = nodes[0].subscribe();
     nodes[1]
@@ -230,6 +240,12 @@ fn a_snapshot_started_by_process_code_on_one_node_is_awaited_on_another() {
     let (id, initiator) = started.recv_timeout(*PATIENCE).unwrap();
     assert_eq!(initiator, 0);
     let ticket = nodes[1].watch_snapshot(id, initiator).unwrap();
+    assert!(
+        ticket.try_get().is_none(),
+        "process 2 is held: it cannot be complete"
+    );
+    // Process 2's part goes to node 0 on the same link as the watch, after it (FIFO).
+    drop(release);
     let snapshot = ticket.wait_timeout(*PATIENCE).unwrap();
     assert_eq!(snapshot.id, id);
     assert_eq!(snapshot.states, [7, 7, 7]);

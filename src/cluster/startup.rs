@@ -94,7 +94,16 @@ pub(crate) fn connect(
                         incoming[peer] = Some(stream);
                         accepted += 1;
                     }
-                    Err((peer, why)) => {
+                    // A node of this cluster that runs something else: the cluster cannot
+                    // start, whichever of the two noticed first.
+                    Err(Refusal::Differs(peer, message)) => {
+                        log::error!("node {me}: refused node {peer}: {message}");
+                        return Err(ClusterError::Mismatch {
+                            node: peer,
+                            message,
+                        });
+                    }
+                    Err(Refusal::Other(peer, why)) => {
                         log::warn!("node {me}: refused a connection from {from}: {why}");
                         if let Some(peer) = peer {
                             refused_here[peer] = Some(why);
@@ -204,17 +213,25 @@ fn greet(mut stream: TcpStream, hello: &Hello) -> std::io::Result<Result<TcpStre
     }
 }
 
+/// Why the acceptor refused a connection.
+enum Refusal {
+    /// A node of this cluster whose `Hello` differs from this node's: what differs.
+    Differs(usize, String),
+    /// Anything else (not a node of this format, a node already connected, a failed read): the
+    /// node it claimed to be, if it got that far, and why.
+    Other(Option<usize>, String),
+}
+
 /// The acceptor's side: checks the opener's preamble and `Hello` against this node's, and
-/// welcomes or refuses it. `Ok`: the opener's node index and the stream; `Err`: the node it
-/// claimed to be (if it got that far) and why it was refused.
+/// welcomes or refuses it. `Ok`: the opener's node index and the stream.
 fn welcome(
     mut stream: TcpStream,
     ours: &Hello,
     me: usize,
     nodes: usize,
     connected: &[Option<TcpStream>],
-) -> Result<(usize, TcpStream), (Option<usize>, String)> {
-    let io = |e: std::io::Error| (None, e.to_string());
+) -> Result<(usize, TcpStream), Refusal> {
+    let io = |e: std::io::Error| Refusal::Other(None, e.to_string());
     stream.set_nonblocking(false).map_err(io)?;
     stream.set_read_timeout(Some(HANDSHAKE)).map_err(io)?;
     stream.set_nodelay(true).map_err(io)?;
@@ -247,24 +264,23 @@ fn welcome(
         );
     }
     if let Some(differ) = ours.differences(&theirs) {
-        return refuse(&mut stream, Some(peer), differ);
+        return match refuse(&mut stream, Some(peer), differ) {
+            Err(Refusal::Other(_, differ)) => Err(Refusal::Differs(peer, differ)),
+            other => other,
+        };
     }
     let mut out = Vec::new();
-    wire::encode(&mut out, &Reply::Welcome).map_err(|e| (Some(peer), e))?;
+    wire::encode(&mut out, &Reply::Welcome).map_err(|e| Refusal::Other(Some(peer), e))?;
     stream.write_all(&out).map_err(io)?;
     stream.set_read_timeout(None).map_err(io)?;
     Ok((peer, stream))
 }
 
 /// Tells the opener why it is refused (best effort: it may be gone), and says so.
-fn refuse<T>(
-    stream: &mut TcpStream,
-    peer: Option<usize>,
-    why: String,
-) -> Result<T, (Option<usize>, String)> {
+fn refuse<T>(stream: &mut TcpStream, peer: Option<usize>, why: String) -> Result<T, Refusal> {
     let mut out = Vec::new();
     if wire::encode(&mut out, &Reply::Refused(why.clone())).is_ok() {
         let _ = stream.write_all(&out);
     }
-    Err((peer, why))
+    Err(Refusal::Other(peer, why))
 }
