@@ -76,17 +76,7 @@ fn start<P: NodeProcess>(
     placement: &[Vec<ProcessId>],
     make: impl Fn(usize, ProcessId) -> P + Clone + Send + 'static,
 ) -> Vec<Node<P>> {
-    let listeners: Vec<TcpListener> = placement
-        .iter()
-        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    let config = ClusterConfig::new(
-        placement
-            .iter()
-            .zip(&listeners)
-            .map(|(ps, l)| NodeConfig::new(l.local_addr().unwrap().to_string(), ps.clone()))
-            .collect(),
-    );
+    let (listeners, config) = listen(placement);
     let builds: Vec<_> = listeners
         .into_iter()
         .enumerate()
@@ -105,6 +95,23 @@ fn start<P: NodeProcess>(
         .into_iter()
         .map(|b| b.join().unwrap().unwrap())
         .collect()
+}
+
+/// A listener on 127.0.0.1 (a port the system picks) for each node of `placement`, and the
+/// cluster's configuration with those addresses.
+fn listen(placement: &[Vec<ProcessId>]) -> (Vec<TcpListener>, ClusterConfig) {
+    let listeners: Vec<TcpListener> = placement
+        .iter()
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let config = ClusterConfig::new(
+        placement
+            .iter()
+            .zip(&listeners)
+            .map(|(ps, l)| NodeConfig::new(l.local_addr().unwrap().to_string(), ps.clone()))
+            .collect(),
+    );
+    (listeners, config)
 }
 
 /// A bank over `placement`; takes snapshots from every node with initiators on every node,
@@ -518,17 +525,7 @@ fn restore(
     placement: &[Vec<ProcessId>],
     from: &[Saved],
 ) -> Vec<Result<Node<Branch>, ClusterError>> {
-    let listeners: Vec<TcpListener> = placement
-        .iter()
-        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    let config = ClusterConfig::new(
-        placement
-            .iter()
-            .zip(&listeners)
-            .map(|(ps, l)| NodeConfig::new(l.local_addr().unwrap().to_string(), ps.clone()))
-            .collect(),
-    );
+    let (listeners, config) = listen(placement);
     let builds: Vec<_> = listeners
         .into_iter()
         .zip(from.iter().cloned())

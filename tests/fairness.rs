@@ -181,6 +181,8 @@ fn marker_waits(trace: &Trace, process: ProcessId, from_step: u64) -> Vec<Wait> 
 /// a test knows when that first visit is over.
 struct Feeder {
     slow: ProcessId,
+    /// Whether this process feeds the slow one (else it only passes tokens back, if any).
+    feeds: bool,
     tokens: usize,
     delivered_at_slow: Arc<AtomicU64>,
 }
@@ -190,7 +192,7 @@ impl Process for Feeder {
     type State = u64;
 
     fn on_start(&mut self, ctx: &mut Context<'_, u64>) {
-        if ctx.id() != self.slow {
+        if ctx.id() != self.slow && self.feeds {
             for _ in 0..self.tokens {
                 ctx.send(self.slow, 1).unwrap();
             }
@@ -213,14 +215,21 @@ impl Process for Feeder {
     }
 }
 
-/// Runs `topology` with `slow` fed by every other process (`tokens` each), takes `snapshots`
-/// snapshots from process 0 once the slow process's first visit is over, and returns the trace
-/// and the step from which snapshots were taken.
-fn fed_run(topology: Topology, slow: ProcessId, tokens: usize, snapshots: usize) -> (Trace, u64) {
+/// Runs `topology` with `slow` fed by the processes `feeds` says (`tokens` each), takes
+/// `snapshots` snapshots from process 0 once the slow process's first visit is over, and
+/// returns the trace and the step from which snapshots were taken.
+fn fed_run(
+    topology: Topology,
+    slow: ProcessId,
+    feeds: impl Fn(ProcessId) -> bool,
+    tokens: usize,
+    snapshots: usize,
+) -> (Trace, u64) {
     let n = topology.processes();
     let delivered = Arc::new(AtomicU64::new(0));
-    let processes = (0..n).map(|_| Feeder {
+    let processes = (0..n).map(|p| Feeder {
         slow,
+        feeds: feeds(p),
         tokens,
         delivered_at_slow: delivered.clone(),
     });
@@ -250,46 +259,7 @@ fn fed_run(topology: Topology, slow: ProcessId, tokens: usize, snapshots: usize)
 #[test]
 fn a_marker_alone_on_its_channel_waits_for_one_visit_of_each_other() {
     // Process 1 is slow and fed by 0 only; on a ring of 3, 1's channels in are 0->1 and 2->1.
-    let delivered = Arc::new(AtomicU64::new(0));
-    struct Quiet(Feeder);
-    impl Process for Quiet {
-        type Message = u64;
-        type State = u64;
-        fn on_start(&mut self, ctx: &mut Context<'_, u64>) {
-            if ctx.id() == 0 {
-                self.0.on_start(ctx);
-            }
-        }
-        fn on_message(&mut self, from: ProcessId, token: u64, ctx: &mut Context<'_, u64>) {
-            self.0.on_message(from, token, ctx);
-        }
-        fn record(&self) -> u64 {
-            0
-        }
-    }
-    let processes = (0..3).map(|_| {
-        Quiet(Feeder {
-            slow: 1,
-            tokens: 16,
-            delivered_at_slow: delivered.clone(),
-        })
-    });
-    let runtime = Runtime::builder(Topology::ring(3))
-        .trace(1_000_000)
-        .build(processes)
-        .unwrap();
-    common::wait_until("the slow process's first visit is over", || {
-        delivered.load(Ordering::Relaxed) > 10
-    });
-    let from = runtime.elapsed().as_micros() as u64;
-    for _ in 0..20 {
-        runtime
-            .snapshot_timeout(0, *PATIENCE)
-            .unwrap()
-            .verify()
-            .unwrap();
-    }
-    let trace = runtime.shutdown().unwrap().trace.unwrap();
+    let (trace, from) = fed_run(Topology::ring(3), 1, |p| p == 0, 16, 20);
     let waits: Vec<Wait> = marker_waits(&trace, 1, from)
         .into_iter()
         .filter(|w| w.channel == Channel::new(2, 1))
@@ -316,7 +286,7 @@ fn a_marker_alone_on_its_channel_waits_for_one_visit_of_each_other() {
 /// channel (one visit each per visit of its own, one message a visit). Counted from the trace.
 #[test]
 fn a_marker_waits_for_what_is_ahead_of_it_and_one_visit_of_each_other_per_visit() {
-    let (trace, from) = fed_run(Topology::complete(4), 3, 8, 20);
+    let (trace, from) = fed_run(Topology::complete(4), 3, |_| true, 8, 20);
     let waits = marker_waits(&trace, 3, from);
     assert_eq!(
         waits.len(),

@@ -908,21 +908,18 @@ impl<P: NodeProcess> Node<P> {
             return core.runtime.start_snapshot(initiator);
         }
         let id = SnapshotId::random();
-        let hub = &core.shared().hub;
-        let ticket = hub.begin_elsewhere(id, initiator, core.runtime.guard())?;
-        let link = core.links[node]
-            .as_ref()
-            .expect("a link to every other node");
-        let frame: FrameOut<'_, P::Message, P::State> = Frame::Start {
-            snapshot: id,
-            initiator: initiator as u32,
-        };
-        if link.is_broken() || link.send(&frame).is_err() {
-            hub.finish_elsewhere(
-                id,
-                Err(Error::Cluster(format!("the link to node {node} is down"))),
-            );
-        }
+        let ticket = core
+            .shared()
+            .hub
+            .begin_elsewhere(id, initiator, core.runtime.guard())?;
+        self.ask(
+            node,
+            id,
+            &Frame::Start {
+                snapshot: id,
+                initiator: initiator as u32,
+            },
+        );
         Ok(ticket)
     }
 
@@ -961,19 +958,27 @@ impl<P: NodeProcess> Node<P> {
         if node == core.me {
             return core.runtime.watch_snapshot(id);
         }
-        let hub = &core.shared().hub;
-        let ticket = hub.watch_elsewhere(id, initiator, core.runtime.guard())?;
+        let ticket = core
+            .shared()
+            .hub
+            .watch_elsewhere(id, initiator, core.runtime.guard())?;
+        self.ask(node, id, &Frame::Watch { snapshot: id });
+        Ok(ticket)
+    }
+
+    /// Sends `node` a request about snapshot `id`, waited for here; if the link is down the
+    /// wait ends at once with that error.
+    fn ask(&self, node: usize, id: SnapshotId, request: &FrameOut<'_, P::Message, P::State>) {
+        let core = self.core();
         let link = core.links[node]
             .as_ref()
             .expect("a link to every other node");
-        let frame: FrameOut<'_, P::Message, P::State> = Frame::Watch { snapshot: id };
-        if link.is_broken() || link.send(&frame).is_err() {
-            hub.finish_elsewhere(
+        if link.is_broken() || link.send(request).is_err() {
+            core.shared().hub.finish_elsewhere(
                 id,
                 Err(Error::Cluster(format!("the link to node {node} is down"))),
             );
         }
-        Ok(ticket)
     }
 
     /// From now on, the end of every snapshot whose outcome is delivered on this node: those

@@ -189,6 +189,23 @@ impl<M, S> HubState<M, S> {
         }
     }
 
+    /// A ticket for snapshot `id`: its outcome will be delivered to it by `finish`.
+    fn ticket(
+        &mut self,
+        id: SnapshotId,
+        initiator: ProcessId,
+        guard: super::ThreadGuard,
+    ) -> PendingSnapshot<M, S> {
+        let slot = Slot::new();
+        self.waiters.entry(id).or_default().push(slot.clone());
+        PendingSnapshot {
+            id,
+            initiator,
+            slot,
+            guard,
+        }
+    }
+
     /// Snapshots in flight that were started from this node: by its handle (whichever the
     /// initiator) or by its processes; not those it assembles for another node's handle.
     fn started_here(&self) -> usize {
@@ -289,16 +306,7 @@ impl<M, S> Hub<M, S> {
             return Err(error);
         }
         log::debug!("process {initiator}: snapshot {id} started");
-        Ok(guard.map(|guard| {
-            let slot = Slot::new();
-            state.waiters.entry(id).or_default().push(slot.clone());
-            PendingSnapshot {
-                id,
-                initiator,
-                slot,
-                guard,
-            }
-        }))
+        Ok(guard.map(|guard| state.ticket(id, initiator, guard)))
     }
 
     /// A ticket for snapshot `id`, if it is still running.
@@ -312,14 +320,7 @@ impl<M, S> Hub<M, S> {
             return Err(Error::UnknownSnapshot(id));
         }
         let initiator = state.collector.initiator(id).expect("pending");
-        let slot = Slot::new();
-        state.waiters.entry(id).or_default().push(slot.clone());
-        Ok(PendingSnapshot {
-            id,
-            initiator,
-            slot,
-            guard,
-        })
+        Ok(state.ticket(id, initiator, guard))
     }
 
     /// Withdraws a snapshot that was begun but could not be started at its initiator.
@@ -466,16 +467,21 @@ impl<M, S> Hub<M, S> {
         if let Some(failure) = state.collector.failure() {
             return Err(failure.clone());
         }
+        Ok(self.wait_elsewhere(&mut state, id, initiator, guard))
+    }
+
+    /// A ticket here for snapshot `id`, whose outcome another node will send.
+    #[cfg(feature = "cluster")]
+    fn wait_elsewhere(
+        &self,
+        state: &mut HubState<M, S>,
+        id: SnapshotId,
+        initiator: ProcessId,
+        guard: super::ThreadGuard,
+    ) -> PendingSnapshot<M, S> {
         let now = self.now();
-        state.asked_here.insert(id, (initiator, now));
-        let slot = Slot::new();
-        state.waiters.entry(id).or_default().push(slot.clone());
-        Ok(PendingSnapshot {
-            id,
-            initiator,
-            slot,
-            guard,
-        })
+        state.asked_here.entry(id).or_insert((initiator, now));
+        state.ticket(id, initiator, guard)
     }
 
     /// Node `asker` waits for snapshot `id`, assembled here: its outcome goes there too.
@@ -503,16 +509,7 @@ impl<M, S> Hub<M, S> {
         if state.closed {
             return Err(Error::Shutdown);
         }
-        let now = self.now();
-        state.asked_here.entry(id).or_insert((initiator, now));
-        let slot = Slot::new();
-        state.waiters.entry(id).or_default().push(slot.clone());
-        Ok(PendingSnapshot {
-            id,
-            initiator,
-            slot,
-            guard,
-        })
+        Ok(self.wait_elsewhere(&mut state, id, initiator, guard))
     }
 
     /// Node `asker` asked for snapshot `id` with `initiator`, run here: register it (its
