@@ -762,6 +762,14 @@ pub enum ClusterError {
         /// The nodes, by index.
         nodes: Vec<usize>,
     },
+    /// The cluster names no keys: every connection between nodes must be authenticated, so a
+    /// node needs its key pair and the others' public keys.
+    NoKeys,
+    /// The keys could not be made or read.
+    Keys {
+        /// What went wrong, with the file.
+        message: String,
+    },
     /// This node's own processes could not start.
     Build(BuildError),
     /// The cluster's result has already been handed to another caller (another clone of the
@@ -799,6 +807,8 @@ impl ClusterError {
                 | ClusterError::DuplicateAddress { .. }
                 | ClusterError::NoSuchNode { .. }
                 | ClusterError::BadAddress { .. }
+                | ClusterError::NoKeys
+                | ClusterError::Keys { .. }
         )
     }
 }
@@ -887,6 +897,13 @@ impl fmt::Display for ClusterError {
                     "stopping the cluster gave up waiting for nodes {nodes:?}"
                 )
             }
+            ClusterError::NoKeys => write!(
+                f,
+                "the cluster names no keys: every connection between nodes is authenticated, \
+                 so each node needs its key pair and the others' public keys (`keys = \"DIR\"` \
+                 in the cluster file)"
+            ),
+            ClusterError::Keys { message } => write!(f, "keys: {message}"),
             ClusterError::Build(e) => write!(f, "{e}"),
             ClusterError::Stopped => {
                 write!(

@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use chandy_lamport::cluster::{ClusterConfig, ClusterError, Node, NodeConfig, NodeProcess};
+use chandy_lamport::cluster::{
+    ClusterConfig, ClusterError, Node, NodeConfig, NodeKeys, NodeProcess,
+};
 use chandy_lamport::{Context, Error, Process, ProcessId, SendError, SnapshotId, Topology};
 use common::PATIENCE;
 use serde::{Deserialize, Serialize};
@@ -80,11 +82,12 @@ fn start<P: NodeProcess>(
     let builds: Vec<_> = listeners
         .into_iter()
         .enumerate()
-        .map(|(k, listener)| {
+        .map(|(k, (listener, keys))| {
             let (topology, config, make) = (topology.clone(), config.clone(), make.clone());
             thread::spawn(move || {
                 Node::builder(topology, config, k)
                     .listener(listener)
+                    .keys(keys)
                     .connect_timeout(*PATIENCE)
                     .stop_timeout(*PATIENCE)
                     .build(|p| make(k, p))
@@ -97,9 +100,9 @@ fn start<P: NodeProcess>(
         .collect()
 }
 
-/// A listener on 127.0.0.1 (a port the system picks) for each node of `placement`, and the
-/// cluster's configuration with those addresses.
-fn listen(placement: &[Vec<ProcessId>]) -> (Vec<TcpListener>, ClusterConfig) {
+/// A listener on 127.0.0.1 (a port the system picks) and fresh keys for each node of
+/// `placement`, and the cluster's configuration with those addresses.
+fn listen(placement: &[Vec<ProcessId>]) -> (Vec<(TcpListener, NodeKeys)>, ClusterConfig) {
     let listeners: Vec<TcpListener> = placement
         .iter()
         .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
@@ -111,7 +114,8 @@ fn listen(placement: &[Vec<ProcessId>]) -> (Vec<TcpListener>, ClusterConfig) {
             .map(|(ps, l)| NodeConfig::new(l.local_addr().unwrap().to_string(), ps.clone()))
             .collect(),
     );
-    (listeners, config)
+    let keys = NodeKeys::generate(placement.len()).unwrap();
+    (listeners.into_iter().zip(keys).collect(), config)
 }
 
 /// A bank over `placement`; takes snapshots from every node with initiators on every node,
@@ -365,15 +369,18 @@ fn nodes_that_disagree_are_refused_saying_what_differs() {
             .collect(),
     );
     let topologies = [Topology::complete(4), Topology::ring(4)];
+    let keys = NodeKeys::generate(2).unwrap();
     let builds: Vec<_> = listeners
         .into_iter()
         .zip(topologies)
+        .zip(keys)
         .enumerate()
-        .map(|(k, (listener, topology))| {
+        .map(|(k, ((listener, topology), keys))| {
             let config = config.clone();
             thread::spawn(move || {
                 Node::builder(topology, config, k)
                     .listener(listener)
+                    .keys(keys)
                     .connect_timeout(Duration::from_secs(5))
                     .build(|_| Sender)
                     .map(drop)
@@ -408,6 +415,7 @@ fn a_node_that_never_answers_is_named_after_the_deadline() {
     let began = std::time::Instant::now();
     let e = Node::builder(Topology::complete(2), config, 0)
         .listener(listener)
+        .keys(NodeKeys::generate(2).unwrap().remove(0))
         .connect_timeout(Duration::from_millis(500))
         .build(|_| Sender)
         .unwrap_err();
@@ -438,7 +446,17 @@ fn a_missing_node_and_an_address_in_use_are_typed_errors() {
             .unwrap_err(),
         ClusterError::NoSuchNode { node: 5, nodes: 2 }
     );
-    match Node::builder(Topology::complete(2), config, 0).build(|_| Sender) {
+    // Without keys, nothing starts.
+    assert_eq!(
+        Node::builder(Topology::complete(2), config.clone(), 0)
+            .build(|_| Sender)
+            .unwrap_err(),
+        ClusterError::NoKeys
+    );
+    match Node::builder(Topology::complete(2), config, 0)
+        .keys(NodeKeys::generate(2).unwrap().remove(0))
+        .build(|_| Sender)
+    {
         Err(ClusterError::Bind {
             node: 0, address, ..
         }) => assert_eq!(address, in_use),
@@ -530,12 +548,13 @@ fn restore(
         .into_iter()
         .zip(from.iter().cloned())
         .enumerate()
-        .map(|(k, (listener, snapshot))| {
+        .map(|(k, ((listener, keys), snapshot))| {
             let (topology, config) = (topology.clone(), config.clone());
             thread::spawn(move || {
                 let delivered = Arc::new(AtomicU64::new(0));
                 Node::builder(topology, config, k)
                     .listener(listener)
+                    .keys(keys)
                     .connect_timeout(Duration::from_secs(5))
                     .stop_timeout(*PATIENCE)
                     .restore(&snapshot, |p, balance| Branch {

@@ -10,7 +10,7 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use chandy_lamport::cluster::{ClusterConfig, Node, NodeConfig};
+use chandy_lamport::cluster::{write_keys, ClusterConfig, Node, NodeConfig};
 use chandy_lamport::{Context, Process, ProcessId, Topology};
 use common::PATIENCE;
 use serde::{Deserialize, Serialize};
@@ -106,8 +106,11 @@ fn three_nodes_as_os_processes_take_100_snapshots_all_exact() {
             })
             .collect(),
     );
-    let file = std::env::temp_dir().join(format!("cluster-test-{}.toml", std::process::id()));
-    std::fs::write(&file, config.to_toml()).unwrap();
+    let dir = std::env::temp_dir().join(format!("cluster-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    write_keys(&dir.join("keys"), NODES).unwrap();
+    let file = dir.join("cluster.toml");
+    std::fs::write(&file, config.with_keys("keys").to_toml()).unwrap();
     for (child, _) in &mut nodes {
         writeln!(child.stdin.take().unwrap(), "{}", file.display()).unwrap();
     }
@@ -127,7 +130,7 @@ fn three_nodes_as_os_processes_take_100_snapshots_all_exact() {
         };
         statuses.push((k, status));
     }
-    let _ = std::fs::remove_file(&file);
+    let _ = std::fs::remove_dir_all(&dir);
     for (k, status) in statuses {
         match status {
             Some(s) => assert!(s.success(), "node {k} failed: {s}"),

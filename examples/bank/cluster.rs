@@ -23,12 +23,61 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use chandy_lamport::cluster::{ClusterConfig, ClusterError, ClusterStopped, Node, NodeConfig};
+use chandy_lamport::cluster::{
+    write_keys, ClusterConfig, ClusterError, ClusterStopped, Node, NodeConfig,
+};
 
 use crate::{branch_seeds, drive, load_checkpoint, summarize, Args, Branch, Run};
 
 /// The note node 0 stops the cluster with when every snapshot checked out.
 const GOOD: &[u8] = b"every snapshot completed, conserved and consistent";
+
+/// `bank --cluster FILE --keygen DIR`: makes the keys of the cluster FILE describes (the file
+/// may name keys already or not; it is not changed).
+pub(crate) fn keygen(args: &Args) -> ExitCode {
+    let file = args.cluster.as_ref().expect("clap requires --cluster");
+    let dir = args.keygen.as_ref().expect("keygen runs with --keygen");
+    let config = match ClusterConfig::load(file) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("bank: {}", in_file(file, &e));
+            return ExitCode::from(2);
+        }
+    };
+    match write_keys(dir, config.nodes.len()) {
+        Ok(()) => {
+            eprintln!(
+                "bank: keys of {} in {}: give node I's machine node-I.key and every node-*.pub, \
+                 and add keys = {:?} to {}",
+                crate::count(config.nodes.len(), "node", "nodes"),
+                dir.display(),
+                dir.display().to_string(),
+                file.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("bank: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `e`, said of cluster file `file` (and its line, where it has one).
+fn in_file(file: &std::path::Path, e: &ClusterError) -> String {
+    let hint = if matches!(e, ClusterError::NoKeys) {
+        format!(
+            "; make them with `bank --cluster {} --keygen DIR`",
+            file.display()
+        )
+    } else {
+        String::new()
+    };
+    match e.line() {
+        Some(line) => format!("{}:{line}: {e}{hint}", file.display()),
+        None => format!("{}: {e}{hint}", file.display()),
+    }
+}
 
 /// `bank --nodes N`: starts the nodes, passes on what they print, exits with their verdict.
 pub(crate) fn parent(args: &Args) -> ExitCode {
@@ -99,8 +148,12 @@ fn spawn_nodes(args: &Args) -> Result<ExitCode, String> {
             })
             .collect(),
     );
-    let file = std::env::temp_dir().join(format!("bank-cluster-{}.toml", std::process::id()));
-    std::fs::write(&file, config.to_toml())
+    // Throwaway keys, made here for these nodes and removed with the file.
+    let dir = std::env::temp_dir().join(format!("bank-cluster-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    write_keys(&dir.join("keys"), nodes).map_err(|e| e.to_string())?;
+    let file = dir.join("cluster.toml");
+    std::fs::write(&file, config.with_keys("keys").to_toml())
         .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
     for (child, _) in &mut children {
         let mut stdin = child.stdin.take().expect("piped");
@@ -132,7 +185,7 @@ fn spawn_nodes(args: &Args) -> Result<ExitCode, String> {
     for p in passing {
         let _ = p.join();
     }
-    let _ = std::fs::remove_file(&file);
+    let _ = std::fs::remove_dir_all(&dir);
     Ok(ExitCode::from(worst))
 }
 
@@ -150,14 +203,10 @@ pub(crate) fn node(args: &Args) -> ExitCode {
     } else {
         (args.cluster.clone().expect("clap requires --cluster"), None)
     };
-    let in_file = |e: &ClusterError| match e.line() {
-        Some(line) => format!("{}:{line}: {e}", file.display()),
-        None => format!("{}: {e}", file.display()),
-    };
     let config = match ClusterConfig::load(&file) {
         Ok(config) => config,
         Err(e) => {
-            eprintln!("bank: {}", in_file(&e));
+            eprintln!("bank: {}", in_file(&file, &e));
             return ExitCode::from(2);
         }
     };
@@ -165,7 +214,7 @@ pub(crate) fn node(args: &Args) -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(Failure::Cluster(e)) if e.is_in_file() || matches!(e, ClusterError::Bind { .. }) => {
-            eprintln!("bank: {}", in_file(&e));
+            eprintln!("bank: {}", in_file(&file, &e));
             ExitCode::from(2)
         }
         Err(Failure::Usage(message)) => {

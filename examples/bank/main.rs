@@ -124,11 +124,21 @@ struct Args {
     nodes: Option<u64>,
     /// Run one node of the cluster this file describes (TOML; see docs/cluster.md), with
     /// `--node`. Start every node with the same other flags; node 0 prints the results.
-    #[arg(long, value_name = "FILE", requires = "node", conflicts_with_all = ["trace", "shiviz"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["trace", "shiviz"])]
     cluster: Option<PathBuf>,
     /// With `--cluster`: which node this is (its position among the file's `[[node]]` tables).
     #[arg(long, value_name = "I")]
     node: Option<usize>,
+    /// With `--cluster`: make the cluster's keys in this folder (once, on one machine), then
+    /// stop. Add `keys = "DIR"` to the cluster file, and give each machine its own node's
+    /// `node-I.key` and every `node-*.pub` (docs/cluster.md).
+    #[arg(
+        long,
+        value_name = "DIR",
+        requires = "cluster",
+        conflicts_with = "node"
+    )]
+    keygen: Option<PathBuf>,
     /// With `--cluster`: how long to wait for every node at start (seconds).
     #[arg(long, value_name = "S", default_value_t = 30)]
     connect_timeout: u64,
@@ -258,6 +268,9 @@ fn check_fits(args: &Args) {
             .error(clap::error::ErrorKind::ValueValidation, message)
             .exit()
     };
+    if args.node.is_none() && args.cluster.is_some() && args.keygen.is_none() {
+        refuse("--cluster FILE needs --node I (or --keygen DIR)".to_string());
+    }
     if args.node.is_some() && args.cluster.is_none() && !args.spawned {
         refuse("--node needs --cluster FILE".to_string());
     }
@@ -307,6 +320,9 @@ fn main() -> ExitCode {
     check_fits(&args);
     if args.nodes.is_some() {
         return cluster::parent(&args);
+    }
+    if args.keygen.is_some() {
+        return cluster::keygen(&args);
     }
     if args.cluster.is_some() || args.spawned {
         return cluster::node(&args);

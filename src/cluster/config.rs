@@ -1,6 +1,8 @@
 //! The cluster file: which node runs which processes, and where each is reached.
 //!
 //! ```toml
+//! keys = "keys"                 # the folder of the cluster's keys, beside this file
+//!
 //! [[node]]
 //! address = "10.0.0.1:7101"     # where the other nodes connect to this one
 //! processes = [0, 3, 6]
@@ -16,7 +18,7 @@
 //! misspelt one does not pass silently.
 
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
@@ -54,17 +56,21 @@ impl NodeConfig {
     }
 }
 
-/// A cluster: its nodes, in order (node I is `nodes[I]`).
+/// A cluster: its nodes, in order (node I is `nodes[I]`), and where its keys are.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClusterConfig {
     /// The nodes.
     pub nodes: Vec<NodeConfig>,
+    /// The folder of the cluster's keys (`keys = "DIR"`, relative to the cluster file; see
+    /// [`write_keys`](super::write_keys)).
+    pub keys: Option<PathBuf>,
 }
 
 /// The file as written.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct File {
+    keys: Option<PathBuf>,
     #[serde(default)]
     node: Vec<NodeTable>,
 }
@@ -89,7 +95,13 @@ fn line_of(text: &str, at: usize) -> usize {
 impl ClusterConfig {
     /// A cluster of `nodes`.
     pub fn new(nodes: Vec<NodeConfig>) -> Self {
-        ClusterConfig { nodes }
+        ClusterConfig { nodes, keys: None }
+    }
+
+    /// The cluster whose keys are in folder `dir`.
+    pub fn with_keys(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.keys = Some(dir.into());
+        self
     }
 
     /// Reads a cluster file's text (see the module documentation). Checks the form; what
@@ -112,20 +124,34 @@ impl ClusterConfig {
                 processes: t.processes.into_inner(),
             })
             .collect();
-        Ok(ClusterConfig { nodes })
+        Ok(ClusterConfig {
+            nodes,
+            keys: file.keys,
+        })
     }
 
-    /// Reads the cluster file at `path`.
+    /// Reads the cluster file at `path`. Its `keys` folder, if relative, is taken relative to
+    /// the file's folder.
     pub fn load(path: impl AsRef<Path>) -> Result<Self, ClusterError> {
-        let text = std::fs::read_to_string(path.as_ref()).map_err(|e| ClusterError::Read {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| ClusterError::Read {
             message: e.to_string(),
         })?;
-        Self::parse(&text)
+        let mut config = Self::parse(&text)?;
+        if let (Some(keys), Some(dir)) = (&mut config.keys, path.parent()) {
+            if keys.is_relative() {
+                *keys = dir.join(&*keys);
+            }
+        }
+        Ok(config)
     }
 
     /// The file's text (what `parse` reads back).
     pub fn to_toml(&self) -> String {
         let mut out = String::new();
+        if let Some(keys) = &self.keys {
+            out.push_str(&format!("keys = {:?}\n\n", keys.display().to_string()));
+        }
         for node in &self.nodes {
             out.push_str("[[node]]\n");
             out.push_str(&format!("address = {:?}\n", node.address));

@@ -23,7 +23,11 @@ use crossbeam_channel::Sender;
 use parking_lot::{Condvar, Mutex};
 use serde::Serialize;
 
+use snow::TransportState;
+
 use super::node::{Core, NodeProcess};
+use super::secure::{self, Opened};
+use super::startup::Secured;
 use super::wire::{self, Frame, FrameIn, ReadError};
 use crate::envelope::Envelope;
 use crate::process::Process;
@@ -143,8 +147,12 @@ impl Outlink {
 
 /// The writer's thread: takes what is queued for the peer and writes it, one `write` call per
 /// round, until the link is closed (then returns `Ok`) or a write fails.
-pub(crate) fn write_loop(link: &Outlink, stream: TcpStream) -> Result<(), String> {
-    let result = write_all_queued(link, stream);
+pub(crate) fn write_loop(
+    link: &Outlink,
+    stream: TcpStream,
+    transport: TransportState,
+) -> Result<(), String> {
+    let result = write_all_queued(link, stream, transport);
     if result.is_err() {
         link.broken.store(true, Ordering::Release);
     }
@@ -152,11 +160,16 @@ pub(crate) fn write_loop(link: &Outlink, stream: TcpStream) -> Result<(), String
     result
 }
 
-fn write_all_queued(link: &Outlink, mut stream: TcpStream) -> Result<(), String> {
+fn write_all_queued(
+    link: &Outlink,
+    mut stream: TcpStream,
+    mut transport: TransportState,
+) -> Result<(), String> {
     link.bell.register_current_thread();
     let control_bit = link.buffers.len();
     let mut bits = vec![0u64; link.bell.words()];
     let mut out = Vec::new();
+    let mut sealed = Vec::new();
     // Never more writers than cores, and they should not keep cores spinning: the schedule for
     // more threads than cores.
     let backoff = Backoff::for_processes(usize::MAX);
@@ -184,9 +197,11 @@ fn write_all_queued(link: &Outlink, mut stream: TcpStream) -> Result<(), String>
             }
         }
         if !out.is_empty() {
-            stream.write_all(&out).map_err(|e| e.to_string())?;
+            sealed.clear();
+            secure::seal(&mut transport, &out, &mut sealed).map_err(|e| e.to_string())?;
+            stream.write_all(&sealed).map_err(|e| e.to_string())?;
             link.writes.fetch_add(1, Ordering::Relaxed);
-            link.bytes.fetch_add(out.len() as u64, Ordering::Relaxed);
+            link.bytes.fetch_add(sealed.len() as u64, Ordering::Relaxed);
             continue;
         }
         if link.closing.load(Ordering::Acquire) {
@@ -227,13 +242,13 @@ pub(crate) type Refusal = String;
 pub(crate) fn read_loop<P>(
     core: &Arc<Core<P>>,
     peer: usize,
-    stream: TcpStream,
+    (stream, transport): Secured,
     mut inlets: Vec<Option<Inlet<P::Message>>>,
 ) -> Result<(), Refusal>
 where
     P: NodeProcess,
 {
-    let mut stream = BufReader::with_capacity(1 << 16, stream);
+    let mut stream = Opened::new(BufReader::with_capacity(1 << 16, stream), transport);
     let mut buf = Vec::new();
     loop {
         match wire::read_frame(&mut stream, &mut buf, core.max_frame) {

@@ -47,13 +47,16 @@
 
 mod config;
 mod driver;
+mod keys;
 mod link;
 mod node;
+mod secure;
 mod startup;
 mod stopped;
 mod wire;
 
 pub use crate::error::ClusterError;
 pub use config::{ClusterConfig, NodeConfig};
+pub use keys::{write_keys, NodeKeys};
 pub use node::{LinkStats, Node, NodeBuilder, NodeProcess, NodeStats};
 pub use stopped::ClusterStopped;

@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use super::config::ClusterConfig;
 use super::driver::NodeWire;
+use super::keys::NodeKeys;
 use super::link::{self, Inlet, Outlink, Refusal};
 use super::startup::{self, Connections};
 use super::stopped::ClusterStopped;
@@ -56,12 +57,21 @@ pub struct NodeBuilder<P> {
     node: usize,
     runtime: RuntimeBuilder<P>,
     listener: Option<TcpListener>,
+    keys: Option<NodeKeys>,
     connect_timeout: Duration,
     stop_timeout: Duration,
     max_frame: usize,
 }
 
 impl<P: NodeProcess> NodeBuilder<P> {
+    /// This node's keys (its key pair and the others' public keys), rather than the folder the
+    /// cluster file names (`keys = "DIR"`). Every connection between nodes is authenticated
+    /// with them; a node has to have them.
+    pub fn keys(mut self, keys: NodeKeys) -> Self {
+        self.keys = Some(keys);
+        self
+    }
+
     /// Listens on `listener` (already bound) rather than binding the node's address. Tests bind
     /// port 0 and write the port the system chose into the cluster's configuration.
     pub fn listener(mut self, listener: TcpListener) -> Self {
@@ -163,6 +173,20 @@ impl<P: NodeProcess> NodeBuilder<P> {
     ) -> Result<Node<P>, ClusterError> {
         let me = self.node;
         let nodes = self.config.nodes.len();
+        let keys = match (self.keys, &self.config.keys) {
+            (Some(keys), _) => keys,
+            (None, Some(dir)) => NodeKeys::load(dir, me, nodes)?,
+            (None, None) => return Err(ClusterError::NoKeys),
+        };
+        if keys.node() != me || keys.nodes() != nodes {
+            return Err(ClusterError::Keys {
+                message: format!(
+                    "the keys are node {}'s of a cluster of {}, not node {me}'s of {nodes}",
+                    keys.node(),
+                    keys.nodes()
+                ),
+            });
+        }
         let listener = match self.listener {
             Some(listener) => listener,
             None => {
@@ -223,18 +247,25 @@ impl<P: NodeProcess> NodeBuilder<P> {
                 })
                 .collect(),
             checkpoint,
+            max_frame: self.max_frame as u64,
         };
         // On an error the gate is dropped unopened, so the threads end without running any
         // process code; then dropping the runtime joins them. (The other way round, the join
         // would wait for threads held at the gate.)
-        let connections =
-            match startup::connect(&self.config, me, &hello, listener, self.connect_timeout) {
-                Ok(connections) => connections,
-                Err(e) => {
-                    drop(gate);
-                    return Err(e);
-                }
-            };
+        let connections = match startup::connect(
+            &self.config,
+            me,
+            &hello,
+            &keys,
+            listener,
+            self.connect_timeout,
+        ) {
+            Ok(connections) => connections,
+            Err(e) => {
+                drop(gate);
+                return Err(e);
+            }
+        };
         let mut inlets: Vec<Vec<Option<Inlet<P::Message>>>> = (0..nodes)
             .map(|_| (0..wiring.channels().len()).map(|_| None).collect())
             .collect();
@@ -265,24 +296,18 @@ impl<P: NodeProcess> NodeBuilder<P> {
             changed: Condvar::new(),
         });
         let Connections { outgoing, incoming } = connections;
-        for (peer, (stream, inlets)) in outgoing.into_iter().zip(inlets).enumerate() {
-            let Some(stream) = stream else { continue };
+        let pairs = outgoing.into_iter().zip(incoming).zip(inlets).enumerate();
+        for (peer, ((outgoing, incoming), inlets)) in pairs {
+            let (Some((stream, transport)), Some(reader)) = (outgoing, incoming) else {
+                continue;
+            };
             let link = links[peer].clone().expect("a link to every other node");
             let writer_core = core.clone();
             spawn(format!("node-{me}-to-{peer}"), move || {
-                if let Err(why) = link::write_loop(&link, stream) {
+                if let Err(why) = link::write_loop(&link, stream, transport) {
                     writer_core.link_failed(peer, format!("writing failed: {why}"));
                 }
             })?;
-            let reader = incoming[peer]
-                .as_ref()
-                .map(|s| s.try_clone())
-                .transpose()
-                .map_err(|e| ClusterError::Link {
-                    node: peer,
-                    message: e.to_string(),
-                })?
-                .expect("a connection from every other node");
             let reader_core = core.clone();
             spawn(format!("node-{me}-from-{peer}"), move || {
                 if let Err(why) = link::read_loop(&reader_core, peer, reader, inlets) {
@@ -855,6 +880,7 @@ impl<P: NodeProcess> Node<P> {
             config,
             node,
             listener: None,
+            keys: None,
             connect_timeout: CONNECT_TIMEOUT,
             stop_timeout: STOP_TIMEOUT,
             max_frame: wire::DEFAULT_MAX_FRAME,

@@ -5,6 +5,12 @@
 //! Node I opens one connection to each other node J and writes its I->J traffic on it; it
 //! accepts one from each J and reads J's traffic from it. So each ordered pair of nodes has its
 //! own connection, which is what carries every channel from I's processes to J's in order.
+//!
+//! A connection starts with both preambles (the wire format's version, each way, in the clear),
+//! then the Noise handshake (`secure.rs`): the opener proves it holds node I's key and sends its
+//! `Hello`, encrypted; the acceptor, having checked the key is a member's and the `Hello` says
+//! the same node, answers `Welcome` or why not, encrypted. A stranger's connection (no member's
+//! key) is closed and logged, with nothing read past the handshake.
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -13,7 +19,11 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::RecvTimeoutError;
 
+use snow::TransportState;
+
 use super::config::ClusterConfig;
+use super::keys::NodeKeys;
+use super::secure::{self, Opened};
 use super::wire::{self, Hello, Reply};
 use crate::error::ClusterError;
 
@@ -26,16 +36,19 @@ const RETRY: Duration = Duration::from_millis(50);
 /// The longest `Hello` a node reads.
 const MAX_HELLO: usize = 1 << 20;
 
+/// One authenticated connection: the socket and its Noise transport.
+pub(crate) type Secured = (TcpStream, TransportState);
+
 /// Every connection of one node, once all are made: by node, the one it writes to (opened
 /// here) and the one it reads from (accepted here); `None` for itself.
 pub(crate) struct Connections {
-    pub(crate) outgoing: Vec<Option<TcpStream>>,
-    pub(crate) incoming: Vec<Option<TcpStream>>,
+    pub(crate) outgoing: Vec<Option<Secured>>,
+    pub(crate) incoming: Vec<Option<Secured>>,
 }
 
 /// What became of connecting to one node.
 enum Dialed {
-    Welcomed(usize, TcpStream),
+    Welcomed(usize, Secured),
     /// It refused us: what differs.
     Refused(usize, String),
     /// It never answered by the deadline: the last error seen.
@@ -49,6 +62,7 @@ pub(crate) fn connect(
     config: &ClusterConfig,
     me: usize,
     hello: &Hello,
+    keys: &NodeKeys,
     listener: TcpListener,
     timeout: Duration,
 ) -> Result<Connections, ClusterError> {
@@ -59,11 +73,12 @@ pub(crate) fn connect(
     for peer in (0..nodes).filter(|&p| p != me) {
         let address = config.resolve(peer)?;
         let hello = hello.clone();
+        let keys = keys.clone();
         let dialed_tx = dialed_tx.clone();
         thread::Builder::new()
             .name(format!("dial-{peer}"))
             .spawn(move || {
-                let _ = dialed_tx.send(dial(peer, address, &hello, deadline));
+                let _ = dialed_tx.send(dial(peer, address, &hello, &keys, deadline));
             })
             .map_err(|e| ClusterError::Link {
                 node: peer,
@@ -78,8 +93,8 @@ pub(crate) fn connect(
             address: config.listen_address(me).to_string(),
             message: e.to_string(),
         })?;
-    let mut outgoing: Vec<Option<TcpStream>> = (0..nodes).map(|_| None).collect();
-    let mut incoming: Vec<Option<TcpStream>> = (0..nodes).map(|_| None).collect();
+    let mut outgoing: Vec<Option<Secured>> = (0..nodes).map(|_| None).collect();
+    let mut incoming: Vec<Option<Secured>> = (0..nodes).map(|_| None).collect();
     let mut silent: Vec<(usize, String)> = Vec::new();
     // What was last refused of each node that tried to connect here.
     let mut refused_here: Vec<Option<String>> = vec![None; nodes];
@@ -89,9 +104,9 @@ pub(crate) fn connect(
         // Accept whoever is waiting.
         loop {
             match listener.accept() {
-                Ok((stream, from)) => match welcome(stream, hello, me, nodes, &incoming) {
-                    Ok((peer, stream)) => {
-                        incoming[peer] = Some(stream);
+                Ok((stream, from)) => match welcome(stream, hello, keys, me, nodes, &incoming) {
+                    Ok((peer, secured)) => {
+                        incoming[peer] = Some(secured);
                         accepted += 1;
                     }
                     // A node of this cluster that runs something else: the cluster cannot
@@ -124,8 +139,8 @@ pub(crate) fn connect(
             Duration::from_millis(5)
         };
         match dialed.recv_timeout(wait) {
-            Ok(Dialed::Welcomed(peer, stream)) => {
-                outgoing[peer] = Some(stream);
+            Ok(Dialed::Welcomed(peer, secured)) => {
+                outgoing[peer] = Some(secured);
                 dialing -= 1;
             }
             Ok(Dialed::Refused(peer, message)) => {
@@ -175,7 +190,13 @@ pub(crate) fn connect(
 }
 
 /// Connects to `peer` at `address`, retrying until `deadline`, and says hello.
-fn dial(peer: usize, address: SocketAddr, hello: &Hello, deadline: Instant) -> Dialed {
+fn dial(
+    peer: usize,
+    address: SocketAddr,
+    hello: &Hello,
+    keys: &NodeKeys,
+    deadline: Instant,
+) -> Dialed {
     let mut last = "no attempt".to_string();
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -183,8 +204,8 @@ fn dial(peer: usize, address: SocketAddr, hello: &Hello, deadline: Instant) -> D
             return Dialed::Silent(peer, last);
         }
         match TcpStream::connect_timeout(&address, left.min(Duration::from_secs(1))) {
-            Ok(stream) => match greet(stream, hello) {
-                Ok(Ok(stream)) => return Dialed::Welcomed(peer, stream),
+            Ok(stream) => match greet(stream, peer, hello, keys) {
+                Ok(Ok(secured)) => return Dialed::Welcomed(peer, secured),
                 Ok(Err(refusal)) => return Dialed::Refused(peer, refusal),
                 Err(e) => last = format!("connected, but the handshake failed: {e}"),
             },
@@ -194,20 +215,45 @@ fn dial(peer: usize, address: SocketAddr, hello: &Hello, deadline: Instant) -> D
     }
 }
 
-/// The opener's side of the handshake: preamble and `Hello` out, `Reply` in.
-fn greet(mut stream: TcpStream, hello: &Hello) -> std::io::Result<Result<TcpStream, String>> {
+/// Sends this node's preamble and reads the peer's: `Err` with what differs if the versions
+/// do.
+fn preambles(stream: &mut TcpStream) -> std::io::Result<Result<(), String>> {
+    stream.write_all(&wire::preamble())?;
+    Ok(wire::read_preamble(stream))
+}
+
+/// The opener's side of the handshake (see the module documentation). `Ok(Err(why))`: the
+/// acceptor, or the handshake, says this node does not belong with it (a mismatch, not worth a
+/// retry).
+fn greet(
+    mut stream: TcpStream,
+    peer: usize,
+    hello: &Hello,
+    keys: &NodeKeys,
+) -> std::io::Result<Result<Secured, String>> {
     stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(HANDSHAKE))?;
-    let mut out = wire::preamble().to_vec();
-    wire::encode(&mut out, hello).map_err(std::io::Error::other)?;
-    stream.write_all(&out)?;
+    if let Err(why) = preambles(&mut stream)? {
+        return Ok(Err(why));
+    }
+    let said = wire::to_bytes(hello).map_err(std::io::Error::other)?;
+    let transport = match secure::open(&mut stream, keys, peer, &said) {
+        Ok(transport) => transport,
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            return Ok(Err(e.to_string()));
+        }
+        Err(e) => return Err(e),
+    };
+    let mut opened = Opened::new(&mut stream, transport);
     let mut buf = Vec::new();
-    wire::read_frame(&mut stream, &mut buf, MAX_HELLO)
+    wire::read_frame(&mut opened, &mut buf, MAX_HELLO)
         .map_err(|e| std::io::Error::other(e.to_string()))?;
-    match wire::decode::<Reply>(&buf).map_err(|e| std::io::Error::other(e.to_string()))? {
+    let reply = wire::decode::<Reply>(&buf).map_err(|e| std::io::Error::other(e.to_string()))?;
+    let transport = opened.into_transport();
+    match reply {
         Reply::Welcome => {
             stream.set_read_timeout(None)?;
-            Ok(Ok(stream))
+            Ok(Ok((stream, transport)))
         }
         Reply::Refused(why) => Ok(Err(why)),
     }
@@ -217,70 +263,79 @@ fn greet(mut stream: TcpStream, hello: &Hello) -> std::io::Result<Result<TcpStre
 enum Refusal {
     /// A node of this cluster whose `Hello` differs from this node's: what differs.
     Differs(usize, String),
-    /// Anything else (not a node of this format, a node already connected, a failed read): the
-    /// node it claimed to be, if it got that far, and why.
+    /// Anything else (not a member's key, a node already connected, a failed read): the node
+    /// it proved it is, if it got that far, and why.
     Other(Option<usize>, String),
 }
 
-/// The acceptor's side: checks the opener's preamble and `Hello` against this node's, and
-/// welcomes or refuses it. `Ok`: the opener's node index and the stream.
+/// The acceptor's side: checks the opener's preamble, its key (a member's) and its `Hello`
+/// (the same node, and agreeing with this node's), and welcomes or refuses it. `Ok`: the
+/// opener's node index and the connection.
 fn welcome(
     mut stream: TcpStream,
     ours: &Hello,
+    keys: &NodeKeys,
     me: usize,
     nodes: usize,
-    connected: &[Option<TcpStream>],
-) -> Result<(usize, TcpStream), Refusal> {
+    connected: &[Option<Secured>],
+) -> Result<(usize, Secured), Refusal> {
     let io = |e: std::io::Error| Refusal::Other(None, e.to_string());
     stream.set_nonblocking(false).map_err(io)?;
     stream.set_read_timeout(Some(HANDSHAKE)).map_err(io)?;
     stream.set_nodelay(true).map_err(io)?;
+    // Read first: a stranger learns nothing, not even this node's version, unless it speaks
+    // the format's first words.
     if let Err(why) = wire::read_preamble(&mut stream) {
-        return refuse(&mut stream, None, why);
+        return Err(Refusal::Other(None, why));
     }
-    let mut buf = Vec::new();
-    if let Err(e) = wire::read_frame(&mut stream, &mut buf, MAX_HELLO) {
-        return refuse(&mut stream, None, format!("no hello: {e}"));
-    }
-    let theirs: Hello = match wire::decode(&buf) {
+    stream.write_all(&wire::preamble()).map_err(io)?;
+    let (mut transport, peer, said) =
+        secure::accept(&mut stream, keys).map_err(|e| Refusal::Other(None, e.to_string()))?;
+    let theirs: Hello = match wire::decode(&said) {
         Ok(hello) => hello,
-        Err(e) => return refuse(&mut stream, None, format!("not a hello: {e}")),
+        Err(e) => {
+            let why = format!("not a hello: {e}");
+            return refuse(&mut stream, &mut transport, Some(peer), why);
+        }
     };
-    let peer = theirs.node as usize;
-    if peer >= nodes || peer == me {
-        return refuse(
-            &mut stream,
-            None,
-            format!(
-                "it says it is node {peer}, but the cluster has nodes 0..{nodes} and this is node {me}"
-            ),
+    if theirs.node as usize != peer {
+        let why = format!(
+            "it holds node {peer}'s key but says it is node {}",
+            theirs.node
         );
+        return refuse(&mut stream, &mut transport, Some(peer), why);
+    }
+    if peer >= nodes || peer == me {
+        let why = format!("node {peer} cannot connect to node {me} of a cluster of {nodes}");
+        return refuse(&mut stream, &mut transport, Some(peer), why);
     }
     if connected[peer].is_some() {
-        return refuse(
-            &mut stream,
-            Some(peer),
-            format!("node {peer} is already connected"),
-        );
+        let why = format!("node {peer} is already connected");
+        return refuse(&mut stream, &mut transport, Some(peer), why);
     }
     if let Some(differ) = ours.differences(&theirs) {
-        return match refuse(&mut stream, Some(peer), differ) {
+        return match refuse(&mut stream, &mut transport, Some(peer), differ) {
             Err(Refusal::Other(_, differ)) => Err(Refusal::Differs(peer, differ)),
             other => other,
         };
     }
     let mut out = Vec::new();
     wire::encode(&mut out, &Reply::Welcome).map_err(|e| Refusal::Other(Some(peer), e))?;
-    stream.write_all(&out).map_err(io)?;
+    secure::send_one(&mut stream, &mut transport, &out).map_err(io)?;
     stream.set_read_timeout(None).map_err(io)?;
-    Ok((peer, stream))
+    Ok((peer, (stream, transport)))
 }
 
-/// Tells the opener why it is refused (best effort: it may be gone), and says so.
-fn refuse<T>(stream: &mut TcpStream, peer: Option<usize>, why: String) -> Result<T, Refusal> {
+/// Tells the opener why it is refused (best effort: it may be gone), encrypted, and says so.
+fn refuse<T>(
+    stream: &mut TcpStream,
+    transport: &mut TransportState,
+    peer: Option<usize>,
+    why: String,
+) -> Result<T, Refusal> {
     let mut out = Vec::new();
     if wire::encode(&mut out, &Reply::Refused(why.clone())).is_ok() {
-        let _ = stream.write_all(&out);
+        let _ = secure::send_one(stream, transport, &out);
     }
     Err(Refusal::Other(peer, why))
 }

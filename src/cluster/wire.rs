@@ -50,6 +50,8 @@ pub(crate) struct Hello {
     pub(crate) placement: Vec<Vec<u32>>,
     /// The checksum of the snapshot every node restores from, if they restore.
     pub(crate) checkpoint: Option<u64>,
+    /// The longest frame each node accepts (a local part longer than it is sent in pieces).
+    pub(crate) max_frame: u64,
 }
 
 impl Hello {
@@ -102,6 +104,12 @@ impl Hello {
                 self.placement, peer.placement
             ));
         }
+        same(
+            &mut differ,
+            "longest frame",
+            self.max_frame.to_string(),
+            peer.max_frame.to_string(),
+        );
         let checksum = |c: Option<u64>| c.map_or("none".to_string(), |c| format!("{c:016x}"));
         same(
             &mut differ,
@@ -313,6 +321,12 @@ pub(crate) fn encode(buf: &mut Vec<u8>, value: &impl Serialize) -> Result<(), St
     Ok(())
 }
 
+/// `value` in postcard alone, without a frame's length (the `Hello` rides in the handshake's
+/// last message, which has its own).
+pub(crate) fn to_bytes(value: &impl Serialize) -> Result<Vec<u8>, String> {
+    postcard::to_allocvec(value).map_err(|e| e.to_string())
+}
+
 /// Why a frame could not be read.
 #[derive(Debug)]
 pub(crate) enum ReadError {
@@ -499,6 +513,7 @@ mod tests {
             channels: vec![(0, 1), (1, 2), (2, 0)],
             placement: vec![vec![0], vec![1, 2]],
             checkpoint: None,
+            max_frame: 1 << 20,
         };
         assert_eq!(
             ours.differences(&Hello {

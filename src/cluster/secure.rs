@@ -1,0 +1,295 @@
+//! Every connection between nodes, authenticated and encrypted with the Noise protocol (`snow`,
+//! pattern XX: see `keys.rs`), so that only the cluster's nodes join and nobody on the network
+//! reads or changes a frame.
+//!
+//! After the six-byte preamble each way (the wire format's version, in the clear), the three
+//! handshake messages, each `u16` length then bytes: the opener's ephemeral key; the acceptor's
+//! ephemeral and (encrypted) static key; the opener's (encrypted) static key with its `Hello`
+//! as payload. Each side then knows the other's static key: the opener checks it is the key of
+//! the node it dialled, the acceptor which node it is (and that its `Hello` says so). From then
+//! on the stream is transport messages: a `u16` length, then at most 65,535 bytes of
+//! ChaCha20-Poly1305 ciphertext, each carrying a piece of the frames (`wire.rs`) in order.
+
+use std::io::{self, Read, Write};
+
+use snow::{HandshakeState, TransportState};
+
+use super::keys::{NodeKeys, NOISE};
+
+/// Binds the handshake to this protocol: a peer speaking Noise for anything else fails it.
+const PROLOGUE: &[u8] = b"chandy-lamport cluster";
+
+/// The most a Noise message may be, and what is left of it for plaintext.
+const MAX_MESSAGE: usize = 65_535;
+const MAX_PLAIN: usize = MAX_MESSAGE - 16;
+
+fn noise_error(e: snow::Error) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e.to_string())
+}
+
+fn write_message(w: &mut impl Write, message: &[u8]) -> io::Result<()> {
+    let len = u16::try_from(message.len()).expect("Noise messages fit in 16 bits");
+    let mut out = Vec::with_capacity(2 + message.len());
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(message);
+    w.write_all(&out)
+}
+
+fn read_message(r: &mut impl Read, buf: &mut Vec<u8>) -> io::Result<()> {
+    let mut len = [0; 2];
+    r.read_exact(&mut len)?;
+    buf.resize(u16::from_le_bytes(len) as usize, 0);
+    r.read_exact(buf)
+}
+
+fn handshake(keys: &NodeKeys, initiator: bool) -> io::Result<HandshakeState> {
+    let params = NOISE.parse().expect("a valid Noise pattern");
+    let builder = snow::Builder::new(params)
+        .local_private_key(keys.private())
+        .and_then(|b| b.prologue(PROLOGUE))
+        .map_err(noise_error)?;
+    if initiator {
+        builder.build_initiator()
+    } else {
+        builder.build_responder()
+    }
+    .map_err(noise_error)
+}
+
+/// The opener's handshake, to node `peer`: returns the transport once the acceptor has proven
+/// it holds `peer`'s key, and has been sent `hello` (encrypted, in the last handshake message).
+pub(crate) fn open(
+    stream: &mut (impl Read + Write),
+    keys: &NodeKeys,
+    peer: usize,
+    hello: &[u8],
+) -> io::Result<TransportState> {
+    let mut hs = handshake(keys, true)?;
+    let mut out = vec![0; MAX_MESSAGE];
+    let mut incoming = Vec::new();
+    let mut payload = vec![0; MAX_MESSAGE];
+    let n = hs.write_message(&[], &mut out).map_err(noise_error)?;
+    write_message(stream, &out[..n])?;
+    read_message(stream, &mut incoming)?;
+    hs.read_message(&incoming, &mut payload)
+        .map_err(noise_error)?;
+    let expected = keys.public(peer);
+    if hs.get_remote_static() != expected {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("the node that answered does not hold node {peer}'s key"),
+        ));
+    }
+    if hello.len() > MAX_PLAIN {
+        return Err(io::Error::other("the hello is too long for one message"));
+    }
+    let n = hs.write_message(hello, &mut out).map_err(noise_error)?;
+    write_message(stream, &out[..n])?;
+    hs.into_transport_mode().map_err(noise_error)
+}
+
+/// The acceptor's handshake: returns the transport, the node whose key the opener proved it
+/// holds, and the opener's hello. A key that is no node's of this cluster is refused here.
+pub(crate) fn accept(
+    stream: &mut (impl Read + Write),
+    keys: &NodeKeys,
+) -> io::Result<(TransportState, usize, Vec<u8>)> {
+    let mut hs = handshake(keys, false)?;
+    let mut out = vec![0; MAX_MESSAGE];
+    let mut incoming = Vec::new();
+    let mut payload = vec![0; MAX_MESSAGE];
+    read_message(stream, &mut incoming)?;
+    hs.read_message(&incoming, &mut payload)
+        .map_err(noise_error)?;
+    let n = hs.write_message(&[], &mut out).map_err(noise_error)?;
+    write_message(stream, &out[..n])?;
+    read_message(stream, &mut incoming)?;
+    let len = hs
+        .read_message(&incoming, &mut payload)
+        .map_err(noise_error)?;
+    let node = hs
+        .get_remote_static()
+        .and_then(|key| keys.node_of(key))
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "its key is no node's of this cluster",
+            )
+        })?;
+    payload.truncate(len);
+    Ok((
+        hs.into_transport_mode().map_err(noise_error)?,
+        node,
+        payload,
+    ))
+}
+
+/// Encrypts `plain` into transport messages appended to `out`.
+pub(crate) fn seal(
+    transport: &mut TransportState,
+    plain: &[u8],
+    out: &mut Vec<u8>,
+) -> io::Result<()> {
+    for piece in plain.chunks(MAX_PLAIN) {
+        let start = out.len();
+        out.resize(start + 2 + piece.len() + 16, 0);
+        let n = transport
+            .write_message(piece, &mut out[start + 2..])
+            .map_err(noise_error)?;
+        out.truncate(start + 2 + n);
+        let len = u16::try_from(n).expect("at most 65,535 bytes");
+        out[start..start + 2].copy_from_slice(&len.to_le_bytes());
+    }
+    Ok(())
+}
+
+/// Reads transport messages from `inner` and hands out their plaintext, in order, as a stream:
+/// the frame reader reads it as it would read a plain connection. A message that fails to
+/// decrypt (changed, or not from the key the handshake proved) is an error.
+pub(crate) struct Opened<R> {
+    inner: R,
+    transport: TransportState,
+    cipher: Vec<u8>,
+    plain: Vec<u8>,
+    at: usize,
+}
+
+impl<R: Read> Opened<R> {
+    pub(crate) fn new(inner: R, transport: TransportState) -> Self {
+        Opened {
+            inner,
+            transport,
+            cipher: Vec::new(),
+            plain: Vec::new(),
+            at: 0,
+        }
+    }
+
+    /// The transport back (the handshake's last step reads one message through `Opened`, then
+    /// hands the transport to the thread that writes).
+    pub(crate) fn into_transport(self) -> TransportState {
+        self.transport
+    }
+
+    /// Reads and decrypts the next message; `Ok(false)` at the end of the stream between two.
+    fn next_message(&mut self) -> io::Result<bool> {
+        let mut len = [0; 2];
+        match self.inner.read(&mut len[..1]) {
+            Ok(0) => return Ok(false),
+            Ok(_) => {}
+            Err(e) => return Err(e),
+        }
+        self.inner.read_exact(&mut len[1..])?;
+        self.cipher.resize(u16::from_le_bytes(len) as usize, 0);
+        self.inner.read_exact(&mut self.cipher)?;
+        self.plain.resize(MAX_MESSAGE, 0);
+        let n = self
+            .transport
+            .read_message(&self.cipher, &mut self.plain)
+            .map_err(noise_error)?;
+        self.plain.truncate(n);
+        self.at = 0;
+        Ok(true)
+    }
+}
+
+impl<R: Read> Read for Opened<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.at == self.plain.len() {
+            if !self.next_message()? {
+                return Ok(0);
+            }
+        }
+        let n = buf.len().min(self.plain.len() - self.at);
+        buf[..n].copy_from_slice(&self.plain[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+/// Encrypts one message for the transport (the acceptor's one answer, its `Reply`).
+pub(crate) fn send_one(
+    stream: &mut impl Write,
+    transport: &mut TransportState,
+    plain: &[u8],
+) -> io::Result<()> {
+    let mut out = Vec::new();
+    seal(transport, plain, &mut out)?;
+    stream.write_all(&out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{TcpListener, TcpStream};
+
+    /// Both ends of a connection through a real socket, handshaken.
+    fn pair(
+        opener: &NodeKeys,
+        acceptor: NodeKeys,
+        peer: usize,
+    ) -> (
+        io::Result<TransportState>,
+        io::Result<(TransportState, usize, Vec<u8>)>,
+    ) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        let accepting = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            accept(&mut s, &acceptor)
+        });
+        let opened = {
+            // Dropped before the join: an opener that gave up closes, and the acceptor sees it.
+            let mut s = TcpStream::connect(address).unwrap();
+            open(&mut s, opener, peer, b"hello")
+        };
+        (opened, accepting.join().unwrap())
+    }
+
+    #[test]
+    fn members_prove_who_they_are_and_talk_privately() {
+        let keys = NodeKeys::generate(3).unwrap();
+        let (opened, accepted) = pair(&keys[0], keys[2].clone(), 2);
+        let (mut to, (from, node, hello)) = (opened.unwrap(), accepted.unwrap());
+        assert_eq!((node, hello.as_slice()), (0, &b"hello"[..]));
+        // 200,000 bytes: several transport messages, read back in order.
+        let plain: Vec<u8> = (0..200_000u32).map(|i| i as u8).collect();
+        let mut sealed = Vec::new();
+        seal(&mut to, &plain, &mut sealed).unwrap();
+        // Not the plaintext: its first bytes are nowhere at the start of the ciphertext.
+        assert!(sealed[2..66].windows(8).all(|w| w != &plain[..8]));
+        let mut opened = Opened::new(&sealed[..], from);
+        let mut back = Vec::new();
+        opened.read_to_end(&mut back).unwrap();
+        assert!(back == plain, "the plaintext comes back as it was sent");
+        // A byte changed on the way is caught.
+        let (opened, accepted) = pair(&keys[1], keys[0].clone(), 0);
+        let (mut to, from) = (opened.unwrap(), accepted.unwrap().0);
+        let mut sealed = Vec::new();
+        seal(&mut to, b"transfer 10 to branch 3", &mut sealed).unwrap();
+        sealed[10] ^= 1;
+        let mut reread = Vec::new();
+        let tampered = Opened::new(&sealed[..], from).read_to_end(&mut reread);
+        assert_eq!(tampered.unwrap_err().kind(), io::ErrorKind::InvalidData);
+        assert!(reread.is_empty());
+    }
+
+    #[test]
+    fn strangers_and_impostors_are_refused() {
+        let ours = NodeKeys::generate(3).unwrap();
+        let theirs = NodeKeys::generate(3).unwrap();
+        // A stranger who knows our public keys but holds no private key of ours.
+        let stranger = NodeKeys {
+            private: *theirs[0].private().first_chunk().unwrap(),
+            ..ours[0].clone()
+        };
+        let (_, accepted) = pair(&stranger, ours[1].clone(), 1);
+        assert_eq!(
+            accepted.unwrap_err().kind(),
+            io::ErrorKind::PermissionDenied
+        );
+        // Dialling node 1, but the node that answers holds node 2's key.
+        let (opened, _) = pair(&ours[0], ours[2].clone(), 1);
+        assert_eq!(opened.unwrap_err().kind(), io::ErrorKind::PermissionDenied);
+    }
+}
