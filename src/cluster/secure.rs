@@ -223,15 +223,15 @@ mod tests {
     use super::*;
     use std::net::{TcpListener, TcpStream};
 
+    /// What the acceptor's side of a handshake gives.
+    type Accepted = io::Result<(TransportState, usize, Vec<u8>)>;
+
     /// Both ends of a connection through a real socket, handshaken.
     fn pair(
         opener: &NodeKeys,
         acceptor: NodeKeys,
         peer: usize,
-    ) -> (
-        io::Result<TransportState>,
-        io::Result<(TransportState, usize, Vec<u8>)>,
-    ) {
+    ) -> (io::Result<TransportState>, Accepted) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let address = listener.local_addr().unwrap();
         let accepting = std::thread::spawn(move || {
