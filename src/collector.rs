@@ -166,15 +166,28 @@ impl<M, S> Collector<M, S> {
         process: ProcessId,
         message: String,
     ) -> Option<Vec<(SnapshotId, ProcessId)>> {
+        let error = Error::ProcessFailed {
+            process,
+            message: message.clone(),
+        };
+        self.fail_with(process, message, error)
+    }
+
+    /// As [`fail`](Collector::fail), with `error` as what ends the snapshots if this is the
+    /// first failure (a cluster node whose processes failed with it says so:
+    /// [`Error::NodeFailed`]).
+    pub fn fail_with(
+        &mut self,
+        process: ProcessId,
+        message: String,
+        error: Error,
+    ) -> Option<Vec<(SnapshotId, ProcessId)>> {
         let slot = self.failures.get_mut(process)?;
         if slot.is_some() {
             return None;
         }
         if self.first_failure.is_none() {
-            self.first_failure = Some(Error::ProcessFailed {
-                process,
-                message: message.clone(),
-            });
+            self.first_failure = Some(error);
         }
         *slot = Some(message);
         Some(self.abandon_all())

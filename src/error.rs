@@ -201,6 +201,17 @@ pub enum Error {
     /// A node of a cluster could not do what was asked of it; the message says why (cargo
     /// feature `cluster`).
     Cluster(String),
+    /// A node of a cluster has failed (it died, or a link to it went silent or broke): its
+    /// processes count as failed, and a snapshot that needed them cannot complete (cargo feature
+    /// `cluster`).
+    NodeFailed {
+        /// The node.
+        node: usize,
+        /// Its processes.
+        processes: Vec<ProcessId>,
+        /// Why it was declared failed.
+        reason: String,
+    },
 }
 
 impl fmt::Display for Error {
@@ -232,6 +243,14 @@ impl fmt::Display for Error {
                 }
             ),
             Error::Cluster(message) => write!(f, "cluster: {message}"),
+            Error::NodeFailed {
+                node,
+                processes,
+                reason,
+            } => write!(
+                f,
+                "node {node} failed ({reason}); its processes {processes:?} with it"
+            ),
         }
     }
 }

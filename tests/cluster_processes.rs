@@ -1,7 +1,8 @@
 //! The cluster with real OS processes: this test binary starts itself three times, each copy a
 //! node (the ignored test `node`, run only when started so), on 127.0.0.1 ports the system
-//! picks. Node 0 takes 100 snapshots, several in flight at once, from branches on every node,
-//! and checks each; every node checks the cluster's final state after the stop.
+//! picks. In one test node 0 takes 100 snapshots, several in flight at once, from branches on
+//! every node, and checks each, and every node checks the cluster's final state after the
+//! stop; in the other, node 2 is killed (`SIGKILL`) while 1,000 snapshots are in flight.
 
 mod common;
 
@@ -59,93 +60,166 @@ impl Process for Branch {
     }
 }
 
-/// Starts a copy of this binary as node `node`, which says where it listens on its stdout.
-fn start_node(node: usize) -> (Child, String) {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "node",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(NODE_VAR, node.to_string())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    // The harness prints its own words first, on the same line.
-    let address = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .find_map(|line| {
-            line.split_once("listening ")
-                .map(|(_, a)| a.trim().to_string())
-        })
-        .unwrap_or_else(|| panic!("node {node} did not say where it listens"));
-    // Keep reading what it prints (onto stderr, for a failure's story): a closed pipe would
-    // fail its harness's last words.
-    std::thread::spawn(move || {
-        for line in lines.map_while(Result::ok) {
-            eprintln!("node {node}: {line}");
+/// The variable that says which test a node belongs to.
+const MODE_VAR: &str = "CHANDY_LAMPORT_TEST_MODE";
+
+/// A node started as a copy of this binary: the process, and the lines it prints.
+struct Started {
+    child: Child,
+    lines: crossbeam_channel::Receiver<String>,
+}
+
+/// A cluster of `NODES` copies of this binary, node `k` running the processes `p` with
+/// `p % NODES == k`, with keys made for it in a folder that goes with it.
+struct Cluster {
+    nodes: Vec<Started>,
+    dir: std::path::PathBuf,
+}
+
+impl Cluster {
+    /// Starts the nodes (the ignored test `node`, in `mode`), and hands them the cluster file.
+    fn start(mode: &str) -> Cluster {
+        let mut nodes = Vec::new();
+        let mut addresses = Vec::new();
+        for node in 0..NODES {
+            let mut child = Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "--exact",
+                    "node",
+                    "--ignored",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env(NODE_VAR, node.to_string())
+                .env(MODE_VAR, mode)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            // Everything it prints, a line at a time (the harness prints its own words
+            // first, on the same line as the node's first; a closed pipe would fail its
+            // harness's last words, so it is read to the end).
+            let (tx, lines) = crossbeam_channel::unbounded();
+            let out = BufReader::new(child.stdout.take().unwrap());
+            std::thread::spawn(move || {
+                for line in out.lines().map_while(Result::ok) {
+                    eprintln!("node {node}: {line}");
+                    let _ = tx.send(line);
+                }
+            });
+            let address = said(&lines, "listening ", node);
+            addresses.push(address);
+            nodes.push(Started { child, lines });
         }
-    });
-    (child, address)
+        let config = ClusterConfig::new(
+            addresses
+                .iter()
+                .enumerate()
+                .map(|(k, a)| NodeConfig::new(a.clone(), (0..PROCESSES).filter(|p| p % NODES == k)))
+                .collect(),
+        );
+        let dir = std::env::temp_dir().join(format!("cluster-{mode}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        write_keys(&dir.join("keys"), NODES).unwrap();
+        let file = dir.join("cluster.toml");
+        std::fs::write(&file, config.with_keys("keys").to_toml()).unwrap();
+        for node in &mut nodes {
+            writeln!(node.child.stdin.take().unwrap(), "{}", file.display()).unwrap();
+        }
+        Cluster { nodes, dir }
+    }
+
+    /// Waits for every node to end (a node still running when the patience runs out is killed
+    /// and the test fails); returns whether each ended well.
+    fn finish(mut self) -> Vec<bool> {
+        let deadline = Instant::now() + *PATIENCE * 2;
+        let mut ends = Vec::new();
+        for (k, node) in self.nodes.iter_mut().enumerate() {
+            let status = loop {
+                if let Some(status) = node.child.try_wait().unwrap() {
+                    break Some(status);
+                }
+                if Instant::now() >= deadline {
+                    let _ = node.child.kill();
+                    break None;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            match status {
+                Some(s) => ends.push(s.success()),
+                None => panic!("node {k} did not finish in time"),
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+        ends
+    }
+}
+
+/// The rest of the first line node `node` prints after `word` (waiting for it, bounded).
+fn said(lines: &crossbeam_channel::Receiver<String>, word: &str, node: usize) -> String {
+    let deadline = Instant::now() + *PATIENCE;
+    loop {
+        let line = lines
+            .recv_deadline(deadline)
+            .unwrap_or_else(|_| panic!("node {node} never said {word:?}"));
+        if let Some((_, rest)) = line.split_once(word) {
+            return rest.trim().to_string();
+        }
+    }
+}
+
+/// Microseconds since the Unix epoch: a clock every node of this machine shares.
+fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64
 }
 
 #[test]
 fn three_nodes_as_os_processes_take_100_snapshots_all_exact() {
-    let mut nodes: Vec<(Child, String)> = (0..NODES).map(start_node).collect();
-    let config = ClusterConfig::new(
-        nodes
-            .iter()
-            .enumerate()
-            .map(|(k, (_, address))| {
-                NodeConfig::new(address.clone(), (0..PROCESSES).filter(|p| p % NODES == k))
-            })
-            .collect(),
-    );
-    let dir = std::env::temp_dir().join(format!("cluster-test-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    write_keys(&dir.join("keys"), NODES).unwrap();
-    let file = dir.join("cluster.toml");
-    std::fs::write(&file, config.with_keys("keys").to_toml()).unwrap();
-    for (child, _) in &mut nodes {
-        writeln!(child.stdin.take().unwrap(), "{}", file.display()).unwrap();
-    }
-    // Every wait is bounded: a node that hangs is killed and the test fails.
-    let deadline = Instant::now() + *PATIENCE * 2;
-    let mut statuses = Vec::new();
-    for (k, (mut child, _)) in nodes.into_iter().enumerate() {
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break Some(status);
-            }
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        statuses.push((k, status));
-    }
-    let _ = std::fs::remove_dir_all(&dir);
-    for (k, status) in statuses {
-        match status {
-            Some(s) => assert!(s.success(), "node {k} failed: {s}"),
-            None => panic!("node {k} did not finish in time"),
-        }
-    }
+    let ends = Cluster::start("snapshots").finish();
+    assert_eq!(ends, [true, true, true], "every node ended well");
 }
 
-/// A node of the test above; does nothing unless started by it.
+/// The failure timeout of the kill test.
+const KILL_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// `kill -9` of one node of three while 1,000 snapshots are in flight: on each survivor every
+/// one of those snapshots ends (completed or failed) within the failure timeout plus a second
+/// of the kill, the survivors agree the dead node failed, and nothing blocks.
 #[test]
-#[ignore = "a node of three_nodes_as_os_processes_take_100_snapshots_all_exact, started by it"]
+fn a_killed_node_fails_and_every_snapshot_in_flight_ends_in_time() {
+    let mut cluster = Cluster::start("kill");
+    said(&cluster.nodes[0].lines, "started ", 0);
+    let killed = now_us();
+    cluster.nodes[2].child.kill().unwrap(); // SIGKILL
+    for k in [0, 1] {
+        let ended: u64 = said(&cluster.nodes[k].lines, "ended ", k)
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let took = Duration::from_micros(ended.saturating_sub(killed));
+        eprintln!("node {k}: every snapshot ended {took:?} after the kill");
+        assert!(
+            took <= KILL_TIMEOUT + Duration::from_secs(1),
+            "node {k}: {took:?} after the kill"
+        );
+    }
+    let ends = cluster.finish();
+    assert_eq!(&ends[..2], [true, true], "the survivors ended well");
+}
+
+/// A node of the tests above; does nothing unless started by one of them.
+#[test]
+#[ignore = "a node of the tests above, started by them"]
 fn node() {
     let Some(me) = std::env::var(NODE_VAR).ok().and_then(|v| v.parse().ok()) else {
         return;
     };
+    let mode = std::env::var(MODE_VAR).unwrap_or_default();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     println!("listening {}", listener.local_addr().unwrap());
     std::io::stdout().flush().unwrap();
@@ -156,11 +230,66 @@ fn node() {
         .listener(listener)
         .connect_timeout(*PATIENCE)
         .stop_timeout(*PATIENCE)
+        .failure_timeout(KILL_TIMEOUT)
         .build(|p| Branch {
             balance: BALANCE,
             rng: fastrand::Rng::with_seed(p as u64),
         })
         .unwrap();
+    match mode.as_str() {
+        "kill" => killed_node(me, node),
+        _ => snapshots_node(me, node),
+    }
+}
+
+/// The kill test's node: node 0 starts 1,000 snapshots and waits for every one; node 1 waits
+/// for node 2's failure and for nothing of any snapshot to be left; both say when, and stop.
+/// Node 2 is killed.
+fn killed_node(me: usize, node: Node<Branch>) {
+    match me {
+        0 => {
+            let mut rng = fastrand::Rng::with_seed(7);
+            let tickets: Vec<_> = (0..1000)
+                .map(|_| node.start_snapshot(rng.usize(..PROCESSES)).unwrap())
+                .collect();
+            println!("started {}", tickets.len());
+            std::io::stdout().flush().unwrap();
+            let (mut completed, mut failed) = (0, 0);
+            for ticket in &tickets {
+                match ticket.wait_timeout(*PATIENCE) {
+                    Ok(snapshot) => {
+                        snapshot.verify().unwrap();
+                        completed += 1;
+                    }
+                    Err(chandy_lamport::Error::NodeFailed { node: 2, .. }) => failed += 1,
+                    Err(e) => panic!("a snapshot ended with {e}"),
+                }
+            }
+            println!("ended {} completed {completed} failed {failed}", now_us());
+            std::io::stdout().flush().unwrap();
+            common::wait_until("node 2 decided failed", || node.failed_nodes() == [2]);
+            let stopped = node.shutdown().unwrap();
+            assert_eq!(stopped.failed_nodes, [2]);
+        }
+        1 => {
+            common::wait_until("node 2 decided failed", || node.failed_nodes() == [2]);
+            common::wait_until("nothing of any snapshot left", || node.stats().is_idle());
+            println!("ended {}", now_us());
+            std::io::stdout().flush().unwrap();
+            let stopped = node.wait_stopped(*PATIENCE * 2).unwrap();
+            assert_eq!(stopped.failed_nodes, [2]);
+        }
+        _ => {
+            // Runs until killed.
+            let _ = node.wait_stopped(*PATIENCE * 4);
+            panic!("node 2 was meant to be killed");
+        }
+    }
+}
+
+/// The first test's node: node 0 takes 100 snapshots, several in flight at once, and checks
+/// each; every node checks the cluster's final state after the stop.
+fn snapshots_node(me: usize, node: Node<Branch>) {
     let total = BALANCE * PROCESSES as u64;
     let stopped = if me == 0 {
         let mut rng = fastrand::Rng::with_seed(42);

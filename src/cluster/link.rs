@@ -18,6 +18,7 @@ use std::net::TcpStream;
 use std::num::NonZeroU64;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 use parking_lot::{Condvar, Mutex};
@@ -48,6 +49,8 @@ pub(crate) struct Outlink {
     closing: AtomicBool,
     /// Set when the link has failed: nothing queued is written any more.
     broken: AtomicBool,
+    /// How long the writer lets the link be idle before it sends a heartbeat.
+    heartbeat: Duration,
     /// `write` calls made on the socket, and bytes written, counted at the call.
     pub(crate) writes: AtomicU64,
     pub(crate) bytes: AtomicU64,
@@ -57,10 +60,12 @@ pub(crate) struct Outlink {
 }
 
 impl Outlink {
-    /// A link to `peer` from a node running `locals` processes.
-    pub(crate) fn new(peer: usize, locals: usize) -> Self {
+    /// A link to `peer` from a node running `locals` processes, kept alive with a heartbeat
+    /// when idle for `heartbeat`.
+    pub(crate) fn new(peer: usize, locals: usize, heartbeat: Duration) -> Self {
         Outlink {
             peer,
+            heartbeat,
             bell: Doorbell::new(locals + 1),
             buffers: (0..locals).map(|_| Mutex::new(Vec::new())).collect(),
             control: Mutex::new(Vec::new()),
@@ -139,6 +144,16 @@ impl Outlink {
         self.broken.load(Ordering::Acquire)
     }
 
+    /// Takes everything queued and not yet taken by the writer (the frames for a node that
+    /// has failed, to report what it will never get).
+    pub(crate) fn take_unsent(&self) -> Vec<u8> {
+        let mut all = Vec::new();
+        for buffer in self.buffers.iter().chain(std::iter::once(&self.control)) {
+            all.append(&mut buffer.lock());
+        }
+        all
+    }
+
     /// Bytes queued and not yet taken by the writer.
     pub(crate) fn queued(&self) -> usize {
         self.buffers.iter().map(|b| b.lock().len()).sum::<usize>() + self.control.lock().len()
@@ -151,8 +166,14 @@ pub(crate) fn write_loop(
     link: &Outlink,
     stream: TcpStream,
     transport: TransportState,
+    timeout: Duration,
 ) -> Result<(), String> {
-    let result = write_all_queued(link, stream, transport);
+    // A write that cannot finish for the failure timeout (the peer reads nothing, its buffers
+    // are full) is the link failing.
+    let result = stream
+        .set_write_timeout(Some(timeout))
+        .map_err(|e| e.to_string())
+        .and_then(|()| write_all_queued(link, stream, transport));
     if result.is_err() {
         link.broken.store(true, Ordering::Release);
     }
@@ -173,6 +194,7 @@ fn write_all_queued(
     // Never more writers than cores, and they should not keep cores spinning: the schedule for
     // more threads than cores.
     let backoff = Backoff::for_processes(usize::MAX);
+    let mut written = Instant::now();
     loop {
         bits.iter_mut().for_each(|w| *w = 0);
         link.bell.take(&mut bits);
@@ -196,7 +218,12 @@ fn write_all_queued(
                 b.clear();
             }
         }
+        if out.is_empty() && written.elapsed() >= link.heartbeat {
+            let heartbeat: Frame<(), (), (), ()> = Frame::Heartbeat;
+            wire::encode(&mut out, &heartbeat)?;
+        }
         if !out.is_empty() {
+            written = Instant::now();
             sealed.clear();
             secure::seal(&mut transport, &out, &mut sealed).map_err(|e| e.to_string())?;
             stream.write_all(&sealed).map_err(|e| e.to_string())?;
@@ -209,7 +236,7 @@ fn write_all_queued(
             let _ = stream.shutdown(std::net::Shutdown::Write);
             return Ok(());
         }
-        link.bell.wait(None, backoff);
+        link.bell.wait(Some(written + link.heartbeat), backoff);
     }
 }
 
@@ -248,12 +275,28 @@ pub(crate) fn read_loop<P>(
 where
     P: NodeProcess,
 {
+    // Any frame counts as a sign of life, heartbeats included: a read that waits longer than
+    // the failure timeout means the peer, or the link, has gone silent.
+    stream
+        .set_read_timeout(Some(core.failure_timeout))
+        .map_err(|e| e.to_string())?;
     let mut stream = Opened::new(BufReader::with_capacity(1 << 16, stream), transport);
     let mut buf = Vec::new();
     loop {
         match wire::read_frame(&mut stream, &mut buf, core.max_frame) {
             Ok(()) => {}
             Err(ReadError::Closed) if core.peer_done(peer) => return Ok(()),
+            Err(ReadError::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(format!(
+                    "nothing arrived for {:.1} s",
+                    core.failure_timeout.as_secs_f64()
+                ));
+            }
             Err(e) => return Err(e.to_string()),
         }
         let frame: FrameIn<P::Message, P::State> = wire::decode(&buf).map_err(|e| e.to_string())?;

@@ -42,6 +42,7 @@
 //! 3. `startup.rs`: connecting every node to every other, and the handshake;
 //! 4. `driver.rs`: a process's driver on a node: local channels, or encoding for a link;
 //! 5. `link.rs`: what is queued for each peer, the writer and the reader threads;
+//!    `membership.rs`: who has failed, decided alike on every survivor;
 //! 6. `node.rs`: the node's handle, its builder, and stopping the cluster;
 //! 7. `stopped.rs`: what a node hands back, and the cluster's final state.
 
@@ -49,6 +50,7 @@ mod config;
 mod driver;
 mod keys;
 mod link;
+mod membership;
 mod node;
 mod secure;
 mod startup;

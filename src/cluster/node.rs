@@ -16,15 +16,16 @@ use super::config::ClusterConfig;
 use super::driver::NodeWire;
 use super::keys::NodeKeys;
 use super::link::{self, Inlet, Outlink, Refusal};
+use super::membership::Membership;
 use super::startup::{self, Connections};
-use super::stopped::ClusterStopped;
+use super::stopped::{ClusterStopped, Failed};
 use super::wire::{self, Frame, FrameIn, FrameOut, Hello, Report, WireError};
 use crate::error::{BuildError, ClusterError, Error};
 use crate::process::{Context, Process, ProcessFailure};
 use crate::restore::{self, ChannelStart};
 use crate::runtime::layer::{Control, FinalCounters, Shared, Uplink};
 use crate::runtime::{
-    PendingSnapshot, Runtime, RuntimeBuilder, RuntimeStats, SnapshotEvent, Stopped,
+    PendingSnapshot, Runtime, RuntimeBuilder, RuntimeStats, SnapshotEvent, Stopped, Undelivered,
 };
 use crate::snapshot::{GlobalSnapshot, LocalSnapshot, SnapshotId, SnapshotOutcome};
 use crate::topology::{ProcessId, Topology, Wiring};
@@ -50,6 +51,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long stopping waits for the other nodes by default.
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long a link may be silent by default before its peer is suspected.
+const FAILURE_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// Configures and starts one node of a cluster; see [`Node::builder`].
 pub struct NodeBuilder<P> {
     topology: Topology,
@@ -60,6 +64,7 @@ pub struct NodeBuilder<P> {
     keys: Option<NodeKeys>,
     connect_timeout: Duration,
     stop_timeout: Duration,
+    failure_timeout: Duration,
     max_frame: usize,
 }
 
@@ -83,6 +88,14 @@ impl<P: NodeProcess> NodeBuilder<P> {
     /// any order; each retries until then, and then fails naming the nodes that never answered.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
+        self
+    }
+
+    /// How long a link may stay silent before its peer is suspected (default 3 s; any frame
+    /// counts, and an idle link carries a heartbeat every fifth of this). What a node does then
+    /// is in `membership.rs`: the survivors agree who failed, a quarter of this later.
+    pub fn failure_timeout(mut self, timeout: Duration) -> Self {
+        self.failure_timeout = timeout.max(Duration::from_millis(50));
         self
     }
 
@@ -205,8 +218,9 @@ impl<P: NodeProcess> NodeBuilder<P> {
         for (k, &p) in local.iter().enumerate() {
             local_index[p] = k;
         }
+        let heartbeat = self.failure_timeout / 5;
         let links: Arc<[Option<Arc<Outlink>>]> = (0..nodes)
-            .map(|k| (k != me).then(|| Arc::new(Outlink::new(k, local.len()))))
+            .map(|k| (k != me).then(|| Arc::new(Outlink::new(k, local.len(), heartbeat))))
             .collect();
         // What the next message on each channel from elsewhere must be numbered.
         let next_seq: Vec<u64> = (0..wiring.channels().len())
@@ -283,6 +297,8 @@ impl<P: NodeProcess> NodeBuilder<P> {
             links: links.clone(),
             max_frame: self.max_frame,
             stop_timeout: self.stop_timeout,
+            failure_timeout: self.failure_timeout,
+            membership: Mutex::new(Membership::new(nodes)),
             ending: Mutex::new(Ending {
                 began: false,
                 note: Vec::new(),
@@ -304,7 +320,8 @@ impl<P: NodeProcess> NodeBuilder<P> {
             let link = links[peer].clone().expect("a link to every other node");
             let writer_core = core.clone();
             spawn(format!("node-{me}-to-{peer}"), move || {
-                if let Err(why) = link::write_loop(&link, stream, transport) {
+                let timeout = writer_core.failure_timeout;
+                if let Err(why) = link::write_loop(&link, stream, transport, timeout) {
                     writer_core.link_failed(peer, format!("writing failed: {why}"));
                 }
             })?;
@@ -448,6 +465,10 @@ pub(crate) struct Core<P: Process> {
     /// The longest frame accepted from a peer.
     pub(crate) max_frame: usize,
     stop_timeout: Duration,
+    /// How long a link may be silent before its peer is suspected.
+    pub(crate) failure_timeout: Duration,
+    /// Who suspects whom, who has failed (`membership.rs`); and whether a decision is due.
+    membership: Mutex<Membership>,
     ending: Mutex<Ending<P>>,
     changed: Condvar,
 }
@@ -463,10 +484,12 @@ impl<P: Process> Core<P> {
         ending.finished[peer] && ending.reported[peer]
     }
 
-    /// The link with `peer` has failed. Before the cluster stops, that is the peer's failure:
-    /// its processes count as failed (so every snapshot that needs them fails rather than
-    /// hangs). While it stops, it is noted, and stopping does not wait for that peer.
-    pub(crate) fn link_failed(&self, peer: usize, why: String) {
+    /// The link with `peer` has failed (closed, a read or write failed, or nothing arrived
+    /// for the failure timeout). While the cluster stops, it is noted, and stopping does not
+    /// wait for that peer. Before, this node suspects the peer, tells the others, and a
+    /// quarter of the failure timeout later decides with what it has heard who failed
+    /// (`membership.rs`).
+    pub(crate) fn link_failed(self: &Arc<Self>, peer: usize, why: String) {
         let stopping = {
             let mut ending = self.ending.lock();
             if ending.finished[peer] && ending.reported[peer] {
@@ -484,11 +507,101 @@ impl<P: Process> Core<P> {
             link.close();
         }
         if !stopping {
-            for p in (0..self.node_of.len()).filter(|&p| self.node_of[p] == peer) {
-                self.shared()
-                    .process_failed_elsewhere(p, format!("node {peer} failed: {why}"));
+            self.suspect(self.me, peer, &why);
+        }
+    }
+
+    /// Node `by` suspects `node` (this node itself, or as another node reported). This node's
+    /// own suspicions go to every node it can still reach; the first suspicion arms the
+    /// decision.
+    pub(crate) fn suspect(self: &Arc<Self>, by: usize, node: usize, why: &str) {
+        let arm = {
+            let mut membership = self.membership.lock();
+            if !membership.suspect(by, node) {
+                return;
+            }
+            log::warn!("node {}: node {by} suspects node {node}: {why}", self.me);
+            true
+        };
+        if by == self.me {
+            let frame: Frame<(), (), (), ()> = Frame::Suspect {
+                node: node as u32,
+                reason: why.to_string(),
+            };
+            for link in self.links.iter().flatten() {
+                if link.peer != node && !link.is_broken() {
+                    let _ = link.send(&frame);
+                }
             }
         }
+        if arm {
+            let core = self.clone();
+            let wait = self.failure_timeout / 4;
+            let spawned = thread::Builder::new()
+                .name(format!("node-{}-decides", self.me))
+                .spawn(move || {
+                    thread::sleep(wait);
+                    core.decide();
+                });
+            if spawned.is_err() {
+                self.decide();
+            }
+        }
+    }
+
+    /// Applies the membership rule to what this node knows now, and acts on what it decides:
+    /// a failed peer's processes count as failed (every snapshot that needs them fails, sends
+    /// to them are refused) and its link is closed; if this node itself is failed, its own
+    /// processes fail and every link is closed.
+    fn decide(&self) {
+        let failed = self.membership.lock().decide();
+        for node in failed {
+            let processes: Vec<ProcessId> = (0..self.node_of.len())
+                .filter(|&p| self.node_of[p] == node)
+                .collect();
+            let reason = if node == self.me {
+                "this node: the others cannot hear it, or it cannot hear them".to_string()
+            } else {
+                let ending = self.ending.lock();
+                ending.broken[node]
+                    .clone()
+                    .unwrap_or_else(|| "other nodes cannot reach it".to_string())
+            };
+            log::error!(
+                "node {}: node {node} has failed ({reason}); its processes {processes:?} with it",
+                self.me
+            );
+            let error = Error::NodeFailed {
+                node,
+                processes: processes.clone(),
+                reason: reason.clone(),
+            };
+            self.shared()
+                .node_failed(&processes, &format!("node {node} failed: {reason}"), error);
+            let closing: Vec<usize> = if node == self.me {
+                (0..self.links.len()).filter(|&k| k != self.me).collect()
+            } else {
+                vec![node]
+            };
+            let mut ending = self.ending.lock();
+            for k in closing {
+                if ending.broken[k].is_none() {
+                    ending.broken[k] = Some(format!("node {node} failed"));
+                }
+                if let Some(link) = &self.links[k] {
+                    link.close();
+                }
+            }
+            self.changed.notify_all();
+        }
+    }
+
+    /// The nodes decided failed so far.
+    pub(crate) fn failed_nodes(&self) -> Vec<usize> {
+        let membership = self.membership.lock();
+        (0..self.links.len())
+            .filter(|&k| membership.is_failed(k))
+            .collect()
     }
 }
 
@@ -597,6 +710,14 @@ impl<P: NodeProcess> Core<P> {
                 shared.process_failed_elsewhere(process as usize, message);
             }
             Frame::Heartbeat => {}
+            Frame::Suspect { node, reason } => {
+                if node as usize >= self.links.len() {
+                    return Err(format!(
+                        "node {peer} suspects node {node}, which does not exist"
+                    ));
+                }
+                self.suspect(peer, node as usize, &reason);
+            }
             Frame::Shutdown { note } => self.begin_end(note, false),
             Frame::Finished => {
                 self.ending.lock().finished[peer] = true;
@@ -701,6 +822,7 @@ impl<P: NodeProcess> Core<P> {
             }
         }
         waited?;
+        let lost = self.lost();
         // Taken one by one, so that the vector keeps its length for a reader that is late.
         let mut reports: Vec<_> = self
             .ending
@@ -710,12 +832,50 @@ impl<P: NodeProcess> Core<P> {
             .map(Option::take)
             .collect();
         reports[self.me] = Some(report);
+        let failed = Failed {
+            nodes: self.failed_nodes(),
+            known: self.runtime.failures(),
+            lost,
+        };
         Ok(ClusterStopped::assemble(
             stopped,
             &self.wiring,
             reports,
             note,
+            failed,
         ))
+    }
+
+    /// The messages this node's processes sent to a node that failed and that never left this
+    /// node (queued for its link when it failed), by channel. Those written to the socket before
+    /// the failure went with the node: nobody can say whether it handled them.
+    fn lost(&self) -> Vec<Undelivered<P::Message>> {
+        let mut lost: Vec<Undelivered<P::Message>> = Vec::new();
+        for k in self.failed_nodes() {
+            let Some(link) = self.links.get(k).and_then(|l| l.as_ref()) else {
+                continue;
+            };
+            let bytes = link.take_unsent();
+            let mut rest = &bytes[..];
+            let mut frame = Vec::new();
+            while wire::read_frame(&mut rest, &mut frame, usize::MAX).is_ok() {
+                let Ok(Frame::Message {
+                    channel, message, ..
+                }) = wire::decode::<FrameIn<P::Message, P::State>>(&frame)
+                else {
+                    continue;
+                };
+                let channel = self.wiring.channels()[channel as usize];
+                match lost.iter_mut().find(|u| u.channel == channel) {
+                    Some(u) => u.messages.push(message),
+                    None => lost.push(Undelivered {
+                        channel,
+                        messages: vec![message],
+                    }),
+                }
+            }
+        }
+        lost
     }
 
     /// Waits until `done(ending, node)` for every other node whose link has not failed, or
@@ -881,6 +1041,7 @@ impl<P: NodeProcess> Node<P> {
             node,
             listener: None,
             keys: None,
+            failure_timeout: FAILURE_TIMEOUT,
             connect_timeout: CONNECT_TIMEOUT,
             stop_timeout: STOP_TIMEOUT,
             max_frame: wire::DEFAULT_MAX_FRAME,
@@ -1056,6 +1217,12 @@ impl<P: NodeProcess> Node<P> {
     /// Every process known here to have failed, on any node.
     pub fn failures(&self) -> Vec<ProcessFailure> {
         self.core().runtime.failures()
+    }
+
+    /// The nodes this node has decided failed (`membership.rs`: every survivor decides the
+    /// same), increasing. This node's own index is in it if the others cannot hear it.
+    pub fn failed_nodes(&self) -> Vec<usize> {
+        self.core().failed_nodes()
     }
 
     /// This node's snapshot bookkeeping and links (see [`NodeStats`]).

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::wire::Report;
 use crate::process::{Process, ProcessFailure};
-use crate::runtime::Stopped;
+use crate::runtime::{Stopped, Undelivered};
 use crate::snapshot::{ChannelSnapshot, GlobalSnapshot, RecordedMessage, SnapshotId};
 use crate::topology::Wiring;
 
@@ -23,8 +23,26 @@ pub struct ClusterStopped<P: Process> {
     /// The note given by whoever stopped the cluster (`Node::shutdown_with`), the same on
     /// every node; empty if none.
     pub note: Vec<u8>,
+    /// The nodes this node decided had failed (a node's death, or a link that broke or went
+    /// silent), increasing.
+    pub failed_nodes: Vec<usize>,
+    /// Messages this node's processes sent (`send` accepted them) to processes of a failed
+    /// node, and that were still queued here when it failed: they never left. Those written to
+    /// the network before the failure went with the node.
+    pub lost: Vec<Undelivered<P::Message>>,
     final_state: Option<GlobalSnapshot<P::Message, P::State>>,
     missing: Vec<usize>,
+}
+
+/// What a node knows of failures when it stops.
+pub(crate) struct Failed<M> {
+    /// The nodes decided failed.
+    pub(crate) nodes: Vec<usize>,
+    /// The processes known failed (its own and those other nodes reported, and those of
+    /// failed nodes).
+    pub(crate) known: Vec<ProcessFailure>,
+    /// Messages queued for failed nodes (see `ClusterStopped::lost`).
+    pub(crate) lost: Vec<Undelivered<M>>,
 }
 
 impl<P: Process> ClusterStopped<P> {
@@ -52,6 +70,7 @@ impl<P: Process> ClusterStopped<P> {
         wiring: &Wiring,
         reports: Vec<Option<Report<P::Message, P::State>>>,
         note: Vec<u8>,
+        failed: Failed<P::Message>,
     ) -> Self {
         let missing: Vec<usize> = (0..reports.len())
             .filter(|&k| reports[k].is_none())
@@ -68,6 +87,11 @@ impl<P: Process> ClusterStopped<P> {
                 })
             })
             .collect();
+        for f in failed.known {
+            if !failures.iter().any(|g| g.process == f.process) {
+                failures.push(f);
+            }
+        }
         failures.sort_by_key(|f| f.process);
         let final_state = if missing.is_empty() && failures.is_empty() {
             final_state(wiring, reports)
@@ -78,6 +102,8 @@ impl<P: Process> ClusterStopped<P> {
             local,
             failures,
             note,
+            failed_nodes: failed.nodes,
+            lost: failed.lost,
             final_state,
             missing,
         }
@@ -145,6 +171,7 @@ impl<P: Process> std::fmt::Debug for ClusterStopped<P> {
             .field("local", &self.local)
             .field("failures", &self.failures)
             .field("note", &self.note)
+            .field("failed_nodes", &self.failed_nodes)
             .field("final_state", &self.final_state.is_some())
             .field("missing_reports", &self.missing)
             .finish()

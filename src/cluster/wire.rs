@@ -269,8 +269,16 @@ pub(crate) enum Frame<M, P, G, R> {
         /// Its panic message.
         message: String,
     },
-    /// Nothing: keeps an idle link alive.
+    /// Nothing: keeps an idle link alive (a link from which nothing arrives for the failure
+    /// timeout has failed).
     Heartbeat,
+    /// The sender's link with `node` has broken: the sender suspects it (`membership.rs`).
+    Suspect {
+        /// The node suspected.
+        node: u32,
+        /// Why.
+        reason: String,
+    },
     /// Stop the cluster (the sender's user asked), with a note for every node.
     Shutdown {
         /// Whatever the node that stopped the cluster wants every node to have.

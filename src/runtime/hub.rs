@@ -598,6 +598,32 @@ impl<M, S> Hub<M, S> {
         }
     }
 
+    /// A node has failed: every process of it counts as failed, and every running snapshot
+    /// fails with `error` (an [`Error::NodeFailed`]), as [`fail_process`](Hub::fail_process)
+    /// does for one process.
+    #[cfg(feature = "cluster")]
+    pub(crate) fn fail_node(&self, processes: &[ProcessId], reason: &str, error: Error) {
+        let mut state = self.state.lock();
+        log::error!("{error}");
+        for &process in processes {
+            let Some(abandoned) =
+                state
+                    .collector
+                    .fail_with(process, reason.to_string(), error.clone())
+            else {
+                continue;
+            };
+            for (id, initiator) in abandoned {
+                state.finish(id, initiator, Err(error.clone()));
+            }
+        }
+        state.routes.clear();
+        let asked: Vec<_> = state.asked_here.drain().collect();
+        for (id, (initiator, _)) in asked {
+            state.finish(id, initiator, Err(error.clone()));
+        }
+    }
+
     /// The failure of `process`, if it has failed.
     pub(crate) fn failure(&self, process: ProcessId) -> Option<String> {
         self.state

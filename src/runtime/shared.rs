@@ -74,6 +74,22 @@ impl<P: Process> Shared<P> {
         self.failed(process, message, false);
     }
 
+    /// A node has failed (a cluster node decided it): its `processes` count as failed, with
+    /// `error`; messages to them are refused from now on.
+    #[cfg(feature = "cluster")]
+    pub(crate) fn node_failed(&self, processes: &[ProcessId], reason: &str, error: Error) {
+        for &p in processes {
+            self.bells[p].close();
+        }
+        let first = !self.degraded.swap(true, Ordering::AcqRel);
+        self.hub.fail_node(processes, reason, error);
+        if first {
+            for p in 0..self.controls.len() {
+                let _ = self.control(p, Control::DropSnapshots);
+            }
+        }
+    }
+
     fn failed(&self, process: ProcessId, message: String, here: bool) {
         self.bells[process].close();
         // First the flag, so no process builds new snapshot state, then the hub fails the

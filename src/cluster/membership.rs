@@ -1,0 +1,191 @@
+//! Who has failed: the rule every node applies to what it knows of the cluster's broken links,
+//! so that the survivors agree (pure; the node feeds it and acts on what it decides).
+//!
+//! A node suspects a peer when their link breaks: the connection closes, a read or write
+//! fails, or nothing (not even a heartbeat) arrives from it for the failure timeout. It tells
+//! every other node it can still reach, and each node, a short while after its first suspicion
+//! (a quarter of the timeout, enough for the others' reports of the same failure to arrive),
+//! decides with this rule:
+//!
+//! 1. a node suspected by two or more nodes that have not failed has failed (a dead node is
+//!    suspected by everyone who could hear it);
+//! 2. then, for each suspicion left between two nodes that have not failed (one link broken,
+//!    both ends alive), the one with the higher index has failed.
+//!
+//! So in a cluster of three or more: a node that dies is failed by every survivor (rule 1); a
+//! node whose links all go silent is failed by the others (rule 1) and, unless it is node 0, by
+//! itself (rule 2: nobody's report reaches it, and it is the higher end of every link it
+//! suspects); one broken link between a and b fails the higher of the two, in the view of a, of
+//! b and of everyone who hears either. Failure is fail-stop: a failed node never comes back (a
+//! restart from a checkpoint is the way back), and a node that finds itself failed stops its
+//! processes.
+//!
+//! Caveats, said plainly: in a cluster of two a death and a broken link look alike, and the
+//! rule fails node 1 either way (so node 1 stops when node 0 dies). And node 0 cut off from
+//! every other node is failed by the others, while in its own view they have failed (each
+//! suspected by node 0 alone, each the higher end of a broken link): the survivors agree, and
+//! node 0 runs on alone, every snapshot failing, its results reaching nobody.
+
+/// What one node knows of the cluster's broken links.
+#[derive(Debug)]
+pub(crate) struct Membership {
+    /// By node: the nodes it suspects (as reported to this node, or this node's own).
+    suspects: Vec<Vec<bool>>,
+    /// By node: decided failed.
+    failed: Vec<bool>,
+}
+
+impl Membership {
+    /// What a node of a cluster of `nodes` knows before anything broke.
+    pub(crate) fn new(nodes: usize) -> Self {
+        Membership {
+            suspects: vec![vec![false; nodes]; nodes],
+            failed: vec![false; nodes],
+        }
+    }
+
+    /// Node `by` suspects `node`. Returns whether that is news.
+    pub(crate) fn suspect(&mut self, by: usize, node: usize) -> bool {
+        let Some(row) = self.suspects.get_mut(by) else {
+            return false;
+        };
+        match row.get_mut(node) {
+            Some(s) if !*s && by != node => {
+                *s = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether `node` has been decided failed.
+    pub(crate) fn is_failed(&self, node: usize) -> bool {
+        self.failed.get(node).copied().unwrap_or(false)
+    }
+
+    /// Applies the rule (see the module documentation) to what is known now; returns the nodes
+    /// it newly declares failed, in increasing order.
+    pub(crate) fn decide(&mut self) -> Vec<usize> {
+        let n = self.failed.len();
+        let alive = |failed: &[bool], k: usize| !failed[k];
+        let mut now = self.failed.clone();
+        // 1. Suspected by two or more nodes that have not failed.
+        for k in 0..n {
+            let by = (0..n)
+                .filter(|&j| alive(&self.failed, j) && self.suspects[j][k])
+                .count();
+            if by >= 2 {
+                now[k] = true;
+            }
+        }
+        // 2. A broken link between two nodes still alive: the higher fails.
+        for a in 0..n {
+            for b in a + 1..n {
+                let broken = self.suspects[a][b] || self.suspects[b][a];
+                if broken && alive(&now, a) && alive(&now, b) {
+                    now[b] = true;
+                }
+            }
+        }
+        let newly: Vec<usize> = (0..n).filter(|&k| now[k] && !self.failed[k]).collect();
+        self.failed = now;
+        newly
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The views of every node of a cluster of `n` that can still hear each other, given which
+    /// links are broken (and which nodes are dead): each node suspects the ends of its broken
+    /// links and dead nodes, and hears the suspicions of every node it still has a working
+    /// link from. Returns what each living node decides.
+    fn decide_all(n: usize, dead: &[usize], broken: &[(usize, usize)]) -> Vec<Option<Vec<usize>>> {
+        let cut = |a: usize, b: usize| {
+            dead.contains(&a)
+                || dead.contains(&b)
+                || broken.contains(&(a, b))
+                || broken.contains(&(b, a))
+        };
+        (0..n)
+            .map(|me| {
+                if dead.contains(&me) {
+                    return None;
+                }
+                let mut view = Membership::new(n);
+                for by in 0..n {
+                    if by != me && cut(by, me) {
+                        continue; // its reports cannot reach me
+                    }
+                    if dead.contains(&by) {
+                        continue;
+                    }
+                    for node in 0..n {
+                        if node != by && cut(by, node) {
+                            view.suspect(by, node);
+                        }
+                    }
+                }
+                view.decide();
+                Some((0..n).filter(|&k| view.is_failed(k)).collect())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_dead_node_is_failed_by_every_survivor_whichever_it_is() {
+        for dead in 0..3 {
+            let views = decide_all(3, &[dead], &[]);
+            for view in views.into_iter().flatten() {
+                assert_eq!(view, [dead], "node {dead} died");
+            }
+        }
+        // Of five as well.
+        for view in decide_all(5, &[3], &[]).into_iter().flatten() {
+            assert_eq!(view, [3]);
+        }
+    }
+
+    #[test]
+    fn a_node_cut_off_from_all_is_failed_by_all_and_by_itself() {
+        for lonely in 1..3 {
+            let links: Vec<_> = (0..3)
+                .filter(|&k| k != lonely)
+                .map(|k| (k, lonely))
+                .collect();
+            for view in decide_all(3, &[], &links).into_iter().flatten() {
+                assert_eq!(view, [lonely], "node {lonely} cut off");
+            }
+        }
+    }
+
+    #[test]
+    fn one_broken_link_fails_its_higher_end_everywhere() {
+        for (a, b) in [(0, 1), (0, 2), (1, 2)] {
+            for view in decide_all(3, &[], &[(a, b)]).into_iter().flatten() {
+                assert_eq!(view, [b], "link {a}-{b} broken");
+            }
+        }
+    }
+
+    #[test]
+    fn of_two_nodes_node_1_fails_whatever_happened() {
+        assert_eq!(
+            decide_all(2, &[], &[(0, 1)]),
+            [Some(vec![1]), Some(vec![1])]
+        );
+        assert_eq!(decide_all(2, &[1], &[]), [Some(vec![1]), None]);
+        assert_eq!(decide_all(2, &[0], &[]), [None, Some(vec![1])]);
+    }
+
+    #[test]
+    fn decisions_only_grow() {
+        let mut view = Membership::new(3);
+        assert!(view.suspect(0, 2));
+        assert!(!view.suspect(0, 2), "not news twice");
+        assert_eq!(view.decide(), [2]);
+        assert_eq!(view.decide(), Vec::<usize>::new());
+        assert!(view.is_failed(2) && !view.is_failed(0));
+    }
+}

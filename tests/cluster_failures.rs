@@ -1,0 +1,300 @@
+//! Failures across nodes, with every node a thread of this test process: a link that goes
+//! silent without closing (a proxy that stops forwarding), and a slow but alive node, which
+//! must not be failed. (A killed node is `cluster_processes.rs`'s: it takes OS processes.)
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use chandy_lamport::cluster::{ClusterConfig, Node, NodeConfig, NodeKeys};
+use chandy_lamport::{Context, Error, Process, ProcessId, SendError, Topology};
+use common::PATIENCE;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Token(u64);
+
+/// Keeps two tokens moving to random neighbours; counts what it handles; a `slow` one sleeps
+/// in every callback.
+struct Mover {
+    rng: fastrand::Rng,
+    held: u64,
+    slow: Duration,
+    handled: Arc<AtomicU64>,
+}
+
+impl Process for Mover {
+    type Message = Token;
+    type State = u64;
+    fn on_start(&mut self, ctx: &mut Context<'_, Token>) {
+        for _ in 0..2 {
+            self.pass(ctx, Token(1));
+        }
+    }
+    fn on_message(&mut self, _: ProcessId, t: Token, ctx: &mut Context<'_, Token>) {
+        if !self.slow.is_zero() {
+            thread::sleep(self.slow);
+        }
+        self.handled.fetch_add(1, Ordering::Relaxed);
+        self.pass(ctx, t);
+    }
+    fn record(&self) -> u64 {
+        self.held
+    }
+}
+
+impl Mover {
+    /// Passes `t` to a random neighbour; one that has failed hands it back, and another is
+    /// tried (after a few, the token is kept).
+    fn pass(&mut self, ctx: &mut Context<'_, Token>, mut t: Token) {
+        for _ in 0..16 {
+            let to = ctx.neighbours()[self.rng.usize(..ctx.neighbours().len())];
+            match ctx.send(to, t) {
+                Ok(()) => return,
+                Err(e) => t = e.into_message(),
+            }
+        }
+        self.held += t.0;
+    }
+}
+
+/// A TCP proxy that forwards both ways until frozen, then forwards nothing and closes nothing:
+/// a link gone silent, as a cable pulled or a firewall dropping packets.
+struct Proxy {
+    address: String,
+    frozen: Arc<AtomicBool>,
+}
+
+impl Proxy {
+    fn to(target: String) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let frozen = Arc::new(AtomicBool::new(false));
+        let f = frozen.clone();
+        thread::spawn(move || {
+            for inbound in listener.incoming().map_while(Result::ok) {
+                let Ok(outbound) = TcpStream::connect(&target) else {
+                    continue;
+                };
+                for (mut from, mut to) in [
+                    (inbound.try_clone().unwrap(), outbound.try_clone().unwrap()),
+                    (outbound, inbound),
+                ] {
+                    let frozen = f.clone();
+                    thread::spawn(move || {
+                        let mut buf = [0u8; 4096];
+                        loop {
+                            if frozen.load(Ordering::Acquire) {
+                                // Hold both ends open, forward nothing.
+                                thread::sleep(Duration::from_millis(10));
+                                continue;
+                            }
+                            match from.read(&mut buf) {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => {
+                                    if frozen.load(Ordering::Acquire) {
+                                        continue; // dropped on the floor
+                                    }
+                                    if to.write_all(&buf[..n]).is_err() {
+                                        break;
+                                    }
+                                }
+                            }
+                        }
+                    });
+                }
+            }
+        });
+        Proxy { address, frozen }
+    }
+
+    fn freeze(&self) {
+        self.frozen.store(true, Ordering::Release);
+    }
+}
+
+/// Starts three nodes (processes 0, 3 | 1, 4 | 2, 5 on a complete graph of six), each with
+/// its own view of the others' addresses: `route(me, peer, address)` says where `me` dials
+/// `peer`. Node 1's processes take `slow` per message.
+fn three_nodes(
+    failure_timeout: Duration,
+    slow: Duration,
+    route: impl Fn(usize, usize, String) -> String,
+) -> (Vec<Node<Mover>>, Arc<AtomicU64>) {
+    let placement = [vec![0, 3], vec![1, 4], vec![2, 5]];
+    let listeners: Vec<TcpListener> = (0..3)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let addresses: Vec<String> = listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().to_string())
+        .collect();
+    let keys = NodeKeys::generate(3).unwrap();
+    let handled = Arc::new(AtomicU64::new(0));
+    let builds: Vec<_> = listeners
+        .into_iter()
+        .zip(keys)
+        .enumerate()
+        .map(|(me, (listener, keys))| {
+            let config = ClusterConfig::new(
+                (0..3)
+                    .map(|k| {
+                        let address = route(me, k, addresses[k].clone());
+                        NodeConfig::new(address, placement[k].clone())
+                    })
+                    .collect(),
+            );
+            let handled = handled.clone();
+            thread::spawn(move || {
+                Node::builder(Topology::complete(6), config, me)
+                    .listener(listener)
+                    .keys(keys)
+                    .failure_timeout(failure_timeout)
+                    .connect_timeout(*PATIENCE)
+                    .stop_timeout(*PATIENCE)
+                    .build(|p| Mover {
+                        rng: fastrand::Rng::with_seed(p as u64),
+                        held: 0,
+                        slow: if me == 1 { slow } else { Duration::ZERO },
+                        handled: handled.clone(),
+                    })
+            })
+        })
+        .collect();
+    let nodes = builds
+        .into_iter()
+        .map(|b| b.join().unwrap().unwrap())
+        .collect();
+    (nodes, handled)
+}
+
+/// The link between nodes 0 and 1 goes silent, both ways, without closing: within the failure
+/// timeout (and the quarter after it that the survivors take to hear each other) every node
+/// decides node 1 failed, the higher end of the one broken link, node 1 included. Node 1's
+/// processes count as failed with an error naming the node; sends to them hand the message
+/// back; the others keep working.
+#[test]
+fn a_silent_link_fails_its_higher_end_on_every_node() {
+    const TIMEOUT: Duration = Duration::from_millis(600);
+    let proxies: Vec<Proxy> = Vec::new();
+    let proxies = std::sync::Mutex::new(proxies);
+    let (nodes, handled) = three_nodes(TIMEOUT, Duration::ZERO, |me, peer, address| {
+        if (me, peer) == (0, 1) || (me, peer) == (1, 0) {
+            let proxy = Proxy::to(address);
+            let a = proxy.address.clone();
+            proxies.lock().unwrap().push(proxy);
+            a
+        } else {
+            address
+        }
+    });
+    common::wait_until("tokens cross the cluster", || {
+        handled.load(Ordering::Relaxed) > 100
+    });
+    for node in &nodes {
+        assert!(node.failed_nodes().is_empty());
+    }
+    let cut = Instant::now();
+    for proxy in proxies.lock().unwrap().iter() {
+        proxy.freeze();
+    }
+    for (k, node) in nodes.iter().enumerate() {
+        common::wait_until("every node decides who failed", || {
+            !node.failed_nodes().is_empty()
+        });
+        assert_eq!(node.failed_nodes(), [1], "node {k}'s view");
+    }
+    let decided = cut.elapsed();
+    eprintln!("all three decided node 1 failed {decided:?} after the cut");
+    // Within the timeout, the quarter after, and some slack for a loaded machine.
+    assert!(decided < TIMEOUT * 4, "{decided:?}");
+    // Node 1's processes failed, with an error that names the node.
+    let failures = nodes[0].failures();
+    assert_eq!(
+        failures.iter().map(|f| f.process).collect::<Vec<_>>(),
+        [1, 4]
+    );
+    assert!(
+        failures[0].message.contains("node 1 failed"),
+        "{failures:?}"
+    );
+    match nodes[0].snapshot_timeout(3, *PATIENCE) {
+        Err(Error::NodeFailed {
+            node, processes, ..
+        }) => assert_eq!((node, processes), (1, vec![1, 4])),
+        other => panic!("{other:?}"),
+    }
+    let refused = nodes[0]
+        .with_process(0, |_, ctx| ctx.send(1, Token(5)))
+        .unwrap();
+    assert!(matches!(
+        refused,
+        Err(SendError::Disconnected { to: 1, .. })
+    ));
+    // The survivors keep working. (The tokens of before may all have gone to node 1 while the
+    // link was silent and before the failure was decided: lost with it. Fresh ones.)
+    let before = handled.load(Ordering::Relaxed);
+    nodes[0]
+        .with_process(0, |mover, ctx| {
+            for _ in 0..4 {
+                mover.pass(ctx, Token(1));
+            }
+        })
+        .unwrap();
+    common::wait_until("the survivors keep working", || {
+        handled.load(Ordering::Relaxed) > before + 50
+    });
+    let mut nodes = nodes.into_iter();
+    let zero = nodes.next().unwrap();
+    let (one, two) = (nodes.next().unwrap(), nodes.next().unwrap());
+    let two = thread::spawn(move || two.wait_stopped(*PATIENCE));
+    let stopped = zero.shutdown().unwrap();
+    assert_eq!(stopped.failed_nodes, [1]);
+    assert!(
+        stopped.final_state().is_none(),
+        "a node failed: no final state"
+    );
+    assert_eq!(two.join().unwrap().unwrap().failed_nodes, [1]);
+    // Node 1, cut off from 0 and failed by its own decision, stops on its own.
+    assert_eq!(one.shutdown().unwrap().failed_nodes, [1]);
+}
+
+/// A node whose callbacks are slow (100 ms each) but whose links carry frames is alive: with a
+/// failure timeout of 300 ms, nobody fails it in two seconds of traffic.
+#[test]
+fn a_slow_node_is_not_a_failed_node() {
+    let (nodes, handled) = three_nodes(
+        Duration::from_millis(300),
+        Duration::from_millis(100),
+        |_, _, address| address,
+    );
+    common::wait_until("tokens cross the cluster", || {
+        handled.load(Ordering::Relaxed) > 20
+    });
+    thread::sleep(Duration::from_secs(2));
+    for (k, node) in nodes.iter().enumerate() {
+        assert!(
+            node.failed_nodes().is_empty(),
+            "node {k} failed {:?}",
+            node.failed_nodes()
+        );
+        assert!(node.failures().is_empty());
+    }
+    // And its snapshots complete, slowly.
+    let snapshot = nodes[0].snapshot_timeout(1, *PATIENCE).unwrap();
+    snapshot.verify().unwrap();
+    let mut nodes = nodes.into_iter();
+    let zero = nodes.next().unwrap();
+    let others: Vec<_> = nodes
+        .map(|n| thread::spawn(move || n.wait_stopped(*PATIENCE)))
+        .collect();
+    assert!(zero.shutdown().unwrap().final_state().is_some());
+    for other in others {
+        other.join().unwrap().unwrap();
+    }
+}
