@@ -402,12 +402,10 @@ fn nodes_that_disagree_are_refused_saying_what_differs() {
 #[test]
 fn a_node_that_never_answers_is_named_after_the_deadline() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    // A port nobody listens on: bound, then let go.
-    let nowhere = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .to_string();
+    // A node that is stuck: its port is bound (so no other test can take it, as could happen
+    // to a port let go) and the kernel accepts connections, but nothing ever answers.
+    let stuck = TcpListener::bind("127.0.0.1:0").unwrap();
+    let nowhere = stuck.local_addr().unwrap().to_string();
     let config = ClusterConfig::new(vec![
         NodeConfig::new(listener.local_addr().unwrap().to_string(), [0]),
         NodeConfig::new(nowhere, [1]),
@@ -428,6 +426,7 @@ fn a_node_that_never_answers_is_named_after_the_deadline() {
     }
     assert!(e.to_string().contains("node 1 never answered"), "{e}");
     assert!(began.elapsed() < *PATIENCE);
+    drop(stuck);
 }
 
 /// A node index the file does not have, and an address that cannot be bound, are typed

@@ -64,10 +64,12 @@ impl Mover {
 }
 
 /// A TCP proxy that forwards both ways until frozen, then forwards nothing and closes nothing:
-/// a link gone silent, as a cable pulled or a firewall dropping packets.
+/// a link gone silent, as a cable pulled or a firewall dropping packets. Or until cut: both
+/// connections closed, as a peer's kernel resetting them.
 struct Proxy {
     address: String,
     frozen: Arc<AtomicBool>,
+    streams: Arc<std::sync::Mutex<Vec<TcpStream>>>,
 }
 
 impl Proxy {
@@ -75,12 +77,16 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let address = listener.local_addr().unwrap().to_string();
         let frozen = Arc::new(AtomicBool::new(false));
-        let f = frozen.clone();
+        let streams = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (f, held) = (frozen.clone(), streams.clone());
         thread::spawn(move || {
             for inbound in listener.incoming().map_while(Result::ok) {
                 let Ok(outbound) = TcpStream::connect(&target) else {
                     continue;
                 };
+                let mut held = held.lock().unwrap();
+                held.push(inbound.try_clone().unwrap());
+                held.push(outbound.try_clone().unwrap());
                 for (mut from, mut to) in [
                     (inbound.try_clone().unwrap(), outbound.try_clone().unwrap()),
                     (outbound, inbound),
@@ -110,11 +116,21 @@ impl Proxy {
                 }
             }
         });
-        Proxy { address, frozen }
+        Proxy {
+            address,
+            frozen,
+            streams,
+        }
     }
 
     fn freeze(&self) {
         self.frozen.store(true, Ordering::Release);
+    }
+
+    fn cut(&self) {
+        for stream in self.streams.lock().unwrap().iter() {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
     }
 }
 
@@ -181,26 +197,12 @@ fn three_nodes(
 #[test]
 fn a_silent_link_fails_its_higher_end_on_every_node() {
     const TIMEOUT: Duration = Duration::from_millis(600);
-    let proxies: Vec<Proxy> = Vec::new();
-    let proxies = std::sync::Mutex::new(proxies);
-    let (nodes, handled) = three_nodes(TIMEOUT, Duration::ZERO, |me, peer, address| {
-        if (me, peer) == (0, 1) || (me, peer) == (1, 0) {
-            let proxy = Proxy::to(address);
-            let a = proxy.address.clone();
-            proxies.lock().unwrap().push(proxy);
-            a
-        } else {
-            address
-        }
-    });
-    common::wait_until("tokens cross the cluster", || {
-        handled.load(Ordering::Relaxed) > 100
-    });
+    let (nodes, handled, proxies) = three_nodes_proxied_0_1(TIMEOUT);
     for node in &nodes {
         assert!(node.failed_nodes().is_empty());
     }
     let cut = Instant::now();
-    for proxy in proxies.lock().unwrap().iter() {
+    for proxy in &proxies {
         proxy.freeze();
     }
     for (k, node) in nodes.iter().enumerate() {
@@ -262,6 +264,69 @@ fn a_silent_link_fails_its_higher_end_on_every_node() {
     assert_eq!(two.join().unwrap().unwrap().failed_nodes, [1]);
     // Node 1, cut off from 0 and failed by its own decision, stops on its own.
     assert_eq!(one.shutdown().unwrap().failed_nodes, [1]);
+}
+
+/// Three nodes as `three_nodes`, the link between nodes 0 and 1 through proxies (one each way
+/// of dialling), once tokens cross the cluster.
+fn three_nodes_proxied_0_1(
+    failure_timeout: Duration,
+) -> (Vec<Node<Mover>>, Arc<AtomicU64>, Vec<Proxy>) {
+    let proxies = std::sync::Mutex::new(Vec::new());
+    let (nodes, handled) = three_nodes(failure_timeout, Duration::ZERO, |me, peer, address| {
+        if (me, peer) == (0, 1) || (me, peer) == (1, 0) {
+            let proxy = Proxy::to(address);
+            let a = proxy.address.clone();
+            proxies.lock().unwrap().push(proxy);
+            a
+        } else {
+            address
+        }
+    });
+    common::wait_until("tokens cross the cluster", || {
+        handled.load(Ordering::Relaxed) > 100
+    });
+    (nodes, handled, proxies.into_inner().unwrap())
+}
+
+/// A stop that comes before the failure decision is due (a link closed, and the stop asked for
+/// at once, long before a quarter of the failure timeout) still says who failed: the node
+/// decides when it stops, from what it knows then.
+#[test]
+fn a_stop_before_the_decision_still_says_who_failed() {
+    const TIMEOUT: Duration = Duration::from_secs(12);
+    let (nodes, _, proxies) = three_nodes_proxied_0_1(TIMEOUT);
+    for proxy in &proxies {
+        proxy.cut();
+    }
+    common::wait_until("node 0 sees the link closed", || {
+        nodes[0]
+            .stats()
+            .links
+            .iter()
+            .any(|l| l.node == 1 && l.down.is_some())
+    });
+    assert!(nodes[0].failed_nodes().is_empty(), "not decided yet");
+    let asked = Instant::now();
+    let mut nodes = nodes.into_iter();
+    let zero = nodes.next().unwrap();
+    let rest: Vec<_> = nodes
+        .map(|node| thread::spawn(move || node.wait_stopped(*PATIENCE * 2)))
+        .collect();
+    let stopped = zero.shutdown().unwrap();
+    let took = asked.elapsed();
+    assert!(
+        took < TIMEOUT / 4,
+        "the stop took {took:?}: the decision was due before it ended, so this shows nothing"
+    );
+    assert_eq!(stopped.failed_nodes, [1], "node 0's view");
+    for (k, node) in rest.into_iter().enumerate() {
+        assert_eq!(
+            node.join().unwrap().unwrap().failed_nodes,
+            [1],
+            "node {}'s view",
+            k + 1
+        );
+    }
 }
 
 /// A node whose callbacks are slow (100 ms each) but whose links carry frames is alive: with a

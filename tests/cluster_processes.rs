@@ -191,6 +191,9 @@ const KILL_TIMEOUT: Duration = Duration::from_secs(1);
 #[test]
 fn a_killed_node_fails_and_every_snapshot_in_flight_ends_in_time() {
     let mut cluster = Cluster::start("kill");
+    for k in 0..NODES {
+        said(&cluster.nodes[k].lines, "built", k);
+    }
     said(&cluster.nodes[0].lines, "started ", 0);
     let killed = now_us();
     cluster.nodes[2].child.kill().unwrap(); // SIGKILL
@@ -236,6 +239,10 @@ fn node() {
             rng: fastrand::Rng::with_seed(p as u64),
         })
         .unwrap();
+    // `build` returns once this node is linked to every other; the kill test waits for all
+    // three to say so, so that the kill comes after start-up, not during it.
+    println!("built");
+    std::io::stdout().flush().unwrap();
     match mode.as_str() {
         "kill" => killed_node(me, node),
         _ => snapshots_node(me, node),
@@ -277,7 +284,12 @@ fn killed_node(me: usize, node: Node<Branch>) {
             println!("ended {}", now_us());
             std::io::stdout().flush().unwrap();
             let stopped = node.wait_stopped(*PATIENCE * 2).unwrap();
-            assert_eq!(stopped.failed_nodes, [2]);
+            assert_eq!(
+                stopped.failed_nodes,
+                [2],
+                "now {:?} {stopped:?}",
+                node.failed_nodes()
+            );
         }
         _ => {
             // Runs until killed.

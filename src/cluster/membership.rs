@@ -70,12 +70,12 @@ impl Membership {
         let alive = |failed: &[bool], k: usize| !failed[k];
         let mut now = self.failed.clone();
         // 1. Suspected by two or more nodes that have not failed.
-        for k in 0..n {
+        for (k, verdict) in now.iter_mut().enumerate() {
             let by = (0..n)
                 .filter(|&j| alive(&self.failed, j) && self.suspects[j][k])
                 .count();
             if by >= 2 {
-                now[k] = true;
+                *verdict = true;
             }
         }
         // 2. A broken link between two nodes still alive: the higher fails.

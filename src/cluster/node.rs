@@ -718,7 +718,7 @@ impl<P: NodeProcess> Core<P> {
                 }
                 self.suspect(peer, node as usize, &reason);
             }
-            Frame::Shutdown { note } => self.begin_end(note, false),
+            Frame::Shutdown { note } => self.begin_end(note),
             Frame::Finished => {
                 self.ending.lock().finished[peer] = true;
                 self.changed.notify_all();
@@ -736,9 +736,8 @@ impl<P: NodeProcess> Core<P> {
         Ok(())
     }
 
-    /// Begins stopping the cluster, once: `note` is for every node; `here`: asked on this
-    /// node (so it tells the others).
-    fn begin_end(self: &Arc<Self>, note: Vec<u8>, here: bool) {
+    /// Begins stopping the cluster, once: `note` is for every node.
+    fn begin_end(self: &Arc<Self>, note: Vec<u8>) {
         {
             let mut ending = self.ending.lock();
             if ending.began {
@@ -751,7 +750,7 @@ impl<P: NodeProcess> Core<P> {
         let spawned = thread::Builder::new()
             .name(format!("node-{}-stop", self.me))
             .spawn(move || {
-                let result = core.end(note, here);
+                let result = core.end(note);
                 core.ending.lock().result = Some(result);
                 core.changed.notify_all();
             });
@@ -766,14 +765,15 @@ impl<P: NodeProcess> Core<P> {
 
     /// Stops this node's part of the cluster: its processes, then its links once every other
     /// node has said all it had to; returns the node's result.
-    fn end(&self, note: Vec<u8>, here: bool) -> Result<ClusterStopped<P>, ClusterError> {
+    fn end(&self, note: Vec<u8>) -> Result<ClusterStopped<P>, ClusterError> {
         let deadline = Instant::now() + self.stop_timeout;
         let others = || self.links.iter().flatten();
-        if here {
-            let frame: FrameOut<'_, P::Message, P::State> = Frame::Shutdown { note: note.clone() };
-            for link in others() {
-                let _ = link.send(&frame);
-            }
+        // Every node passes the stop on, not only the one it was asked on: a node whose link
+        // to that one is down hears it from the others (a node hears it at most once per
+        // peer, and acts on the first).
+        let frame: FrameOut<'_, P::Message, P::State> = Frame::Shutdown { note: note.clone() };
+        for link in others() {
+            let _ = link.send(&frame);
         }
         let exits = self
             .runtime
@@ -822,6 +822,10 @@ impl<P: NodeProcess> Core<P> {
             }
         }
         waited?;
+        // A suspicion whose decision is still due (the stop came within a quarter of the
+        // timeout of a link breaking) is decided now: the result says who failed whichever
+        // came first, the stop or the decision.
+        self.decide();
         let lost = self.lost();
         // Taken one by one, so that the vector keeps its length for a reader that is late.
         let mut reports: Vec<_> = self
@@ -982,7 +986,7 @@ impl<P: NodeProcess> Drop for Handle<P> {
         if self.core.ending.lock().taken {
             return;
         }
-        self.core.begin_end(Vec::new(), true);
+        self.core.begin_end(Vec::new());
         let bound = Instant::now() + self.core.stop_timeout * 2;
         let _ = self.core.take_result(Some(bound));
     }
@@ -1229,6 +1233,7 @@ impl<P: NodeProcess> Node<P> {
     pub fn stats(&self) -> NodeStats {
         let core = self.core();
         let (relaying, asked_elsewhere, assembling_for_others) = core.shared().hub.crossing();
+        let broken = core.ending.lock().broken.clone();
         NodeStats {
             runtime: core.runtime.stats(),
             relaying,
@@ -1243,6 +1248,7 @@ impl<P: NodeProcess> Node<P> {
                     writes: l.writes.load(std::sync::atomic::Ordering::Relaxed),
                     bytes: l.bytes.load(std::sync::atomic::Ordering::Relaxed),
                     queued: l.queued(),
+                    down: broken[l.peer].clone(),
                 })
                 .collect(),
         }
@@ -1271,7 +1277,7 @@ impl<P: NodeProcess> Node<P> {
     /// a summary: whatever the caller encodes).
     pub fn shutdown_with(self, note: Vec<u8>) -> Result<ClusterStopped<P>, ClusterError> {
         let core = &self.handle.core;
-        core.begin_end(note, true);
+        core.begin_end(note);
         core.take_result(Some(Instant::now() + core.stop_timeout * 2))
     }
 
@@ -1320,4 +1326,7 @@ pub struct LinkStats {
     pub bytes: u64,
     /// Bytes queued for it and not yet written.
     pub queued: usize,
+    /// Why the link is down, once it is (broken, or closed by a failure or the stop); it is
+    /// not used again.
+    pub down: Option<String>,
 }

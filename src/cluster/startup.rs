@@ -204,7 +204,9 @@ fn dial(
             return Dialed::Silent(peer, last);
         }
         match TcpStream::connect_timeout(&address, left.min(Duration::from_secs(1))) {
-            Ok(stream) => match greet(stream, peer, hello, keys) {
+            // A peer that accepts and then says nothing must not hold this node past its
+            // deadline: the handshake gets what is left of it, at most HANDSHAKE.
+            Ok(stream) => match greet(stream, peer, hello, keys, HANDSHAKE.min(left)) {
                 Ok(Ok(secured)) => return Dialed::Welcomed(peer, secured),
                 Ok(Err(refusal)) => return Dialed::Refused(peer, refusal),
                 Err(e) => last = format!("connected, but the handshake failed: {e}"),
@@ -219,7 +221,7 @@ fn dial(
 /// do.
 fn preambles(stream: &mut TcpStream) -> std::io::Result<Result<(), String>> {
     stream.write_all(&wire::preamble())?;
-    Ok(wire::read_preamble(stream))
+    Ok(wire::read_preamble(stream)?.map_err(|foreign| foreign.to_string()))
 }
 
 /// The opener's side of the handshake (see the module documentation). `Ok(Err(why))`: the
@@ -230,9 +232,11 @@ fn greet(
     peer: usize,
     hello: &Hello,
     keys: &NodeKeys,
+    patience: Duration,
 ) -> std::io::Result<Result<Secured, String>> {
     stream.set_nodelay(true)?;
-    stream.set_read_timeout(Some(HANDSHAKE))?;
+    // Zero would mean "no timeout" to the socket.
+    stream.set_read_timeout(Some(patience.max(Duration::from_millis(1))))?;
     if let Err(why) = preambles(&mut stream)? {
         return Ok(Err(why));
     }
@@ -285,8 +289,17 @@ fn welcome(
     stream.set_nodelay(true).map_err(io)?;
     // Read first: a stranger learns nothing, not even this node's version, unless it speaks
     // the format's first words.
-    if let Err(why) = wire::read_preamble(&mut stream) {
-        return Err(Refusal::Other(None, why));
+    match wire::read_preamble(&mut stream) {
+        Ok(Ok(())) => {}
+        Ok(Err(foreign)) => {
+            if let wire::Foreign::Version(_) = foreign {
+                // Our own crate, another build: say our version, so that the opener fails
+                // at once with what differs rather than retrying until its deadline.
+                let _ = stream.write_all(&wire::preamble());
+            }
+            return Err(Refusal::Other(None, foreign.to_string()));
+        }
+        Err(e) => return Err(Refusal::Other(None, format!("no preamble: {e}"))),
     }
     stream.write_all(&wire::preamble()).map_err(io)?;
     let (mut transport, peer, said) =

@@ -13,6 +13,7 @@
 //! rather than an error. So the [`Hello`] carries the crate version and the Rust type names of
 //! the message and state types, and a node refuses a peer whose differ.
 
+use std::fmt;
 use std::io::{self, Read};
 use std::time::Duration;
 
@@ -153,6 +154,15 @@ pub(crate) enum WireError {
     Shutdown,
     /// [`Error::UnknownSnapshot`].
     UnknownSnapshot(SnapshotId),
+    /// [`Error::NodeFailed`].
+    NodeFailed {
+        /// The node.
+        node: u32,
+        /// Its processes.
+        processes: Vec<u32>,
+        /// Why it was declared failed.
+        reason: String,
+    },
     /// Any other error, as its message ([`Error::Cluster`] on arrival).
     Other(String),
 }
@@ -166,6 +176,15 @@ impl From<&Error> for WireError {
             },
             Error::Shutdown => WireError::Shutdown,
             Error::UnknownSnapshot(id) => WireError::UnknownSnapshot(*id),
+            Error::NodeFailed {
+                node,
+                processes,
+                reason,
+            } => WireError::NodeFailed {
+                node: *node as u32,
+                processes: processes.iter().map(|&p| p as u32).collect(),
+                reason: reason.clone(),
+            },
             other => WireError::Other(other.to_string()),
         }
     }
@@ -180,6 +199,15 @@ impl From<WireError> for Error {
             },
             WireError::Shutdown => Error::Shutdown,
             WireError::UnknownSnapshot(id) => Error::UnknownSnapshot(id),
+            WireError::NodeFailed {
+                node,
+                processes,
+                reason,
+            } => Error::NodeFailed {
+                node: node as usize,
+                processes: processes.into_iter().map(|p| p as usize).collect(),
+                reason,
+            },
             WireError::Other(message) => Error::Cluster(message),
         }
     }
@@ -415,20 +443,44 @@ pub(crate) fn preamble() -> [u8; 6] {
 }
 
 /// Reads and checks the six bytes that open a connection: the format version, or why not.
-pub(crate) fn read_preamble(r: &mut impl Read) -> Result<(), String> {
+///
+/// The outer `Err` is the connection failing (closed, timed out: worth another try); the inner
+/// one is a peer that speaks something else (not worth one).
+pub(crate) fn read_preamble(r: &mut impl Read) -> std::io::Result<Result<(), Foreign>> {
     let mut p = [0; 6];
-    r.read_exact(&mut p)
-        .map_err(|e| format!("no preamble: {e}"))?;
+    r.read_exact(&mut p)?;
     if p[..4] != MAGIC {
-        return Err("not a chandy-lamport cluster connection".to_string());
+        return Ok(Err(Foreign::Stranger));
     }
     let version = u16::from_le_bytes([p[4], p[5]]);
     if version != FORMAT {
-        return Err(format!(
-            "wire format version {version}; this node speaks version {FORMAT}"
-        ));
+        return Ok(Err(Foreign::Version(version)));
     }
-    Ok(())
+    Ok(Ok(()))
+}
+
+/// A preamble that is not this node's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Foreign {
+    /// Not this crate's cluster at all: told nothing.
+    Stranger,
+    /// This crate's cluster, another format version: told ours, so that it can say what
+    /// differs.
+    Version(u16),
+}
+
+impl fmt::Display for Foreign {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Foreign::Stranger => f.write_str("not a chandy-lamport cluster connection"),
+            Foreign::Version(v) => {
+                write!(
+                    f,
+                    "wire format version {v}; this node speaks version {FORMAT}"
+                )
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -499,15 +551,81 @@ mod tests {
     }
 
     #[test]
+    fn typed_errors_keep_their_type_across_the_wire() {
+        // A program that matches on the error (a node failure, a process failure) must see
+        // the same variant whether the snapshot was assembled here or on another node.
+        let errors = [
+            Error::NodeFailed {
+                node: 2,
+                processes: vec![2, 5],
+                reason: "the connection closed".into(),
+            },
+            Error::ProcessFailed {
+                process: 4,
+                message: "boom".into(),
+            },
+            Error::Shutdown,
+            Error::UnknownSnapshot(SnapshotId::random()),
+        ];
+        for error in errors {
+            let mut buf = Vec::new();
+            encode(&mut buf, &WireError::from(&error)).unwrap();
+            let back: WireError = decode(&buf[4..]).unwrap();
+            assert_eq!(Error::from(back), error);
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever bytes arrive (random, or a real stream with bytes changed, cut or added),
+        /// reading and decoding return a value or an error, never a panic, and never allocate
+        /// past the frame limit.
+        #[test]
+        fn any_bytes_are_a_frame_or_an_error(
+            noise in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256),
+            flips in proptest::collection::vec((0usize..4096, proptest::prelude::any::<u8>()), 0..8),
+            cut in 0usize..4096,
+        ) {
+            let mut stream = Vec::new();
+            for (seq, message) in [(1u64, 10u64), (2, u64::MAX), (3, 0)] {
+                let out: FrameOut<'_, u64, u64> = Frame::Message { channel: 1, seq, message: &message };
+                encode(&mut stream, &out).unwrap();
+            }
+            encode(&mut stream, &Plain::Heartbeat).unwrap();
+            encode(&mut stream, &WireError::Other("x".into())).unwrap();
+            for (at, byte) in &flips {
+                if !stream.is_empty() {
+                    let i = at % stream.len();
+                    stream[i] ^= byte;
+                }
+            }
+            stream.truncate(cut.max(1).min(stream.len()));
+            stream.extend_from_slice(&noise);
+            for bytes in [&stream[..], &noise[..]] {
+                let mut reader = bytes;
+                let mut buf = Vec::new();
+                while let Ok(()) = read_frame(&mut reader, &mut buf, 64) {
+                    proptest::prop_assert!(buf.len() <= 64);
+                    let _ = decode::<Plain>(&buf);
+                    let _ = decode::<WireError>(&buf);
+                }
+            }
+        }
+    }
+
+    #[test]
     fn the_preamble_says_the_version() {
-        assert!(read_preamble(&mut &preamble()[..]).is_ok());
+        assert!(matches!(read_preamble(&mut &preamble()[..]), Ok(Ok(()))));
         let mut other = preamble();
         other[4] = 9;
+        let foreign = read_preamble(&mut &other[..]).unwrap().unwrap_err();
+        assert_eq!(foreign, Foreign::Version(9));
         assert_eq!(
-            read_preamble(&mut &other[..]).unwrap_err(),
+            foreign.to_string(),
             format!("wire format version 9; this node speaks version {FORMAT}")
         );
-        assert!(read_preamble(&mut &b"GET / HTTP/1.1"[..]).is_err());
+        assert!(read_preamble(&mut &b"GET / HTTP/1.1"[..]).unwrap().is_err());
+        // Cut short is the connection failing, not a peer that speaks something else.
+        assert!(read_preamble(&mut &preamble()[..3]).is_err());
     }
 
     #[test]
