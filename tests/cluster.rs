@@ -11,7 +11,7 @@ use std::thread;
 use std::time::Duration;
 
 use chandy_lamport::cluster::{
-    ClusterConfig, ClusterError, Node, NodeConfig, NodeKeys, NodeProcess,
+    ClusterConfig, ClusterError, Node, NodeBuilder, NodeConfig, NodeKeys, NodeProcess,
 };
 use chandy_lamport::{Context, Error, Process, ProcessId, SendError, SnapshotId, Topology};
 use common::PATIENCE;
@@ -78,6 +78,16 @@ fn start<P: NodeProcess>(
     placement: &[Vec<ProcessId>],
     make: impl Fn(usize, ProcessId) -> P + Clone + Send + 'static,
 ) -> Vec<Node<P>> {
+    start_with(topology, placement, |b| b, make)
+}
+
+/// `start`, with `tweak` applied to every node's builder.
+fn start_with<P: NodeProcess>(
+    topology: &Topology,
+    placement: &[Vec<ProcessId>],
+    tweak: fn(NodeBuilder<P>) -> NodeBuilder<P>,
+    make: impl Fn(usize, ProcessId) -> P + Clone + Send + 'static,
+) -> Vec<Node<P>> {
     let (listeners, config) = listen(placement);
     let builds: Vec<_> = listeners
         .into_iter()
@@ -85,12 +95,12 @@ fn start<P: NodeProcess>(
         .map(|(k, (listener, keys))| {
             let (topology, config, make) = (topology.clone(), config.clone(), make.clone());
             thread::spawn(move || {
-                Node::builder(topology, config, k)
+                let builder = Node::builder(topology, config, k)
                     .listener(listener)
                     .keys(keys)
                     .connect_timeout(*PATIENCE)
-                    .stop_timeout(*PATIENCE)
-                    .build(|p| make(k, p))
+                    .stop_timeout(*PATIENCE);
+                tweak(builder).build(|p| make(k, p))
             })
         })
         .collect();
@@ -565,4 +575,62 @@ fn restore(
         })
         .collect();
     builds.into_iter().map(|b| b.join().unwrap()).collect()
+}
+
+/// Keeps a large state and sends large messages: with a frame limit of 256 bytes, every part,
+/// every message to another node and the final report go in pieces.
+struct Hoarder {
+    data: Vec<u8>,
+    got: Arc<AtomicU64>,
+}
+
+impl Process for Hoarder {
+    type Message = Vec<u8>;
+    type State = Vec<u8>;
+    fn on_message(&mut self, _: ProcessId, m: Vec<u8>, _: &mut Context<'_, Vec<u8>>) {
+        assert!(m.iter().all(|&b| b == 3), "a message came back changed");
+        self.got.fetch_add(m.len() as u64, Ordering::Relaxed);
+    }
+    fn record(&self) -> Vec<u8> {
+        self.data.clone()
+    }
+}
+
+/// Honest traffic never trips the frame limit: what is longer goes in pieces under it.
+#[test]
+fn parts_messages_and_reports_longer_than_the_frame_limit_go_in_pieces() {
+    let got = Arc::new(AtomicU64::new(0));
+    let nodes = start_with(
+        &Topology::complete(4),
+        &[vec![0, 1], vec![2, 3]],
+        |b| b.max_frame(256),
+        {
+            let got = got.clone();
+            move |_, p| Hoarder {
+                data: vec![p as u8; 20_000],
+                got: got.clone(),
+            }
+        },
+    );
+    nodes[0]
+        .with_process(0, |_, ctx| ctx.send(2, vec![3; 10_000]).unwrap())
+        .unwrap();
+    common::wait_until("the long message arrives", || {
+        got.load(Ordering::Relaxed) == 10_000
+    });
+    for initiator in 0..4 {
+        let snapshot = nodes[1].snapshot_timeout(initiator, *PATIENCE).unwrap();
+        snapshot.verify().unwrap();
+        for p in 0..4 {
+            assert_eq!(snapshot.states[p], vec![p as u8; 20_000]);
+        }
+    }
+    let stopping = thread::spawn({
+        let one = nodes[1].clone();
+        move || one.wait_stopped(*PATIENCE)
+    });
+    let stopped = nodes[0].clone().shutdown().unwrap();
+    let final_state = stopped.final_state().expect("both nodes reported");
+    assert_eq!(final_state.states[3], vec![3u8; 20_000]);
+    stopping.join().unwrap().unwrap();
 }

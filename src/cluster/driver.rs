@@ -39,6 +39,8 @@ pub(crate) struct NodeWire<P: Process> {
     local: usize,
     /// By node: the link to it (`None` for this node).
     links: Arc<[Option<Arc<Outlink>>]>,
+    /// The frame limit every node reads with: a longer frame goes in pieces.
+    max_frame: usize,
     /// By node: frames encoded since the last batch ended.
     staged: Vec<Vec<u8>>,
     /// Nodes with frames staged.
@@ -72,10 +74,16 @@ impl<P: Process> NodeWire<P> {
                 })
             })
             .collect();
+        let max_frame = links
+            .iter()
+            .flatten()
+            .next()
+            .map_or(wire::MAX_PIECE, |l| l.max_frame);
         NodeWire {
             wire,
             remote,
             local,
+            max_frame,
             staged: vec![Vec::new(); links.len()],
             links,
             dirty: Vec::new(),
@@ -98,7 +106,7 @@ impl<P: Process> NodeWire<P> {
             return Err(Refused::Disconnected(envelope));
         }
         let node = remote.node as usize;
-        let buf = &mut self.staged[node];
+        let (buf, limit) = (&mut self.staged[node], self.max_frame);
         let was_empty = buf.is_empty();
         let encoded = match &envelope {
             Envelope::Message { seq, message } => {
@@ -107,7 +115,7 @@ impl<P: Process> NodeWire<P> {
                     seq: seq.get(),
                     message,
                 };
-                wire::encode(buf, &frame)
+                wire::encode_within(buf, &frame, limit)
             }
             Envelope::Marker(id) => match self.marking {
                 Some((marking, initiator)) if marking == *id => {
@@ -116,7 +124,7 @@ impl<P: Process> NodeWire<P> {
                         snapshot: *id,
                         initiator,
                     };
-                    wire::encode(buf, &frame)
+                    wire::encode_within(buf, &frame, limit)
                 }
                 // The snapshot has been given up (a process failed) since this process
                 // recorded: nobody waits for its markers.

@@ -51,6 +51,8 @@ pub(crate) struct Outlink {
     broken: AtomicBool,
     /// How long the writer lets the link be idle before it sends a heartbeat.
     heartbeat: Duration,
+    /// The peer's frame limit: a longer frame goes in pieces under it.
+    pub(crate) max_frame: usize,
     /// `write` calls made on the socket, and bytes written, counted at the call.
     pub(crate) writes: AtomicU64,
     pub(crate) bytes: AtomicU64,
@@ -61,11 +63,12 @@ pub(crate) struct Outlink {
 
 impl Outlink {
     /// A link to `peer` from a node running `locals` processes, kept alive with a heartbeat
-    /// when idle for `heartbeat`.
-    pub(crate) fn new(peer: usize, locals: usize, heartbeat: Duration) -> Self {
+    /// when idle for `heartbeat`, to a peer that reads frames of up to `max_frame` bytes.
+    pub(crate) fn new(peer: usize, locals: usize, heartbeat: Duration, max_frame: usize) -> Self {
         Outlink {
             peer,
             heartbeat,
+            max_frame,
             bell: Doorbell::new(locals + 1),
             buffers: (0..locals).map(|_| Mutex::new(Vec::new())).collect(),
             control: Mutex::new(Vec::new()),
@@ -130,7 +133,7 @@ impl Outlink {
 
     /// Queues `frame` (see [`send_control`](Outlink::send_control)).
     pub(crate) fn send<T: Serialize>(&self, frame: &T) -> Result<(), String> {
-        self.send_control(|buf| wire::encode(buf, frame))
+        self.send_control(|buf| wire::encode_within(buf, frame, self.max_frame))
     }
 
     /// Nothing more will be queued: the writer writes what is left, then ends.

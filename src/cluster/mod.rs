@@ -48,6 +48,9 @@
 
 mod config;
 mod driver;
+// Real sockets: not under Miri, which has none.
+#[cfg(all(test, not(miri)))]
+mod hostile_member_tests;
 mod keys;
 mod link;
 mod membership;

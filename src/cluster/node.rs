@@ -105,10 +105,14 @@ impl<P: NodeProcess> NodeBuilder<P> {
         self
     }
 
-    /// The longest frame this node accepts from another (default 64 MiB). A peer that sends a
-    /// longer one is refused before anything is allocated for it.
+    /// The longest piece of a frame this node accepts from another (default 64 MiB), the same
+    /// on every node of a cluster (compared at start-up). An honest node sends a longer frame
+    /// (a large snapshot part, outcome or message) in pieces under it, so this bounds what a
+    /// peer's claimed length can make a reader set aside, not what can be sent. A peer that
+    /// announces a longer piece is failed, before anything is allocated for it. Taken as at
+    /// least 64 bytes and at most 2 GiB - 1.
     pub fn max_frame(mut self, bytes: usize) -> Self {
-        self.max_frame = bytes;
+        self.max_frame = bytes.clamp(64, wire::MAX_PIECE);
         self
     }
 
@@ -220,7 +224,9 @@ impl<P: NodeProcess> NodeBuilder<P> {
         }
         let heartbeat = self.failure_timeout / 5;
         let links: Arc<[Option<Arc<Outlink>>]> = (0..nodes)
-            .map(|k| (k != me).then(|| Arc::new(Outlink::new(k, local.len(), heartbeat))))
+            .map(|k| {
+                (k != me).then(|| Arc::new(Outlink::new(k, local.len(), heartbeat, self.max_frame)))
+            })
             .collect();
         // What the next message on each channel from elsewhere must be numbered.
         let next_seq: Vec<u64> = (0..wiring.channels().len())
@@ -1020,6 +1026,20 @@ impl<P: NodeProcess> Clone for Node<P> {
     fn clone(&self) -> Self {
         Node {
             handle: self.handle.clone(),
+        }
+    }
+}
+
+/// For tests that play a member gone bad: `bytes` go to `peer` as they are, inside the
+/// authenticated, encrypted link, where frames go.
+#[cfg(test)]
+impl<P: NodeProcess> Node<P> {
+    pub(crate) fn send_raw(&self, peer: usize, bytes: &[u8]) {
+        if let Some(link) = &self.handle.core.links[peer] {
+            let _ = link.send_control(|buf| {
+                buf.extend_from_slice(bytes);
+                Ok(())
+            });
         }
     }
 }

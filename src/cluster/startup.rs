@@ -10,14 +10,19 @@
 //! then the Noise handshake (`secure.rs`): the opener proves it holds node I's key and sends its
 //! `Hello`, encrypted; the acceptor, having checked the key is a member's and the `Hello` says
 //! the same node, answers `Welcome` or why not, encrypted. A stranger's connection (no member's
-//! key) is closed and logged, with nothing read past the handshake.
+//! key) is closed and logged, with nothing read past the handshake. Each accepted connection
+//! is welcomed on a thread of its own (at most 64 at once, each for at most 5 s), so one that
+//! connects and says nothing holds up no other.
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::RecvTimeoutError;
+use crossbeam_channel::{RecvTimeoutError, Sender};
+use parking_lot::Mutex;
 
 use snow::TransportState;
 
@@ -100,35 +105,50 @@ pub(crate) fn connect(
     let mut refused_here: Vec<Option<String>> = vec![None; nodes];
     let mut dialing = nodes - 1;
     let mut accepted = 0;
+    // Each connection is welcomed on a thread of its own, so that one that connects and says
+    // nothing (a stranger, a stuck peer) holds up nobody else; `claimed` says which nodes have
+    // been welcomed, so a second connection claiming one is refused.
+    let (welcomed_tx, welcomed) = crossbeam_channel::unbounded();
+    let welcoming = Arc::new(Welcoming {
+        hello: hello.clone(),
+        keys: keys.clone(),
+        me,
+        nodes,
+        claimed: Mutex::new(vec![false; nodes]),
+        busy: AtomicUsize::new(0),
+    });
     while dialing > 0 || accepted < nodes - 1 {
         // Accept whoever is waiting.
         loop {
             match listener.accept() {
-                Ok((stream, from)) => match welcome(stream, hello, keys, me, nodes, &incoming) {
-                    Ok((peer, secured)) => {
-                        incoming[peer] = Some(secured);
-                        accepted += 1;
-                    }
-                    // A node of this cluster that runs something else: the cluster cannot
-                    // start, whichever of the two noticed first.
-                    Err(Refusal::Differs(peer, message)) => {
-                        log::error!("node {me}: refused node {peer}: {message}");
-                        return Err(ClusterError::Mismatch {
-                            node: peer,
-                            message,
-                        });
-                    }
-                    Err(Refusal::Other(peer, why)) => {
-                        log::warn!("node {me}: refused a connection from {from}: {why}");
-                        if let Some(peer) = peer {
-                            refused_here[peer] = Some(why);
-                        }
-                    }
-                },
+                Ok((stream, from)) => welcoming.start(stream, from, &welcomed_tx),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) => {
                     log::warn!("node {me}: accept failed: {e}");
                     break;
+                }
+            }
+        }
+        for (from, welcome) in welcomed.try_iter() {
+            match welcome {
+                Ok((peer, secured)) => {
+                    incoming[peer] = Some(secured);
+                    accepted += 1;
+                }
+                // A node of this cluster that runs something else: the cluster cannot start,
+                // whichever of the two noticed first.
+                Err(Refusal::Differs(peer, message)) => {
+                    log::error!("node {me}: refused node {peer}: {message}");
+                    return Err(ClusterError::Mismatch {
+                        node: peer,
+                        message,
+                    });
+                }
+                Err(Refusal::Other(peer, why)) => {
+                    log::warn!("node {me}: refused a connection from {from}: {why}");
+                    if let Some(peer) = peer {
+                        refused_here[peer] = Some(why);
+                    }
                 }
             }
         }
@@ -281,7 +301,7 @@ fn welcome(
     keys: &NodeKeys,
     me: usize,
     nodes: usize,
-    connected: &[Option<Secured>],
+    claimed: &Mutex<Vec<bool>>,
 ) -> Result<(usize, Secured), Refusal> {
     let io = |e: std::io::Error| Refusal::Other(None, e.to_string());
     stream.set_nonblocking(false).map_err(io)?;
@@ -322,21 +342,77 @@ fn welcome(
         let why = format!("node {peer} cannot connect to node {me} of a cluster of {nodes}");
         return refuse(&mut stream, &mut transport, Some(peer), why);
     }
-    if connected[peer].is_some() {
-        let why = format!("node {peer} is already connected");
-        return refuse(&mut stream, &mut transport, Some(peer), why);
-    }
     if let Some(differ) = ours.differences(&theirs) {
         return match refuse(&mut stream, &mut transport, Some(peer), differ) {
             Err(Refusal::Other(_, differ)) => Err(Refusal::Differs(peer, differ)),
             other => other,
         };
     }
-    let mut out = Vec::new();
-    wire::encode(&mut out, &Reply::Welcome).map_err(|e| Refusal::Other(Some(peer), e))?;
-    secure::send_one(&mut stream, &mut transport, &out).map_err(io)?;
-    stream.set_read_timeout(None).map_err(io)?;
+    if std::mem::replace(&mut claimed.lock()[peer], true) {
+        let why = format!("node {peer} is already connected");
+        return refuse(&mut stream, &mut transport, Some(peer), why);
+    }
+    let welcomed = (|| {
+        let mut out = Vec::new();
+        wire::encode(&mut out, &Reply::Welcome).map_err(std::io::Error::other)?;
+        secure::send_one(&mut stream, &mut transport, &out)?;
+        stream.set_read_timeout(None)
+    })();
+    if let Err(e) = welcomed {
+        // Gone before it heard it was welcome: it may try again.
+        claimed.lock()[peer] = false;
+        return Err(Refusal::Other(Some(peer), e.to_string()));
+    }
     Ok((peer, (stream, transport)))
+}
+
+/// How welcoming a connection went: where it came from, and the node it proved it is and the
+/// connection, or why not.
+type Welcomed = (SocketAddr, Result<(usize, Secured), Refusal>);
+
+/// What the threads that welcome connections share.
+struct Welcoming {
+    hello: Hello,
+    keys: NodeKeys,
+    me: usize,
+    nodes: usize,
+    /// By node: welcomed already.
+    claimed: Mutex<Vec<bool>>,
+    /// Handshakes under way.
+    busy: AtomicUsize,
+}
+
+impl Welcoming {
+    /// The most handshakes at once: a flood of connections costs at most this many threads,
+    /// each for at most `HANDSHAKE`.
+    const MOST: usize = 64;
+
+    /// Welcomes (or refuses) `stream`, from `from`, on a thread of its own, and says how it
+    /// went on `done`.
+    fn start(self: &Arc<Self>, stream: TcpStream, from: SocketAddr, done: &Sender<Welcomed>) {
+        if self.busy.fetch_add(1, Ordering::AcqRel) >= Self::MOST {
+            self.busy.fetch_sub(1, Ordering::AcqRel);
+            log::warn!(
+                "node {}: closed a connection from {from}: {} handshakes under way already",
+                self.me,
+                Self::MOST
+            );
+            return;
+        }
+        let (welcoming, done) = (self.clone(), done.clone());
+        let spawned = thread::Builder::new()
+            .name(format!("welcome-{from}"))
+            .spawn(move || {
+                let w = &welcoming;
+                let result = welcome(stream, &w.hello, &w.keys, w.me, w.nodes, &w.claimed);
+                w.busy.fetch_sub(1, Ordering::AcqRel);
+                let _ = done.send((from, result));
+            });
+        if let Err(e) = spawned {
+            self.busy.fetch_sub(1, Ordering::AcqRel);
+            log::warn!("node {}: no thread to welcome {from}: {e}", self.me);
+        }
+    }
 }
 
 /// Tells the opener why it is refused (best effort: it may be gone), encrypted, and says so.

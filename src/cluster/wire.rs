@@ -7,7 +7,10 @@
 //! one frame with the [`Hello`] (who the opener is and what it runs); the acceptor answers with
 //! one frame, a [`Reply`]. From then on the opener sends [`Frame`]s, each as a `u32`
 //! little-endian length followed by that many bytes of postcard. A frame longer than the
-//! receiver's limit is refused before anything is allocated for it.
+//! receivers' limit (the same on every node: the `Hello` compares it) is sent in pieces, each
+//! a length and that many bytes, the length's top bit ([`CONTINUED`]) set on all but the last;
+//! the reader joins them before decoding. A piece that announces more than the limit is
+//! refused before anything is allocated for it.
 //!
 //! Postcard is not self-describing: a frame decoded as the wrong type can come out as garbage
 //! rather than an error. So the [`Hello`] carries the crate version and the Rust type names of
@@ -29,8 +32,15 @@ pub(crate) const FORMAT: u16 = 1;
 pub(crate) const MAGIC: [u8; 4] = *b"CLSN";
 
 /// The longest frame a node accepts by default: 64 MiB. A frame announcing more is refused
-/// before anything is allocated for it.
+/// before anything is allocated for it; an honest sender splits a longer one into pieces
+/// under the limit ([`encode_within`]).
 pub(crate) const DEFAULT_MAX_FRAME: usize = 64 << 20;
+
+/// The flag, in a frame's length, that says the frame goes on in the next piece.
+pub(crate) const CONTINUED: u32 = 1 << 31;
+
+/// The longest piece: a length with [`CONTINUED`] clear.
+pub(crate) const MAX_PIECE: usize = (CONTINUED - 1) as usize;
 
 /// The opener's first frame: who it is and what it runs, for the acceptor to compare.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -340,20 +350,49 @@ impl<'a> Extend<&'a u8> for Append<'_> {
     }
 }
 
-/// Appends `value` to `buf` as one frame (length, then postcard). On an error nothing is
-/// appended, and the error says why (a `Serialize` that failed, a frame over 4 GiB).
+/// Appends `value` to `buf` as one frame (length, then postcard), split into pieces of at most
+/// [`MAX_PIECE`] bytes if longer. On an error nothing is appended, and the error says why (a
+/// `Serialize` that failed).
 pub(crate) fn encode(buf: &mut Vec<u8>, value: &impl Serialize) -> Result<(), String> {
+    encode_within(buf, value, MAX_PIECE)
+}
+
+/// Appends `value` to `buf` as one frame, split into pieces of at most `limit` bytes (the
+/// receiver's frame limit, at most [`MAX_PIECE`]) when longer: each piece has its own length,
+/// with [`CONTINUED`] set on all but the last, and the reader joins them
+/// ([`read_frame`]). So a frame of any size gets through a reader that allocates nothing for
+/// a length over its limit. On an error nothing is appended.
+pub(crate) fn encode_within(
+    buf: &mut Vec<u8>,
+    value: &impl Serialize,
+    limit: usize,
+) -> Result<(), String> {
     let start = buf.len();
     buf.extend_from_slice(&[0; 4]);
     if let Err(e) = postcard::to_extend(value, Append(buf)) {
         buf.truncate(start);
         return Err(e.to_string());
     }
-    let Ok(len) = u32::try_from(buf.len() - start - 4) else {
+    let len = buf.len() - start - 4;
+    let limit = limit.clamp(1, MAX_PIECE);
+    if len <= limit {
+        // `limit` is at most `MAX_PIECE`, which fits with the flag clear.
+        buf[start..start + 4].copy_from_slice(&(len as u32).to_le_bytes());
+    } else {
+        // Rare (a large snapshot part, a large message): a copy is cheap beside the frame.
+        let body = buf.split_off(start + 4);
         buf.truncate(start);
-        return Err("the frame is longer than 4 GiB".to_string());
-    };
-    buf[start..start + 4].copy_from_slice(&len.to_le_bytes());
+        let mut pieces = body.chunks(limit).peekable();
+        while let Some(piece) = pieces.next() {
+            let more = if pieces.peek().is_some() {
+                CONTINUED
+            } else {
+                0
+            };
+            buf.extend_from_slice(&(piece.len() as u32 | more).to_le_bytes());
+            buf.extend_from_slice(piece);
+        }
+    }
     Ok(())
 }
 
@@ -394,31 +433,66 @@ impl std::fmt::Display for ReadError {
     }
 }
 
-/// Reads one frame's bytes into `buf` (replacing what it held). Nothing is allocated for a
-/// length over `limit`.
+/// Reads one frame's bytes into `buf` (replacing what it held), joining its pieces. A piece
+/// that announces more than `limit` is refused before anything is allocated for it, and the
+/// bytes of a frame are allocated as they arrive, not as announced, beyond a first 64 KiB: a
+/// peer's claim costs nothing until it sends the bytes.
 pub(crate) fn read_frame(
     r: &mut impl Read,
     buf: &mut Vec<u8>,
     limit: usize,
 ) -> Result<(), ReadError> {
-    let mut len = [0u8; 4];
-    match r.read(&mut len[..1]) {
-        Ok(0) => return Err(ReadError::Closed),
-        Ok(_) => {}
-        Err(e) if e.kind() == io::ErrorKind::Interrupted => return read_frame(r, buf, limit),
-        Err(e) => return Err(ReadError::Io(e)),
-    }
-    r.read_exact(&mut len[1..]).map_err(ReadError::Io)?;
-    let announced = u32::from_le_bytes(len) as usize;
-    if announced > limit {
-        return Err(ReadError::TooLong {
-            announced: announced as u64,
-            limit,
-        });
-    }
     buf.clear();
-    buf.resize(announced, 0);
-    r.read_exact(buf).map_err(ReadError::Io)?;
+    let mut header = [0u8; 4];
+    // Only the first byte of a frame may meet a clean end of the stream.
+    loop {
+        match r.read(&mut header[..1]) {
+            Ok(0) => return Err(ReadError::Closed),
+            Ok(_) => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(ReadError::Io(e)),
+        }
+    }
+    r.read_exact(&mut header[1..]).map_err(ReadError::Io)?;
+    loop {
+        let word = u32::from_le_bytes(header);
+        let announced = (word & !CONTINUED) as usize;
+        if announced > limit {
+            return Err(ReadError::TooLong {
+                announced: announced as u64,
+                limit,
+            });
+        }
+        let more = word & CONTINUED != 0;
+        if more && announced == 0 {
+            return Err(ReadError::Malformed(
+                "an empty piece of a frame".to_string(),
+            ));
+        }
+        read_piece(r, buf, announced)?;
+        if !more {
+            return Ok(());
+        }
+        r.read_exact(&mut header).map_err(ReadError::Io)?;
+    }
+}
+
+/// Appends the `len` bytes of one piece to `buf`.
+fn read_piece(r: &mut impl Read, buf: &mut Vec<u8>, len: usize) -> Result<(), ReadError> {
+    const UPFRONT: usize = 64 << 10;
+    let start = buf.len();
+    if len <= UPFRONT || len <= buf.capacity() - start {
+        // The usual case: room made at once, one exact read.
+        buf.resize(start + len, 0);
+        return r.read_exact(&mut buf[start..]).map_err(ReadError::Io);
+    }
+    // Grows only as bytes come.
+    Read::take(&mut *r, len as u64)
+        .read_to_end(buf)
+        .map_err(ReadError::Io)?;
+    if buf.len() - start < len {
+        return Err(ReadError::Io(io::ErrorKind::UnexpectedEof.into()));
+    }
     Ok(())
 }
 
@@ -515,16 +589,84 @@ mod tests {
 
     #[test]
     fn a_frame_over_the_limit_is_refused_before_it_is_read() {
-        // Announces 4 GiB - 1 and sends nothing: refused from the length alone.
+        // Announces a piece of 2 GiB - 1 and sends nothing: refused from the length alone.
         let bytes = [0xff, 0xff, 0xff, 0xff];
         let mut buf = Vec::new();
         match read_frame(&mut &bytes[..], &mut buf, 1 << 20) {
             Err(ReadError::TooLong { announced, limit }) => {
-                assert_eq!((announced, limit), (u32::MAX as u64, 1 << 20));
+                assert_eq!((announced, limit), (MAX_PIECE as u64, 1 << 20));
             }
             other => panic!("{other:?}"),
         }
         assert_eq!(buf.capacity(), 0, "nothing allocated");
+    }
+
+    #[test]
+    fn a_claimed_length_under_the_limit_costs_only_the_bytes_that_come() {
+        // Announces 1 GiB (under a limit of 2 GiB), sends 10 bytes and ends.
+        let mut bytes = (1u32 << 30).to_le_bytes().to_vec();
+        bytes.extend_from_slice(&[7; 10]);
+        let mut buf = Vec::new();
+        match read_frame(&mut &bytes[..], &mut buf, MAX_PIECE) {
+            Err(ReadError::Io(e)) => assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof),
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            buf.capacity() < 1 << 20,
+            "{} bytes set aside",
+            buf.capacity()
+        );
+    }
+
+    #[test]
+    fn a_frame_over_the_limit_goes_in_pieces_and_comes_back_whole() {
+        let big: Vec<u64> = (0..10_000).collect();
+        let mut whole = Vec::new();
+        encode(&mut whole, &big).unwrap();
+        for limit in [64, 1000, 4096, whole.len() - 5, whole.len() - 4] {
+            let mut pieces = Vec::new();
+            encode_within(&mut pieces, &big, limit).unwrap();
+            // Then an ordinary frame: the reader must stop at the end of the first.
+            encode_within(&mut pieces, &5u64, limit).unwrap();
+            let mut reader = &pieces[..];
+            let mut read = Vec::new();
+            read_frame(&mut reader, &mut read, limit).unwrap();
+            assert_eq!(read, whole[4..], "limit {limit}");
+            assert_eq!(decode::<Vec<u64>>(&read).unwrap(), big);
+            read_frame(&mut reader, &mut read, limit).unwrap();
+            assert_eq!(decode::<u64>(&read).unwrap(), 5);
+            assert!(matches!(
+                read_frame(&mut reader, &mut read, limit),
+                Err(ReadError::Closed)
+            ));
+            // A reader with a smaller limit than the sender's refuses the first piece.
+            if limit > 64 {
+                assert!(matches!(
+                    read_frame(&mut &pieces[..], &mut read, limit - 1),
+                    Err(ReadError::TooLong { .. })
+                ));
+            }
+        }
+    }
+
+    #[test]
+    fn a_stream_that_ends_between_pieces_is_cut_not_closed() {
+        let big: Vec<u64> = (0..1000).collect();
+        let mut pieces = Vec::new();
+        encode_within(&mut pieces, &big, 100).unwrap();
+        let mut read = Vec::new();
+        // Cut right after the first piece: the frame was promised more.
+        match read_frame(&mut &pieces[..104], &mut read, 100) {
+            Err(ReadError::Io(e)) => assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof),
+            other => panic!("{other:?}"),
+        }
+        // An empty piece that says more follows is malformed.
+        let mut empty = CONTINUED.to_le_bytes().to_vec();
+        empty.extend_from_slice(&[1, 0, 0, 0, 9]);
+        assert!(matches!(
+            read_frame(&mut &empty[..], &mut read, 100),
+            Err(ReadError::Malformed(_))
+        ));
     }
 
     #[test]

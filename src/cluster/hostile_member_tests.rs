@@ -1,0 +1,237 @@
+//! A member gone bad: node 2 of three holds its own key, passes the handshake, and then sends
+//! node 0 bytes no honest node sends. Each time node 0 closes that link, says why, and every
+//! survivor decides node 2 failed; nothing panics, and nodes 0 and 1 keep running their
+//! processes. (Strangers, who never get past the handshake, are `tests/cluster_strangers.rs`'s.)
+
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::wire::{self, Frame, FrameOut};
+use super::{ClusterConfig, Node, NodeConfig, NodeKeys};
+use crate::process::{Context, Process};
+use crate::snapshot::{LocalSnapshot, SnapshotId};
+use crate::topology::{ProcessId, Topology};
+
+/// The frame limit every node of these tests reads with.
+const LIMIT: usize = 4096;
+
+/// Keeps two tokens moving to random neighbours, counting what it handles; a token a
+/// neighbour cannot take (its node failed) goes to another.
+struct Mover {
+    rng: fastrand::Rng,
+    handled: Arc<AtomicU64>,
+}
+
+impl Process for Mover {
+    type Message = u64;
+    type State = u64;
+    fn on_start(&mut self, ctx: &mut Context<'_, u64>) {
+        self.pass(ctx, 1);
+        self.pass(ctx, 1);
+    }
+    fn on_message(&mut self, _: ProcessId, t: u64, ctx: &mut Context<'_, u64>) {
+        self.handled.fetch_add(1, Ordering::Relaxed);
+        self.pass(ctx, t);
+    }
+    fn record(&self) -> u64 {
+        0
+    }
+}
+
+impl Mover {
+    fn pass(&mut self, ctx: &mut Context<'_, u64>, mut t: u64) {
+        for _ in 0..16 {
+            let to = ctx.neighbours()[self.rng.usize(..ctx.neighbours().len())];
+            match ctx.send(to, t) {
+                Ok(()) => return,
+                Err(e) => t = e.into_message(),
+            }
+        }
+    }
+}
+
+/// Processes 0, 3 | 1, 4 | 2, 5 of complete(6) on three nodes of this test process.
+fn three_nodes() -> (Vec<Node<Mover>>, Arc<AtomicU64>) {
+    let listeners: Vec<TcpListener> = (0..3)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let config = ClusterConfig::new(
+        listeners
+            .iter()
+            .enumerate()
+            .map(|(k, l)| NodeConfig::new(l.local_addr().unwrap().to_string(), [k, k + 3]))
+            .collect(),
+    );
+    let handled = Arc::new(AtomicU64::new(0));
+    let builds: Vec<_> = listeners
+        .into_iter()
+        .zip(NodeKeys::generate(3).unwrap())
+        .enumerate()
+        .map(|(me, (listener, keys))| {
+            let (config, handled) = (config.clone(), handled.clone());
+            thread::spawn(move || {
+                Node::builder(Topology::complete(6), config, me)
+                    .listener(listener)
+                    .keys(keys)
+                    .max_frame(LIMIT)
+                    .failure_timeout(Duration::from_secs(1))
+                    .connect_timeout(Duration::from_secs(30))
+                    .stop_timeout(Duration::from_secs(5))
+                    .build(|p| Mover {
+                        rng: fastrand::Rng::with_seed(p as u64),
+                        handled: handled.clone(),
+                    })
+            })
+        })
+        .collect();
+    let nodes = builds
+        .into_iter()
+        .map(|b| b.join().unwrap().unwrap())
+        .collect();
+    (nodes, handled)
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// `frame` encoded as an honest node would (its length, then postcard).
+fn framed<M: serde::Serialize, S: serde::Serialize>(frame: &FrameOut<'_, M, S>) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    wire::encode(&mut bytes, frame).unwrap();
+    bytes
+}
+
+/// The channel from process `from` to process `to` of complete(6).
+fn channel(from: ProcessId, to: ProcessId) -> u32 {
+    Topology::complete(6)
+        .channels()
+        .iter()
+        .position(|c| (c.from, c.to) == (from, to))
+        .unwrap() as u32
+}
+
+/// A part of process `process` of a snapshot nobody started.
+fn stray_part(process: ProcessId) -> Vec<u8> {
+    let part = LocalSnapshot::<u64, u64> {
+        id: SnapshotId::random(),
+        process,
+        initiated: false,
+        state: 0,
+        sent: vec![0; 5],
+        received: vec![0; 5],
+        recorded: vec![Vec::new(); 5],
+    };
+    framed(&Frame::Part {
+        recorded_at: Duration::ZERO,
+        part: &part,
+    })
+}
+
+/// Node 2 sends node 0 `bytes`: node 0 closes the link saying something with `why` in it,
+/// every node decides node 2 failed, and nodes 0 and 1 carry on.
+fn a_member_sending(bytes: Vec<u8>, why: &str) {
+    let (nodes, handled) = three_nodes();
+    wait_until("tokens cross the cluster", || {
+        handled.load(Ordering::Relaxed) > 100
+    });
+    nodes[2].send_raw(0, &bytes);
+    for (k, node) in nodes.iter().enumerate() {
+        wait_until("every node decides", || !node.failed_nodes().is_empty());
+        assert_eq!(node.failed_nodes(), [2], "node {k}'s view, after {why:?}");
+    }
+    let link = nodes[0].stats().links.into_iter().find(|l| l.node == 2);
+    let down = link.and_then(|l| l.down).unwrap_or_default();
+    assert!(down.contains(why), "node 0 says {down:?}, not {why:?}");
+    // Only node 2's processes failed, each with an error that names the node.
+    let failures = nodes[0].failures();
+    assert_eq!(
+        failures.iter().map(|f| f.process).collect::<Vec<_>>(),
+        [2, 5],
+        "{failures:?}"
+    );
+    assert!(failures.iter().all(|f| f.message.contains("node 2 failed")));
+    // Nodes 0 and 1 keep working (fresh tokens: the old ones may have gone to node 2).
+    let before = handled.load(Ordering::Relaxed);
+    nodes[0]
+        .with_process(0, |mover, ctx| {
+            for _ in 0..4 {
+                mover.pass(ctx, 1);
+            }
+        })
+        .unwrap();
+    wait_until("the survivors keep working", || {
+        handled.load(Ordering::Relaxed) > before + 50
+    });
+    let mut nodes = nodes.into_iter();
+    let (zero, one, two) = (
+        nodes.next().unwrap(),
+        nodes.next().unwrap(),
+        nodes.next().unwrap(),
+    );
+    let one = thread::spawn(move || one.wait_stopped(Duration::from_secs(30)));
+    assert_eq!(zero.shutdown().unwrap().failed_nodes, [2]);
+    assert_eq!(one.join().unwrap().unwrap().failed_nodes, [2]);
+    // Node 2, cut off and failed by its own reckoning, stops on its own.
+    assert_eq!(two.shutdown().unwrap().failed_nodes, [2]);
+}
+
+#[test]
+fn a_piece_over_the_limit_fails_its_sender() {
+    let announced = (LIMIT as u32 + 1).to_le_bytes();
+    a_member_sending(announced.to_vec(), "over the limit");
+}
+
+#[test]
+fn garbage_fails_its_sender() {
+    let mut bytes = 8u32.to_le_bytes().to_vec();
+    bytes.extend_from_slice(&[0xff; 8]);
+    a_member_sending(bytes, "malformed");
+}
+
+#[test]
+fn a_truncated_frame_fails_its_sender() {
+    // Announces 100 bytes and sends 10: what comes next (heartbeats) is read as the rest, and
+    // the whole is not a frame.
+    let mut bytes = 100u32.to_le_bytes().to_vec();
+    bytes.extend_from_slice(&[0; 10]);
+    a_member_sending(bytes, "malformed");
+}
+
+#[test]
+fn a_message_on_a_channel_from_another_node_fails_its_sender() {
+    // Channel 1 -> 0 runs from node 1, not node 2.
+    let frame: FrameOut<'_, u64, u64> = Frame::Message {
+        channel: channel(1, 0),
+        seq: 1,
+        message: &7,
+    };
+    a_member_sending(framed(&frame), "does not run from node 2");
+}
+
+#[test]
+fn a_message_out_of_sequence_fails_its_sender() {
+    let frame: FrameOut<'_, u64, u64> = Frame::Message {
+        channel: channel(2, 0),
+        seq: 1 << 40,
+        message: &7,
+    };
+    a_member_sending(framed(&frame), "was due");
+}
+
+#[test]
+fn a_part_of_a_snapshot_nobody_started_fails_its_sender() {
+    a_member_sending(stray_part(2), "a part from node 2");
+}
+
+#[test]
+fn a_part_of_another_nodes_process_fails_its_sender() {
+    a_member_sending(stray_part(1), "which it does not run");
+}
