@@ -46,13 +46,22 @@ pub(crate) fn keygen(args: &Args) -> ExitCode {
     };
     match write_keys(dir, config.nodes.len()) {
         Ok(()) => {
+            let same = |a: &std::path::Path, b: &std::path::Path| matches!((a.canonicalize(), b.canonicalize()), (Ok(a), Ok(b)) if a == b);
+            let named = config.keys.as_deref().is_some_and(|k| same(k, dir));
+            let then = if named {
+                String::new()
+            } else {
+                format!(
+                    ", and add keys = {:?} to {}",
+                    dir.display().to_string(),
+                    file.display()
+                )
+            };
             eprintln!(
-                "bank: keys of {} in {}: give node I's machine node-I.key and every node-*.pub, \
-                 and add keys = {:?} to {}",
+                "bank: keys of {} in {}: give node I's machine node-I.key and every \
+                 node-*.pub{then}",
                 crate::count(config.nodes.len(), "node", "nodes"),
                 dir.display(),
-                dir.display().to_string(),
-                file.display()
             );
             ExitCode::SUCCESS
         }
@@ -281,7 +290,8 @@ fn run_node(
     let progress = Arc::new(AtomicU64::new(0));
     let mut builder = Node::builder(topology, config, me)
         .thread_name("branch")
-        .connect_timeout(Duration::from_secs(args.connect_timeout));
+        .connect_timeout(Duration::from_secs(args.connect_timeout))
+        .failure_timeout(Duration::from_secs_f64(args.failure_timeout));
     if let Some(listener) = listener {
         builder = builder.listener(listener);
     }
@@ -309,8 +319,11 @@ fn run_node(
         }
     };
     let start = Instant::now();
+    let watcher = watch_failures(&node, me);
     if me != 0 {
-        return follow(node, initial_total);
+        let verdict = follow(node, initial_total);
+        watched(watcher);
+        return verdict;
     }
     // Node 0 extrapolates the cluster's deliveries from its branches' share of the channels.
     let wiring = node.wiring();
@@ -345,9 +358,10 @@ fn run_node(
     };
     let stopped = node.shutdown_with(note).map_err(Failure::Cluster)?;
     let elapsed = start.elapsed().as_secs_f64();
-    let (transfers, final_total) = match final_money(&stopped, initial_total) {
-        Some((received, total)) => (received - received_before, total),
-        None => (0, 0),
+    watched(watcher);
+    let (transfers, final_total) = match final_money(me, &stopped, initial_total) {
+        Some((received, total)) => (received - received_before, Some(total)),
+        None => (0, None),
     };
     let run = Run {
         n,
@@ -360,9 +374,19 @@ fn run_node(
 
 /// The cluster's final state, checked: the transfers every channel received, and the money
 /// over every branch and channel; `None` (and said) if it is missing or not a consistent state.
-fn final_money(stopped: &ClusterStopped<Branch>, initial_total: u64) -> Option<(u64, u64)> {
+fn final_money(
+    me: usize,
+    stopped: &ClusterStopped<Branch>,
+    initial_total: u64,
+) -> Option<(u64, u64)> {
     for f in &stopped.failures {
         eprintln!("bank: branch {} failed: {}", f.process, f.message);
+    }
+    if !stopped.failed_nodes.is_empty() {
+        eprintln!(
+            "bank: node {me}: at the stop, failed nodes {:?}",
+            stopped.failed_nodes
+        );
     }
     let Some(last) = stopped.final_state() else {
         eprintln!(
@@ -382,24 +406,59 @@ fn final_money(stopped: &ClusterStopped<Branch>, initial_total: u64) -> Option<(
     Some((last.channels.iter().map(|c| c.received).sum(), total))
 }
 
+/// Says on stderr, once, when this node decides other nodes (or itself) failed: which, and the
+/// wall-clock time (seconds since 1970), so that a script can tell how long after a fault.
+fn watch_failures(node: &Node<Branch>, me: usize) -> Option<thread::JoinHandle<()>> {
+    let node = node.clone();
+    let watching = thread::Builder::new()
+        .name("failure-watch".to_string())
+        .spawn(move || loop {
+            let failed = node.failed_nodes();
+            if !failed.is_empty() {
+                let at = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default();
+                eprintln!(
+                    "bank: node {me}: decided failed nodes {failed:?} at {:.3}",
+                    at.as_secs_f64()
+                );
+                return;
+            }
+            if node.is_stopping() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(10));
+        });
+    watching
+        .map_err(|e| eprintln!("bank: node {me}: cannot watch for failures: {e}"))
+        .ok()
+}
+
+/// Once the cluster has stopped: lets the watcher say what it saw before this process exits.
+fn watched(watcher: Option<thread::JoinHandle<()>>) {
+    if let Some(watcher) = watcher {
+        let _ = watcher.join();
+    }
+}
+
 /// A node other than 0: runs until the cluster stops (node 0 stops it; or, if another node
 /// fails, this one does), then checks the final state too; returns the cluster's verdict.
 fn follow(node: Node<Branch>, initial_total: u64) -> Result<bool, Failure> {
-    loop {
+    let stopped = loop {
         match node.wait_stopped(Duration::from_millis(200)) {
-            Ok(stopped) => {
-                let money = final_money(&stopped, initial_total);
-                return Ok(
-                    stopped.note == GOOD && money.is_some_and(|(_, total)| total == initial_total)
-                );
-            }
+            Ok(stopped) => break stopped,
             Err(ClusterError::WaitTimeout) => {
                 if !node.failures().is_empty() && !node.is_stopping() {
                     // Another node failed: nobody may be left to stop the cluster.
-                    let _ = node.clone().shutdown_with(b"a node failed".to_vec());
+                    break node
+                        .clone()
+                        .shutdown_with(b"a node failed".to_vec())
+                        .map_err(Failure::Cluster)?;
                 }
             }
             Err(e) => return Err(Failure::Cluster(e)),
         }
-    }
+    };
+    let money = final_money(node.index(), &stopped, initial_total);
+    Ok(stopped.note == GOOD && money.is_some_and(|(_, total)| total == initial_total))
 }

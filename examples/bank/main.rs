@@ -142,6 +142,10 @@ struct Args {
     /// With `--cluster`: how long to wait for every node at start (seconds).
     #[arg(long, value_name = "S", default_value_t = 30)]
     connect_timeout: u64,
+    /// With `--cluster` or `--nodes`: a node from which nothing arrives for this long (seconds)
+    /// has failed. Every node then says which failed, and exits 1.
+    #[arg(long, value_name = "S", default_value_t = 3.0, value_parser = parse_timeout)]
+    failure_timeout: f64,
     /// Internal: a node started by `--nodes`, which binds a port of the system's choosing,
     /// says it on stdout and reads the cluster file's path on stdin.
     #[arg(long, hide = true, requires = "node")]
@@ -314,6 +318,16 @@ macro_rules! say {
     }};
 }
 
+/// A failure timeout: seconds, more than 0.05 (heartbeats go at a fifth of it) and at most a
+/// day.
+fn parse_timeout(s: &str) -> Result<f64, String> {
+    let seconds: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if !(0.05..=86_400.0).contains(&seconds) {
+        return Err(format!("{seconds} s: give 0.05 to 86400 seconds"));
+    }
+    Ok(seconds)
+}
+
 fn main() -> ExitCode {
     env_logger::init();
     let args = Args::parse();
@@ -406,7 +420,7 @@ fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
         &tally,
         transfers,
         elapsed,
-        final_total,
+        Some(final_total),
     ))
 }
 
@@ -508,7 +522,7 @@ fn summarize(
     tally: &Tally,
     transfers: u64,
     elapsed: f64,
-    final_total: u64,
+    final_total: Option<u64>,
 ) -> bool {
     let Run {
         n,
@@ -560,14 +574,15 @@ fn summarize(
             verdicts.len()
         );
     }
-    if final_total != initial_total {
+    // No final state (a node failed): already said by whoever found it missing.
+    if let Some(final_total) = final_total.filter(|&t| t != initial_total) {
         eprintln!("bank: money after shutdown is {final_total}, not {initial_total}");
     }
     failed == 0
         && not_conserved == 0
         && inconsistent == 0
         && verdicts.len() as u64 == args.snapshots
-        && final_total == initial_total
+        && final_total == Some(initial_total)
 }
 
 /// Writes the run's trace and ShiViz log, as asked.
