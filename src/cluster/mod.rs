@@ -26,11 +26,17 @@
 //! that panics fails every running snapshot on every node, as in process. A link that fails
 //! counts its node's processes as failed.
 //!
-//! What it does not yet: nodes do not authenticate each other and traffic is not encrypted, so
-//! a node's port accepts any connection that speaks the format: run it on a trusted network
-//! only. A dead node is noticed when its connection fails, not by heartbeats, and a link that
-//! goes silent without closing is not noticed. Nor is memory bounded when a node is slow. (All
-//! three are the project's next work on the cluster.)
+//! Safely: every connection is mutually authenticated and encrypted (the Noise protocol, a key
+//! pair per node: `secure.rs`, `keys.rs`), so only the cluster's nodes join, each provably the
+//! node it says, and bytes that are not a member's close that connection only. A member that
+//! sends what no honest node sends (a frame over the limit, garbage, a message on a channel
+//! that does not run between the two, out of sequence) is failed. A node whose connection
+//! breaks, or from which nothing arrives for the failure timeout (idle links carry heartbeats),
+//! is suspected, and one rule every node applies (`membership.rs`) leaves the survivors
+//! agreeing who failed; its processes fail with [`Error::NodeFailed`](crate::Error::NodeFailed),
+//! snapshots that needed them fail, sends to them hand the message back, the rest run on.
+//!
+//! What it does not yet: bound the memory queued for a slow node.
 //!
 //! Start a node with [`Node::builder`], from a [`ClusterConfig`] (read from a TOML cluster file
 //! with [`ClusterConfig::load`]). `docs/cluster.md` walks through running the bank on three
@@ -40,11 +46,15 @@
 //! 1. `config.rs`: the cluster file;
 //! 2. `wire.rs`: the wire format and its framing;
 //! 3. `startup.rs`: connecting every node to every other, and the handshake;
+//!    `keys.rs`: who belongs (a key pair per node); `secure.rs`: Noise, handshake and sealing;
 //! 4. `driver.rs`: a process's driver on a node: local channels, or encoding for a link;
 //! 5. `link.rs`: what is queued for each peer, the writer and the reader threads;
 //!    `membership.rs`: who has failed, decided alike on every survivor;
 //! 6. `node.rs`: the node's handle, its builder, and stopping the cluster;
 //! 7. `stopped.rs`: what a node hands back, and the cluster's final state.
+//!
+//! And `hostile_member_tests.rs`: a member that passes the handshake, then sends what no honest
+//! node sends.
 
 mod config;
 mod driver;
