@@ -1032,7 +1032,7 @@ impl<P: NodeProcess> Clone for Node<P> {
 
 /// For tests that play a member gone bad: `bytes` go to `peer` as they are, inside the
 /// authenticated, encrypted link, where frames go.
-#[cfg(test)]
+#[cfg(all(test, not(miri)))]
 impl<P: NodeProcess> Node<P> {
     pub(crate) fn send_raw(&self, peer: usize, bytes: &[u8]) {
         if let Some(link) = &self.handle.core.links[peer] {

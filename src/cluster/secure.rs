@@ -218,7 +218,8 @@ pub(crate) fn send_one(
     stream.write_all(&out)
 }
 
-#[cfg(test)]
+// Real sockets: not under Miri, which has none.
+#[cfg(all(test, not(miri)))]
 mod tests {
     use super::*;
     use std::net::{TcpListener, TcpStream};

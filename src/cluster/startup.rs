@@ -428,3 +428,110 @@ fn refuse<T>(
     }
     Err(Refusal::Other(peer, why))
 }
+
+// Real sockets: not under Miri, which has none.
+#[cfg(all(test, not(miri)))]
+mod tests {
+    use super::*;
+
+    /// What node `node` of a cluster of `nodes` would say.
+    fn hello(node: u32) -> Hello {
+        Hello {
+            crate_version: "0.1.0".into(),
+            message_type: "u64".into(),
+            state_type: "u64".into(),
+            node,
+            processes: 3,
+            channels: vec![(0, 1), (1, 2), (2, 0)],
+            placement: vec![vec![0], vec![1], vec![2]],
+            checkpoint: None,
+            max_frame: 1 << 20,
+        }
+    }
+
+    /// Node 0 of a cluster of `nodes` welcomes one connection, opened with `keys` saying
+    /// `said`, with `claimed` already welcomed: what the opener hears, and what node 0 decides.
+    fn meet(
+        acceptor: &NodeKeys,
+        nodes: usize,
+        claimed: &[usize],
+        opener: &NodeKeys,
+        said: Hello,
+    ) -> (Result<(), String>, Result<usize, String>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        let mut taken = vec![false; nodes];
+        for &k in claimed {
+            taken[k] = true;
+        }
+        let claimed = Mutex::new(taken);
+        let acceptor = acceptor.clone();
+        let accepting = thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            match welcome(stream, &hello(0), &acceptor, 0, nodes, &claimed) {
+                Ok((peer, _)) => Ok(peer),
+                Err(Refusal::Differs(_, why) | Refusal::Other(_, why)) => Err(why),
+            }
+        });
+        let stream = TcpStream::connect(address).unwrap();
+        let heard = match greet(stream, 0, &said, opener, HANDSHAKE) {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(why)) => Err(why),
+            Err(e) => Err(e.to_string()),
+        };
+        (heard, accepting.join().unwrap())
+    }
+
+    #[test]
+    fn a_member_is_welcomed_once() {
+        let keys = NodeKeys::generate(3).unwrap();
+        let (heard, decided) = meet(&keys[0], 3, &[], &keys[2], hello(2));
+        assert_eq!((heard, decided), (Ok(()), Ok(2)));
+    }
+
+    #[test]
+    fn a_node_already_connected_is_refused() {
+        let keys = NodeKeys::generate(3).unwrap();
+        let (heard, decided) = meet(&keys[0], 3, &[2], &keys[2], hello(2));
+        assert!(decided.unwrap_err().contains("already connected"));
+        assert!(heard.unwrap_err().contains("already connected"));
+    }
+
+    #[test]
+    fn a_key_that_says_another_node_is_refused() {
+        // Node 1's key, a hello that says node 2.
+        let keys = NodeKeys::generate(3).unwrap();
+        let (heard, decided) = meet(&keys[0], 3, &[], &keys[1], hello(2));
+        let why = decided.unwrap_err();
+        assert!(
+            why.contains("holds node 1's key but says it is node 2"),
+            "{why}"
+        );
+        assert!(heard.is_err());
+    }
+
+    #[test]
+    fn a_node_the_file_does_not_list_and_a_node_as_itself_are_refused() {
+        // Keys for four, a cluster file of three: node 3 holds a key but is no node here.
+        let keys = NodeKeys::generate(4).unwrap();
+        let (heard, decided) = meet(&keys[0], 3, &[], &keys[3], hello(3));
+        assert!(decided.unwrap_err().contains("cannot connect to node 0"));
+        assert!(heard.is_err());
+        // Node 0's own key, calling node 0.
+        let (heard, decided) = meet(&keys[0], 3, &[], &keys[0], hello(0));
+        assert!(decided.unwrap_err().contains("cannot connect to node 0"));
+        assert!(heard.is_err());
+    }
+
+    #[test]
+    fn a_node_that_runs_something_else_is_told_what_differs() {
+        let keys = NodeKeys::generate(3).unwrap();
+        let other = Hello {
+            message_type: "String".into(),
+            ..hello(1)
+        };
+        let (heard, decided) = meet(&keys[0], 3, &[], &keys[1], other);
+        assert!(decided.unwrap_err().contains("message type"));
+        assert!(heard.unwrap_err().contains("message type"));
+    }
+}
