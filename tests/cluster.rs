@@ -780,3 +780,62 @@ fn after_a_restart_each_message_recorded_in_flight_arrives_exactly_once() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Counts what it is sent.
+struct Tally(Arc<AtomicU64>);
+
+impl Process for Tally {
+    type Message = u64;
+    type State = ();
+    fn on_message(&mut self, _: ProcessId, _: u64, _: &mut Context<'_, u64>) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+    fn record(&self) {}
+}
+
+/// Batching, counted at the socket: a burst of 10,000 messages to another node takes at most
+/// 100 `write` calls, and a lone message goes at once, in one.
+#[test]
+fn a_burst_goes_in_few_writes_and_a_lone_message_in_one() {
+    let got = Arc::new(AtomicU64::new(0));
+    let nodes = {
+        let got = got.clone();
+        start(&Topology::complete(2), &[vec![0], vec![1]], move |_, _| {
+            Tally(got.clone())
+        })
+    };
+    let link = || nodes[0].stats().links[0].clone();
+    let before = link();
+    nodes[0]
+        .with_process(0, |_, ctx| {
+            for i in 0..10_000 {
+                ctx.send(1, i).unwrap();
+            }
+        })
+        .unwrap();
+    common::wait_until("the burst arrives", || {
+        got.load(Ordering::Relaxed) == 10_000
+    });
+    let after = link();
+    let writes = after.writes - before.writes;
+    eprintln!(
+        "10,000 messages: {writes} writes, {} bytes",
+        after.bytes - before.bytes
+    );
+    assert!((1..=100).contains(&writes), "{writes} writes");
+    assert!(
+        after.bytes - before.bytes >= 10_000,
+        "every message is bytes on the wire"
+    );
+    let before = link();
+    nodes[0]
+        .with_process(0, |_, ctx| ctx.send(1, 7).unwrap())
+        .unwrap();
+    common::wait_until("the lone message arrives", || {
+        got.load(Ordering::Relaxed) == 10_001
+    });
+    // One write; a heartbeat may fall in between (every fifth of the failure timeout, 3 s).
+    let writes = link().writes - before.writes;
+    assert!((1..=2).contains(&writes), "{writes} writes");
+    nodes[0].clone().shutdown().unwrap();
+}

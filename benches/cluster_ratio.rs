@@ -1,0 +1,549 @@
+//! The cluster against a bare TCP program doing the same work, alternating run by run in one
+//! process (as `ratio.rs` does for the runtime): `cargo bench --bench cluster_ratio [-- ROUNDS
+//! [--only VARIANT,...] [--sizes NODESxPER,...]]` (default 9 rounds; sizes 2x4, 2x16, 3x4, 3x16:
+//! nodes x processes per node, every node a set of threads of this process on 127.0.0.1).
+//! Prints each variant's median deliveries per second and the ratios of medians.
+//!
+//! The workload is the bank's closed loop: every process keeps `IN_FLIGHT` tokens moving, each
+//! delivery sends the next hop to a random process of the complete graph (so with N nodes a
+//! share (N-1)/N of the hops cross nodes), until the token has made its hops. Timed from every
+//! process ready (all nodes connected) to the last token retired.
+//!
+//! `bare` is the best plain program for that work we could write: one thread per process with
+//! a crossbeam inbox; one TCP connection per ordered pair of nodes (`TCP_NODELAY`), encrypted
+//! with the same Noise protocol as the cluster, a writer thread per connection that takes
+//! everything queued and writes it in one go when woken (so it coalesces under load and writes
+//! a lone frame at once), a reader thread per connection; each hop framed as the cluster frames
+//! a message (a length, then postcard of the channel, the message's number and the token); a
+//! process hands what it encoded for a node to that node's writer once per drained inbox. No
+//! snapshots, markers, doorbells or runtime. `cluster` is the crate's cluster with no
+//! snapshots; `cluster 100` takes 100 snapshots during the run, one after another.
+
+use std::io::{BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier, Condvar, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use chandy_lamport::cluster::{ClusterConfig, Node, NodeConfig, NodeKeys};
+use chandy_lamport::{Context, Process, ProcessId, Topology};
+use crossbeam_channel::{unbounded, Receiver, Sender};
+use serde::{Deserialize, Serialize};
+
+const DELIVERIES: u64 = 300_000;
+const IN_FLIGHT: usize = 4;
+
+/// A token on its way.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+struct Hop {
+    amount: u64,
+    hops: u32,
+}
+
+/// What both programs' processes share: the balance, an xorshift generator, the retirements.
+struct Teller {
+    balance: u64,
+    rng: u64,
+    retired: Arc<AtomicUsize>,
+    tokens: usize,
+    done: Sender<()>,
+}
+
+impl Teller {
+    fn new(id: usize, tokens: usize, retired: Arc<AtomicUsize>, done: Sender<()>) -> Self {
+        Teller {
+            balance: 1_000_000,
+            rng: 0x9E37_79B9_7F4A_7C15 ^ ((id as u64 + 1) * 0x2545_F491_4F6C_DD1D),
+            retired,
+            tokens,
+            done,
+        }
+    }
+
+    fn next(&mut self) -> u64 {
+        let mut x = self.rng;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng = x;
+        x
+    }
+
+    /// A token from the balance, and a random index among `neighbours`.
+    fn token(&mut self, hops: u32, neighbours: usize) -> (usize, Hop) {
+        let amount = 1 + self.next() % (self.balance / 2).max(1);
+        self.balance -= amount;
+        (
+            (self.next() % neighbours as u64) as usize,
+            Hop { amount, hops },
+        )
+    }
+
+    /// Takes a token in; the hops left for the next, or `None` if it retired.
+    fn receive(&mut self, t: Hop) -> Option<u32> {
+        self.balance += t.amount;
+        if t.hops > 1 {
+            return Some(t.hops - 1);
+        }
+        if self.retired.fetch_add(1, Ordering::AcqRel) + 1 == self.tokens {
+            let _ = self.done.send(());
+        }
+        None
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The cluster.
+
+struct ClusterTeller {
+    teller: Teller,
+    hops: u32,
+    start: Arc<Barrier>,
+}
+
+impl Process for ClusterTeller {
+    type Message = Hop;
+    type State = u64;
+    fn on_start(&mut self, ctx: &mut Context<'_, Hop>) {
+        self.start.wait();
+        for _ in 0..IN_FLIGHT {
+            let (k, hop) = self.teller.token(self.hops, ctx.neighbours().len());
+            ctx.send(ctx.neighbours()[k], hop).unwrap();
+        }
+    }
+    fn on_message(&mut self, _: ProcessId, t: Hop, ctx: &mut Context<'_, Hop>) {
+        if let Some(hops) = self.teller.receive(t) {
+            let (k, hop) = self.teller.token(hops, ctx.neighbours().len());
+            ctx.send(ctx.neighbours()[k], hop).unwrap();
+        }
+    }
+    fn record(&self) -> u64 {
+        self.teller.balance
+    }
+}
+
+/// One run of the cluster: `nodes` nodes of `per` processes; `snapshots` taken one after
+/// another during it. Returns the traffic's duration.
+fn run_cluster(nodes: usize, per: usize, hops: u32, snapshots: usize) -> Duration {
+    let n = nodes * per;
+    let listeners: Vec<TcpListener> = (0..nodes)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let config = ClusterConfig::new(
+        listeners
+            .iter()
+            .enumerate()
+            .map(|(k, l)| {
+                NodeConfig::new(l.local_addr().unwrap().to_string(), k * per..(k + 1) * per)
+            })
+            .collect(),
+    );
+    let retired = Arc::new(AtomicUsize::new(0));
+    let start = Arc::new(Barrier::new(n + 1));
+    let (done_tx, done) = unbounded();
+    let builds: Vec<_> = listeners
+        .into_iter()
+        .zip(NodeKeys::generate(nodes).unwrap())
+        .enumerate()
+        .map(|(k, (listener, keys))| {
+            let (config, retired, start, done_tx) = (
+                config.clone(),
+                retired.clone(),
+                start.clone(),
+                done_tx.clone(),
+            );
+            thread::spawn(move || {
+                Node::builder(Topology::complete(n), config, k)
+                    .listener(listener)
+                    .keys(keys)
+                    .build(|p| ClusterTeller {
+                        teller: Teller::new(p, n * IN_FLIGHT, retired.clone(), done_tx.clone()),
+                        hops,
+                        start: start.clone(),
+                    })
+                    .unwrap()
+            })
+        })
+        .collect();
+    let nodes: Vec<Node<ClusterTeller>> = builds.into_iter().map(|b| b.join().unwrap()).collect();
+    start.wait();
+    let began = Instant::now();
+    for k in 0..snapshots {
+        if done.try_recv().is_ok() {
+            eprintln!("cluster: the traffic ended after {k} of {snapshots} snapshots");
+            let took = began.elapsed();
+            stop(nodes);
+            return took;
+        }
+        nodes[k % nodes.len()]
+            .snapshot_timeout(k % n, Duration::from_secs(30))
+            .unwrap()
+            .verify()
+            .unwrap();
+    }
+    done.recv().unwrap();
+    let took = began.elapsed();
+    stop(nodes);
+    took
+}
+
+fn stop(nodes: Vec<Node<ClusterTeller>>) {
+    let mut nodes = nodes.into_iter();
+    let first = nodes.next().unwrap();
+    let rest: Vec<_> = nodes
+        .map(|n| thread::spawn(move || n.wait_stopped(Duration::from_secs(30)).map(drop)))
+        .collect();
+    first.shutdown().unwrap();
+    for r in rest {
+        r.join().unwrap().unwrap();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The bare program.
+
+const NOISE: &str = "Noise_XX_25519_ChaChaPoly_BLAKE2s";
+/// Plaintext per Noise message: 65,535 less the tag.
+const PLAIN: usize = 65_535 - 16;
+
+/// What a process hands a link's writer, and the writer's wake-up.
+struct Outbox {
+    queue: Mutex<Queue>,
+    ready: Condvar,
+    closing: AtomicBool,
+}
+
+/// The bytes queued for a link, and whether its writer sleeps (woken only then: a notify is a
+/// system call).
+#[derive(Default)]
+struct Queue {
+    bytes: Vec<u8>,
+    sleeping: bool,
+}
+
+/// What goes into a process's inbox.
+enum Item {
+    Hop(Hop),
+    Stop,
+}
+
+/// Both ends of a Noise XX handshake over `a` (initiator) and `b`, run on two threads.
+fn handshake(a: &mut TcpStream, b: TcpStream) -> (snow::TransportState, snow::TransportState) {
+    let responder = thread::spawn(move || {
+        let mut b = b;
+        let key = snow::Builder::new(NOISE.parse().unwrap())
+            .generate_keypair()
+            .unwrap();
+        let mut hs = snow::Builder::new(NOISE.parse().unwrap())
+            .local_private_key(&key.private)
+            .unwrap()
+            .build_responder()
+            .unwrap();
+        let mut buf = vec![0u8; 65_535];
+        let mut msg = vec![0u8; 65_535];
+        read_message(&mut b, &mut msg);
+        hs.read_message(&msg, &mut buf).unwrap();
+        let len = hs.write_message(&[], &mut buf).unwrap();
+        write_message(&mut b, &buf[..len]);
+        read_message(&mut b, &mut msg);
+        hs.read_message(&msg, &mut buf).unwrap();
+        (hs.into_transport_mode().unwrap(), b)
+    });
+    let key = snow::Builder::new(NOISE.parse().unwrap())
+        .generate_keypair()
+        .unwrap();
+    let mut hs = snow::Builder::new(NOISE.parse().unwrap())
+        .local_private_key(&key.private)
+        .unwrap()
+        .build_initiator()
+        .unwrap();
+    let mut buf = vec![0u8; 65_535];
+    let mut msg = vec![0u8; 65_535];
+    let len = hs.write_message(&[], &mut buf).unwrap();
+    write_message(a, &buf[..len]);
+    read_message(a, &mut msg);
+    hs.read_message(&msg, &mut buf).unwrap();
+    let len = hs.write_message(&[], &mut buf).unwrap();
+    write_message(a, &buf[..len]);
+    let (theirs, _) = responder.join().unwrap();
+    (hs.into_transport_mode().unwrap(), theirs)
+}
+
+fn write_message(w: &mut impl Write, m: &[u8]) {
+    w.write_all(&(m.len() as u16).to_le_bytes()).unwrap();
+    w.write_all(m).unwrap();
+}
+
+fn read_message(r: &mut impl Read, m: &mut Vec<u8>) -> bool {
+    let mut len = [0u8; 2];
+    if r.read_exact(&mut len).is_err() {
+        return false;
+    }
+    m.resize(u16::from_le_bytes(len) as usize, 0);
+    r.read_exact(m).is_ok()
+}
+
+/// The writer of one connection: whatever is queued, sealed and written in one `write_all`.
+fn bare_writer(outbox: &Outbox, mut stream: TcpStream, mut noise: snow::TransportState) {
+    let mut out = Vec::new();
+    let mut sealed = Vec::new();
+    loop {
+        {
+            let mut queue = outbox.queue.lock().unwrap();
+            while queue.bytes.is_empty() && !outbox.closing.load(Ordering::Acquire) {
+                queue.sleeping = true;
+                queue = outbox.ready.wait(queue).unwrap();
+                queue.sleeping = false;
+            }
+            if queue.bytes.is_empty() {
+                let _ = stream.shutdown(std::net::Shutdown::Write);
+                return;
+            }
+            std::mem::swap(&mut out, &mut queue.bytes);
+        }
+        sealed.clear();
+        for piece in out.chunks(PLAIN) {
+            let at = sealed.len();
+            sealed.resize(at + 2 + piece.len() + 16, 0);
+            let len = noise.write_message(piece, &mut sealed[at + 2..]).unwrap();
+            sealed[at..at + 2].copy_from_slice(&(len as u16).to_le_bytes());
+            sealed.truncate(at + 2 + len);
+        }
+        stream.write_all(&sealed).unwrap();
+        out.clear();
+    }
+}
+
+/// The reader of one connection: opens each Noise message, splits it into frames, and puts each
+/// hop in its process's inbox.
+fn bare_reader(stream: TcpStream, mut noise: snow::TransportState, inboxes: &[Sender<Item>]) {
+    let mut r = BufReader::with_capacity(1 << 16, stream);
+    let mut msg = Vec::new();
+    let mut plain = vec![0u8; 65_535];
+    let mut pending: Vec<u8> = Vec::new();
+    while read_message(&mut r, &mut msg) {
+        let len = noise.read_message(&msg, &mut plain).unwrap();
+        pending.extend_from_slice(&plain[..len]);
+        let mut at = 0;
+        while pending.len() - at >= 4 {
+            let size = u32::from_le_bytes(pending[at..at + 4].try_into().unwrap()) as usize;
+            if pending.len() - at - 4 < size {
+                break;
+            }
+            let (to, _seq, hop): (u32, u64, Hop) =
+                postcard::from_bytes(&pending[at + 4..at + 4 + size]).unwrap();
+            inboxes[to as usize].send(Item::Hop(hop)).unwrap();
+            at += 4 + size;
+        }
+        pending.drain(..at);
+    }
+}
+
+/// One run of the bare program, as `run_cluster` without snapshots.
+fn run_bare(nodes: usize, per: usize, hops: u32) -> Duration {
+    let n = nodes * per;
+    let node_of = move |p: usize| p / per;
+    let (inbox_tx, inbox_rx): (Vec<Sender<Item>>, Vec<Receiver<Item>>) =
+        (0..n).map(|_| unbounded()).unzip();
+    // outboxes[a][b]: from node a to node b.
+    let outboxes: Vec<Vec<Arc<Outbox>>> = (0..nodes)
+        .map(|_| {
+            (0..nodes)
+                .map(|_| {
+                    Arc::new(Outbox {
+                        queue: Mutex::new(Queue::default()),
+                        ready: Condvar::new(),
+                        closing: AtomicBool::new(false),
+                    })
+                })
+                .collect()
+        })
+        .collect();
+    let mut links = Vec::new();
+    for (a, from_a) in outboxes.iter().enumerate() {
+        for b in (0..nodes).filter(|&b| b != a) {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let mut out = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+            let (inn, _) = listener.accept().unwrap();
+            out.set_nodelay(true).unwrap();
+            inn.set_nodelay(true).unwrap();
+            let (sealer, opener) = handshake(&mut out, inn.try_clone().unwrap());
+            let outbox = from_a[b].clone();
+            links.push(thread::spawn(move || bare_writer(&outbox, out, sealer)));
+            let inboxes = inbox_tx.clone();
+            links.push(thread::spawn(move || bare_reader(inn, opener, &inboxes)));
+        }
+    }
+    let retired = Arc::new(AtomicUsize::new(0));
+    let start = Arc::new(Barrier::new(n + 1));
+    let (done_tx, done) = unbounded();
+    let processes: Vec<_> = inbox_rx
+        .into_iter()
+        .enumerate()
+        .map(|(me, inbox)| {
+            let mut teller = Teller::new(me, n * IN_FLIGHT, retired.clone(), done_tx.clone());
+            let (inboxes, outboxes, start) = (
+                inbox_tx.clone(),
+                outboxes[node_of(me)].clone(),
+                start.clone(),
+            );
+            thread::spawn(move || {
+                let mut staged: Vec<Vec<u8>> = vec![Vec::new(); nodes];
+                let mut seq = vec![0u64; n];
+                let mut send = |to: usize, hop: Hop, staged: &mut Vec<Vec<u8>>| {
+                    if node_of(to) == node_of(me) {
+                        inboxes[to].send(Item::Hop(hop)).unwrap();
+                    } else {
+                        seq[to] += 1;
+                        let buf = &mut staged[node_of(to)];
+                        let at = buf.len();
+                        buf.extend_from_slice(&[0; 4]);
+                        // Straight into the buffer, as the cluster encodes.
+                        *buf = postcard::to_extend(&(to as u32, seq[to], hop), std::mem::take(buf))
+                            .unwrap();
+                        let len = (buf.len() - at - 4) as u32;
+                        buf[at..at + 4].copy_from_slice(&len.to_le_bytes());
+                    }
+                };
+                let flush = |staged: &mut Vec<Vec<u8>>| {
+                    for (b, buf) in staged.iter_mut().enumerate() {
+                        if !buf.is_empty() {
+                            let outbox = &outboxes[b];
+                            let sleeping = {
+                                let mut queue = outbox.queue.lock().unwrap();
+                                queue.bytes.extend_from_slice(buf);
+                                queue.sleeping
+                            };
+                            if sleeping {
+                                outbox.ready.notify_one();
+                            }
+                            buf.clear();
+                        }
+                    }
+                };
+                let other = |k: usize| if k >= me { k + 1 } else { k };
+                start.wait();
+                for _ in 0..IN_FLIGHT {
+                    let (k, hop) = teller.token(hops, n - 1);
+                    send(other(k), hop, &mut staged);
+                }
+                flush(&mut staged);
+                'run: while let Ok(first) = inbox.recv() {
+                    let mut item = Some(first);
+                    while let Some(next) = item.take() {
+                        match next {
+                            Item::Stop => break 'run,
+                            Item::Hop(hop) => {
+                                if let Some(hops) = teller.receive(hop) {
+                                    let (k, hop) = teller.token(hops, n - 1);
+                                    send(other(k), hop, &mut staged);
+                                }
+                            }
+                        }
+                        item = inbox.try_recv().ok();
+                    }
+                    flush(&mut staged);
+                }
+            })
+        })
+        .collect();
+    start.wait();
+    let began = Instant::now();
+    done.recv().unwrap();
+    let took = began.elapsed();
+    for tx in &inbox_tx {
+        tx.send(Item::Stop).unwrap();
+    }
+    for p in processes {
+        p.join().unwrap();
+    }
+    for outbox in outboxes.iter().flatten() {
+        outbox.closing.store(true, Ordering::Release);
+        let _queue = outbox.queue.lock().unwrap();
+        outbox.ready.notify_all();
+    }
+    drop(inbox_tx);
+    for l in links {
+        l.join().unwrap();
+    }
+    took
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    let after = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|k| args.get(k + 1).cloned())
+    };
+    let only = after("--only");
+    let sizes: Vec<(usize, usize)> = after("--sizes")
+        .unwrap_or_else(|| "2x4,2x16,3x4,3x16".to_string())
+        .split(',')
+        .map(|s| {
+            let (a, b) = s.split_once('x').expect("sizes as NODESxPER");
+            (a.parse().unwrap(), b.parse().unwrap())
+        })
+        .collect();
+    let rounds: usize = args
+        .iter()
+        .take_while(|a| !a.starts_with("--"))
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(9);
+    type Run = fn(usize, usize, u32) -> Duration;
+    let variants: [(&str, Run); 3] = [
+        ("bare", run_bare),
+        ("cluster", |nodes, per, hops| {
+            run_cluster(nodes, per, hops, 0)
+        }),
+        ("cluster 100", |nodes, per, hops| {
+            run_cluster(nodes, per, hops, 100)
+        }),
+    ];
+    let chosen: Vec<&(&str, Run)> = variants
+        .iter()
+        .filter(|(name, _)| {
+            only.as_ref()
+                .is_none_or(|o| o.split(',').any(|x| x == *name))
+        })
+        .collect();
+    for (nodes, per) in sizes {
+        let n = nodes * per;
+        let hops = (DELIVERIES / (n * IN_FLIGHT) as u64).max(1) as u32;
+        let deliveries = (n * IN_FLIGHT) as f64 * hops as f64;
+        let mut rates: Vec<Vec<f64>> = vec![Vec::new(); chosen.len()];
+        for _ in 0..rounds {
+            for (k, (_, run)) in chosen.iter().enumerate() {
+                rates[k].push(deliveries / run(nodes, per, hops).as_secs_f64());
+            }
+        }
+        let medians: Vec<f64> = rates.into_iter().map(median).collect();
+        let line: Vec<String> = chosen
+            .iter()
+            .zip(&medians)
+            .map(|((name, _), m)| format!("{name} {:.3}M/s", m / 1e6))
+            .collect();
+        let mut ratios = Vec::new();
+        for (k, (name, _)) in chosen.iter().enumerate().skip(1) {
+            ratios.push(format!(
+                "{name} / {} {:.3}",
+                chosen[0].0,
+                medians[k] / medians[0]
+            ));
+        }
+        println!(
+            "{nodes} nodes x {per}: {} | {}",
+            line.join(", "),
+            ratios.join(", ")
+        );
+    }
+}
