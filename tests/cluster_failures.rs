@@ -74,6 +74,11 @@ struct Proxy {
 
 impl Proxy {
     fn to(target: String) -> Proxy {
+        Proxy::throttled(target, u64::MAX)
+    }
+
+    /// A proxy that forwards at most `rate` bytes a second each way: a slow network.
+    fn throttled(target: String, rate: u64) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let address = listener.local_addr().unwrap().to_string();
         let frozen = Arc::new(AtomicBool::new(false));
@@ -94,7 +99,14 @@ impl Proxy {
                     let frozen = f.clone();
                     thread::spawn(move || {
                         let mut buf = [0u8; 4096];
+                        let began = Instant::now();
+                        let mut passed = 0u64;
                         loop {
+                            // Ahead of the rate: wait until it catches up.
+                            let due = Duration::from_secs_f64(passed as f64 / rate as f64);
+                            if let Some(wait) = due.checked_sub(began.elapsed()) {
+                                thread::sleep(wait);
+                            }
                             if frozen.load(Ordering::Acquire) {
                                 // Hold both ends open, forward nothing.
                                 thread::sleep(Duration::from_millis(10));
@@ -109,6 +121,7 @@ impl Proxy {
                                     if to.write_all(&buf[..n]).is_err() {
                                         break;
                                     }
+                                    passed += n as u64;
                                 }
                             }
                         }
@@ -362,4 +375,104 @@ fn a_slow_node_is_not_a_failed_node() {
     for other in others {
         other.join().unwrap().unwrap();
     }
+}
+
+/// Sends 100 messages of 1 KiB to the other process on every tick (every millisecond): far
+/// more than a slow network carries.
+struct Flooder {
+    got: Arc<AtomicU64>,
+}
+
+impl Process for Flooder {
+    type Message = Vec<u8>;
+    type State = ();
+    fn on_tick(&mut self, ctx: &mut Context<'_, Vec<u8>>) {
+        let to = ctx.neighbours()[0];
+        if ctx.id() == 0 {
+            for _ in 0..100 {
+                ctx.send(to, vec![1; 1024]).unwrap();
+            }
+        }
+    }
+    fn on_message(&mut self, _: ProcessId, m: Vec<u8>, _: &mut Context<'_, Vec<u8>>) {
+        self.got.fetch_add(m.len() as u64, Ordering::Relaxed);
+    }
+    fn record(&self) {}
+}
+
+/// Flow control: a sender far faster than the network to its peer (100 MB/s offered, 2 MB/s
+/// carried by a throttling proxy) is held back at the link's bound (1 MiB here): what queues
+/// for the link never passes the bound and one batch, whatever the sender offers, and the slow
+/// link is not taken for a failed one; a snapshot across it still completes.
+#[test]
+fn a_slow_network_holds_the_sender_back_not_its_memory() {
+    const BOUND: usize = 1 << 20;
+    let listeners: Vec<TcpListener> = (0..2)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let addresses: Vec<String> = listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().to_string())
+        .collect();
+    // Node 0 reaches node 1 through the slow proxy; node 1 reaches node 0 directly.
+    let proxy = Proxy::throttled(addresses[1].clone(), 2 << 20);
+    let got = Arc::new(AtomicU64::new(0));
+    let builds: Vec<_> = listeners
+        .into_iter()
+        .zip(NodeKeys::generate(2).unwrap())
+        .enumerate()
+        .map(|(me, (listener, keys))| {
+            let to_one = if me == 0 {
+                proxy.address.clone()
+            } else {
+                addresses[1].clone()
+            };
+            let config = ClusterConfig::new(vec![
+                NodeConfig::new(addresses[0].clone(), [0]),
+                NodeConfig::new(to_one, [1]),
+            ]);
+            let got = got.clone();
+            thread::spawn(move || {
+                Node::builder(Topology::complete(2), config, me)
+                    .listener(listener)
+                    .keys(keys)
+                    .max_queued(BOUND)
+                    .failure_timeout(Duration::from_secs(1))
+                    .tick_interval(Duration::from_millis(1))
+                    .connect_timeout(*PATIENCE)
+                    .stop_timeout(*PATIENCE)
+                    .build(|_| Flooder { got: got.clone() })
+            })
+        })
+        .collect();
+    let nodes: Vec<Node<Flooder>> = builds
+        .into_iter()
+        .map(|b| b.join().unwrap().unwrap())
+        .collect();
+    let began = Instant::now();
+    let mut most = 0;
+    while began.elapsed() < Duration::from_secs(3) {
+        most = most.max(nodes[0].stats().links[0].queued);
+        thread::sleep(Duration::from_millis(5));
+    }
+    let carried = got.load(Ordering::Relaxed);
+    eprintln!("queued at most {most} bytes; {carried} bytes carried in 3 s");
+    // One batch is at most a tick's 100 KiB and their framing.
+    assert!(most <= BOUND + (120 << 10), "{most} bytes queued");
+    assert!(
+        most > BOUND / 2,
+        "the sender was never held back ({most} bytes)"
+    );
+    assert!(carried > 1 << 20, "the link carried {carried} bytes");
+    assert!(nodes[0].failed_nodes().is_empty() && nodes[1].failed_nodes().is_empty());
+    let asked = Instant::now();
+    let snapshot = nodes[1].snapshot_timeout(0, *PATIENCE).unwrap();
+    snapshot.verify().unwrap();
+    eprintln!("a snapshot across the slow link: {:?}", asked.elapsed());
+    let one = nodes[1].clone();
+    let stopping = thread::spawn(move || one.wait_stopped(*PATIENCE * 2));
+    let asked = Instant::now();
+    nodes[0].clone().shutdown().unwrap();
+    stopping.join().unwrap().unwrap();
+    eprintln!("the stop: {:?}", asked.elapsed());
 }

@@ -51,6 +51,16 @@ pub(crate) struct NodeWire<P: Process> {
 }
 
 impl<P: Process> NodeWire<P> {
+    /// Out of the hot path: waits until link `node` has room (another link that is full too
+    /// is waited for at the end of the next batch).
+    #[cold]
+    #[inline(never)]
+    fn wait_for_room(&self, node: usize) {
+        if let Some(link) = &self.links[node] {
+            link.wait_for_room();
+        }
+    }
+
     /// `wire`'s process, the `local`-th of its node's, with `node_of` saying where every process
     /// runs.
     pub(crate) fn new(
@@ -201,14 +211,22 @@ where
         &mut self.wire
     }
 
-    /// The batch's frames for other nodes go to their links, one hand-over per link.
+    /// The batch's frames for other nodes go to their links, one hand-over per link; then, if
+    /// a link holds more than its bound, this process waits for room (flow control: see
+    /// `Outlink::wait_for_room`).
     #[inline]
     fn end_batch(&mut self) {
         self.wire.end_batch();
+        let mut full = None;
         for node in self.dirty.drain(..) {
             if let Some(link) = &self.links[node] {
-                link.append(self.local, &mut self.staged[node]);
+                if link.append(self.local, &mut self.staged[node]) {
+                    full = Some(node);
+                }
             }
+        }
+        if let Some(node) = full {
+            self.wait_for_room(node);
         }
     }
 }

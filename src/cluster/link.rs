@@ -16,7 +16,7 @@
 use std::io::{BufReader, Write};
 use std::net::TcpStream;
 use std::num::NonZeroU64;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,6 +34,17 @@ use crate::envelope::Envelope;
 use crate::process::Process;
 use crate::runtime::layer::{test_bit, Backoff, BitPlace, Doorbell};
 use crate::topology::ProcessId;
+
+/// What bounds a link: its heartbeat, the frame limit, and how much may queue for it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct LinkLimits {
+    /// How long the writer lets the link be idle before it sends a heartbeat.
+    pub(crate) heartbeat: Duration,
+    /// The peer's frame limit.
+    pub(crate) max_frame: usize,
+    /// The bytes a link may hold from the processes before a process that adds more waits.
+    pub(crate) max_queued: usize,
+}
 
 /// What a node queues for one peer, and the doorbell of the thread that writes it.
 pub(crate) struct Outlink {
@@ -53,6 +64,16 @@ pub(crate) struct Outlink {
     heartbeat: Duration,
     /// The peer's frame limit: a longer frame goes in pieces under it.
     pub(crate) max_frame: usize,
+    /// Bytes the processes have handed over and the writer has not yet taken.
+    pending: AtomicUsize,
+    /// Past this many pending bytes a process that hands over more waits for the writer
+    /// (`wait_for_room`).
+    max_queued: usize,
+    /// Signalled when the writer takes bytes while a process waits for room; `waiting` counts
+    /// the processes waiting, so that the writer takes the lock only then.
+    room: Condvar,
+    room_lock: Mutex<()>,
+    waiting: AtomicUsize,
     /// `write` calls made on the socket, and bytes written, counted at the call.
     pub(crate) writes: AtomicU64,
     pub(crate) bytes: AtomicU64,
@@ -62,13 +83,17 @@ pub(crate) struct Outlink {
 }
 
 impl Outlink {
-    /// A link to `peer` from a node running `locals` processes, kept alive with a heartbeat
-    /// when idle for `heartbeat`, to a peer that reads frames of up to `max_frame` bytes.
-    pub(crate) fn new(peer: usize, locals: usize, heartbeat: Duration, max_frame: usize) -> Self {
+    /// A link to `peer` from a node running `locals` processes, with `limits`.
+    pub(crate) fn new(peer: usize, locals: usize, limits: LinkLimits) -> Self {
         Outlink {
             peer,
-            heartbeat,
-            max_frame,
+            heartbeat: limits.heartbeat,
+            max_frame: limits.max_frame,
+            pending: AtomicUsize::new(0),
+            max_queued: limits.max_queued,
+            room: Condvar::new(),
+            room_lock: Mutex::new(()),
+            waiting: AtomicUsize::new(0),
             bell: Doorbell::new(locals + 1),
             buffers: (0..locals).map(|_| Mutex::new(Vec::new())).collect(),
             control: Mutex::new(Vec::new()),
@@ -105,8 +130,13 @@ impl Outlink {
     }
 
     /// Hands over what local process `local` encoded for the peer (leaving `staged` empty),
-    /// and wakes the writer.
-    pub(crate) fn append(&self, local: usize, staged: &mut Vec<u8>) {
+    /// and wakes the writer. Returns whether the link now holds more than its bound: the
+    /// caller should then [`wait_for_room`](Outlink::wait_for_room) (outside any lock).
+    pub(crate) fn append(&self, local: usize, staged: &mut Vec<u8>) -> bool {
+        // Counted before the bytes are visible to the writer, which may take them at once:
+        // `pending` never counts less than the buffers hold.
+        let added = staged.len();
+        let pending = self.pending.fetch_add(added, Ordering::AcqRel) + added;
         {
             let mut buffer = self.buffers[local].lock();
             if buffer.is_empty() {
@@ -118,6 +148,41 @@ impl Outlink {
             }
         }
         self.bell.ring(local);
+        pending > self.max_queued
+    }
+
+    /// Waits until the writer has taken this link's pending bytes down to half its bound, or
+    /// the link ends (broken or closing: nothing more will drain). This is the sender's side of
+    /// flow control: a process whose peer (or the network to it) is slower than it blocks here,
+    /// at the end of a batch, instead of queueing without limit. It cannot wait forever: the
+    /// writer only waits on the socket, a socket the peer does not drain for the failure
+    /// timeout breaks the link, and the peer's reader always drains it (its channels are
+    /// unbounded), so the wait lasts as long as the network needs, or until the peer fails.
+    pub(crate) fn wait_for_room(&self) {
+        let mut guard = self.room_lock.lock();
+        // Sequentially consistent with `took`: either the writer sees this waiter (and
+        // notifies, under the lock this thread holds until it sleeps), or this thread sees
+        // what the writer took.
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        while self.pending.load(Ordering::SeqCst) > self.max_queued / 2
+            && !self.broken.load(Ordering::Acquire)
+            && !self.closing.load(Ordering::Acquire)
+            && !*self.ended.lock()
+        {
+            // Timed as well: a wait can never outlive a link that ends without a wake-up.
+            self.room.wait_for(&mut guard, Duration::from_millis(5));
+        }
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// The writer took `bytes` of the pending ones: wakes processes waiting for room (the
+    /// lock is taken only if one waits).
+    fn took(&self, bytes: usize) {
+        self.pending.fetch_sub(bytes, Ordering::SeqCst);
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            let _guard = self.room_lock.lock();
+            self.room.notify_all();
+        }
     }
 
     /// Queues a control frame (encoded by `encode` into the control buffer) and wakes the
@@ -198,6 +263,7 @@ fn write_all_queued(
     // more threads than cores.
     let backoff = Backoff::for_processes(usize::MAX);
     let mut written = Instant::now();
+    let mut taken = 0;
     loop {
         bits.iter_mut().for_each(|w| *w = 0);
         link.bell.take(&mut bits);
@@ -214,12 +280,18 @@ fn write_all_queued(
                 &link.buffers[local]
             };
             let mut b = buffer.lock();
+            if local != control_bit {
+                taken += b.len();
+            }
             if out.is_empty() {
                 std::mem::swap(&mut out, &mut *b);
             } else {
                 out.extend_from_slice(&b);
                 b.clear();
             }
+        }
+        if taken > 0 {
+            link.took(std::mem::take(&mut taken));
         }
         if out.is_empty() && written.elapsed() >= link.heartbeat {
             let heartbeat: Frame<(), (), (), ()> = Frame::Heartbeat;

@@ -36,7 +36,10 @@
 //! agreeing who failed; its processes fail with [`Error::NodeFailed`](crate::Error::NodeFailed),
 //! snapshots that needed them fail, sends to them hand the message back, the rest run on.
 //!
-//! What it does not yet: bound the memory queued for a slow node.
+//! Flow control: what queues for another node is bounded ([`NodeBuilder::max_queued`]): past
+//! it, a process sending there waits at the end of its batch until the link drains.
+//!
+//! What it does not yet: bound what a node's reader puts on a slow process's channels.
 //!
 //! Start a node with [`Node::builder`], from a [`ClusterConfig`] (read from a TOML cluster file
 //! with [`ClusterConfig::load`]). `docs/cluster.md` walks through running the bank on three

@@ -15,7 +15,7 @@ use serde::Serialize;
 use super::config::ClusterConfig;
 use super::driver::NodeWire;
 use super::keys::NodeKeys;
-use super::link::{self, Inlet, Outlink, Refusal};
+use super::link::{self, Inlet, LinkLimits, Outlink, Refusal};
 use super::membership::Membership;
 use super::startup::{self, Connections};
 use super::stopped::{ClusterStopped, Failed};
@@ -54,6 +54,11 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a link may be silent by default before its peer is suspected.
 const FAILURE_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// How many bytes may queue for one other node by default before its senders wait: a few
+/// hundred milliseconds of the fastest link measured, far above what a closed loop keeps in
+/// flight.
+const MAX_QUEUED: usize = 16 << 20;
+
 /// Configures and starts one node of a cluster; see [`Node::builder`].
 pub struct NodeBuilder<P> {
     topology: Topology,
@@ -66,6 +71,7 @@ pub struct NodeBuilder<P> {
     stop_timeout: Duration,
     failure_timeout: Duration,
     max_frame: usize,
+    max_queued: usize,
 }
 
 impl<P: NodeProcess> NodeBuilder<P> {
@@ -113,6 +119,18 @@ impl<P: NodeProcess> NodeBuilder<P> {
     /// least 64 bytes and at most 2 GiB - 1.
     pub fn max_frame(mut self, bytes: usize) -> Self {
         self.max_frame = bytes.clamp(64, wire::MAX_PIECE);
+        self
+    }
+
+    /// How many bytes may queue for one other node (default 16 MiB): past it, a process that
+    /// sends more to that node waits, at the end of its batch, until the link's writer has
+    /// taken the queue down to half. So a node that is slower than this one to take its
+    /// messages (or a slow network) holds back the processes sending to it, rather than this
+    /// node's memory growing without limit; it cannot deadlock (the writer waits only on the
+    /// network, and a link the peer stops draining for the failure timeout breaks). Control
+    /// frames (snapshot parts and outcomes) are not held back. At least 64 KiB.
+    pub fn max_queued(mut self, bytes: usize) -> Self {
+        self.max_queued = bytes.max(64 << 10);
         self
     }
 
@@ -222,11 +240,13 @@ impl<P: NodeProcess> NodeBuilder<P> {
         for (k, &p) in local.iter().enumerate() {
             local_index[p] = k;
         }
-        let heartbeat = self.failure_timeout / 5;
+        let limits = LinkLimits {
+            heartbeat: self.failure_timeout / 5,
+            max_frame: self.max_frame,
+            max_queued: self.max_queued,
+        };
         let links: Arc<[Option<Arc<Outlink>>]> = (0..nodes)
-            .map(|k| {
-                (k != me).then(|| Arc::new(Outlink::new(k, local.len(), heartbeat, self.max_frame)))
-            })
+            .map(|k| (k != me).then(|| Arc::new(Outlink::new(k, local.len(), limits))))
             .collect();
         // What the next message on each channel from elsewhere must be numbered.
         let next_seq: Vec<u64> = (0..wiring.channels().len())
@@ -1069,6 +1089,7 @@ impl<P: NodeProcess> Node<P> {
             connect_timeout: CONNECT_TIMEOUT,
             stop_timeout: STOP_TIMEOUT,
             max_frame: wire::DEFAULT_MAX_FRAME,
+            max_queued: MAX_QUEUED,
         }
     }
 
