@@ -620,7 +620,7 @@ mod tests {
 
     #[test]
     fn a_frame_over_the_limit_goes_in_pieces_and_comes_back_whole() {
-        let big: Vec<u64> = (0..10_000).collect();
+        let big: Vec<u64> = (0..if cfg!(miri) { 300 } else { 10_000 }).collect();
         let mut whole = Vec::new();
         encode(&mut whole, &big).unwrap();
         for limit in [64, 1000, 4096, whole.len() - 5, whole.len() - 4] {
@@ -718,6 +718,11 @@ mod tests {
     }
 
     proptest::proptest! {
+        // Under Miri, which runs each case a thousand times slower, a handful.
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(
+            if cfg!(miri) { 4 } else { 256 }
+        ))]
+
         /// Whatever bytes arrive (random, or a real stream with bytes changed, cut or added),
         /// reading and decoding return a value or an error, never a panic, and never allocate
         /// past the frame limit.
