@@ -26,10 +26,11 @@ use std::sync::{Arc, Barrier, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use chandy_lamport::cluster::{ClusterConfig, Node, NodeConfig, NodeKeys};
 use chandy_lamport::{Context, Process, ProcessId, Topology};
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use serde::{Deserialize, Serialize};
+
+mod local_cluster;
 
 const DELIVERIES: u64 = 1_000_000;
 const IN_FLIGHT: usize = 4;
@@ -127,53 +128,32 @@ impl Process for ClusterTeller {
 /// another during it. Returns the traffic's duration.
 fn run_cluster(nodes: usize, per: usize, hops: u32, snapshots: usize) -> Duration {
     let n = nodes * per;
-    let listeners: Vec<TcpListener> = (0..nodes)
-        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    let config = ClusterConfig::new(
-        listeners
-            .iter()
-            .enumerate()
-            .map(|(k, l)| {
-                NodeConfig::new(l.local_addr().unwrap().to_string(), k * per..(k + 1) * per)
-            })
-            .collect(),
-    );
     let retired = Arc::new(AtomicUsize::new(0));
     let start = Arc::new(Barrier::new(n + 1));
     let (done_tx, done) = unbounded();
-    let builds: Vec<_> = listeners
-        .into_iter()
-        .zip(NodeKeys::generate(nodes).unwrap())
-        .enumerate()
-        .map(|(k, (listener, keys))| {
-            let (config, retired, start, done_tx) = (
-                config.clone(),
-                retired.clone(),
-                start.clone(),
-                done_tx.clone(),
-            );
-            thread::spawn(move || {
-                Node::builder(Topology::complete(n), config, k)
-                    .listener(listener)
-                    .keys(keys)
-                    .build(|p| ClusterTeller {
-                        teller: Teller::new(p, n * IN_FLIGHT, retired.clone(), done_tx.clone()),
-                        hops,
-                        start: start.clone(),
-                    })
-                    .unwrap()
-            })
-        })
+    let placement: Vec<Vec<usize>> = (0..nodes)
+        .map(|k| (k * per..(k + 1) * per).collect())
         .collect();
-    let nodes: Vec<Node<ClusterTeller>> = builds.into_iter().map(|b| b.join().unwrap()).collect();
+    let nodes = {
+        let start = start.clone();
+        local_cluster::start(
+            &Topology::complete(n),
+            &placement,
+            |b| b,
+            move |p| ClusterTeller {
+                teller: Teller::new(p, n * IN_FLIGHT, retired.clone(), done_tx.clone()),
+                hops,
+                start: start.clone(),
+            },
+        )
+    };
     start.wait();
     let began = Instant::now();
     for k in 0..snapshots {
         if done.try_recv().is_ok() {
             eprintln!("cluster: the traffic ended after {k} of {snapshots} snapshots");
             let took = began.elapsed();
-            stop(nodes);
+            local_cluster::stop(nodes);
             return took;
         }
         nodes[k % nodes.len()]
@@ -184,20 +164,8 @@ fn run_cluster(nodes: usize, per: usize, hops: u32, snapshots: usize) -> Duratio
     }
     done.recv().unwrap();
     let took = began.elapsed();
-    stop(nodes);
+    local_cluster::stop(nodes);
     took
-}
-
-fn stop(nodes: Vec<Node<ClusterTeller>>) {
-    let mut nodes = nodes.into_iter();
-    let first = nodes.next().unwrap();
-    let rest: Vec<_> = nodes
-        .map(|n| thread::spawn(move || n.wait_stopped(Duration::from_secs(30)).map(drop)))
-        .collect();
-    first.shutdown().unwrap();
-    for r in rest {
-        r.join().unwrap().unwrap();
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -228,45 +196,43 @@ enum Item {
     Stop,
 }
 
+/// One side of a Noise XX handshake with a fresh key pair.
+fn noise(initiator: bool) -> snow::HandshakeState {
+    let key = snow::Builder::new(NOISE.parse().unwrap())
+        .generate_keypair()
+        .unwrap();
+    let builder = snow::Builder::new(NOISE.parse().unwrap())
+        .local_private_key(&key.private)
+        .unwrap();
+    if initiator {
+        builder.build_initiator().unwrap()
+    } else {
+        builder.build_responder().unwrap()
+    }
+}
+
 /// Both ends of a Noise XX handshake over `a` (initiator) and `b`, run on two threads.
 fn handshake(a: &mut TcpStream, b: TcpStream) -> (snow::TransportState, snow::TransportState) {
     let responder = thread::spawn(move || {
-        let mut b = b;
-        let key = snow::Builder::new(NOISE.parse().unwrap())
-            .generate_keypair()
-            .unwrap();
-        let mut hs = snow::Builder::new(NOISE.parse().unwrap())
-            .local_private_key(&key.private)
-            .unwrap()
-            .build_responder()
-            .unwrap();
-        let mut buf = vec![0u8; 65_535];
-        let mut msg = vec![0u8; 65_535];
+        let (mut b, mut hs) = (b, noise(false));
+        let (mut buf, mut msg) = (vec![0u8; 65_535], vec![0u8; 65_535]);
         read_message(&mut b, &mut msg);
         hs.read_message(&msg, &mut buf).unwrap();
         let len = hs.write_message(&[], &mut buf).unwrap();
         write_message(&mut b, &buf[..len]);
         read_message(&mut b, &mut msg);
         hs.read_message(&msg, &mut buf).unwrap();
-        (hs.into_transport_mode().unwrap(), b)
+        hs.into_transport_mode().unwrap()
     });
-    let key = snow::Builder::new(NOISE.parse().unwrap())
-        .generate_keypair()
-        .unwrap();
-    let mut hs = snow::Builder::new(NOISE.parse().unwrap())
-        .local_private_key(&key.private)
-        .unwrap()
-        .build_initiator()
-        .unwrap();
-    let mut buf = vec![0u8; 65_535];
-    let mut msg = vec![0u8; 65_535];
+    let mut hs = noise(true);
+    let (mut buf, mut msg) = (vec![0u8; 65_535], vec![0u8; 65_535]);
     let len = hs.write_message(&[], &mut buf).unwrap();
     write_message(a, &buf[..len]);
     read_message(a, &mut msg);
     hs.read_message(&msg, &mut buf).unwrap();
     let len = hs.write_message(&[], &mut buf).unwrap();
     write_message(a, &buf[..len]);
-    let (theirs, _) = responder.join().unwrap();
+    let theirs = responder.join().unwrap();
     (hs.into_transport_mode().unwrap(), theirs)
 }
 

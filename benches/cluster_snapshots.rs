@@ -10,15 +10,16 @@
 //!    on an idle cluster, timed to the last one's completion; seconds per snapshot at K = 500
 //!    and K = 10,000 (the work per snapshot should not grow with how many are in flight).
 
-use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use chandy_lamport::cluster::{ClusterConfig, Node, NodeConfig, NodeKeys};
+use chandy_lamport::cluster::Node;
 use chandy_lamport::{Context, Process, ProcessId, Topology};
 use crossbeam_channel::{bounded, Sender};
 use serde::{Deserialize, Serialize};
+
+mod local_cluster;
 
 const NODES: usize = 3;
 const PER: usize = 4;
@@ -73,55 +74,21 @@ impl Branch {
 /// Three nodes of `PER` branches each (node k: processes k, k+3, ...), each keeping `busy`
 /// transfers moving.
 fn cluster(busy: usize, pongs: &Arc<Mutex<Option<Sender<()>>>>) -> Vec<Node<Branch>> {
-    let listeners: Vec<TcpListener> = (0..NODES)
-        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+    let placement: Vec<Vec<usize>> = (0..NODES)
+        .map(|k| (0..N).filter(|p| p % NODES == k).collect())
         .collect();
-    let config = ClusterConfig::new(
-        listeners
-            .iter()
-            .enumerate()
-            .map(|(k, l)| {
-                NodeConfig::new(
-                    l.local_addr().unwrap().to_string(),
-                    (0..N).filter(move |p| p % NODES == k),
-                )
-            })
-            .collect(),
-    );
-    let builds: Vec<_> = listeners
-        .into_iter()
-        .zip(NodeKeys::generate(NODES).unwrap())
-        .enumerate()
-        .map(|(k, (listener, keys))| {
-            let (config, pongs) = (config.clone(), pongs.clone());
-            thread::spawn(move || {
-                Node::builder(Topology::complete(N), config, k)
-                    .listener(listener)
-                    .keys(keys)
-                    .max_snapshots_in_flight(20_000)
-                    .build(|p| Branch {
-                        rng: fastrand::Rng::with_seed(p as u64),
-                        busy,
-                        balance: 0,
-                        pongs: pongs.clone(),
-                    })
-                    .unwrap()
-            })
-        })
-        .collect();
-    builds.into_iter().map(|b| b.join().unwrap()).collect()
-}
-
-fn stop(nodes: Vec<Node<Branch>>) {
-    let mut nodes = nodes.into_iter();
-    let first = nodes.next().unwrap();
-    let rest: Vec<_> = nodes
-        .map(|n| thread::spawn(move || n.wait_stopped(Duration::from_secs(60)).map(drop)))
-        .collect();
-    first.shutdown().unwrap();
-    for r in rest {
-        r.join().unwrap().unwrap();
-    }
+    let pongs = pongs.clone();
+    local_cluster::start(
+        &Topology::complete(N),
+        &placement,
+        |b| b.max_snapshots_in_flight(20_000),
+        move |p| Branch {
+            rng: fastrand::Rng::with_seed(p as u64),
+            busy,
+            balance: 0,
+            pongs: pongs.clone(),
+        },
+    )
 }
 
 fn percentile(sorted: &[Duration], p: usize) -> Duration {
@@ -149,7 +116,7 @@ fn latency_beside_round_trip() -> (Vec<Duration>, Vec<Duration>) {
         rx.recv_timeout(Duration::from_secs(30)).unwrap();
         trips.push(sent.elapsed());
     }
-    stop(nodes);
+    local_cluster::stop(nodes);
     latencies.sort();
     trips.sort();
     (latencies, trips)
@@ -166,7 +133,7 @@ fn in_flight(k: usize) -> f64 {
         t.wait_timeout(Duration::from_secs(120)).unwrap();
     }
     let took = began.elapsed().as_secs_f64();
-    stop(nodes);
+    local_cluster::stop(nodes);
     took / k as f64
 }
 
