@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use chandy_lamport::cluster::{ClusterConfig, Node, NodeConfig, NodeKeys};
+use chandy_lamport::cluster::{ClusterConfig, Node, NodeBuilder, NodeConfig, NodeKeys};
 use chandy_lamport::{Context, Error, Process, ProcessId, SendError, Topology};
 use common::PATIENCE;
 use serde::{Deserialize, Serialize};
@@ -381,32 +381,48 @@ fn a_slow_node_is_not_a_failed_node() {
 /// more than a slow network carries.
 struct Flooder {
     got: Arc<AtomicU64>,
+    sent: Arc<AtomicU64>,
+    /// How long each message takes the receiver.
+    slow: Duration,
 }
 
 impl Process for Flooder {
-    type Message = Vec<u8>;
+    type Message = String;
     type State = ();
-    fn on_tick(&mut self, ctx: &mut Context<'_, Vec<u8>>) {
-        let to = ctx.neighbours()[0];
+    fn on_tick(&mut self, ctx: &mut Context<'_, String>) {
         if ctx.id() == 0 {
-            for _ in 0..100 {
-                ctx.send(to, vec![1; 1024]).unwrap();
-            }
+            self.flood(ctx);
         }
     }
-    fn on_message(&mut self, _: ProcessId, m: Vec<u8>, _: &mut Context<'_, Vec<u8>>) {
+    fn on_message(&mut self, _: ProcessId, m: String, _: &mut Context<'_, String>) {
+        if !self.slow.is_zero() {
+            thread::sleep(self.slow);
+        }
         self.got.fetch_add(m.len() as u64, Ordering::Relaxed);
     }
     fn record(&self) {}
 }
 
-/// Flow control: a sender far faster than the network to its peer (100 MB/s offered, 2 MB/s
-/// carried by a throttling proxy) is held back at the link's bound (1 MiB here): what queues
-/// for the link never passes the bound and one batch, whatever the sender offers, and the slow
-/// link is not taken for a failed one; a snapshot across it still completes.
-#[test]
-fn a_slow_network_holds_the_sender_back_not_its_memory() {
-    const BOUND: usize = 1 << 20;
+impl Flooder {
+    /// 100 messages of 1 KiB to the other process.
+    fn flood(&mut self, ctx: &mut Context<'_, String>) {
+        let to = ctx.neighbours()[0];
+        for _ in 0..100 {
+            // A string: one copy to encode (a `Vec<u8>` is a byte at a time).
+            ctx.send(to, "x".repeat(1024)).unwrap();
+        }
+        self.sent.fetch_add(100 * 1024, Ordering::Relaxed);
+    }
+}
+
+/// Two nodes, process 0 on node 0 flooding process 1 on node 1 (see `Flooder`), node 0's
+/// connection to node 1 through a proxy that carries `rate` bytes a second; `tweak` sets each
+/// node's bounds. Returns the nodes and the bytes sent and received so far (live counts).
+fn flood(
+    rate: u64,
+    slow: Duration,
+    tweak: fn(NodeBuilder<Flooder>) -> NodeBuilder<Flooder>,
+) -> (Vec<Node<Flooder>>, Arc<AtomicU64>, Arc<AtomicU64>, Proxy) {
     let listeners: Vec<TcpListener> = (0..2)
         .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
         .collect();
@@ -414,9 +430,9 @@ fn a_slow_network_holds_the_sender_back_not_its_memory() {
         .iter()
         .map(|l| l.local_addr().unwrap().to_string())
         .collect();
-    // Node 0 reaches node 1 through the slow proxy; node 1 reaches node 0 directly.
-    let proxy = Proxy::throttled(addresses[1].clone(), 2 << 20);
-    let got = Arc::new(AtomicU64::new(0));
+    // Node 0 reaches node 1 through the proxy; node 1 reaches node 0 directly.
+    let proxy = Proxy::throttled(addresses[1].clone(), rate);
+    let (got, sent) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let builds: Vec<_> = listeners
         .into_iter()
         .zip(NodeKeys::generate(2).unwrap())
@@ -431,24 +447,48 @@ fn a_slow_network_holds_the_sender_back_not_its_memory() {
                 NodeConfig::new(addresses[0].clone(), [0]),
                 NodeConfig::new(to_one, [1]),
             ]);
-            let got = got.clone();
+            let (got, sent) = (got.clone(), sent.clone());
             thread::spawn(move || {
-                Node::builder(Topology::complete(2), config, me)
+                let builder = Node::builder(Topology::complete(2), config, me)
                     .listener(listener)
                     .keys(keys)
-                    .max_queued(BOUND)
                     .failure_timeout(Duration::from_secs(1))
                     .tick_interval(Duration::from_millis(1))
                     .connect_timeout(*PATIENCE)
-                    .stop_timeout(*PATIENCE)
-                    .build(|_| Flooder { got: got.clone() })
+                    .stop_timeout(*PATIENCE);
+                tweak(builder).build(|_| Flooder {
+                    got: got.clone(),
+                    sent: sent.clone(),
+                    slow,
+                })
             })
         })
         .collect();
-    let nodes: Vec<Node<Flooder>> = builds
+    let nodes = builds
         .into_iter()
         .map(|b| b.join().unwrap().unwrap())
         .collect();
+    (nodes, got, sent, proxy)
+}
+
+/// Stops both nodes of `flood`.
+fn stop_flood(nodes: Vec<Node<Flooder>>) {
+    let one = nodes[1].clone();
+    let stopping = thread::spawn(move || one.wait_stopped(*PATIENCE * 2));
+    let asked = Instant::now();
+    nodes[0].clone().shutdown().unwrap();
+    stopping.join().unwrap().unwrap();
+    eprintln!("the stop: {:?}", asked.elapsed());
+}
+
+/// Flow control: a sender far faster than the network to its peer (100 MB/s offered, 2 MB/s
+/// carried by a throttling proxy) is held back at the link's bound (1 MiB here): what queues
+/// for the link never passes the bound and one batch, whatever the sender offers, and the slow
+/// link is not taken for a failed one; a snapshot across it still completes.
+#[test]
+fn a_slow_network_holds_the_sender_back_not_its_memory() {
+    const BOUND: usize = 1 << 20;
+    let (nodes, got, _, _proxy) = flood(2 << 20, Duration::ZERO, |b| b.max_queued(BOUND));
     let began = Instant::now();
     let mut most = 0;
     while began.elapsed() < Duration::from_secs(3) {
@@ -469,10 +509,41 @@ fn a_slow_network_holds_the_sender_back_not_its_memory() {
     let snapshot = nodes[1].snapshot_timeout(0, *PATIENCE).unwrap();
     snapshot.verify().unwrap();
     eprintln!("a snapshot across the slow link: {:?}", asked.elapsed());
-    let one = nodes[1].clone();
-    let stopping = thread::spawn(move || one.wait_stopped(*PATIENCE * 2));
-    let asked = Instant::now();
-    nodes[0].clone().shutdown().unwrap();
-    stopping.join().unwrap().unwrap();
-    eprintln!("the stop: {:?}", asked.elapsed());
+    stop_flood(nodes);
+}
+
+/// Flow control on the receiving side: a process slower than its sender (2 ms a message; the
+/// test has the sender send 100 at a time as fast as it can, over a fast link) holds the
+/// sender back across the network: the receiving node reads no further once the channel
+/// holds its bound (1,000 envelopes here), the sending node's link fills to its bound, and the
+/// sender waits. What is sent and not yet taken stays bounded (a few thousand messages, most of
+/// them in the kernel's socket buffers; without the bounds, 150,000 and more); and neither node
+/// takes the other for failed, though node 1 reads nothing from node 0 for longer than the
+/// failure timeout (1 s).
+#[test]
+fn a_slow_process_holds_its_sender_back_across_the_network() {
+    let (nodes, got, sent, _proxy) = flood(u64::MAX, Duration::from_millis(2), |b| {
+        b.max_queued(256 << 10).max_backlog(1000)
+    });
+    let began = Instant::now();
+    let mut most = 0;
+    // At most 200,000 messages offered: 200 MB, if nothing held the sender back.
+    while began.elapsed() < Duration::from_secs(3) && sent.load(Ordering::Relaxed) < 200_000 << 10 {
+        nodes[0]
+            .with_process_timeout(0, *PATIENCE, |f, ctx| f.flood(ctx))
+            .unwrap();
+        let ahead = sent.load(Ordering::Relaxed) - got.load(Ordering::Relaxed);
+        most = most.max(ahead / 1024);
+    }
+    let taken = got.load(Ordering::Relaxed) / 1024;
+    eprintln!(
+        "at most {most} messages sent and not yet taken; {taken} taken, {} sent in 3 s",
+        sent.load(Ordering::Relaxed) / 1024
+    );
+    assert!(most < 20_000, "{most} messages sent and not yet taken");
+    assert!(taken > 100, "the receiver took {taken}");
+    for node in &nodes {
+        assert!(node.failed_nodes().is_empty(), "{:?}", node.failed_nodes());
+    }
+    stop_flood(nodes);
 }

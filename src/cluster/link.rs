@@ -31,7 +31,6 @@ use super::secure::{self, Opened};
 use super::startup::Secured;
 use super::wire::{self, Frame, FrameIn, ReadError};
 use crate::envelope::Envelope;
-use crate::process::Process;
 use crate::runtime::layer::{test_bit, Backoff, BitPlace, Doorbell};
 use crate::topology::ProcessId;
 
@@ -60,6 +59,8 @@ pub(crate) struct Outlink {
     closing: AtomicBool,
     /// Set when the link has failed: nothing queued is written any more.
     broken: AtomicBool,
+    /// Set when the node stops: nobody waits for room any more.
+    released: AtomicBool,
     /// How long the writer lets the link be idle before it sends a heartbeat.
     heartbeat: Duration,
     /// The peer's frame limit: a longer frame goes in pieces under it.
@@ -74,6 +75,10 @@ pub(crate) struct Outlink {
     room: Condvar,
     room_lock: Mutex<()>,
     waiting: AtomicUsize,
+    /// Frames read from the peer so far (by this node's reader of its connection): a write
+    /// that times out while this still moves is to a peer that is alive but not reading (its
+    /// processes slower than ours), not a failed one.
+    heard: AtomicU64,
     /// `write` calls made on the socket, and bytes written, counted at the call.
     pub(crate) writes: AtomicU64,
     pub(crate) bytes: AtomicU64,
@@ -94,11 +99,13 @@ impl Outlink {
             room: Condvar::new(),
             room_lock: Mutex::new(()),
             waiting: AtomicUsize::new(0),
+            heard: AtomicU64::new(0),
             bell: Doorbell::new(locals + 1),
             buffers: (0..locals).map(|_| Mutex::new(Vec::new())).collect(),
             control: Mutex::new(Vec::new()),
             closing: AtomicBool::new(false),
             broken: AtomicBool::new(false),
+            released: AtomicBool::new(false),
             writes: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             ended: Mutex::new(false),
@@ -152,7 +159,7 @@ impl Outlink {
     }
 
     /// Waits until the writer has taken this link's pending bytes down to half its bound, or
-    /// the link ends (broken or closing: nothing more will drain). This is the sender's side of
+    /// the link ends (broken, or the node stopping). This is the sender's side of
     /// flow control: a process whose peer (or the network to it) is slower than it blocks here,
     /// at the end of a batch, instead of queueing without limit. It cannot wait forever: the
     /// writer only waits on the socket, a socket the peer does not drain for the failure
@@ -166,13 +173,20 @@ impl Outlink {
         self.waiting.fetch_add(1, Ordering::SeqCst);
         while self.pending.load(Ordering::SeqCst) > self.max_queued / 2
             && !self.broken.load(Ordering::Acquire)
-            && !self.closing.load(Ordering::Acquire)
+            && !self.released.load(Ordering::Acquire)
             && !*self.ended.lock()
         {
             // Timed as well: a wait can never outlive a link that ends without a wake-up.
             self.room.wait_for(&mut guard, Duration::from_millis(5));
         }
         self.waiting.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// The node is stopping: processes waiting for room go on (and no more wait).
+    pub(crate) fn release(&self) {
+        self.released.store(true, Ordering::Release);
+        let _guard = self.room_lock.lock();
+        self.room.notify_all();
     }
 
     /// The writer took `bytes` of the pending ones: wakes processes waiting for room (the
@@ -315,7 +329,12 @@ fn write_all_queued(
 
 /// Writes all of `bytes`, counting each `write` call on the socket and the bytes it took (what
 /// `stats()` shows: the batching is judged by these, not by rounds of the writer).
+///
+/// A write that makes no progress for the failure timeout fails the link, unless frames from
+/// the peer arrived meanwhile: then the peer is alive and has stopped reading because its
+/// processes are behind (its reader holds back: `deliver`), and the write goes on waiting.
 fn write_counted(link: &Outlink, stream: &mut TcpStream, mut bytes: &[u8]) -> std::io::Result<()> {
+    let mut heard = link.heard.load(Ordering::Relaxed);
     while !bytes.is_empty() {
         match stream.write(bytes) {
             Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
@@ -325,10 +344,35 @@ fn write_counted(link: &Outlink, stream: &mut TcpStream, mut bytes: &[u8]) -> st
                 bytes = &bytes[n..];
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) && link.heard.load(Ordering::Relaxed) != heard =>
+            {
+                heard = link.heard.load(Ordering::Relaxed);
+            }
             Err(e) => return Err(e),
         }
     }
     Ok(())
+}
+
+/// The receiving side's flow control: `inlet`'s process is `max_backlog` envelopes behind on
+/// this channel, so this reader stops reading its connection until the process has taken half
+/// of them. The peer's writer then waits on TCP, its processes at their link's bound
+/// (`Outlink::wait_for_room`): a slow process holds back its senders across the network
+/// instead of growing this node's memory. It gives up holding back if the process stops
+/// taking envelopes for good (it failed, or the node is stopping).
+#[cold]
+#[inline(never)]
+fn hold_back<P: NodeProcess>(core: &Core<P>, inlet: &Inlet<P::Message>) {
+    let bell = &core.shared().bells[inlet.to];
+    let mut nap = Duration::from_micros(50);
+    while inlet.tx.len() > core.max_backlog / 2 && !bell.is_closed() && !core.is_stopping() {
+        std::thread::sleep(nap);
+        nap = (nap * 2).min(Duration::from_millis(2));
+    }
 }
 
 /// One channel from a process of the peer to one run here, as the reader sees it.
@@ -338,7 +382,13 @@ pub(crate) struct Inlet<M> {
     place: BitPlace,
     /// The number the next message on it must carry.
     next: u64,
+    /// Envelopes delivered since its backlog was last looked at.
+    unchecked: u32,
 }
+
+/// How many envelopes the reader delivers on a channel between two looks at its backlog: a
+/// look costs the channel's two counters, and the bound may be passed by this many.
+const CHECK_EVERY: u32 = 32;
 
 impl<M> Inlet<M> {
     /// Channel into `to` at its incoming bit `bit`, whose next message is numbered `next`.
@@ -348,6 +398,7 @@ impl<M> Inlet<M> {
             to,
             place: BitPlace::of(bit),
             next,
+            unchecked: 0,
         }
     }
 }
@@ -373,9 +424,18 @@ where
         .map_err(|e| e.to_string())?;
     let mut stream = Opened::new(BufReader::with_capacity(1 << 16, stream), transport);
     let mut buf = Vec::new();
+    let ours = core.links[peer].clone();
+    let mut heard = 0u64;
     loop {
         match wire::read_frame(&mut stream, &mut buf, core.max_frame) {
-            Ok(()) => {}
+            Ok(()) => {
+                // A plain store of this thread's own count: what our writer to the peer
+                // watches to tell a peer that is not reading from one that is gone.
+                heard += 1;
+                if let Some(link) = &ours {
+                    link.heard.store(heard, Ordering::Relaxed);
+                }
+            }
             Err(ReadError::Closed) if core.peer_done(peer) => return Ok(()),
             Err(ReadError::Io(e))
                 if matches!(
@@ -439,7 +499,18 @@ fn inlet<M>(
 /// Puts `envelope` on its channel and rings the receiving process, as a local sender does. A
 /// process that has failed still gets it on its channel (reported as undelivered at shutdown),
 /// but no ring.
-fn deliver<P: Process>(core: &Core<P>, inlet: &Inlet<P::Message>, envelope: Envelope<P::Message>) {
+fn deliver<P: NodeProcess>(
+    core: &Core<P>,
+    inlet: &mut Inlet<P::Message>,
+    envelope: Envelope<P::Message>,
+) {
+    inlet.unchecked += 1;
+    if inlet.unchecked >= CHECK_EVERY {
+        inlet.unchecked = 0;
+        if inlet.tx.len() >= core.max_backlog {
+            hold_back(core, inlet);
+        }
+    }
     // The receiver's channels live until shutdown has collected them, so this cannot fail
     // while the node runs; after, there is nobody to deliver to.
     if inlet.tx.send(envelope).is_ok() {

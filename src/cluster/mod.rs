@@ -37,9 +37,9 @@
 //! snapshots that needed them fail, sends to them hand the message back, the rest run on.
 //!
 //! Flow control: what queues for another node is bounded ([`NodeBuilder::max_queued`]): past
-//! it, a process sending there waits at the end of its batch until the link drains.
-//!
-//! What it does not yet: bound what a node's reader puts on a slow process's channels.
+//! it, a process sending there waits at the end of its batch until the link drains; and what a
+//! channel from another node holds for a slow process ([`NodeBuilder::max_backlog`]): past it,
+//! the node stops reading that connection until the process catches up.
 //!
 //! Start a node with [`Node::builder`], from a [`ClusterConfig`] (read from a TOML cluster file
 //! with [`ClusterConfig::load`]). `docs/cluster.md` walks through running the bank on three

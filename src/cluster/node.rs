@@ -59,6 +59,10 @@ const FAILURE_TIMEOUT: Duration = Duration::from_secs(3);
 /// flight.
 const MAX_QUEUED: usize = 16 << 20;
 
+/// How many envelopes from another node a channel may hold by default before its reader holds
+/// back.
+const MAX_BACKLOG: usize = 1 << 16;
+
 /// Configures and starts one node of a cluster; see [`Node::builder`].
 pub struct NodeBuilder<P> {
     topology: Topology,
@@ -72,6 +76,7 @@ pub struct NodeBuilder<P> {
     failure_timeout: Duration,
     max_frame: usize,
     max_queued: usize,
+    max_backlog: usize,
 }
 
 impl<P: NodeProcess> NodeBuilder<P> {
@@ -131,6 +136,21 @@ impl<P: NodeProcess> NodeBuilder<P> {
     /// frames (snapshot parts and outcomes) are not held back. At least 64 KiB.
     pub fn max_queued(mut self, bytes: usize) -> Self {
         self.max_queued = bytes.max(64 << 10);
+        self
+    }
+
+    /// How many envelopes from another node a channel into one of this node's processes may
+    /// hold (default 65,536): past it, the connection that brings them is not read until the
+    /// process has taken half, so a process slower than its senders holds them back across
+    /// the network (their links fill, then they wait: see [`max_queued`](Self::max_queued))
+    /// instead of this node's memory growing. A peer that stops reading is not failed while its
+    /// own frames keep arriving. It can deadlock in one case, which then ends as a failure: two
+    /// nodes whose processes are each held back sending to the other, while each's slow
+    /// process is the one held back (both directions full at once); after the failure timeout
+    /// with neither side reading, each fails the other. A closed loop (a bounded number of
+    /// messages in flight, as the bank) never fills both. At least 16.
+    pub fn max_backlog(mut self, envelopes: usize) -> Self {
+        self.max_backlog = envelopes.max(16);
         self
     }
 
@@ -322,6 +342,7 @@ impl<P: NodeProcess> NodeBuilder<P> {
             runtime,
             links: links.clone(),
             max_frame: self.max_frame,
+            max_backlog: self.max_backlog,
             stop_timeout: self.stop_timeout,
             failure_timeout: self.failure_timeout,
             membership: Mutex::new(Membership::new(nodes)),
@@ -487,9 +508,11 @@ pub(crate) struct Core<P: Process> {
     local: Vec<ProcessId>,
     wiring: Arc<Wiring>,
     runtime: Runtime<P>,
-    links: Arc<[Option<Arc<Outlink>>]>,
+    pub(crate) links: Arc<[Option<Arc<Outlink>>]>,
     /// The longest frame accepted from a peer.
     pub(crate) max_frame: usize,
+    /// Envelopes a channel from another node may hold before its reader holds back.
+    pub(crate) max_backlog: usize,
     stop_timeout: Duration,
     /// How long a link may be silent before its peer is suspected.
     pub(crate) failure_timeout: Duration,
@@ -502,6 +525,11 @@ pub(crate) struct Core<P: Process> {
 impl<P: Process> Core<P> {
     pub(crate) fn shared(&self) -> &Shared<P> {
         self.runtime.shared()
+    }
+
+    /// Whether the cluster's stop has begun (here or on another node).
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.ending.lock().began
     }
 
     /// Whether `peer` has said all it had to (finished and reported): its connection may close.
@@ -771,6 +799,11 @@ impl<P: NodeProcess> Core<P> {
             }
             ending.began = true;
             ending.note = note.clone();
+        }
+        // Processes held back by a full link stop waiting: they are about to stop, and the
+        // stop must not wait for a slow peer to drain what they queued.
+        for link in self.links.iter().flatten() {
+            link.release();
         }
         let core = self.clone();
         let spawned = thread::Builder::new()
@@ -1090,6 +1123,7 @@ impl<P: NodeProcess> Node<P> {
             stop_timeout: STOP_TIMEOUT,
             max_frame: wire::DEFAULT_MAX_FRAME,
             max_queued: MAX_QUEUED,
+            max_backlog: MAX_BACKLOG,
         }
     }
 
@@ -1302,7 +1336,7 @@ impl<P: NodeProcess> Node<P> {
 
     /// Whether the cluster is stopping or has stopped.
     pub fn is_stopping(&self) -> bool {
-        self.core().ending.lock().began
+        self.core().is_stopping()
     }
 
     /// Stops the whole cluster: every node stops its processes (after their current
