@@ -279,15 +279,20 @@ fn bare_writer(outbox: &Outbox, mut stream: TcpStream, mut noise: snow::Transpor
             }
             std::mem::swap(&mut out, &mut queue.bytes);
         }
-        sealed.clear();
+        // Into one buffer kept at its longest, from 0 each round: no zeroing after the first.
+        let mut at = 0;
         for piece in out.chunks(PLAIN) {
-            let at = sealed.len();
-            sealed.resize(at + 2 + piece.len() + 16, 0);
-            let len = noise.write_message(piece, &mut sealed[at + 2..]).unwrap();
+            let room = at + 2 + piece.len() + 16;
+            if sealed.len() < room {
+                sealed.resize(room, 0);
+            }
+            let len = noise
+                .write_message(piece, &mut sealed[at + 2..room])
+                .unwrap();
             sealed[at..at + 2].copy_from_slice(&(len as u16).to_le_bytes());
-            sealed.truncate(at + 2 + len);
+            at += 2 + len;
         }
-        stream.write_all(&sealed).unwrap();
+        stream.write_all(&sealed[..at]).unwrap();
         out.clear();
     }
 }

@@ -313,9 +313,10 @@ fn write_all_queued(
         }
         if !out.is_empty() {
             written = Instant::now();
-            sealed.clear();
-            secure::seal(&mut transport, &out, &mut sealed).map_err(|e| e.to_string())?;
-            write_counted(link, &mut stream, &sealed).map_err(|e| e.to_string())?;
+            // Into the same buffer from 0 each round: no zeroing once it is long enough.
+            let end =
+                secure::seal_at(&mut transport, &out, &mut sealed, 0).map_err(|e| e.to_string())?;
+            write_counted(link, &mut stream, &sealed[..end]).map_err(|e| e.to_string())?;
             continue;
         }
         if link.closing.load(Ordering::Acquire) {

@@ -130,17 +130,34 @@ pub(crate) fn seal(
     plain: &[u8],
     out: &mut Vec<u8>,
 ) -> io::Result<()> {
-    for piece in plain.chunks(MAX_PLAIN) {
-        let start = out.len();
-        out.resize(start + 2 + piece.len() + 16, 0);
-        let n = transport
-            .write_message(piece, &mut out[start + 2..])
-            .map_err(noise_error)?;
-        out.truncate(start + 2 + n);
-        let len = u16::try_from(n).expect("at most 65,535 bytes");
-        out[start..start + 2].copy_from_slice(&len.to_le_bytes());
-    }
+    let end = seal_at(transport, plain, out, out.len())?;
+    out.truncate(end);
     Ok(())
+}
+
+/// Encrypts `plain` into transport messages written into `out` from `at` on, growing `out`
+/// only where it is too short; returns where they end. A writer that keeps one buffer at its
+/// longest and seals into it from 0 each round zeroes no memory after the first rounds (a
+/// `resize` per round did: the sealing's `memset` showed in the profile).
+pub(crate) fn seal_at(
+    transport: &mut TransportState,
+    plain: &[u8],
+    out: &mut Vec<u8>,
+    mut at: usize,
+) -> io::Result<usize> {
+    for piece in plain.chunks(MAX_PLAIN) {
+        let room = at + 2 + piece.len() + 16;
+        if out.len() < room {
+            out.resize(room, 0);
+        }
+        let n = transport
+            .write_message(piece, &mut out[at + 2..room])
+            .map_err(noise_error)?;
+        let len = u16::try_from(n).expect("at most 65,535 bytes");
+        out[at..at + 2].copy_from_slice(&len.to_le_bytes());
+        at += 2 + n;
+    }
+    Ok(at)
 }
 
 /// Reads transport messages from `inner` and hands out their plaintext, in order, as a stream:
@@ -150,8 +167,12 @@ pub(crate) struct Opened<R> {
     inner: R,
     transport: TransportState,
     cipher: Vec<u8>,
+    /// The last message's plaintext is `plain[at..end]`. Both buffers stay at the longest a
+    /// message can be: re-zeroing 64 KiB for each message (a `resize` after a `truncate`) was
+    /// the readers' largest `memset`.
     plain: Vec<u8>,
     at: usize,
+    end: usize,
 }
 
 impl<R: Read> Opened<R> {
@@ -159,9 +180,10 @@ impl<R: Read> Opened<R> {
         Opened {
             inner,
             transport,
-            cipher: Vec::new(),
-            plain: Vec::new(),
+            cipher: vec![0; MAX_MESSAGE],
+            plain: vec![0; MAX_MESSAGE],
             at: 0,
+            end: 0,
         }
     }
 
@@ -180,14 +202,12 @@ impl<R: Read> Opened<R> {
             Err(e) => return Err(e),
         }
         self.inner.read_exact(&mut len[1..])?;
-        self.cipher.resize(u16::from_le_bytes(len) as usize, 0);
-        self.inner.read_exact(&mut self.cipher)?;
-        self.plain.resize(MAX_MESSAGE, 0);
-        let n = self
+        let cipher = &mut self.cipher[..u16::from_le_bytes(len) as usize];
+        self.inner.read_exact(cipher)?;
+        self.end = self
             .transport
-            .read_message(&self.cipher, &mut self.plain)
+            .read_message(cipher, &mut self.plain)
             .map_err(noise_error)?;
-        self.plain.truncate(n);
         self.at = 0;
         Ok(true)
     }
@@ -195,12 +215,12 @@ impl<R: Read> Opened<R> {
 
 impl<R: Read> Read for Opened<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.at == self.plain.len() {
+        while self.at == self.end {
             if !self.next_message()? {
                 return Ok(0);
             }
         }
-        let n = buf.len().min(self.plain.len() - self.at);
+        let n = buf.len().min(self.end - self.at);
         buf[..n].copy_from_slice(&self.plain[self.at..self.at + n]);
         self.at += n;
         Ok(n)
