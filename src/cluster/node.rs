@@ -147,7 +147,7 @@ impl<P: NodeProcess> NodeBuilder<P> {
     /// own frames keep arriving. It can deadlock in one case, which then ends as a failure: two
     /// nodes whose processes are each held back sending to the other, while each's slow
     /// process is the one held back (both directions full at once); after the failure timeout
-    /// with neither side reading, each fails the other. A closed loop (a bounded number of
+    /// with neither side reading, their link breaks and the higher of the two is failed. A closed loop (a bounded number of
     /// messages in flight, as the bank) never fills both. At least 16.
     pub fn max_backlog(mut self, envelopes: usize) -> Self {
         self.max_backlog = envelopes.max(16);
