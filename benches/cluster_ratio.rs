@@ -28,71 +28,13 @@ use std::time::{Duration, Instant};
 
 use chandy_lamport::{Context, Process, ProcessId, Topology};
 use crossbeam_channel::{unbounded, Receiver, Sender};
-use serde::{Deserialize, Serialize};
-
 mod local_cluster;
+mod workload;
+
+use workload::{median, Teller, Token as Hop};
 
 const DELIVERIES: u64 = 1_000_000;
 const IN_FLIGHT: usize = 4;
-
-/// A token on its way.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
-struct Hop {
-    amount: u64,
-    hops: u32,
-}
-
-/// What both programs' processes share: the balance, an xorshift generator, the retirements.
-struct Teller {
-    balance: u64,
-    rng: u64,
-    retired: Arc<AtomicUsize>,
-    tokens: usize,
-    done: Sender<()>,
-}
-
-impl Teller {
-    fn new(id: usize, tokens: usize, retired: Arc<AtomicUsize>, done: Sender<()>) -> Self {
-        Teller {
-            balance: 1_000_000,
-            rng: 0x9E37_79B9_7F4A_7C15 ^ ((id as u64 + 1) * 0x2545_F491_4F6C_DD1D),
-            retired,
-            tokens,
-            done,
-        }
-    }
-
-    fn next(&mut self) -> u64 {
-        let mut x = self.rng;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.rng = x;
-        x
-    }
-
-    /// A token from the balance, and a random index among `neighbours`.
-    fn token(&mut self, hops: u32, neighbours: usize) -> (usize, Hop) {
-        let amount = 1 + self.next() % (self.balance / 2).max(1);
-        self.balance -= amount;
-        (
-            (self.next() % neighbours as u64) as usize,
-            Hop { amount, hops },
-        )
-    }
-
-    /// Takes a token in; the hops left for the next, or `None` if it retired.
-    fn receive(&mut self, t: Hop) -> Option<u32> {
-        self.balance += t.amount;
-        if t.hops > 1 {
-            return Some(t.hops - 1);
-        }
-        if self.retired.fetch_add(1, Ordering::AcqRel) + 1 == self.tokens {
-            let _ = self.done.send(());
-        }
-        None
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // The cluster.
@@ -120,7 +62,7 @@ impl Process for ClusterTeller {
         }
     }
     fn record(&self) -> u64 {
-        self.teller.balance
+        self.teller.balance()
     }
 }
 
@@ -141,7 +83,7 @@ fn run_cluster(nodes: usize, per: usize, hops: u32, snapshots: usize) -> Duratio
             &placement,
             |b| b,
             move |p| ClusterTeller {
-                teller: Teller::new(p, n * IN_FLIGHT, retired.clone(), done_tx.clone()),
+                teller: Teller::new(p, n, n * IN_FLIGHT, retired.clone(), done_tx.clone()),
                 hops,
                 start: start.clone(),
             },
@@ -373,7 +315,7 @@ fn run_bare(nodes: usize, per: usize, hops: u32) -> Duration {
         .into_iter()
         .enumerate()
         .map(|(me, inbox)| {
-            let mut teller = Teller::new(me, n * IN_FLIGHT, retired.clone(), done_tx.clone());
+            let mut teller = Teller::new(me, n, n * IN_FLIGHT, retired.clone(), done_tx.clone());
             let (inboxes, outboxes, start) = (
                 inbox_tx.clone(),
                 outboxes[node_of(me)].clone(),
@@ -414,11 +356,10 @@ fn run_bare(nodes: usize, per: usize, hops: u32) -> Duration {
                         }
                     }
                 };
-                let other = |k: usize| if k >= me { k + 1 } else { k };
                 start.wait();
                 for _ in 0..IN_FLIGHT {
                     let (k, hop) = teller.token(hops, n - 1);
-                    send(other(k), hop, &mut staged);
+                    send(teller.other(k), hop, &mut staged);
                 }
                 flush(&mut staged);
                 'run: while let Ok(first) = {
@@ -440,7 +381,7 @@ fn run_bare(nodes: usize, per: usize, hops: u32) -> Duration {
                             Item::Hop(hop) => {
                                 if let Some(hops) = teller.receive(hop) {
                                     let (k, hop) = teller.token(hops, n - 1);
-                                    send(other(k), hop, &mut staged);
+                                    send(teller.other(k), hop, &mut staged);
                                 }
                             }
                         }
@@ -471,11 +412,6 @@ fn run_bare(nodes: usize, per: usize, hops: u32) -> Duration {
         l.join().unwrap();
     }
     took
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 fn main() {

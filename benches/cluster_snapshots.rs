@@ -20,6 +20,9 @@ use crossbeam_channel::{bounded, Sender};
 use serde::{Deserialize, Serialize};
 
 mod local_cluster;
+mod workload;
+
+use workload::median;
 
 const NODES: usize = 3;
 const PER: usize = 4;
@@ -135,11 +138,6 @@ fn in_flight(k: usize) -> f64 {
     let took = began.elapsed().as_secs_f64();
     local_cluster::stop(nodes);
     took / k as f64
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 fn main() {

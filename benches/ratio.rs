@@ -23,17 +23,12 @@ mod workload;
 use std::time::Duration;
 
 use workload::{
-    hops_for, run_edge_bitmap_tuned, run_edge_bitmap_tuned_counted, run_edge_bitmap_tuned_numbered,
-    run_edge_bitmap_tuned_woken, run_runtime, Snapshots,
+    hops_for, median, run_edge_bitmap_tuned, run_edge_bitmap_tuned_counted,
+    run_edge_bitmap_tuned_numbered, run_edge_bitmap_tuned_woken, run_runtime, Snapshots,
 };
 
 const DELIVERIES: u64 = 400_000;
 const IN_FLIGHT: usize = 4;
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
 
 fn main() {
     let args: Vec<String> = std::env::args()

@@ -156,13 +156,7 @@ fn three_nodes(
     route: impl Fn(usize, usize, String) -> String,
 ) -> (Vec<Node<Mover>>, Arc<AtomicU64>) {
     let placement = [vec![0, 3], vec![1, 4], vec![2, 5]];
-    let listeners: Vec<TcpListener> = (0..3)
-        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    let addresses: Vec<String> = listeners
-        .iter()
-        .map(|l| l.local_addr().unwrap().to_string())
-        .collect();
+    let (listeners, addresses) = common::listeners(3);
     let keys = NodeKeys::generate(3).unwrap();
     let handled = Arc::new(AtomicU64::new(0));
     let builds: Vec<_> = listeners
@@ -423,13 +417,7 @@ fn flood(
     slow: Duration,
     tweak: fn(NodeBuilder<Flooder>) -> NodeBuilder<Flooder>,
 ) -> (Vec<Node<Flooder>>, Arc<AtomicU64>, Arc<AtomicU64>, Proxy) {
-    let listeners: Vec<TcpListener> = (0..2)
-        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    let addresses: Vec<String> = listeners
-        .iter()
-        .map(|l| l.local_addr().unwrap().to_string())
-        .collect();
+    let (listeners, addresses) = common::listeners(2);
     // Node 0 reaches node 1 through the proxy; node 1 reaches node 0 directly.
     let proxy = Proxy::throttled(addresses[1].clone(), rate);
     let (got, sent) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));

@@ -46,13 +46,7 @@ fn preamble(version: u16) -> Vec<u8> {
 
 #[test]
 fn strangers_during_start_up_hold_up_nobody_and_learn_nothing() {
-    let listeners: Vec<TcpListener> = (0..2)
-        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    let addresses: Vec<String> = listeners
-        .iter()
-        .map(|l| l.local_addr().unwrap().to_string())
-        .collect();
+    let (listeners, addresses) = common::listeners(2);
     let config = ClusterConfig::new(vec![
         NodeConfig::new(addresses[0].clone(), [0, 1]),
         NodeConfig::new(addresses[1].clone(), [2, 3]),

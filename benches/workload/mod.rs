@@ -19,8 +19,8 @@ use crossbeam_channel::{unbounded, Receiver, Select, Sender};
 
 pub const INITIAL_BALANCE: u64 = 1_000_000;
 
-/// A token on its way: 16 bytes, as in the baseline.
-#[derive(Clone, Copy, Debug)]
+/// A token on its way: 16 bytes, as in the baseline (serde for the cluster's benches).
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Token {
     pub amount: u64,
     pub hops: u32,
@@ -28,7 +28,7 @@ pub struct Token {
 }
 
 /// What every variant shares: a balance, an xorshift generator, the retirement count.
-struct Teller {
+pub struct Teller {
     id: usize,
     n: usize,
     balance: u64,
@@ -39,7 +39,7 @@ struct Teller {
 }
 
 impl Teller {
-    fn new(
+    pub fn new(
         id: usize,
         n: usize,
         tokens: usize,
@@ -69,7 +69,7 @@ impl Teller {
 
     /// A random token from this teller's balance, and a random index among `neighbours`.
     #[inline(always)]
-    fn token(&mut self, hops: u32, neighbours: usize) -> (usize, Token) {
+    pub fn token(&mut self, hops: u32, neighbours: usize) -> (usize, Token) {
         let amount = 1 + self.next() % (self.balance / 2).max(1);
         self.balance -= amount;
         let k = (self.next() % neighbours as u64) as usize;
@@ -85,7 +85,7 @@ impl Teller {
 
     /// Takes a token in; returns the hops left for the next one, or None if it was retired.
     #[inline(always)]
-    fn receive(&mut self, t: Token) -> Option<u32> {
+    pub fn receive(&mut self, t: Token) -> Option<u32> {
         self.balance += t.amount;
         if t.hops > 1 {
             return Some(t.hops - 1);
@@ -96,14 +96,25 @@ impl Teller {
         None
     }
 
+    /// The balance now.
+    pub fn balance(&self) -> u64 {
+        self.balance
+    }
+
     /// Index of process `p` among the others (complete graph, increasing order).
-    fn other(&self, k: usize) -> usize {
+    pub fn other(&self, k: usize) -> usize {
         if k >= self.id {
             k + 1
         } else {
             k
         }
     }
+}
+
+/// The median of `v`.
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 /// Hops per token so that a run makes about `deliveries` deliveries in total.

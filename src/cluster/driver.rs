@@ -51,16 +51,6 @@ pub(crate) struct NodeWire<P: Process> {
 }
 
 impl<P: Process> NodeWire<P> {
-    /// Out of the hot path: waits until link `node` has room (another link that is full too
-    /// is waited for at the end of the next batch).
-    #[cold]
-    #[inline(never)]
-    fn wait_for_room(&self, node: usize) {
-        if let Some(link) = &self.links[node] {
-            link.wait_for_room();
-        }
-    }
-
     /// `wire`'s process, the `local`-th of its node's, with `node_of` saying where every process
     /// runs.
     pub(crate) fn new(
@@ -217,16 +207,17 @@ where
     #[inline]
     fn end_batch(&mut self) {
         self.wire.end_batch();
+        // Another link that is full too is waited for at the end of the next batch.
         let mut full = None;
         for node in self.dirty.drain(..) {
             if let Some(link) = &self.links[node] {
                 if link.append(self.local, &mut self.staged[node]) {
-                    full = Some(node);
+                    full = Some(link);
                 }
             }
         }
-        if let Some(node) = full {
-            self.wait_for_room(node);
+        if let Some(link) = full {
+            link.wait_for_room();
         }
     }
 }

@@ -165,6 +165,8 @@ impl Outlink {
     /// writer only waits on the socket, a socket the peer does not drain for the failure
     /// timeout breaks the link, and the peer's reader always drains it (its channels are
     /// unbounded), so the wait lasts as long as the network needs, or until the peer fails.
+    #[cold]
+    #[inline(never)]
     pub(crate) fn wait_for_room(&self) {
         let mut guard = self.room_lock.lock();
         // Sequentially consistent with `took`: either the writer sees this waiter (and
@@ -174,7 +176,6 @@ impl Outlink {
         while self.pending.load(Ordering::SeqCst) > self.max_queued / 2
             && !self.broken.load(Ordering::Acquire)
             && !self.released.load(Ordering::Acquire)
-            && !*self.ended.lock()
         {
             // Timed as well: a wait can never outlive a link that ends without a wake-up.
             self.room.wait_for(&mut guard, Duration::from_millis(5));

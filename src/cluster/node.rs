@@ -147,8 +147,9 @@ impl<P: NodeProcess> NodeBuilder<P> {
     /// own frames keep arriving. It can deadlock in one case, which then ends as a failure: two
     /// nodes whose processes are each held back sending to the other, while each's slow
     /// process is the one held back (both directions full at once); after the failure timeout
-    /// with neither side reading, their link breaks and the higher of the two is failed. A closed loop (a bounded number of
-    /// messages in flight, as the bank) never fills both. At least 16.
+    /// with neither side reading, their link breaks and the higher of the two is failed. A
+    /// closed loop (a bounded number of messages in flight, as the bank) never fills both. At
+    /// least 16.
     pub fn max_backlog(mut self, envelopes: usize) -> Self {
         self.max_backlog = envelopes.max(16);
         self
@@ -566,17 +567,14 @@ impl<P: Process> Core<P> {
     }
 
     /// Node `by` suspects `node` (this node itself, or as another node reported). This node's
-    /// own suspicions go to every node it can still reach; the first suspicion arms the
-    /// decision.
+    /// own suspicions go to every node it can still reach; each new suspicion arms a decision
+    /// a quarter of the failure timeout later (by then the others' reports of the same failure
+    /// have come).
     pub(crate) fn suspect(self: &Arc<Self>, by: usize, node: usize, why: &str) {
-        let arm = {
-            let mut membership = self.membership.lock();
-            if !membership.suspect(by, node) {
-                return;
-            }
-            log::warn!("node {}: node {by} suspects node {node}: {why}", self.me);
-            true
-        };
+        if !self.membership.lock().suspect(by, node) {
+            return;
+        }
+        log::warn!("node {}: node {by} suspects node {node}: {why}", self.me);
         if by == self.me {
             let frame: Frame<(), (), (), ()> = Frame::Suspect {
                 node: node as u32,
@@ -588,18 +586,16 @@ impl<P: Process> Core<P> {
                 }
             }
         }
-        if arm {
-            let core = self.clone();
-            let wait = self.failure_timeout / 4;
-            let spawned = thread::Builder::new()
-                .name(format!("node-{}-decides", self.me))
-                .spawn(move || {
-                    thread::sleep(wait);
-                    core.decide();
-                });
-            if spawned.is_err() {
-                self.decide();
-            }
+        let core = self.clone();
+        let wait = self.failure_timeout / 4;
+        let spawned = thread::Builder::new()
+            .name(format!("node-{}-decides", self.me))
+            .spawn(move || {
+                thread::sleep(wait);
+                core.decide();
+            });
+        if spawned.is_err() {
+            self.decide();
         }
     }
 

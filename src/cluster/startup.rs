@@ -109,14 +109,7 @@ pub(crate) fn connect(
     // nothing (a stranger, a stuck peer) holds up nobody else; `claimed` says which nodes have
     // been welcomed, so a second connection claiming one is refused.
     let (welcomed_tx, welcomed) = crossbeam_channel::unbounded();
-    let welcoming = Arc::new(Welcoming {
-        hello: hello.clone(),
-        keys: keys.clone(),
-        me,
-        nodes,
-        claimed: Mutex::new(vec![false; nodes]),
-        busy: AtomicUsize::new(0),
-    });
+    let welcoming = Arc::new(Welcoming::new(hello, keys, me, nodes));
     while dialing > 0 || accepted < nodes - 1 {
         // Accept whoever is waiting.
         loop {
@@ -292,80 +285,6 @@ enum Refusal {
     Other(Option<usize>, String),
 }
 
-/// The acceptor's side: checks the opener's preamble, its key (a member's) and its `Hello`
-/// (the same node, and agreeing with this node's), and welcomes or refuses it. `Ok`: the
-/// opener's node index and the connection.
-fn welcome(
-    mut stream: TcpStream,
-    ours: &Hello,
-    keys: &NodeKeys,
-    me: usize,
-    nodes: usize,
-    claimed: &Mutex<Vec<bool>>,
-) -> Result<(usize, Secured), Refusal> {
-    let io = |e: std::io::Error| Refusal::Other(None, e.to_string());
-    stream.set_nonblocking(false).map_err(io)?;
-    stream.set_read_timeout(Some(HANDSHAKE)).map_err(io)?;
-    stream.set_nodelay(true).map_err(io)?;
-    // Read first: a stranger learns nothing, not even this node's version, unless it speaks
-    // the format's first words.
-    match wire::read_preamble(&mut stream) {
-        Ok(Ok(())) => {}
-        Ok(Err(foreign)) => {
-            if let wire::Foreign::Version(_) = foreign {
-                // Our own crate, another build: say our version, so that the opener fails
-                // at once with what differs rather than retrying until its deadline.
-                let _ = stream.write_all(&wire::preamble());
-            }
-            return Err(Refusal::Other(None, foreign.to_string()));
-        }
-        Err(e) => return Err(Refusal::Other(None, format!("no preamble: {e}"))),
-    }
-    stream.write_all(&wire::preamble()).map_err(io)?;
-    let (mut transport, peer, said) =
-        secure::accept(&mut stream, keys).map_err(|e| Refusal::Other(None, e.to_string()))?;
-    let theirs: Hello = match wire::decode(&said) {
-        Ok(hello) => hello,
-        Err(e) => {
-            let why = format!("not a hello: {e}");
-            return refuse(&mut stream, &mut transport, Some(peer), why);
-        }
-    };
-    if theirs.node as usize != peer {
-        let why = format!(
-            "it holds node {peer}'s key but says it is node {}",
-            theirs.node
-        );
-        return refuse(&mut stream, &mut transport, Some(peer), why);
-    }
-    if peer >= nodes || peer == me {
-        let why = format!("node {peer} cannot connect to node {me} of a cluster of {nodes}");
-        return refuse(&mut stream, &mut transport, Some(peer), why);
-    }
-    if let Some(differ) = ours.differences(&theirs) {
-        return match refuse(&mut stream, &mut transport, Some(peer), differ) {
-            Err(Refusal::Other(_, differ)) => Err(Refusal::Differs(peer, differ)),
-            other => other,
-        };
-    }
-    if std::mem::replace(&mut claimed.lock()[peer], true) {
-        let why = format!("node {peer} is already connected");
-        return refuse(&mut stream, &mut transport, Some(peer), why);
-    }
-    let welcomed = (|| {
-        let mut out = Vec::new();
-        wire::encode(&mut out, &Reply::Welcome).map_err(std::io::Error::other)?;
-        secure::send_one(&mut stream, &mut transport, &out)?;
-        stream.set_read_timeout(None)
-    })();
-    if let Err(e) = welcomed {
-        // Gone before it heard it was welcome: it may try again.
-        claimed.lock()[peer] = false;
-        return Err(Refusal::Other(Some(peer), e.to_string()));
-    }
-    Ok((peer, (stream, transport)))
-}
-
 /// How welcoming a connection went: where it came from, and the node it proved it is and the
 /// connection, or why not.
 type Welcomed = (SocketAddr, Result<(usize, Secured), Refusal>);
@@ -387,6 +306,86 @@ impl Welcoming {
     /// each for at most `HANDSHAKE`.
     const MOST: usize = 64;
 
+    /// For node `me` of a cluster of `nodes`, saying `hello`, with `keys`: nobody welcomed yet.
+    fn new(hello: &Hello, keys: &NodeKeys, me: usize, nodes: usize) -> Self {
+        Welcoming {
+            hello: hello.clone(),
+            keys: keys.clone(),
+            me,
+            nodes,
+            claimed: Mutex::new(vec![false; nodes]),
+            busy: AtomicUsize::new(0),
+        }
+    }
+
+    /// The acceptor's side: checks the opener's preamble, its key (a member's) and its `Hello`
+    /// (the same node, and agreeing with this node's), and welcomes or refuses it. `Ok`: the
+    /// opener's node index and the connection.
+    fn welcome(&self, mut stream: TcpStream) -> Result<(usize, Secured), Refusal> {
+        let (me, nodes) = (self.me, self.nodes);
+        let io = |e: std::io::Error| Refusal::Other(None, e.to_string());
+        stream.set_nonblocking(false).map_err(io)?;
+        stream.set_read_timeout(Some(HANDSHAKE)).map_err(io)?;
+        stream.set_nodelay(true).map_err(io)?;
+        // Read first: a stranger learns nothing, not even this node's version, unless it speaks
+        // the format's first words.
+        match wire::read_preamble(&mut stream) {
+            Ok(Ok(())) => {}
+            Ok(Err(foreign)) => {
+                if let wire::Foreign::Version(_) = foreign {
+                    // Our own crate, another build: say our version, so that the opener fails
+                    // at once with what differs rather than retrying until its deadline.
+                    let _ = stream.write_all(&wire::preamble());
+                }
+                return Err(Refusal::Other(None, foreign.to_string()));
+            }
+            Err(e) => return Err(Refusal::Other(None, format!("no preamble: {e}"))),
+        }
+        stream.write_all(&wire::preamble()).map_err(io)?;
+        let (mut transport, peer, said) = secure::accept(&mut stream, &self.keys)
+            .map_err(|e| Refusal::Other(None, e.to_string()))?;
+        let theirs: Hello = match wire::decode(&said) {
+            Ok(hello) => hello,
+            Err(e) => {
+                let why = format!("not a hello: {e}");
+                return refuse(&mut stream, &mut transport, Some(peer), why);
+            }
+        };
+        if theirs.node as usize != peer {
+            let why = format!(
+                "it holds node {peer}'s key but says it is node {}",
+                theirs.node
+            );
+            return refuse(&mut stream, &mut transport, Some(peer), why);
+        }
+        if peer >= nodes || peer == me {
+            let why = format!("node {peer} cannot connect to node {me} of a cluster of {nodes}");
+            return refuse(&mut stream, &mut transport, Some(peer), why);
+        }
+        if let Some(differ) = self.hello.differences(&theirs) {
+            return match refuse(&mut stream, &mut transport, Some(peer), differ) {
+                Err(Refusal::Other(_, differ)) => Err(Refusal::Differs(peer, differ)),
+                other => other,
+            };
+        }
+        if std::mem::replace(&mut self.claimed.lock()[peer], true) {
+            let why = format!("node {peer} is already connected");
+            return refuse(&mut stream, &mut transport, Some(peer), why);
+        }
+        let welcomed = (|| {
+            let mut out = Vec::new();
+            wire::encode(&mut out, &Reply::Welcome).map_err(std::io::Error::other)?;
+            secure::send_one(&mut stream, &mut transport, &out)?;
+            stream.set_read_timeout(None)
+        })();
+        if let Err(e) = welcomed {
+            // Gone before it heard it was welcome: it may try again.
+            self.claimed.lock()[peer] = false;
+            return Err(Refusal::Other(Some(peer), e.to_string()));
+        }
+        Ok((peer, (stream, transport)))
+    }
+
     /// Welcomes (or refuses) `stream`, from `from`, on a thread of its own, and says how it
     /// went on `done`.
     fn start(self: &Arc<Self>, stream: TcpStream, from: SocketAddr, done: &Sender<Welcomed>) {
@@ -403,9 +402,8 @@ impl Welcoming {
         let spawned = thread::Builder::new()
             .name(format!("welcome-{from}"))
             .spawn(move || {
-                let w = &welcoming;
-                let result = welcome(stream, &w.hello, &w.keys, w.me, w.nodes, &w.claimed);
-                w.busy.fetch_sub(1, Ordering::AcqRel);
+                let result = welcoming.welcome(stream);
+                welcoming.busy.fetch_sub(1, Ordering::AcqRel);
                 let _ = done.send((from, result));
             });
         if let Err(e) = spawned {
@@ -460,15 +458,13 @@ mod tests {
     ) -> (Result<(), String>, Result<usize, String>) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let address = listener.local_addr().unwrap();
-        let mut taken = vec![false; nodes];
+        let welcoming = Welcoming::new(&hello(0), acceptor, 0, nodes);
         for &k in claimed {
-            taken[k] = true;
+            welcoming.claimed.lock()[k] = true;
         }
-        let claimed = Mutex::new(taken);
-        let acceptor = acceptor.clone();
         let accepting = thread::spawn(move || {
             let (stream, _) = listener.accept().unwrap();
-            match welcome(stream, &hello(0), &acceptor, 0, nodes, &claimed) {
+            match welcoming.welcome(stream) {
                 Ok((peer, _)) => Ok(peer),
                 Err(Refusal::Differs(_, why) | Refusal::Other(_, why)) => Err(why),
             }

@@ -189,6 +189,16 @@ impl<M, S> HubState<M, S> {
         }
     }
 
+    /// After a failure: the snapshots asked for here and assembled elsewhere fail with
+    /// `error` too, and no part is relayed any more.
+    fn fail_asked(&mut self, error: &Error) {
+        self.routes.clear();
+        let asked: Vec<_> = self.asked_here.drain().collect();
+        for (id, (initiator, _)) in asked {
+            self.finish(id, initiator, Err(error.clone()));
+        }
+    }
+
     /// A ticket for snapshot `id`: its outcome will be delivered to it by `finish`.
     fn ticket(
         &mut self,
@@ -590,12 +600,7 @@ impl<M, S> Hub<M, S> {
             log::debug!("process {process}: snapshot {id} failed: {error}");
             state.finish(id, initiator, Err(error.clone()));
         }
-        // Across nodes: the snapshots asked for here fail too, and no part is relayed any more.
-        state.routes.clear();
-        let asked: Vec<_> = state.asked_here.drain().collect();
-        for (id, (initiator, _)) in asked {
-            state.finish(id, initiator, Err(error.clone()));
-        }
+        state.fail_asked(&error);
     }
 
     /// A node has failed: every process of it counts as failed, and every running snapshot
@@ -603,8 +608,8 @@ impl<M, S> Hub<M, S> {
     /// does for one process.
     #[cfg(feature = "cluster")]
     pub(crate) fn fail_node(&self, processes: &[ProcessId], reason: &str, error: Error) {
+        // The node that decided it has said so in its log, with the reason.
         let mut state = self.state.lock();
-        log::error!("{error}");
         for &process in processes {
             let Some(abandoned) =
                 state
@@ -617,11 +622,7 @@ impl<M, S> Hub<M, S> {
                 state.finish(id, initiator, Err(error.clone()));
             }
         }
-        state.routes.clear();
-        let asked: Vec<_> = state.asked_here.drain().collect();
-        for (id, (initiator, _)) in asked {
-            state.finish(id, initiator, Err(error.clone()));
-        }
+        state.fail_asked(&error);
     }
 
     /// The failure of `process`, if it has failed.

@@ -81,21 +81,20 @@ impl<P: Process> Shared<P> {
         for &p in processes {
             self.bells[p].close();
         }
-        let first = !self.degraded.swap(true, Ordering::AcqRel);
-        self.hub.fail_node(processes, reason, error);
-        if first {
-            for p in 0..self.controls.len() {
-                let _ = self.control(p, Control::DropSnapshots);
-            }
-        }
+        self.degrade(|hub| hub.fail_node(processes, reason, error));
     }
 
     fn failed(&self, process: ProcessId, message: String, here: bool) {
         self.bells[process].close();
-        // First the flag, so no process builds new snapshot state, then the hub fails the
-        // running snapshots, then every process drops what it holds.
+        self.degrade(|hub| hub.fail_process(process, message, here));
+    }
+
+    /// A failure: first the flag, so no process builds new snapshot state, then `fail` (the
+    /// hub fails the running snapshots), then, on the first failure only, every process drops
+    /// what it holds.
+    fn degrade(&self, fail: impl FnOnce(&Hub<P::Message, P::State>)) {
         let first = !self.degraded.swap(true, Ordering::AcqRel);
-        self.hub.fail_process(process, message, here);
+        fail(&self.hub);
         if first {
             for p in 0..self.controls.len() {
                 let _ = self.control(p, Control::DropSnapshots);

@@ -10,6 +10,19 @@ use std::time::Duration;
 use chandy_lamport::{Context, Error, GlobalSnapshot, Process, ProcessId, Runtime, RuntimeStats};
 use crossbeam_channel::{bounded, Sender};
 
+/// `n` listeners on 127.0.0.1, on ports the system picks, and their addresses: the nodes of a
+/// cluster test.
+pub fn listeners(n: usize) -> (Vec<std::net::TcpListener>, Vec<String>) {
+    let listeners: Vec<_> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let addresses = listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().to_string())
+        .collect();
+    (listeners, addresses)
+}
+
 /// A size a test reads from the environment variable `name`, `default` if unset or not a
 /// number (the way the stress and scale tests are scaled up).
 pub fn env_or(name: &str, default: u64) -> u64 {
