@@ -276,7 +276,7 @@ fn write_all_queued(
     let mut sealed = Vec::new();
     // Never more writers than cores, and they should not keep cores spinning: the schedule for
     // more threads than cores.
-    let backoff = Backoff::for_processes(usize::MAX);
+    let backoff = Backoff::for_threads(usize::MAX);
     let mut written = Instant::now();
     let mut taken = 0;
     loop {

@@ -276,8 +276,10 @@ impl<P: NodeProcess> NodeBuilder<P> {
         let node_of: Arc<[usize]> = node_of.into();
         let started = {
             let (wiring, node_of, links) = (wiring.clone(), node_of.clone(), links.clone());
+            // A writer and a reader per peer share the cores with the processes.
+            let link_threads = 2 * (nodes - 1);
             self.runtime
-                .start_part(wiring.clone(), apps, starts, move |wire| {
+                .start_part(wiring.clone(), apps, starts, link_threads, move |wire| {
                     let local = local_index[wire.me()];
                     NodeWire::new(wire, &wiring, &node_of, local, links.clone())
                 })?
