@@ -386,6 +386,8 @@ pub(crate) struct Inlet<M> {
     next: u64,
     /// Envelopes delivered since its backlog was last looked at.
     unchecked: u32,
+    /// The round of rings (`Rings::round`) it was last owed a ring in: once a round is enough.
+    owed_in: u64,
 }
 
 /// How many envelopes the reader delivers on a channel between two looks at its backlog: a
@@ -401,7 +403,57 @@ impl<M> Inlet<M> {
             place: BitPlace::of(bit),
             next,
             unchecked: 0,
+            owed_in: u64::MAX,
         }
+    }
+}
+
+/// The reader's rings not yet made. A process is rung for what the reader put on its channels
+/// once per decrypted Noise message (or every `RING_EVERY` channels), not once per envelope: a
+/// process woken at the first envelope of a burst would take it alone, then sleep and be
+/// woken again for the next, and on a busy machine each of those wake-ups is a switch of
+/// threads (measured in BENCHMARKS.md, "The cluster against a bare TCP program"). It adds no
+/// wait a process could notice: a message's envelopes are all in memory, and the rings are
+/// made before the reader takes the next message off the socket. (Only a frame cut between two
+/// messages has the reader read on with rings owed; the rest of it was sealed in the same
+/// round of the peer's writer, and is on its way.)
+struct Rings {
+    /// The processes, and their channels' bits, owed a ring: each channel once.
+    due: Vec<(ProcessId, BitPlace)>,
+    /// Counts the times `due` was rung and emptied.
+    round: u64,
+}
+
+/// At most this many channels wait for their ring while the reader decodes one Noise message
+/// (a message can hold thousands of frames).
+const RING_EVERY: usize = 64;
+
+impl Rings {
+    fn new() -> Self {
+        Rings {
+            due: Vec::with_capacity(RING_EVERY),
+            round: 0,
+        }
+    }
+
+    /// Notes that `inlet`'s process is owed a ring for it.
+    #[inline]
+    fn owe<M>(&mut self, inlet: &mut Inlet<M>) {
+        if inlet.owed_in != self.round {
+            inlet.owed_in = self.round;
+            self.due.push((inlet.to, inlet.place));
+        }
+    }
+
+    /// Rings every process owed a ring, unless it has failed or stopped.
+    fn ring_all<P: NodeProcess>(&mut self, core: &Core<P>) {
+        let bells = &core.shared().bells;
+        for (to, place) in self.due.drain(..) {
+            if !bells[to].is_closed() {
+                bells[to].ring_at(place);
+            }
+        }
+        self.round += 1;
     }
 }
 
@@ -413,8 +465,25 @@ pub(crate) type Refusal = String;
 pub(crate) fn read_loop<P>(
     core: &Arc<Core<P>>,
     peer: usize,
-    (stream, transport): Secured,
+    secured: Secured,
     mut inlets: Vec<Option<Inlet<P::Message>>>,
+) -> Result<(), Refusal>
+where
+    P: NodeProcess,
+{
+    let mut rings = Rings::new();
+    let result = read_frames(core, peer, secured, &mut inlets, &mut rings);
+    // Whatever ended the reading, what was delivered is rung for.
+    rings.ring_all(core);
+    result
+}
+
+fn read_frames<P>(
+    core: &Arc<Core<P>>,
+    peer: usize,
+    (stream, transport): Secured,
+    inlets: &mut [Option<Inlet<P::Message>>],
+    rings: &mut Rings,
 ) -> Result<(), Refusal>
 where
     P: NodeProcess,
@@ -429,6 +498,9 @@ where
     let ours = core.links[peer].clone();
     let mut heard = 0u64;
     loop {
+        if stream.message_read() || rings.due.len() >= RING_EVERY {
+            rings.ring_all(core);
+        }
         match wire::read_frame(&mut stream, &mut buf, core.max_frame) {
             Ok(()) => {
                 // A plain store of this thread's own count: what our writer to the peer
@@ -459,7 +531,7 @@ where
                 seq,
                 message,
             } => {
-                let inlet = inlet(&mut inlets, channel, peer)?;
+                let inlet = inlet(inlets, channel, peer)?;
                 if seq != inlet.next {
                     return Err(format!(
                         "message {seq} on channel {channel} where message {} was due",
@@ -468,16 +540,16 @@ where
                 }
                 inlet.next += 1;
                 let seq = NonZeroU64::new(seq).expect("checked against a count from 1");
-                deliver(core, inlet, Envelope::Message { seq, message });
+                deliver(core, inlet, Envelope::Message { seq, message }, rings);
             }
             Frame::Marker {
                 channel,
                 snapshot,
                 initiator,
             } => {
-                let inlet = inlet(&mut inlets, channel, peer)?;
+                let inlet = inlet(inlets, channel, peer)?;
                 core.marker_from(peer, snapshot, initiator as usize)?;
-                deliver(core, inlet, Envelope::Marker(snapshot));
+                deliver(core, inlet, Envelope::Marker(snapshot), rings);
             }
             other => core.control_from(peer, other)?,
         }
@@ -498,27 +570,28 @@ fn inlet<M>(
         })
 }
 
-/// Puts `envelope` on its channel and rings the receiving process, as a local sender does. A
-/// process that has failed still gets it on its channel (reported as undelivered at shutdown),
-/// but no ring.
+/// Puts `envelope` on its channel, as a local sender does, and owes the receiving process a
+/// ring for it (`Rings`). A process that has failed still gets it on its channel (reported as
+/// undelivered at shutdown).
 fn deliver<P: NodeProcess>(
     core: &Core<P>,
     inlet: &mut Inlet<P::Message>,
     envelope: Envelope<P::Message>,
+    rings: &mut Rings,
 ) {
     inlet.unchecked += 1;
     if inlet.unchecked >= CHECK_EVERY {
         inlet.unchecked = 0;
         if inlet.tx.len() >= core.max_backlog {
+            // Every process must know what it has before this reader stops: the one behind,
+            // to take it, and the others, not to wait on it.
+            rings.ring_all(core);
             hold_back(core, inlet);
         }
     }
     // The receiver's channels live until shutdown has collected them, so this cannot fail
-    // while the node runs; after, there is nobody to deliver to.
+    // while the node runs; after, there is nobody to deliver to (nor any ring then).
     if inlet.tx.send(envelope).is_ok() {
-        let bell = &core.shared().bells[inlet.to];
-        if !bell.is_closed() {
-            bell.ring_at(inlet.place);
-        }
+        rings.owe(inlet);
     }
 }

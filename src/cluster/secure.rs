@@ -193,6 +193,12 @@ impl<R: Read> Opened<R> {
         self.transport
     }
 
+    /// Whether the last message's plaintext has all been read: the next read takes a new
+    /// message from the stream, and may wait for it.
+    pub(crate) fn message_read(&self) -> bool {
+        self.at == self.end
+    }
+
     /// Reads and decrypts the next message; `Ok(false)` at the end of the stream between two.
     fn next_message(&mut self) -> io::Result<bool> {
         let mut len = [0; 2];
