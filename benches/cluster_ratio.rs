@@ -414,6 +414,12 @@ fn run_bare(nodes: usize, per: usize, hops: u32) -> Duration {
     took
 }
 
+/// The first and third quartiles of `v`.
+fn quartiles(mut v: Vec<f64>) -> (f64, f64) {
+    v.sort_by(f64::total_cmp);
+    (v[v.len() / 4], v[(3 * v.len()) / 4])
+}
+
 fn main() {
     let args: Vec<String> = std::env::args()
         .skip(1)
@@ -465,18 +471,33 @@ fn main() {
                 rates[k].push(deliveries / run(nodes, per, hops).as_secs_f64());
             }
         }
-        let medians: Vec<f64> = rates.into_iter().map(median).collect();
+        let medians: Vec<f64> = rates.iter().cloned().map(median).collect();
+        // Each variant's middle half of the runs, to show how far one run is from the next.
         let line: Vec<String> = chosen
             .iter()
+            .zip(&rates)
             .zip(&medians)
-            .map(|((name, _), m)| format!("{name} {:.3}M/s", m / 1e6))
+            .map(|(((name, _), r), m)| {
+                let (low, high) = quartiles(r.clone());
+                format!(
+                    "{name} {:.3}M/s ({:.3}-{:.3})",
+                    m / 1e6,
+                    low / 1e6,
+                    high / 1e6
+                )
+            })
             .collect();
+        // Ratios two ways: of the medians, and the median of each round's own ratio (the
+        // variants of one round run one after the other, so a slow spell of the machine
+        // weighs on both sides of that round's ratio).
         let mut ratios = Vec::new();
         for (k, (name, _)) in chosen.iter().enumerate().skip(1) {
+            let paired = median(rates[k].iter().zip(&rates[0]).map(|(a, b)| a / b).collect());
             ratios.push(format!(
-                "{name} / {} {:.3}",
+                "{name} / {} {:.3} (by round {:.3})",
                 chosen[0].0,
-                medians[k] / medians[0]
+                medians[k] / medians[0],
+                paired
             ));
         }
         println!(

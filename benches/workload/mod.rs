@@ -635,7 +635,7 @@ impl<T: Carried> BitmapEnd<T> {
 /// The tuned bare program: a channel per directed edge, a ready bitmap per thread (the sender
 /// sets its edge's bit and unparks the receiver only if it sleeps; the receiver takes all ready
 /// edges with one swap per word and drains each up to 32 messages), and the runtime's idle
-/// schedule (3 spin rounds and 3 yields when threads outnumber cores, else crossbeam's 6 and 4).
+/// schedule (no spinning and 3 yields when threads outnumber cores, else crossbeam's 6 and 4).
 pub fn run_edge_bitmap_tuned(n: usize, t: usize, hops: u32) -> Duration {
     run_bitmap::<Token>(n, t, hops, None)
 }
@@ -677,7 +677,7 @@ fn run_bitmap<T: Carried>(n: usize, t: usize, hops: u32, wake: Option<Duration>)
     let threads: Arc<Vec<std::sync::OnceLock<thread::Thread>>> =
         Arc::new((0..n).map(|_| std::sync::OnceLock::new()).collect());
     let cores = thread::available_parallelism().map_or(1, |c| c.get());
-    let (spins, yields) = if n > cores { (3, 3) } else { (6, 4) };
+    let (spins, yields) = if n > cores { (0, 3) } else { (6, 4) };
     let stop = Token {
         amount: 0,
         hops: u32::MAX,
