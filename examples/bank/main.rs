@@ -448,6 +448,8 @@ struct Tally {
     verdicts: Vec<Verdict>,
     /// Snapshots that failed or never ended.
     failed: u64,
+    /// Snapshots never started: the run ended first (a branch or a node failed).
+    not_started: u64,
 }
 
 /// Starts the K snapshots over the run (the k-th once k/K of the transfers are done, at most C
@@ -473,6 +475,7 @@ fn drive(
     let mut tally = Tally {
         verdicts: Vec::new(),
         failed: 0,
+        not_started: 0,
     };
     while ended < want || progress() < args.transfers {
         let delivered = progress();
@@ -502,7 +505,8 @@ fn drive(
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
         }
     }
-    tally.failed += want - ended;
+    tally.failed += started - ended;
+    tally.not_started = want - started;
     Ok(tally)
 }
 
@@ -531,7 +535,7 @@ fn summarize(
         initial_total,
     } = *run;
     let verdicts = &tally.verdicts;
-    let failed = tally.failed;
+    let (failed, not_started) = (tally.failed, tally.not_started);
     let mut latencies: Vec<u64> = verdicts.iter().map(|v| v.latency_us).collect();
     latencies.sort_unstable();
     let (p50, p99, max) = (
@@ -557,6 +561,7 @@ fn summarize(
                 "transfers_per_s": rate,
                 "snapshots": verdicts.len(),
                 "failed": failed,
+                "not_started": not_started,
                 "latency_us": {"p50": p50, "p99": p99, "max": max},
             })
         );
@@ -568,8 +573,14 @@ fn summarize(
             count(channels, "channel", "channels")
         );
         say!("transfers: {transfers} in {elapsed:.2} s = {rate:.0} transfers/s");
+        // Said only when some were not started: a run that ended early.
+        let unstarted = if not_started > 0 {
+            format!(", {not_started} never started")
+        } else {
+            String::new()
+        };
         say!(
-            "snapshots: {} completed, {failed} failed, {not_conserved} not conserved, \
+            "snapshots: {} completed, {failed} failed{unstarted}, {not_conserved} not conserved, \
              {inconsistent} inconsistent; latency p50 {p50} us, p99 {p99} us, max {max} us",
             verdicts.len()
         );
