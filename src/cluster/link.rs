@@ -10,8 +10,9 @@
 //! connection's order: so every channel stays FIFO across nodes.
 //!
 //! Receiving: the reader decodes each frame and puts an envelope on its channel's local
-//! crossbeam channel, ringing the receiving process's doorbell, exactly as a local sender does:
-//! a process's event loop does not know which of its channels come from another node.
+//! crossbeam channel, and rings the receiving process's doorbell as a local sender does (once
+//! per Noise message for all it delivered: `Rings`): a process's event loop does not know
+//! which of its channels come from another node.
 
 use std::io::{BufReader, Write};
 use std::net::TcpStream;
