@@ -113,17 +113,7 @@ fn start_with<P: NodeProcess>(
 /// A listener on 127.0.0.1 (a port the system picks) and fresh keys for each node of
 /// `placement`, and the cluster's configuration with those addresses.
 fn listen(placement: &[Vec<ProcessId>]) -> (Vec<(TcpListener, NodeKeys)>, ClusterConfig) {
-    let listeners: Vec<TcpListener> = placement
-        .iter()
-        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    let config = ClusterConfig::new(
-        placement
-            .iter()
-            .zip(&listeners)
-            .map(|(ps, l)| NodeConfig::new(l.local_addr().unwrap().to_string(), ps.clone()))
-            .collect(),
-    );
+    let (config, listeners) = ClusterConfig::on_localhost(placement.iter().cloned()).unwrap();
     let keys = NodeKeys::generate(placement.len()).unwrap();
     (listeners.into_iter().zip(keys).collect(), config)
 }
@@ -368,16 +358,7 @@ fn handles_refuse_what_they_cannot_do_with_typed_errors() {
 /// Two nodes that would run different topologies refuse each other, saying what differs.
 #[test]
 fn nodes_that_disagree_are_refused_saying_what_differs() {
-    let listeners: Vec<TcpListener> = (0..2)
-        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    let config = ClusterConfig::new(
-        listeners
-            .iter()
-            .enumerate()
-            .map(|(k, l)| NodeConfig::new(l.local_addr().unwrap().to_string(), [k, k + 2]))
-            .collect(),
-    );
+    let (config, listeners) = ClusterConfig::on_localhost([[0, 2], [1, 3]]).unwrap();
     let topologies = [Topology::complete(4), Topology::ring(4)];
     let keys = NodeKeys::generate(2).unwrap();
     let builds: Vec<_> = listeners

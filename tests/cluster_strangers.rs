@@ -11,7 +11,7 @@ use std::net::{TcpListener, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use chandy_lamport::cluster::{ClusterConfig, Node, NodeConfig, NodeKeys};
+use chandy_lamport::cluster::{ClusterConfig, Node, NodeKeys};
 use chandy_lamport::{Context, Process, ProcessId, Topology};
 use common::PATIENCE;
 
@@ -46,11 +46,8 @@ fn preamble(version: u16) -> Vec<u8> {
 
 #[test]
 fn strangers_during_start_up_hold_up_nobody_and_learn_nothing() {
-    let (listeners, addresses) = common::listeners(2);
-    let config = ClusterConfig::new(vec![
-        NodeConfig::new(addresses[0].clone(), [0, 1]),
-        NodeConfig::new(addresses[1].clone(), [2, 3]),
-    ]);
+    let (config, listeners) = ClusterConfig::on_localhost([[0, 1], [2, 3]]).unwrap();
+    let addresses: Vec<String> = config.nodes.iter().map(|n| n.address.clone()).collect();
     let mut keys = NodeKeys::generate(2).unwrap().into_iter();
     let mut listeners = listeners.into_iter();
     let build = |me: usize, listener: TcpListener, keys: NodeKeys, config: ClusterConfig| {

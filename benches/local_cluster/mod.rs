@@ -1,13 +1,10 @@
 //! A cluster whose every node is a set of threads of this bench process, on 127.0.0.1 ports the
 //! system picks, with fresh keys: what the cluster benches start and stop.
 
-use std::net::TcpListener;
 use std::thread;
 use std::time::Duration;
 
-use chandy_lamport::cluster::{
-    ClusterConfig, Node, NodeBuilder, NodeConfig, NodeKeys, NodeProcess,
-};
+use chandy_lamport::cluster::{ClusterConfig, Node, NodeBuilder, NodeKeys, NodeProcess};
 use chandy_lamport::{ProcessId, Topology};
 
 /// Starts node k running `placement[k]` of `topology` for every k, each builder passed through
@@ -18,17 +15,7 @@ pub fn start<P: NodeProcess>(
     tweak: impl Fn(NodeBuilder<P>) -> NodeBuilder<P> + Clone + Send + 'static,
     make: impl Fn(ProcessId) -> P + Clone + Send + 'static,
 ) -> Vec<Node<P>> {
-    let listeners: Vec<TcpListener> = placement
-        .iter()
-        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    let config = ClusterConfig::new(
-        listeners
-            .iter()
-            .zip(placement)
-            .map(|(l, ps)| NodeConfig::new(l.local_addr().unwrap().to_string(), ps.clone()))
-            .collect(),
-    );
+    let (config, listeners) = ClusterConfig::on_localhost(placement.iter().cloned()).unwrap();
     let builds: Vec<_> = listeners
         .into_iter()
         .zip(NodeKeys::generate(placement.len()).unwrap())

@@ -17,7 +17,7 @@
 //! exactly one node; no two nodes may share an address. Unknown keys are refused, so a
 //! misspelt one does not pass silently.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -96,6 +96,37 @@ impl ClusterConfig {
     /// A cluster of `nodes`.
     pub fn new(nodes: Vec<NodeConfig>) -> Self {
         ClusterConfig { nodes, keys: None }
+    }
+
+    /// A cluster whose nodes all run on this machine, as tests and benchmarks start one: node
+    /// I runs the processes of `placement[I]` and listens on 127.0.0.1, at a port the system
+    /// picks. Returns the configuration and each node's listener, already bound: give node I
+    /// its own with [`NodeBuilder::listener`](super::NodeBuilder::listener), so that no other
+    /// program can take the port before the node starts.
+    ///
+    /// ```
+    /// use chandy_lamport::cluster::ClusterConfig;
+    ///
+    /// let (config, listeners) = ClusterConfig::on_localhost([vec![0, 2], vec![1, 3]])?;
+    /// assert_eq!(config.nodes.len(), 2);
+    /// assert_eq!(config.nodes[1].processes, [1, 3]);
+    /// assert_eq!(config.nodes[1].address, listeners[1].local_addr()?.to_string());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn on_localhost<I: IntoIterator<Item = ProcessId>>(
+        placement: impl IntoIterator<Item = I>,
+    ) -> std::io::Result<(ClusterConfig, Vec<TcpListener>)> {
+        let mut nodes = Vec::new();
+        let mut listeners = Vec::new();
+        for processes in placement {
+            let listener = TcpListener::bind("127.0.0.1:0")?;
+            nodes.push(NodeConfig::new(
+                listener.local_addr()?.to_string(),
+                processes,
+            ));
+            listeners.push(listener);
+        }
+        Ok((ClusterConfig::new(nodes), listeners))
     }
 
     /// The cluster whose keys are in folder `dir`.

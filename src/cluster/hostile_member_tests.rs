@@ -3,14 +3,13 @@
 //! survivor decides node 2 failed; nothing panics, and nodes 0 and 1 keep running their
 //! processes. (Strangers, who never get past the handshake, are `tests/cluster_strangers.rs`'s.)
 
-use std::net::TcpListener;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use super::wire::{self, Frame, FrameOut};
-use super::{ClusterConfig, Node, NodeConfig, NodeKeys};
+use super::{ClusterConfig, Node, NodeKeys};
 use crate::process::{Context, Process};
 use crate::snapshot::{LocalSnapshot, SnapshotId};
 use crate::topology::{ProcessId, Topology};
@@ -55,16 +54,7 @@ impl Mover {
 
 /// Processes 0, 3 | 1, 4 | 2, 5 of complete(6) on three nodes of this test process.
 fn three_nodes() -> (Vec<Node<Mover>>, Arc<AtomicU64>) {
-    let listeners: Vec<TcpListener> = (0..3)
-        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    let config = ClusterConfig::new(
-        listeners
-            .iter()
-            .enumerate()
-            .map(|(k, l)| NodeConfig::new(l.local_addr().unwrap().to_string(), [k, k + 3]))
-            .collect(),
-    );
+    let (config, listeners) = ClusterConfig::on_localhost([[0, 3], [1, 4], [2, 5]]).unwrap();
     let handled = Arc::new(AtomicU64::new(0));
     let builds: Vec<_> = listeners
         .into_iter()
