@@ -490,15 +490,19 @@ fn main() {
         // Ratios two ways: of the medians, and the median of each round's own ratio (the
         // variants of one round run one after the other, so a slow spell of the machine
         // weighs on both sides of that round's ratio).
+        // Every later variant against every earlier one: `cluster 100 / cluster` is the
+        // snapshots' own cost.
         let mut ratios = Vec::new();
         for (k, (name, _)) in chosen.iter().enumerate().skip(1) {
-            let paired = median(rates[k].iter().zip(&rates[0]).map(|(a, b)| a / b).collect());
-            ratios.push(format!(
-                "{name} / {} {:.3} (by round {:.3})",
-                chosen[0].0,
-                medians[k] / medians[0],
-                paired
-            ));
+            for j in 0..k {
+                let paired = median(rates[k].iter().zip(&rates[j]).map(|(a, b)| a / b).collect());
+                ratios.push(format!(
+                    "{name} / {} {:.3} (by round {:.3})",
+                    chosen[j].0,
+                    medians[k] / medians[j],
+                    paired
+                ));
+            }
         }
         println!(
             "{nodes} nodes x {per}: {} | {}",

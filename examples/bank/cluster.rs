@@ -338,12 +338,13 @@ fn run_node(
         ));
     }
     let events = node.subscribe();
+    let estimate = || progress.load(Ordering::Relaxed) * channels as u64 / share as u64;
     let tally = drive(
         args,
         initial_total,
         &events,
         |initiator| node.start_snapshot(initiator).map(drop),
-        || progress.load(Ordering::Relaxed) * channels as u64 / share as u64,
+        estimate,
         || !node.failures().is_empty(),
         &mut rng,
     )
@@ -361,13 +362,15 @@ fn run_node(
     watched(watcher);
     let (transfers, final_total) = match final_money(me, &stopped, initial_total) {
         Some((received, total)) => (received - received_before, Some(total)),
-        None => (0, None),
+        // No final state (a node failed): what node 0 saw, not 0.
+        None => (estimate(), None),
     };
     let run = Run {
         n,
         channels,
         seed,
         initial_total,
+        exact_count: final_total.is_some(),
     };
     Ok(summarize(args, &run, &tally, transfers, elapsed, final_total) && snapshots_good)
 }
@@ -419,7 +422,7 @@ fn watch_failures(node: &Node<Branch>, me: usize) -> Option<thread::JoinHandle<(
                     .duration_since(std::time::UNIX_EPOCH)
                     .unwrap_or_default();
                 eprintln!(
-                    "bank: node {me}: decided failed nodes {failed:?} at {:.3}",
+                    "bank: node {me}: decided failed nodes {failed:?} at {:.3} (Unix time, s)",
                     at.as_secs_f64()
                 );
                 return;

@@ -413,6 +413,7 @@ fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
         channels,
         seed,
         initial_total,
+        exact_count: true,
     };
     Ok(summarize(
         args,
@@ -516,6 +517,9 @@ struct Run {
     channels: usize,
     seed: u64,
     initial_total: u64,
+    /// Whether the transfer count is exact (from the final state). Across nodes, a run whose
+    /// final state is missing (a node failed) has only node 0's estimate, said as such.
+    exact_count: bool,
 }
 
 /// Prints the summary; returns the verdict: every snapshot completed, conserved and
@@ -533,6 +537,7 @@ fn summarize(
         channels,
         seed,
         initial_total,
+        exact_count,
     } = *run;
     let verdicts = &tally.verdicts;
     let (failed, not_started) = (tally.failed, tally.not_started);
@@ -557,6 +562,7 @@ fn summarize(
                 "initial_total": initial_total,
                 "seed": seed,
                 "transfers": transfers,
+                "transfers_exact": exact_count,
                 "elapsed_s": elapsed,
                 "transfers_per_s": rate,
                 "snapshots": verdicts.len(),
@@ -572,7 +578,14 @@ fn summarize(
             args.topology.name(),
             count(channels, "channel", "channels")
         );
-        say!("transfers: {transfers} in {elapsed:.2} s = {rate:.0} transfers/s");
+        let (about, whose) = if exact_count {
+            ("", "")
+        } else {
+            ("about ", " (node 0's estimate: the final state is missing)")
+        };
+        say!(
+            "transfers: {about}{transfers} in {elapsed:.2} s = {about}{rate:.0} transfers/s{whose}"
+        );
         // Said only when some were not started: a run that ended early.
         let unstarted = if not_started > 0 {
             format!(", {not_started} never started")

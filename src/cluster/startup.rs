@@ -352,8 +352,11 @@ impl Welcoming {
             }
         };
         if theirs.node as usize != peer {
+            // Worded so that both ends read it right: the refused node prints it as the
+            // reason it was turned away.
             let why = format!(
-                "it holds node {peer}'s key but says it is node {}",
+                "the node that says it is node {} holds node {peer}'s private key (each node \
+                 needs its own)",
                 theirs.node
             );
             return refuse(&mut stream, &mut transport, Some(peer), why);
@@ -500,7 +503,7 @@ mod tests {
         let (heard, decided) = meet(&keys[0], 3, &[], &keys[1], hello(2));
         let why = decided.unwrap_err();
         assert!(
-            why.contains("holds node 1's key but says it is node 2"),
+            why.contains("the node that says it is node 2 holds node 1's private key"),
             "{why}"
         );
         assert!(heard.is_err());

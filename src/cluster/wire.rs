@@ -67,13 +67,15 @@ pub(crate) struct Hello {
 
 impl Hello {
     /// What differs between `self` (this node's) and `peer` (the peer's), in words; `None` if
-    /// they agree.
+    /// they agree. Each value is said with the node that has it, not as "ours" and "theirs":
+    /// the refused node prints the refuser's words as its reason, and must read them right.
     pub(crate) fn differences(&self, peer: &Hello) -> Option<String> {
-        fn same(differ: &mut Vec<String>, what: &str, ours: String, theirs: String) {
+        let (a, b) = (self.node, peer.node);
+        let same = |differ: &mut Vec<String>, what: &str, ours: String, theirs: String| {
             if ours != theirs {
-                differ.push(format!("{what}: ours {ours}, theirs {theirs}"));
+                differ.push(format!("{what}: {ours} on node {a}, {theirs} on node {b}"));
             }
-        }
+        };
         let mut differ = Vec::new();
         same(
             &mut differ,
@@ -101,20 +103,30 @@ impl Hello {
         );
         if self.channels != peer.channels {
             differ.push(format!(
-                "topology: ours has {} channels, theirs {}{}",
+                "topology: {} channels on node {a}, {} on node {b}{}",
                 self.channels.len(),
                 peer.channels.len(),
                 first_difference(&self.channels, &peer.channels)
-                    .map(|(k, a, b)| format!(" (channel {k}: ours {a:?}, theirs {b:?})"))
+                    .map(|(k, x, y)| {
+                        // As a user names a channel (`0 -> 2`), not as Rust prints an option.
+                        let edge = |e: Option<(u32, u32)>| {
+                            e.map_or("none".to_string(), |(from, to)| format!("{from} -> {to}"))
+                        };
+                        format!(
+                            " (channel {k}: {} on node {a}, {} on node {b})",
+                            edge(x),
+                            edge(y)
+                        )
+                    })
                     .unwrap_or_default()
             ));
         }
-        if self.placement != peer.placement {
-            differ.push(format!(
-                "placement: ours {:?}, theirs {:?}",
-                self.placement, peer.placement
-            ));
-        }
+        same(
+            &mut differ,
+            "placement",
+            format!("{:?}", self.placement),
+            format!("{:?}", peer.placement),
+        );
         same(
             &mut differ,
             "longest frame",
@@ -797,12 +809,37 @@ mod tests {
             None
         );
         let theirs = Hello {
+            node: 1,
             message_type: "other::Transfer".into(),
             placement: vec![vec![0, 1], vec![2]],
             ..ours.clone()
         };
         let said = ours.differences(&theirs).unwrap();
-        assert!(said.contains("message type: ours bank::Transfer, theirs other::Transfer"));
-        assert!(said.contains("placement"));
+        assert_eq!(
+            said,
+            "message type: bank::Transfer on node 0, other::Transfer on node 1; \
+             placement: [[0], [1, 2]] on node 0, [[0, 1], [2]] on node 1"
+        );
+        let ring = Hello {
+            node: 2,
+            channels: vec![(0, 1), (1, 0)],
+            ..ours.clone()
+        };
+        assert_eq!(
+            ours.differences(&ring).unwrap(),
+            "topology: 3 channels on node 0, 2 on node 2 (channel 1: 1 -> 2 on node 0, 1 -> 0 on \
+             node 2)"
+        );
+        let shorter = Hello {
+            node: 1,
+            channels: vec![(0, 1), (1, 2)],
+            checkpoint: Some(0xab),
+            ..ours.clone()
+        };
+        assert_eq!(
+            ours.differences(&shorter).unwrap(),
+            "topology: 3 channels on node 0, 2 on node 1 (channel 2: 2 -> 0 on node 0, none on \
+             node 1); checkpoint restored from: none on node 0, 00000000000000ab on node 1"
+        );
     }
 }
