@@ -10,7 +10,7 @@
 use std::marker::PhantomData;
 
 use crate::envelope::{Envelope, Refused};
-use crate::error::{plural, SendError};
+use crate::error::{plural, MarkerError, SendError};
 use crate::outgoing::Outgoing;
 use crate::peers::Peers;
 use crate::process::{Context, Outbox, Process};
@@ -43,6 +43,15 @@ pub(crate) trait Driver<P: Process> {
     fn snapshots_live(&self) -> bool;
     /// This process's part of a snapshot is complete.
     fn part_complete(&mut self, part: LocalSnapshot<P::Message, P::State>);
+    /// A marker from process `from` broke the rules (`error`: a second marker of one snapshot
+    /// on one channel) and was dropped. The runtime and the simulator carry only markers their
+    /// own processes sent, so for them it is a bug in this crate: the process fails, reporting
+    /// it. A cluster node's driver blames the node the marker came from instead: bytes from
+    /// another node must never bring down a process here.
+    fn refused_marker(&mut self, from: ProcessId, error: MarkerError) {
+        let _ = from;
+        panic!("{error}")
+    }
 }
 
 /// One process: the application, its marker rules and its sending side.
@@ -226,10 +235,13 @@ impl<P: Process> Host<P> {
         let logging = log::log_enabled!(log::Level::Debug);
         let first = logging && !self.recorder.is_active(id);
         let app = &self.app;
-        let progress = self
+        let progress = match self
             .recorder
             .on_marker(i, id, || app.record(), self.out.sent())
-            .unwrap_or_else(|e| panic!("{e}"));
+        {
+            Ok(progress) => progress,
+            Err(e) => return driver.refused_marker(self.sources.id(i), e),
+        };
         if logging {
             let channel = format!("{}->{}", self.sources.id(i), self.me);
             match progress.closed {

@@ -13,6 +13,7 @@ use serde::Serialize;
 use super::link::Outlink;
 use super::wire::{self, Frame, FrameOut};
 use crate::envelope::{Envelope, Refused};
+use crate::error::MarkerError;
 use crate::host::Driver;
 use crate::process::Process;
 use crate::runtime::layer::{ThreadDriver, Wire};
@@ -48,7 +49,16 @@ pub(crate) struct NodeWire<P: Process> {
     /// The snapshot whose markers this process is sending now, and its initiator (a marker
     /// for another node says where that node's parts go).
     marking: Option<(SnapshotId, u32)>,
+    /// By process: its node.
+    node_of: Arc<[usize]>,
+    /// Whom to tell that a node sent a marker that breaks the rules (set once the node's
+    /// links exist, before any process runs).
+    refusals: Arc<Refusals>,
 }
+
+/// Where a process's driver reports a peer that broke the marker rules: the node fails its
+/// link to that peer, as its reader does for bytes that break the wire's.
+pub(crate) type Refusals = std::sync::OnceLock<Box<dyn Fn(usize, String) + Send + Sync>>;
 
 impl<P: Process> NodeWire<P> {
     /// `wire`'s process, the `local`-th of its node's, with `node_of` saying where every process
@@ -56,9 +66,10 @@ impl<P: Process> NodeWire<P> {
     pub(crate) fn new(
         wire: Wire<P>,
         wiring: &Wiring,
-        node_of: &[usize],
+        node_of: &Arc<[usize]>,
         local: usize,
         links: Arc<[Option<Arc<Outlink>>]>,
+        refusals: Arc<Refusals>,
     ) -> Self {
         let me = wire.me();
         let here = node_of[me];
@@ -88,6 +99,8 @@ impl<P: Process> NodeWire<P> {
             links,
             dirty: Vec::new(),
             marking: None,
+            node_of: node_of.clone(),
+            refusals,
         }
     }
 
@@ -185,6 +198,16 @@ where
 
     fn part_complete(&mut self, part: LocalSnapshot<P::Message, P::State>) {
         self.wire.part_complete(part);
+    }
+
+    /// A marker from another node that breaks the rules fails the link to that node (its
+    /// sender is to blame, not this process); one from this node's own processes is a bug.
+    fn refused_marker(&mut self, from: ProcessId, error: MarkerError) {
+        let (node, here) = (self.node_of[from], self.node_of[self.wire.me()]);
+        match self.refusals.get() {
+            Some(refuse) if node != here => refuse(node, format!("{error}, from process {from}")),
+            _ => panic!("{error}"),
+        }
     }
 }
 

@@ -225,3 +225,91 @@ fn a_part_of_a_snapshot_nobody_started_fails_its_sender() {
 fn a_part_of_another_nodes_process_fails_its_sender() {
     a_member_sending(stray_part(1), "which it does not run");
 }
+
+#[test]
+fn a_second_marker_of_a_snapshot_fails_its_sender_not_the_process() {
+    // The same marker twice on channel 2 -> 0, of a snapshot that names node 2's process 2 as
+    // its initiator: process 0 records at the first, and the second breaks the marker rules.
+    // Before, process 0 panicked; its node must blame node 2 instead.
+    let marker: FrameOut<'_, u64, u64> = Frame::Marker {
+        channel: channel(2, 0),
+        snapshot: SnapshotId::random(),
+        initiator: 2,
+    };
+    let mut bytes = framed(&marker);
+    bytes.extend(framed(&marker));
+    a_member_sending(bytes, "second marker");
+}
+
+/// Sends 300 messages to its first neighbour on every tick, if `on`.
+struct Flood {
+    on: bool,
+    sent: Arc<AtomicU64>,
+}
+
+impl Process for Flood {
+    type Message = u64;
+    type State = u64;
+    fn on_message(&mut self, _: ProcessId, _: u64, _: &mut Context<'_, u64>) {}
+    fn on_tick(&mut self, ctx: &mut Context<'_, u64>) {
+        if self.on {
+            let to = ctx.neighbours()[0];
+            for i in 0..300 {
+                if ctx.send(to, i).is_ok() {
+                    self.sent.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+    fn record(&self) -> u64 {
+        0
+    }
+}
+
+/// A link whose reader failed (here: its peer sent garbage) is closed at once, and its writer
+/// takes nothing more once it has written what it had. A process sending over it past the
+/// link's bound (`max_queued`) in the moment before the peer is decided failed must not wait
+/// for room that never comes: before, process 0 stayed blocked until its node stopped.
+#[test]
+fn a_process_never_waits_on_a_link_whose_reader_failed() {
+    let (config, listeners) = ClusterConfig::on_localhost([[0], [1]]).unwrap();
+    let sent = Arc::new(AtomicU64::new(0));
+    let builds: Vec<_> = listeners
+        .into_iter()
+        .zip(NodeKeys::generate(2).unwrap())
+        .enumerate()
+        .map(|(me, (listener, keys))| {
+            let (config, sent) = (config.clone(), sent.clone());
+            thread::spawn(move || {
+                Node::builder(Topology::complete(2), config, me)
+                    .listener(listener)
+                    .keys(keys)
+                    .max_queued(64 << 10)
+                    .tick_interval(Duration::from_millis(1))
+                    .failure_timeout(Duration::from_secs(1))
+                    .stop_timeout(Duration::from_secs(5))
+                    .build(|p| Flood {
+                        on: p == 0,
+                        sent: sent.clone(),
+                    })
+            })
+        })
+        .collect();
+    let nodes: Vec<Node<Flood>> = builds
+        .into_iter()
+        .map(|b| b.join().unwrap().unwrap())
+        .collect();
+    wait_until("node 0 sends", || sent.load(Ordering::Relaxed) > 10_000);
+    let mut garbage = 8u32.to_le_bytes().to_vec();
+    garbage.extend_from_slice(&[0xff; 8]);
+    nodes[1].send_raw(0, &garbage);
+    wait_until("node 0 decides", || !nodes[0].failed_nodes().is_empty());
+    // Process 0 still answers (it ticks, sending to a process now failed, and must not block).
+    let answer = nodes[0].with_process_timeout(0, Duration::from_secs(5), |_, _| 42);
+    assert_eq!(answer.ok(), Some(42), "process 0 is stuck");
+    let mut nodes = nodes.into_iter();
+    let (zero, one) = (nodes.next().unwrap(), nodes.next().unwrap());
+    let one = thread::spawn(move || one.shutdown());
+    assert!(zero.shutdown().is_ok());
+    let _ = one.join().unwrap();
+}

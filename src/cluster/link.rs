@@ -160,12 +160,16 @@ impl Outlink {
     }
 
     /// Waits until the writer has taken this link's pending bytes down to half its bound, or
-    /// the link ends (broken, or the node stopping). This is the sender's side of
+    /// the link ends (broken; closed, after its reader failed or at the stop; or the node
+    /// stopping). This is the sender's side of
     /// flow control: a process whose peer (or the network to it) is slower than it blocks here,
     /// at the end of a batch, instead of queueing without limit. It cannot wait forever: the
     /// writer only waits on the socket, a socket the peer does not drain for the failure
     /// timeout breaks the link, and the peer's reader always drains it (its channels are
     /// unbounded), so the wait lasts as long as the network needs, or until the peer fails.
+    /// A closed link's writer takes nothing more once it has written what it had, so its
+    /// bound no longer holds anyone back: a link whose reader failed is closed at once, and
+    /// its peer is decided failed (or this node is) a moment later.
     #[cold]
     #[inline(never)]
     pub(crate) fn wait_for_room(&self) {
@@ -176,6 +180,7 @@ impl Outlink {
         self.waiting.fetch_add(1, Ordering::SeqCst);
         while self.pending.load(Ordering::SeqCst) > self.max_queued / 2
             && !self.broken.load(Ordering::Acquire)
+            && !self.closing.load(Ordering::Acquire)
             && !self.released.load(Ordering::Acquire)
         {
             // Timed as well: a wait can never outlive a link that ends without a wake-up.
@@ -187,6 +192,11 @@ impl Outlink {
     /// The node is stopping: processes waiting for room go on (and no more wait).
     pub(crate) fn release(&self) {
         self.released.store(true, Ordering::Release);
+        self.wake_waiters();
+    }
+
+    /// Wakes every process waiting for room, to look again at why it waits.
+    fn wake_waiters(&self) {
         let _guard = self.room_lock.lock();
         self.room.notify_all();
     }
@@ -221,6 +231,8 @@ impl Outlink {
     pub(crate) fn close(&self) {
         self.closing.store(true, Ordering::Release);
         self.bell.ring(self.buffers.len());
+        // Nobody waits for room on a link that takes no more (`wait_for_room`).
+        self.wake_waiters();
     }
 
     /// Whether the link has failed.

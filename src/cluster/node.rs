@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::config::ClusterConfig;
-use super::driver::NodeWire;
+use super::driver::{NodeWire, Refusals};
 use super::keys::NodeKeys;
 use super::link::{self, Inlet, LinkLimits, Outlink, Refusal};
 use super::membership::Membership;
@@ -274,14 +274,23 @@ impl<P: NodeProcess> NodeBuilder<P> {
             .map(|c| starts.as_ref().map_or(1, |s| s[c].sent + 1))
             .collect();
         let node_of: Arc<[usize]> = node_of.into();
+        let refusals: Arc<Refusals> = Arc::default();
         let started = {
             let (wiring, node_of, links) = (wiring.clone(), node_of.clone(), links.clone());
+            let refusals = refusals.clone();
             // A writer and a reader per peer share the cores with the processes.
             let link_threads = 2 * (nodes - 1);
             self.runtime
                 .start_part(wiring.clone(), apps, starts, link_threads, move |wire| {
                     let local = local_index[wire.me()];
-                    NodeWire::new(wire, &wiring, &node_of, local, links.clone())
+                    NodeWire::new(
+                        wire,
+                        &wiring,
+                        &node_of,
+                        local,
+                        links.clone(),
+                        refusals.clone(),
+                    )
                 })?
         };
         let (runtime, from_elsewhere, gate) =
@@ -361,6 +370,13 @@ impl<P: NodeProcess> NodeBuilder<P> {
             }),
             changed: Condvar::new(),
         });
+        // Weak: the processes' drivers hold this, and the core holds the processes.
+        let weak = Arc::downgrade(&core);
+        let _ = refusals.set(Box::new(move |peer, why| {
+            if let Some(core) = weak.upgrade() {
+                core.link_failed(peer, why);
+            }
+        }));
         let Connections { outgoing, incoming } = connections;
         let pairs = outgoing.into_iter().zip(incoming).zip(inlets).enumerate();
         for (peer, ((outgoing, incoming), inlets)) in pairs {
