@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::wire::{self, Frame, FrameOut};
+use super::wire::{self, Frame, FrameOut, Report};
 use super::{ClusterConfig, Node, NodeKeys};
 use crate::process::{Context, Process};
 use crate::snapshot::{LocalSnapshot, SnapshotId};
@@ -312,4 +312,28 @@ fn a_process_never_waits_on_a_link_whose_reader_failed() {
     let one = thread::spawn(move || one.shutdown());
     assert!(zero.shutdown().is_ok());
     let _ = one.join().unwrap();
+}
+
+#[test]
+fn a_final_report_for_another_nodes_process_fails_its_sender() {
+    // Node 2 would overwrite process 0's final state (node 0's) in everyone's final state.
+    let report = Report::<u64, u64> {
+        processes: vec![(0, Some(1_000_000), None)],
+        incoming: Vec::new(),
+        outgoing: Vec::new(),
+    };
+    let frame: FrameOut<'_, u64, u64> = Frame::Report(&report);
+    a_member_sending(framed(&frame), "which it does not run");
+}
+
+#[test]
+fn a_final_report_whose_counts_overflow_fails_its_sender() {
+    // Before, `received + 1` for the message left on the channel overflowed at the stop.
+    let report = Report::<u64, u64> {
+        processes: Vec::new(),
+        incoming: vec![(channel(0, 2), u64::MAX, vec![7])],
+        outgoing: Vec::new(),
+    };
+    let frame: FrameOut<'_, u64, u64> = Frame::Report(&report);
+    a_member_sending(framed(&frame), "messages received on channel");
 }

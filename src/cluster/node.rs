@@ -792,6 +792,7 @@ impl<P: NodeProcess> Core<P> {
                 self.changed.notify_all();
             }
             Frame::Report(report) => {
+                self.check_report(peer, &report)?;
                 let mut ending = self.ending.lock();
                 ending.reports[peer] = Some(report);
                 ending.reported[peer] = true;
@@ -800,6 +801,41 @@ impl<P: NodeProcess> Core<P> {
             Frame::Message { .. } | Frame::Marker { .. } => {
                 unreachable!("the reader delivers messages and markers itself")
             }
+        }
+        Ok(())
+    }
+
+    /// Refuses a final report from `peer` that speaks for what it does not run: a process of
+    /// another node, a channel into or out of one, or counts that do not fit (`received` plus
+    /// the messages still on the channel past the largest count). Each node's report says only
+    /// what it owns, so one that does not cannot overwrite another node's.
+    fn check_report(
+        &self,
+        peer: usize,
+        report: &Report<P::Message, P::State>,
+    ) -> Result<(), Refusal> {
+        let theirs = |p: usize| self.node_of.get(p) == Some(&peer);
+        let channel = |c: u32| self.wiring.channels().get(c as usize).copied();
+        if let Some((p, ..)) = report.processes.iter().find(|(p, ..)| !theirs(*p as usize)) {
+            return Err(format!(
+                "node {peer}'s final report speaks for process {p}, which it does not run"
+            ));
+        }
+        for (c, received, left) in &report.incoming {
+            match channel(*c) {
+                Some(ch) if theirs(ch.to) => {}
+                _ => return Err(format!("node {peer}'s final report names channel {c}, which runs into none of its processes")),
+            }
+            if received.checked_add(left.len() as u64).is_none() {
+                return Err(format!("node {peer}'s final report counts {received} messages received on channel {c}, with {} more", left.len()));
+            }
+        }
+        if let Some((c, _)) = report
+            .outgoing
+            .iter()
+            .find(|(c, _)| !channel(*c).is_some_and(|ch| theirs(ch.from)))
+        {
+            return Err(format!("node {peer}'s final report names channel {c}, which runs out of none of its processes"));
         }
         Ok(())
     }

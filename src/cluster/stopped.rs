@@ -135,6 +135,8 @@ fn final_state<M, S>(
         }
         for (c, received, undelivered) in report.incoming {
             let channel = channels.get_mut(c as usize)?;
+            // Checked when the report arrived; still no overflow, whatever a report says.
+            received.checked_add(undelivered.len() as u64)?;
             channel.received = received;
             channel.messages = undelivered
                 .into_iter()
