@@ -2,6 +2,8 @@
 //! node 0 bytes no honest node sends. Each time node 0 closes that link, says why, and every
 //! survivor decides node 2 failed; nothing panics, and nodes 0 and 1 keep running their
 //! processes. (Strangers, who never get past the handshake, are `tests/cluster_strangers.rs`'s.)
+//! Last, two failures on a node's own side that must not leave anything stuck: a link whose
+//! reader failed while a process was sending past the link's bound, and a stop that fails.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -336,4 +338,57 @@ fn a_final_report_whose_counts_overflow_fails_its_sender() {
     };
     let frame: FrameOut<'_, u64, u64> = Frame::Report(&report);
     a_member_sending(framed(&frame), "messages received on channel");
+}
+
+/// A stop that fails (a process busier than the stop timeout) still ends the node's links:
+/// before, their threads ran on, heartbeating each other, and held the node (its runtime and
+/// every process's state) for good.
+#[test]
+fn a_failed_stop_lets_go_of_the_node() {
+    struct Idle;
+    impl Process for Idle {
+        type Message = u64;
+        type State = u64;
+        fn on_message(&mut self, _: ProcessId, _: u64, _: &mut Context<'_, u64>) {}
+        fn record(&self) -> u64 {
+            0
+        }
+    }
+    let (config, listeners) = ClusterConfig::on_localhost([[0], [1]]).unwrap();
+    let builds: Vec<_> = listeners
+        .into_iter()
+        .zip(NodeKeys::generate(2).unwrap())
+        .enumerate()
+        .map(|(me, (listener, keys))| {
+            let config = config.clone();
+            thread::spawn(move || {
+                Node::builder(Topology::complete(2), config, me)
+                    .listener(listener)
+                    .keys(keys)
+                    .failure_timeout(Duration::from_millis(500))
+                    .stop_timeout(Duration::from_millis(500))
+                    .build(|_| Idle)
+            })
+        })
+        .collect();
+    let nodes: Vec<Node<Idle>> = builds
+        .into_iter()
+        .map(|b| b.join().unwrap().unwrap())
+        .collect();
+    let held: Vec<_> = nodes.iter().map(|n| n.weak_core()).collect();
+    // Process 1 busy for 1.5 s: longer than the stop may wait.
+    let one = nodes[1].clone();
+    let busy = thread::spawn(move || {
+        one.with_process(1, |_, _| thread::sleep(Duration::from_millis(1500)))
+    });
+    thread::sleep(Duration::from_millis(100));
+    let mut nodes = nodes.into_iter();
+    let (zero, one) = (nodes.next().unwrap(), nodes.next().unwrap());
+    let zero = thread::spawn(move || zero.shutdown());
+    assert!(one.shutdown().is_err(), "process 1 cannot stop in time");
+    let _ = zero.join().unwrap();
+    let _ = busy.join().unwrap();
+    wait_until("both nodes are let go", || {
+        held.iter().all(|core| core.strong_count() == 0)
+    });
 }

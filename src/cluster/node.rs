@@ -860,6 +860,15 @@ impl<P: NodeProcess> Core<P> {
             .name(format!("node-{}-stop", self.me))
             .spawn(move || {
                 let result = core.end(note);
+                if result.is_err() {
+                    // A stop that failed (a process or a peer too slow for the stop timeout)
+                    // still lets go of the links: their threads end, the peers see the
+                    // connections close, and the node's memory goes with the last of them.
+                    for link in core.links.iter().flatten() {
+                        link.close();
+                        link.release();
+                    }
+                }
                 core.ending.lock().result = Some(result);
                 core.changed.notify_all();
             });
@@ -1134,9 +1143,14 @@ impl<P: NodeProcess> Clone for Node<P> {
 }
 
 /// For tests that play a member gone bad: `bytes` go to `peer` as they are, inside the
-/// authenticated, encrypted link, where frames go.
+/// authenticated, encrypted link, where frames go. And a way to see that a node has been let
+/// go of (every thread that held it has ended).
 #[cfg(all(test, not(miri)))]
 impl<P: NodeProcess> Node<P> {
+    pub(crate) fn weak_core(&self) -> std::sync::Weak<Core<P>> {
+        Arc::downgrade(&self.handle.core)
+    }
+
     pub(crate) fn send_raw(&self, peer: usize, bytes: &[u8]) {
         if let Some(link) = &self.handle.core.links[peer] {
             let _ = link.send_control(|buf| {
