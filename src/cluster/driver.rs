@@ -11,7 +11,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::link::Outlink;
-use super::wire::{self, Frame, FrameOut};
+use super::wire::{self, Frame, FrameLimit, FrameOut};
 use crate::envelope::{Envelope, Refused};
 use crate::error::MarkerError;
 use crate::host::Driver;
@@ -41,7 +41,7 @@ pub(crate) struct NodeWire<P: Process> {
     /// By node: the link to it (`None` for this node).
     links: Arc<[Option<Arc<Outlink>>]>,
     /// The frame limit every node reads with: a longer frame goes in pieces.
-    max_frame: usize,
+    frame: FrameLimit,
     /// By node: frames encoded since the last batch ended.
     staged: Vec<Vec<u8>>,
     /// Nodes with frames staged.
@@ -85,16 +85,16 @@ impl<P: Process> NodeWire<P> {
                 })
             })
             .collect();
-        let max_frame = links
+        let frame = links
             .iter()
             .flatten()
             .next()
-            .map_or(wire::MAX_PIECE, |l| l.max_frame);
+            .map_or(FrameLimit::pieces(wire::MAX_PIECE), |l| l.frame);
         NodeWire {
             wire,
             remote,
             local,
-            max_frame,
+            frame,
             staged: vec![Vec::new(); links.len()],
             links,
             dirty: Vec::new(),
@@ -119,7 +119,7 @@ impl<P: Process> NodeWire<P> {
             return Err(Refused::Disconnected(envelope));
         }
         let node = remote.node as usize;
-        let (buf, limit) = (&mut self.staged[node], self.max_frame);
+        let (buf, limit) = (&mut self.staged[node], self.frame);
         let was_empty = buf.is_empty();
         let encoded = match &envelope {
             Envelope::Message { seq, message } => {

@@ -69,6 +69,7 @@ fn three_nodes() -> (Vec<Node<Mover>>, Arc<AtomicU64>) {
                     .listener(listener)
                     .keys(keys)
                     .max_frame(LIMIT)
+                    .max_frame_total(4 * LIMIT)
                     .failure_timeout(Duration::from_secs(1))
                     .connect_timeout(Duration::from_secs(30))
                     .stop_timeout(Duration::from_secs(5))
@@ -179,6 +180,17 @@ fn a_member_sending(bytes: Vec<u8>, why: &str) {
 fn a_piece_over_the_limit_fails_its_sender() {
     let announced = (LIMIT as u32 + 1).to_le_bytes();
     a_member_sending(announced.to_vec(), "over the limit");
+}
+
+#[test]
+fn pieces_past_the_whole_limit_fail_their_sender() {
+    // Five pieces under the piece limit, together over the whole limit (4 x LIMIT).
+    let mut bytes = Vec::new();
+    for _ in 0..5 {
+        bytes.extend_from_slice(&(LIMIT as u32 | wire::CONTINUED).to_le_bytes());
+        bytes.extend_from_slice(&[0; LIMIT]);
+    }
+    a_member_sending(bytes, "over the limit of 16384");
 }
 
 #[test]

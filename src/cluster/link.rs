@@ -30,7 +30,7 @@ use snow::TransportState;
 use super::node::{Core, NodeProcess};
 use super::secure::{self, Opened};
 use super::startup::Secured;
-use super::wire::{self, Frame, FrameIn, ReadError};
+use super::wire::{self, Frame, FrameIn, FrameLimit, ReadError};
 use crate::envelope::Envelope;
 use crate::runtime::layer::{test_bit, Backoff, BitPlace, Doorbell};
 use crate::topology::ProcessId;
@@ -41,7 +41,7 @@ pub(crate) struct LinkLimits {
     /// How long the writer lets the link be idle before it sends a heartbeat.
     pub(crate) heartbeat: Duration,
     /// The peer's frame limit.
-    pub(crate) max_frame: usize,
+    pub(crate) frame: FrameLimit,
     /// The bytes a link may hold from the processes before a process that adds more waits.
     pub(crate) max_queued: usize,
 }
@@ -65,7 +65,7 @@ pub(crate) struct Outlink {
     /// How long the writer lets the link be idle before it sends a heartbeat.
     heartbeat: Duration,
     /// The peer's frame limit: a longer frame goes in pieces under it.
-    pub(crate) max_frame: usize,
+    pub(crate) frame: FrameLimit,
     /// Bytes the processes have handed over and the writer has not yet taken.
     pending: AtomicUsize,
     /// Past this many pending bytes a process that hands over more waits for the writer
@@ -94,7 +94,7 @@ impl Outlink {
         Outlink {
             peer,
             heartbeat: limits.heartbeat,
-            max_frame: limits.max_frame,
+            frame: limits.frame,
             pending: AtomicUsize::new(0),
             max_queued: limits.max_queued,
             room: Condvar::new(),
@@ -224,7 +224,7 @@ impl Outlink {
 
     /// Queues `frame` (see [`send_control`](Outlink::send_control)).
     pub(crate) fn send<T: Serialize>(&self, frame: &T) -> Result<(), String> {
-        self.send_control(|buf| wire::encode_within(buf, frame, self.max_frame))
+        self.send_control(|buf| wire::encode_within(buf, frame, self.frame))
     }
 
     /// Nothing more will be queued: the writer writes what is left, then ends.
@@ -514,7 +514,7 @@ where
         if stream.message_read() || rings.due.len() >= RING_EVERY {
             rings.ring_all(core);
         }
-        match wire::read_frame(&mut stream, &mut buf, core.max_frame) {
+        match wire::read_frame(&mut stream, &mut buf, core.frame) {
             Ok(()) => {
                 // A plain store of this thread's own count: what our writer to the peer
                 // watches to tell a peer that is not reading from one that is gone.

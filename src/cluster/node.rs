@@ -19,7 +19,7 @@ use super::link::{self, Inlet, LinkLimits, Outlink, Refusal};
 use super::membership::Membership;
 use super::startup::{self, Connections};
 use super::stopped::{ClusterStopped, Failed};
-use super::wire::{self, Frame, FrameIn, FrameOut, Hello, Report, WireError};
+use super::wire::{self, Frame, FrameIn, FrameLimit, FrameOut, Hello, Report, WireError};
 use crate::error::{BuildError, ClusterError, Error};
 use crate::process::{Context, Process, ProcessFailure};
 use crate::restore::{self, ChannelStart};
@@ -75,6 +75,7 @@ pub struct NodeBuilder<P> {
     stop_timeout: Duration,
     failure_timeout: Duration,
     max_frame: usize,
+    max_frame_total: usize,
     max_queued: usize,
     max_backlog: usize,
 }
@@ -124,6 +125,17 @@ impl<P: NodeProcess> NodeBuilder<P> {
     /// least 64 bytes and at most 2 GiB - 1.
     pub fn max_frame(mut self, bytes: usize) -> Self {
         self.max_frame = bytes.clamp(64, wire::MAX_PIECE);
+        self
+    }
+
+    /// The longest whole frame this node assembles from another's pieces (default 1 GiB), the
+    /// same on every node (compared at start-up): what one frame from a peer can cost this
+    /// node's memory at most, however it is cut. A peer that sends more in one frame is failed;
+    /// a process here whose message (or a snapshot part, an outcome) encodes longer gets
+    /// [`SendError::Unencodable`](crate::SendError::Unencodable) rather than a send that the
+    /// peer would refuse. Taken as at least 64 bytes.
+    pub fn max_frame_total(mut self, bytes: usize) -> Self {
+        self.max_frame_total = bytes.max(64);
         self
     }
 
@@ -261,9 +273,13 @@ impl<P: NodeProcess> NodeBuilder<P> {
         for (k, &p) in local.iter().enumerate() {
             local_index[p] = k;
         }
+        let frame = FrameLimit {
+            piece: self.max_frame,
+            whole: self.max_frame_total,
+        };
         let limits = LinkLimits {
             heartbeat: self.failure_timeout / 5,
-            max_frame: self.max_frame,
+            frame,
             max_queued: self.max_queued,
         };
         let links: Arc<[Option<Arc<Outlink>>]> = (0..nodes)
@@ -320,6 +336,7 @@ impl<P: NodeProcess> NodeBuilder<P> {
                 .collect(),
             checkpoint,
             max_frame: self.max_frame as u64,
+            max_frame_total: self.max_frame_total as u64,
         };
         // On an error the gate is dropped unopened, so the threads end without running any
         // process code; then dropping the runtime joins them. (The other way round, the join
@@ -353,7 +370,7 @@ impl<P: NodeProcess> NodeBuilder<P> {
             wiring,
             runtime,
             links: links.clone(),
-            max_frame: self.max_frame,
+            frame,
             max_backlog: self.max_backlog,
             stop_timeout: self.stop_timeout,
             failure_timeout: self.failure_timeout,
@@ -528,8 +545,8 @@ pub(crate) struct Core<P: Process> {
     wiring: Arc<Wiring>,
     runtime: Runtime<P>,
     pub(crate) links: Arc<[Option<Arc<Outlink>>]>,
-    /// The longest frame accepted from a peer.
-    pub(crate) max_frame: usize,
+    /// The longest frame (piece, and whole) accepted from a peer.
+    pub(crate) frame: FrameLimit,
     /// Envelopes a channel from another node may hold before its reader holds back.
     pub(crate) max_backlog: usize,
     stop_timeout: Duration,
@@ -980,7 +997,7 @@ impl<P: NodeProcess> Core<P> {
             let bytes = link.take_unsent();
             let mut rest = &bytes[..];
             let mut frame = Vec::new();
-            while wire::read_frame(&mut rest, &mut frame, usize::MAX).is_ok() {
+            while wire::read_frame(&mut rest, &mut frame, FrameLimit::pieces(usize::MAX)).is_ok() {
                 let Ok(Frame::Message {
                     channel, message, ..
                 }) = wire::decode::<FrameIn<P::Message, P::State>>(&frame)
@@ -1186,6 +1203,7 @@ impl<P: NodeProcess> Node<P> {
             connect_timeout: CONNECT_TIMEOUT,
             stop_timeout: STOP_TIMEOUT,
             max_frame: wire::DEFAULT_MAX_FRAME,
+            max_frame_total: wire::DEFAULT_MAX_FRAME_TOTAL,
             max_queued: MAX_QUEUED,
             max_backlog: MAX_BACKLOG,
         }

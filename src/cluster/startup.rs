@@ -263,7 +263,11 @@ fn greet(
     };
     let mut opened = Opened::new(&mut stream, transport);
     let mut buf = Vec::new();
-    wire::read_frame(&mut opened, &mut buf, MAX_HELLO)
+    let limit = wire::FrameLimit {
+        piece: MAX_HELLO,
+        whole: MAX_HELLO,
+    };
+    wire::read_frame(&mut opened, &mut buf, limit)
         .map_err(|e| std::io::Error::other(e.to_string()))?;
     let reply = wire::decode::<Reply>(&buf).map_err(|e| std::io::Error::other(e.to_string()))?;
     let transport = opened.into_transport();
@@ -447,6 +451,7 @@ mod tests {
             placement: vec![vec![0], vec![1], vec![2]],
             checkpoint: None,
             max_frame: 1 << 20,
+            max_frame_total: 1 << 30,
         }
     }
 

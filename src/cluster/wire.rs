@@ -36,6 +36,31 @@ pub(crate) const MAGIC: [u8; 4] = *b"CLSN";
 /// under the limit ([`encode_within`]).
 pub(crate) const DEFAULT_MAX_FRAME: usize = 64 << 20;
 
+/// The longest whole frame a node assembles from pieces by default: 1 GiB. Without a bound on
+/// the whole, a peer could send pieces under the piece limit for ever, each a sign of life, and
+/// the reader would keep them all.
+pub(crate) const DEFAULT_MAX_FRAME_TOTAL: usize = 1 << 30;
+
+/// How long a frame may be: each piece (`piece`: what a claimed length can make a reader set
+/// aside at once) and the whole frame its pieces make (`whole`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct FrameLimit {
+    /// The longest piece.
+    pub(crate) piece: usize,
+    /// The longest whole frame.
+    pub(crate) whole: usize,
+}
+
+impl FrameLimit {
+    /// Pieces of at most `piece` bytes, and no bound on the whole (frames this node made).
+    pub(crate) fn pieces(piece: usize) -> Self {
+        FrameLimit {
+            piece,
+            whole: usize::MAX,
+        }
+    }
+}
+
 /// The flag, in a frame's length, that says the frame goes on in the next piece.
 pub(crate) const CONTINUED: u32 = 1 << 31;
 
@@ -63,6 +88,8 @@ pub(crate) struct Hello {
     pub(crate) checkpoint: Option<u64>,
     /// The longest frame each node accepts (a local part longer than it is sent in pieces).
     pub(crate) max_frame: u64,
+    /// The longest whole frame each node assembles from pieces.
+    pub(crate) max_frame_total: u64,
 }
 
 impl Hello {
@@ -132,6 +159,12 @@ impl Hello {
             "longest frame",
             self.max_frame.to_string(),
             peer.max_frame.to_string(),
+        );
+        same(
+            &mut differ,
+            "longest whole frame",
+            self.max_frame_total.to_string(),
+            peer.max_frame_total.to_string(),
         );
         let checksum = |c: Option<u64>| c.map_or("none".to_string(), |c| format!("{c:016x}"));
         same(
@@ -366,7 +399,7 @@ impl<'a> Extend<&'a u8> for Append<'_> {
 /// [`MAX_PIECE`] bytes if longer. On an error nothing is appended, and the error says why (a
 /// `Serialize` that failed).
 pub(crate) fn encode(buf: &mut Vec<u8>, value: &impl Serialize) -> Result<(), String> {
-    encode_within(buf, value, MAX_PIECE)
+    encode_within(buf, value, FrameLimit::pieces(MAX_PIECE))
 }
 
 /// Appends `value` to `buf` as one frame, split into pieces of at most `limit` bytes (the
@@ -377,7 +410,7 @@ pub(crate) fn encode(buf: &mut Vec<u8>, value: &impl Serialize) -> Result<(), St
 pub(crate) fn encode_within(
     buf: &mut Vec<u8>,
     value: &impl Serialize,
-    limit: usize,
+    limit: FrameLimit,
 ) -> Result<(), String> {
     let start = buf.len();
     buf.extend_from_slice(&[0; 4]);
@@ -386,7 +419,14 @@ pub(crate) fn encode_within(
         return Err(e.to_string());
     }
     let len = buf.len() - start - 4;
-    let limit = limit.clamp(1, MAX_PIECE);
+    if len > limit.whole {
+        buf.truncate(start);
+        return Err(format!(
+            "{len} bytes encoded, over the cluster's limit of {} for a whole frame",
+            limit.whole
+        ));
+    }
+    let limit = limit.piece.clamp(1, MAX_PIECE);
     if len <= limit {
         // `limit` is at most `MAX_PIECE`, which fits with the flag clear.
         buf[start..start + 4].copy_from_slice(&(len as u32).to_le_bytes());
@@ -446,13 +486,14 @@ impl std::fmt::Display for ReadError {
 }
 
 /// Reads one frame's bytes into `buf` (replacing what it held), joining its pieces. A piece
-/// that announces more than `limit` is refused before anything is allocated for it, and the
-/// bytes of a frame are allocated as they arrive, not as announced, beyond a first 64 KiB: a
-/// peer's claim costs nothing until it sends the bytes.
+/// that announces more than `limit.piece`, or that would make the frame longer than
+/// `limit.whole`, is refused before anything is allocated for it, and the bytes of a frame are
+/// allocated as they arrive, not as announced, beyond a first 64 KiB: a peer's claim costs
+/// nothing until it sends the bytes.
 pub(crate) fn read_frame(
     r: &mut impl Read,
     buf: &mut Vec<u8>,
-    limit: usize,
+    limit: FrameLimit,
 ) -> Result<(), ReadError> {
     buf.clear();
     let mut header = [0u8; 4];
@@ -469,10 +510,16 @@ pub(crate) fn read_frame(
     loop {
         let word = u32::from_le_bytes(header);
         let announced = (word & !CONTINUED) as usize;
-        if announced > limit {
+        if announced > limit.piece {
             return Err(ReadError::TooLong {
                 announced: announced as u64,
-                limit,
+                limit: limit.piece,
+            });
+        }
+        if buf.len() + announced > limit.whole {
+            return Err(ReadError::TooLong {
+                announced: (buf.len() + announced) as u64,
+                limit: limit.whole,
             });
         }
         let more = word & CONTINUED != 0;
@@ -588,7 +635,7 @@ mod tests {
         let len = u32::from_le_bytes(buf[..4].try_into().unwrap()) as usize;
         assert_eq!(len, buf.len() - 4);
         let mut read = Vec::new();
-        read_frame(&mut &buf[..], &mut read, 1024).unwrap();
+        read_frame(&mut &buf[..], &mut read, FrameLimit::pieces(1024)).unwrap();
         match decode::<Plain>(&read).unwrap() {
             Frame::Message {
                 channel,
@@ -604,7 +651,7 @@ mod tests {
         // Announces a piece of 2 GiB - 1 and sends nothing: refused from the length alone.
         let bytes = [0xff, 0xff, 0xff, 0xff];
         let mut buf = Vec::new();
-        match read_frame(&mut &bytes[..], &mut buf, 1 << 20) {
+        match read_frame(&mut &bytes[..], &mut buf, FrameLimit::pieces(1 << 20)) {
             Err(ReadError::TooLong { announced, limit }) => {
                 assert_eq!((announced, limit), (MAX_PIECE as u64, 1 << 20));
             }
@@ -619,7 +666,7 @@ mod tests {
         let mut bytes = (1u32 << 30).to_le_bytes().to_vec();
         bytes.extend_from_slice(&[7; 10]);
         let mut buf = Vec::new();
-        match read_frame(&mut &bytes[..], &mut buf, MAX_PIECE) {
+        match read_frame(&mut &bytes[..], &mut buf, FrameLimit::pieces(MAX_PIECE)) {
             Err(ReadError::Io(e)) => assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof),
             other => panic!("{other:?}"),
         }
@@ -638,38 +685,96 @@ mod tests {
         // Every limit at most the body's length: the first piece is always a full one.
         for limit in [64, whole.len() / 3, whole.len() - 5, whole.len() - 4] {
             let mut pieces = Vec::new();
-            encode_within(&mut pieces, &big, limit).unwrap();
+            encode_within(&mut pieces, &big, FrameLimit::pieces(limit)).unwrap();
             // Then an ordinary frame: the reader must stop at the end of the first.
-            encode_within(&mut pieces, &5u64, limit).unwrap();
+            encode_within(&mut pieces, &5u64, FrameLimit::pieces(limit)).unwrap();
             let mut reader = &pieces[..];
             let mut read = Vec::new();
-            read_frame(&mut reader, &mut read, limit).unwrap();
+            read_frame(&mut reader, &mut read, FrameLimit::pieces(limit)).unwrap();
             assert_eq!(read, whole[4..], "limit {limit}");
             assert_eq!(decode::<Vec<u64>>(&read).unwrap(), big);
-            read_frame(&mut reader, &mut read, limit).unwrap();
+            read_frame(&mut reader, &mut read, FrameLimit::pieces(limit)).unwrap();
             assert_eq!(decode::<u64>(&read).unwrap(), 5);
             assert!(matches!(
-                read_frame(&mut reader, &mut read, limit),
+                read_frame(&mut reader, &mut read, FrameLimit::pieces(limit)),
                 Err(ReadError::Closed)
             ));
             // A reader with a smaller limit than the sender's refuses the first piece.
             if limit > 64 {
                 assert!(matches!(
-                    read_frame(&mut &pieces[..], &mut read, limit - 1),
+                    read_frame(&mut &pieces[..], &mut read, FrameLimit::pieces(limit - 1)),
                     Err(ReadError::TooLong { .. })
                 ));
             }
         }
     }
 
+    /// Every piece under the piece limit, but no end to them: refused once the frame passes
+    /// the whole limit, before that piece is read (before, the reader kept joining pieces, each
+    /// a sign of life, as long as the peer sent them).
+    #[test]
+    fn pieces_without_end_are_refused_at_the_whole_limit() {
+        let piece = 4096;
+        let mut bytes = Vec::new();
+        for _ in 0..1000 {
+            bytes.extend_from_slice(&(piece as u32 | CONTINUED).to_le_bytes());
+            bytes.extend_from_slice(&vec![0u8; piece]);
+        }
+        bytes.extend_from_slice(&1u32.to_le_bytes());
+        bytes.push(0);
+        let limit = FrameLimit {
+            piece,
+            whole: 10 * piece,
+        };
+        let mut buf = Vec::new();
+        match read_frame(&mut &bytes[..], &mut buf, limit) {
+            Err(ReadError::TooLong { announced, limit }) => {
+                assert_eq!((announced, limit), (11 * piece as u64, 10 * piece));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(buf.len(), 10 * piece, "nothing read past the limit");
+        // The same frame under a whole limit it fits reads back whole.
+        let fits = FrameLimit {
+            piece,
+            whole: 1000 * piece + 1,
+        };
+        read_frame(&mut &bytes[..], &mut buf, fits).unwrap();
+        assert_eq!(buf.len(), 1000 * piece + 1);
+    }
+
+    /// A sender refuses to encode what its peers would refuse to read, leaving its buffer as
+    /// it was.
+    #[test]
+    fn a_frame_over_the_whole_limit_is_not_encoded() {
+        let big = vec![7u8; 1000];
+        let mut buf = vec![1, 2, 3];
+        let limit = FrameLimit {
+            piece: 100,
+            whole: 500,
+        };
+        let why = encode_within(&mut buf, &big, limit).unwrap_err();
+        assert!(why.contains("over the cluster's limit of 500"), "{why}");
+        assert_eq!(buf, [1, 2, 3]);
+        encode_within(
+            &mut buf,
+            &big,
+            FrameLimit {
+                piece: 100,
+                whole: 2000,
+            },
+        )
+        .unwrap();
+    }
+
     #[test]
     fn a_stream_that_ends_between_pieces_is_cut_not_closed() {
         let big: Vec<u64> = (0..1000).collect();
         let mut pieces = Vec::new();
-        encode_within(&mut pieces, &big, 100).unwrap();
+        encode_within(&mut pieces, &big, FrameLimit::pieces(100)).unwrap();
         let mut read = Vec::new();
         // Cut right after the first piece: the frame was promised more.
-        match read_frame(&mut &pieces[..104], &mut read, 100) {
+        match read_frame(&mut &pieces[..104], &mut read, FrameLimit::pieces(100)) {
             Err(ReadError::Io(e)) => assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof),
             other => panic!("{other:?}"),
         }
@@ -677,7 +782,7 @@ mod tests {
         let mut empty = CONTINUED.to_le_bytes().to_vec();
         empty.extend_from_slice(&[1, 0, 0, 0, 9]);
         assert!(matches!(
-            read_frame(&mut &empty[..], &mut read, 100),
+            read_frame(&mut &empty[..], &mut read, FrameLimit::pieces(100)),
             Err(ReadError::Malformed(_))
         ));
     }
@@ -690,7 +795,7 @@ mod tests {
         let mut read = Vec::new();
         let cut = &buf[..buf.len() - 1];
         assert!(matches!(
-            read_frame(&mut &cut[..], &mut read, 1024),
+            read_frame(&mut &cut[..], &mut read, FrameLimit::pieces(1024)),
             Err(ReadError::Io(_)) | Err(ReadError::Closed)
         ));
         // A frame with a byte more than its value.
@@ -700,7 +805,7 @@ mod tests {
         ));
         // Nothing at all: closed at a boundary.
         assert!(matches!(
-            read_frame(&mut &[][..], &mut read, 1024),
+            read_frame(&mut &[][..], &mut read, FrameLimit::pieces(1024)),
             Err(ReadError::Closed)
         ));
     }
@@ -763,7 +868,7 @@ mod tests {
             for bytes in [&stream[..], &noise[..]] {
                 let mut reader = bytes;
                 let mut buf = Vec::new();
-                while let Ok(()) = read_frame(&mut reader, &mut buf, 64) {
+                while let Ok(()) = read_frame(&mut reader, &mut buf, FrameLimit::pieces(64)) {
                     proptest::prop_assert!(buf.len() <= 64);
                     let _ = decode::<Plain>(&buf);
                     let _ = decode::<WireError>(&buf);
@@ -800,6 +905,7 @@ mod tests {
             placement: vec![vec![0], vec![1, 2]],
             checkpoint: None,
             max_frame: 1 << 20,
+            max_frame_total: 1 << 30,
         };
         assert_eq!(
             ours.differences(&Hello {
