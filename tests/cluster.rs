@@ -194,6 +194,14 @@ fn a_process_alone_on_its_node_and_a_node_without_an_internal_channel() {
 }
 
 #[test]
+fn a_node_of_more_processes_than_a_doorbell_word_holds() {
+    // 67 processes on node 0: its links' doorbells take two words (63 bits each), the case
+    // where the link's writer must not let `Finished` pass a process's last frames.
+    let big: Vec<ProcessId> = (0..67).collect();
+    bank_over(Topology::ring(70), &[big, vec![67, 68, 69]], 1);
+}
+
+#[test]
 fn one_node_runs_everything() {
     bank_over(Topology::star(4), &[vec![0, 1, 2, 3]], 0);
 }

@@ -32,7 +32,7 @@ use super::secure::{self, Opened};
 use super::startup::Secured;
 use super::wire::{self, Frame, FrameIn, FrameLimit, ReadError};
 use crate::envelope::Envelope;
-use crate::runtime::layer::{test_bit, Backoff, BitPlace, Doorbell};
+use crate::runtime::layer::{set_bit, test_bit, Backoff, BitPlace, Doorbell};
 use crate::topology::ProcessId;
 
 /// What bounds a link: its heartbeat, the frame limit, and how much may queue for it.
@@ -295,6 +295,16 @@ fn write_all_queued(
     loop {
         bits.iter_mut().for_each(|w| *w = 0);
         link.bell.take(&mut bits);
+        if bits.len() > 1 && test_bit(&bits, control_bit) {
+            // The doorbell's words are taken one after another, so with 63 or more processes
+            // the control bit (in the last word) can be seen without the bit a process rang
+            // before it (in a word already taken): its last frames, then `Finished` queued
+            // after it stopped, would go out in the wrong order. So with a control frame every
+            // process's buffer is taken too (the single word is one swap: no such gap).
+            for local in 0..control_bit {
+                set_bit(&mut bits, local);
+            }
+        }
         out.clear();
         // The processes' frames first, then control frames: `Finished`, queued once every
         // process has stopped, must follow the last of their messages.
