@@ -80,6 +80,10 @@ pub(crate) struct Outlink {
     /// that times out while this still moves is to a peer that is alive but not reading (its
     /// processes slower than ours), not a failed one.
     heard: AtomicU64,
+    /// Frames the writer had taken and could not write whole before the link failed (the
+    /// rest of what it took reached the peer, or may have): reported with what was never
+    /// taken (`take_unsent`).
+    unwritten: Mutex<Vec<u8>>,
     /// `write` calls made on the socket, and bytes written, counted at the call.
     pub(crate) writes: AtomicU64,
     pub(crate) bytes: AtomicU64,
@@ -107,6 +111,7 @@ impl Outlink {
             closing: AtomicBool::new(false),
             broken: AtomicBool::new(false),
             released: AtomicBool::new(false),
+            unwritten: Mutex::new(Vec::new()),
             writes: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             ended: Mutex::new(false),
@@ -243,11 +248,19 @@ impl Outlink {
     /// Takes everything queued and not yet taken by the writer (the frames for a node that
     /// has failed, to report what it will never get).
     pub(crate) fn take_unsent(&self) -> Vec<u8> {
-        let mut all = Vec::new();
+        // Oldest first: what the writer had taken came before what is still queued.
+        let mut all = std::mem::take(&mut *self.unwritten.lock());
         for buffer in self.buffers.iter().chain(std::iter::once(&self.control)) {
             all.append(&mut buffer.lock());
         }
         all
+    }
+
+    /// The writer failed with `out` taken, of which the first `delivered` bytes went out in
+    /// whole Noise messages: keeps the frames from the first that did not (see `unwritten`).
+    fn keep_unwritten(&self, out: &[u8], delivered: usize) {
+        let from = wire::first_frame_past(out, delivered);
+        self.unwritten.lock().extend_from_slice(&out[from..]);
     }
 
     /// Bytes queued and not yet taken by the writer.
@@ -338,9 +351,17 @@ fn write_all_queued(
         if !out.is_empty() {
             written = Instant::now();
             // Into the same buffer from 0 each round: no zeroing once it is long enough.
-            let end =
-                secure::seal_at(&mut transport, &out, &mut sealed, 0).map_err(|e| e.to_string())?;
-            write_counted(link, &mut stream, &sealed[..end]).map_err(|e| e.to_string())?;
+            let end = match secure::seal_at(&mut transport, &out, &mut sealed, 0) {
+                Ok(end) => end,
+                Err(e) => {
+                    link.keep_unwritten(&out, 0);
+                    return Err(e.to_string());
+                }
+            };
+            if let Err((e, wrote)) = write_counted(link, &mut stream, &sealed[..end]) {
+                link.keep_unwritten(&out, secure::plain_in_whole_messages(wrote));
+                return Err(e.to_string());
+            }
             continue;
         }
         if link.closing.load(Ordering::Acquire) {
@@ -358,11 +379,19 @@ fn write_all_queued(
 /// A write that makes no progress for the failure timeout fails the link, unless frames from
 /// the peer arrived meanwhile: then the peer is alive and has stopped reading because its
 /// processes are behind (its reader holds back: `deliver`), and the write goes on waiting.
-fn write_counted(link: &Outlink, stream: &mut TcpStream, mut bytes: &[u8]) -> std::io::Result<()> {
+///
+/// On an error, also says how many of `bytes` were written.
+fn write_counted(
+    link: &Outlink,
+    stream: &mut TcpStream,
+    all: &[u8],
+) -> Result<(), (std::io::Error, usize)> {
     let mut heard = link.heard.load(Ordering::Relaxed);
+    let mut bytes = all;
+    let wrote = |bytes: &[u8]| all.len() - bytes.len();
     while !bytes.is_empty() {
         match stream.write(bytes) {
-            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(0) => return Err((std::io::ErrorKind::WriteZero.into(), wrote(bytes))),
             Ok(n) => {
                 link.writes.fetch_add(1, Ordering::Relaxed);
                 link.bytes.fetch_add(n as u64, Ordering::Relaxed);
@@ -377,7 +406,7 @@ fn write_counted(link: &Outlink, stream: &mut TcpStream, mut bytes: &[u8]) -> st
             {
                 heard = link.heard.load(Ordering::Relaxed);
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err((e, wrote(bytes))),
         }
     }
     Ok(())
@@ -616,5 +645,64 @@ fn deliver<P: NodeProcess>(
     // while the node runs; after, there is nobody to deliver to (nor any ring then).
     if inlet.tx.send(envelope).is_ok() {
         rings.owe(inlet);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::wire::FrameLimit;
+
+    /// Three frames of 100 bytes, each in three pieces (limit 40): what a writer had taken.
+    fn taken() -> (Vec<u8>, Vec<usize>) {
+        let (mut out, mut ends) = (Vec::new(), Vec::new());
+        for k in 0..3u8 {
+            wire::encode_within(&mut out, &vec![k; 100], FrameLimit::pieces(40)).unwrap();
+            ends.push(out.len());
+        }
+        (out, ends)
+    }
+
+    fn frames(mut bytes: &[u8]) -> Vec<Vec<u8>> {
+        let (mut all, mut buf) = (Vec::new(), Vec::new());
+        while wire::read_frame(&mut bytes, &mut buf, FrameLimit::pieces(usize::MAX)).is_ok() {
+            all.push(wire::decode::<Vec<u8>>(&buf).unwrap());
+        }
+        all
+    }
+
+    /// Frames a writer had taken when its write failed are reported with what was never taken,
+    /// from the first one the peer cannot have had whole, oldest first; before, they were lost
+    /// from the count of messages that never left.
+    #[test]
+    fn frames_a_failed_write_cut_are_reported_unsent() {
+        let limits = LinkLimits {
+            heartbeat: Duration::from_secs(1),
+            frame: FrameLimit::pieces(40),
+            max_queued: 1 << 20,
+        };
+        let (out, ends) = taken();
+        for (delivered, from) in [
+            (0, 0),
+            (ends[0] - 1, 0),
+            (ends[0], 1),
+            (ends[0] + 50, 1),
+            (ends[2] - 1, 2),
+            (ends[2], 3),
+        ] {
+            let link = Outlink::new(1, 1, limits);
+            link.keep_unwritten(&out, delivered);
+            // Queued after the writer took `out`: comes after it.
+            let mut later = Vec::new();
+            wire::encode_within(&mut later, &vec![7u8; 3], FrameLimit::pieces(40)).unwrap();
+            link.append(0, &mut later);
+            let mut want: Vec<Vec<u8>> = (from as u8..3).map(|k| vec![k; 100]).collect();
+            want.push(vec![7; 3]);
+            assert_eq!(
+                frames(&link.take_unsent()),
+                want,
+                "{delivered} bytes delivered"
+            );
+        }
     }
 }

@@ -986,8 +986,10 @@ impl<P: NodeProcess> Core<P> {
     }
 
     /// The messages this node's processes sent to a node that failed and that never left this
-    /// node (queued for its link when it failed), by channel. Those written to the socket before
-    /// the failure went with the node: nobody can say whether it handled them.
+    /// node, by channel: queued for its link when it failed, or taken by the link's writer and
+    /// not written in a whole encrypted message (the peer cannot have opened those). Those
+    /// written whole before the failure went with the node: nobody can say whether it handled
+    /// them.
     fn lost(&self) -> Vec<Undelivered<P::Message>> {
         let mut lost: Vec<Undelivered<P::Message>> = Vec::new();
         for k in self.failed_nodes() {

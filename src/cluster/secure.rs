@@ -160,6 +160,13 @@ pub(crate) fn seal_at(
     Ok(at)
 }
 
+/// How many bytes of the plaintext given to [`seal_at`] (from 0) the first `written` bytes of
+/// its messages carry whole: a peer can open only a whole message, so the rest of a message
+/// cut by a failed write never reached it. (Every message but the last carries `MAX_PLAIN`.)
+pub(crate) fn plain_in_whole_messages(written: usize) -> usize {
+    written / (2 + MAX_PLAIN + 16) * MAX_PLAIN
+}
+
 /// Reads transport messages from `inner` and hands out their plaintext, in order, as a stream:
 /// the frame reader reads it as it would read a plain connection. A message that fails to
 /// decrypt (changed, or not from the key the handshake proved) is an error.
@@ -299,6 +306,29 @@ mod tests {
         let tampered = Opened::new(&sealed[..], from).read_to_end(&mut reread);
         assert_eq!(tampered.unwrap_err().kind(), io::ErrorKind::InvalidData);
         assert!(reread.is_empty());
+    }
+
+    /// A write that fails part-way leaves the peer the whole messages before the cut, no
+    /// more: `plain_in_whole_messages` says how much plaintext that is.
+    #[test]
+    fn a_cut_stream_opens_to_its_whole_messages() {
+        let keys = NodeKeys::generate(2).unwrap();
+        let (opened, accepted) = pair(&keys[0], keys[1].clone(), 1);
+        let (mut to, from) = (opened.unwrap(), accepted.unwrap().0);
+        let plain = vec![9u8; 3 * MAX_PLAIN + 5];
+        let mut sealed = Vec::new();
+        let end = seal_at(&mut to, &plain, &mut sealed, 0).unwrap();
+        let whole = 2 + MAX_PLAIN + 16;
+        assert_eq!(end, 3 * whole + 2 + 5 + 16);
+        assert_eq!(plain_in_whole_messages(0), 0);
+        assert_eq!(plain_in_whole_messages(whole - 1), 0);
+        assert_eq!(plain_in_whole_messages(2 * whole), 2 * MAX_PLAIN);
+        assert_eq!(plain_in_whole_messages(3 * whole - 1), 2 * MAX_PLAIN);
+        // What a reader opens from the stream cut inside the third message.
+        let mut opened = Opened::new(&sealed[..3 * whole - 1], from);
+        let mut back = Vec::new();
+        let _ = opened.read_to_end(&mut back);
+        assert_eq!(back.len(), plain_in_whole_messages(3 * whole - 1));
     }
 
     #[test]

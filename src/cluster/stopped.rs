@@ -27,8 +27,9 @@ pub struct ClusterStopped<P: Process> {
     /// silent), increasing.
     pub failed_nodes: Vec<usize>,
     /// Messages this node's processes sent (`send` accepted them) to processes of a failed
-    /// node, and that were still queued here when it failed: they never left. Those written to
-    /// the network before the failure went with the node.
+    /// node, and that never left: still queued here when it failed, or cut off by its failure
+    /// in the middle of a write (in an encrypted message the node cannot have opened). Those
+    /// written to the network whole before the failure went with the node.
     pub lost: Vec<Undelivered<P::Message>>,
     final_state: Option<GlobalSnapshot<P::Message, P::State>>,
     missing: Vec<usize>,

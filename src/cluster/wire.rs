@@ -536,6 +536,31 @@ pub(crate) fn read_frame(
     }
 }
 
+/// Where, in `bytes` (whole frames, as encoded), the first frame that does not end by `offset`
+/// starts: the frames from there on are not all in `bytes[..offset]`. `bytes.len()` if every
+/// frame ends by `offset`.
+pub(crate) fn first_frame_past(bytes: &[u8], offset: usize) -> usize {
+    let mut at = 0;
+    while at < bytes.len() {
+        let start = at;
+        // A frame's pieces: each a length (its flag says whether more follow), then bytes.
+        loop {
+            let Some(header) = bytes.get(at..at + 4) else {
+                return start;
+            };
+            let word = u32::from_le_bytes(header.try_into().expect("four bytes"));
+            at += 4 + (word & !CONTINUED) as usize;
+            if word & CONTINUED == 0 {
+                break;
+            }
+        }
+        if at > offset {
+            return start;
+        }
+    }
+    bytes.len()
+}
+
 /// Appends the `len` bytes of one piece to `buf`.
 fn read_piece(r: &mut impl Read, buf: &mut Vec<u8>, len: usize) -> Result<(), ReadError> {
     const UPFRONT: usize = 64 << 10;
