@@ -776,6 +776,9 @@ pub enum ClusterError {
         /// What happened.
         message: String,
     },
+    /// This node's own processes could not be stopped (one was still in a callback when the
+    /// stop timeout ran out): the runtime's error.
+    Processes(Error),
     /// Stopping gave up waiting for these nodes.
     StopTimeout {
         /// The nodes, by index.
@@ -910,6 +913,7 @@ impl fmt::Display for ClusterError {
             ClusterError::Link { node, message } => {
                 write!(f, "the link with node {node}: {message}")
             }
+            ClusterError::Processes(e) => write!(f, "stopping this node's processes: {e}"),
             ClusterError::StopTimeout { nodes } => {
                 write!(
                     f,

@@ -11,7 +11,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::wire::{self, Frame, FrameOut, Report};
-use super::{ClusterConfig, Node, NodeKeys};
+use super::{ClusterConfig, ClusterError, Node, NodeKeys};
 use crate::process::{Context, Process};
 use crate::snapshot::{LocalSnapshot, SnapshotId};
 use crate::topology::{ProcessId, Topology};
@@ -397,7 +397,16 @@ fn a_failed_stop_lets_go_of_the_node() {
     let mut nodes = nodes.into_iter();
     let (zero, one) = (nodes.next().unwrap(), nodes.next().unwrap());
     let zero = thread::spawn(move || zero.shutdown());
-    assert!(one.shutdown().is_err(), "process 1 cannot stop in time");
+    // Said as this node's processes, not as a link (it read "the link with node 1").
+    match one.shutdown() {
+        Err(e @ ClusterError::Processes(crate::Error::ShutdownTimeout { .. })) => {
+            assert_eq!(
+                e.to_string(),
+                "stopping this node's processes: shutdown timed out; processes still running: [1]"
+            );
+        }
+        other => panic!("process 1 cannot stop in time: {other:?}"),
+    }
     let _ = zero.join().unwrap();
     let _ = busy.join().unwrap();
     wait_until("both nodes are let go", || {

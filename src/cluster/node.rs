@@ -910,19 +910,11 @@ impl<P: NodeProcess> Core<P> {
         for link in others() {
             let _ = link.send(&frame);
         }
+        // This node's own processes, not a link: said as such (it read as a link to itself).
         let exits = self
             .runtime
             .stop_threads(Some(deadline))
-            .map_err(|e| match e {
-                Error::ShutdownTimeout { running } => ClusterError::Link {
-                    node: self.me,
-                    message: format!("processes {running:?} did not stop in time"),
-                },
-                other => ClusterError::Link {
-                    node: self.me,
-                    message: other.to_string(),
-                },
-            })?;
+            .map_err(ClusterError::Processes)?;
         // Every process here has stopped: nothing more will be queued for any channel. The
         // writer writes what is left, then this.
         let finished: FrameOut<'_, P::Message, P::State> = Frame::Finished;
