@@ -341,6 +341,19 @@ fn a_final_report_for_another_nodes_process_fails_its_sender() {
 }
 
 #[test]
+fn a_final_report_whose_count_is_the_largest_fails_its_sender() {
+    // Nothing left on the channel, but numbering from `received + 1` would overflow at the
+    // stop (the first check let it through: the stop thread panicked).
+    let report = Report::<u64, u64> {
+        processes: Vec::new(),
+        incoming: vec![(channel(0, 2), u64::MAX, Vec::new())],
+        outgoing: Vec::new(),
+    };
+    let frame: FrameOut<'_, u64, u64> = Frame::Report(&report);
+    a_member_sending(framed(&frame), "messages received on channel");
+}
+
+#[test]
 fn a_final_report_whose_counts_overflow_fails_its_sender() {
     // Before, `received + 1` for the message left on the channel overflowed at the stop.
     let report = Report::<u64, u64> {

@@ -60,6 +60,10 @@ pub(crate) struct Outlink {
     closing: AtomicBool,
     /// Set when the link has failed: nothing queued is written any more.
     broken: AtomicBool,
+    /// Set when the node has declared the link down (`Core::link_failed`), for whatever
+    /// reason: the reader of the peer's connection stops too (it may be this node's processes
+    /// that found the peer's frames bad, not the reader).
+    down: AtomicBool,
     /// Set when the node stops: nobody waits for room any more.
     released: AtomicBool,
     /// How long the writer lets the link be idle before it sends a heartbeat.
@@ -110,6 +114,7 @@ impl Outlink {
             control: Mutex::new(Vec::new()),
             closing: AtomicBool::new(false),
             broken: AtomicBool::new(false),
+            down: AtomicBool::new(false),
             released: AtomicBool::new(false),
             unwritten: Mutex::new(Vec::new()),
             writes: AtomicU64::new(0),
@@ -238,6 +243,13 @@ impl Outlink {
         self.bell.ring(self.buffers.len());
         // Nobody waits for room on a link that takes no more (`wait_for_room`).
         self.wake_waiters();
+    }
+
+    /// The node has declared the link down: the writer writes what is left and ends, and the
+    /// reader stops at its next message.
+    pub(crate) fn put_down(&self) {
+        self.down.store(true, Ordering::Release);
+        self.close();
     }
 
     /// Whether the link has failed.
@@ -552,6 +564,14 @@ where
     loop {
         if stream.message_read() || rings.due.len() >= RING_EVERY {
             rings.ring_all(core);
+            // Checked once a message: a link put down by the node (its processes found the
+            // peer's frames bad) stops delivering them, whatever the peer sends next.
+            if ours
+                .as_ref()
+                .is_some_and(|l| l.down.load(Ordering::Acquire))
+            {
+                return Err("the link was put down".to_string());
+            }
         }
         match wire::read_frame(&mut stream, &mut buf, core.frame) {
             Ok(()) => {

@@ -594,7 +594,7 @@ impl<P: Process> Core<P> {
         };
         log::error!("node {}: the link with node {peer} failed: {why}", self.me);
         if let Some(link) = &self.links[peer] {
-            link.close();
+            link.put_down();
         }
         if !stopping {
             self.suspect(self.me, peer, &why);
@@ -843,7 +843,8 @@ impl<P: NodeProcess> Core<P> {
                 Some(ch) if theirs(ch.to) => {}
                 _ => return Err(format!("node {peer}'s final report names channel {c}, which runs into none of its processes")),
             }
-            if received.checked_add(left.len() as u64).is_none() {
+            // The messages left are numbered from `received + 1` on: the last must fit too.
+            if received.checked_add(left.len() as u64 + 1).is_none() {
                 return Err(format!("node {peer}'s final report counts {received} messages received on channel {c}, with {} more", left.len()));
             }
         }

@@ -166,7 +166,10 @@ pub(crate) fn connect(
                 silent.push((peer, why));
                 dialing -= 1;
             }
-            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {}
+            Err(RecvTimeoutError::Timeout) => {}
+            // Every dialer is done: nothing comes on `dialed` any more, and `recv_timeout`
+            // returns at once. Wait here instead, or the loop spins on the listener.
+            Err(RecvTimeoutError::Disconnected) => thread::sleep(wait),
         }
         if Instant::now() >= deadline && dialing == 0 {
             break;

@@ -136,8 +136,9 @@ fn final_state<M, S>(
         }
         for (c, received, undelivered) in report.incoming {
             let channel = channels.get_mut(c as usize)?;
-            // Checked when the report arrived; still no overflow, whatever a report says.
-            received.checked_add(undelivered.len() as u64)?;
+            // Checked when the report arrived; still no overflow, whatever a report says (the
+            // range below numbers the messages left from `received + 1`, and steps past the last).
+            received.checked_add(undelivered.len() as u64 + 1)?;
             channel.received = received;
             channel.messages = undelivered
                 .into_iter()
