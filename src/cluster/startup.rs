@@ -11,10 +11,11 @@
 //! `Hello`, encrypted; the acceptor, having checked the key is a member's and the `Hello` says
 //! the same node, answers `Welcome` or why not, encrypted. A stranger's connection (no member's
 //! key) is closed and logged, with nothing read past the handshake. Each accepted connection
-//! is welcomed on a thread of its own (at most 64 at once, each for at most 5 s), so one that
-//! connects and says nothing holds up no other.
+//! is welcomed on a thread of its own (at most 64 at once, each for at most 5 s for the whole
+//! handshake, however slowly the other side sends), so one that connects and says nothing, or
+//! dribbles, holds up no other.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -40,6 +41,50 @@ const RETRY: Duration = Duration::from_millis(50);
 
 /// The longest `Hello` a node reads.
 const MAX_HELLO: usize = 1 << 20;
+
+/// A socket whose reads and writes must all be done by one deadline: the handshake's, as a
+/// whole. A socket's own timeout starts again at every read, so a peer that sends a byte now
+/// and then (or a stranger doing so on purpose) could hold a handshake, and with it one of the
+/// few threads that welcome connections, for as long as it liked.
+struct ByDeadline<'a> {
+    stream: &'a TcpStream,
+    until: Instant,
+}
+
+impl ByDeadline<'_> {
+    /// The time left, or `TimedOut` if there is none.
+    fn left(&self) -> std::io::Result<Duration> {
+        match self.until.checked_duration_since(Instant::now()) {
+            Some(left) if !left.is_zero() => Ok(left),
+            _ => Err(std::io::ErrorKind::TimedOut.into()),
+        }
+    }
+}
+
+impl Read for ByDeadline<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.stream.set_read_timeout(Some(self.left()?))?;
+        (&mut &*self.stream).read(buf)
+    }
+}
+
+impl Write for ByDeadline<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.stream.set_write_timeout(Some(self.left()?))?;
+        (&mut &*self.stream).write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        (&mut &*self.stream).flush()
+    }
+}
+
+/// The connection is made: its reads and writes wait as long as they need again (the links'
+/// own timeouts are set by the links).
+fn no_deadline(stream: &TcpStream) -> std::io::Result<()> {
+    stream.set_read_timeout(None)?;
+    stream.set_write_timeout(None)
+}
 
 /// One authenticated connection: the socket and its Noise transport.
 pub(crate) type Secured = (TcpStream, TransportState);
@@ -235,7 +280,7 @@ fn dial(
 
 /// Sends this node's preamble and reads the peer's: `Err` with what differs if the versions
 /// do.
-fn preambles(stream: &mut TcpStream) -> std::io::Result<Result<(), String>> {
+fn preambles(stream: &mut (impl Read + Write)) -> std::io::Result<Result<(), String>> {
     stream.write_all(&wire::preamble())?;
     Ok(wire::read_preamble(stream)?.map_err(|foreign| foreign.to_string()))
 }
@@ -244,27 +289,29 @@ fn preambles(stream: &mut TcpStream) -> std::io::Result<Result<(), String>> {
 /// acceptor, or the handshake, says this node does not belong with it (a mismatch, not worth a
 /// retry).
 fn greet(
-    mut stream: TcpStream,
+    stream: TcpStream,
     peer: usize,
     hello: &Hello,
     keys: &NodeKeys,
     patience: Duration,
 ) -> std::io::Result<Result<Secured, String>> {
     stream.set_nodelay(true)?;
-    // Zero would mean "no timeout" to the socket.
-    stream.set_read_timeout(Some(patience.max(Duration::from_millis(1))))?;
-    if let Err(why) = preambles(&mut stream)? {
+    let mut timed = ByDeadline {
+        stream: &stream,
+        until: Instant::now() + patience,
+    };
+    if let Err(why) = preambles(&mut timed)? {
         return Ok(Err(why));
     }
     let said = wire::to_bytes(hello).map_err(std::io::Error::other)?;
-    let transport = match secure::open(&mut stream, keys, peer, &said) {
+    let transport = match secure::open(&mut timed, keys, peer, &said) {
         Ok(transport) => transport,
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
             return Ok(Err(e.to_string()));
         }
         Err(e) => return Err(e),
     };
-    let mut opened = Opened::new(&mut stream, transport);
+    let mut opened = Opened::new(&mut timed, transport);
     let mut buf = Vec::new();
     let limit = wire::FrameLimit {
         piece: MAX_HELLO,
@@ -276,7 +323,7 @@ fn greet(
     let transport = opened.into_transport();
     match reply {
         Reply::Welcome => {
-            stream.set_read_timeout(None)?;
+            no_deadline(&stream)?;
             Ok(Ok((stream, transport)))
         }
         Reply::Refused(why) => Ok(Err(why)),
@@ -328,34 +375,38 @@ impl Welcoming {
     /// The acceptor's side: checks the opener's preamble, its key (a member's) and its `Hello`
     /// (the same node, and agreeing with this node's), and welcomes or refuses it. `Ok`: the
     /// opener's node index and the connection.
-    fn welcome(&self, mut stream: TcpStream) -> Result<(usize, Secured), Refusal> {
+    fn welcome(&self, stream: TcpStream) -> Result<(usize, Secured), Refusal> {
         let (me, nodes) = (self.me, self.nodes);
         let io = |e: std::io::Error| Refusal::Other(None, e.to_string());
         stream.set_nonblocking(false).map_err(io)?;
-        stream.set_read_timeout(Some(HANDSHAKE)).map_err(io)?;
         stream.set_nodelay(true).map_err(io)?;
+        // The whole handshake within `HANDSHAKE`, not each read.
+        let mut timed = ByDeadline {
+            stream: &stream,
+            until: Instant::now() + HANDSHAKE,
+        };
         // Read first: a stranger learns nothing, not even this node's version, unless it speaks
         // the format's first words.
-        match wire::read_preamble(&mut stream) {
+        match wire::read_preamble(&mut timed) {
             Ok(Ok(())) => {}
             Ok(Err(foreign)) => {
                 if let wire::Foreign::Version(_) = foreign {
                     // Our own crate, another build: say our version, so that the opener fails
                     // at once with what differs rather than retrying until its deadline.
-                    let _ = stream.write_all(&wire::preamble());
+                    let _ = timed.write_all(&wire::preamble());
                 }
                 return Err(Refusal::Other(None, foreign.to_string()));
             }
             Err(e) => return Err(Refusal::Other(None, format!("no preamble: {e}"))),
         }
-        stream.write_all(&wire::preamble()).map_err(io)?;
-        let (mut transport, peer, said) = secure::accept(&mut stream, &self.keys)
+        timed.write_all(&wire::preamble()).map_err(io)?;
+        let (mut transport, peer, said) = secure::accept(&mut timed, &self.keys)
             .map_err(|e| Refusal::Other(None, e.to_string()))?;
         let theirs: Hello = match wire::decode(&said) {
             Ok(hello) => hello,
             Err(e) => {
                 let why = format!("not a hello: {e}");
-                return refuse(&mut stream, &mut transport, Some(peer), why);
+                return refuse(&mut timed, &mut transport, Some(peer), why);
             }
         };
         if theirs.node as usize != peer {
@@ -366,27 +417,27 @@ impl Welcoming {
                  needs its own)",
                 theirs.node
             );
-            return refuse(&mut stream, &mut transport, Some(peer), why);
+            return refuse(&mut timed, &mut transport, Some(peer), why);
         }
         if peer >= nodes || peer == me {
             let why = format!("node {peer} cannot connect to node {me} of a cluster of {nodes}");
-            return refuse(&mut stream, &mut transport, Some(peer), why);
+            return refuse(&mut timed, &mut transport, Some(peer), why);
         }
         if let Some(differ) = self.hello.differences(&theirs) {
-            return match refuse(&mut stream, &mut transport, Some(peer), differ) {
+            return match refuse(&mut timed, &mut transport, Some(peer), differ) {
                 Err(Refusal::Other(_, differ)) => Err(Refusal::Differs(peer, differ)),
                 other => other,
             };
         }
         if std::mem::replace(&mut self.claimed.lock()[peer], true) {
             let why = format!("node {peer} is already connected");
-            return refuse(&mut stream, &mut transport, Some(peer), why);
+            return refuse(&mut timed, &mut transport, Some(peer), why);
         }
         let welcomed = (|| {
             let mut out = Vec::new();
             wire::encode(&mut out, &Reply::Welcome).map_err(std::io::Error::other)?;
-            secure::send_one(&mut stream, &mut transport, &out)?;
-            stream.set_read_timeout(None)
+            secure::send_one(&mut timed, &mut transport, &out)?;
+            no_deadline(&stream)
         })();
         if let Err(e) = welcomed {
             // Gone before it heard it was welcome: it may try again.
@@ -425,7 +476,7 @@ impl Welcoming {
 
 /// Tells the opener why it is refused (best effort: it may be gone), encrypted, and says so.
 fn refuse<T>(
-    stream: &mut TcpStream,
+    stream: &mut impl Write,
     transport: &mut TransportState,
     peer: Option<usize>,
     why: String,
@@ -487,6 +538,37 @@ mod tests {
             Err(e) => Err(e.to_string()),
         };
         (heard, accepting.join().unwrap())
+    }
+
+    /// A peer that answers a byte at a time, each well within the socket's timeout, cannot hold
+    /// a handshake past its deadline: the deadline is for the whole handshake (before, every
+    /// byte started the timeout again, and this one would have run for the dribbler's 10 s).
+    #[test]
+    fn a_peer_that_dribbles_cannot_hold_a_handshake() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        let dribbler = thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let began = Instant::now();
+            // The real preamble, then what could be a handshake message, a byte at a time.
+            let mut bytes = wire::preamble().to_vec();
+            bytes.extend_from_slice(&[0xff; 64]);
+            for byte in bytes {
+                if began.elapsed() > Duration::from_secs(10) || stream.write_all(&[byte]).is_err() {
+                    return;
+                }
+                thread::sleep(Duration::from_millis(150));
+            }
+        });
+        let keys = NodeKeys::generate(2).unwrap();
+        let stream = TcpStream::connect(address).unwrap();
+        let began = Instant::now();
+        let patience = Duration::from_millis(600);
+        let result = greet(stream, 1, &hello(0), &keys[0], patience);
+        let took = began.elapsed();
+        assert!(result.is_err(), "{result:?}");
+        assert!(took < patience + Duration::from_secs(2), "took {took:?}");
+        dribbler.join().unwrap();
     }
 
     #[test]
