@@ -157,11 +157,18 @@ fn spawn_nodes(args: &Args) -> Result<ExitCode, String> {
             })
             .collect(),
     );
-    // Throwaway keys, made here for these nodes and removed with the file.
-    let dir = std::env::temp_dir().join(format!("bank-cluster-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    write_keys(&dir.join("keys"), nodes).map_err(|e| e.to_string())?;
-    let file = dir.join("cluster.toml");
+    // Throwaway keys, made here for these nodes and removed with the file: in a folder of a
+    // name nobody could have guessed, made new (never one that was there, which another user
+    // could have made and could change), readable by this user only.
+    let dir = std::env::temp_dir().join(format!(
+        "bank-cluster-{}-{:016x}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    private_folder(&dir).map_err(|e| format!("cannot make {}: {e}", dir.display()))?;
+    let dir = Removed(dir);
+    write_keys(&dir.0.join("keys"), nodes).map_err(|e| e.to_string())?;
+    let file = dir.0.join("cluster.toml");
     std::fs::write(&file, config.with_keys("keys").to_toml())
         .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
     for (child, _) in &mut children {
@@ -172,11 +179,14 @@ fn spawn_nodes(args: &Args) -> Result<ExitCode, String> {
     // Pass on what the nodes print (only node 0 prints on stdout), a line at a time.
     let mut passing = Vec::new();
     for out in children.iter_mut().filter_map(|(_, out)| out.take()) {
+        let keys = dir.0.clone();
         passing.push(thread::spawn(move || {
             for line in out.lines().map_while(Result::ok) {
                 let mut stdout = std::io::stdout().lock();
                 if writeln!(stdout, "{line}").is_err() {
-                    // Our reader has gone (`| head`): stop quietly, as a node would.
+                    // Our reader has gone (`| head`): stop quietly, as a node would (the
+                    // nodes read their keys long ago; an exit runs no destructor).
+                    let _ = std::fs::remove_dir_all(&keys);
                     std::process::exit(0);
                 }
             }
@@ -194,8 +204,25 @@ fn spawn_nodes(args: &Args) -> Result<ExitCode, String> {
     for p in passing {
         let _ = p.join();
     }
-    let _ = std::fs::remove_dir_all(&dir);
     Ok(ExitCode::from(worst))
+}
+
+/// A folder removed, with what it holds, when this goes out of scope, however the function
+/// that made it returns.
+struct Removed(PathBuf);
+
+impl Drop for Removed {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Makes `dir`, which must not exist yet, readable by this user only.
+fn private_folder(dir: &std::path::Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
 }
 
 /// `bank --cluster FILE --node I`, or a node started by `--nodes`.
