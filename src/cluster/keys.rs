@@ -62,6 +62,17 @@ impl NodeKeys {
         let publics = (0..nodes)
             .map(|k| read_key(&dir.join(format!("node-{k}.pub"))))
             .collect::<Result<Vec<_>, _>>()?;
+        // A private key that is not the one of the node's public key would pass no handshake:
+        // said here, naming the files, rather than as every peer refusing this node.
+        if publics.get(node) != Some(&public_of(&private)?) {
+            return Err(ClusterError::Keys {
+                message: format!(
+                    "{}: not the private key of {} (the files are of different key pairs)",
+                    dir.join(format!("node-{node}.key")).display(),
+                    dir.join(format!("node-{node}.pub")).display()
+                ),
+            });
+        }
         Ok(NodeKeys {
             node,
             private,
@@ -107,6 +118,20 @@ fn keypair() -> Result<([u8; KEY], [u8; KEY]), ClusterError> {
     private.copy_from_slice(&pair.private);
     public.copy_from_slice(&pair.public);
     Ok((private, public))
+}
+
+/// The X25519 public key of `private`.
+fn public_of(private: &[u8; KEY]) -> Result<[u8; KEY], ClusterError> {
+    use snow::resolvers::{CryptoResolver, DefaultResolver};
+    let mut dh = DefaultResolver
+        .resolve_dh(&snow::params::DHChoice::Curve25519)
+        .ok_or_else(|| ClusterError::Keys {
+            message: "no X25519 in this build of snow".to_string(),
+        })?;
+    dh.set(private);
+    let mut public = [0; KEY];
+    public.copy_from_slice(dh.pubkey());
+    Ok(public)
 }
 
 /// Makes the key folder of a cluster of `nodes` nodes (see the module documentation). Refuses
@@ -205,6 +230,20 @@ mod tests {
         }
         // The private key appears nowhere in what is printed of the keys.
         assert!(!format!("{one:?}").contains(&hex(&one.private)[..8]));
+        // Node 1 given node 2's private key: refused at load, naming the files.
+        std::fs::copy(dir.join("node-2.key"), dir.join("node-1.key")).unwrap();
+        match NodeKeys::load(&dir, 1, 3) {
+            Err(e @ ClusterError::Keys { .. }) => {
+                let said = e.to_string();
+                assert!(
+                    said.contains("node-1.key: not the private key of"),
+                    "{said}"
+                );
+                assert!(said.contains("node-1.pub"), "{said}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(NodeKeys::load(&dir, 2, 3).is_ok());
         std::fs::write(dir.join("node-0.pub"), "not hex").unwrap();
         assert!(matches!(
             NodeKeys::load(&dir, 1, 3),
