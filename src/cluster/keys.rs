@@ -58,7 +58,23 @@ impl NodeKeys {
     /// Node `node`'s keys, read from folder `dir` of a cluster of `nodes` nodes: its
     /// `node-{node}.key` and every `node-I.pub`.
     pub fn load(dir: &Path, node: usize, nodes: usize) -> Result<NodeKeys, ClusterError> {
-        let private = read_key(&dir.join(format!("node-{node}.key")))?;
+        let key_file = dir.join(format!("node-{node}.key"));
+        let private = read_key(&key_file)?;
+        #[cfg(unix)]
+        {
+            // Said, not refused: the key works, but whoever else can read it can be this node.
+            use std::os::unix::fs::PermissionsExt;
+            if let Ok(meta) = std::fs::metadata(&key_file) {
+                if meta.permissions().mode() & 0o077 != 0 {
+                    log::warn!(
+                        "{}: a private key others can read (mode {:o}): whoever reads it can be \
+                         node {node}; chmod 600 it",
+                        key_file.display(),
+                        meta.permissions().mode() & 0o777
+                    );
+                }
+            }
+        }
         let publics = (0..nodes)
             .map(|k| read_key(&dir.join(format!("node-{k}.pub"))))
             .collect::<Result<Vec<_>, _>>()?;
@@ -68,7 +84,7 @@ impl NodeKeys {
             return Err(ClusterError::Keys {
                 message: format!(
                     "{}: not the private key of {} (the files are of different key pairs)",
-                    dir.join(format!("node-{node}.key")).display(),
+                    key_file.display(),
                     dir.join(format!("node-{node}.pub")).display()
                 ),
             });
