@@ -131,10 +131,16 @@ fn stray_part(process: ProcessId) -> Vec<u8> {
 /// Node 2 sends node 0 `bytes`: node 0 closes the link saying something with `why` in it,
 /// every node decides node 2 failed, and nodes 0 and 1 carry on.
 fn a_member_sending(bytes: Vec<u8>, why: &str) {
+    a_member_sending_made(move |_| bytes, why);
+}
+
+/// As `a_member_sending`, with the bytes made once the cluster runs (from what it did).
+fn a_member_sending_made(make: impl FnOnce(&[Node<Mover>]) -> Vec<u8>, why: &str) {
     let (nodes, handled) = three_nodes();
     wait_until("tokens cross the cluster", || {
         handled.load(Ordering::Relaxed) > 100
     });
+    let bytes = make(&nodes);
     nodes[2].send_raw(0, &bytes);
     for (k, node) in nodes.iter().enumerate() {
         wait_until("every node decides", || !node.failed_nodes().is_empty());
@@ -253,6 +259,31 @@ fn a_second_marker_of_a_snapshot_fails_its_sender_not_the_process() {
     let mut bytes = framed(&marker);
     bytes.extend(framed(&marker));
     a_member_sending(bytes, "second marker");
+}
+
+#[test]
+fn a_marker_of_a_snapshot_done_here_fails_its_sender() {
+    // A snapshot of process 1 (node 1) runs to its end; then node 2 replays one of its markers
+    // to node 0. Before, node 0 took it for a new snapshot, its processes recorded again and
+    // sent node 1 parts node 1 refused: node 1, which had done nothing wrong, was failed.
+    a_member_sending_made(
+        |nodes| {
+            let done = nodes[1]
+                .snapshot_timeout(1, Duration::from_secs(30))
+                .unwrap();
+            for node in nodes {
+                wait_until("the snapshot has left nothing behind", || {
+                    node.stats().is_idle()
+                });
+            }
+            framed(&FrameOut::<u64, u64>::Marker {
+                channel: channel(2, 0),
+                snapshot: done.id,
+                initiator: 1,
+            })
+        },
+        "whose every part here is done",
+    );
 }
 
 /// Sends 300 messages to its first neighbour on every tick, if `on`.

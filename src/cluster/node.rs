@@ -20,7 +20,7 @@ use super::membership::Membership;
 use super::startup::{self, Connections};
 use super::stopped::{ClusterStopped, Failed};
 use super::wire::{self, Frame, FrameIn, FrameLimit, FrameOut, Hello, Report, WireError};
-use crate::error::{BuildError, ClusterError, Error};
+use crate::error::{BuildError, ClusterError, CollectError, Error};
 use crate::process::{Context, Process, ProcessFailure};
 use crate::restore::{self, ChannelStart};
 use crate::runtime::layer::{Control, FinalCounters, Shared, Uplink};
@@ -706,7 +706,13 @@ impl<P: NodeProcess> Core<P> {
         self.shared()
             .hub
             .learn_route(snapshot, initiator, node == self.me)
-            .map_err(|e| format!("a marker from node {peer}: {e}"))
+            .map_err(|e| match e {
+                CollectError::DuplicateSnapshot(id) => format!(
+                    "a marker from node {peer} of snapshot {id}, whose every part here is done \
+                     (no honest marker of it can still come)"
+                ),
+                e => format!("a marker from node {peer}: {e}"),
+            })
     }
 
     /// Acts on a frame from `peer` other than a message or a marker.

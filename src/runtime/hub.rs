@@ -156,6 +156,10 @@ struct HubState<M, S> {
     uplink: Option<Arc<dyn Uplink<M, S>>>,
     /// Snapshots started elsewhere whose parts this node's processes send to their initiator.
     routes: IdMap<Route>,
+    /// The last `FINISHED_KEPT` of those whose every part here is done, oldest first: no
+    /// honest marker of one can still come (each process here had every marker before its
+    /// part was done), so one that does is another node replaying it (`learn_route`).
+    finished_routes: (std::collections::VecDeque<SnapshotId>, IdMap<()>),
     /// Snapshots asked for here whose initiator runs on another node: the initiator, and when
     /// they were asked for (a snapshot's times on the node that asked are its own clock's).
     asked_here: IdMap<(ProcessId, Duration)>,
@@ -163,7 +167,23 @@ struct HubState<M, S> {
     askers: IdMap<Vec<usize>>,
 }
 
+/// How many finished routes a cluster node remembers (`HubState::finished_routes`): a replayed
+/// marker of an older one is not caught. (In process there are no routes.)
+const FINISHED_KEPT: usize = 4096;
+
 impl<M, S> HubState<M, S> {
+    /// Every part of routed snapshot `id` is done here.
+    fn route_finished(&mut self, id: SnapshotId) {
+        let (order, set) = &mut self.finished_routes;
+        if order.len() == FINISHED_KEPT {
+            if let Some(old) = order.pop_front() {
+                set.remove(&old);
+            }
+        }
+        order.push_back(id);
+        set.insert(id, ());
+    }
+
     /// Delivers the end of snapshot `id` to its waiters, every subscriber, and the nodes that
     /// asked for it.
     fn finish(&mut self, id: SnapshotId, initiator: ProcessId, outcome: SnapshotOutcome<M, S>) {
@@ -251,6 +271,7 @@ impl<M, S> Hub<M, S> {
                 closed: false,
                 uplink: None,
                 routes: IdMap::default(),
+                finished_routes: Default::default(),
                 asked_here: IdMap::default(),
                 askers: IdMap::default(),
             }),
@@ -353,6 +374,7 @@ impl<M, S> Hub<M, S> {
                 route.parts_left -= 1;
                 if route.parts_left == 0 {
                     state.routes.remove(&id);
+                    state.route_finished(id);
                 }
                 if let Some(uplink) = &state.uplink {
                     uplink.part(initiator, part, recorded_at);
@@ -432,6 +454,11 @@ impl<M, S> Hub<M, S> {
         let mut state = self.state.lock();
         if state.collector.is_pending(id) || state.routes.contains_key(&id) {
             return Ok(());
+        }
+        if state.finished_routes.1.contains_key(&id) {
+            // Would start it again here, and send its initiator's node parts it refuses,
+            // blaming this node for another's replay.
+            return Err(CollectError::DuplicateSnapshot(id));
         }
         if initiator_here {
             // Started here, but over (or given up): a marker of it cannot still be on its way,
