@@ -7,6 +7,9 @@
 //! (a quarter of the timeout, enough for the others' reports of the same failure to arrive),
 //! decides with this rule:
 //!
+//! 0. a node that said it has failed has (a node that decides it failed itself says so on
+//!    every link it still has, then closes them: without its word, a node that saw only the
+//!    links close would suspect it alone, and rule 2 could fail that node instead);
 //! 1. a node suspected by two or more nodes that have not failed has failed (a dead node is
 //!    suspected by everyone who could hear it);
 //! 2. then, for each suspicion left between two nodes that have not failed (one link broken,
@@ -33,6 +36,9 @@ pub(crate) struct Membership {
     suspects: Vec<Vec<bool>>,
     /// By node: decided failed.
     failed: Vec<bool>,
+    /// By node: it said it has failed (it decided so itself, and told the nodes it could
+    /// still reach before closing its links).
+    said_failed: Vec<bool>,
 }
 
 impl Membership {
@@ -41,6 +47,21 @@ impl Membership {
         Membership {
             suspects: vec![vec![false; nodes]; nodes],
             failed: vec![false; nodes],
+            said_failed: vec![false; nodes],
+        }
+    }
+
+    /// Node `node` says it has failed. Returns whether that is news. Without this, a node that
+    /// failed itself (deciding alone, on a suspicion the others had not reported yet) would
+    /// close its links, and a survivor seeing them close would suspect it, alone, and fail the
+    /// higher of the two: itself, when it is the higher.
+    pub(crate) fn said_failed(&mut self, node: usize) -> bool {
+        match self.said_failed.get_mut(node) {
+            Some(said) if !*said => {
+                *said = true;
+                true
+            }
+            _ => false,
         }
     }
 
@@ -69,6 +90,10 @@ impl Membership {
         let n = self.failed.len();
         let alive = |failed: &[bool], k: usize| !failed[k];
         let mut now = self.failed.clone();
+        // 0. A node that says it has failed has (its links are closing).
+        for (k, verdict) in now.iter_mut().enumerate() {
+            *verdict |= self.said_failed[k];
+        }
         // 1. Suspected by two or more nodes that have not failed.
         for (k, verdict) in now.iter_mut().enumerate() {
             let by = (0..n)
@@ -177,6 +202,37 @@ mod tests {
         );
         assert_eq!(decide_all(2, &[1], &[]), [Some(vec![1]), None]);
         assert_eq!(decide_all(2, &[0], &[]), [None, Some(vec![1])]);
+    }
+
+    /// Node 0 dies silently; node 1's read times out first and it decides alone, before node
+    /// 2's report arrives: a lone suspicion looks like a broken link, and node 1 (the higher
+    /// end) fails itself. Before, node 2 then saw node 1's links close, suspected it alone, and
+    /// failed itself too: one death stopped the cluster. Now node 1 says it failed before it
+    /// closes its links, and node 2 runs on.
+    #[test]
+    fn a_node_that_fails_itself_takes_no_one_with_it() {
+        let mut one = Membership::new(3);
+        one.suspect(1, 0);
+        assert_eq!(one.decide(), [1], "node 1, deciding alone, fails itself");
+        let mut two = Membership::new(3);
+        two.suspect(1, 0);
+        two.suspect(2, 0);
+        assert_eq!(two.decide(), [0]);
+        // Node 1's word, then its links closing.
+        assert!(two.said_failed(1));
+        assert!(!two.said_failed(1), "not news twice");
+        two.suspect(2, 1);
+        assert_eq!(two.decide(), [1]);
+        assert!(!two.is_failed(2), "node 2 runs on");
+        // Had the word come after the link closed, the same.
+        let mut late = Membership::new(3);
+        late.suspect(1, 0);
+        late.suspect(2, 0);
+        late.decide();
+        late.suspect(2, 1);
+        late.said_failed(1);
+        assert_eq!(late.decide(), [1]);
+        assert!(!late.is_failed(2));
     }
 
     #[test]

@@ -664,6 +664,17 @@ impl<P: Process> Core<P> {
             self.shared()
                 .node_failed(&processes, &format!("node {node} failed: {reason}"), error);
             let closing: Vec<usize> = if node == self.me {
+                // Said to every node still reachable before the links close: a node that sees
+                // a link close without it would suspect this one alone, and might fail itself.
+                let said: Frame<(), (), (), ()> = Frame::Suspect {
+                    node: self.me as u32,
+                    reason: reason.clone(),
+                };
+                for link in self.links.iter().flatten() {
+                    if !link.is_broken() {
+                        let _ = link.send(&said);
+                    }
+                }
                 (0..self.links.len()).filter(|&k| k != self.me).collect()
             } else {
                 vec![node]
@@ -807,7 +818,16 @@ impl<P: NodeProcess> Core<P> {
                         "node {peer} suspects node {node}, which does not exist"
                     ));
                 }
-                self.suspect(peer, node as usize, &reason);
+                if node as usize == peer {
+                    // The peer says it has failed itself: so it has, now, before its links
+                    // close (see `Membership::said_failed`).
+                    log::warn!("node {}: node {peer} says it has failed: {reason}", self.me);
+                    if self.membership.lock().said_failed(peer) {
+                        self.decide();
+                    }
+                } else {
+                    self.suspect(peer, node as usize, &reason);
+                }
             }
             Frame::Shutdown { note } => self.begin_end(note),
             Frame::Finished => {

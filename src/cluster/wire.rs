@@ -355,7 +355,8 @@ pub(crate) enum Frame<M, P, G, R> {
     /// Nothing: keeps an idle link alive (a link from which nothing arrives for the failure
     /// timeout has failed).
     Heartbeat,
-    /// The sender's link with `node` has broken: the sender suspects it (`membership.rs`).
+    /// The sender's link with `node` has broken: the sender suspects it (`membership.rs`). With
+    /// `node` the sender itself: it has decided it failed, and is closing its links.
     Suspect {
         /// The node suspected.
         node: u32,
