@@ -396,24 +396,43 @@ impl<P: NodeProcess> NodeBuilder<P> {
         }));
         let Connections { outgoing, incoming } = connections;
         let pairs = outgoing.into_iter().zip(incoming).zip(inlets).enumerate();
+        let mut started = Ok(());
         for (peer, ((outgoing, incoming), inlets)) in pairs {
             let (Some((stream, transport)), Some(reader)) = (outgoing, incoming) else {
                 continue;
             };
             let link = links[peer].clone().expect("a link to every other node");
             let writer_core = core.clone();
-            spawn(format!("node-{me}-to-{peer}"), move || {
+            started = spawn(format!("node-{me}-to-{peer}"), move || {
                 let timeout = writer_core.failure_timeout;
                 if let Err(why) = link::write_loop(&link, stream, transport, timeout) {
                     writer_core.link_failed(peer, format!("writing failed: {why}"));
                 }
-            })?;
+            })
+            .map(drop);
+            if started.is_err() {
+                break;
+            }
             let reader_core = core.clone();
-            spawn(format!("node-{me}-from-{peer}"), move || {
+            started = spawn(format!("node-{me}-from-{peer}"), move || {
                 if let Err(why) = link::read_loop(&reader_core, peer, reader, inlets) {
                     reader_core.link_failed(peer, why);
                 }
-            })?;
+            })
+            .map(drop);
+            if started.is_err() {
+                break;
+            }
+        }
+        if let Err(e) = started {
+            // The link threads already started hold the core: every link is put down, so
+            // they end (and the peers see the connections close) rather than heartbeat on
+            // for a node that never ran. The gate, dropped unopened, ends the processes.
+            for link in links.iter().flatten() {
+                link.put_down();
+                link.release();
+            }
+            return Err(e);
         }
         gate.open();
         Ok(Node {
