@@ -425,13 +425,10 @@ impl<P: NodeProcess> NodeBuilder<P> {
             }
         }
         if let Err(e) = started {
-            // The link threads already started hold the core: every link is put down, so
-            // they end (and the peers see the connections close) rather than heartbeat on
-            // for a node that never ran. The gate, dropped unopened, ends the processes.
-            for link in links.iter().flatten() {
-                link.put_down();
-                link.release();
-            }
+            // The link threads already started hold the core: they must end rather than
+            // heartbeat on for a node that never ran. The gate, dropped unopened, ends the
+            // processes.
+            core.let_go_of_links();
             return Err(e);
         }
         gate.open();
@@ -903,6 +900,16 @@ impl<P: NodeProcess> Core<P> {
         Ok(())
     }
 
+    /// Puts every link down and lets every process waiting for room go on: the link threads
+    /// end (the peers see the connections close), and with the last of them the node's
+    /// memory. For a node that failed to start, or to stop.
+    fn let_go_of_links(&self) {
+        for link in self.links.iter().flatten() {
+            link.put_down();
+            link.release();
+        }
+    }
+
     /// Begins stopping the cluster, once: `note` is for every node.
     fn begin_end(self: &Arc<Self>, note: Vec<u8>) {
         {
@@ -925,12 +932,8 @@ impl<P: NodeProcess> Core<P> {
                 let result = core.end(note);
                 if result.is_err() {
                     // A stop that failed (a process or a peer too slow for the stop timeout)
-                    // still lets go of the links: their threads end, the peers see the
-                    // connections close, and the node's memory goes with the last of them.
-                    for link in core.links.iter().flatten() {
-                        link.close();
-                        link.release();
-                    }
+                    // still lets go of the links.
+                    core.let_go_of_links();
                 }
                 core.ending.lock().result = Some(result);
                 core.changed.notify_all();

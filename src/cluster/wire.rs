@@ -517,9 +517,9 @@ pub(crate) fn read_frame(
                 limit: limit.piece,
             });
         }
-        if buf.len() + announced > limit.whole {
+        if buf.len().saturating_add(announced) > limit.whole {
             return Err(ReadError::TooLong {
-                announced: (buf.len() + announced) as u64,
+                announced: buf.len().saturating_add(announced) as u64,
                 limit: limit.whole,
             });
         }
@@ -541,25 +541,17 @@ pub(crate) fn read_frame(
 /// starts: the frames from there on are not all in `bytes[..offset]`. `bytes.len()` if every
 /// frame ends by `offset`.
 pub(crate) fn first_frame_past(bytes: &[u8], offset: usize) -> usize {
-    let mut at = 0;
-    while at < bytes.len() {
-        let start = at;
-        // A frame's pieces: each a length (its flag says whether more follow), then bytes.
-        loop {
-            let Some(header) = bytes.get(at..at + 4) else {
-                return start;
-            };
-            let word = u32::from_le_bytes(header.try_into().expect("four bytes"));
-            at += 4 + (word & !CONTINUED) as usize;
-            if word & CONTINUED == 0 {
-                break;
-            }
-        }
-        if at > offset {
+    // Walked with the frame reader itself (a failed write's path: the copy is no matter), so
+    // the framing is defined in one place.
+    let (mut rest, mut scratch) = (bytes, Vec::new());
+    loop {
+        let start = bytes.len() - rest.len();
+        if read_frame(&mut rest, &mut scratch, FrameLimit::pieces(usize::MAX)).is_err()
+            || bytes.len() - rest.len() > offset
+        {
             return start;
         }
     }
-    bytes.len()
 }
 
 /// Appends the `len` bytes of one piece to `buf`.
