@@ -197,7 +197,7 @@ fn three_nodes(
 }
 
 /// The link between nodes 0 and 1 goes silent, both ways, without closing: within the failure
-/// timeout (and the quarter after it that the survivors take to hear each other) every node
+/// timeout (and the nine twentieths after it that the survivors take to hear each other) every node
 /// decides node 1 failed, the higher end of the one broken link, node 1 included. Node 1's
 /// processes count as failed with an error naming the node; sends to them hand the message
 /// back; the others keep working.
@@ -271,6 +271,66 @@ fn a_silent_link_fails_its_higher_end_on_every_node() {
     assert_eq!(two.join().unwrap().unwrap().failed_nodes, [1]);
     // Node 1, cut off from 0 and failed by its own decision, stops on its own.
     assert_eq!(one.shutdown().unwrap().failed_nodes, [1]);
+}
+
+/// Node 0 falls silent, its link with node 2 first and its link with node 1 three tenths of the
+/// failure timeout later (more than the quarter the survivors once waited, less than the
+/// heartbeat and quarter they wait for silence now): the survivors' reads time out that far
+/// apart, and each must wait for the other's word. Every survivor decides node 0 alone failed;
+/// node 0, cut off, sees both of them as failed. Before, node 2 decided alone on its one
+/// suspicion and failed itself (the higher end of one broken link), and node 1 then failed
+/// itself the same way: one silent node stopped all three.
+#[test]
+fn survivors_that_see_a_node_fall_silent_apart_wait_for_each_other() {
+    const TIMEOUT: Duration = Duration::from_secs(2);
+    let proxies = std::sync::Mutex::new(Vec::new());
+    let (nodes, handled) = three_nodes(TIMEOUT, Duration::ZERO, |me, peer, address| {
+        if me == 0 || peer == 0 {
+            let proxy = Proxy::to(address);
+            let a = proxy.address.clone();
+            // By the other end: 2, then 1.
+            proxies.lock().unwrap().push((me + peer, proxy));
+            a
+        } else {
+            address
+        }
+    });
+    common::wait_until("tokens cross the cluster", || {
+        handled.load(Ordering::Relaxed) > 100
+    });
+    let proxies = proxies.into_inner().unwrap();
+    let freeze = |other: usize| {
+        for (_, proxy) in proxies.iter().filter(|(k, _)| *k == other) {
+            proxy.freeze();
+        }
+    };
+    // Tokens that go to node 2 once its link is silent are gone, and without tokens the link
+    // with node 1 would carry only heartbeats (a fifth of the timeout apart): node 1's last
+    // frame from node 0 would be anywhere in the three tenths. New tokens keep it busy to the
+    // end, so the survivors' reads time out the whole three tenths apart.
+    let cut = Instant::now();
+    freeze(2);
+    while cut.elapsed() < TIMEOUT * 3 / 10 {
+        let _ = nodes[0].with_process(0, |mover, ctx| mover.pass(ctx, Token(1)));
+        let _ = nodes[1].with_process(1, |mover, ctx| mover.pass(ctx, Token(1)));
+        thread::sleep(Duration::from_millis(2));
+    }
+    freeze(1);
+    for (k, expected) in [(1, vec![0]), (2, vec![0]), (0, vec![1, 2])] {
+        common::wait_until("every node decides who failed", || {
+            nodes[k].failed_nodes().len() >= expected.len()
+        });
+        assert_eq!(nodes[k].failed_nodes(), expected, "node {k}'s view");
+    }
+    eprintln!("decided {:?} after the first cut", cut.elapsed());
+    let mut nodes = nodes.into_iter();
+    let zero = nodes.next().unwrap();
+    let (one, two) = (nodes.next().unwrap(), nodes.next().unwrap());
+    let two = thread::spawn(move || two.wait_stopped(*PATIENCE));
+    assert_eq!(one.shutdown().unwrap().failed_nodes, [0]);
+    assert_eq!(two.join().unwrap().unwrap().failed_nodes, [0]);
+    // Node 0 runs on alone, its results reaching nobody; its own stop says whom it lost.
+    assert_eq!(zero.shutdown().unwrap().failed_nodes, [1, 2]);
 }
 
 /// Three nodes as `three_nodes`, the link between nodes 0 and 1 through proxies (one each way

@@ -288,12 +288,12 @@ pub(crate) fn write_loop(
     stream: TcpStream,
     transport: TransportState,
     timeout: Duration,
-) -> Result<(), String> {
+) -> Result<(), Broke> {
     // A write that cannot finish for the failure timeout (the peer reads nothing, its buffers
     // are full) is the link failing.
     let result = stream
         .set_write_timeout(Some(timeout))
-        .map_err(|e| e.to_string())
+        .map_err(|e| Broke::from(e.to_string()))
         .and_then(|()| write_all_queued(link, stream, transport));
     if result.is_err() {
         link.broken.store(true, Ordering::Release);
@@ -306,7 +306,7 @@ fn write_all_queued(
     link: &Outlink,
     mut stream: TcpStream,
     mut transport: TransportState,
-) -> Result<(), String> {
+) -> Result<(), Broke> {
     link.bell.register_current_thread();
     let control_bit = link.buffers.len();
     let mut bits = vec![0u64; link.bell.words()];
@@ -367,12 +367,15 @@ fn write_all_queued(
                 Ok(end) => end,
                 Err(e) => {
                     link.keep_unwritten(&out, 0);
-                    return Err(e.to_string());
+                    return Err(Broke::from(e.to_string()));
                 }
             };
             if let Err((e, wrote)) = write_counted(link, &mut stream, &sealed[..end]) {
                 link.keep_unwritten(&out, secure::plain_in_whole_messages(wrote));
-                return Err(e.to_string());
+                return Err(Broke {
+                    why: e.to_string(),
+                    silent: timed_out(&e),
+                });
             }
             continue;
         }
@@ -410,12 +413,7 @@ fn write_counted(
                 bytes = &bytes[n..];
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) && link.heard.load(Ordering::Relaxed) != heard =>
-            {
+            Err(e) if timed_out(&e) && link.heard.load(Ordering::Relaxed) != heard => {
                 heard = link.heard.load(Ordering::Relaxed);
             }
             Err(e) => return Err((e, wrote(bytes))),
@@ -524,6 +522,34 @@ impl Rings {
 /// Why a peer's frames are refused: the link is then closed.
 pub(crate) type Refusal = String;
 
+/// Why a link stopped working, as the node's failure detector needs it: the reason, and
+/// whether it was silence (nothing read, or nothing written, for the failure timeout) rather
+/// than a closed connection, a failed call or a refused frame. It matters to how long the node
+/// waits for the others' word before it decides who failed (`Core::suspect`): the survivors of
+/// a node that dies see its connections close at about the same moment, but they see it fall
+/// silent up to a heartbeat apart.
+#[derive(Debug)]
+pub(crate) struct Broke {
+    /// Why.
+    pub(crate) why: String,
+    /// It was silence.
+    pub(crate) silent: bool,
+}
+
+impl From<Refusal> for Broke {
+    fn from(why: Refusal) -> Self {
+        Broke { why, silent: false }
+    }
+}
+
+/// Whether an I/O error is a socket timeout: for a link, silence.
+fn timed_out(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    )
+}
+
 /// The reader's thread: reads the peer's frames and acts on each until the connection closes.
 /// Returns `Ok` if it closed after the peer's `Finished` and report, else why it failed.
 pub(crate) fn read_loop<P>(
@@ -531,7 +557,7 @@ pub(crate) fn read_loop<P>(
     peer: usize,
     secured: Secured,
     mut inlets: Vec<Option<Inlet<P::Message>>>,
-) -> Result<(), Refusal>
+) -> Result<(), Broke>
 where
     P: NodeProcess,
 {
@@ -548,7 +574,7 @@ fn read_frames<P>(
     (stream, transport): Secured,
     inlets: &mut [Option<Inlet<P::Message>>],
     rings: &mut Rings,
-) -> Result<(), Refusal>
+) -> Result<(), Broke>
 where
     P: NodeProcess,
 {
@@ -570,7 +596,7 @@ where
                 .as_ref()
                 .is_some_and(|l| l.down.load(Ordering::Acquire))
             {
-                return Err("the link was put down".to_string());
+                return Err(Broke::from("the link was put down".to_string()));
             }
         }
         match wire::read_frame(&mut stream, &mut buf, core.frame) {
@@ -583,18 +609,16 @@ where
                 }
             }
             Err(ReadError::Closed) if core.peer_done(peer) => return Ok(()),
-            Err(ReadError::Io(e))
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                return Err(format!(
-                    "nothing arrived for {:.1} s",
-                    core.failure_timeout.as_secs_f64()
-                ));
+            Err(ReadError::Io(e)) if timed_out(&e) => {
+                return Err(Broke {
+                    why: format!(
+                        "nothing arrived for {:.1} s",
+                        core.failure_timeout.as_secs_f64()
+                    ),
+                    silent: true,
+                });
             }
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(Broke::from(e.to_string())),
         }
         let frame: FrameIn<P::Message, P::State> = wire::decode(&buf).map_err(|e| e.to_string())?;
         match frame {
@@ -605,10 +629,10 @@ where
             } => {
                 let inlet = inlet(inlets, channel, peer)?;
                 if seq != inlet.next {
-                    return Err(format!(
+                    return Err(Broke::from(format!(
                         "message {seq} on channel {channel} where message {} was due",
                         inlet.next
-                    ));
+                    )));
                 }
                 inlet.next += 1;
                 let seq = NonZeroU64::new(seq).expect("checked against a count from 1");

@@ -3,8 +3,8 @@
 //!
 //! A node suspects a peer when their link breaks: the connection closes, a read or write
 //! fails, or nothing (not even a heartbeat) arrives from it for the failure timeout. It tells
-//! every other node it can still reach, and each node, a short while after its first suspicion
-//! (a quarter of the timeout, enough for the others' reports of the same failure to arrive),
+//! every other node it can still reach, and each node, a while after each new suspicion (long
+//! enough for the others' reports of the same failure to arrive: `Core::decision_wait`),
 //! decides with this rule:
 //!
 //! 0. a node that said it has failed has (a node that decides it failed itself says so on

@@ -15,7 +15,7 @@ use serde::Serialize;
 use super::config::ClusterConfig;
 use super::driver::{NodeWire, Refusals};
 use super::keys::NodeKeys;
-use super::link::{self, Inlet, LinkLimits, Outlink, Refusal};
+use super::link::{self, Broke, Inlet, LinkLimits, Outlink, Refusal};
 use super::membership::Membership;
 use super::startup::{self, Connections};
 use super::stopped::{ClusterStopped, Failed};
@@ -53,6 +53,12 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long a link may be silent by default before its peer is suspected.
 const FAILURE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long a link's writer lets it be idle before it sends a heartbeat, for a failure
+/// timeout of `timeout`: a fifth of it, so that a late heartbeat or two is not a failure.
+fn heartbeat(timeout: Duration) -> Duration {
+    timeout / 5
+}
 
 /// How many bytes may queue for one other node by default before its senders wait: a few
 /// hundred milliseconds of the fastest link measured, far above what a closed loop keeps in
@@ -105,7 +111,9 @@ impl<P: NodeProcess> NodeBuilder<P> {
 
     /// How long a link may stay silent before its peer is suspected (default 3 s; any frame
     /// counts, and an idle link carries a heartbeat every fifth of this). What a node does then
-    /// is in `membership.rs`: the survivors agree who failed, a quarter of this later.
+    /// is in `membership.rs`: the survivors agree who failed, a quarter of this later when a
+    /// node's connections closed (it died), or nine twentieths later when they went silent
+    /// (a quarter and a heartbeat: the survivors see silence up to a heartbeat apart).
     pub fn failure_timeout(mut self, timeout: Duration) -> Self {
         self.failure_timeout = timeout.max(Duration::from_millis(50));
         self
@@ -278,7 +286,7 @@ impl<P: NodeProcess> NodeBuilder<P> {
             whole: self.max_frame_total,
         };
         let limits = LinkLimits {
-            heartbeat: self.failure_timeout / 5,
+            heartbeat: heartbeat(self.failure_timeout),
             frame,
             max_queued: self.max_queued,
         };
@@ -375,6 +383,7 @@ impl<P: NodeProcess> NodeBuilder<P> {
             stop_timeout: self.stop_timeout,
             failure_timeout: self.failure_timeout,
             membership: Mutex::new(Membership::new(nodes)),
+            deciding: Mutex::new(()),
             ending: Mutex::new(Ending {
                 began: false,
                 note: Vec::new(),
@@ -391,7 +400,7 @@ impl<P: NodeProcess> NodeBuilder<P> {
         let weak = Arc::downgrade(&core);
         let _ = refusals.set(Box::new(move |peer, why| {
             if let Some(core) = weak.upgrade() {
-                core.link_failed(peer, why);
+                core.link_failed(peer, Broke::from(why));
             }
         }));
         let Connections { outgoing, incoming } = connections;
@@ -405,8 +414,9 @@ impl<P: NodeProcess> NodeBuilder<P> {
             let writer_core = core.clone();
             started = spawn(format!("node-{me}-to-{peer}"), move || {
                 let timeout = writer_core.failure_timeout;
-                if let Err(why) = link::write_loop(&link, stream, transport, timeout) {
-                    writer_core.link_failed(peer, format!("writing failed: {why}"));
+                if let Err(broke) = link::write_loop(&link, stream, transport, timeout) {
+                    let why = format!("writing failed: {}", broke.why);
+                    writer_core.link_failed(peer, Broke { why, ..broke });
                 }
             })
             .map(drop);
@@ -415,8 +425,8 @@ impl<P: NodeProcess> NodeBuilder<P> {
             }
             let reader_core = core.clone();
             started = spawn(format!("node-{me}-from-{peer}"), move || {
-                if let Err(why) = link::read_loop(&reader_core, peer, reader, inlets) {
-                    reader_core.link_failed(peer, why);
+                if let Err(broke) = link::read_loop(&reader_core, peer, reader, inlets) {
+                    reader_core.link_failed(peer, broke);
                 }
             })
             .map(drop);
@@ -570,6 +580,10 @@ pub(crate) struct Core<P: Process> {
     pub(crate) failure_timeout: Duration,
     /// Who suspects whom, who has failed (`membership.rs`); and whether a decision is due.
     membership: Mutex<Membership>,
+    /// Held while a decision is applied: whoever sees a node decided failed
+    /// (`failed_nodes`) also sees what follows from it (its processes failed, its link
+    /// closed), and two decisions do not interleave. Taken before `membership`, never after.
+    deciding: Mutex<()>,
     ending: Mutex<Ending<P>>,
     changed: Condvar,
 }
@@ -592,10 +606,10 @@ impl<P: Process> Core<P> {
 
     /// The link with `peer` has failed (closed, a read or write failed, or nothing arrived
     /// for the failure timeout). While the cluster stops, it is noted, and stopping does not
-    /// wait for that peer. Before, this node suspects the peer, tells the others, and a
-    /// quarter of the failure timeout later decides with what it has heard who failed
-    /// (`membership.rs`).
-    pub(crate) fn link_failed(self: &Arc<Self>, peer: usize, why: String) {
+    /// wait for that peer. Before, this node suspects the peer, tells the others, and a while
+    /// later decides with what it has heard who failed (`suspect`, `membership.rs`).
+    pub(crate) fn link_failed(self: &Arc<Self>, peer: usize, broke: Broke) {
+        let Broke { why, silent } = broke;
         let stopping = {
             let mut ending = self.ending.lock();
             if ending.finished[peer] && ending.reported[peer] {
@@ -613,15 +627,35 @@ impl<P: Process> Core<P> {
             link.put_down();
         }
         if !stopping {
-            self.suspect(self.me, peer, &why);
+            self.suspect(self.me, peer, &why, silent);
         }
     }
 
-    /// Node `by` suspects `node` (this node itself, or as another node reported). This node's
+    /// How long a node waits after a new suspicion before it decides, so that the other
+    /// survivors' word on the same failure has come (`membership.rs`). A node that dies closes
+    /// its connections, and every survivor sees that within moments of the others: a quarter
+    /// of the failure timeout is plenty. A node that falls silent (its machine frozen, its
+    /// network cut) is seen by each survivor when its own read times out, the failure timeout
+    /// after the last frame it had; those frames were up to a heartbeat apart (an idle link
+    /// carries one every fifth of the timeout), so the survivors suspect up to a heartbeat
+    /// apart, and the wait is a heartbeat longer. Without that, the first survivor to suspect
+    /// could decide alone, see one broken link, and fail the higher end of it: itself, when
+    /// the silent node is the lower. Another node's report does not say how it saw the
+    /// failure, so it is waited for as silence: that only ever delays a decision.
+    fn decision_wait(&self, by: usize, silent: bool) -> Duration {
+        let quarter = self.failure_timeout / 4;
+        if by == self.me && !silent {
+            quarter
+        } else {
+            quarter + heartbeat(self.failure_timeout)
+        }
+    }
+
+    /// Node `by` suspects `node` (this node itself, or as another node reported; `silent`: the
+    /// suspicion is this node's own and came from silence, see `decision_wait`). This node's
     /// own suspicions go to every node it can still reach; each new suspicion arms a decision
-    /// a quarter of the failure timeout later (by then the others' reports of the same failure
-    /// have come).
-    pub(crate) fn suspect(self: &Arc<Self>, by: usize, node: usize, why: &str) {
+    /// `decision_wait` later (by then the others' reports of the same failure have come).
+    pub(crate) fn suspect(self: &Arc<Self>, by: usize, node: usize, why: &str, silent: bool) {
         if !self.membership.lock().suspect(by, node) {
             return;
         }
@@ -638,7 +672,7 @@ impl<P: Process> Core<P> {
             }
         }
         let core = self.clone();
-        let wait = self.failure_timeout / 4;
+        let wait = self.decision_wait(by, silent);
         let spawned = thread::Builder::new()
             .name(format!("node-{}-decides", self.me))
             .spawn(move || {
@@ -655,6 +689,7 @@ impl<P: Process> Core<P> {
     /// to them are refused) and its link is closed; if this node itself is failed, its own
     /// processes fail and every link is closed.
     fn decide(&self) {
+        let _deciding = self.deciding.lock();
         let failed = self.membership.lock().decide();
         for node in failed {
             let processes: Vec<ProcessId> = (0..self.node_of.len())
@@ -710,6 +745,7 @@ impl<P: Process> Core<P> {
 
     /// The nodes decided failed so far.
     pub(crate) fn failed_nodes(&self) -> Vec<usize> {
+        let _decided = self.deciding.lock();
         let membership = self.membership.lock();
         (0..self.links.len())
             .filter(|&k| membership.is_failed(k))
@@ -842,7 +878,7 @@ impl<P: NodeProcess> Core<P> {
                         self.decide();
                     }
                 } else {
-                    self.suspect(peer, node as usize, &reason);
+                    self.suspect(peer, node as usize, &reason, false);
                 }
             }
             Frame::Shutdown { note } => self.begin_end(note),
@@ -998,8 +1034,8 @@ impl<P: NodeProcess> Core<P> {
             }
         }
         waited?;
-        // A suspicion whose decision is still due (the stop came within a quarter of the
-        // timeout of a link breaking) is decided now: the result says who failed whichever
+        // A suspicion whose decision is still due (the stop came within `decision_wait` of a
+        // link breaking) is decided now: the result says who failed whichever
         // came first, the stop or the decision.
         self.decide();
         let lost = self.lost();
