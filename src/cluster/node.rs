@@ -1505,6 +1505,10 @@ impl<P: NodeProcess> Node<P> {
     /// every node reports its final state to every other; returns this node's result (see
     /// [`ClusterStopped`]). Other nodes' handles see the same from
     /// [`wait_stopped`](Node::wait_stopped).
+    ///
+    /// A node's result is handed out once (it owns the processes' final states): among the
+    /// clones of one node's handle, the first call of `shutdown` or `wait_stopped` to return
+    /// after the stop gets it, and every later one [`ClusterError::Stopped`].
     pub fn shutdown(self) -> Result<ClusterStopped<P>, ClusterError> {
         self.shutdown_with(Vec::new())
     }
@@ -1519,7 +1523,8 @@ impl<P: NodeProcess> Node<P> {
 
     /// Waits until the cluster has been stopped (from any node) and returns this node's result;
     /// [`ClusterError::WaitTimeout`] if it is still running after `timeout` (the node goes on;
-    /// wait again).
+    /// wait again). Once per node, as [`shutdown`](Node::shutdown) says: a clone that comes
+    /// second gets [`ClusterError::Stopped`].
     pub fn wait_stopped(&self, timeout: Duration) -> Result<ClusterStopped<P>, ClusterError> {
         self.core().take_result(Some(Instant::now() + timeout))
     }
