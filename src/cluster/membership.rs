@@ -13,21 +13,24 @@
 //! 1. a node suspected by two or more nodes that have not failed has failed (a dead node is
 //!    suspected by everyone who could hear it);
 //! 2. then, for each suspicion left between two nodes that have not failed (one link broken,
-//!    both ends alive), the one with the higher index has failed.
+//!    both ends alive), the one with the higher index has failed;
+//! 3. last, the nodes left must be a majority of the cluster: if they are fewer than half of
+//!    it, or exactly half without node 0, they have all failed. A node cannot tell the others'
+//!    deaths from its own isolation, and two sides of a partition each see the other as
+//!    failed: this lets at most one side run on (the majority; of two halves, node 0's).
 //!
 //! So in a cluster of three or more: a node that dies is failed by every survivor (rule 1); a
-//! node whose links all go silent is failed by the others (rule 1) and, unless it is node 0, by
-//! itself (rule 2: nobody's report reaches it, and it is the higher end of every link it
-//! suspects); one broken link between a and b fails the higher of the two, in the view of a, of
-//! b and of everyone who hears either. Failure is fail-stop: a failed node never comes back (a
-//! restart from a checkpoint is the way back), and a node that finds itself failed stops its
-//! processes.
+//! node whose links all go silent is failed by the others (rule 1) and by itself (rule 2:
+//! nobody's report reaches it, and it is the higher end of every link it suspects; node 0,
+//! the lower end of all, by rule 3); one broken link between a and b fails the higher of the
+//! two, in the view of a, of b and of everyone who hears either; a cluster split in two keeps
+//! the larger side (or node 0's half) and the other side fails itself. A cluster survives the
+//! failure of fewer than half of its nodes, not more: when more fail (or seem to), the rest
+//! stop too. Failure is fail-stop: a failed node never comes back (a restart from a
+//! checkpoint is the way back), and a node that finds itself failed stops its processes.
 //!
-//! Caveats, said plainly: in a cluster of two a death and a broken link look alike, and the
-//! rule fails node 1 either way (so node 1 stops when node 0 dies). And node 0 cut off from
-//! every other node is failed by the others, while in its own view they have failed (each
-//! suspected by node 0 alone, each the higher end of a broken link): the survivors agree, and
-//! node 0 runs on alone, every snapshot failing, its results reaching nobody.
+//! Caveat, said plainly: in a cluster of two a death and a broken link look alike, and the
+//! rule fails node 1 either way (so node 1 stops when node 0 dies).
 
 /// What one node knows of the cluster's broken links.
 #[derive(Debug)]
@@ -112,6 +115,11 @@ impl Membership {
                 }
             }
         }
+        // 3. What is left must be a majority (or half, with node 0).
+        let left = (0..n).filter(|&k| !now[k]).count();
+        if 2 * left < n || (2 * left == n && now[0]) {
+            now.iter_mut().for_each(|verdict| *verdict = true);
+        }
         let newly: Vec<usize> = (0..n).filter(|&k| now[k] && !self.failed[k]).collect();
         self.failed = now;
         newly
@@ -174,15 +182,74 @@ mod tests {
 
     #[test]
     fn a_node_cut_off_from_all_is_failed_by_all_and_by_itself() {
-        for lonely in 1..3 {
+        for lonely in 0..3 {
             let links: Vec<_> = (0..3)
                 .filter(|&k| k != lonely)
                 .map(|k| (k, lonely))
                 .collect();
-            for view in decide_all(3, &[], &links).into_iter().flatten() {
-                assert_eq!(view, [lonely], "node {lonely} cut off");
+            for (me, view) in decide_all(3, &[], &links).into_iter().enumerate() {
+                let view = view.expect("nobody died");
+                if me != lonely {
+                    assert_eq!(view, [lonely], "node {lonely} cut off, node {me}'s view");
+                } else if lonely == 0 {
+                    // Node 0, the lower end of every link it lost: rule 2 fails the others in
+                    // its view, and rule 3 then fails node 0, alone of three.
+                    assert_eq!(view, [0, 1, 2], "node 0 cut off, its own view");
+                } else {
+                    assert_eq!(view, [lonely], "node {lonely} cut off, its own view");
+                }
             }
         }
+    }
+
+    /// Split in two, each side sees the other as failed (rule 1): rule 3 lets only the
+    /// majority run on, or of two halves node 0's.
+    #[test]
+    fn of_a_cluster_split_in_two_only_one_side_runs_on() {
+        let split = |n: usize, side: &[usize]| {
+            let mut links = Vec::new();
+            for a in side {
+                for b in (0..n).filter(|b| !side.contains(b)) {
+                    links.push((*a, b));
+                }
+            }
+            decide_all(n, &[], &links)
+        };
+        // Five: nodes 0 and 1 against 2, 3 and 4.
+        let views = split(5, &[0, 1]);
+        for me in [0, 1] {
+            assert_eq!(
+                views[me],
+                Some(vec![0, 1, 2, 3, 4]),
+                "node {me}, in the minority"
+            );
+        }
+        for me in [2, 3, 4] {
+            assert_eq!(views[me], Some(vec![0, 1]), "node {me}, in the majority");
+        }
+        // Four, in halves: node 0's half runs on.
+        let views = split(4, &[0, 3]);
+        for me in [0, 3] {
+            assert_eq!(views[me], Some(vec![1, 2]), "node {me}, with node 0");
+        }
+        for me in [1, 2] {
+            assert_eq!(
+                views[me],
+                Some(vec![0, 1, 2, 3]),
+                "node {me}, without node 0"
+            );
+        }
+    }
+
+    /// More than half dead: the rest stop too (they cannot tell that from being cut off).
+    #[test]
+    fn a_cluster_survives_fewer_than_half_of_its_nodes_failing() {
+        assert_eq!(decide_all(5, &[3, 4], &[])[0], Some(vec![3, 4]));
+        assert_eq!(decide_all(5, &[2, 3, 4], &[])[0], Some(vec![0, 1, 2, 3, 4]));
+        assert_eq!(decide_all(3, &[1, 2], &[])[0], Some(vec![0, 1, 2]));
+        // Half, with node 0, runs on; half without it stops.
+        assert_eq!(decide_all(4, &[2, 3], &[])[0], Some(vec![2, 3]));
+        assert_eq!(decide_all(4, &[0, 1], &[])[2], Some(vec![0, 1, 2, 3]));
     }
 
     #[test]
@@ -204,19 +271,21 @@ mod tests {
         assert_eq!(decide_all(2, &[0], &[]), [None, Some(vec![1])]);
     }
 
-    /// Node 0 dies silently; node 1's read times out first and it decides alone, before node
-    /// 2's report arrives: a lone suspicion looks like a broken link, and node 1 (the higher
-    /// end) fails itself. Before, node 2 then saw node 1's links close, suspected it alone, and
-    /// failed itself too: one death stopped the cluster. Now node 1 says it failed before it
-    /// closes its links, and node 2 runs on.
+    /// Node 0 of five dies silently; node 1's read times out first and it decides alone,
+    /// before the others' reports arrive: a lone suspicion looks like a broken link, and node 1
+    /// (the higher end) fails itself. Before, node 2 then saw node 1's links close and, deciding
+    /// before the others' word on node 1 came, suspected it alone and failed itself too. Now
+    /// node 1 says it failed before it closes its links, and the others run on. (Of three, two failed
+    /// would leave one node, which rule 3 stops: see the next test.)
     #[test]
     fn a_node_that_fails_itself_takes_no_one_with_it() {
-        let mut one = Membership::new(3);
+        let mut one = Membership::new(5);
         one.suspect(1, 0);
         assert_eq!(one.decide(), [1], "node 1, deciding alone, fails itself");
-        let mut two = Membership::new(3);
-        two.suspect(1, 0);
-        two.suspect(2, 0);
+        let mut two = Membership::new(5);
+        for by in 1..5 {
+            two.suspect(by, 0);
+        }
         assert_eq!(two.decide(), [0]);
         // Node 1's word, then its links closing.
         assert!(two.said_failed(1));
@@ -225,14 +294,27 @@ mod tests {
         assert_eq!(two.decide(), [1]);
         assert!(!two.is_failed(2), "node 2 runs on");
         // Had the word come after the link closed, the same.
-        let mut late = Membership::new(3);
-        late.suspect(1, 0);
-        late.suspect(2, 0);
+        let mut late = Membership::new(5);
+        for by in 1..5 {
+            late.suspect(by, 0);
+        }
         late.decide();
         late.suspect(2, 1);
         late.said_failed(1);
         assert_eq!(late.decide(), [1]);
         assert!(!late.is_failed(2));
+    }
+
+    /// The price of rule 3, said by a test: of three, when one dies and a survivor decides
+    /// alone and fails itself, the last node is alone of three and stops too.
+    #[test]
+    fn of_three_a_survivor_that_fails_itself_leaves_too_few() {
+        let mut two = Membership::new(3);
+        two.suspect(1, 0);
+        two.suspect(2, 0);
+        assert_eq!(two.decide(), [0]);
+        two.said_failed(1);
+        assert_eq!(two.decide(), [1, 2]);
     }
 
     #[test]

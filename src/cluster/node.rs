@@ -696,7 +696,7 @@ impl<P: Process> Core<P> {
                 .filter(|&p| self.node_of[p] == node)
                 .collect();
             let reason = if node == self.me {
-                "this node: the others cannot hear it, or it cannot hear them".to_string()
+                "this node: the others cannot hear it, it cannot hear them, or too few nodes are left to run on (half the cluster or fewer)".to_string()
             } else {
                 let ending = self.ending.lock();
                 ending.broken[node]
