@@ -590,6 +590,13 @@ where
     loop {
         if stream.message_read() || rings.due.len() >= RING_EVERY {
             rings.ring_all(core);
+            // The frames read so far, what our writer to the peer watches to tell a peer that
+            // is not reading from one that is gone: published before a read that may wait,
+            // once a message (a store per frame would put the line our processes and writer
+            // also touch in the way of every frame).
+            if let Some(link) = &ours {
+                link.heard.store(heard, Ordering::Relaxed);
+            }
             // Checked once a message: a link put down by the node (its processes found the
             // peer's frames bad) stops delivering them, whatever the peer sends next.
             if ours
@@ -599,28 +606,34 @@ where
                 return Err(Broke::from("the link was put down".to_string()));
             }
         }
-        match wire::read_frame(&mut stream, &mut buf, core.frame) {
-            Ok(()) => {
-                // A plain store of this thread's own count: what our writer to the peer
-                // watches to tell a peer that is not reading from one that is gone.
-                heard += 1;
-                if let Some(link) = &ours {
-                    link.heard.store(heard, Ordering::Relaxed);
+        // A frame whole in what was decrypted is decoded where it lies; anything else (a frame
+        // across two messages, in pieces, or to be refused) goes the long way.
+        let decoded = match wire::whole_frame(stream.unread(), core.frame) {
+            Some((used, body)) => {
+                let frame = wire::decode(body);
+                stream.consume(used);
+                frame
+            }
+            None => {
+                match wire::read_frame(&mut stream, &mut buf, core.frame) {
+                    Ok(()) => {}
+                    Err(ReadError::Closed) if core.peer_done(peer) => return Ok(()),
+                    Err(ReadError::Io(e)) if timed_out(&e) => {
+                        return Err(Broke {
+                            why: format!(
+                                "nothing arrived for {:.1} s",
+                                core.failure_timeout.as_secs_f64()
+                            ),
+                            silent: true,
+                        });
+                    }
+                    Err(e) => return Err(Broke::from(e.to_string())),
                 }
+                wire::decode(&buf)
             }
-            Err(ReadError::Closed) if core.peer_done(peer) => return Ok(()),
-            Err(ReadError::Io(e)) if timed_out(&e) => {
-                return Err(Broke {
-                    why: format!(
-                        "nothing arrived for {:.1} s",
-                        core.failure_timeout.as_secs_f64()
-                    ),
-                    silent: true,
-                });
-            }
-            Err(e) => return Err(Broke::from(e.to_string())),
-        }
-        let frame: FrameIn<P::Message, P::State> = wire::decode(&buf).map_err(|e| e.to_string())?;
+        };
+        heard += 1;
+        let frame: FrameIn<P::Message, P::State> = decoded.map_err(|e| e.to_string())?;
         match frame {
             Frame::Message {
                 channel,

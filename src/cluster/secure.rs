@@ -206,6 +206,19 @@ impl<R: Read> Opened<R> {
         self.at == self.end
     }
 
+    /// What is left of the last message's plaintext, not yet read.
+    #[inline]
+    pub(crate) fn unread(&self) -> &[u8] {
+        &self.plain[self.at..self.end]
+    }
+
+    /// Marks the first `n` bytes of [`unread`](Opened::unread) read.
+    #[inline]
+    pub(crate) fn consume(&mut self, n: usize) {
+        debug_assert!(n <= self.end - self.at);
+        self.at = (self.at + n).min(self.end);
+    }
+
     /// Reads and decrypts the next message; `Ok(false)` at the end of the stream between two.
     fn next_message(&mut self) -> io::Result<bool> {
         let mut len = [0; 2];
