@@ -631,6 +631,75 @@ fn parts_messages_and_reports_longer_than_the_frame_limit_go_in_pieces() {
     stopping.join().unwrap().unwrap();
 }
 
+/// Records a state over the cluster's whole-frame limit while `big` is set (process 1 only).
+struct Big {
+    big: Arc<std::sync::atomic::AtomicBool>,
+    me: ProcessId,
+}
+
+impl Process for Big {
+    type Message = u8;
+    type State = Vec<u8>;
+    fn on_message(&mut self, _: ProcessId, _: u8, _: &mut Context<'_, u8>) {}
+    fn record(&self) -> Vec<u8> {
+        if self.me == 1 && self.big.load(Ordering::Relaxed) {
+            vec![7; 10_000]
+        } else {
+            vec![1; 8]
+        }
+    }
+}
+
+/// A part that cannot be sent (over the whole-frame limit) fails its snapshot, and only it:
+/// the part's node says so, the initiator's node fails the snapshot at once, and the markers
+/// and parts of it still on their way are dropped there. Before, a late part made a process of
+/// the initiator's node panic ("no snapshot ... is being collected"), or a late marker got the
+/// honest node that sent it failed; and a node that relays parts (node 2) held the snapshot for
+/// good if the initiator's node stopped sending its markers.
+#[test]
+fn a_part_that_cannot_be_sent_fails_its_snapshot_and_nothing_else() {
+    let big = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let nodes = start_with(
+        &Topology::complete(3),
+        &[vec![0], vec![1], vec![2]],
+        |b| {
+            b.max_frame_total(4096)
+                .failure_timeout(Duration::from_millis(400))
+        },
+        {
+            let big = big.clone();
+            move |_, me| Big {
+                big: big.clone(),
+                me,
+            }
+        },
+    );
+    for _ in 0..5 {
+        let outcome = nodes[0].snapshot_timeout(0, *PATIENCE);
+        match outcome {
+            Err(Error::Cluster(message)) => {
+                assert!(message.contains("part of process 1"), "{message}");
+            }
+            other => panic!("the snapshot fails, saying which part: {other:?}"),
+        }
+    }
+    // Long enough for a wrong decision (failure timeout 400 ms) to have been made.
+    thread::sleep(Duration::from_millis(1500));
+    big.store(false, Ordering::Relaxed);
+    for (k, node) in nodes.iter().enumerate() {
+        assert_eq!(node.failures(), [], "node {k}: no process failed");
+        assert_eq!(node.failed_nodes(), Vec::<usize>::new(), "node {k}");
+        common::wait_until("every node lets go of the failed snapshots", || {
+            node.stats().is_idle()
+        });
+    }
+    nodes[0]
+        .snapshot_timeout(0, *PATIENCE)
+        .unwrap()
+        .verify()
+        .unwrap();
+}
+
 /// A parcel: a unique id. Every parcel exists once, held by a courier or on a channel.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct Parcel(u64);

@@ -843,6 +843,12 @@ impl<P: NodeProcess> Core<P> {
                 process,
                 reason,
             } => {
+                // Only a process's own node can say its part is lost.
+                if !theirs(process) {
+                    return Err(format!(
+                        "node {peer} said the part of process {process}, which it does not run, could not be sent"
+                    ));
+                }
                 shared.hub.withdraw(
                     snapshot,
                     Error::Cluster(format!(

@@ -156,32 +156,71 @@ struct HubState<M, S> {
     uplink: Option<Arc<dyn Uplink<M, S>>>,
     /// Snapshots started elsewhere whose parts this node's processes send to their initiator.
     routes: IdMap<Route>,
-    /// The last `FINISHED_KEPT` of those whose every part here is done, oldest first: no
-    /// honest marker of one can still come (each process here had every marker before its
-    /// part was done), so one that does is another node replaying it (`learn_route`).
-    finished_routes: (std::collections::VecDeque<SnapshotId>, IdMap<()>),
+    /// The last of those whose every part here is done: no honest marker of one can still
+    /// come (each process here had every marker before its part was done), so one that does is
+    /// another node replaying it (`learn_route`).
+    finished_routes: Recent<()>,
     /// Snapshots asked for here whose initiator runs on another node: the initiator, and when
     /// they were asked for (a snapshot's times on the node that asked are its own clock's).
     asked_here: IdMap<(ProcessId, Duration)>,
     /// Snapshots assembled here that other nodes asked for: the nodes to send the outcome to.
     askers: IdMap<Vec<usize>>,
+    /// The last snapshots assembled here that failed while their markers and parts may still
+    /// be on their way (a node could not send a part: `withdraw`), with their initiator: what
+    /// still comes of them is dropped, not taken for a peer's error, and this node's markers of
+    /// them still carry the initiator (the other nodes finish their parts and forget them).
+    withdrawn: Recent<ProcessId>,
 }
 
-/// How many finished routes a cluster node remembers (`HubState::finished_routes`): a replayed
-/// marker of an older one is not caught. (In process there are no routes.)
+/// How many ids a cluster node remembers in each of `HubState`'s windows of ended snapshots
+/// (`Recent`): a frame about an older one is not told apart. (In process there are none.)
 const FINISHED_KEPT: usize = 4096;
+
+/// The last `FINISHED_KEPT` snapshot ids remembered, each with a value; the oldest is forgotten
+/// first.
+struct Recent<V> {
+    order: std::collections::VecDeque<SnapshotId>,
+    values: IdMap<V>,
+}
+
+impl<V> Default for Recent<V> {
+    fn default() -> Self {
+        Recent {
+            order: Default::default(),
+            values: IdMap::default(),
+        }
+    }
+}
+
+impl<V> Recent<V> {
+    /// Remembers `id` with `value` (a second time: the new value, its place kept).
+    fn remember(&mut self, id: SnapshotId, value: V) {
+        if let Some(old) = self.values.get_mut(&id) {
+            *old = value;
+            return;
+        }
+        if self.order.len() == FINISHED_KEPT {
+            if let Some(oldest) = self.order.pop_front() {
+                self.values.remove(&oldest);
+            }
+        }
+        self.order.push_back(id);
+        self.values.insert(id, value);
+    }
+
+    fn get(&self, id: &SnapshotId) -> Option<&V> {
+        self.values.get(id)
+    }
+
+    fn contains(&self, id: &SnapshotId) -> bool {
+        self.values.contains_key(id)
+    }
+}
 
 impl<M, S> HubState<M, S> {
     /// Every part of routed snapshot `id` is done here.
     fn route_finished(&mut self, id: SnapshotId) {
-        let (order, set) = &mut self.finished_routes;
-        if order.len() == FINISHED_KEPT {
-            if let Some(old) = order.pop_front() {
-                set.remove(&old);
-            }
-        }
-        order.push_back(id);
-        set.insert(id, ());
+        self.finished_routes.remember(id, ());
     }
 
     /// Delivers the end of snapshot `id` to its waiters, every subscriber, and the nodes that
@@ -274,6 +313,7 @@ impl<M, S> Hub<M, S> {
                 finished_routes: Default::default(),
                 asked_here: IdMap::default(),
                 askers: IdMap::default(),
+                withdrawn: Default::default(),
             }),
             epoch,
             max_in_flight,
@@ -354,10 +394,15 @@ impl<M, S> Hub<M, S> {
         Ok(state.ticket(id, initiator, guard))
     }
 
-    /// Withdraws a snapshot that was begun but could not be started at its initiator.
+    /// Withdraws a snapshot that was begun but could not be started at its initiator, or (on a
+    /// cluster node) one of whose parts could not be sent here: it fails with `error` now, and
+    /// what still comes of it is dropped (`HubState::withdrawn`).
     pub(crate) fn withdraw(&self, id: SnapshotId, error: Error) {
         let mut state = self.state.lock();
         if let Some(initiator) = state.collector.abandon(id) {
+            if state.uplink.is_some() {
+                state.withdrawn.remember(id, initiator);
+            }
             state.finish(id, initiator, Err(error));
         }
     }
@@ -420,8 +465,10 @@ impl<M, S> Hub<M, S> {
             Ok(None) => Ok(false),
             // The snapshot was abandoned (shutdown, or a process failed) while this part was on
             // its way.
-            Err(CollectError::UnknownSnapshot(_))
-                if state.closed || state.collector.failure().is_some() =>
+            Err(CollectError::UnknownSnapshot(id))
+                if state.closed
+                    || state.collector.failure().is_some()
+                    || state.withdrawn.contains(&id) =>
             {
                 Ok(false)
             }
@@ -439,6 +486,7 @@ impl<M, S> Hub<M, S> {
             .collector
             .initiator(id)
             .or_else(|| state.routes.get(&id).map(|r| r.initiator))
+            .or_else(|| state.withdrawn.get(&id).copied())
     }
 
     /// A marker of snapshot `id`, started by `initiator`, has come from another node: from now
@@ -455,7 +503,7 @@ impl<M, S> Hub<M, S> {
         if state.collector.is_pending(id) || state.routes.contains_key(&id) {
             return Ok(());
         }
-        if state.finished_routes.1.contains_key(&id) {
+        if state.finished_routes.contains(&id) {
             // Would start it again here, and send its initiator's node parts it refuses,
             // blaming this node for another's replay.
             return Err(CollectError::DuplicateSnapshot(id));
@@ -463,7 +511,8 @@ impl<M, S> Hub<M, S> {
         if initiator_here {
             // Started here, but over (or given up): a marker of it cannot still be on its way,
             // unless snapshots were all abandoned (a failure, a shutdown).
-            if state.closed || state.collector.failure().is_some() {
+            if state.closed || state.collector.failure().is_some() || state.withdrawn.contains(&id)
+            {
                 return Ok(());
             }
             return Err(CollectError::UnknownSnapshot(id));
