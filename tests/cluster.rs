@@ -540,6 +540,80 @@ fn a_cluster_restarts_from_a_snapshot_and_refuses_two_different_ones() {
     assert!(refusals >= 1);
 }
 
+/// A process whose state is a hash map: encoded, its entries come in each process's own order.
+struct Ledger(std::collections::HashMap<u64, u64>);
+
+impl Process for Ledger {
+    type Message = u64;
+    type State = std::collections::HashMap<u64, u64>;
+    fn on_message(&mut self, _: ProcessId, _: u64, _: &mut Context<'_, u64>) {}
+    fn record(&self) -> Self::State {
+        self.0.clone()
+    }
+}
+
+/// Nodes restoring from one checkpoint file agree that it is the same checkpoint, whatever the
+/// states hold. Before, the check encoded each node's decoded copy again, and a hash map in a
+/// state encodes in each process's own order: every node had its own fingerprint, and the
+/// cluster refused itself.
+#[test]
+fn nodes_restoring_one_checkpoint_file_of_hash_maps_agree() {
+    use chandy_lamport::{Channel, ChannelSnapshot, GlobalSnapshot};
+    let map: std::collections::HashMap<u64, u64> = (0..64).map(|k| (k, k * 10)).collect();
+    let empty = |from, to| ChannelSnapshot::<u64> {
+        channel: Channel::new(from, to),
+        sent: 0,
+        received: 0,
+        messages: vec![],
+    };
+    let snapshot = GlobalSnapshot {
+        id: SnapshotId::random(),
+        initiator: 0,
+        started_at: Duration::ZERO,
+        completed_at: Duration::ZERO,
+        recorded_at: vec![Duration::ZERO; 2],
+        states: vec![map.clone(), map],
+        channels: vec![empty(0, 1), empty(1, 0)],
+    };
+    let dir = std::env::temp_dir().join(format!("cl-hashmap-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("checkpoint.json");
+    chandy_lamport::checkpoint::save(&file, &snapshot).unwrap();
+    let (listeners, config) = listen(&[vec![0], vec![1]]);
+    let builds: Vec<_> = listeners
+        .into_iter()
+        .enumerate()
+        .map(|(k, (listener, keys))| {
+            let (config, file) = (config.clone(), file.clone());
+            thread::spawn(move || {
+                // Each node reads the file itself, as on its own machine.
+                let from: GlobalSnapshot<u64, std::collections::HashMap<u64, u64>> =
+                    chandy_lamport::checkpoint::load(&file).unwrap();
+                Node::builder(Topology::complete(2), config, k)
+                    .listener(listener)
+                    .keys(keys)
+                    .connect_timeout(*PATIENCE)
+                    .stop_timeout(*PATIENCE)
+                    .restore(&from, |_, state: &std::collections::HashMap<u64, u64>| {
+                        Ledger(state.clone())
+                    })
+            })
+        })
+        .collect();
+    let nodes: Vec<_> = builds
+        .into_iter()
+        .map(|b| {
+            b.join()
+                .unwrap()
+                .expect("every node restores from one file")
+        })
+        .collect();
+    let _ = std::fs::remove_dir_all(&dir);
+    let again = nodes[1].snapshot_timeout(0, *PATIENCE).unwrap();
+    again.verify().unwrap();
+    assert_eq!(again.states[1].len(), 64);
+}
+
 type Saved = Arc<chandy_lamport::GlobalSnapshot<Transfer, u64>>;
 
 /// Starts a cluster like `start`, each node restoring from its own snapshot of `from`.
