@@ -279,6 +279,26 @@ fn a_second_marker_of_a_snapshot_fails_its_sender_not_the_process() {
     a_member_sending(bytes, "second marker");
 }
 
+/// A member replays the `Start` of a snapshot that has ended: refused, and the replayer
+/// failed. Before, node 0 ran the snapshot again, and node 1 refused the markers node 0 then
+/// sent it (it remembered the snapshot as done), so node 1, an honest node, was failed too.
+#[test]
+fn a_replayed_start_fails_its_sender() {
+    a_member_sending_made(
+        |nodes| {
+            let done = nodes[0]
+                .snapshot_timeout(0, Duration::from_secs(30))
+                .unwrap();
+            let replay: FrameOut<'_, u64, u64> = Frame::Start {
+                snapshot: done.id,
+                initiator: 0,
+            };
+            framed(&replay)
+        },
+        "an id already used here",
+    );
+}
+
 #[test]
 fn a_marker_of_a_snapshot_done_here_fails_its_sender() {
     // A snapshot of process 1 (node 1) runs to its end; then node 2 replays one of its markers

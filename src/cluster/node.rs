@@ -820,7 +820,13 @@ impl<P: NodeProcess> Core<P> {
                     ));
                 }
                 let p = initiator as usize;
-                match shared.hub.begin_for(snapshot, p, peer) {
+                let begun = shared.hub.begin_for(snapshot, p, peer).map_err(|_| {
+                    format!(
+                        "node {peer} asked for snapshot {snapshot}, an id already used here \
+                         (a replay: an honest node picks a fresh one)"
+                    )
+                })?;
+                match begun {
                     Ok(()) => {
                         if let Err(e) = shared.control(p, Control::StartSnapshot(snapshot)) {
                             shared.hub.withdraw(snapshot, e);

@@ -170,6 +170,9 @@ struct HubState<M, S> {
     /// still comes of them is dropped, not taken for a peer's error, and this node's markers of
     /// them still carry the initiator (the other nodes finish their parts and forget them).
     withdrawn: Recent<ProcessId>,
+    /// The last snapshots that ended on this node (a cluster node's): a `Start` from another
+    /// node that names one of them is a replay (an honest node picks a fresh random id).
+    ended: Recent<()>,
 }
 
 /// How many ids a cluster node remembers in each of `HubState`'s windows of ended snapshots
@@ -226,6 +229,9 @@ impl<M, S> HubState<M, S> {
     /// Delivers the end of snapshot `id` to its waiters, every subscriber, and the nodes that
     /// asked for it.
     fn finish(&mut self, id: SnapshotId, initiator: ProcessId, outcome: SnapshotOutcome<M, S>) {
+        if self.uplink.is_some() {
+            self.ended.remember(id, ());
+        }
         for slot in self.waiters.remove(&id).unwrap_or_default() {
             slot.fill(outcome.clone());
         }
@@ -314,6 +320,7 @@ impl<M, S> Hub<M, S> {
                 asked_here: IdMap::default(),
                 askers: IdMap::default(),
                 withdrawn: Default::default(),
+                ended: Default::default(),
             }),
             epoch,
             max_in_flight,
@@ -599,26 +606,36 @@ impl<M, S> Hub<M, S> {
     }
 
     /// Node `asker` asked for snapshot `id` with `initiator`, run here: register it (its
-    /// outcome goes back to `asker`). Refused when no snapshot may start (shut down, a process
-    /// failed, or the id is taken).
+    /// outcome goes back to `asker`). The outer error is the asker's: an id this node already
+    /// knows (running, relayed, or among the last ended here), which only a replay can name.
+    /// The inner one says why no snapshot may start now (shut down, a process failed).
     #[cfg(feature = "cluster")]
     pub(crate) fn begin_for(
         &self,
         id: SnapshotId,
         initiator: ProcessId,
         asker: usize,
-    ) -> Result<(), Error> {
+    ) -> Result<Result<(), Error>, CollectError> {
         let mut state = self.state.lock();
+        let known = state.collector.is_pending(id)
+            || state.routes.contains_key(&id)
+            || state.finished_routes.contains(&id)
+            || state.withdrawn.contains(&id)
+            || state.ended.contains(&id)
+            || state.asked_here.contains_key(&id);
+        if known {
+            return Err(CollectError::DuplicateSnapshot(id));
+        }
         if state.closed {
-            return Err(Error::Shutdown);
+            return Ok(Err(Error::Shutdown));
         }
         match state.collector.begin(id, initiator, self.now()) {
             Ok(()) => {
                 state.askers.entry(id).or_default().push(asker);
-                Ok(())
+                Ok(Ok(()))
             }
-            Err(CollectError::Failed(failure)) => Err(failure),
-            Err(e) => Err(Error::Cluster(e.to_string())),
+            Err(CollectError::Failed(failure)) => Ok(Err(failure)),
+            Err(e) => Ok(Err(Error::Cluster(e.to_string()))),
         }
     }
 
