@@ -774,6 +774,62 @@ fn a_part_that_cannot_be_sent_fails_its_snapshot_and_nothing_else() {
         .unwrap();
 }
 
+/// Waits at its first message until the test opens its gate: a snapshot started meanwhile
+/// stays in flight.
+struct Gated(crossbeam_channel::Receiver<()>);
+
+impl Process for Gated {
+    type Message = u8;
+    type State = ();
+    fn on_message(&mut self, _: ProcessId, _: u8, _: &mut Context<'_, u8>) {
+        let _ = self.0.recv_timeout(*PATIENCE);
+    }
+    fn record(&self) {}
+}
+
+/// The in-flight limit counts the snapshots started from a node, whoever watches them. Before,
+/// another node watching one of node 0's snapshots took it out of node 0's count (so node 0
+/// could start one more than its limit), and counted it against the watcher, which had started
+/// none.
+#[test]
+fn a_watch_from_another_node_moves_no_snapshot_between_limits() {
+    let (open, gate) = crossbeam_channel::unbounded();
+    let nodes = start_with(
+        &Topology::complete(2),
+        &[vec![0], vec![1]],
+        |b| b.max_snapshots_in_flight(1),
+        move |_, _| Gated(gate.clone()),
+    );
+    // Process 1 waits at the gate: a snapshot started now cannot end until it opens.
+    nodes[0]
+        .with_process(0, |_, ctx| ctx.send(1, 0).unwrap())
+        .unwrap();
+    let first = nodes[0].start_snapshot(0).unwrap();
+    assert!(matches!(
+        nodes[0].start_snapshot(0),
+        Err(Error::TooManySnapshots { limit: 1 })
+    ));
+    let watched = nodes[1].watch_snapshot(first.id(), 0).unwrap();
+    // A second watch of it from the same node: node 0 sends the outcome there once, for both.
+    let again = nodes[1].watch_snapshot(first.id(), 0).unwrap();
+    common::wait_until("node 0 hears of the watch", || {
+        nodes[0].stats().assembling_for_others == 1
+    });
+    let second = nodes[0].start_snapshot(0);
+    assert!(
+        matches!(second, Err(Error::TooManySnapshots { limit: 1 })),
+        "node 0 is at its limit whoever watches: {second:?}"
+    );
+    let own = nodes[1].start_snapshot(1);
+    assert!(own.is_ok(), "node 1 started none, yet: {own:?}");
+    for _ in 0..4 {
+        open.send(()).unwrap();
+    }
+    for pending in [first, watched, again, own.unwrap()] {
+        pending.wait_timeout(*PATIENCE).unwrap().verify().unwrap();
+    }
+}
+
 /// A parcel: a unique id. Every parcel exists once, held by a courier or on a channel.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct Parcel(u64);

@@ -163,8 +163,14 @@ struct HubState<M, S> {
     /// Snapshots asked for here whose initiator runs on another node: the initiator, and when
     /// they were asked for (a snapshot's times on the node that asked are its own clock's).
     asked_here: IdMap<(ProcessId, Duration)>,
-    /// Snapshots assembled here that other nodes asked for: the nodes to send the outcome to.
+    /// Snapshots assembled on another node that this node's handle only watches (it did not
+    /// start them, so they do not count against its limit): as `asked_here`.
+    watching: IdMap<(ProcessId, Duration)>,
+    /// Snapshots assembled here that other nodes asked for or watch: the nodes to send the
+    /// outcome to, each once.
     askers: IdMap<Vec<usize>>,
+    /// Those of them started for another node's handle (`begin_for`): not started here.
+    begun_for: IdMap<()>,
     /// The last snapshots assembled here that failed while their markers and parts may still
     /// be on their way (a node could not send a part: `withdraw`), with their initiator: what
     /// still comes of them is dropped, not taken for a peer's error, and this node's markers of
@@ -211,6 +217,7 @@ impl<V> Recent<V> {
         self.values.insert(id, value);
     }
 
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
     fn get(&self, id: &SnapshotId) -> Option<&V> {
         self.values.get(id)
     }
@@ -237,7 +244,10 @@ impl<M, S> HubState<M, S> {
         }
         let askers = match self.askers.is_empty() {
             true => None,
-            false => self.askers.remove(&id),
+            false => {
+                self.begun_for.remove(&id);
+                self.askers.remove(&id)
+            }
         };
         if !self.subscribers.is_empty() || askers.is_some() {
             let event = SnapshotEvent {
@@ -258,7 +268,16 @@ impl<M, S> HubState<M, S> {
     /// `error` too, and no part is relayed any more.
     fn fail_asked(&mut self, error: &Error) {
         self.routes.clear();
-        let asked: Vec<_> = self.asked_here.drain().collect();
+        self.end_waits_elsewhere(error);
+    }
+
+    /// Every snapshot this node waits for from another node ends with `error`.
+    fn end_waits_elsewhere(&mut self, error: &Error) {
+        let asked: Vec<_> = self
+            .asked_here
+            .drain()
+            .chain(self.watching.drain())
+            .collect();
         for (id, (initiator, _)) in asked {
             self.finish(id, initiator, Err(error.clone()));
         }
@@ -282,9 +301,13 @@ impl<M, S> HubState<M, S> {
     }
 
     /// Snapshots in flight that were started from this node: by its handle (whichever the
-    /// initiator) or by its processes; not those it assembles for another node's handle.
+    /// initiator) or by its processes; not those it assembles for another node's handle, nor
+    /// those it only watches.
     fn started_here(&self) -> usize {
-        self.collector.pending() - self.askers.len() + self.asked_here.len()
+        self.collector
+            .pending()
+            .saturating_sub(self.begun_for.len())
+            + self.asked_here.len()
     }
 }
 
@@ -318,7 +341,9 @@ impl<M, S> Hub<M, S> {
                 routes: IdMap::default(),
                 finished_routes: Default::default(),
                 asked_here: IdMap::default(),
+                watching: IdMap::default(),
                 askers: IdMap::default(),
+                begun_for: IdMap::default(),
                 withdrawn: Default::default(),
                 ended: Default::default(),
             }),
@@ -560,10 +585,11 @@ impl<M, S> Hub<M, S> {
         if let Some(failure) = state.collector.failure() {
             return Err(failure.clone());
         }
-        Ok(self.wait_elsewhere(&mut state, id, initiator, guard))
+        Ok(self.wait_elsewhere(&mut state, id, initiator, guard, true))
     }
 
-    /// A ticket here for snapshot `id`, whose outcome another node will send.
+    /// A ticket here for snapshot `id`, whose outcome another node will send; `started`: this
+    /// node asked for it (it counts against the limit), rather than only watching it.
     #[cfg(feature = "cluster")]
     fn wait_elsewhere(
         &self,
@@ -571,9 +597,16 @@ impl<M, S> Hub<M, S> {
         id: SnapshotId,
         initiator: ProcessId,
         guard: super::ThreadGuard,
+        started: bool,
     ) -> PendingSnapshot<M, S> {
         let now = self.now();
-        state.asked_here.entry(id).or_insert((initiator, now));
+        if !state.asked_here.contains_key(&id) {
+            let waits = match started {
+                true => &mut state.asked_here,
+                false => &mut state.watching,
+            };
+            waits.entry(id).or_insert((initiator, now));
+        }
         state.ticket(id, initiator, guard)
     }
 
@@ -585,7 +618,10 @@ impl<M, S> Hub<M, S> {
         if !state.collector.is_pending(id) {
             return Err(Error::UnknownSnapshot(id));
         }
-        state.askers.entry(id).or_default().push(asker);
+        let nodes = state.askers.entry(id).or_default();
+        if !nodes.contains(&asker) {
+            nodes.push(asker);
+        }
         Ok(())
     }
 
@@ -602,7 +638,7 @@ impl<M, S> Hub<M, S> {
         if state.closed {
             return Err(Error::Shutdown);
         }
-        Ok(self.wait_elsewhere(&mut state, id, initiator, guard))
+        Ok(self.wait_elsewhere(&mut state, id, initiator, guard, false))
     }
 
     /// Node `asker` asked for snapshot `id` with `initiator`, run here: register it (its
@@ -622,7 +658,8 @@ impl<M, S> Hub<M, S> {
             || state.finished_routes.contains(&id)
             || state.withdrawn.contains(&id)
             || state.ended.contains(&id)
-            || state.asked_here.contains_key(&id);
+            || state.asked_here.contains_key(&id)
+            || state.watching.contains_key(&id);
         if known {
             return Err(CollectError::DuplicateSnapshot(id));
         }
@@ -632,6 +669,7 @@ impl<M, S> Hub<M, S> {
         match state.collector.begin(id, initiator, self.now()) {
             Ok(()) => {
                 state.askers.entry(id).or_default().push(asker);
+                state.begun_for.insert(id, ());
                 Ok(Ok(()))
             }
             Err(CollectError::Failed(failure)) => Ok(Err(failure)),
@@ -649,7 +687,8 @@ impl<M, S> Hub<M, S> {
         outcome: Result<crate::snapshot::GlobalSnapshot<M, S>, Error>,
     ) -> bool {
         let mut state = self.state.lock();
-        let Some((initiator, asked_at)) = state.asked_here.remove(&id) else {
+        let waited = state.asked_here.remove(&id);
+        let Some((initiator, asked_at)) = waited.or_else(|| state.watching.remove(&id)) else {
             return false;
         };
         let outcome = outcome.map(|mut snapshot| {
@@ -669,7 +708,7 @@ impl<M, S> Hub<M, S> {
         let state = self.state.lock();
         (
             state.routes.len(),
-            state.asked_here.len(),
+            state.asked_here.len() + state.watching.len(),
             state.askers.len(),
         )
     }
@@ -741,10 +780,7 @@ impl<M, S> Hub<M, S> {
             state.finish(id, initiator, Err(Error::Shutdown));
         }
         state.routes.clear();
-        let asked: Vec<_> = state.asked_here.drain().collect();
-        for (id, (initiator, _)) in asked {
-            state.finish(id, initiator, Err(Error::Shutdown));
-        }
+        state.end_waits_elsewhere(&Error::Shutdown);
         state.subscribers.clear();
     }
 
