@@ -179,15 +179,21 @@ impl ClusterConfig {
 
     /// The file's text (what `parse` reads back).
     pub fn to_toml(&self) -> String {
+        // Strings quoted by the TOML crate itself: Rust's `{:?}` writes escapes (`\u{7f}`) that
+        // TOML does not read.
+        let quoted = |s: &str| toml::Value::String(s.to_string()).to_string();
         let mut out = String::new();
         if let Some(keys) = &self.keys {
-            out.push_str(&format!("keys = {:?}\n\n", keys.display().to_string()));
+            out.push_str(&format!(
+                "keys = {}\n\n",
+                quoted(&keys.display().to_string())
+            ));
         }
         for node in &self.nodes {
             out.push_str("[[node]]\n");
-            out.push_str(&format!("address = {:?}\n", node.address));
+            out.push_str(&format!("address = {}\n", quoted(&node.address)));
             if let Some(listen) = &node.listen {
-                out.push_str(&format!("listen = {listen:?}\n"));
+                out.push_str(&format!("listen = {}\n", quoted(listen)));
             }
             out.push_str(&format!("processes = {:?}\n\n", node.processes));
         }
@@ -307,6 +313,32 @@ processes = [1, 2]
         let again = ClusterConfig::parse(&config.to_toml()).unwrap();
         assert_eq!(again.check(4).unwrap(), [0, 1, 1, 0]);
         assert_eq!(again.nodes[1].listen, config.nodes[1].listen);
+    }
+
+    /// What `to_toml` writes reads back as the same configuration, whatever the strings hold
+    /// (before, Rust's own escapes, such as `\u{7f}`, made a file TOML refuses).
+    #[test]
+    fn what_to_toml_writes_reads_back() {
+        for address in [
+            "h\u{7f}:1",
+            "h\u{200b}:1",
+            "h\u{1b}:1",
+            "a \"quoted\" \\ host:2",
+        ] {
+            let mut node = NodeConfig::new(address, [0, 1]);
+            node.listen = Some(format!("{address}-listen"));
+            let config = ClusterConfig {
+                keys: Some(PathBuf::from(format!("/keys/{address}"))),
+                ..ClusterConfig::new(vec![node])
+            };
+            let text = config.to_toml();
+            let back = ClusterConfig::parse(&text)
+                .unwrap_or_else(|e| panic!("{address:?}: wrote {text:?}, read back {e}"));
+            assert_eq!(back.nodes[0].address, address);
+            assert_eq!(back.nodes[0].listen, config.nodes[0].listen);
+            assert_eq!(back.nodes[0].processes, [0, 1]);
+            assert_eq!(back.keys, config.keys);
+        }
     }
 
     #[test]
