@@ -299,6 +299,23 @@ fn a_replayed_start_fails_its_sender() {
     );
 }
 
+/// A member sends node 0 the outcome of a snapshot node 0 asked node 1 for: refused, and the
+/// forger failed. Before, node 0's handle got the forged outcome as the snapshot's.
+#[test]
+fn an_outcome_from_a_node_that_did_not_assemble_it_fails_its_sender() {
+    a_member_sending_made(
+        |nodes| {
+            let asked = nodes[0].start_snapshot(1).unwrap();
+            let forged: FrameOut<'_, u64, u64> = Frame::Outcome {
+                snapshot: asked.id(),
+                outcome: Err(wire::WireError::Shutdown),
+            };
+            framed(&forged)
+        },
+        "assembled on node 1",
+    );
+}
+
 #[test]
 fn a_marker_of_a_snapshot_done_here_fails_its_sender() {
     // A snapshot of process 1 (node 1) runs to its end; then node 2 replays one of its markers

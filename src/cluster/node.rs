@@ -885,6 +885,17 @@ impl<P: NodeProcess> Core<P> {
                 );
             }
             Frame::Outcome { snapshot, outcome } => {
+                // Only the node that assembles a snapshot (its initiator's) knows its outcome.
+                // One this node no longer waits for (it ended here first: a failure, the
+                // stop) is dropped below, once its sender is checked.
+                if let Some(initiator) = shared.hub.awaited_from(snapshot) {
+                    if !theirs(initiator as u32) {
+                        return Err(format!(
+                            "node {peer} sent the outcome of snapshot {snapshot}, assembled on node {}",
+                            self.node_of[initiator]
+                        ));
+                    }
+                }
                 shared
                     .hub
                     .finish_elsewhere(snapshot, outcome.map_err(Error::from));

@@ -176,9 +176,10 @@ struct HubState<M, S> {
     /// still comes of them is dropped, not taken for a peer's error, and this node's markers of
     /// them still carry the initiator (the other nodes finish their parts and forget them).
     withdrawn: Recent<ProcessId>,
-    /// The last snapshots that ended on this node (a cluster node's): a `Start` from another
-    /// node that names one of them is a replay (an honest node picks a fresh random id).
-    ended: Recent<()>,
+    /// The last snapshots that ended on this node (a cluster node's), with their initiator: a
+    /// `Start` from another node that names one of them is a replay (an honest node picks a
+    /// fresh random id), and a late outcome of one must still come from its initiator's node.
+    ended: Recent<ProcessId>,
 }
 
 /// How many ids a cluster node remembers in each of `HubState`'s windows of ended snapshots
@@ -237,7 +238,7 @@ impl<M, S> HubState<M, S> {
     /// asked for it.
     fn finish(&mut self, id: SnapshotId, initiator: ProcessId, outcome: SnapshotOutcome<M, S>) {
         if self.uplink.is_some() {
-            self.ended.remember(id, ());
+            self.ended.remember(id, initiator);
         }
         for slot in self.waiters.remove(&id).unwrap_or_default() {
             slot.fill(outcome.clone());
@@ -675,6 +676,22 @@ impl<M, S> Hub<M, S> {
             Err(CollectError::Failed(failure)) => Ok(Err(failure)),
             Err(e) => Ok(Err(Error::Cluster(e.to_string()))),
         }
+    }
+
+    /// The initiator of snapshot `id`, if this node knows it: it waits for its outcome from
+    /// another node (asked for here, or watched), or the snapshot ended here lately (its outcome
+    /// may still come, after a failure or the stop ended it here first). Only the initiator's
+    /// node may send that outcome.
+    #[cfg(feature = "cluster")]
+    pub(crate) fn awaited_from(&self, id: SnapshotId) -> Option<ProcessId> {
+        let state = self.state.lock();
+        let waited = state
+            .asked_here
+            .get(&id)
+            .or_else(|| state.watching.get(&id));
+        waited
+            .map(|&(initiator, _)| initiator)
+            .or_else(|| state.ended.get(&id).copied())
     }
 
     /// The outcome of a snapshot asked for here, from the node that assembled it. Its start
