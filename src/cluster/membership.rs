@@ -25,8 +25,8 @@
 //! the lower end of all, by rule 3); one broken link between a and b fails the higher of the
 //! two, in the view of a, of b and of everyone who hears either; a cluster split in two keeps
 //! the larger side (or node 0's half) and the other side fails itself. A cluster survives the
-//! failure of fewer than half of its nodes, not more: when more fail (or seem to), the rest
-//! stop too. Failure is fail-stop: a failed node never comes back (a restart from a
+//! failure of fewer than half of its nodes (or of exactly half, node 0 not among them), not
+//! more: when more fail (or seem to), the rest stop too. Failure is fail-stop: a failed node never comes back (a restart from a
 //! checkpoint is the way back), and a node that finds itself failed stops its processes.
 //!
 //! Caveat, said plainly: in a cluster of two a death and a broken link look alike, and the
