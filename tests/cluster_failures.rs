@@ -69,6 +69,8 @@ impl Mover {
 struct Proxy {
     address: String,
     frozen: Arc<AtomicBool>,
+    /// Bytes a second it forwards each way (`u64::MAX`: as fast as it can).
+    rate: Arc<AtomicU64>,
     streams: Arc<std::sync::Mutex<Vec<TcpStream>>>,
 }
 
@@ -82,8 +84,9 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let address = listener.local_addr().unwrap().to_string();
         let frozen = Arc::new(AtomicBool::new(false));
+        let rate = Arc::new(AtomicU64::new(rate));
         let streams = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (f, held) = (frozen.clone(), streams.clone());
+        let (f, held, r) = (frozen.clone(), streams.clone(), rate.clone());
         thread::spawn(move || {
             for inbound in listener.incoming().map_while(Result::ok) {
                 let Ok(outbound) = TcpStream::connect(&target) else {
@@ -96,16 +99,19 @@ impl Proxy {
                     (inbound.try_clone().unwrap(), outbound.try_clone().unwrap()),
                     (outbound, inbound),
                 ] {
-                    let frozen = f.clone();
+                    let (frozen, rate) = (f.clone(), r.clone());
                     thread::spawn(move || {
                         let mut buf = [0u8; 4096];
                         let began = Instant::now();
                         let mut passed = 0u64;
                         loop {
                             // Ahead of the rate: wait until it catches up.
-                            let due = Duration::from_secs_f64(passed as f64 / rate as f64);
-                            if let Some(wait) = due.checked_sub(began.elapsed()) {
-                                thread::sleep(wait);
+                            let rate = rate.load(Ordering::Relaxed);
+                            if rate != u64::MAX {
+                                let due = Duration::from_secs_f64(passed as f64 / rate as f64);
+                                if let Some(wait) = due.checked_sub(began.elapsed()) {
+                                    thread::sleep(wait);
+                                }
                             }
                             if frozen.load(Ordering::Acquire) {
                                 // Hold both ends open, forward nothing.
@@ -132,8 +138,14 @@ impl Proxy {
         Proxy {
             address,
             frozen,
+            rate,
             streams,
         }
+    }
+
+    /// Forwards as fast as it can from now on.
+    fn unthrottle(&self) {
+        self.rate.store(u64::MAX, Ordering::Relaxed);
     }
 
     fn freeze(&self) {
@@ -518,6 +530,100 @@ fn flood(
         .map(|b| b.join().unwrap().unwrap())
         .collect();
     (nodes, got, sent, proxy)
+}
+
+/// Process 0 (node 0) floods process 1 (node 1), which takes 1.5 s a message while `slow`
+/// holds; process 2 (node 1) floods process 0: 100 messages of 1 KiB a tick each.
+struct BothWays {
+    slow: Arc<AtomicBool>,
+}
+
+impl Process for BothWays {
+    type Message = String;
+    type State = ();
+    fn on_tick(&mut self, ctx: &mut Context<'_, String>) {
+        let to = match ctx.id() {
+            0 => 1,
+            2 => 0,
+            _ => return,
+        };
+        for _ in 0..100 {
+            let _ = ctx.send(to, "x".repeat(1024));
+        }
+    }
+    fn on_message(&mut self, _: ProcessId, _: String, ctx: &mut Context<'_, String>) {
+        if ctx.id() == 1 && self.slow.load(Ordering::Relaxed) {
+            thread::sleep(Duration::from_millis(1500));
+        }
+    }
+    fn record(&self) {}
+}
+
+/// Node 1's process is slow, so node 1's reader holds back and node 0's writer waits on its
+/// socket past the failure timeout; meanwhile node 1 sends node 0 all it can over a network
+/// that carries 128 KiB/s, so an encrypted message of 64 KiB takes half a second to arrive
+/// whole, its frames cut across messages. Node 0 hears node 1 all along, and must not fail
+/// it. Before, a writer counted frames decoded, published when a message ended on a frame's
+/// end: for seconds nothing moved, and node 0 failed node 1 (found by a review; 3 runs of 3).
+#[test]
+fn a_slow_node_behind_a_slow_network_is_heard_and_not_failed() {
+    let (listeners, addresses) = common::listeners(2);
+    // Node 1 reaches node 0 through the slow network; node 0 reaches node 1 directly.
+    let proxy = Proxy::throttled(addresses[0].clone(), 128 << 10);
+    let slow = Arc::new(AtomicBool::new(true));
+    let builds: Vec<_> = listeners
+        .into_iter()
+        .zip(NodeKeys::generate(2).unwrap())
+        .enumerate()
+        .map(|(me, (listener, keys))| {
+            let to_zero = match me {
+                1 => proxy.address.clone(),
+                _ => addresses[0].clone(),
+            };
+            let config = ClusterConfig::new(vec![
+                NodeConfig::new(to_zero, [0]),
+                NodeConfig::new(addresses[1].clone(), [1, 2]),
+            ]);
+            let slow = slow.clone();
+            thread::spawn(move || {
+                Node::builder(Topology::complete(3), config, me)
+                    .listener(listener)
+                    .keys(keys)
+                    .failure_timeout(Duration::from_secs(1))
+                    .tick_interval(Duration::from_millis(1))
+                    .max_queued(1 << 20)
+                    .max_backlog(if me == 1 { 16 } else { 1 << 16 })
+                    .connect_timeout(*PATIENCE)
+                    .stop_timeout(*PATIENCE)
+                    .build(|_| BothWays { slow: slow.clone() })
+            })
+        })
+        .collect();
+    let nodes: Vec<Node<BothWays>> = builds
+        .into_iter()
+        .map(|b| b.join().unwrap().unwrap())
+        .collect();
+    let began = Instant::now();
+    while began.elapsed() < Duration::from_secs(8) {
+        for (k, node) in nodes.iter().enumerate() {
+            let links: Vec<_> = node.stats().links.into_iter().map(|l| l.down).collect();
+            assert!(
+                node.failed_nodes().is_empty(),
+                "node {k} decided {:?} failed after {:?}: {links:?}",
+                node.failed_nodes(),
+                began.elapsed()
+            );
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    // What the slow network still holds (socket buffers of megabytes) goes at once.
+    slow.store(false, Ordering::Relaxed);
+    proxy.unthrottle();
+    let one = nodes[1].clone();
+    let stopping = thread::spawn(move || one.wait_stopped(*PATIENCE * 2));
+    let stopped = nodes[0].clone().shutdown().unwrap();
+    assert!(stopped.failed_nodes.is_empty());
+    stopping.join().unwrap().unwrap();
 }
 
 /// Stops both nodes of `flood`.

@@ -10,8 +10,8 @@
 //! connection's order: so every channel stays FIFO across nodes.
 //!
 //! Receiving: the reader decodes each frame and puts an envelope on its channel's local
-//! crossbeam channel, and rings the receiving process's doorbell as a local sender does (once
-//! per Noise message for all it delivered: `Rings`): a process's event loop does not know
+//! crossbeam channel, and rings the receiving process's doorbell as a local sender does (for
+//! all it delivered, before it next reads from the socket: `Rings`): a process's event loop does not know
 //! which of its channels come from another node.
 
 use std::io::{BufReader, Write};
@@ -80,9 +80,11 @@ pub(crate) struct Outlink {
     room: Condvar,
     room_lock: Mutex<()>,
     waiting: AtomicUsize,
-    /// Frames read from the peer so far (by this node's reader of its connection): a write
-    /// that times out while this still moves is to a peer that is alive but not reading (its
-    /// processes slower than ours), not a failed one.
+    /// Bytes read from the peer so far (by this node's reader of its connection, counted at
+    /// each read from the socket: `Counted`): a write that times out while this still moves is
+    /// to a peer that is alive but not reading (its processes slower than ours), not a failed
+    /// one. Bytes, not frames: on a slow network one encrypted message can take longer than
+    /// the failure timeout to arrive whole, and a peer sending it is alive.
     heard: AtomicU64,
     /// Frames the writer had taken and could not write whole before the link failed (the
     /// rest of what it took reached the peer, or may have): reported with what was never
@@ -471,14 +473,14 @@ impl<M> Inlet<M> {
 }
 
 /// The reader's rings not yet made. A process is rung for what the reader put on its channels
-/// once per decrypted Noise message (or every `RING_EVERY` channels), not once per envelope: a
-/// process woken at the first envelope of a burst would take it alone, then sleep and be
-/// woken again for the next, and on a busy machine each of those wake-ups is a switch of
-/// threads (measured in BENCHMARKS.md, "The cluster against a bare TCP program"). It adds no
-/// wait a process could notice: a message's envelopes are all in memory, and the rings are
-/// made before the reader takes the next message off the socket. (Only a frame cut between two
-/// messages has the reader read on with rings owed; the rest of it was sealed in the same
-/// round of the peer's writer, and is on its way.)
+/// before the reader next reads from the socket (so once per decrypted Noise message at most,
+/// or every `RING_EVERY` channels), not once per envelope: a process woken at the first
+/// envelope of a burst would take it alone, then sleep and be woken again for the next, and on
+/// a busy machine each of those wake-ups is a switch of threads (measured in BENCHMARKS.md,
+/// "The cluster against a bare TCP program"). It adds no wait a process could notice: a
+/// message's envelopes are all in memory, and the rings are made before any read that could
+/// wait (the rest of a frame cut between two messages too: on a slow network it can be long
+/// in coming).
 struct Rings {
     /// The processes, and their channels' bits, owed a ring: each channel once.
     due: Vec<(ProcessId, BitPlace)>,
@@ -578,34 +580,20 @@ fn read_frames<P>(
 where
     P: NodeProcess,
 {
-    // Any frame counts as a sign of life, heartbeats included: a read that waits longer than
+    // Any byte counts as a sign of life, heartbeats included: a read that waits longer than
     // the failure timeout means the peer, or the link, has gone silent.
     stream
         .set_read_timeout(Some(core.failure_timeout))
         .map_err(|e| e.to_string())?;
-    let mut stream = Opened::new(BufReader::with_capacity(1 << 16, stream), transport);
-    let mut buf = Vec::new();
     let ours = core.links[peer].clone();
-    let mut heard = 0u64;
+    let counted = Counted {
+        stream,
+        total: 0,
+        link: ours.clone(),
+    };
+    let mut stream = Opened::new(BufReader::with_capacity(1 << 16, counted), transport);
+    let mut buf = Vec::new();
     loop {
-        if stream.message_read() || rings.due.len() >= RING_EVERY {
-            rings.ring_all(core);
-            // The frames read so far, what our writer to the peer watches to tell a peer that
-            // is not reading from one that is gone: published before a read that may wait,
-            // once a message (a store per frame would put the line our processes and writer
-            // also touch in the way of every frame).
-            if let Some(link) = &ours {
-                link.heard.store(heard, Ordering::Relaxed);
-            }
-            // Checked once a message: a link put down by the node (its processes found the
-            // peer's frames bad) stops delivering them, whatever the peer sends next.
-            if ours
-                .as_ref()
-                .is_some_and(|l| l.down.load(Ordering::Acquire))
-            {
-                return Err(Broke::from("the link was put down".to_string()));
-            }
-        }
         // A frame whole in what was decrypted is decoded where it lies; anything else (a frame
         // across two messages, in pieces, or to be refused) goes the long way.
         let decoded = match wire::whole_frame(stream.unread(), core.frame) {
@@ -615,6 +603,18 @@ where
                 frame
             }
             None => {
+                // What was delivered is rung for before a read that may wait for the socket
+                // (so once a message at least): on a slow network the rest of a frame cut
+                // between two messages can be a long time coming.
+                rings.ring_all(core);
+                // Checked as often: a link put down by the node (its processes found the
+                // peer's frames bad) stops delivering them, whatever the peer sends next.
+                if ours
+                    .as_ref()
+                    .is_some_and(|l| l.down.load(Ordering::Acquire))
+                {
+                    return Err(Broke::from("the link was put down".to_string()));
+                }
                 match wire::read_frame(&mut stream, &mut buf, core.frame) {
                     Ok(()) => {}
                     Err(ReadError::Closed) if core.peer_done(peer) => return Ok(()),
@@ -632,7 +632,9 @@ where
                 wire::decode(&buf)
             }
         };
-        heard += 1;
+        if rings.due.len() >= RING_EVERY {
+            rings.ring_all(core);
+        }
         let frame: FrameIn<P::Message, P::State> = decoded.map_err(|e| e.to_string())?;
         match frame {
             Frame::Message {
@@ -662,6 +664,25 @@ where
             }
             other => core.control_from(peer, other)?,
         }
+    }
+}
+
+/// The peer's connection as its reader reads it, counting the bytes that arrive into the
+/// link's `heard` (one store per read from the socket, by this thread only).
+struct Counted {
+    stream: TcpStream,
+    total: u64,
+    link: Option<Arc<Outlink>>,
+}
+
+impl std::io::Read for Counted {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.stream.read(buf)?;
+        self.total += n as u64;
+        if let Some(link) = &self.link {
+            link.heard.store(self.total, Ordering::Relaxed);
+        }
+        Ok(n)
     }
 }
 

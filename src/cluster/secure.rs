@@ -200,12 +200,6 @@ impl<R: Read> Opened<R> {
         self.transport
     }
 
-    /// Whether the last message's plaintext has all been read: the next read takes a new
-    /// message from the stream, and may wait for it.
-    pub(crate) fn message_read(&self) -> bool {
-        self.at == self.end
-    }
-
     /// What is left of the last message's plaintext, not yet read.
     #[inline]
     pub(crate) fn unread(&self) -> &[u8] {
