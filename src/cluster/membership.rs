@@ -5,7 +5,10 @@
 //! fails, or nothing (not even a heartbeat) arrives from it for the failure timeout. It tells
 //! every other node it can still reach, and each node, a while after each new suspicion (long
 //! enough for the others' reports of the same failure to arrive: `Core::decision_wait`),
-//! decides with this rule:
+//! decides with this rule. A suspicion counts in rule 2 only once that while has passed (it is
+//! *ripe*): a decision made for an older suspicion does not take a newer one for a broken link
+//! before the others' word on it can have come. (Rule 1 counts every suspicion known: more
+//! word can only corroborate.)
 //!
 //! 0. a node that said it has failed has (a node that decides it failed itself says so on
 //!    every link it still has, then closes them: without its word, a node that saw only the
@@ -32,11 +35,14 @@
 //! Caveat, said plainly: in a cluster of two a death and a broken link look alike, and the
 //! rule fails node 1 either way (so node 1 stops when node 0 dies).
 
+use std::time::Duration;
+
 /// What one node knows of the cluster's broken links.
 #[derive(Debug)]
 pub(crate) struct Membership {
-    /// By node: the nodes it suspects (as reported to this node, or this node's own).
-    suspects: Vec<Vec<bool>>,
+    /// By node: the nodes it suspects (as reported to this node, or this node's own), each
+    /// with when the suspicion is ripe (on the node's clock, which the node passes in).
+    suspects: Vec<Vec<Option<Duration>>>,
     /// By node: decided failed.
     failed: Vec<bool>,
     /// By node: it said it has failed (it decided so itself, and told the nodes it could
@@ -48,7 +54,7 @@ impl Membership {
     /// What a node of a cluster of `nodes` knows before anything broke.
     pub(crate) fn new(nodes: usize) -> Self {
         Membership {
-            suspects: vec![vec![false; nodes]; nodes],
+            suspects: vec![vec![None; nodes]; nodes],
             failed: vec![false; nodes],
             said_failed: vec![false; nodes],
         }
@@ -68,14 +74,14 @@ impl Membership {
         }
     }
 
-    /// Node `by` suspects `node`. Returns whether that is news.
-    pub(crate) fn suspect(&mut self, by: usize, node: usize) -> bool {
+    /// Node `by` suspects `node`, a suspicion ripe at `ripe_at`. Returns whether that is news.
+    pub(crate) fn suspect(&mut self, by: usize, node: usize, ripe_at: Duration) -> bool {
         let Some(row) = self.suspects.get_mut(by) else {
             return false;
         };
         match row.get_mut(node) {
-            Some(s) if !*s && by != node => {
-                *s = true;
+            Some(s) if s.is_none() && by != node => {
+                *s = Some(ripe_at);
                 true
             }
             _ => false,
@@ -87,11 +93,13 @@ impl Membership {
         self.failed.get(node).copied().unwrap_or(false)
     }
 
-    /// Applies the rule (see the module documentation) to what is known now; returns the nodes
-    /// it newly declares failed, in increasing order.
-    pub(crate) fn decide(&mut self) -> Vec<usize> {
+    /// Applies the rule (see the module documentation) to what is known at `now`, the
+    /// suspicions ripe by then; returns the nodes it newly declares failed, in increasing order.
+    pub(crate) fn decide(&mut self, now: Duration) -> Vec<usize> {
         let n = self.failed.len();
         let alive = |failed: &[bool], k: usize| !failed[k];
+        let suspects = |by: usize, node: usize| self.suspects[by][node].is_some();
+        let ripe = |by: usize, node: usize| self.suspects[by][node].is_some_and(|r| r <= now);
         let mut now = self.failed.clone();
         // 0. A node that says it has failed has (its links are closing).
         for (k, verdict) in now.iter_mut().enumerate() {
@@ -100,7 +108,7 @@ impl Membership {
         // 1. Suspected by two or more nodes that have not failed.
         for (k, verdict) in now.iter_mut().enumerate() {
             let by = (0..n)
-                .filter(|&j| alive(&self.failed, j) && self.suspects[j][k])
+                .filter(|&j| alive(&self.failed, j) && suspects(j, k))
                 .count();
             if by >= 2 {
                 *verdict = true;
@@ -109,7 +117,7 @@ impl Membership {
         // 2. A broken link between two nodes still alive: the higher fails.
         for a in 0..n {
             for b in a + 1..n {
-                let broken = self.suspects[a][b] || self.suspects[b][a];
+                let broken = ripe(a, b) || ripe(b, a);
                 if broken && alive(&now, a) && alive(&now, b) {
                     now[b] = true;
                 }
@@ -129,6 +137,9 @@ impl Membership {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// When the tests' suspicions are ripe, and their decisions made.
+    const NOW: Duration = Duration::ZERO;
 
     /// The views of every node of a cluster of `n` that can still hear each other, given which
     /// links are broken (and which nodes are dead): each node suspects the ends of its broken
@@ -156,11 +167,11 @@ mod tests {
                     }
                     for node in 0..n {
                         if node != by && cut(by, node) {
-                            view.suspect(by, node);
+                            view.suspect(by, node, NOW);
                         }
                     }
                 }
-                view.decide();
+                view.decide(NOW);
                 Some((0..n).filter(|&k| view.is_failed(k)).collect())
             })
             .collect()
@@ -280,28 +291,28 @@ mod tests {
     #[test]
     fn a_node_that_fails_itself_takes_no_one_with_it() {
         let mut one = Membership::new(5);
-        one.suspect(1, 0);
-        assert_eq!(one.decide(), [1], "node 1, deciding alone, fails itself");
+        one.suspect(1, 0, NOW);
+        assert_eq!(one.decide(NOW), [1], "node 1, deciding alone, fails itself");
         let mut two = Membership::new(5);
         for by in 1..5 {
-            two.suspect(by, 0);
+            two.suspect(by, 0, NOW);
         }
-        assert_eq!(two.decide(), [0]);
+        assert_eq!(two.decide(NOW), [0]);
         // Node 1's word, then its links closing.
         assert!(two.said_failed(1));
         assert!(!two.said_failed(1), "not news twice");
-        two.suspect(2, 1);
-        assert_eq!(two.decide(), [1]);
+        two.suspect(2, 1, NOW);
+        assert_eq!(two.decide(NOW), [1]);
         assert!(!two.is_failed(2), "node 2 runs on");
         // Had the word come after the link closed, the same.
         let mut late = Membership::new(5);
         for by in 1..5 {
-            late.suspect(by, 0);
+            late.suspect(by, 0, NOW);
         }
-        late.decide();
-        late.suspect(2, 1);
+        late.decide(NOW);
+        late.suspect(2, 1, NOW);
         late.said_failed(1);
-        assert_eq!(late.decide(), [1]);
+        assert_eq!(late.decide(NOW), [1]);
         assert!(!late.is_failed(2));
     }
 
@@ -310,20 +321,49 @@ mod tests {
     #[test]
     fn of_three_a_survivor_that_fails_itself_leaves_too_few() {
         let mut two = Membership::new(3);
-        two.suspect(1, 0);
-        two.suspect(2, 0);
-        assert_eq!(two.decide(), [0]);
+        two.suspect(1, 0, NOW);
+        two.suspect(2, 0, NOW);
+        assert_eq!(two.decide(NOW), [0]);
         two.said_failed(1);
-        assert_eq!(two.decide(), [1, 2]);
+        assert_eq!(two.decide(NOW), [1, 2]);
+    }
+
+    /// A decision made for an older suspicion does not take a newer one for a broken link
+    /// before it is ripe. Five nodes, node 3's view: node 4 died and every survivor said so
+    /// (ripe at 1); then node 2 reports it suspects node 0 (ripe at 10: the others' word on
+    /// node 0 may still come). Deciding at 5 fails node 4 only; before, the report counted at
+    /// once, alone, and failed node 2 as the higher end of one broken link. With the others'
+    /// word, node 0, ripe or not (rule 1 counts what is known).
+    #[test]
+    fn a_suspicion_counts_once_it_is_ripe() {
+        let at = Duration::from_secs;
+        let mut view = Membership::new(5);
+        for by in 0..4 {
+            view.suspect(by, 4, at(1));
+        }
+        view.suspect(2, 0, at(10));
+        assert_eq!(view.decide(at(5)), [4]);
+        view.suspect(1, 0, at(12));
+        assert_eq!(view.decide(at(6)), [0]);
+        // Alone at its time, the report fails the higher end, node 2.
+        let mut alone = Membership::new(5);
+        alone.suspect(2, 0, at(10));
+        assert_eq!(alone.decide(at(9)), Vec::<usize>::new());
+        assert_eq!(alone.decide(at(10)), [2]);
+        // The word of a node that failed itself counts at once.
+        let mut said = Membership::new(5);
+        said.suspect(2, 0, at(10));
+        said.said_failed(4);
+        assert_eq!(said.decide(at(0)), [4]);
     }
 
     #[test]
     fn decisions_only_grow() {
         let mut view = Membership::new(3);
-        assert!(view.suspect(0, 2));
-        assert!(!view.suspect(0, 2), "not news twice");
-        assert_eq!(view.decide(), [2]);
-        assert_eq!(view.decide(), Vec::<usize>::new());
+        assert!(view.suspect(0, 2, NOW));
+        assert!(!view.suspect(0, 2, NOW), "not news twice");
+        assert_eq!(view.decide(NOW), [2]);
+        assert_eq!(view.decide(NOW), Vec::<usize>::new());
         assert!(view.is_failed(2) && !view.is_failed(0));
     }
 }

@@ -678,7 +678,9 @@ impl<P: Process> Core<P> {
     /// own suspicions go to every node it can still reach; each new suspicion arms a decision
     /// `decision_wait` later (by then the others' reports of the same failure have come).
     pub(crate) fn suspect(self: &Arc<Self>, by: usize, node: usize, why: &str, silent: bool) {
-        if !self.membership.lock().suspect(by, node) {
+        let wait = self.decision_wait(by, silent);
+        let ripe_at = self.runtime.elapsed() + wait;
+        if !self.membership.lock().suspect(by, node, ripe_at) {
             return;
         }
         log::warn!("node {}: node {by} suspects node {node}: {why}", self.me);
@@ -694,7 +696,6 @@ impl<P: Process> Core<P> {
             }
         }
         let core = self.clone();
-        let wait = self.decision_wait(by, silent);
         let spawned = thread::Builder::new()
             .name(format!("node-{}-decides", self.me))
             .spawn(move || {
@@ -702,7 +703,8 @@ impl<P: Process> Core<P> {
                 core.decide();
             });
         if spawned.is_err() {
-            self.decide();
+            // No timer: decided now, on this suspicion too, as at the stop.
+            self.decide_at(Duration::MAX);
         }
     }
 
@@ -711,8 +713,16 @@ impl<P: Process> Core<P> {
     /// to them are refused) and its link is closed; if this node itself is failed, its own
     /// processes fail and every link is closed.
     fn decide(&self) {
+        self.decide_at(self.runtime.elapsed());
+    }
+
+    /// `decide`, counting the suspicions ripe at `now` (`Duration::MAX`: every one).
+    fn decide_at(&self, now: Duration) {
         let _deciding = self.deciding.lock();
-        let failed = self.membership.lock().decide();
+        let mut failed = self.membership.lock().decide(now);
+        // This node first, if it is failed: its word goes out on every link before any of
+        // them closes (below), or the nodes whose links closed first would not have it.
+        failed.sort_by_key(|&node| node != self.me);
         for node in failed {
             let processes: Vec<ProcessId> = (0..self.node_of.len())
                 .filter(|&p| self.node_of[p] == node)
@@ -1082,7 +1092,7 @@ impl<P: NodeProcess> Core<P> {
         // A suspicion whose decision is still due (the stop came within `decision_wait` of a
         // link breaking) is decided now: the result says who failed whichever
         // came first, the stop or the decision.
-        self.decide();
+        self.decide_at(Duration::MAX);
         let lost = self.lost();
         // Taken one by one, so that the vector keeps its length for a reader that is late.
         let mut reports: Vec<_> = self
