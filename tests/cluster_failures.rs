@@ -167,9 +167,19 @@ fn three_nodes(
     slow: Duration,
     route: impl Fn(usize, usize, String) -> String,
 ) -> (Vec<Node<Mover>>, Arc<AtomicU64>) {
-    let placement = [vec![0, 3], vec![1, 4], vec![2, 5]];
-    let (listeners, addresses) = common::listeners(3);
-    let keys = NodeKeys::generate(3).unwrap();
+    nodes_of_two(3, failure_timeout, slow, route)
+}
+
+/// `three_nodes` for `n` nodes: node k runs processes k and n + k of a complete graph of 2n.
+fn nodes_of_two(
+    n: usize,
+    failure_timeout: Duration,
+    slow: Duration,
+    route: impl Fn(usize, usize, String) -> String,
+) -> (Vec<Node<Mover>>, Arc<AtomicU64>) {
+    let placement: Vec<Vec<ProcessId>> = (0..n).map(|k| vec![k, n + k]).collect();
+    let (listeners, addresses) = common::listeners(n);
+    let keys = NodeKeys::generate(n).unwrap();
     let handled = Arc::new(AtomicU64::new(0));
     let builds: Vec<_> = listeners
         .into_iter()
@@ -177,7 +187,7 @@ fn three_nodes(
         .enumerate()
         .map(|(me, (listener, keys))| {
             let config = ClusterConfig::new(
-                (0..3)
+                (0..n)
                     .map(|k| {
                         let address = route(me, k, addresses[k].clone());
                         NodeConfig::new(address, placement[k].clone())
@@ -186,7 +196,7 @@ fn three_nodes(
             );
             let handled = handled.clone();
             thread::spawn(move || {
-                Node::builder(Topology::complete(6), config, me)
+                Node::builder(Topology::complete(2 * n), config, me)
                     .listener(listener)
                     .keys(keys)
                     .failure_timeout(failure_timeout)
@@ -344,6 +354,72 @@ fn survivors_that_see_a_node_fall_silent_apart_wait_for_each_other() {
     assert_eq!(two.join().unwrap().unwrap().failed_nodes, [0]);
     // Node 0, failed by its own decision, has stopped its processes; its stop says so.
     assert_eq!(zero.shutdown().unwrap().failed_nodes, [0, 1, 2]);
+}
+
+/// Four nodes split in two by the network (every link between {0, 3} and {1, 2} goes silent
+/// at once): each side sees the other fail, and the membership rule's majority lets only node
+/// 0's half run on; the other half fails itself rather than run on as a second cluster.
+#[test]
+fn a_cluster_split_in_two_halves_keeps_node_0s_half() {
+    const TIMEOUT: Duration = Duration::from_millis(800);
+    let side = |k: usize| k == 0 || k == 3;
+    let proxies = std::sync::Mutex::new(Vec::new());
+    let (nodes, handled) = nodes_of_two(4, TIMEOUT, Duration::ZERO, |me, peer, address| {
+        if side(me) != side(peer) {
+            let proxy = Proxy::to(address);
+            let a = proxy.address.clone();
+            proxies.lock().unwrap().push(proxy);
+            a
+        } else {
+            address
+        }
+    });
+    common::wait_until("tokens cross the cluster", || {
+        handled.load(Ordering::Relaxed) > 100
+    });
+    let proxies = proxies.into_inner().unwrap();
+    assert_eq!(proxies.len(), 8, "each way of the four links across");
+    for proxy in &proxies {
+        proxy.freeze();
+    }
+    for (k, node) in nodes.iter().enumerate() {
+        let expected = if side(k) {
+            vec![1, 2]
+        } else {
+            vec![0, 1, 2, 3]
+        };
+        common::wait_until("every node decides", || {
+            node.failed_nodes().len() >= expected.len()
+        });
+        assert_eq!(node.failed_nodes(), expected, "node {k}'s view");
+    }
+    // Node 0's half still works: tokens between its two nodes.
+    let before = handled.load(Ordering::Relaxed);
+    nodes[0]
+        .with_process(0, |mover, ctx| {
+            for _ in 0..4 {
+                mover.pass(ctx, Token(1));
+            }
+        })
+        .unwrap();
+    common::wait_until("node 0's half keeps working", || {
+        handled.load(Ordering::Relaxed) > before + 50
+    });
+    let mut nodes = nodes.into_iter();
+    let zero = nodes.next().unwrap();
+    let rest: Vec<_> = nodes.collect();
+    let three = rest[2].clone();
+    let waiting = thread::spawn(move || three.wait_stopped(*PATIENCE));
+    assert_eq!(zero.shutdown().unwrap().failed_nodes, [1, 2]);
+    assert_eq!(waiting.join().unwrap().unwrap().failed_nodes, [1, 2]);
+    for (k, node) in rest.into_iter().take(2).enumerate() {
+        assert_eq!(
+            node.shutdown().unwrap().failed_nodes,
+            [0, 1, 2, 3],
+            "node {}",
+            k + 1
+        );
+    }
 }
 
 /// Three nodes as `three_nodes`, the link between nodes 0 and 1 through proxies (one each way
