@@ -11,8 +11,8 @@
 //!
 //! Receiving: the reader decodes each frame and puts an envelope on its channel's local
 //! crossbeam channel, and rings the receiving process's doorbell as a local sender does (for
-//! all it delivered, before it next reads from the socket: `Rings`): a process's event loop does not know
-//! which of its channels come from another node.
+//! all it delivered, before it next reads from the socket: `Rings`): a process's event loop
+//! does not know which of its channels come from another node.
 
 use std::io::{BufReader, Write};
 use std::net::TcpStream;

@@ -29,8 +29,9 @@
 //! two, in the view of a, of b and of everyone who hears either; a cluster split in two keeps
 //! the larger side (or node 0's half) and the other side fails itself. A cluster survives the
 //! failure of fewer than half of its nodes (or of exactly half, node 0 not among them), not
-//! more: when more fail (or seem to), the rest stop too. Failure is fail-stop: a failed node never comes back (a restart from a
-//! checkpoint is the way back), and a node that finds itself failed stops its processes.
+//! more: when more fail (or seem to), the rest stop too. Failure is fail-stop: a failed node
+//! never comes back (a restart from a checkpoint is the way back), and a node that finds
+//! itself failed stops its processes.
 //!
 //! Caveat, said plainly: in a cluster of two a death and a broken link look alike, and the
 //! rule fails node 1 either way (so node 1 stops when node 0 dies).
@@ -286,8 +287,8 @@ mod tests {
     /// before the others' reports arrive: a lone suspicion looks like a broken link, and node 1
     /// (the higher end) fails itself. Before, node 2 then saw node 1's links close and, deciding
     /// before the others' word on node 1 came, suspected it alone and failed itself too. Now
-    /// node 1 says it failed before it closes its links, and the others run on. (Of three, two failed
-    /// would leave one node, which rule 3 stops: see the next test.)
+    /// node 1 says it failed before it closes its links, and the others run on. (Of three, two
+    /// failed would leave one node, which rule 3 stops: see the next test.)
     #[test]
     fn a_node_that_fails_itself_takes_no_one_with_it() {
         let mut one = Membership::new(5);

@@ -211,9 +211,9 @@ impl<P: NodeProcess> NodeBuilder<P> {
     /// Starts this node from a completed global snapshot (every node of the cluster restores
     /// from the same one: start-up compares a checksum of its id, times, counters and the
     /// numbers of the messages it recorded; not of the states and messages themselves, whose
-    /// encoding need not be the same on two nodes, a hash map's order for one). Each of this node's processes is
-    /// rebuilt with `rebuild(id, state)`; each channel into them starts with its recorded
-    /// messages; counters continue, so later snapshots verify exactly.
+    /// encoding need not be the same on two nodes, a hash map's order for one). Each of this
+    /// node's processes is rebuilt with `rebuild(id, state)`; each channel into them starts
+    /// with its recorded messages; counters continue, so later snapshots verify exactly.
     pub fn restore(
         self,
         snapshot: &GlobalSnapshot<P::Message, P::State>,
@@ -728,7 +728,9 @@ impl<P: Process> Core<P> {
                 .filter(|&p| self.node_of[p] == node)
                 .collect();
             let reason = if node == self.me {
-                "this node: the others cannot hear it, it cannot hear them, or too few nodes are left to run on (half the cluster or fewer)".to_string()
+                "this node: the others cannot hear it, it cannot hear them, or too few nodes are left \
+                 to run on (not a majority of the cluster)"
+                    .to_string()
             } else {
                 let ending = self.ending.lock();
                 ending.broken[node]
