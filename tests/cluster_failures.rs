@@ -356,6 +356,47 @@ fn survivors_that_see_a_node_fall_silent_apart_wait_for_each_other() {
     assert_eq!(zero.shutdown().unwrap().failed_nodes, [0, 1, 2]);
 }
 
+/// Node 2's links all go silent at once: nodes 0 and 1 each suspect it when their reads time
+/// out, and the second suspicion settles it (rule 1), so they decide as soon as each has the
+/// other's word: the failure timeout and moments after, not the timeout and the wait a lone
+/// suspicion of silence takes (0.45 of it). Node 2, which hears nobody, waits, and fails
+/// itself.
+#[test]
+fn a_node_cut_off_is_failed_as_soon_as_two_survivors_say_so() {
+    const TIMEOUT: Duration = Duration::from_secs(3);
+    let proxies = std::sync::Mutex::new(Vec::new());
+    let (nodes, handled) = three_nodes(TIMEOUT, Duration::ZERO, |me, peer, address| {
+        if me == 2 || peer == 2 {
+            let proxy = Proxy::to(address);
+            let a = proxy.address.clone();
+            proxies.lock().unwrap().push(proxy);
+            a
+        } else {
+            address
+        }
+    });
+    common::wait_until("tokens cross the cluster", || {
+        handled.load(Ordering::Relaxed) > 100
+    });
+    let cut = Instant::now();
+    for proxy in proxies.lock().unwrap().iter() {
+        proxy.freeze();
+    }
+    for k in [0, 1] {
+        common::wait_until("the survivors decide", || {
+            !nodes[k].failed_nodes().is_empty()
+        });
+        assert_eq!(nodes[k].failed_nodes(), [2], "node {k}'s view");
+    }
+    let decided = cut.elapsed();
+    eprintln!("both survivors decided node 2 failed {decided:?} after the cut");
+    // The timeout, then at most a quarter of it for a loaded machine: well before the
+    // 1.45 timeouts a lone suspicion of silence waits.
+    assert!(decided < TIMEOUT * 5 / 4, "{decided:?}");
+    common::wait_until("node 2 decides", || !nodes[2].failed_nodes().is_empty());
+    assert_eq!(nodes[2].failed_nodes(), [2]);
+}
+
 /// Four nodes split in two by the network (every link between {0, 3} and {1, 2} goes silent
 /// at once): each side sees the other fail, and the membership rule's majority lets only node
 /// 0's half run on; the other half fails itself rather than run on as a second cluster.

@@ -5,7 +5,8 @@
 //! fails, or nothing (not even a heartbeat) arrives from it for the failure timeout. It tells
 //! every other node it can still reach, and each node, a while after each new suspicion (long
 //! enough for the others' reports of the same failure to arrive: `Core::decision_wait`),
-//! decides with this rule. A suspicion counts in rule 2 only once that while has passed (it is
+//! decides with this rule (at once, when a suspicion is the second of the same node: rule 1
+//! then settles it). A suspicion counts in rule 2 only once that while has passed (it is
 //! *ripe*): a decision made for an older suspicion does not take a newer one for a broken link
 //! before the others' word on it can have come. (Rule 1 counts every suspicion known: more
 //! word can only corroborate.)
@@ -87,6 +88,18 @@ impl Membership {
             }
             _ => false,
         }
+    }
+
+    /// Whether two or more nodes that have not failed suspect `node`, which has not failed
+    /// either: rule 1 fails it whenever the rule is applied, so the node applies it at once.
+    pub(crate) fn corroborated(&self, node: usize) -> bool {
+        if self.is_failed(node) {
+            return false;
+        }
+        let by = (0..self.failed.len())
+            .filter(|&j| !self.failed[j] && self.suspects[j].get(node).is_some_and(Option::is_some))
+            .count();
+        by >= 2
     }
 
     /// Whether `node` has been decided failed.
@@ -356,6 +369,24 @@ mod tests {
         said.suspect(2, 0, at(10));
         said.said_failed(4);
         assert_eq!(said.decide(at(0)), [4]);
+    }
+
+    /// The second suspicion of a node, from another node, settles it under rule 1; a lone
+    /// one, or one from a node already failed, does not.
+    #[test]
+    fn a_second_suspicion_corroborates_the_first() {
+        let later = Duration::from_secs(10);
+        let mut view = Membership::new(4);
+        view.suspect(1, 3, later);
+        assert!(!view.corroborated(3), "one suspicion");
+        view.said_failed(2);
+        view.decide(NOW);
+        view.suspect(2, 3, later);
+        assert!(!view.corroborated(3), "the second from a failed node");
+        view.suspect(0, 3, later);
+        assert!(view.corroborated(3));
+        assert_eq!(view.decide(NOW), [3], "unripe, yet decided by rule 1");
+        assert!(!view.corroborated(3), "already failed");
     }
 
     #[test]

@@ -111,9 +111,10 @@ impl<P: NodeProcess> NodeBuilder<P> {
 
     /// How long a link may stay silent before its peer is suspected (default 3 s; any frame
     /// counts, and an idle link carries a heartbeat every fifth of this). What a node does then
-    /// is in `membership.rs`: the survivors agree who failed, a quarter of this later when a
-    /// node's connections closed (it died), or nine twentieths later when they went silent
-    /// (a quarter and a heartbeat: the survivors see silence up to a heartbeat apart).
+    /// is in `membership.rs`: the survivors agree who failed, as soon as two of them suspect
+    /// the same node; else (one broken link, or a cluster of two) a quarter of this later when
+    /// the connection closed, or nine twentieths later when it went silent (a quarter and a
+    /// heartbeat: the survivors see silence up to a heartbeat apart).
     pub fn failure_timeout(mut self, timeout: Duration) -> Self {
         self.failure_timeout = timeout.max(Duration::from_millis(50));
         self
@@ -680,9 +681,13 @@ impl<P: Process> Core<P> {
     pub(crate) fn suspect(self: &Arc<Self>, by: usize, node: usize, why: &str, silent: bool) {
         let wait = self.decision_wait(by, silent);
         let ripe_at = self.runtime.elapsed() + wait;
-        if !self.membership.lock().suspect(by, node, ripe_at) {
-            return;
-        }
+        let corroborated = {
+            let mut membership = self.membership.lock();
+            if !membership.suspect(by, node, ripe_at) {
+                return;
+            }
+            membership.corroborated(node)
+        };
         log::warn!("node {}: node {by} suspects node {node}: {why}", self.me);
         if by == self.me {
             let frame: Frame<(), (), (), ()> = Frame::Suspect {
@@ -695,12 +700,24 @@ impl<P: Process> Core<P> {
                 }
             }
         }
+        // Two nodes that have not failed suspect `node`: rule 1 fails it whenever the rule is
+        // applied, so it is applied now (on a thread of its own, as the timed one: this may be
+        // a process's thread), and the wait is only for what is still unknown.
+        let waits = if corroborated {
+            vec![Duration::ZERO, wait]
+        } else {
+            vec![wait]
+        };
         let core = self.clone();
         let spawned = thread::Builder::new()
             .name(format!("node-{}-decides", self.me))
             .spawn(move || {
-                thread::sleep(wait);
-                core.decide();
+                let mut slept = Duration::ZERO;
+                for wait in waits {
+                    thread::sleep(wait - slept);
+                    slept = wait;
+                    core.decide();
+                }
             });
         if spawned.is_err() {
             // No timer: decided now, on this suspicion too, as at the stop.
