@@ -566,8 +566,8 @@ fn a_slow_node_is_not_a_failed_node() {
 struct Flooder {
     got: Arc<AtomicU64>,
     sent: Arc<AtomicU64>,
-    /// How long each message takes the receiver.
-    slow: Duration,
+    /// How long each message takes the receiver, in microseconds (the test may change it).
+    slow_us: Arc<AtomicU64>,
 }
 
 impl Process for Flooder {
@@ -579,8 +579,9 @@ impl Process for Flooder {
         }
     }
     fn on_message(&mut self, _: ProcessId, m: String, _: &mut Context<'_, String>) {
-        if !self.slow.is_zero() {
-            thread::sleep(self.slow);
+        let slow = self.slow_us.load(Ordering::Relaxed);
+        if slow > 0 {
+            thread::sleep(Duration::from_micros(slow));
         }
         self.got.fetch_add(m.len() as u64, Ordering::Relaxed);
     }
@@ -599,18 +600,29 @@ impl Flooder {
     }
 }
 
+/// What `flood` starts: the nodes, the bytes sent and received so far (live counts), the
+/// proxy, and the receiver's time per message (in microseconds, live).
+struct Flood {
+    nodes: Vec<Node<Flooder>>,
+    got: Arc<AtomicU64>,
+    sent: Arc<AtomicU64>,
+    _proxy: Proxy,
+    slow_us: Arc<AtomicU64>,
+}
+
 /// Two nodes, process 0 on node 0 flooding process 1 on node 1 (see `Flooder`), node 0's
 /// connection to node 1 through a proxy that carries `rate` bytes a second; `tweak` sets each
-/// node's bounds. Returns the nodes and the bytes sent and received so far (live counts).
+/// node's bounds.
 fn flood(
     rate: u64,
     slow: Duration,
     tweak: fn(NodeBuilder<Flooder>) -> NodeBuilder<Flooder>,
-) -> (Vec<Node<Flooder>>, Arc<AtomicU64>, Arc<AtomicU64>, Proxy) {
+) -> Flood {
     let (listeners, addresses) = common::listeners(2);
     // Node 0 reaches node 1 through the proxy; node 1 reaches node 0 directly.
     let proxy = Proxy::throttled(addresses[1].clone(), rate);
     let (got, sent) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let slow_us = Arc::new(AtomicU64::new(slow.as_micros() as u64));
     let builds: Vec<_> = listeners
         .into_iter()
         .zip(NodeKeys::generate(2).unwrap())
@@ -625,7 +637,7 @@ fn flood(
                 NodeConfig::new(addresses[0].clone(), [0]),
                 NodeConfig::new(to_one, [1]),
             ]);
-            let (got, sent) = (got.clone(), sent.clone());
+            let (got, sent, slow_us) = (got.clone(), sent.clone(), slow_us.clone());
             thread::spawn(move || {
                 let builder = Node::builder(Topology::complete(2), config, me)
                     .listener(listener)
@@ -637,7 +649,7 @@ fn flood(
                 tweak(builder).build(|_| Flooder {
                     got: got.clone(),
                     sent: sent.clone(),
-                    slow,
+                    slow_us: slow_us.clone(),
                 })
             })
         })
@@ -646,7 +658,13 @@ fn flood(
         .into_iter()
         .map(|b| b.join().unwrap().unwrap())
         .collect();
-    (nodes, got, sent, proxy)
+    Flood {
+        nodes,
+        got,
+        sent,
+        _proxy: proxy,
+        slow_us,
+    }
 }
 
 /// Process 0 (node 0) floods process 1 (node 1), which takes 1.5 s a message while `slow`
@@ -743,8 +761,12 @@ fn a_slow_node_behind_a_slow_network_is_heard_and_not_failed() {
     stopping.join().unwrap().unwrap();
 }
 
-/// Stops both nodes of `flood`.
-fn stop_flood(nodes: Vec<Node<Flooder>>) {
+/// Stops both nodes of `flood`. The receiver stops being slow first: the stop travels on the
+/// link behind what is already on it, which a slow receiver's node reads only as fast as the
+/// process takes it (at 2 ms a message, the thousands in the socket buffers took 22-27 s).
+fn stop_flood(flood: Flood) {
+    flood.slow_us.store(0, Ordering::Relaxed);
+    let nodes = flood.nodes;
     let one = nodes[1].clone();
     let stopping = thread::spawn(move || one.wait_stopped(*PATIENCE * 2));
     let asked = Instant::now();
@@ -760,7 +782,8 @@ fn stop_flood(nodes: Vec<Node<Flooder>>) {
 #[test]
 fn a_slow_network_holds_the_sender_back_not_its_memory() {
     const BOUND: usize = 1 << 20;
-    let (nodes, got, _, _proxy) = flood(2 << 20, Duration::ZERO, |b| b.max_queued(BOUND));
+    let flooding = flood(2 << 20, Duration::ZERO, |b| b.max_queued(BOUND));
+    let (nodes, got) = (&flooding.nodes, &flooding.got);
     let began = Instant::now();
     let mut most = 0;
     while began.elapsed() < Duration::from_secs(3) {
@@ -781,7 +804,7 @@ fn a_slow_network_holds_the_sender_back_not_its_memory() {
     let snapshot = nodes[1].snapshot_timeout(0, *PATIENCE).unwrap();
     snapshot.verify().unwrap();
     eprintln!("a snapshot across the slow link: {:?}", asked.elapsed());
-    stop_flood(nodes);
+    stop_flood(flooding);
 }
 
 /// Flow control on the receiving side: a process slower than its sender (2 ms a message; the
@@ -794,9 +817,10 @@ fn a_slow_network_holds_the_sender_back_not_its_memory() {
 /// failure timeout (1 s).
 #[test]
 fn a_slow_process_holds_its_sender_back_across_the_network() {
-    let (nodes, got, sent, _proxy) = flood(u64::MAX, Duration::from_millis(2), |b| {
+    let flooding = flood(u64::MAX, Duration::from_millis(2), |b| {
         b.max_queued(256 << 10).max_backlog(1000)
     });
+    let (nodes, got, sent) = (&flooding.nodes, &flooding.got, &flooding.sent);
     let began = Instant::now();
     let mut most = 0;
     // At most 200,000 messages offered: 200 MB, if nothing held the sender back.
@@ -814,8 +838,8 @@ fn a_slow_process_holds_its_sender_back_across_the_network() {
     );
     assert!(most < 20_000, "{most} messages sent and not yet taken");
     assert!(taken > 100, "the receiver took {taken}");
-    for node in &nodes {
+    for node in nodes {
         assert!(node.failed_nodes().is_empty(), "{:?}", node.failed_nodes());
     }
-    stop_flood(nodes);
+    stop_flood(flooding);
 }
