@@ -269,17 +269,7 @@ fn a_silent_link_fails_its_higher_end_on_every_node() {
     ));
     // The survivors keep working. (The tokens of before may all have gone to node 1 while the
     // link was silent and before the failure was decided: lost with it. Fresh ones.)
-    let before = handled.load(Ordering::Relaxed);
-    nodes[0]
-        .with_process(0, |mover, ctx| {
-            for _ in 0..4 {
-                mover.pass(ctx, Token(1));
-            }
-        })
-        .unwrap();
-    common::wait_until("the survivors keep working", || {
-        handled.load(Ordering::Relaxed) > before + 50
-    });
+    keeps_working(&nodes[0], &handled);
     let mut nodes = nodes.into_iter();
     let zero = nodes.next().unwrap();
     let (one, two) = (nodes.next().unwrap(), nodes.next().unwrap());
@@ -306,24 +296,10 @@ fn a_silent_link_fails_its_higher_end_on_every_node() {
 #[test]
 fn survivors_that_see_a_node_fall_silent_apart_wait_for_each_other() {
     const TIMEOUT: Duration = Duration::from_secs(2);
-    let proxies = std::sync::Mutex::new(Vec::new());
-    let (nodes, handled) = three_nodes(TIMEOUT, Duration::ZERO, |me, peer, address| {
-        if me == 0 || peer == 0 {
-            let proxy = Proxy::to(address);
-            let a = proxy.address.clone();
-            // By the other end: 2, then 1.
-            proxies.lock().unwrap().push((me + peer, proxy));
-            a
-        } else {
-            address
-        }
-    });
-    common::wait_until("tokens cross the cluster", || {
-        handled.load(Ordering::Relaxed) > 100
-    });
-    let proxies = proxies.into_inner().unwrap();
+    let (nodes, _, proxies) = proxied(3, TIMEOUT, |me, peer| me == 0 || peer == 0);
+    // By the other end: 2, then 1.
     let freeze = |other: usize| {
-        for (_, proxy) in proxies.iter().filter(|(k, _)| *k == other) {
+        for (_, proxy) in proxies.iter().filter(|((a, b), _)| a + b == other) {
             proxy.freeze();
         }
     };
@@ -364,22 +340,9 @@ fn survivors_that_see_a_node_fall_silent_apart_wait_for_each_other() {
 #[test]
 fn a_node_cut_off_is_failed_as_soon_as_two_survivors_say_so() {
     const TIMEOUT: Duration = Duration::from_secs(3);
-    let proxies = std::sync::Mutex::new(Vec::new());
-    let (nodes, handled) = three_nodes(TIMEOUT, Duration::ZERO, |me, peer, address| {
-        if me == 2 || peer == 2 {
-            let proxy = Proxy::to(address);
-            let a = proxy.address.clone();
-            proxies.lock().unwrap().push(proxy);
-            a
-        } else {
-            address
-        }
-    });
-    common::wait_until("tokens cross the cluster", || {
-        handled.load(Ordering::Relaxed) > 100
-    });
+    let (nodes, _, proxies) = proxied(3, TIMEOUT, |me, peer| me == 2 || peer == 2);
     let cut = Instant::now();
-    for proxy in proxies.lock().unwrap().iter() {
+    for (_, proxy) in &proxies {
         proxy.freeze();
     }
     for k in [0, 1] {
@@ -404,23 +367,9 @@ fn a_node_cut_off_is_failed_as_soon_as_two_survivors_say_so() {
 fn a_cluster_split_in_two_halves_keeps_node_0s_half() {
     const TIMEOUT: Duration = Duration::from_millis(800);
     let side = |k: usize| k == 0 || k == 3;
-    let proxies = std::sync::Mutex::new(Vec::new());
-    let (nodes, handled) = nodes_of_two(4, TIMEOUT, Duration::ZERO, |me, peer, address| {
-        if side(me) != side(peer) {
-            let proxy = Proxy::to(address);
-            let a = proxy.address.clone();
-            proxies.lock().unwrap().push(proxy);
-            a
-        } else {
-            address
-        }
-    });
-    common::wait_until("tokens cross the cluster", || {
-        handled.load(Ordering::Relaxed) > 100
-    });
-    let proxies = proxies.into_inner().unwrap();
+    let (nodes, handled, proxies) = proxied(4, TIMEOUT, |me, peer| side(me) != side(peer));
     assert_eq!(proxies.len(), 8, "each way of the four links across");
-    for proxy in &proxies {
+    for (_, proxy) in &proxies {
         proxy.freeze();
     }
     for (k, node) in nodes.iter().enumerate() {
@@ -435,17 +384,7 @@ fn a_cluster_split_in_two_halves_keeps_node_0s_half() {
         assert_eq!(node.failed_nodes(), expected, "node {k}'s view");
     }
     // Node 0's half still works: tokens between its two nodes.
-    let before = handled.load(Ordering::Relaxed);
-    nodes[0]
-        .with_process(0, |mover, ctx| {
-            for _ in 0..4 {
-                mover.pass(ctx, Token(1));
-            }
-        })
-        .unwrap();
-    common::wait_until("node 0's half keeps working", || {
-        handled.load(Ordering::Relaxed) > before + 50
-    });
+    keeps_working(&nodes[0], &handled);
     let mut nodes = nodes.into_iter();
     let zero = nodes.next().unwrap();
     let rest: Vec<_> = nodes.collect();
@@ -468,16 +407,47 @@ fn a_cluster_split_in_two_halves_keeps_node_0s_half() {
 fn three_nodes_proxied_0_1(
     failure_timeout: Duration,
 ) -> (Vec<Node<Mover>>, Arc<AtomicU64>, Vec<Proxy>) {
-    let proxies = std::sync::Mutex::new(Vec::new());
-    let (nodes, handled) = three_nodes(failure_timeout, Duration::ZERO, |me, peer, address| {
-        if (me, peer) == (0, 1) || (me, peer) == (1, 0) {
-            let proxy = Proxy::to(address);
-            let a = proxy.address.clone();
-            proxies.lock().unwrap().push(proxy);
-            a
-        } else {
-            address
+    let (nodes, handled, proxies) = proxied(3, failure_timeout, |a, b| a + b == 1);
+    (
+        nodes,
+        handled,
+        proxies.into_iter().map(|(_, p)| p).collect(),
+    )
+}
+
+/// Fresh tokens from process 0 (on `node`) keep moving among the nodes that still run.
+fn keeps_working(node: &Node<Mover>, handled: &AtomicU64) {
+    let before = handled.load(Ordering::Relaxed);
+    node.with_process(0, |mover, ctx| {
+        for _ in 0..4 {
+            mover.pass(ctx, Token(1));
         }
+    })
+    .unwrap();
+    common::wait_until("the nodes left keep working", || {
+        handled.load(Ordering::Relaxed) > before + 50
+    });
+}
+
+/// A proxy, and the dial it carries: (from, to).
+type Dialled = ((usize, usize), Proxy);
+
+/// `n` nodes as `nodes_of_two`, each dial from `me` to `peer` for which `via(me, peer)` holds
+/// through a proxy of its own (returned with the pair), once tokens cross the cluster.
+fn proxied(
+    n: usize,
+    failure_timeout: Duration,
+    via: impl Fn(usize, usize) -> bool,
+) -> (Vec<Node<Mover>>, Arc<AtomicU64>, Vec<Dialled>) {
+    let proxies = std::sync::Mutex::new(Vec::new());
+    let (nodes, handled) = nodes_of_two(n, failure_timeout, Duration::ZERO, |me, peer, address| {
+        if !via(me, peer) {
+            return address;
+        }
+        let proxy = Proxy::to(address);
+        let a = proxy.address.clone();
+        proxies.lock().unwrap().push(((me, peer), proxy));
+        a
     });
     common::wait_until("tokens cross the cluster", || {
         handled.load(Ordering::Relaxed) > 100
