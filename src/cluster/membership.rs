@@ -93,13 +93,14 @@ impl Membership {
     /// Whether two or more nodes that have not failed suspect `node`, which has not failed
     /// either: rule 1 fails it whenever the rule is applied, so the node applies it at once.
     pub(crate) fn corroborated(&self, node: usize) -> bool {
-        if self.is_failed(node) {
-            return false;
-        }
-        let by = (0..self.failed.len())
-            .filter(|&j| !self.failed[j] && self.suspects[j].get(node).is_some_and(Option::is_some))
-            .count();
-        by >= 2
+        node < self.failed.len() && !self.failed[node] && self.suspected_by(node) >= 2
+    }
+
+    /// How many nodes not (yet) decided failed suspect `node`, ripe or not: what rule 1 counts.
+    fn suspected_by(&self, node: usize) -> usize {
+        (0..self.failed.len())
+            .filter(|&j| !self.failed[j] && self.suspects[j][node].is_some())
+            .count()
     }
 
     /// Whether `node` has been decided failed.
@@ -112,7 +113,6 @@ impl Membership {
     pub(crate) fn decide(&mut self, now: Duration) -> Vec<usize> {
         let n = self.failed.len();
         let alive = |failed: &[bool], k: usize| !failed[k];
-        let suspects = |by: usize, node: usize| self.suspects[by][node].is_some();
         let ripe = |by: usize, node: usize| self.suspects[by][node].is_some_and(|r| r <= now);
         let mut now = self.failed.clone();
         // 0. A node that says it has failed has (its links are closing).
@@ -121,10 +121,7 @@ impl Membership {
         }
         // 1. Suspected by two or more nodes that have not failed.
         for (k, verdict) in now.iter_mut().enumerate() {
-            let by = (0..n)
-                .filter(|&j| alive(&self.failed, j) && suspects(j, k))
-                .count();
-            if by >= 2 {
+            if self.suspected_by(k) >= 2 {
                 *verdict = true;
             }
         }

@@ -703,21 +703,15 @@ impl<P: Process> Core<P> {
         // Two nodes that have not failed suspect `node`: rule 1 fails it whenever the rule is
         // applied, so it is applied now (on a thread of its own, as the timed one: this may be
         // a process's thread), and the wait is only for what is still unknown.
-        let waits = if corroborated {
-            vec![Duration::ZERO, wait]
-        } else {
-            vec![wait]
-        };
         let core = self.clone();
         let spawned = thread::Builder::new()
             .name(format!("node-{}-decides", self.me))
             .spawn(move || {
-                let mut slept = Duration::ZERO;
-                for wait in waits {
-                    thread::sleep(wait - slept);
-                    slept = wait;
+                if corroborated {
                     core.decide();
                 }
+                thread::sleep(wait);
+                core.decide();
             });
         if spawned.is_err() {
             // No timer: decided now, on this suspicion too, as at the stop.
