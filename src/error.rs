@@ -761,6 +761,17 @@ pub enum ClusterError {
         /// What was last seen of each.
         detail: String,
     },
+    /// Start-up gave up: these nodes connected to and from this node, but never said they
+    /// were connected to every other node by the deadline (one of them could not reach a
+    /// third node, or stopped). This node ran none of its processes.
+    NotReady {
+        /// The nodes, by index.
+        nodes: Vec<usize>,
+        /// How long this node waited, from the start.
+        waited: std::time::Duration,
+        /// What was seen of each.
+        detail: String,
+    },
     /// A peer and this node disagree (topology, placement, wire format, crate version, message
     /// types, checkpoint): one refused the other.
     Mismatch {
@@ -894,6 +905,20 @@ impl fmt::Display for ClusterError {
                 address,
                 message,
             } => write!(f, "node {node} cannot listen on {address}: {message}"),
+            ClusterError::NotReady {
+                nodes,
+                waited,
+                detail,
+            } => write!(
+                f,
+                "gave up after {:.1} s: {} connected but never got connected to every node \
+                 ({detail})",
+                waited.as_secs_f64(),
+                match nodes.as_slice() {
+                    [one] => format!("node {one}"),
+                    many => format!("nodes {many:?}"),
+                }
+            ),
             ClusterError::Unreachable {
                 nodes,
                 waited,

@@ -532,7 +532,7 @@ fn a_cluster_restarts_from_a_snapshot_and_refuses_two_different_ones() {
                 assert!(message.contains("checkpoint"), "{message}");
                 refusals += 1;
             }
-            Err(ClusterError::Unreachable { .. }) => {}
+            Err(ClusterError::Unreachable { .. } | ClusterError::NotReady { .. }) => {}
             Ok(_) => panic!("a node started from a different checkpoint than its peers"),
             Err(other) => panic!("{other:?}"),
         }

@@ -37,6 +37,9 @@ fn answer(stream: &mut TcpStream) -> Vec<u8> {
     got
 }
 
+/// This build's wire format version (`wire::FORMAT`).
+const FORMAT: u16 = 2;
+
 /// The first six bytes of a connection of this crate's format `version`.
 fn preamble(version: u16) -> Vec<u8> {
     let mut p = b"CLSN".to_vec();
@@ -81,7 +84,7 @@ fn strangers_during_start_up_hold_up_nobody_and_learn_nothing() {
     other_version.write_all(&preamble(9)).unwrap();
     // The right preamble, then garbage where the handshake goes.
     let mut garbage = TcpStream::connect(&addresses[0]).unwrap();
-    garbage.write_all(&preamble(1)).unwrap();
+    garbage.write_all(&preamble(FORMAT)).unwrap();
     garbage.write_all(&[0x5a; 200]).unwrap();
     assert_eq!(answer(&mut http), b"", "a stranger learns nothing");
     let told = answer(&mut other_version);
@@ -89,7 +92,7 @@ fn strangers_during_start_up_hold_up_nobody_and_learn_nothing() {
     assert_eq!(told.len(), 6, "the version, and nothing more");
     assert_eq!(
         &answer(&mut garbage)[..],
-        &preamble(1)[..],
+        &preamble(FORMAT)[..],
         "and nothing more"
     );
     // A node of another cluster, claiming to be node 1: its key is no member's.

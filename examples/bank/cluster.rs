@@ -318,7 +318,16 @@ fn run_node(
     let mut builder = Node::builder(topology, config, me)
         .thread_name("branch")
         .connect_timeout(Duration::from_secs(args.connect_timeout))
-        .failure_timeout(Duration::from_secs_f64(args.failure_timeout));
+        .failure_timeout(Duration::from_secs_f64(args.failure_timeout))
+        // Flags that change what a node's branches do: a node started with another initial
+        // balance would make every snapshot look like money lost.
+        .settings(match args.restore {
+            None => format!(
+                "--initial-balance {} --in-flight {}",
+                args.initial_balance, args.in_flight
+            ),
+            Some(_) => String::new(),
+        });
     if let Some(listener) = listener {
         builder = builder.listener(listener);
     }

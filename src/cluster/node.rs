@@ -84,9 +84,20 @@ pub struct NodeBuilder<P> {
     max_frame_total: usize,
     max_queued: usize,
     max_backlog: usize,
+    settings: String,
 }
 
 impl<P: NodeProcess> NodeBuilder<P> {
+    /// What else every node must agree on: the application's own settings (its flags, say), in
+    /// any form that is equal exactly when they agree. Start-up compares it as it compares the
+    /// topology, and refuses a node whose settings differ, saying both (default: empty). The
+    /// bank gives its initial balance and transfers in flight: one node started with another
+    /// balance would otherwise look like money lost.
+    pub fn settings(mut self, settings: impl Into<String>) -> Self {
+        self.settings = settings.into();
+        self
+    }
+
     /// This node's keys (its key pair and the others' public keys), rather than the folder the
     /// cluster file names (`keys = "DIR"`). Every connection between nodes is authenticated
     /// with them; a node has to have them.
@@ -331,6 +342,9 @@ impl<P: NodeProcess> NodeBuilder<P> {
             message_type: std::any::type_name::<P::Message>().to_string(),
             state_type: std::any::type_name::<P::State>().to_string(),
             node: me as u32,
+            // Random: two starts of one node differ (start-up tells a restart by it).
+            boot: uuid::Uuid::new_v4().as_u64_pair().0,
+            settings: self.settings.clone(),
             processes: wiring.processes() as u32,
             channels: wiring
                 .channels()
@@ -1353,6 +1367,7 @@ impl<P: NodeProcess> Node<P> {
             max_frame_total: wire::DEFAULT_MAX_FRAME_TOTAL,
             max_queued: MAX_QUEUED,
             max_backlog: MAX_BACKLOG,
+            settings: String::new(),
         }
     }
 

@@ -1,6 +1,6 @@
 //! Start-up: every node connects to every other, in any order, retrying until a deadline, and
 //! the first frames check that they agree (topology, placement, wire format, crate version,
-//! message and state types, checkpoint).
+//! message and state types, application settings, checkpoint).
 //!
 //! Node I opens one connection to each other node J and writes its I->J traffic on it; it
 //! accepts one from each J and reads J's traffic from it. So each ordered pair of nodes has its
@@ -14,6 +14,16 @@
 //! is welcomed on a thread of its own (at most 64 at once, each for at most 5 s for the whole
 //! handshake, however slowly the other side sends), so one that connects and says nothing, or
 //! dribbles, holds up no other.
+//!
+//! Start-up ends together: a node connected to and from every other says so (`Ready`) on each
+//! connection it opened, and returns only once every other node has said it. Without that, a
+//! node connected early started its failure timeout while another was still connecting to a
+//! third (sending nothing yet), and took it for failed.
+//!
+//! Each start of a node says a random `boot` in its `Hello` (and its `Welcome`), so that a node
+//! started again while the others wait (it gave up, crashed, was restarted) is told from a
+//! retry: its new connections replace the old start's, which are dead, and the others connect
+//! to it again.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -22,8 +32,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{RecvTimeoutError, Sender};
-use parking_lot::Mutex;
+use crossbeam_channel::Sender;
 
 use snow::TransportState;
 
@@ -98,16 +107,51 @@ pub(crate) struct Connections {
 
 /// What became of connecting to one node.
 enum Dialed {
-    Welcomed(usize, Secured),
+    /// It welcomed us, from its start `boot` (`Hello::boot`), at `at`.
+    Welcomed {
+        peer: usize,
+        secured: Secured,
+        boot: u64,
+        at: Instant,
+    },
     /// It refused us: what differs.
     Refused(usize, String),
     /// It never answered by the deadline: the last error seen.
     Silent(usize, String),
 }
 
+/// A connection made with one node, by the start of it that made it (`Hello::boot`), with
+/// when its handshake ended.
+struct Made {
+    secured: Secured,
+    boot: u64,
+    at: Instant,
+}
+
+/// The connection opened to one node, and whether it has been told this node is ready.
+struct Out {
+    made: Made,
+    told: bool,
+}
+
+/// The connection accepted from one node: its start, when it was welcomed, a handle on its
+/// socket (to shut it down when it is no longer wanted: its thread waiting for `Ready` then
+/// ends), and the connection once the node has said it is ready.
+struct In {
+    boot: u64,
+    at: Instant,
+    socket: TcpStream,
+    ready: Option<Secured>,
+}
+
 /// Connects node `me` to every other node of `config`, accepting theirs on `listener`, until
-/// all are connected or `deadline` passes. `hello` is what this node says of itself (and what
-/// it expects of every peer but the node index).
+/// every node is connected to every other, or `timeout` passes (a node connected to every
+/// other says so: `wire::Ready`; this node returns once all have). `hello` is what this node
+/// says of itself (and what it expects of every peer but the node index and start).
+///
+/// A node may be started again while the others wait for it (it gave up, or its operator
+/// restarted it): its new connections replace those of its earlier start, which are dead, and
+/// this node connects to it again.
 pub(crate) fn connect(
     config: &ClusterConfig,
     me: usize,
@@ -120,7 +164,7 @@ pub(crate) fn connect(
     let began = Instant::now();
     let deadline = began + timeout;
     let (dialed_tx, dialed) = crossbeam_channel::unbounded();
-    for peer in (0..nodes).filter(|&p| p != me) {
+    let start_dial = |peer: usize| -> Result<(), ClusterError> {
         let address = config.resolve(peer)?;
         let hello = hello.clone();
         let keys = keys.clone();
@@ -130,12 +174,16 @@ pub(crate) fn connect(
             .spawn(move || {
                 let _ = dialed_tx.send(dial(peer, address, &hello, &keys, deadline));
             })
+            .map(drop)
             .map_err(|e| ClusterError::Link {
                 node: peer,
                 message: format!("cannot start a thread to connect: {e}"),
-            })?;
+            })
+    };
+    let others = || (0..nodes).filter(move |&p| p != me);
+    for peer in others() {
+        start_dial(peer)?;
     }
-    drop(dialed_tx);
     listener
         .set_nonblocking(true)
         .map_err(|e| ClusterError::Bind {
@@ -143,23 +191,72 @@ pub(crate) fn connect(
             address: config.listen_address(me).to_string(),
             message: e.to_string(),
         })?;
-    let mut outgoing: Vec<Option<Secured>> = (0..nodes).map(|_| None).collect();
-    let mut incoming: Vec<Option<Secured>> = (0..nodes).map(|_| None).collect();
-    let mut silent: Vec<(usize, String)> = Vec::new();
-    // What was last refused of each node that tried to connect here.
-    let mut refused_here: Vec<Option<String>> = vec![None; nodes];
-    let mut dialing = nodes - 1;
-    let mut accepted = 0;
+    let mut state = Startup {
+        outgoing: (0..nodes).map(|_| None).collect(),
+        incoming: (0..nodes).map(|_| None).collect(),
+        dialing: (0..nodes).map(|p| p != me).collect(),
+        silent: vec![None; nodes],
+        refused_here: vec![None; nodes],
+        gone: vec![None; nodes],
+        ever_connected: vec![false; nodes],
+    };
     // Each connection is welcomed on a thread of its own, so that one that connects and says
-    // nothing (a stranger, a stuck peer) holds up nobody else; `claimed` says which nodes have
-    // been welcomed, so a second connection claiming one is refused.
-    let (welcomed_tx, welcomed) = crossbeam_channel::unbounded();
-    let welcoming = Arc::new(Welcoming::new(hello, keys, me, nodes));
-    while dialing > 0 || accepted < nodes - 1 {
+    // nothing (a stranger, a stuck peer) holds up nobody else; the thread then waits for the
+    // node's `Ready`.
+    let (heard_tx, heard) = crossbeam_channel::unbounded();
+    let welcoming = Arc::new(Welcoming::new(hello, keys, me, nodes, deadline));
+    let mut ready = Vec::new();
+    wire::encode(&mut ready, &wire::Ready::Connected).map_err(|e| ClusterError::Link {
+        node: me,
+        message: e,
+    })?;
+    // Since when every node has been connected to and from this one (`None` while one is
+    // not): from then, the others get a handshake's time more than the deadline to say they
+    // are ready, as a node started last is connected last.
+    let mut all_since: Option<Instant> = None;
+    let result = 'connecting: loop {
+        let all = others().all(|p| state.both(p));
+        all_since = if all {
+            all_since.or(Some(Instant::now()))
+        } else {
+            None
+        };
+        if all {
+            // Every connection opened here, made since, is told this node is ready.
+            for peer in others() {
+                let Some(out) = state.outgoing[peer].as_mut().filter(|out| !out.told) else {
+                    continue;
+                };
+                out.told = true;
+                let (stream, transport) = &mut out.made.secured;
+                let mut timed = ByDeadline {
+                    stream,
+                    until: Instant::now() + HANDSHAKE,
+                };
+                if let Err(e) = secure::send_one(&mut timed, transport, &ready) {
+                    // Its start is gone: wait for a new one.
+                    state.gone[peer] = Some(format!("telling it this node is ready: {e}"));
+                    state.outgoing[peer] = None;
+                }
+            }
+            let told = others().all(|p| state.outgoing[p].as_ref().is_some_and(|o| o.told));
+            let heard_all = others().all(|p| {
+                state.incoming[p]
+                    .as_ref()
+                    .is_some_and(|i| i.ready.is_some())
+            });
+            if told && heard_all {
+                break Ok(());
+            }
+        }
+        let until = all_since.map_or(deadline, |since| deadline.max(since + HANDSHAKE));
+        if Instant::now() >= until && !state.dialing.contains(&true) {
+            break Err(state.why_not(config, me, began));
+        }
         // Accept whoever is waiting.
         loop {
             match listener.accept() {
-                Ok((stream, from)) => welcoming.start(stream, from, &welcomed_tx),
+                Ok((stream, from)) => welcoming.start(stream, from, &heard_tx),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) => {
                     log::warn!("node {me}: accept failed: {e}");
@@ -167,87 +264,217 @@ pub(crate) fn connect(
                 }
             }
         }
-        for (from, welcome) in welcomed.try_iter() {
-            match welcome {
-                Ok((peer, secured)) => {
-                    incoming[peer] = Some(secured);
-                    accepted += 1;
+        let mut changed = Vec::new();
+        for event in heard.try_iter() {
+            match event {
+                Heard::Welcomed {
+                    peer,
+                    boot,
+                    at,
+                    socket,
+                } => {
+                    // A retry of the same start, or a new start: the later connection is the
+                    // live one.
+                    if state.incoming[peer].as_ref().is_some_and(|had| had.at > at) {
+                        let _ = socket.shutdown(std::net::Shutdown::Both);
+                        continue;
+                    }
+                    let had = state.incoming[peer].replace(In {
+                        boot,
+                        at,
+                        socket,
+                        ready: None,
+                    });
+                    if let Some(had) = had {
+                        let _ = had.socket.shutdown(std::net::Shutdown::Both);
+                    }
+                    state.gone[peer] = None;
+                    changed.push(peer);
+                }
+                Heard::Ready { peer, at, secured } => {
+                    match state.incoming[peer].as_mut().filter(|i| i.at == at) {
+                        Some(current) => current.ready = Some(secured),
+                        None => drop(secured),
+                    }
+                }
+                Heard::Gone { peer, at, why } => {
+                    if state.incoming[peer].as_ref().is_some_and(|i| i.at == at) {
+                        state.incoming[peer] = None;
+                        state.gone[peer] = Some(why);
+                    }
                 }
                 // A node of this cluster that runs something else: the cluster cannot start,
                 // whichever of the two noticed first.
-                Err(Refusal::Differs(peer, message)) => {
+                Heard::Refused(_, Refusal::Differs(peer, message)) => {
                     log::error!("node {me}: refused node {peer}: {message}");
-                    return Err(ClusterError::Mismatch {
+                    break 'connecting Err(ClusterError::Mismatch {
                         node: peer,
                         message,
                     });
                 }
-                Err(Refusal::Other(peer, why)) => {
+                Heard::Refused(from, Refusal::Other(peer, why)) => {
                     log::warn!("node {me}: refused a connection from {from}: {why}");
                     if let Some(peer) = peer {
-                        refused_here[peer] = Some(why);
+                        state.refused_here[peer] = Some(why);
                     }
                 }
             }
         }
         // Take whatever the dialers have to say, waiting a little if nothing.
-        let wait = if Instant::now() >= deadline {
+        let wait = if Instant::now() >= until {
             Duration::ZERO
         } else {
             Duration::from_millis(5)
         };
         match dialed.recv_timeout(wait) {
-            Ok(Dialed::Welcomed(peer, secured)) => {
-                outgoing[peer] = Some(secured);
-                dialing -= 1;
+            Ok(Dialed::Welcomed {
+                peer,
+                secured,
+                boot,
+                at,
+            }) => {
+                state.dialing[peer] = false;
+                let made = Made { secured, boot, at };
+                state.outgoing[peer] = Some(Out { made, told: false });
+                changed.push(peer);
             }
             Ok(Dialed::Refused(peer, message)) => {
-                return Err(ClusterError::Mismatch {
+                break Err(ClusterError::Mismatch {
                     node: peer,
                     message,
                 });
             }
             Ok(Dialed::Silent(peer, why)) => {
-                silent.push((peer, why));
-                dialing -= 1;
+                state.silent[peer] = Some(why);
+                state.dialing[peer] = false;
             }
-            Err(RecvTimeoutError::Timeout) => {}
-            // Every dialer is done: nothing comes on `dialed` any more, and `recv_timeout`
-            // returns at once. Wait here instead, or the loop spins on the listener.
-            Err(RecvTimeoutError::Disconnected) => thread::sleep(wait),
+            // Nothing yet (the channel cannot close: `start_dial` holds a sender).
+            Err(_) => {}
         }
-        if Instant::now() >= deadline && dialing == 0 {
-            break;
+        for peer in changed {
+            if state.both(peer) {
+                state.ever_connected[peer] = true;
+            }
+            if state.start_again(peer) {
+                log::info!("node {me}: node {peer} started again: connecting to its new start");
+                state.silent[peer] = None;
+                start_dial(peer)?;
+            }
         }
-    }
+    };
     let _ = listener.set_nonblocking(false);
-    let mut missing: Vec<usize> = Vec::new();
-    let mut detail: Vec<String> = Vec::new();
-    for (peer, why) in silent {
-        missing.push(peer);
-        detail.push(format!(
-            "node {peer} at {}: {why}",
-            config.nodes[peer].address
-        ));
-    }
-    for peer in (0..nodes).filter(|&p| p != me && incoming[p].is_none()) {
-        if !missing.contains(&peer) {
-            missing.push(peer);
+    if let Err(e) = result {
+        // Every thread still waiting for a node's `Ready` ends.
+        for i in state.incoming.iter().flatten() {
+            let _ = i.socket.shutdown(std::net::Shutdown::Both);
         }
-        detail.push(match &refused_here[peer] {
-            Some(why) => format!("node {peer} tried to connect and was refused: {why}"),
-            None => format!("node {peer} never connected to this node"),
-        });
+        return Err(e);
     }
-    if !missing.is_empty() {
-        missing.sort_unstable();
-        return Err(ClusterError::Unreachable {
-            nodes: missing,
-            waited: began.elapsed(),
-            detail: detail.join("; "),
-        });
+    let outgoing = state
+        .outgoing
+        .into_iter()
+        .map(|o| o.map(|o| o.made.secured));
+    let incoming = state.incoming.into_iter().map(|i| i.and_then(|i| i.ready));
+    Ok(Connections {
+        outgoing: outgoing.collect(),
+        incoming: incoming.collect(),
+    })
+}
+
+/// Where start-up stands with each node (by index; unused for this node).
+struct Startup {
+    /// The connection opened to it, if made.
+    outgoing: Vec<Option<Out>>,
+    /// The connection accepted from it, if welcomed.
+    incoming: Vec<Option<In>>,
+    /// Whether a thread is connecting to it.
+    dialing: Vec<bool>,
+    /// Why connecting to it failed by the deadline.
+    silent: Vec<Option<String>>,
+    /// Why its last connection here was refused.
+    refused_here: Vec<Option<String>>,
+    /// Why the connection accepted from it ended before it said it was ready.
+    gone: Vec<Option<String>>,
+    /// Whether it was ever connected both ways.
+    ever_connected: Vec<bool>,
+}
+
+impl Startup {
+    /// Connected to and from `peer`, both with one start of it.
+    fn both(&self, peer: usize) -> bool {
+        matches!(
+            (&self.outgoing[peer], &self.incoming[peer]),
+            (Some(o), Some(i)) if o.made.boot == i.boot
+        )
     }
-    Ok(Connections { outgoing, incoming })
+
+    /// After a change of `peer`'s connections: drops the older of two connections from two
+    /// starts of it (that start is gone), and says whether to connect to it again (what was
+    /// opened here went to a start that is gone, or failed, and a new one connected here).
+    fn start_again(&mut self, peer: usize) -> bool {
+        let Some(i) = &self.incoming[peer] else {
+            return false;
+        };
+        match &self.outgoing[peer] {
+            Some(o) if o.made.boot == i.boot => return false,
+            Some(o) if o.made.at > i.at => {
+                // Accepted from its earlier start: the new one will connect here.
+                let _ = i.socket.shutdown(std::net::Shutdown::Both);
+                self.incoming[peer] = None;
+                return false;
+            }
+            _ => {}
+        }
+        self.outgoing[peer] = None;
+        !std::mem::replace(&mut self.dialing[peer], true)
+    }
+
+    /// The error when start-up gives up: the nodes never connected both ways, if any
+    /// (`Unreachable`), else those connected that did not say they were ready (`NotReady`);
+    /// with what was seen of each.
+    fn why_not(&self, config: &ClusterConfig, me: usize, began: Instant) -> ClusterError {
+        let ready = |peer: usize| {
+            self.both(peer)
+                && self.incoming[peer]
+                    .as_ref()
+                    .is_some_and(|i| i.ready.is_some())
+        };
+        let others = (0..self.outgoing.len()).filter(|&p| p != me && !ready(p));
+        let (never, late): (Vec<usize>, Vec<usize>) =
+            others.partition(|&p| !self.ever_connected[p]);
+        let mut detail = Vec::new();
+        for &peer in if never.is_empty() { &late } else { &never } {
+            if let Some(why) = &self.silent[peer] {
+                let address = &config.nodes[peer].address;
+                detail.push(format!("node {peer} at {address}: {why}"));
+            }
+            if let Some(why) = &self.gone[peer] {
+                detail.push(format!("node {peer} was connected, then {why}"));
+            } else if self.incoming[peer].is_none() {
+                detail.push(match &self.refused_here[peer] {
+                    Some(why) => format!("node {peer} tried to connect and was refused: {why}"),
+                    None => format!("node {peer} never connected to this node"),
+                });
+            } else if self.both(peer) {
+                let why = format!("node {peer} did not say it was connected to every node");
+                detail.push(why);
+            }
+        }
+        let (waited, detail) = (began.elapsed(), detail.join("; "));
+        if never.is_empty() {
+            ClusterError::NotReady {
+                nodes: late,
+                waited,
+                detail,
+            }
+        } else {
+            ClusterError::Unreachable {
+                nodes: never,
+                waited,
+                detail,
+            }
+        }
+    }
 }
 
 /// Connects to `peer` at `address`, retrying until `deadline`, and says hello.
@@ -268,7 +495,14 @@ fn dial(
             // A peer that accepts and then says nothing must not hold this node past its
             // deadline: the handshake gets what is left of it, at most HANDSHAKE.
             Ok(stream) => match greet(stream, peer, hello, keys, HANDSHAKE.min(left)) {
-                Ok(Ok(secured)) => return Dialed::Welcomed(peer, secured),
+                Ok(Ok((secured, boot))) => {
+                    return Dialed::Welcomed {
+                        peer,
+                        secured,
+                        boot,
+                        at: Instant::now(),
+                    }
+                }
                 Ok(Err(refusal)) => return Dialed::Refused(peer, refusal),
                 Err(e) => last = format!("connected, but the handshake failed: {e}"),
             },
@@ -278,39 +512,34 @@ fn dial(
     }
 }
 
-/// Sends this node's preamble and reads the peer's: `Err` with what differs if the versions
-/// do.
-fn preambles(stream: &mut (impl Read + Write)) -> std::io::Result<Result<(), String>> {
-    stream.write_all(&wire::preamble())?;
-    Ok(wire::read_preamble(stream)?.map_err(|foreign| foreign.to_string()))
-}
-
-/// The opener's side of the handshake (see the module documentation). `Ok(Err(why))`: the
-/// acceptor, or the handshake, says this node does not belong with it (a mismatch, not worth a
-/// retry).
+/// The opener's side of the handshake (see the module documentation): the connection, and the
+/// acceptor's start (`Hello::boot`). `Ok(Err(why))`: the acceptor says this node does not
+/// belong with it (a mismatch, not worth a retry). Whatever else answers at the node's address
+/// (another program, a node without the node's key) is an `Err`, retried until the deadline:
+/// the node itself may yet come.
 fn greet(
     stream: TcpStream,
     peer: usize,
     hello: &Hello,
     keys: &NodeKeys,
     patience: Duration,
-) -> std::io::Result<Result<Secured, String>> {
+) -> std::io::Result<Result<(Secured, u64), String>> {
     stream.set_nodelay(true)?;
     let mut timed = ByDeadline {
         stream: &stream,
         until: Instant::now() + patience,
     };
-    if let Err(why) = preambles(&mut timed)? {
-        return Ok(Err(why));
+    timed.write_all(&wire::preamble())?;
+    match wire::read_preamble(&mut timed)? {
+        Ok(()) => {}
+        // This crate, another wire format: the two builds cannot run together.
+        Err(foreign @ wire::Foreign::Version(_)) => return Ok(Err(foreign.to_string())),
+        Err(foreign @ wire::Foreign::Stranger) => {
+            return Err(std::io::Error::other(foreign.to_string()))
+        }
     }
     let said = wire::to_bytes(hello).map_err(std::io::Error::other)?;
-    let transport = match secure::open(&mut timed, keys, peer, &said) {
-        Ok(transport) => transport,
-        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-            return Ok(Err(e.to_string()));
-        }
-        Err(e) => return Err(e),
-    };
+    let transport = secure::open(&mut timed, keys, peer, &said)?;
     let mut opened = Opened::new(&mut timed, transport);
     let mut buf = Vec::new();
     let limit = wire::FrameLimit {
@@ -322,9 +551,9 @@ fn greet(
     let reply = wire::decode::<Reply>(&buf).map_err(|e| std::io::Error::other(e.to_string()))?;
     let transport = opened.into_transport();
     match reply {
-        Reply::Welcome => {
+        Reply::Welcome { boot } => {
             no_deadline(&stream)?;
-            Ok(Ok((stream, transport)))
+            Ok(Ok(((stream, transport), boot)))
         }
         Reply::Refused(why) => Ok(Err(why)),
     }
@@ -334,14 +563,37 @@ fn greet(
 enum Refusal {
     /// A node of this cluster whose `Hello` differs from this node's: what differs.
     Differs(usize, String),
-    /// Anything else (not a member's key, a node already connected, a failed read): the node
-    /// it proved it is, if it got that far, and why.
+    /// Anything else (not a member's key, a node the file does not list, a failed read): the
+    /// node it proved it is, if it got that far, and why.
     Other(Option<usize>, String),
 }
 
-/// How welcoming a connection went: where it came from, and the node it proved it is and the
-/// connection, or why not.
-type Welcomed = (SocketAddr, Result<(usize, Secured), Refusal>);
+/// What the threads that welcome connections report.
+enum Heard {
+    /// `peer`'s start `boot` proved itself and was welcomed at `at`; `socket` is a handle on
+    /// the connection, whose thread now waits for the node's `Ready`.
+    Welcomed {
+        peer: usize,
+        boot: u64,
+        at: Instant,
+        socket: TcpStream,
+    },
+    /// The node welcomed at `at` says it is connected to every node: the connection.
+    Ready {
+        peer: usize,
+        at: Instant,
+        secured: Secured,
+    },
+    /// The connection welcomed at `at` ended, or said nothing more by the time start-up can
+    /// last, before the node said it was ready: why.
+    Gone {
+        peer: usize,
+        at: Instant,
+        why: String,
+    },
+    /// A connection from this address was refused.
+    Refused(SocketAddr, Refusal),
+}
 
 /// What the threads that welcome connections share.
 struct Welcoming {
@@ -349,8 +601,9 @@ struct Welcoming {
     keys: NodeKeys,
     me: usize,
     nodes: usize,
-    /// By node: welcomed already.
-    claimed: Mutex<Vec<bool>>,
+    /// Start-up's deadline: a welcomed node that has not said it is ready two handshakes'
+    /// time after it is gone (the connect loop waits at most one past it).
+    deadline: Instant,
     /// Handshakes under way.
     busy: AtomicUsize,
 }
@@ -360,22 +613,25 @@ impl Welcoming {
     /// each for at most `HANDSHAKE`.
     const MOST: usize = 64;
 
-    /// For node `me` of a cluster of `nodes`, saying `hello`, with `keys`: nobody welcomed yet.
-    fn new(hello: &Hello, keys: &NodeKeys, me: usize, nodes: usize) -> Self {
+    /// For node `me` of a cluster of `nodes`, saying `hello`, with `keys`, until `deadline`:
+    /// nobody welcomed yet.
+    fn new(hello: &Hello, keys: &NodeKeys, me: usize, nodes: usize, deadline: Instant) -> Self {
         Welcoming {
             hello: hello.clone(),
             keys: keys.clone(),
             me,
             nodes,
-            claimed: Mutex::new(vec![false; nodes]),
+            deadline,
             busy: AtomicUsize::new(0),
         }
     }
 
     /// The acceptor's side: checks the opener's preamble, its key (a member's) and its `Hello`
     /// (the same node, and agreeing with this node's), and welcomes or refuses it. `Ok`: the
-    /// opener's node index and the connection.
-    fn welcome(&self, stream: TcpStream) -> Result<(usize, Secured), Refusal> {
+    /// opener's node index and the connection. A node welcomed before may connect again (it
+    /// retries, having missed its welcome; or it was started again): the connect loop keeps the
+    /// later connection.
+    fn welcome(&self, stream: TcpStream) -> Result<(usize, Made), Refusal> {
         let (me, nodes) = (self.me, self.nodes);
         let io = |e: std::io::Error| Refusal::Other(None, e.to_string());
         stream.set_nonblocking(false).map_err(io)?;
@@ -429,27 +685,30 @@ impl Welcoming {
                 other => other,
             };
         }
-        if std::mem::replace(&mut self.claimed.lock()[peer], true) {
-            let why = format!("node {peer} is already connected");
-            return refuse(&mut timed, &mut transport, Some(peer), why);
-        }
         let welcomed = (|| {
             let mut out = Vec::new();
-            wire::encode(&mut out, &Reply::Welcome).map_err(std::io::Error::other)?;
+            let welcome = Reply::Welcome {
+                boot: self.hello.boot,
+            };
+            wire::encode(&mut out, &welcome).map_err(std::io::Error::other)?;
             secure::send_one(&mut timed, &mut transport, &out)?;
             no_deadline(&stream)
         })();
         if let Err(e) = welcomed {
             // Gone before it heard it was welcome: it may try again.
-            self.claimed.lock()[peer] = false;
             return Err(Refusal::Other(Some(peer), e.to_string()));
         }
-        Ok((peer, (stream, transport)))
+        let made = Made {
+            secured: (stream, transport),
+            boot: theirs.boot,
+            at: Instant::now(),
+        };
+        Ok((peer, made))
     }
 
     /// Welcomes (or refuses) `stream`, from `from`, on a thread of its own, and says how it
-    /// went on `done`.
-    fn start(self: &Arc<Self>, stream: TcpStream, from: SocketAddr, done: &Sender<Welcomed>) {
+    /// went on `done`; then waits there for the node's `Ready`, and says that too.
+    fn start(self: &Arc<Self>, stream: TcpStream, from: SocketAddr, done: &Sender<Heard>) {
         if self.busy.fetch_add(1, Ordering::AcqRel) >= Self::MOST {
             self.busy.fetch_sub(1, Ordering::AcqRel);
             log::warn!(
@@ -465,12 +724,69 @@ impl Welcoming {
             .spawn(move || {
                 let result = welcoming.welcome(stream);
                 welcoming.busy.fetch_sub(1, Ordering::AcqRel);
-                let _ = done.send((from, result));
+                let (peer, made) = match result {
+                    Ok(welcomed) => welcomed,
+                    Err(refusal) => {
+                        let _ = done.send(Heard::Refused(from, refusal));
+                        return;
+                    }
+                };
+                let Made { secured, boot, at } = made;
+                let socket = match secured.0.try_clone() {
+                    Ok(socket) => socket,
+                    Err(e) => {
+                        let why = Refusal::Other(Some(peer), e.to_string());
+                        let _ = done.send(Heard::Refused(from, why));
+                        return;
+                    }
+                };
+                let welcomed = Heard::Welcomed {
+                    peer,
+                    boot,
+                    at,
+                    socket,
+                };
+                if done.send(welcomed).is_err() {
+                    return;
+                }
+                let until = welcoming.deadline.max(at) + 2 * HANDSHAKE;
+                let _ = done.send(match read_ready(secured, until) {
+                    Ok(secured) => Heard::Ready { peer, at, secured },
+                    Err(why) => Heard::Gone { peer, at, why },
+                });
             });
         if let Err(e) = spawned {
             self.busy.fetch_sub(1, Ordering::AcqRel);
             log::warn!("node {}: no thread to welcome {from}: {e}", self.me);
         }
+    }
+}
+
+/// Waits for a node's `Ready` on the connection it opened to this node, until `until` (or the
+/// connect loop shuts the socket down). `Err`: why it did not come.
+fn read_ready((stream, transport): Secured, until: Instant) -> Result<Secured, String> {
+    let mut timed = ByDeadline {
+        stream: &stream,
+        until,
+    };
+    let mut opened = Opened::new(&mut timed, transport);
+    let mut buf = Vec::new();
+    let limit = wire::FrameLimit {
+        piece: MAX_HELLO,
+        whole: MAX_HELLO,
+    };
+    let heard = match wire::read_frame(&mut opened, &mut buf, limit) {
+        Ok(()) => wire::decode::<wire::Ready>(&buf).map_err(|e| e.to_string()),
+        Err(wire::ReadError::Closed) => Err("its connection closed".to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    let transport = opened.into_transport();
+    match heard {
+        Ok(wire::Ready::Connected) => {
+            no_deadline(&stream).map_err(|e| e.to_string())?;
+            Ok((stream, transport))
+        }
+        Err(why) => Err(why),
     }
 }
 
@@ -500,30 +816,28 @@ mod tests {
             message_type: "u64".into(),
             state_type: "u64".into(),
             node,
+            boot: u64::from(node) + 100,
             processes: 3,
             channels: vec![(0, 1), (1, 2), (2, 0)],
             placement: vec![vec![0], vec![1], vec![2]],
             checkpoint: None,
             max_frame: 1 << 20,
             max_frame_total: 1 << 30,
+            settings: String::new(),
         }
     }
 
     /// Node 0 of a cluster of `nodes` welcomes one connection, opened with `keys` saying
-    /// `said`, with `claimed` already welcomed: what the opener hears, and what node 0 decides.
+    /// `said`: what the opener hears, and what node 0 decides.
     fn meet(
         acceptor: &NodeKeys,
         nodes: usize,
-        claimed: &[usize],
         opener: &NodeKeys,
         said: Hello,
     ) -> (Result<(), String>, Result<usize, String>) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let address = listener.local_addr().unwrap();
-        let welcoming = Welcoming::new(&hello(0), acceptor, 0, nodes);
-        for &k in claimed {
-            welcoming.claimed.lock()[k] = true;
-        }
+        let welcoming = Welcoming::new(&hello(0), acceptor, 0, nodes, Instant::now() + HANDSHAKE);
         let accepting = thread::spawn(move || {
             let (stream, _) = listener.accept().unwrap();
             match welcoming.welcome(stream) {
@@ -574,23 +888,15 @@ mod tests {
     #[test]
     fn a_member_is_welcomed_once() {
         let keys = NodeKeys::generate(3).unwrap();
-        let (heard, decided) = meet(&keys[0], 3, &[], &keys[2], hello(2));
+        let (heard, decided) = meet(&keys[0], 3, &keys[2], hello(2));
         assert_eq!((heard, decided), (Ok(()), Ok(2)));
-    }
-
-    #[test]
-    fn a_node_already_connected_is_refused() {
-        let keys = NodeKeys::generate(3).unwrap();
-        let (heard, decided) = meet(&keys[0], 3, &[2], &keys[2], hello(2));
-        assert!(decided.unwrap_err().contains("already connected"));
-        assert!(heard.unwrap_err().contains("already connected"));
     }
 
     #[test]
     fn a_key_that_says_another_node_is_refused() {
         // Node 1's key, a hello that says node 2.
         let keys = NodeKeys::generate(3).unwrap();
-        let (heard, decided) = meet(&keys[0], 3, &[], &keys[1], hello(2));
+        let (heard, decided) = meet(&keys[0], 3, &keys[1], hello(2));
         let why = decided.unwrap_err();
         assert!(
             why.contains("the node that says it is node 2 holds node 1's private key"),
@@ -603,11 +909,11 @@ mod tests {
     fn a_node_the_file_does_not_list_and_a_node_as_itself_are_refused() {
         // Keys for four, a cluster file of three: node 3 holds a key but is no node here.
         let keys = NodeKeys::generate(4).unwrap();
-        let (heard, decided) = meet(&keys[0], 3, &[], &keys[3], hello(3));
+        let (heard, decided) = meet(&keys[0], 3, &keys[3], hello(3));
         assert!(decided.unwrap_err().contains("cannot connect to node 0"));
         assert!(heard.is_err());
         // Node 0's own key, calling node 0.
-        let (heard, decided) = meet(&keys[0], 3, &[], &keys[0], hello(0));
+        let (heard, decided) = meet(&keys[0], 3, &keys[0], hello(0));
         assert!(decided.unwrap_err().contains("cannot connect to node 0"));
         assert!(heard.is_err());
     }
@@ -619,7 +925,7 @@ mod tests {
             message_type: "String".into(),
             ..hello(1)
         };
-        let (heard, decided) = meet(&keys[0], 3, &[], &keys[1], other);
+        let (heard, decided) = meet(&keys[0], 3, &keys[1], other);
         assert!(decided.unwrap_err().contains("message type"));
         assert!(heard.unwrap_err().contains("message type"));
     }

@@ -5,7 +5,8 @@
 //! A connection carries one direction, from the node that opened it to the one that accepted
 //! it. It starts with the six bytes `CLSN` and the format version (`u16`, little-endian), then
 //! one frame with the [`Hello`] (who the opener is and what it runs); the acceptor answers with
-//! one frame, a [`Reply`]. From then on the opener sends [`Frame`]s, each as a `u32`
+//! one frame, a [`Reply`]. Once connected to and from every other node, the opener sends
+//! [`Ready`]. From then on the opener sends [`Frame`]s, each as a `u32`
 //! little-endian length followed by that many bytes of postcard. A frame longer than the
 //! receivers' limit (the same on every node: the `Hello` compares it) is sent in pieces, each
 //! a length and that many bytes, the length's top bit ([`CONTINUED`]) set on all but the last;
@@ -26,7 +27,7 @@ use crate::error::Error;
 use crate::snapshot::{GlobalSnapshot, LocalSnapshot, SnapshotId};
 
 /// The format version this build speaks. A node refuses a peer that speaks another.
-pub(crate) const FORMAT: u16 = 1;
+pub(crate) const FORMAT: u16 = 2;
 
 /// The first four bytes of every connection.
 pub(crate) const MAGIC: [u8; 4] = *b"CLSN";
@@ -78,6 +79,10 @@ pub(crate) struct Hello {
     pub(crate) state_type: String,
     /// The opener's node index.
     pub(crate) node: u32,
+    /// This start of the opener: a number it picks at random each time it starts, so that the
+    /// acceptor can tell a node started again (whose earlier connections are dead) from a
+    /// second connection of the same start (a retry). Not compared.
+    pub(crate) boot: u64,
     /// Processes of the topology.
     pub(crate) processes: u32,
     /// Its channels, in order.
@@ -90,6 +95,8 @@ pub(crate) struct Hello {
     pub(crate) max_frame: u64,
     /// The longest whole frame each node assembles from pieces.
     pub(crate) max_frame_total: u64,
+    /// The application's own settings (`NodeBuilder::settings`).
+    pub(crate) settings: String,
 }
 
 impl Hello {
@@ -166,6 +173,12 @@ impl Hello {
             self.max_frame_total.to_string(),
             peer.max_frame_total.to_string(),
         );
+        same(
+            &mut differ,
+            "application settings",
+            format!("{:?}", self.settings),
+            format!("{:?}", peer.settings),
+        );
         let checksum = |c: Option<u64>| c.map_or("none".to_string(), |c| format!("{c:016x}"));
         same(
             &mut differ,
@@ -189,10 +202,20 @@ fn first_difference<T: Clone + PartialEq>(
 /// The acceptor's answer to a [`Hello`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum Reply {
-    /// Welcome: frames may follow.
-    Welcome,
-    /// Refused, and why (what differs, or who is already connected).
+    /// Welcome, from the acceptor's start `boot` (see [`Hello::boot`]): frames may follow.
+    Welcome { boot: u64 },
+    /// Refused, and why (what differs).
     Refused(String),
+}
+
+/// The opener's last frame of start-up, once it has a connection to and from every other
+/// node. A node starts its processes, and its failure timeout, only once every other node has
+/// said it: a node still connecting to a third one sends nothing for a while, and must not be
+/// taken for failed by a node that was quicker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Ready {
+    /// Connected to every node.
+    Connected,
 }
 
 /// An error carried from the node that assembled a snapshot to the node that asked for it.
@@ -996,16 +1019,19 @@ mod tests {
             message_type: "bank::Transfer".into(),
             state_type: "u64".into(),
             node: 0,
+            boot: 7,
             processes: 3,
             channels: vec![(0, 1), (1, 2), (2, 0)],
             placement: vec![vec![0], vec![1, 2]],
             checkpoint: None,
             max_frame: 1 << 20,
             max_frame_total: 1 << 30,
+            settings: "--in-flight 4".into(),
         };
         assert_eq!(
             ours.differences(&Hello {
                 node: 1,
+                boot: 8,
                 ..ours.clone()
             }),
             None
@@ -1042,6 +1068,15 @@ mod tests {
             ours.differences(&shorter).unwrap(),
             "topology: 3 channels on node 0, 2 on node 1 (channel 2: 2 -> 0 on node 0, none on \
              node 1); checkpoint restored from: none on node 0, 00000000000000ab on node 1"
+        );
+        let richer = Hello {
+            node: 2,
+            settings: "--in-flight 10".into(),
+            ..ours.clone()
+        };
+        assert_eq!(
+            ours.differences(&richer).unwrap(),
+            "application settings: \"--in-flight 4\" on node 0, \"--in-flight 10\" on node 2"
         );
     }
 }

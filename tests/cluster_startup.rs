@@ -1,0 +1,278 @@
+//! Start-up across nodes, with every node a thread of this test process: nodes that finish
+//! connecting at different times, a node started again while the others wait for it, and a
+//! node that cannot reach a third. Every node starts its processes, and its failure timeout,
+//! only once every node is connected to every other, and a restarted node is let in.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use chandy_lamport::cluster::{ClusterConfig, ClusterError, Node, NodeConfig, NodeKeys};
+use chandy_lamport::{Context, Process, ProcessId, Topology};
+
+/// A process that does nothing: only the links' heartbeats cross the network.
+struct Quiet;
+
+impl Process for Quiet {
+    type Message = u64;
+    type State = u64;
+    fn on_message(&mut self, _: ProcessId, _: u64, _: &mut Context<'_, u64>) {}
+    fn record(&self) -> u64 {
+        0
+    }
+}
+
+/// One process a node, node k at `route(k)`.
+fn config(nodes: usize, route: impl Fn(usize) -> String) -> ClusterConfig {
+    ClusterConfig::new((0..nodes).map(|k| NodeConfig::new(route(k), [k])).collect())
+}
+
+/// A proxy to `target` that, on each connection, forwards nothing for `delay` and then
+/// everything: a network slow to carry a handshake (start-up allows one 5 s). Returns its
+/// address.
+fn slow_to_start(target: String, delay: Duration) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    thread::spawn(move || {
+        for inbound in listener.incoming().map_while(Result::ok) {
+            let Ok(outbound) = TcpStream::connect(&target) else {
+                continue;
+            };
+            let opened = Instant::now();
+            let ways = [
+                (inbound.try_clone().unwrap(), outbound.try_clone().unwrap()),
+                (outbound, inbound),
+            ];
+            for (mut from, mut to) in ways {
+                thread::spawn(move || {
+                    thread::sleep(delay.saturating_sub(opened.elapsed()));
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n @ 1..) = from.read(&mut buf) {
+                        if to.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = to.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        }
+    });
+    address
+}
+
+/// Node 1's connection to node 2 takes 2 s to get through its handshake, twice the failure
+/// timeout. Node 0 is connected to both others at once; nodes 1 and 2 are still connecting,
+/// with nothing sent to node 0 yet. Before start-up waited for every node to be connected to
+/// every other, node 0 started its failure clocks at once, suspected both after 1 s of
+/// silence, and the rules failed all three ("node 0 decided [0, 1, 2] failed").
+#[test]
+fn a_node_connected_first_waits_for_the_others_to_be_connected() {
+    let (listeners, addresses) = common::listeners(3);
+    let keys = NodeKeys::generate(3).unwrap();
+    let slow = slow_to_start(addresses[2].clone(), Duration::from_secs(2));
+    let builds: Vec<_> = listeners
+        .into_iter()
+        .enumerate()
+        .map(|(me, listener)| {
+            let route = |k: usize| match (me, k) {
+                (1, 2) => slow.clone(),
+                _ => addresses[k].clone(),
+            };
+            let (config, keys) = (config(3, route), keys[me].clone());
+            thread::spawn(move || {
+                let node = Node::builder(Topology::complete(3), config, me)
+                    .listener(listener)
+                    .keys(keys)
+                    .connect_timeout(*common::PATIENCE)
+                    .failure_timeout(Duration::from_secs(1))
+                    .build(|_| Quiet);
+                (node, Instant::now())
+            })
+        })
+        .collect();
+    let built: Vec<_> = builds.into_iter().map(|b| b.join().unwrap()).collect();
+    let started: Vec<Instant> = built.iter().map(|(_, at)| *at).collect();
+    let nodes: Vec<Node<Quiet>> = built.into_iter().map(|(n, _)| n.unwrap()).collect();
+    // Every node started when the last connection was made, not when its own were.
+    let first = started.iter().min().unwrap();
+    let last = started.iter().max().unwrap();
+    assert!(
+        last.duration_since(*first) < Duration::from_millis(500),
+        "nodes started {:?} apart",
+        last.duration_since(*first)
+    );
+    // Two failure timeouts and a half of running: nobody is suspected.
+    thread::sleep(Duration::from_millis(2500));
+    for (k, node) in nodes.iter().enumerate() {
+        assert!(
+            node.failed_nodes().is_empty(),
+            "node {k} decided {:?} failed; its links: {:?}",
+            node.failed_nodes(),
+            node.stats()
+                .links
+                .iter()
+                .map(|l| &l.down)
+                .collect::<Vec<_>>()
+        );
+    }
+    nodes[0].clone().shutdown().unwrap();
+}
+
+/// Node 1 gives up its first start (node 2 is not up within its 1 s) after it connected to and
+/// from node 0, and is started again on the same address, as an operator or a supervisor
+/// would. Node 0 lets the new start in, in place of the old one's dead connections, and
+/// connects to it again. Before, node 0 refused the new start as "already connected", which
+/// node 1 reported as the two disagreeing, and node 0 went on with the dead connections.
+#[test]
+fn a_node_started_again_while_the_others_wait_is_let_in() {
+    let (mut listeners, addresses) = common::listeners(3);
+    let keys = NodeKeys::generate(3).unwrap();
+    let start = |me: usize, listener: TcpListener, timeout: Duration| {
+        let (config, keys) = (config(3, |k| addresses[k].clone()), keys[me].clone());
+        thread::spawn(move || {
+            Node::builder(Topology::complete(3), config, me)
+                .listener(listener)
+                .keys(keys)
+                .connect_timeout(timeout)
+                .failure_timeout(Duration::from_secs(1))
+                .build(|_| Quiet)
+        })
+    };
+    let two = listeners.pop().unwrap();
+    let one = listeners.pop().unwrap();
+    let zero = start(0, listeners.pop().unwrap(), *common::PATIENCE);
+    let first_try = start(1, one, Duration::from_secs(1)).join().unwrap();
+    match first_try {
+        // (Node 0 too, if its handshake did not get through in that second.)
+        Err(ClusterError::Unreachable { nodes, .. }) => assert!(nodes.contains(&2)),
+        Err(other) => panic!("node 1's first start: {other}"),
+        Ok(_) => panic!("node 1 started without node 2"),
+    }
+    let again = TcpListener::bind(&addresses[1]).unwrap();
+    let one = start(1, again, *common::PATIENCE);
+    let two = start(2, two, *common::PATIENCE);
+    let nodes: Vec<Node<Quiet>> = [zero, one, two]
+        .into_iter()
+        .enumerate()
+        .map(|(k, b)| {
+            b.join()
+                .unwrap()
+                .unwrap_or_else(|e| panic!("node {k}: {e}"))
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(2500));
+    for (k, node) in nodes.iter().enumerate() {
+        assert!(
+            node.failed_nodes().is_empty(),
+            "node {k} decided {:?} failed",
+            node.failed_nodes()
+        );
+    }
+    nodes[0].clone().shutdown().unwrap();
+}
+
+/// Node 1 cannot reach node 2 (its file gives node 2 an address where nobody answers), while
+/// node 0 is connected to and from both. Node 0 does not start: it waits for the others to
+/// say they are connected to every node, and gives up when they give up, naming them. Before,
+/// node 0 started its processes and then failed the other two.
+#[test]
+fn a_node_that_cannot_reach_a_third_keeps_the_others_from_starting() {
+    let (listeners, addresses) = common::listeners(3);
+    let keys = NodeKeys::generate(3).unwrap();
+    // Bound and never accepted: connections hang in the handshake until the deadline.
+    let stuck = TcpListener::bind("127.0.0.1:0").unwrap();
+    let nowhere = stuck.local_addr().unwrap().to_string();
+    let began = Instant::now();
+    let builds: Vec<_> = listeners
+        .into_iter()
+        .enumerate()
+        .map(|(me, listener)| {
+            let route = |k: usize| match (me, k) {
+                (1, 2) => nowhere.clone(),
+                _ => addresses[k].clone(),
+            };
+            let (config, keys) = (config(3, route), keys[me].clone());
+            thread::spawn(move || {
+                Node::builder(Topology::complete(3), config, me)
+                    .listener(listener)
+                    .keys(keys)
+                    .connect_timeout(Duration::from_secs(3))
+                    .build(|_| Quiet)
+            })
+        })
+        .collect();
+    let results: Vec<_> = builds.into_iter().map(|b| b.join().unwrap()).collect();
+    for (k, result) in results.iter().enumerate() {
+        assert!(result.is_err(), "node {k} started");
+    }
+    match &results[0] {
+        Err(e @ ClusterError::NotReady { nodes, detail, .. }) => {
+            assert!(nodes.contains(&1), "{nodes:?}");
+            assert!(detail.contains("node 1"), "{detail}");
+            assert!(
+                e.to_string().contains("never got connected to every node"),
+                "{e}"
+            );
+        }
+        other => panic!("node 0: {:?}", other.as_ref().err()),
+    }
+    // Node 0 gave up when the others did (3 s, and a handshake's 5 s at most), not later.
+    assert!(
+        began.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        began.elapsed()
+    );
+    drop(stuck);
+}
+
+/// Something else answers at node 1's address (another program on the port: it accepts and
+/// says garbage) while nodes 0 and 2 start; then it goes and node 1 starts there. Nodes 0 and
+/// 2 retry past the stranger, as past a port nobody listens on. Before, each gave up at once
+/// with "node 1 and this node disagree: not a chandy-lamport cluster connection".
+#[test]
+fn a_stranger_at_a_nodes_address_is_retried_past() {
+    let (mut listeners, addresses) = common::listeners(3);
+    let keys = NodeKeys::generate(3).unwrap();
+    let start = |me: usize, listener: TcpListener| {
+        let (config, keys) = (config(3, |k| addresses[k].clone()), keys[me].clone());
+        thread::spawn(move || {
+            Node::builder(Topology::complete(3), config, me)
+                .listener(listener)
+                .keys(keys)
+                .connect_timeout(*common::PATIENCE)
+                .build(|_| Quiet)
+        })
+    };
+    let two = start(2, listeners.pop().unwrap());
+    let held = listeners.pop().unwrap();
+    let zero = start(0, listeners.pop().unwrap());
+    // The stranger, on node 1's listener, for a second.
+    held.set_nonblocking(true).unwrap();
+    let until = Instant::now() + Duration::from_secs(1);
+    let mut answered = 0;
+    while Instant::now() < until {
+        match held.accept() {
+            Ok((mut stream, _)) => {
+                let _ = stream.write_all(&[0x5a; 200]);
+                answered += 1;
+            }
+            Err(_) => thread::sleep(Duration::from_millis(5)),
+        }
+    }
+    assert!(answered > 0, "nobody called at node 1's address");
+    drop(held);
+    let one = start(1, TcpListener::bind(&addresses[1]).unwrap());
+    let nodes: Vec<Node<Quiet>> = [zero, one, two]
+        .into_iter()
+        .enumerate()
+        .map(|(k, b)| {
+            b.join()
+                .unwrap()
+                .unwrap_or_else(|e| panic!("node {k}: {e}"))
+        })
+        .collect();
+    nodes[0].clone().shutdown().unwrap();
+}
