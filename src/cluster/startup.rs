@@ -26,7 +26,7 @@
 //! to it again.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -165,7 +165,15 @@ pub(crate) fn connect(
     let deadline = began + timeout;
     let (dialed_tx, dialed) = crossbeam_channel::unbounded();
     let start_dial = |peer: usize| -> Result<(), ClusterError> {
-        let address = config.resolve(peer)?;
+        let address = config.nodes[peer].address.clone();
+        // A malformed address is the file's error, said at once; a host that does not resolve
+        // (yet: its name is not published until its machine is up) is retried like a node
+        // that does not answer.
+        if let Err(e) = address.to_socket_addrs() {
+            if e.kind() == std::io::ErrorKind::InvalidInput {
+                config.resolve(peer)?;
+            }
+        }
         let hello = hello.clone();
         let keys = keys.clone();
         let dialed_tx = dialed_tx.clone();
@@ -356,7 +364,10 @@ pub(crate) fn connect(
                 state.ever_connected[peer] = true;
             }
             if state.start_again(peer) {
-                log::info!("node {me}: node {peer} started again: connecting to its new start");
+                log::warn!(
+                "node {me}: node {peer} connected from a new start: connecting to that one (if \
+                 node {peer} was not started again, two copies of it are running)"
+            );
                 state.silent[peer] = None;
                 start_dial(peer)?;
             }
@@ -478,20 +489,22 @@ impl Startup {
 }
 
 /// Connects to `peer` at `address`, retrying until `deadline`, and says hello.
-fn dial(
-    peer: usize,
-    address: SocketAddr,
-    hello: &Hello,
-    keys: &NodeKeys,
-    deadline: Instant,
-) -> Dialed {
+fn dial(peer: usize, address: String, hello: &Hello, keys: &NodeKeys, deadline: Instant) -> Dialed {
     let mut last = "no attempt".to_string();
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Dialed::Silent(peer, last);
         }
-        match TcpStream::connect_timeout(&address, left.min(Duration::from_secs(1))) {
+        let resolved = address.to_socket_addrs().map(|mut all| all.next());
+        let connected = match resolved {
+            Ok(Some(address)) => {
+                TcpStream::connect_timeout(&address, left.min(Duration::from_secs(1)))
+            }
+            Ok(None) => Err(std::io::Error::other("its host resolves to no address")),
+            Err(e) => Err(std::io::Error::other(format!("cannot resolve it: {e}"))),
+        };
+        match connected {
             // A peer that accepts and then says nothing must not hold this node past its
             // deadline: the handshake gets what is left of it, at most HANDSHAKE.
             Ok(stream) => match greet(stream, peer, hello, keys, HANDSHAKE.min(left)) {
