@@ -319,3 +319,39 @@ fn an_unresolvable_host_is_retried_and_a_malformed_address_refused_at_once() {
     }
     assert!(began.elapsed() < Duration::from_millis(700), "not at once");
 }
+
+/// Nodes whose application settings differ (`NodeBuilder::settings`: for the bank, a node
+/// started with another initial balance, which made every snapshot look like money lost) are
+/// refused, each told both settings.
+#[test]
+fn nodes_with_other_settings_are_refused_saying_both() {
+    let (listeners, addresses) = common::listeners(2);
+    let keys = NodeKeys::generate(2).unwrap();
+    let builds: Vec<_> = listeners
+        .into_iter()
+        .enumerate()
+        .map(|(me, listener)| {
+            let (config, keys) = (config(2, |k| addresses[k].clone()), keys[me].clone());
+            thread::spawn(move || {
+                Node::builder(Topology::complete(2), config, me)
+                    .listener(listener)
+                    .keys(keys)
+                    .settings(format!("--initial-balance {}", 1000 * (me + 1)))
+                    .connect_timeout(*common::PATIENCE)
+                    .build(|_| Quiet)
+                    .map(drop)
+            })
+        })
+        .collect();
+    for (k, build) in builds.into_iter().enumerate() {
+        match build.join().unwrap() {
+            Err(ClusterError::Mismatch { message, .. }) => assert!(
+                message.contains("application settings")
+                    && message.contains("\"--initial-balance 1000\" on node 0")
+                    && message.contains("\"--initial-balance 2000\" on node 1"),
+                "{message}"
+            ),
+            other => panic!("node {k}: {other:?}"),
+        }
+    }
+}

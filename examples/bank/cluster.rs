@@ -320,14 +320,19 @@ fn run_node(
         .connect_timeout(Duration::from_secs(args.connect_timeout))
         .failure_timeout(Duration::from_secs_f64(args.failure_timeout))
         // Flags that change what a node's branches do: a node started with another initial
-        // balance would make every snapshot look like money lost.
-        .settings(match args.restore {
-            None => format!(
-                "--initial-balance {} --in-flight {}",
-                args.initial_balance, args.in_flight
-            ),
-            Some(_) => String::new(),
-        });
+        // balance would make every snapshot look like money lost. And the seed, when given: a
+        // run repeats from the seed node 0 prints only if every node ran with it.
+        .settings(format!(
+            "{}{}",
+            match args.restore {
+                None => format!(
+                    "--initial-balance {} --in-flight {}",
+                    args.initial_balance, args.in_flight
+                ),
+                Some(_) => String::new(),
+            },
+            args.seed.map_or(String::new(), |s| format!(" --seed {s}"))
+        ));
     if let Some(listener) = listener {
         builder = builder.listener(listener);
     }
