@@ -7,10 +7,12 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::thread;
+use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use chandy_lamport::cluster::{ClusterConfig, ClusterError, Node, NodeConfig, NodeKeys};
+use chandy_lamport::cluster::{
+    ClusterConfig, ClusterError, Node, NodeBuilder, NodeConfig, NodeKeys,
+};
 use chandy_lamport::{Context, Process, ProcessId, Topology};
 
 /// A process that does nothing: only the links' heartbeats cross the network.
@@ -63,6 +65,45 @@ fn slow_to_start(target: String, delay: Duration) -> String {
     address
 }
 
+/// Starts three nodes, each on a thread of its own, node 1 reaching node 2 where `detour`
+/// says, given node 2's address (every other connection goes to the node's address), with
+/// `tweak` applied to every builder: what each build returned, and when it returned.
+fn three_with_a_detour(
+    detour: impl FnOnce(&str) -> String,
+    tweak: fn(NodeBuilder<Quiet>) -> NodeBuilder<Quiet>,
+) -> Vec<(Result<Node<Quiet>, ClusterError>, Instant)> {
+    let (listeners, addresses) = common::listeners(3);
+    let keys = NodeKeys::generate(3).unwrap();
+    let one_to_two = detour(&addresses[2]);
+    let builds: Vec<_> = listeners
+        .into_iter()
+        .enumerate()
+        .map(|(me, listener)| {
+            let route = |k: usize| match (me, k) {
+                (1, 2) => one_to_two.clone(),
+                _ => addresses[k].clone(),
+            };
+            let (config, keys) = (config(3, route), keys[me].clone());
+            thread::spawn(move || {
+                let builder = Node::builder(Topology::complete(3), config, me)
+                    .listener(listener)
+                    .keys(keys);
+                (tweak(builder).build(|_| Quiet), Instant::now())
+            })
+        })
+        .collect();
+    builds.into_iter().map(|b| b.join().unwrap()).collect()
+}
+
+/// The nodes that `builds` started, in order; a build that failed fails the test, naming it.
+fn started(builds: [JoinHandle<Result<Node<Quiet>, ClusterError>>; 3]) -> Vec<Node<Quiet>> {
+    let joined = builds.into_iter().map(|b| b.join().unwrap());
+    let nodes = joined
+        .enumerate()
+        .map(|(k, built)| built.unwrap_or_else(|e| panic!("node {k}: {e}")));
+    nodes.collect()
+}
+
 /// Node 1's connection to node 2 takes 2 s to get through its handshake, twice the failure
 /// timeout. Node 0 is connected to both others at once; nodes 1 and 2 are still connecting,
 /// with nothing sent to node 0 yet. Before start-up waited for every node to be connected to
@@ -70,30 +111,13 @@ fn slow_to_start(target: String, delay: Duration) -> String {
 /// silence, and the rules failed all three ("node 0 decided [0, 1, 2] failed").
 #[test]
 fn a_node_connected_first_waits_for_the_others_to_be_connected() {
-    let (listeners, addresses) = common::listeners(3);
-    let keys = NodeKeys::generate(3).unwrap();
-    let slow = slow_to_start(addresses[2].clone(), Duration::from_secs(2));
-    let builds: Vec<_> = listeners
-        .into_iter()
-        .enumerate()
-        .map(|(me, listener)| {
-            let route = |k: usize| match (me, k) {
-                (1, 2) => slow.clone(),
-                _ => addresses[k].clone(),
-            };
-            let (config, keys) = (config(3, route), keys[me].clone());
-            thread::spawn(move || {
-                let node = Node::builder(Topology::complete(3), config, me)
-                    .listener(listener)
-                    .keys(keys)
-                    .connect_timeout(*common::PATIENCE)
-                    .failure_timeout(Duration::from_secs(1))
-                    .build(|_| Quiet);
-                (node, Instant::now())
-            })
-        })
-        .collect();
-    let built: Vec<_> = builds.into_iter().map(|b| b.join().unwrap()).collect();
+    let built = three_with_a_detour(
+        |two| slow_to_start(two.to_string(), Duration::from_secs(2)),
+        |b| {
+            b.connect_timeout(*common::PATIENCE)
+                .failure_timeout(Duration::from_secs(1))
+        },
+    );
     let started: Vec<Instant> = built.iter().map(|(_, at)| *at).collect();
     let nodes: Vec<Node<Quiet>> = built.into_iter().map(|(n, _)| n.unwrap()).collect();
     // Every node started when the last connection was made, not when its own were.
@@ -154,15 +178,7 @@ fn a_node_started_again_while_the_others_wait_is_let_in() {
     let again = TcpListener::bind(&addresses[1]).unwrap();
     let one = start(1, again, *common::PATIENCE);
     let two = start(2, two, *common::PATIENCE);
-    let nodes: Vec<Node<Quiet>> = [zero, one, two]
-        .into_iter()
-        .enumerate()
-        .map(|(k, b)| {
-            b.join()
-                .unwrap()
-                .unwrap_or_else(|e| panic!("node {k}: {e}"))
-        })
-        .collect();
+    let nodes = started([zero, one, two]);
     thread::sleep(Duration::from_millis(2500));
     for (k, node) in nodes.iter().enumerate() {
         assert!(
@@ -181,31 +197,15 @@ fn a_node_started_again_while_the_others_wait_is_let_in() {
 /// failed, itself included: its message pointed at the one node that was fine.
 #[test]
 fn a_node_that_cannot_reach_a_third_keeps_the_others_from_starting() {
-    let (listeners, addresses) = common::listeners(3);
-    let keys = NodeKeys::generate(3).unwrap();
     // Bound and never accepted: connections hang in the handshake until the deadline.
     let stuck = TcpListener::bind("127.0.0.1:0").unwrap();
     let nowhere = stuck.local_addr().unwrap().to_string();
     let began = Instant::now();
-    let builds: Vec<_> = listeners
-        .into_iter()
-        .enumerate()
-        .map(|(me, listener)| {
-            let route = |k: usize| match (me, k) {
-                (1, 2) => nowhere.clone(),
-                _ => addresses[k].clone(),
-            };
-            let (config, keys) = (config(3, route), keys[me].clone());
-            thread::spawn(move || {
-                Node::builder(Topology::complete(3), config, me)
-                    .listener(listener)
-                    .keys(keys)
-                    .connect_timeout(Duration::from_secs(3))
-                    .build(|_| Quiet)
-            })
-        })
-        .collect();
-    let results: Vec<_> = builds.into_iter().map(|b| b.join().unwrap()).collect();
+    let results: Vec<_> =
+        three_with_a_detour(|_| nowhere, |b| b.connect_timeout(Duration::from_secs(3)))
+            .into_iter()
+            .map(|(result, _)| result)
+            .collect();
     for (k, result) in results.iter().enumerate() {
         assert!(result.is_err(), "node {k} started");
     }
@@ -266,15 +266,7 @@ fn a_stranger_at_a_nodes_address_is_retried_past() {
     assert!(answered > 0, "nobody called at node 1's address");
     drop(held);
     let one = start(1, TcpListener::bind(&addresses[1]).unwrap());
-    let nodes: Vec<Node<Quiet>> = [zero, one, two]
-        .into_iter()
-        .enumerate()
-        .map(|(k, b)| {
-            b.join()
-                .unwrap()
-                .unwrap_or_else(|e| panic!("node {k}: {e}"))
-        })
-        .collect();
+    let nodes = started([zero, one, two]);
     nodes[0].clone().shutdown().unwrap();
 }
 
