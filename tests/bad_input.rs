@@ -128,3 +128,55 @@ fn naming_a_process_that_does_not_exist_is_an_error() {
         .unwrap();
     assert!(runtime.failures().is_empty());
 }
+
+/// A timeout too long to add to the clock (`Duration::MAX`) means "wait as long as it takes":
+/// before, each of these panicked with "overflow when adding duration to instant".
+#[test]
+fn a_huge_timeout_waits_as_long_as_it_takes() {
+    use chandy_lamport::detect::{detect, Detection};
+    use std::time::Duration;
+    let runtime = build(Topology::ring(3), 3).unwrap();
+    runtime
+        .snapshot_timeout(0, Duration::MAX)
+        .unwrap()
+        .verify()
+        .unwrap();
+    let ticket = runtime.start_snapshot(1).unwrap();
+    ticket.wait_timeout(Duration::MAX).unwrap();
+    assert_eq!(
+        runtime
+            .with_process_timeout(2, Duration::MAX, |_, ctx| ctx.id())
+            .unwrap(),
+        2
+    );
+    let forever = Detection {
+        initiator: 2,
+        interval: Duration::from_millis(1),
+        timeout: Duration::MAX,
+    };
+    detect(&mut runtime.clone(), &forever, |s| s.verify().is_ok()).unwrap();
+    let mut sim =
+        chandy_lamport::sim::Simulation::new(Topology::ring(3), (0..3).map(|_| Idle), 1).unwrap();
+    detect(&mut sim, &forever, |s| s.verify().is_ok()).unwrap();
+    assert!(runtime.failures().is_empty());
+    let stopped = runtime.shutdown_timeout(Duration::MAX).unwrap();
+    assert!(stopped.failures.is_empty());
+}
+
+/// A tick interval too long to add to the clock never ticks. Before, every process "failed"
+/// at once with the library's own overflow panic, reported as if its code had panicked.
+#[test]
+fn a_huge_tick_interval_never_ticks() {
+    use std::time::Duration;
+    let runtime = Runtime::builder(Topology::ring(3))
+        .tick_interval(Duration::MAX)
+        .build((0..3).map(|_| Idle))
+        .unwrap();
+    runtime
+        .snapshot_timeout(0, *PATIENCE)
+        .unwrap()
+        .verify()
+        .unwrap();
+    assert_eq!(runtime.failures(), vec![]);
+    assert!(runtime.shutdown().unwrap().failures.is_empty());
+}

@@ -1034,3 +1034,31 @@ fn a_burst_goes_in_few_writes_and_a_lone_message_in_one() {
     assert!((1..=2).contains(&writes), "{writes} writes");
     nodes[0].clone().shutdown().unwrap();
 }
+
+/// Durations too long to add to the clock (`Duration::MAX`) mean "as long as it takes" on a
+/// cluster too. Before, such a connect timeout panicked in start-up, such a stop timeout
+/// aborted the process in the stop, such a failure timeout panicked in the link writers, such a
+/// tick interval failed every process, and `wait_stopped(MAX)` panicked.
+#[test]
+fn huge_durations_wait_as_long_as_it_takes() {
+    let nodes = start_with(
+        &Topology::ring(3),
+        &[vec![0], vec![1, 2]],
+        |b| {
+            b.connect_timeout(Duration::MAX)
+                .stop_timeout(Duration::MAX)
+                .failure_timeout(Duration::MAX)
+                .tick_interval(Duration::MAX)
+        },
+        |_, _| Sender,
+    );
+    nodes[0]
+        .snapshot_timeout(1, Duration::MAX)
+        .unwrap()
+        .verify()
+        .unwrap();
+    assert!(nodes[1].failures().is_empty());
+    let stopped = nodes[1].clone().shutdown().unwrap();
+    assert!(stopped.final_state().is_some());
+    nodes[0].wait_stopped(Duration::MAX).unwrap();
+}

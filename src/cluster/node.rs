@@ -115,8 +115,10 @@ impl<P: NodeProcess> NodeBuilder<P> {
 
     /// How long start-up waits for every node to answer (default 30 s). Nodes may start in
     /// any order; each retries until then, and then fails naming the nodes that never answered.
+    /// A timeout longer than a century is taken as a century: waiting as long as it takes.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
+        // Start-up adds it to the time it began: capped, that cannot overflow an `Instant`.
+        self.connect_timeout = timeout.min(crate::deadline::FOREVER);
         self
     }
 
@@ -694,7 +696,7 @@ impl<P: Process> Core<P> {
     /// `decision_wait` later (by then the others' reports of the same failure have come).
     pub(crate) fn suspect(self: &Arc<Self>, by: usize, node: usize, why: &str, silent: bool) {
         let wait = self.decision_wait(by, silent);
-        let ripe_at = self.runtime.elapsed() + wait;
+        let ripe_at = self.runtime.elapsed().saturating_add(wait);
         let corroborated = {
             let mut membership = self.membership.lock();
             if !membership.suspect(by, node, ripe_at) {
@@ -1068,7 +1070,7 @@ impl<P: NodeProcess> Core<P> {
     /// Stops this node's part of the cluster: its processes, then its links once every other
     /// node has said all it had to; returns the node's result.
     fn end(&self, note: Vec<u8>) -> Result<ClusterStopped<P>, ClusterError> {
-        let deadline = Instant::now() + self.stop_timeout;
+        let deadline = crate::deadline::deadline_after(self.stop_timeout);
         let others = || self.links.iter().flatten();
         // Every node passes the stop on, not only the one it was asked on: a node whose link
         // to that one is down hears it from the others (a node hears it at most once per
@@ -1283,7 +1285,7 @@ impl<P: NodeProcess> Drop for Handle<P> {
             return;
         }
         self.core.begin_end(Vec::new());
-        let bound = Instant::now() + self.core.stop_timeout * 2;
+        let bound = crate::deadline::deadline_after(self.core.stop_timeout.saturating_mul(2));
         let _ = self.core.take_result(Some(bound));
     }
 }
@@ -1601,7 +1603,9 @@ impl<P: NodeProcess> Node<P> {
     pub fn shutdown_with(self, note: Vec<u8>) -> Result<ClusterStopped<P>, ClusterError> {
         let core = &self.handle.core;
         core.begin_end(note);
-        core.take_result(Some(Instant::now() + core.stop_timeout * 2))
+        core.take_result(Some(crate::deadline::deadline_after(
+            core.stop_timeout.saturating_mul(2),
+        )))
     }
 
     /// Waits until the cluster has been stopped (from any node) and returns this node's result;
@@ -1609,7 +1613,8 @@ impl<P: NodeProcess> Node<P> {
     /// wait again). Once per node, as [`shutdown`](Node::shutdown) says: a clone that comes
     /// second gets [`ClusterError::Stopped`].
     pub fn wait_stopped(&self, timeout: Duration) -> Result<ClusterStopped<P>, ClusterError> {
-        self.core().take_result(Some(Instant::now() + timeout))
+        self.core()
+            .take_result(Some(crate::deadline::deadline_after(timeout)))
     }
 }
 

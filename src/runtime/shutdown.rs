@@ -59,7 +59,7 @@ impl<P: Process> Runtime<P> {
     /// [`Error::ShutdownTimeout`] naming the processes still running; their threads are detached
     /// and stop once their callback returns.
     pub fn shutdown_timeout(self, timeout: Duration) -> Result<Stopped<P>, Error> {
-        self.stop(Some(Instant::now() + timeout))
+        self.stop(Some(crate::deadline::deadline_after(timeout)))
     }
 
     fn stop(self, deadline: Option<Instant>) -> Result<Stopped<P>, Error> {
