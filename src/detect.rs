@@ -113,6 +113,8 @@ pub fn detect<D: SnapshotSource>(
         if property(&snapshot) {
             return Ok(snapshot);
         }
-        driver.pause(detection.interval);
+        // Never past the deadline: the last pause is what is left, so the timeout is kept.
+        let left = deadline.saturating_sub(driver.clock());
+        driver.pause(detection.interval.min(left));
     }
 }

@@ -430,3 +430,36 @@ fn on_the_simulator_a_process_can_be_made_to_fail_at_a_chosen_step() {
     sim.run_for(100);
     assert_eq!(sim.running_snapshots(), 0);
 }
+
+/// `detect` keeps its timeout: the pause between two snapshots ends at the deadline rather
+/// than lasting a whole interval past it.
+#[test]
+fn detect_never_pauses_past_its_timeout() {
+    use chandy_lamport::detect::{detect, Detection};
+    let detection = Detection {
+        initiator: 0,
+        interval: Duration::from_secs(20),
+        timeout: Duration::from_millis(200),
+    };
+    // Simulated time, exactly: a step is a millisecond.
+    let (procs, _) = branches(3, 1000, 2, 5);
+    let mut sim = Simulation::new(Topology::complete(3), procs, 5).unwrap();
+    assert_eq!(
+        detect(&mut sim, &detection, |_| false).unwrap_err(),
+        Error::Timeout
+    );
+    assert!(sim.now() <= 200, "ran until step {}", sim.now());
+    // Real time.
+    let (runtime, _) = quiet(3);
+    let began = Instant::now();
+    assert_eq!(
+        detect(&mut runtime.clone(), &detection, |_| false).unwrap_err(),
+        Error::Timeout
+    );
+    assert!(
+        began.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        began.elapsed()
+    );
+    runtime.shutdown().unwrap();
+}
