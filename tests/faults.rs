@@ -463,3 +463,28 @@ fn detect_never_pauses_past_its_timeout() {
     );
     runtime.shutdown().unwrap();
 }
+
+/// On the simulator, a process that fails while `detect` waits for a snapshot ends the
+/// detection with that failure, as on the runtime. Before, the simulator stepped on until the
+/// whole timeout was spent (no snapshot can complete after a failure) and said `Timeout`.
+#[test]
+fn on_the_simulator_detect_stops_at_a_failure_and_names_it() {
+    use chandy_lamport::detect::{detect, Detection};
+    let n = 5;
+    let (procs, _) = branches(n, 1000, 2, 7);
+    let mut sim = Simulation::new(Topology::complete(n), Fragile::among(procs, 3, 300), 7).unwrap();
+    // No pause between snapshots: the failure comes while one runs.
+    let detection = Detection {
+        initiator: 0,
+        interval: Duration::ZERO,
+        timeout: Duration::from_secs(1000),
+    };
+    let err = detect(&mut sim, &detection, |_| false).unwrap_err();
+    assert!(
+        matches!(err, Error::ProcessFailed { process: 3, .. }),
+        "{err:?}"
+    );
+    assert_eq!(sim.failures().len(), 1);
+    // Stopped at the failure, far from the million steps of the timeout.
+    assert!(sim.now() < 100_000, "stepped on to {}", sim.now());
+}

@@ -496,8 +496,15 @@ impl<P: Process> crate::detect::SnapshotSource for Simulation<P> {
         timeout: Duration,
     ) -> SnapshotOutcome<P::Message, P::State> {
         let id = self.start_snapshot(initiator)?;
-        self.run_until(steps(timeout), |sim| sim.completed_snapshot(id).is_some())?;
-        Ok(self.completed_snapshot(id).expect("completed").clone())
+        // A process that fails ends the snapshot (it can no longer complete): stop there and
+        // say so, as the runtime does, rather than step out the whole timeout.
+        let ended = |sim: &Self| sim.completed_snapshot(id).is_some() || sim.failure().is_err();
+        self.run_until(steps(timeout), ended)?;
+        match self.completed_snapshot(id) {
+            Some(snapshot) => Ok(snapshot.clone()),
+            // The run ended early, so a process failed (`Timeout` only if that changes).
+            None => Err(self.failure().err().unwrap_or(Error::Timeout)),
+        }
     }
 
     fn pause(&mut self, duration: Duration) {
