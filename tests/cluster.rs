@@ -1062,3 +1062,43 @@ fn huge_durations_wait_as_long_as_it_takes() {
     assert!(stopped.final_state().is_some());
     nodes[0].wait_stopped(Duration::MAX).unwrap();
 }
+
+/// A process whose `record` takes 3 s once told to: the node's final report, made in the
+/// stop, waits for it.
+struct SlowRecord {
+    slow: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Process for SlowRecord {
+    type Message = u64;
+    type State = ();
+    fn on_message(&mut self, _: ProcessId, _: u64, _: &mut Context<'_, u64>) {}
+    fn record(&self) {
+        if self.slow.load(Ordering::SeqCst) {
+            thread::sleep(Duration::from_secs(3));
+        }
+    }
+}
+
+/// `shutdown` waits at most twice the stop timeout in all, the drop of the handle it consumes
+/// included. Before, the drop waited twice the stop timeout again: four times in all.
+#[test]
+fn shutdown_waits_at_most_twice_the_stop_timeout_in_all() {
+    let slow = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut nodes = {
+        let slow = slow.clone();
+        start_with(
+            &Topology::ring(2),
+            &[vec![0, 1]],
+            |b| b.stop_timeout(Duration::from_secs(1)),
+            move |_, _| SlowRecord { slow: slow.clone() },
+        )
+    };
+    // The only handle: its drop, at the end of `shutdown`, stops the node too.
+    let node = nodes.pop().unwrap();
+    slow.store(true, Ordering::SeqCst);
+    let began = std::time::Instant::now();
+    assert_eq!(node.shutdown().err(), Some(ClusterError::WaitTimeout));
+    let took = began.elapsed();
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+}

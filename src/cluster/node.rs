@@ -134,6 +134,9 @@ impl<P: NodeProcess> NodeBuilder<P> {
     }
 
     /// How long stopping the cluster waits for the other nodes (default 30 s).
+    /// [`Node::shutdown`] (or the drop of the last handle) waits at most twice this for the
+    /// node's result, counted from when the stop began. Any duration is accepted: a huge one
+    /// waits as long as it takes.
     pub fn stop_timeout(mut self, timeout: Duration) -> Self {
         self.stop_timeout = timeout;
         self
@@ -412,6 +415,7 @@ impl<P: NodeProcess> NodeBuilder<P> {
                 broken: vec![None; nodes],
                 result: None,
                 taken: false,
+                gives_up_at: None,
             }),
             changed: Condvar::new(),
         });
@@ -598,6 +602,10 @@ struct Ending<P: Process> {
     result: Option<Result<ClusterStopped<P>, ClusterError>>,
     /// The result has been handed to a caller.
     taken: bool,
+    /// When a caller waiting for the stop's result gives up: twice the stop timeout after the
+    /// stop began. One bound for the whole stop, however many callers wait (`shutdown`, then
+    /// the drop of the handle it consumed), so that together they wait no longer than that.
+    gives_up_at: Option<Instant>,
 }
 
 /// What a node's threads and handles share.
@@ -1039,6 +1047,11 @@ impl<P: NodeProcess> Core<P> {
             }
             ending.began = true;
             ending.note = note.clone();
+            // Twice: the stop thread gives up after one stop timeout, and the margin leaves it
+            // the time to say so (its error names who was too slow) before the callers give up.
+            ending.gives_up_at = Some(crate::deadline::deadline_after(
+                self.stop_timeout.saturating_mul(2),
+            ));
         }
         // Processes held back by a full link stop waiting: they are about to stop, and the
         // stop must not wait for a slow peer to drain what they queued.
@@ -1251,6 +1264,15 @@ impl<P: NodeProcess> Core<P> {
         report
     }
 
+    /// Waits for the result of the stop under way until the stop's bound
+    /// (`Ending::gives_up_at`), and takes it.
+    fn take_stop_result(&self) -> Result<ClusterStopped<P>, ClusterError> {
+        let bound = self.ending.lock().gives_up_at.unwrap_or_else(|| {
+            crate::deadline::deadline_after(self.stop_timeout.saturating_mul(2))
+        });
+        self.take_result(Some(bound))
+    }
+
     /// Waits for the node's result until `deadline` (forever if `None`), and takes it.
     fn take_result(&self, deadline: Option<Instant>) -> Result<ClusterStopped<P>, ClusterError> {
         let mut ending = self.ending.lock();
@@ -1285,8 +1307,7 @@ impl<P: NodeProcess> Drop for Handle<P> {
             return;
         }
         self.core.begin_end(Vec::new());
-        let bound = crate::deadline::deadline_after(self.core.stop_timeout.saturating_mul(2));
-        let _ = self.core.take_result(Some(bound));
+        let _ = self.core.take_stop_result();
     }
 }
 
@@ -1594,6 +1615,10 @@ impl<P: NodeProcess> Node<P> {
     /// A node's result is handed out once (it owns the processes' final states): among the
     /// clones of one node's handle, the first call of `shutdown` or `wait_stopped` to return
     /// after the stop gets it, and every later one [`ClusterError::Stopped`].
+    ///
+    /// Waits at most twice the [stop timeout](NodeBuilder::stop_timeout) from when the stop
+    /// began, then fails with [`ClusterError::WaitTimeout`] (dropping this handle then waits no
+    /// more).
     pub fn shutdown(self) -> Result<ClusterStopped<P>, ClusterError> {
         self.shutdown_with(Vec::new())
     }
@@ -1603,9 +1628,7 @@ impl<P: NodeProcess> Node<P> {
     pub fn shutdown_with(self, note: Vec<u8>) -> Result<ClusterStopped<P>, ClusterError> {
         let core = &self.handle.core;
         core.begin_end(note);
-        core.take_result(Some(crate::deadline::deadline_after(
-            core.stop_timeout.saturating_mul(2),
-        )))
+        core.take_stop_result()
     }
 
     /// Waits until the cluster has been stopped (from any node) and returns this node's result;
