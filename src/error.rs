@@ -788,7 +788,8 @@ pub enum ClusterError {
         message: String,
     },
     /// This node's own processes could not be stopped (one was still in a callback when the
-    /// stop timeout ran out): the runtime's error.
+    /// stop timeout ran out, or the stop was asked for on one of their own threads,
+    /// [`Error::WouldDeadlock`]): the runtime's error.
     Processes(Error),
     /// Stopping gave up waiting for these nodes.
     StopTimeout {

@@ -1102,3 +1102,39 @@ fn shutdown_waits_at_most_twice_the_stop_timeout_in_all() {
     let took = began.elapsed();
     assert!(took < Duration::from_secs(3), "took {took:?}");
 }
+
+/// The cluster's blocking calls made on one of the node's own process threads are refused at
+/// once, as the runtime's are, and take nothing: no snapshot is started, the node's result is
+/// still there for a later `shutdown`. Before, `shutdown` there waited out the stop timeout
+/// (the stop waits for that very thread) and then failed, handing out the node's result as
+/// that failure; `snapshot` started the snapshot before refusing to wait for it.
+#[test]
+fn blocking_calls_on_a_process_thread_of_a_node_are_refused() {
+    let nodes = start_with(
+        &Topology::ring(3),
+        &[vec![0], vec![1, 2]],
+        |b| b.stop_timeout(Duration::from_secs(2)),
+        |_, _| Sender,
+    );
+    let inner = nodes[1].clone();
+    let (snapshot, idle, timed, waited, stopped) = nodes[1]
+        .with_process(1, move |_, _| {
+            let snapshot = inner.snapshot(2).map(|_| ());
+            let idle = inner.stats().is_idle();
+            let timed = inner.snapshot_timeout(0, *PATIENCE).map(|_| ());
+            let waited = inner.wait_stopped(Duration::from_secs(1)).map(|_| ());
+            let stopped = inner.clone().shutdown().map(|_| ());
+            (snapshot, idle, timed, waited, stopped)
+        })
+        .unwrap();
+    let no = Error::WouldDeadlock { process: 1 };
+    assert_eq!(snapshot, Err(no.clone()));
+    assert!(idle, "a refused snapshot was started");
+    assert_eq!(timed, Err(no.clone()));
+    assert_eq!(waited, Err(ClusterError::Processes(no.clone())));
+    assert_eq!(stopped, Err(ClusterError::Processes(no)));
+    // Nothing was stopped or taken: the node stops from outside, with its result.
+    assert!(!nodes[1].is_stopping());
+    nodes[1].clone().shutdown().unwrap();
+    nodes[0].wait_stopped(*PATIENCE).unwrap();
+}

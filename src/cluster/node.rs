@@ -1307,6 +1307,12 @@ impl<P: NodeProcess> Drop for Handle<P> {
             return;
         }
         self.core.begin_end(Vec::new());
+        // On one of this node's process threads the stop cannot end until this thread returns
+        // from its callback: waiting here would only run out the bound. The stop goes on in
+        // its own thread, as a runtime's last handle dropped on a process thread does.
+        if self.core.runtime.guard().check().is_err() {
+            return;
+        }
         let _ = self.core.take_stop_result();
     }
 }
@@ -1458,6 +1464,9 @@ impl<P: NodeProcess> Node<P> {
 
     /// Takes a snapshot started at `initiator` and waits until it completes.
     pub fn snapshot(&self, initiator: ProcessId) -> SnapshotOutcome<P::Message, P::State> {
+        // Refused before anything starts, as `Runtime::snapshot` does: the wait would be
+        // refused anyway, and a snapshot started for nobody would count against the limit.
+        self.core().runtime.guard().check()?;
         self.start_snapshot(initiator)?.wait()
     }
 
@@ -1467,6 +1476,7 @@ impl<P: NodeProcess> Node<P> {
         initiator: ProcessId,
         timeout: Duration,
     ) -> SnapshotOutcome<P::Message, P::State> {
+        self.core().runtime.guard().check()?;
         self.start_snapshot(initiator)?.wait_timeout(timeout)
     }
 
@@ -1618,7 +1628,10 @@ impl<P: NodeProcess> Node<P> {
     ///
     /// Waits at most twice the [stop timeout](NodeBuilder::stop_timeout) from when the stop
     /// began, then fails with [`ClusterError::WaitTimeout`] (dropping this handle then waits no
-    /// more).
+    /// more). On one of this node's own process threads (in a callback, or in
+    /// [`with_process`](Node::with_process)) it is refused at once with
+    /// [`ClusterError::Processes`]`(`[`Error::WouldDeadlock`]`)`: the stop waits for every
+    /// process of the node, that one too.
     pub fn shutdown(self) -> Result<ClusterStopped<P>, ClusterError> {
         self.shutdown_with(Vec::new())
     }
@@ -1627,6 +1640,13 @@ impl<P: NodeProcess> Node<P> {
     /// a summary: whatever the caller encodes).
     pub fn shutdown_with(self, note: Vec<u8>) -> Result<ClusterStopped<P>, ClusterError> {
         let core = &self.handle.core;
+        // On a process thread the stop would wait for this very thread: refused at once, as
+        // `Runtime::shutdown` refuses (dropping `self` then begins the stop if this was the
+        // last handle, without waiting for it).
+        core.runtime
+            .guard()
+            .check()
+            .map_err(ClusterError::Processes)?;
         core.begin_end(note);
         core.take_stop_result()
     }
@@ -1634,8 +1654,15 @@ impl<P: NodeProcess> Node<P> {
     /// Waits until the cluster has been stopped (from any node) and returns this node's result;
     /// [`ClusterError::WaitTimeout`] if it is still running after `timeout` (the node goes on;
     /// wait again). Once per node, as [`shutdown`](Node::shutdown) says: a clone that comes
-    /// second gets [`ClusterError::Stopped`].
+    /// second gets [`ClusterError::Stopped`]. Refused like [`shutdown`](Node::shutdown) on one of
+    /// this node's own process threads.
     pub fn wait_stopped(&self, timeout: Duration) -> Result<ClusterStopped<P>, ClusterError> {
+        // The result needs every process of this node stopped, this thread's too if it is one.
+        self.core()
+            .runtime
+            .guard()
+            .check()
+            .map_err(ClusterError::Processes)?;
         self.core()
             .take_result(Some(crate::deadline::deadline_after(timeout)))
     }
