@@ -109,6 +109,13 @@ pub enum BuildError {
         /// The operating system's message.
         message: String,
     },
+    /// The thread name prefix (see
+    /// [`RuntimeBuilder::thread_name`](crate::RuntimeBuilder::thread_name)) holds a NUL byte,
+    /// which no thread name can.
+    ThreadName {
+        /// The prefix given.
+        prefix: String,
+    },
 }
 
 impl fmt::Display for BuildError {
@@ -127,6 +134,9 @@ impl fmt::Display for BuildError {
                     f,
                     "could not start the thread of process {process}: {message}"
                 )
+            }
+            BuildError::ThreadName { prefix } => {
+                write!(f, "thread name prefix {prefix:?} holds a NUL byte")
             }
         }
     }

@@ -180,3 +180,20 @@ fn a_huge_tick_interval_never_ticks() {
     assert_eq!(runtime.failures(), vec![]);
     assert!(runtime.shutdown().unwrap().failures.is_empty());
 }
+
+/// A thread name prefix no thread can have is refused before any thread starts. Before, the
+/// standard library's thread builder panicked, with some threads already running.
+#[test]
+fn a_thread_name_with_a_nul_byte_is_refused() {
+    let err = Runtime::builder(Topology::ring(3))
+        .thread_name("a\0b")
+        .build((0..3).map(|_| Idle))
+        .unwrap_err();
+    assert_eq!(
+        err,
+        BuildError::ThreadName {
+            prefix: "a\0b".into()
+        }
+    );
+    assert!(err.to_string().contains("NUL"), "{err}");
+}

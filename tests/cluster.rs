@@ -1138,3 +1138,24 @@ fn blocking_calls_on_a_process_thread_of_a_node_are_refused() {
     nodes[1].clone().shutdown().unwrap();
     nodes[0].wait_stopped(*PATIENCE).unwrap();
 }
+
+/// A thread name prefix no thread can have is refused before any thread starts, as the
+/// runtime refuses it (before: a panic in the standard library's thread builder).
+#[test]
+fn a_thread_name_with_a_nul_byte_is_refused() {
+    let (mut listeners, config) = listen(&[vec![0, 1]]);
+    let (listener, keys) = listeners.pop().unwrap();
+    let result = Node::builder(Topology::complete(2), config, 0)
+        .listener(listener)
+        .keys(keys)
+        .thread_name("a\0b")
+        .build(|_| Sender);
+    assert_eq!(
+        result.err(),
+        Some(ClusterError::Build(
+            chandy_lamport::BuildError::ThreadName {
+                prefix: "a\0b".into()
+            }
+        ))
+    );
+}
