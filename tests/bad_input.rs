@@ -197,3 +197,23 @@ fn a_thread_name_with_a_nul_byte_is_refused() {
     );
     assert!(err.to_string().contains("NUL"), "{err}");
 }
+
+/// An absurd process count is refused like any topology that cannot be strongly connected,
+/// before anything is allocated per process (before: "capacity overflow").
+#[test]
+fn an_absurd_process_count_is_refused_not_allocated() {
+    assert_eq!(
+        Topology::from_edges(usize::MAX, [(0, 1), (1, 0)])
+            .validate()
+            .unwrap_err(),
+        TopologyError::NotStronglyConnected { from: 0, to: 2 }
+    );
+    assert_eq!(
+        Topology::from_edges(usize::MAX, []).validate().unwrap_err(),
+        TopologyError::NotStronglyConnected { from: 0, to: 1 }
+    );
+    assert!(matches!(
+        build(Topology::from_edges(usize::MAX, [(0, 1), (1, 0)]), 2).unwrap_err(),
+        BuildError::Topology(TopologyError::NotStronglyConnected { .. })
+    ));
+}
