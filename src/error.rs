@@ -539,6 +539,9 @@ pub enum RestoreError {
     ExtraChannel(Channel),
     /// The snapshot is not a consistent cut, so it cannot be a state the system was in.
     Inconsistent(CutError),
+    /// A channel's sender has already numbered `u64::MAX` messages: the channel could not number
+    /// another one.
+    CounterFull(Channel),
 }
 
 impl fmt::Display for RestoreError {
@@ -556,6 +559,10 @@ impl fmt::Display for RestoreError {
                 write!(f, "channel {c} of the snapshot is not in the topology")
             }
             RestoreError::Inconsistent(e) => write!(f, "the snapshot is inconsistent: {e}"),
+            RestoreError::CounterFull(c) => write!(
+                f,
+                "channel {c} has numbered u64::MAX messages and cannot number another"
+            ),
         }
     }
 }

@@ -1159,3 +1159,41 @@ fn a_thread_name_with_a_nul_byte_is_refused() {
         ))
     );
 }
+
+/// A checkpoint whose channel has numbered `u64::MAX` messages (only a forged or corrupt file
+/// holds one) is refused with a typed error. Before, checking it overflowed, and so did the
+/// number of the channel's next message.
+#[test]
+fn a_checkpoint_whose_counter_is_full_is_refused() {
+    use chandy_lamport::{BuildError, Channel, ChannelSnapshot, GlobalSnapshot, RestoreError};
+    use std::collections::HashMap;
+    let channel = |from, to, sent| ChannelSnapshot::<u64> {
+        channel: Channel::new(from, to),
+        sent,
+        received: sent,
+        messages: vec![],
+    };
+    let snapshot = GlobalSnapshot {
+        id: SnapshotId::random(),
+        initiator: 0,
+        started_at: Duration::ZERO,
+        completed_at: Duration::ZERO,
+        recorded_at: vec![Duration::ZERO; 2],
+        states: vec![HashMap::new(), HashMap::new()],
+        channels: vec![channel(0, 1, u64::MAX), channel(1, 0, 0)],
+    };
+    let (mut listeners, config) = listen(&[vec![0, 1]]);
+    let (listener, keys) = listeners.pop().unwrap();
+    let result = Node::builder(Topology::complete(2), config, 0)
+        .listener(listener)
+        .keys(keys)
+        .restore(&snapshot, |_, state: &HashMap<u64, u64>| {
+            Ledger(state.clone())
+        });
+    assert_eq!(
+        result.err(),
+        Some(ClusterError::Build(BuildError::Restore(
+            RestoreError::CounterFull(Channel::new(0, 1))
+        )))
+    );
+}
