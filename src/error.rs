@@ -200,6 +200,13 @@ pub enum Error {
         /// Processes still running.
         running: Vec<ProcessId>,
     },
+    /// [`Stopped::into_processes`](crate::Stopped::into_processes): this process did not fail,
+    /// yet its entry in [`Stopped::processes`](crate::Stopped) is empty (taken out by the
+    /// caller).
+    ProcessTaken {
+        /// The process.
+        process: ProcessId,
+    },
     /// The runtime already holds `limit` snapshots in flight (started and not yet complete),
     /// the most it was built to hold (see
     /// [`RuntimeBuilder::max_snapshots_in_flight`](crate::RuntimeBuilder::max_snapshots_in_flight)).
@@ -243,6 +250,10 @@ impl fmt::Display for Error {
             Error::ShutdownTimeout { running } => {
                 write!(f, "shutdown timed out; processes still running: {running:?}")
             }
+            Error::ProcessTaken { process } => write!(
+                f,
+                "process {process} did not fail but is no longer in the stopped runtime's processes"
+            ),
             Error::TooManySnapshots { limit } => write!(
                 f,
                 "{} already in flight, the most this runtime holds \

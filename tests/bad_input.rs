@@ -217,3 +217,17 @@ fn an_absurd_process_count_is_refused_not_allocated() {
         BuildError::Topology(TopologyError::NotStronglyConnected { .. })
     ));
 }
+
+/// `Stopped::processes` is public: a caller that took a process out gets an error from
+/// `into_processes`, not a panic.
+#[test]
+fn into_processes_after_taking_one_out_is_an_error() {
+    let runtime = build(Topology::ring(3), 3).unwrap();
+    let mut stopped = runtime.shutdown().unwrap();
+    let taken = stopped.processes[1].take();
+    assert!(taken.is_some());
+    assert_eq!(
+        stopped.into_processes().err(),
+        Some(Error::ProcessTaken { process: 1 })
+    );
+}
