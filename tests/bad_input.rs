@@ -231,3 +231,19 @@ fn into_processes_after_taking_one_out_is_an_error() {
         Some(Error::ProcessTaken { process: 1 })
     );
 }
+
+/// The simulator's `process` names a missing process with a typed error, as every other call
+/// that takes a process id does (before: an index out of bounds panic).
+#[test]
+fn the_simulator_names_a_process_that_does_not_exist() {
+    let sim =
+        chandy_lamport::sim::Simulation::new(Topology::ring(3), (0..3).map(|_| Idle), 1).unwrap();
+    assert!(sim.process(2).is_ok());
+    assert_eq!(
+        sim.process(99).err(),
+        Some(Error::NoSuchProcess {
+            process: 99,
+            processes: 3
+        })
+    );
+}

@@ -422,9 +422,10 @@ impl<P: Process> Simulation<P> {
             .map(|&k| &self.net.completed[k])
     }
 
-    /// Process `p` as it is now.
-    pub fn process(&self, p: ProcessId) -> &P {
-        &self.hosts[p].app
+    /// Process `p` as it is now; [`Error::NoSuchProcess`] if there is no process `p`.
+    pub fn process(&self, p: ProcessId) -> Result<&P, Error> {
+        self.check_process(p)?;
+        Ok(&self.hosts[p].app)
     }
 
     /// Every process, in id order.
