@@ -485,9 +485,10 @@ fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<(
 /// identifies it and encodes the same on every node (its id, initiator, times and every
 /// channel's counters and recorded sequence numbers), not over the states and messages, whose
 /// encoding need not be deterministic (a `HashMap` in a state encodes in its own order on each
-/// node).
+/// node). The channels are taken in (from, to) order, not the file's: restoring matches them by
+/// channel, so two files listing the same channels in another order are the same checkpoint.
 fn checksum<M, S>(snapshot: &GlobalSnapshot<M, S>) -> u64 {
-    let channels: Vec<(usize, usize, u64, u64, Vec<u64>)> = snapshot
+    let mut channels: Vec<(usize, usize, u64, u64, Vec<u64>)> = snapshot
         .channels
         .iter()
         .map(|c| {
@@ -495,6 +496,8 @@ fn checksum<M, S>(snapshot: &GlobalSnapshot<M, S>) -> u64 {
             (c.channel.from, c.channel.to, c.sent, c.received, seqs)
         })
         .collect();
+    // Restoring refused a channel listed twice: (from, to) orders them all.
+    channels.sort_unstable_by_key(|&(from, to, ..)| (from, to));
     let identity = (
         snapshot.id,
         snapshot.initiator,
@@ -1708,4 +1711,40 @@ pub struct LinkStats {
     /// Why the link is down, once it is (broken, or closed by a failure or the stop); it is
     /// not used again.
     pub down: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::{ChannelSnapshot, SnapshotId};
+    use crate::topology::Channel;
+
+    /// Two files holding one checkpoint with its channels listed in another order are the same
+    /// checkpoint: restoring matches channels by (from, to), and so does the checksum the nodes
+    /// compare (before, it hashed the file's order, and the nodes refused each other).
+    #[test]
+    fn the_checksum_does_not_depend_on_the_order_of_the_channels() {
+        let channel = |from, to, sent| ChannelSnapshot::<u64> {
+            channel: Channel::new(from, to),
+            sent,
+            received: sent,
+            messages: vec![],
+        };
+        let one = GlobalSnapshot::<u64, u64> {
+            id: SnapshotId::random(),
+            initiator: 0,
+            started_at: Duration::ZERO,
+            completed_at: Duration::ZERO,
+            recorded_at: vec![Duration::ZERO; 2],
+            states: vec![1, 2],
+            channels: vec![channel(0, 1, 3), channel(1, 0, 5)],
+        };
+        let mut other = one.clone();
+        other.channels.reverse();
+        assert_eq!(checksum(&one), checksum(&other));
+        // Still a checksum of the counters.
+        other.channels[0].sent = 6;
+        other.channels[0].received = 6;
+        assert_ne!(checksum(&one), checksum(&other));
+    }
 }
