@@ -194,8 +194,11 @@ pub enum Error {
         /// The process on whose thread the call was made.
         process: ProcessId,
     },
-    /// `shutdown_timeout` gave up waiting for these processes: their application code did not
-    /// return in time. Their threads are detached and stop once their callback returns.
+    /// `shutdown_timeout` gave up waiting for these processes: their threads had not stopped
+    /// when the timeout ran out, because their application code was still in a callback, or
+    /// because the timeout was too short for a thread to see the stop at all (with
+    /// `Duration::ZERO`, even idle processes are named). Their threads are detached and stop
+    /// once their callback returns.
     ShutdownTimeout {
         /// Processes still running.
         running: Vec<ProcessId>,
