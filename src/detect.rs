@@ -90,7 +90,8 @@ pub struct Detection {
     /// How long to let the system run between two snapshots.
     pub interval: Duration,
     /// Give up (with [`Error::Timeout`]) once this much time has passed without a snapshot on
-    /// which the property holds.
+    /// which the property holds (a pause between two snapshots ends at this deadline). Any
+    /// duration is accepted: a huge one waits as long as it takes.
     pub timeout: Duration,
 }
 
@@ -101,7 +102,8 @@ pub fn detect<D: SnapshotSource>(
     detection: &Detection,
     mut property: impl FnMut(&GlobalSnapshot<D::Message, D::State>) -> bool,
 ) -> SnapshotOutcome<D::Message, D::State> {
-    let deadline = driver.clock() + detection.timeout;
+    // Saturating: a timeout too long to add is "as long as it takes", not a panic.
+    let deadline = driver.clock().saturating_add(detection.timeout);
     loop {
         let left = deadline.saturating_sub(driver.clock());
         if left.is_zero() {
@@ -111,6 +113,8 @@ pub fn detect<D: SnapshotSource>(
         if property(&snapshot) {
             return Ok(snapshot);
         }
-        driver.pause(detection.interval);
+        // Never past the deadline: the last pause is what is left, so the timeout is kept.
+        let left = deadline.saturating_sub(driver.clock());
+        driver.pause(detection.interval.min(left));
     }
 }

@@ -109,6 +109,13 @@ pub enum BuildError {
         /// The operating system's message.
         message: String,
     },
+    /// The thread name prefix (see
+    /// [`RuntimeBuilder::thread_name`](crate::RuntimeBuilder::thread_name)) holds a NUL byte,
+    /// which no thread name can.
+    ThreadName {
+        /// The prefix given.
+        prefix: String,
+    },
 }
 
 impl fmt::Display for BuildError {
@@ -127,6 +134,9 @@ impl fmt::Display for BuildError {
                     f,
                     "could not start the thread of process {process}: {message}"
                 )
+            }
+            BuildError::ThreadName { prefix } => {
+                write!(f, "thread name prefix {prefix:?} holds a NUL byte")
             }
         }
     }
@@ -184,11 +194,21 @@ pub enum Error {
         /// The process on whose thread the call was made.
         process: ProcessId,
     },
-    /// `shutdown_timeout` gave up waiting for these processes: their application code did not
-    /// return in time. Their threads are detached and stop once their callback returns.
+    /// `shutdown_timeout` gave up waiting for these processes: their threads had not stopped
+    /// when the timeout ran out, because their application code was still in a callback, or
+    /// because the timeout was too short for a thread to see the stop at all (with
+    /// `Duration::ZERO`, even idle processes are named). Their threads are detached and stop
+    /// once their callback returns.
     ShutdownTimeout {
         /// Processes still running.
         running: Vec<ProcessId>,
+    },
+    /// [`Stopped::into_processes`](crate::Stopped::into_processes): this process did not fail,
+    /// yet its entry in [`Stopped::processes`](crate::Stopped) is empty (taken out by the
+    /// caller).
+    ProcessTaken {
+        /// The process.
+        process: ProcessId,
     },
     /// The runtime already holds `limit` snapshots in flight (started and not yet complete),
     /// the most it was built to hold (see
@@ -233,6 +253,10 @@ impl fmt::Display for Error {
             Error::ShutdownTimeout { running } => {
                 write!(f, "shutdown timed out; processes still running: {running:?}")
             }
+            Error::ProcessTaken { process } => write!(
+                f,
+                "process {process} did not fail but is no longer in the stopped runtime's processes"
+            ),
             Error::TooManySnapshots { limit } => write!(
                 f,
                 "{} already in flight, the most this runtime holds \
@@ -529,6 +553,9 @@ pub enum RestoreError {
     ExtraChannel(Channel),
     /// The snapshot is not a consistent cut, so it cannot be a state the system was in.
     Inconsistent(CutError),
+    /// A channel's sender has already numbered `u64::MAX` messages: the channel could not number
+    /// another one.
+    CounterFull(Channel),
 }
 
 impl fmt::Display for RestoreError {
@@ -546,6 +573,10 @@ impl fmt::Display for RestoreError {
                 write!(f, "channel {c} of the snapshot is not in the topology")
             }
             RestoreError::Inconsistent(e) => write!(f, "the snapshot is inconsistent: {e}"),
+            RestoreError::CounterFull(c) => write!(
+                f,
+                "channel {c} has numbered u64::MAX messages and cannot number another"
+            ),
         }
     }
 }
@@ -788,7 +819,8 @@ pub enum ClusterError {
         message: String,
     },
     /// This node's own processes could not be stopped (one was still in a callback when the
-    /// stop timeout ran out): the runtime's error.
+    /// stop timeout ran out, or the stop was asked for on one of their own threads,
+    /// [`Error::WouldDeadlock`]): the runtime's error.
     Processes(Error),
     /// Stopping gave up waiting for these nodes.
     StopTimeout {

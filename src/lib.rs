@@ -144,6 +144,7 @@ pub mod checkpoint;
 #[cfg(feature = "cluster")]
 pub mod cluster;
 mod collector;
+mod deadline;
 pub mod detect;
 mod envelope;
 pub mod error;

@@ -52,6 +52,11 @@ pub(crate) fn plan<M: Clone, S>(
                 .remove(channel)
                 .ok_or(RestoreError::MissingChannel(*channel))?;
             let c = &snapshot.channels[k];
+            // The next message on the channel is numbered `sent + 1`: a channel that has
+            // numbered `u64::MAX` cannot go on (only a forged or corrupt checkpoint holds one).
+            if c.sent == u64::MAX {
+                return Err(RestoreError::CounterFull(*channel));
+            }
             Ok(ChannelStart {
                 sent: c.sent,
                 received: c.received,
@@ -158,6 +163,21 @@ mod tests {
         );
         assert_eq!(starts[1].in_flight, vec![]);
         assert_eq!((starts[1].sent, starts[1].received), (4, 4));
+    }
+
+    /// A channel whose counter is full cannot number the next message: refused, not restored
+    /// into a channel whose next number overflows.
+    #[test]
+    fn a_channel_with_a_full_counter_is_refused() {
+        let wiring = Topology::ring(2).validate().unwrap();
+        let max = u64::MAX;
+        let full = snapshot(vec![(0, 1, max, max, vec![]), (1, 0, 0, 0, vec![])]);
+        assert_eq!(
+            plan(&wiring, &full).unwrap_err(),
+            RestoreError::CounterFull(Channel::new(0, 1))
+        );
+        let almost = snapshot(vec![(0, 1, max - 1, max - 1, vec![]), (1, 0, 0, 0, vec![])]);
+        assert_eq!(plan(&wiring, &almost).unwrap()[0].sent, max - 1);
     }
 
     #[test]

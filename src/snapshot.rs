@@ -211,8 +211,11 @@ impl<M> ChannelSnapshot<M> {
                 received,
             });
         }
-        let want = received + 1..=sent;
         let count = sent - received;
+        // Counted from `received`, never as `received + 1..=sent`: a checkpoint file may hold
+        // any counters, `u64::MAX` too, and `received + 1` would overflow. `received + k` for
+        // `k <= count` is at most `sent`.
+        let want = (1..=count).map(|k| received + k);
         let matches = self.messages.len() as u64 == count
             && self
                 .messages
@@ -232,7 +235,7 @@ impl<M> ChannelSnapshot<M> {
         let index = (0..)
             .find(|_| expected.next() != found.next())
             .expect("a difference exists");
-        let expected = (index < count as usize).then(|| received + 1 + index as u64);
+        let expected = ((index as u64) < count).then(|| received + (index as u64 + 1));
         Err(CutError::WrongRecording {
             channel: self.channel,
             sent,
@@ -276,6 +279,37 @@ mod tests {
         channel(5, 2, &[3, 4, 5]).verify().unwrap();
         channel(0, 0, &[]).verify().unwrap();
         channel(7, 7, &[]).verify().unwrap();
+    }
+
+    /// Counters at the top of `u64` (a checkpoint file may hold any) verify, or are named, with
+    /// no overflow (before: "attempt to add with overflow").
+    #[test]
+    fn counters_at_the_top_of_u64_do_not_overflow() {
+        let max = u64::MAX;
+        channel(max, max, &[]).verify().unwrap();
+        channel(max, max - 1, &[max]).verify().unwrap();
+        assert_eq!(
+            channel(max, max, &[max]).verify(),
+            Err(CutError::WrongRecording {
+                channel: Channel::new(0, 1),
+                sent: max,
+                received: max,
+                index: 0,
+                expected: None,
+                found: Some(max),
+            })
+        );
+        assert_eq!(
+            channel(max, max - 2, &[max]).verify(),
+            Err(CutError::WrongRecording {
+                channel: Channel::new(0, 1),
+                sent: max,
+                received: max - 2,
+                index: 0,
+                expected: Some(max - 1),
+                found: Some(max),
+            })
+        );
     }
 
     #[test]

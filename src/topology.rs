@@ -112,6 +112,12 @@ impl Topology {
                 });
             }
         }
+        // With two processes or more, each needs a channel out (and one in): with fewer
+        // channels than processes, one has none. Said before anything is allocated per process,
+        // so an absurd count (`usize::MAX`) is this error rather than a capacity overflow.
+        if n > 1 && self.channels.len() < n {
+            return Err(self.unconnected());
+        }
         let wiring = Wiring::new(n, self.channels.clone());
         // Strongly connected iff every process is reachable from 0 and reaches 0.
         if let Some(to) = wiring.unreached_from_zero(true) {
@@ -121,6 +127,32 @@ impl Topology {
             return Err(TopologyError::NotStronglyConnected { from, to: 0 });
         }
         Ok(wiring)
+    }
+
+    /// For a topology of fewer channels than processes (two or more), a pair of processes with
+    /// no path between them, found in the channels alone: the first process no channel enters
+    /// (0 cannot reach it), else the first no channel leaves (it cannot reach 0).
+    fn unconnected(&self) -> TopologyError {
+        // The smallest process not among `ends` (there is one: fewer ends than processes).
+        let first_missing = |mut ends: Vec<ProcessId>| {
+            ends.sort_unstable();
+            ends.dedup();
+            ends.iter()
+                .enumerate()
+                .find(|&(k, &p)| k != p)
+                .map_or(ends.len(), |(k, _)| k)
+        };
+        let entered = first_missing(self.channels.iter().map(|c| c.to).collect());
+        if entered != 0 {
+            return TopologyError::NotStronglyConnected {
+                from: 0,
+                to: entered,
+            };
+        }
+        match first_missing(self.channels.iter().map(|c| c.from).collect()) {
+            0 => TopologyError::NotStronglyConnected { from: 0, to: 1 },
+            left => TopologyError::NotStronglyConnected { from: left, to: 0 },
+        }
     }
 }
 

@@ -128,3 +128,122 @@ fn naming_a_process_that_does_not_exist_is_an_error() {
         .unwrap();
     assert!(runtime.failures().is_empty());
 }
+
+/// A timeout too long to add to the clock (`Duration::MAX`) means "wait as long as it takes":
+/// before, each of these panicked with "overflow when adding duration to instant".
+#[test]
+fn a_huge_timeout_waits_as_long_as_it_takes() {
+    use chandy_lamport::detect::{detect, Detection};
+    use std::time::Duration;
+    let runtime = build(Topology::ring(3), 3).unwrap();
+    runtime
+        .snapshot_timeout(0, Duration::MAX)
+        .unwrap()
+        .verify()
+        .unwrap();
+    let ticket = runtime.start_snapshot(1).unwrap();
+    ticket.wait_timeout(Duration::MAX).unwrap();
+    assert_eq!(
+        runtime
+            .with_process_timeout(2, Duration::MAX, |_, ctx| ctx.id())
+            .unwrap(),
+        2
+    );
+    let forever = Detection {
+        initiator: 2,
+        interval: Duration::from_millis(1),
+        timeout: Duration::MAX,
+    };
+    detect(&mut runtime.clone(), &forever, |s| s.verify().is_ok()).unwrap();
+    let mut sim =
+        chandy_lamport::sim::Simulation::new(Topology::ring(3), (0..3).map(|_| Idle), 1).unwrap();
+    detect(&mut sim, &forever, |s| s.verify().is_ok()).unwrap();
+    assert!(runtime.failures().is_empty());
+    let stopped = runtime.shutdown_timeout(Duration::MAX).unwrap();
+    assert!(stopped.failures.is_empty());
+}
+
+/// A tick interval too long to add to the clock never ticks. Before, every process "failed"
+/// at once with the library's own overflow panic, reported as if its code had panicked.
+#[test]
+fn a_huge_tick_interval_never_ticks() {
+    use std::time::Duration;
+    let runtime = Runtime::builder(Topology::ring(3))
+        .tick_interval(Duration::MAX)
+        .build((0..3).map(|_| Idle))
+        .unwrap();
+    runtime
+        .snapshot_timeout(0, *PATIENCE)
+        .unwrap()
+        .verify()
+        .unwrap();
+    assert_eq!(runtime.failures(), vec![]);
+    assert!(runtime.shutdown().unwrap().failures.is_empty());
+}
+
+/// A thread name prefix no thread can have is refused before any thread starts. Before, the
+/// standard library's thread builder panicked, with some threads already running.
+#[test]
+fn a_thread_name_with_a_nul_byte_is_refused() {
+    let err = Runtime::builder(Topology::ring(3))
+        .thread_name("a\0b")
+        .build((0..3).map(|_| Idle))
+        .unwrap_err();
+    assert_eq!(
+        err,
+        BuildError::ThreadName {
+            prefix: "a\0b".into()
+        }
+    );
+    assert!(err.to_string().contains("NUL"), "{err}");
+}
+
+/// An absurd process count is refused like any topology that cannot be strongly connected,
+/// before anything is allocated per process (before: "capacity overflow").
+#[test]
+fn an_absurd_process_count_is_refused_not_allocated() {
+    assert_eq!(
+        Topology::from_edges(usize::MAX, [(0, 1), (1, 0)])
+            .validate()
+            .unwrap_err(),
+        TopologyError::NotStronglyConnected { from: 0, to: 2 }
+    );
+    assert_eq!(
+        Topology::from_edges(usize::MAX, []).validate().unwrap_err(),
+        TopologyError::NotStronglyConnected { from: 0, to: 1 }
+    );
+    assert!(matches!(
+        build(Topology::from_edges(usize::MAX, [(0, 1), (1, 0)]), 2).unwrap_err(),
+        BuildError::Topology(TopologyError::NotStronglyConnected { .. })
+    ));
+}
+
+/// `Stopped::processes` is public: a caller that took a process out gets an error from
+/// `into_processes`, not a panic.
+#[test]
+fn into_processes_after_taking_one_out_is_an_error() {
+    let runtime = build(Topology::ring(3), 3).unwrap();
+    let mut stopped = runtime.shutdown().unwrap();
+    let taken = stopped.processes[1].take();
+    assert!(taken.is_some());
+    assert_eq!(
+        stopped.into_processes().err(),
+        Some(Error::ProcessTaken { process: 1 })
+    );
+}
+
+/// The simulator's `process` names a missing process with a typed error, as every other call
+/// that takes a process id does (before: an index out of bounds panic).
+#[test]
+fn the_simulator_names_a_process_that_does_not_exist() {
+    let sim =
+        chandy_lamport::sim::Simulation::new(Topology::ring(3), (0..3).map(|_| Idle), 1).unwrap();
+    assert!(sim.process(2).is_ok());
+    assert_eq!(
+        sim.process(99).err(),
+        Some(Error::NoSuchProcess {
+            process: 99,
+            processes: 3
+        })
+    );
+}

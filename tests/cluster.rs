@@ -1034,3 +1034,166 @@ fn a_burst_goes_in_few_writes_and_a_lone_message_in_one() {
     assert!((1..=2).contains(&writes), "{writes} writes");
     nodes[0].clone().shutdown().unwrap();
 }
+
+/// Durations too long to add to the clock (`Duration::MAX`) mean "as long as it takes" on a
+/// cluster too. Before, such a connect timeout panicked in start-up, such a stop timeout
+/// aborted the process in the stop, such a failure timeout panicked in the link writers, such a
+/// tick interval failed every process, and `wait_stopped(MAX)` panicked.
+#[test]
+fn huge_durations_wait_as_long_as_it_takes() {
+    let nodes = start_with(
+        &Topology::ring(3),
+        &[vec![0], vec![1, 2]],
+        |b| {
+            b.connect_timeout(Duration::MAX)
+                .stop_timeout(Duration::MAX)
+                .failure_timeout(Duration::MAX)
+                .tick_interval(Duration::MAX)
+        },
+        |_, _| Sender,
+    );
+    nodes[0]
+        .snapshot_timeout(1, Duration::MAX)
+        .unwrap()
+        .verify()
+        .unwrap();
+    assert!(nodes[1].failures().is_empty());
+    let stopped = nodes[1].clone().shutdown().unwrap();
+    assert!(stopped.final_state().is_some());
+    nodes[0].wait_stopped(Duration::MAX).unwrap();
+}
+
+/// A process whose `record` takes 3 s once told to: the node's final report, made in the
+/// stop, waits for it.
+struct SlowRecord {
+    slow: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Process for SlowRecord {
+    type Message = u64;
+    type State = ();
+    fn on_message(&mut self, _: ProcessId, _: u64, _: &mut Context<'_, u64>) {}
+    fn record(&self) {
+        if self.slow.load(Ordering::SeqCst) {
+            thread::sleep(Duration::from_secs(3));
+        }
+    }
+}
+
+/// `shutdown` waits at most twice the stop timeout in all, the drop of the handle it consumes
+/// included. Before, the drop waited twice the stop timeout again: four times in all.
+#[test]
+fn shutdown_waits_at_most_twice_the_stop_timeout_in_all() {
+    let slow = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut nodes = {
+        let slow = slow.clone();
+        start_with(
+            &Topology::ring(2),
+            &[vec![0, 1]],
+            |b| b.stop_timeout(Duration::from_secs(1)),
+            move |_, _| SlowRecord { slow: slow.clone() },
+        )
+    };
+    // The only handle: its drop, at the end of `shutdown`, stops the node too.
+    let node = nodes.pop().unwrap();
+    slow.store(true, Ordering::SeqCst);
+    let began = std::time::Instant::now();
+    assert_eq!(node.shutdown().err(), Some(ClusterError::WaitTimeout));
+    let took = began.elapsed();
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+}
+
+/// The cluster's blocking calls made on one of the node's own process threads are refused at
+/// once, as the runtime's are, and take nothing: no snapshot is started, the node's result is
+/// still there for a later `shutdown`. Before, `shutdown` there waited out the stop timeout
+/// (the stop waits for that very thread) and then failed, handing out the node's result as
+/// that failure; `snapshot` started the snapshot before refusing to wait for it.
+#[test]
+fn blocking_calls_on_a_process_thread_of_a_node_are_refused() {
+    let nodes = start_with(
+        &Topology::ring(3),
+        &[vec![0], vec![1, 2]],
+        |b| b.stop_timeout(Duration::from_secs(2)),
+        |_, _| Sender,
+    );
+    let inner = nodes[1].clone();
+    let (snapshot, idle, timed, waited, stopped) = nodes[1]
+        .with_process(1, move |_, _| {
+            let snapshot = inner.snapshot(2).map(|_| ());
+            let idle = inner.stats().is_idle();
+            let timed = inner.snapshot_timeout(0, *PATIENCE).map(|_| ());
+            let waited = inner.wait_stopped(Duration::from_secs(1)).map(|_| ());
+            let stopped = inner.clone().shutdown().map(|_| ());
+            (snapshot, idle, timed, waited, stopped)
+        })
+        .unwrap();
+    let no = Error::WouldDeadlock { process: 1 };
+    assert_eq!(snapshot, Err(no.clone()));
+    assert!(idle, "a refused snapshot was started");
+    assert_eq!(timed, Err(no.clone()));
+    assert_eq!(waited, Err(ClusterError::Processes(no.clone())));
+    assert_eq!(stopped, Err(ClusterError::Processes(no)));
+    // Nothing was stopped or taken: the node stops from outside, with its result.
+    assert!(!nodes[1].is_stopping());
+    nodes[1].clone().shutdown().unwrap();
+    nodes[0].wait_stopped(*PATIENCE).unwrap();
+}
+
+/// A thread name prefix no thread can have is refused before any thread starts, as the
+/// runtime refuses it (before: a panic in the standard library's thread builder).
+#[test]
+fn a_thread_name_with_a_nul_byte_is_refused() {
+    let (mut listeners, config) = listen(&[vec![0, 1]]);
+    let (listener, keys) = listeners.pop().unwrap();
+    let result = Node::builder(Topology::complete(2), config, 0)
+        .listener(listener)
+        .keys(keys)
+        .thread_name("a\0b")
+        .build(|_| Sender);
+    assert_eq!(
+        result.err(),
+        Some(ClusterError::Build(
+            chandy_lamport::BuildError::ThreadName {
+                prefix: "a\0b".into()
+            }
+        ))
+    );
+}
+
+/// A checkpoint whose channel has numbered `u64::MAX` messages (only a forged or corrupt file
+/// holds one) is refused with a typed error. Before, checking it overflowed, and so did the
+/// number of the channel's next message.
+#[test]
+fn a_checkpoint_whose_counter_is_full_is_refused() {
+    use chandy_lamport::{BuildError, Channel, ChannelSnapshot, GlobalSnapshot, RestoreError};
+    use std::collections::HashMap;
+    let channel = |from, to, sent| ChannelSnapshot::<u64> {
+        channel: Channel::new(from, to),
+        sent,
+        received: sent,
+        messages: vec![],
+    };
+    let snapshot = GlobalSnapshot {
+        id: SnapshotId::random(),
+        initiator: 0,
+        started_at: Duration::ZERO,
+        completed_at: Duration::ZERO,
+        recorded_at: vec![Duration::ZERO; 2],
+        states: vec![HashMap::new(), HashMap::new()],
+        channels: vec![channel(0, 1, u64::MAX), channel(1, 0, 0)],
+    };
+    let (mut listeners, config) = listen(&[vec![0, 1]]);
+    let (listener, keys) = listeners.pop().unwrap();
+    let result = Node::builder(Topology::complete(2), config, 0)
+        .listener(listener)
+        .keys(keys)
+        .restore(&snapshot, |_, state: &HashMap<u64, u64>| {
+            Ledger(state.clone())
+        });
+    assert_eq!(
+        result.err(),
+        Some(ClusterError::Build(BuildError::Restore(
+            RestoreError::CounterFull(Channel::new(0, 1))
+        )))
+    );
+}

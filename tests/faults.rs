@@ -430,3 +430,61 @@ fn on_the_simulator_a_process_can_be_made_to_fail_at_a_chosen_step() {
     sim.run_for(100);
     assert_eq!(sim.running_snapshots(), 0);
 }
+
+/// `detect` keeps its timeout: the pause between two snapshots ends at the deadline rather
+/// than lasting a whole interval past it.
+#[test]
+fn detect_never_pauses_past_its_timeout() {
+    use chandy_lamport::detect::{detect, Detection};
+    let detection = Detection {
+        initiator: 0,
+        interval: Duration::from_secs(20),
+        timeout: Duration::from_millis(200),
+    };
+    // Simulated time, exactly: a step is a millisecond.
+    let (procs, _) = branches(3, 1000, 2, 5);
+    let mut sim = Simulation::new(Topology::complete(3), procs, 5).unwrap();
+    assert_eq!(
+        detect(&mut sim, &detection, |_| false).unwrap_err(),
+        Error::Timeout
+    );
+    assert!(sim.now() <= 200, "ran until step {}", sim.now());
+    // Real time.
+    let (runtime, _) = quiet(3);
+    let began = Instant::now();
+    assert_eq!(
+        detect(&mut runtime.clone(), &detection, |_| false).unwrap_err(),
+        Error::Timeout
+    );
+    assert!(
+        began.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        began.elapsed()
+    );
+    runtime.shutdown().unwrap();
+}
+
+/// On the simulator, a process that fails while `detect` waits for a snapshot ends the
+/// detection with that failure, as on the runtime. Before, the simulator stepped on until the
+/// whole timeout was spent (no snapshot can complete after a failure) and said `Timeout`.
+#[test]
+fn on_the_simulator_detect_stops_at_a_failure_and_names_it() {
+    use chandy_lamport::detect::{detect, Detection};
+    let n = 5;
+    let (procs, _) = branches(n, 1000, 2, 7);
+    let mut sim = Simulation::new(Topology::complete(n), Fragile::among(procs, 3, 300), 7).unwrap();
+    // No pause between snapshots: the failure comes while one runs.
+    let detection = Detection {
+        initiator: 0,
+        interval: Duration::ZERO,
+        timeout: Duration::from_secs(1000),
+    };
+    let err = detect(&mut sim, &detection, |_| false).unwrap_err();
+    assert!(
+        matches!(err, Error::ProcessFailed { process: 3, .. }),
+        "{err:?}"
+    );
+    assert_eq!(sim.failures().len(), 1);
+    // Stopped at the failure, far from the million steps of the timeout.
+    assert!(sim.now() < 100_000, "stepped on to {}", sim.now());
+}

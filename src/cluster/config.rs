@@ -17,6 +17,7 @@
 //! exactly one node; no two nodes may share an address. Unknown keys are refused, so a
 //! misspelt one does not pass silently.
 
+use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
@@ -207,19 +208,22 @@ impl ClusterConfig {
         if self.nodes.is_empty() {
             return Err(ClusterError::NoNodes);
         }
-        let mut node_of: Vec<Option<usize>> = vec![None; processes];
+        // By listed process, its node: sized by what the file lists, not by `processes`, which
+        // may be absurd (`usize::MAX`; then some process is unplaced, said below).
+        let listed = self.nodes.iter().map(|n| n.processes.len()).sum();
+        let mut node_of: HashMap<ProcessId, usize> = HashMap::with_capacity(listed);
         for (node, config) in self.nodes.iter().enumerate() {
             for &process in &config.processes {
                 let line = config.lines.1;
-                let slot = node_of
-                    .get_mut(process)
-                    .ok_or(ClusterError::UnknownProcess {
+                if process >= processes {
+                    return Err(ClusterError::UnknownProcess {
                         node,
                         process,
                         processes,
                         line,
-                    })?;
-                if let Some(first) = *slot {
+                    });
+                }
+                if let Some(&first) = node_of.get(&process) {
                     return Err(ClusterError::PlacedTwice {
                         process,
                         first,
@@ -227,7 +231,7 @@ impl ClusterConfig {
                         line,
                     });
                 }
-                *slot = Some(node);
+                node_of.insert(process, node);
             }
         }
         for (node, config) in self.nodes.iter().enumerate() {
@@ -256,10 +260,15 @@ impl ClusterConfig {
                 });
             }
         }
-        node_of
-            .into_iter()
-            .enumerate()
-            .map(|(process, node)| node.ok_or(ClusterError::Unplaced { process }))
+        // Every process is listed once (no process twice, none unknown), so this looks at no
+        // more processes than the file lists, plus one.
+        (0..processes)
+            .map(|process| {
+                node_of
+                    .get(&process)
+                    .copied()
+                    .ok_or(ClusterError::Unplaced { process })
+            })
             .collect()
     }
 
@@ -412,5 +421,20 @@ processes = [1, 2]
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    /// An absurd process count is refused by naming a process no node runs, without a vector
+    /// of that many entries (before: "capacity overflow").
+    #[test]
+    fn an_absurd_process_count_is_an_unplaced_process() {
+        let config = ClusterConfig::parse(GOOD).unwrap();
+        assert!(matches!(
+            config.check(usize::MAX),
+            Err(ClusterError::Unplaced { process: 4 })
+        ));
+        assert!(matches!(
+            config.check(3),
+            Err(ClusterError::UnknownProcess { process: 3, .. })
+        ));
     }
 }

@@ -386,7 +386,10 @@ fn write_all_queued(
             let _ = stream.shutdown(std::net::Shutdown::Write);
             return Ok(());
         }
-        link.bell.wait(Some(written + link.heartbeat), backoff);
+        link.bell.wait(
+            Some(crate::deadline::later(written, link.heartbeat)),
+            backoff,
+        );
     }
 }
 

@@ -115,8 +115,10 @@ impl<P: NodeProcess> NodeBuilder<P> {
 
     /// How long start-up waits for every node to answer (default 30 s). Nodes may start in
     /// any order; each retries until then, and then fails naming the nodes that never answered.
+    /// A timeout longer than a century is taken as a century: waiting as long as it takes.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
+        // Start-up adds it to the time it began: capped, that cannot overflow an `Instant`.
+        self.connect_timeout = timeout.min(crate::deadline::FOREVER);
         self
     }
 
@@ -132,6 +134,9 @@ impl<P: NodeProcess> NodeBuilder<P> {
     }
 
     /// How long stopping the cluster waits for the other nodes (default 30 s).
+    /// [`Node::shutdown`] (or the drop of the last handle) waits at most twice this for the
+    /// node's result, counted from when the stop began. Any duration is accepted: a huge one
+    /// waits as long as it takes.
     pub fn stop_timeout(mut self, timeout: Duration) -> Self {
         self.stop_timeout = timeout;
         self
@@ -410,6 +415,7 @@ impl<P: NodeProcess> NodeBuilder<P> {
                 broken: vec![None; nodes],
                 result: None,
                 taken: false,
+                gives_up_at: None,
             }),
             changed: Condvar::new(),
         });
@@ -479,9 +485,10 @@ fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<(
 /// identifies it and encodes the same on every node (its id, initiator, times and every
 /// channel's counters and recorded sequence numbers), not over the states and messages, whose
 /// encoding need not be deterministic (a `HashMap` in a state encodes in its own order on each
-/// node).
+/// node). The channels are taken in (from, to) order, not the file's: restoring matches them by
+/// channel, so two files listing the same channels in another order are the same checkpoint.
 fn checksum<M, S>(snapshot: &GlobalSnapshot<M, S>) -> u64 {
-    let channels: Vec<(usize, usize, u64, u64, Vec<u64>)> = snapshot
+    let mut channels: Vec<(usize, usize, u64, u64, Vec<u64>)> = snapshot
         .channels
         .iter()
         .map(|c| {
@@ -489,6 +496,8 @@ fn checksum<M, S>(snapshot: &GlobalSnapshot<M, S>) -> u64 {
             (c.channel.from, c.channel.to, c.sent, c.received, seqs)
         })
         .collect();
+    // Restoring refused a channel listed twice: (from, to) orders them all.
+    channels.sort_unstable_by_key(|&(from, to, ..)| (from, to));
     let identity = (
         snapshot.id,
         snapshot.initiator,
@@ -596,6 +605,10 @@ struct Ending<P: Process> {
     result: Option<Result<ClusterStopped<P>, ClusterError>>,
     /// The result has been handed to a caller.
     taken: bool,
+    /// When a caller waiting for the stop's result gives up: twice the stop timeout after the
+    /// stop began. One bound for the whole stop, however many callers wait (`shutdown`, then
+    /// the drop of the handle it consumed), so that together they wait no longer than that.
+    gives_up_at: Option<Instant>,
 }
 
 /// What a node's threads and handles share.
@@ -694,7 +707,7 @@ impl<P: Process> Core<P> {
     /// `decision_wait` later (by then the others' reports of the same failure have come).
     pub(crate) fn suspect(self: &Arc<Self>, by: usize, node: usize, why: &str, silent: bool) {
         let wait = self.decision_wait(by, silent);
-        let ripe_at = self.runtime.elapsed() + wait;
+        let ripe_at = self.runtime.elapsed().saturating_add(wait);
         let corroborated = {
             let mut membership = self.membership.lock();
             if !membership.suspect(by, node, ripe_at) {
@@ -1037,6 +1050,11 @@ impl<P: NodeProcess> Core<P> {
             }
             ending.began = true;
             ending.note = note.clone();
+            // Twice: the stop thread gives up after one stop timeout, and the margin leaves it
+            // the time to say so (its error names who was too slow) before the callers give up.
+            ending.gives_up_at = Some(crate::deadline::deadline_after(
+                self.stop_timeout.saturating_mul(2),
+            ));
         }
         // Processes held back by a full link stop waiting: they are about to stop, and the
         // stop must not wait for a slow peer to drain what they queued.
@@ -1068,7 +1086,7 @@ impl<P: NodeProcess> Core<P> {
     /// Stops this node's part of the cluster: its processes, then its links once every other
     /// node has said all it had to; returns the node's result.
     fn end(&self, note: Vec<u8>) -> Result<ClusterStopped<P>, ClusterError> {
-        let deadline = Instant::now() + self.stop_timeout;
+        let deadline = crate::deadline::deadline_after(self.stop_timeout);
         let others = || self.links.iter().flatten();
         // Every node passes the stop on, not only the one it was asked on: a node whose link
         // to that one is down hears it from the others (a node hears it at most once per
@@ -1249,6 +1267,15 @@ impl<P: NodeProcess> Core<P> {
         report
     }
 
+    /// Waits for the result of the stop under way until the stop's bound
+    /// (`Ending::gives_up_at`), and takes it.
+    fn take_stop_result(&self) -> Result<ClusterStopped<P>, ClusterError> {
+        let bound = self.ending.lock().gives_up_at.unwrap_or_else(|| {
+            crate::deadline::deadline_after(self.stop_timeout.saturating_mul(2))
+        });
+        self.take_result(Some(bound))
+    }
+
     /// Waits for the node's result until `deadline` (forever if `None`), and takes it.
     fn take_result(&self, deadline: Option<Instant>) -> Result<ClusterStopped<P>, ClusterError> {
         let mut ending = self.ending.lock();
@@ -1283,8 +1310,13 @@ impl<P: NodeProcess> Drop for Handle<P> {
             return;
         }
         self.core.begin_end(Vec::new());
-        let bound = Instant::now() + self.core.stop_timeout * 2;
-        let _ = self.core.take_result(Some(bound));
+        // On one of this node's process threads the stop cannot end until this thread returns
+        // from its callback: waiting here would only run out the bound. The stop goes on in
+        // its own thread, as a runtime's last handle dropped on a process thread does.
+        if self.core.runtime.guard().check().is_err() {
+            return;
+        }
+        let _ = self.core.take_stop_result();
     }
 }
 
@@ -1435,6 +1467,9 @@ impl<P: NodeProcess> Node<P> {
 
     /// Takes a snapshot started at `initiator` and waits until it completes.
     pub fn snapshot(&self, initiator: ProcessId) -> SnapshotOutcome<P::Message, P::State> {
+        // Refused before anything starts, as `Runtime::snapshot` does: the wait would be
+        // refused anyway, and a snapshot started for nobody would count against the limit.
+        self.core().runtime.guard().check()?;
         self.start_snapshot(initiator)?.wait()
     }
 
@@ -1444,6 +1479,7 @@ impl<P: NodeProcess> Node<P> {
         initiator: ProcessId,
         timeout: Duration,
     ) -> SnapshotOutcome<P::Message, P::State> {
+        self.core().runtime.guard().check()?;
         self.start_snapshot(initiator)?.wait_timeout(timeout)
     }
 
@@ -1592,6 +1628,13 @@ impl<P: NodeProcess> Node<P> {
     /// A node's result is handed out once (it owns the processes' final states): among the
     /// clones of one node's handle, the first call of `shutdown` or `wait_stopped` to return
     /// after the stop gets it, and every later one [`ClusterError::Stopped`].
+    ///
+    /// Waits at most twice the [stop timeout](NodeBuilder::stop_timeout) from when the stop
+    /// began, then fails with [`ClusterError::WaitTimeout`] (dropping this handle then waits no
+    /// more). On one of this node's own process threads (in a callback, or in
+    /// [`with_process`](Node::with_process)) it is refused at once with
+    /// [`ClusterError::Processes`]`(`[`Error::WouldDeadlock`]`)`: the stop waits for every
+    /// process of the node, that one too.
     pub fn shutdown(self) -> Result<ClusterStopped<P>, ClusterError> {
         self.shutdown_with(Vec::new())
     }
@@ -1600,16 +1643,31 @@ impl<P: NodeProcess> Node<P> {
     /// a summary: whatever the caller encodes).
     pub fn shutdown_with(self, note: Vec<u8>) -> Result<ClusterStopped<P>, ClusterError> {
         let core = &self.handle.core;
+        // On a process thread the stop would wait for this very thread: refused at once, as
+        // `Runtime::shutdown` refuses (dropping `self` then begins the stop if this was the
+        // last handle, without waiting for it).
+        core.runtime
+            .guard()
+            .check()
+            .map_err(ClusterError::Processes)?;
         core.begin_end(note);
-        core.take_result(Some(Instant::now() + core.stop_timeout * 2))
+        core.take_stop_result()
     }
 
     /// Waits until the cluster has been stopped (from any node) and returns this node's result;
     /// [`ClusterError::WaitTimeout`] if it is still running after `timeout` (the node goes on;
     /// wait again). Once per node, as [`shutdown`](Node::shutdown) says: a clone that comes
-    /// second gets [`ClusterError::Stopped`].
+    /// second gets [`ClusterError::Stopped`]. Refused like [`shutdown`](Node::shutdown) on one of
+    /// this node's own process threads.
     pub fn wait_stopped(&self, timeout: Duration) -> Result<ClusterStopped<P>, ClusterError> {
-        self.core().take_result(Some(Instant::now() + timeout))
+        // The result needs every process of this node stopped, this thread's too if it is one.
+        self.core()
+            .runtime
+            .guard()
+            .check()
+            .map_err(ClusterError::Processes)?;
+        self.core()
+            .take_result(Some(crate::deadline::deadline_after(timeout)))
     }
 }
 
@@ -1653,4 +1711,40 @@ pub struct LinkStats {
     /// Why the link is down, once it is (broken, or closed by a failure or the stop); it is
     /// not used again.
     pub down: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::{ChannelSnapshot, SnapshotId};
+    use crate::topology::Channel;
+
+    /// Two files holding one checkpoint with its channels listed in another order are the same
+    /// checkpoint: restoring matches channels by (from, to), and so does the checksum the nodes
+    /// compare (before, it hashed the file's order, and the nodes refused each other).
+    #[test]
+    fn the_checksum_does_not_depend_on_the_order_of_the_channels() {
+        let channel = |from, to, sent| ChannelSnapshot::<u64> {
+            channel: Channel::new(from, to),
+            sent,
+            received: sent,
+            messages: vec![],
+        };
+        let one = GlobalSnapshot::<u64, u64> {
+            id: SnapshotId::random(),
+            initiator: 0,
+            started_at: Duration::ZERO,
+            completed_at: Duration::ZERO,
+            recorded_at: vec![Duration::ZERO; 2],
+            states: vec![1, 2],
+            channels: vec![channel(0, 1, 3), channel(1, 0, 5)],
+        };
+        let mut other = one.clone();
+        other.channels.reverse();
+        assert_eq!(checksum(&one), checksum(&other));
+        // Still a checksum of the counters.
+        other.channels[0].sent = 6;
+        other.channels[0].received = 6;
+        assert_ne!(checksum(&one), checksum(&other));
+    }
 }

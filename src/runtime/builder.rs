@@ -94,7 +94,8 @@ impl<P: Process> RuntimeBuilder<P> {
         self
     }
 
-    /// Process threads are named `{prefix}-{id}` (default `process-{id}`).
+    /// Process threads are named `{prefix}-{id}` (default `process-{id}`). A prefix with a NUL
+    /// byte cannot name a thread: `build` refuses it with [`BuildError::ThreadName`].
     pub fn thread_name(mut self, prefix: impl Into<String>) -> Self {
         self.thread_name = prefix.into();
         self
@@ -180,6 +181,13 @@ impl<P: Process> RuntimeBuilder<P> {
         other_threads: usize,
         mut driver: impl FnMut(Wire<P>) -> D,
     ) -> Result<Started<P>, BuildError> {
+        // Checked before any thread starts: the standard library's thread builder panics on a
+        // name with a NUL byte, and would do so after some threads were already running.
+        if self.thread_name.contains('\0') {
+            return Err(BuildError::ThreadName {
+                prefix: self.thread_name,
+            });
+        }
         let n = wiring.processes();
         debug_assert_eq!(apps.len(), n);
         let here: Vec<bool> = apps.iter().map(Option::is_some).collect();

@@ -337,7 +337,7 @@ impl<P: Process, D: ThreadDriver<P>> Worker<P, D> {
     fn run(&mut self) {
         self.with_host(|host, wire| host.callback(|app, ctx| app.on_start(ctx), wire));
         self.publish();
-        let mut next_tick = self.tick.map(|t| Instant::now() + t);
+        let mut next_tick = self.tick.map(crate::deadline::deadline_after);
         let control_bit = self.control_bit();
         let me = self.me();
         let mut since_clock = 0;
@@ -372,7 +372,7 @@ impl<P: Process, D: ThreadDriver<P>> Worker<P, D> {
                         self.with_host(|host, wire| {
                             host.callback(|app, ctx| app.on_tick(ctx), wire)
                         });
-                        next_tick = Some(now + tick);
+                        next_tick = Some(crate::deadline::later(now, tick));
                         worked = true;
                     }
                 }

@@ -109,7 +109,8 @@ impl<M, S> PendingSnapshot<M, S> {
     /// (the snapshot goes on; wait again to get it).
     pub fn wait_timeout(&self, timeout: Duration) -> SnapshotOutcome<M, S> {
         self.guard.check()?;
-        self.slot.wait(Some(Instant::now() + timeout))
+        self.slot
+            .wait(Some(crate::deadline::deadline_after(timeout)))
     }
 
     /// The outcome if the snapshot has ended, without blocking.

@@ -57,9 +57,10 @@ impl<P: Process> Runtime<P> {
 
     /// Like [`shutdown`](Runtime::shutdown), giving up after `timeout` with
     /// [`Error::ShutdownTimeout`] naming the processes still running; their threads are detached
-    /// and stop once their callback returns.
+    /// and stop once their callback returns. A thread needs a moment to see the stop even when
+    /// idle, so a zero timeout may name every process; a huge one waits as long as it takes.
     pub fn shutdown_timeout(self, timeout: Duration) -> Result<Stopped<P>, Error> {
-        self.stop(Some(Instant::now() + timeout))
+        self.stop(Some(crate::deadline::deadline_after(timeout)))
     }
 
     fn stop(self, deadline: Option<Instant>) -> Result<Stopped<P>, Error> {

@@ -28,7 +28,8 @@ pub struct Stopped<P: Process> {
 }
 
 impl<P: Process> Stopped<P> {
-    /// The processes, or the first panic if any process panicked.
+    /// The processes, or the first panic if any process panicked, or
+    /// [`Error::ProcessTaken`] naming the first process whose entry the caller emptied.
     pub fn into_processes(self) -> Result<Vec<P>, Error> {
         if let Some(f) = self.failures.into_iter().next() {
             return Err(Error::ProcessFailed {
@@ -36,11 +37,13 @@ impl<P: Process> Stopped<P> {
                 message: f.message,
             });
         }
-        Ok(self
-            .processes
+        // No failure, so every process was handed back; but `processes` is public, and the
+        // caller may have taken one out.
+        self.processes
             .into_iter()
-            .map(|p| p.expect("no failure, so every process is here"))
-            .collect())
+            .enumerate()
+            .map(|(process, p)| p.ok_or(Error::ProcessTaken { process }))
+            .collect()
     }
 
     /// Every undelivered message with its channel.

@@ -422,9 +422,10 @@ impl<P: Process> Simulation<P> {
             .map(|&k| &self.net.completed[k])
     }
 
-    /// Process `p` as it is now.
-    pub fn process(&self, p: ProcessId) -> &P {
-        &self.hosts[p].app
+    /// Process `p` as it is now; [`Error::NoSuchProcess`] if there is no process `p`.
+    pub fn process(&self, p: ProcessId) -> Result<&P, Error> {
+        self.check_process(p)?;
+        Ok(&self.hosts[p].app)
     }
 
     /// Every process, in id order.
@@ -496,8 +497,15 @@ impl<P: Process> crate::detect::SnapshotSource for Simulation<P> {
         timeout: Duration,
     ) -> SnapshotOutcome<P::Message, P::State> {
         let id = self.start_snapshot(initiator)?;
-        self.run_until(steps(timeout), |sim| sim.completed_snapshot(id).is_some())?;
-        Ok(self.completed_snapshot(id).expect("completed").clone())
+        // A process that fails ends the snapshot (it can no longer complete): stop there and
+        // say so, as the runtime does, rather than step out the whole timeout.
+        let ended = |sim: &Self| sim.completed_snapshot(id).is_some() || sim.failure().is_err();
+        self.run_until(steps(timeout), ended)?;
+        match self.completed_snapshot(id) {
+            Some(snapshot) => Ok(snapshot.clone()),
+            // The run ended early, so a process failed (`Timeout` only if that changes).
+            None => Err(self.failure().err().unwrap_or(Error::Timeout)),
+        }
     }
 
     fn pause(&mut self, duration: Duration) {
