@@ -114,8 +114,13 @@ impl<P: NodeProcess> NodeBuilder<P> {
     }
 
     /// How long start-up waits for every node to answer (default 30 s). Nodes may start in
-    /// any order; each retries until then, and then fails naming the nodes that never answered.
-    /// A timeout longer than a century is taken as a century: waiting as long as it takes.
+    /// any order; each retries until then, and then fails naming the nodes that never answered
+    /// (`ClusterError::Unreachable`). A node connected to and from every other then waits for
+    /// each to say the same (until this timeout, and at least 5 s more once its own
+    /// connections are made, for a node started last), and fails naming those that did not
+    /// (`ClusterError::NotReady`): no node's processes start until every node is connected to
+    /// every other. A timeout longer than a century is taken as a century: waiting as long as
+    /// it takes.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         // Start-up adds it to the time it began: capped, that cannot overflow an `Instant`.
         self.connect_timeout = timeout.min(crate::deadline::FOREVER);
