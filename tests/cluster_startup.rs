@@ -32,37 +32,66 @@ fn config(nodes: usize, route: impl Fn(usize) -> String) -> ClusterConfig {
     ClusterConfig::new((0..nodes).map(|k| NodeConfig::new(route(k), [k])).collect())
 }
 
-/// A proxy to `target` that, on each connection, forwards nothing for `delay` and then
-/// everything: a network slow to carry a handshake (start-up allows one 5 s). Returns its
-/// address.
-fn slow_to_start(target: String, delay: Duration) -> String {
+/// Forwards what `a` and `b` say to each other, each way on a thread of its own, from
+/// `from` on; each way ends when its sender closes.
+fn forward(a: TcpStream, b: TcpStream, from: Instant) {
+    let ways = [(a.try_clone().unwrap(), b.try_clone().unwrap()), (b, a)];
+    for (mut from_side, mut to) in ways {
+        thread::spawn(move || {
+            thread::sleep(from.saturating_duration_since(Instant::now()));
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = from_side.read(&mut buf) {
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+            let _ = to.shutdown(std::net::Shutdown::Write);
+        });
+    }
+}
+
+/// A proxy to `target`: each connection, made at once, is handed to `carry` with the
+/// connection to `target`. Returns its address.
+fn proxy(target: String, carry: impl Fn(TcpStream, TcpStream) + Send + 'static) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let address = listener.local_addr().unwrap().to_string();
     thread::spawn(move || {
         for inbound in listener.incoming().map_while(Result::ok) {
-            let Ok(outbound) = TcpStream::connect(&target) else {
-                continue;
-            };
-            let opened = Instant::now();
-            let ways = [
-                (inbound.try_clone().unwrap(), outbound.try_clone().unwrap()),
-                (outbound, inbound),
-            ];
-            for (mut from, mut to) in ways {
-                thread::spawn(move || {
-                    thread::sleep(delay.saturating_sub(opened.elapsed()));
-                    let mut buf = [0u8; 4096];
-                    while let Ok(n @ 1..) = from.read(&mut buf) {
-                        if to.write_all(&buf[..n]).is_err() {
-                            break;
-                        }
-                    }
-                    let _ = to.shutdown(std::net::Shutdown::Write);
-                });
+            if let Ok(outbound) = TcpStream::connect(&target) {
+                carry(inbound, outbound);
             }
         }
     });
     address
+}
+
+/// A proxy to `target` that, on each connection, forwards nothing for `delay` and then
+/// everything: a network slow to carry a handshake (start-up allows one 5 s).
+fn slow_to_start(target: String, delay: Duration) -> String {
+    proxy(target, move |a, b| forward(a, b, Instant::now() + delay))
+}
+
+/// A proxy to `target` that closes every connection at once until `opens`, then forwards: a
+/// route that comes up late (a firewall rule, a host name published late).
+fn opens_late(target: String, opens: Instant) -> String {
+    proxy(target, move |a, b| {
+        if Instant::now() >= opens {
+            forward(a, b, Instant::now());
+        }
+    })
+}
+
+/// Node `me` of three, with a failure timeout of 1 s.
+fn node(
+    me: usize,
+    config: ClusterConfig,
+    listener: TcpListener,
+    keys: NodeKeys,
+) -> NodeBuilder<Quiet> {
+    Node::builder(Topology::complete(3), config, me)
+        .listener(listener)
+        .keys(keys)
+        .failure_timeout(Duration::from_secs(1))
 }
 
 /// Starts three nodes, each on a thread of its own, node 1 reaching node 2 where `detour`
@@ -346,4 +375,115 @@ fn nodes_with_other_settings_are_refused_saying_both() {
             other => panic!("node {k}: {other:?}"),
         }
     }
+}
+
+/// Node 2 is connected to and from both others at once and tells them it is ready; node 0's
+/// route to node 1 comes up only after 6.5 s, past node 2's own deadline (1 s) and the 5 s
+/// more it gives the others once connected. Node 2 has told both it is ready, so it waits on
+/// for them: they may act on it. Before, node 2 gave up at 5 s while nodes 0 and 1, finding
+/// its `Ready` in their sockets, started without it ("Ok", "Ok", "Err(gave up after 5.2
+/// s...)") and ran with dead connections to it.
+#[test]
+fn a_node_that_said_it_is_ready_waits_for_the_others() {
+    let (listeners, addresses) = common::listeners(3);
+    let keys = NodeKeys::generate(3).unwrap();
+    let opens = Instant::now() + Duration::from_millis(6500);
+    let zero_to_one = opens_late(addresses[1].clone(), opens);
+    let builds: Vec<JoinHandle<_>> = listeners
+        .into_iter()
+        .enumerate()
+        .map(|(me, listener)| {
+            let route = |k: usize| match (me, k) {
+                (0, 1) => zero_to_one.clone(),
+                _ => addresses[k].clone(),
+            };
+            let (config, keys) = (config(3, route), keys[me].clone());
+            let timeout = Duration::from_secs(if me == 2 { 1 } else { 20 });
+            thread::spawn(move || {
+                node(me, config, listener, keys)
+                    .connect_timeout(timeout)
+                    .build(|_| Quiet)
+            })
+        })
+        .collect();
+    let nodes = started(builds.try_into().unwrap());
+    nodes[0].clone().shutdown().unwrap();
+}
+
+/// Node 1's first start gives up (node 2 is not up within its 1 s) while node 0's connection
+/// to it is still in its handshake (node 0's route to node 1 carries nothing for 2.5 s); node
+/// 1 is started again at once on the same address, in this process (a supervisor), and node
+/// 2 is started. Before, the first start's welcome outlived it and welcomed node 0 in its
+/// name at 2.5 s; node 0 took that connection, to a start that was gone, for the newer one
+/// and dropped the new start's: nobody started ("node 0: gave up after 10.0 s: node 1 never
+/// answered ...").
+#[test]
+fn a_start_that_gave_up_welcomes_nobody_after() {
+    let (mut listeners, addresses) = common::listeners(3);
+    let keys = NodeKeys::generate(3).unwrap();
+    let zero_to_one = slow_to_start(addresses[1].clone(), Duration::from_millis(2500));
+    let start = |me: usize, listener: TcpListener, timeout: Duration| {
+        let route = |k: usize| match (me, k) {
+            (0, 1) => zero_to_one.clone(),
+            _ => addresses[k].clone(),
+        };
+        let (config, keys) = (config(3, route), keys[me].clone());
+        thread::spawn(move || {
+            node(me, config, listener, keys)
+                .connect_timeout(timeout)
+                .build(|_| Quiet)
+        })
+    };
+    let two = listeners.pop().unwrap();
+    let one = listeners.pop().unwrap();
+    let zero = start(0, listeners.pop().unwrap(), Duration::from_secs(10));
+    let first_try = start(1, one, Duration::from_secs(1)).join().unwrap();
+    assert!(first_try.is_err(), "node 1 started without node 2");
+    let one = start(
+        1,
+        TcpListener::bind(&addresses[1]).unwrap(),
+        Duration::from_secs(10),
+    );
+    let two = start(2, two, Duration::from_secs(10));
+    let nodes = started([zero, one, two]);
+    nodes[0].clone().shutdown().unwrap();
+}
+
+/// Node 1 is started with other settings: it and node 0 fail at once (node 2 not up yet).
+/// The operator mends node 1 and starts all three again, in this process. Before, the first
+/// starts' dials to node 2 outlived them, and went on dialling with their hellos until their
+/// deadline: node 2 met the settings of a start that was gone and refused it ("node 2: node 1
+/// and this node disagree: application settings: ..."), and the others then gave up on node 2.
+#[test]
+fn a_start_that_gave_up_dials_nobody_after() {
+    let (mut listeners, addresses) = common::listeners(3);
+    let keys = NodeKeys::generate(3).unwrap();
+    drop(listeners.pop()); // node 2 is not up yet: its port is free again
+    let start = |me: usize, listener: TcpListener, settings: &str| {
+        let (config, keys) = (config(3, |k| addresses[k].clone()), keys[me].clone());
+        let settings = settings.to_string();
+        thread::spawn(move || {
+            node(me, config, listener, keys)
+                .connect_timeout(Duration::from_secs(10))
+                .settings(settings)
+                .build(|_| Quiet)
+        })
+    };
+    let one = listeners.pop().unwrap();
+    let zero = start(0, listeners.pop().unwrap(), "good");
+    let one = start(1, one, "bad");
+    for (k, first_try) in [zero, one].into_iter().enumerate() {
+        match first_try.join().unwrap() {
+            Err(ClusterError::Mismatch { .. }) => {}
+            Err(e) => panic!("node {k}'s first start: {e}"),
+            Ok(_) => panic!("node {k} started"),
+        }
+    }
+    // All three, right this time: node 2 first, the others a moment later.
+    let two = start(2, TcpListener::bind(&addresses[2]).unwrap(), "good");
+    thread::sleep(Duration::from_millis(300));
+    let zero = start(0, TcpListener::bind(&addresses[0]).unwrap(), "good");
+    let one = start(1, TcpListener::bind(&addresses[1]).unwrap(), "good");
+    let nodes = started([zero, one, two]);
+    nodes[0].clone().shutdown().unwrap();
 }

@@ -115,12 +115,12 @@ impl<P: NodeProcess> NodeBuilder<P> {
 
     /// How long start-up waits for every node to answer (default 30 s). Nodes may start in
     /// any order; each retries until then, and then fails naming the nodes that never answered
-    /// (`ClusterError::Unreachable`). A node connected to and from every other then waits for
-    /// each to say the same (until this timeout, and at least 5 s more once its own
-    /// connections are made, for a node started last), and fails naming those that did not
+    /// (`ClusterError::Unreachable`). A node connected to and from every other then tells
+    /// them so and waits for each to say the same, and fails naming those that did not
     /// (`ClusterError::NotReady`): no node's processes start until every node is connected to
-    /// every other. A timeout longer than a century is taken as a century: waiting as long as
-    /// it takes.
+    /// every other. Having told the others, it waits until each has said it or given up (at
+    /// most 10 s past this timeout): the others may already act on its word. A timeout longer
+    /// than a century is taken as a century: waiting as long as it takes.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         // Start-up adds it to the time it began: capped, that cannot overflow an `Instant`.
         self.connect_timeout = timeout.min(crate::deadline::FOREVER);

@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 
+use parking_lot::Mutex;
 use snow::TransportState;
 
 use super::config::ClusterConfig;
@@ -160,27 +161,67 @@ pub(crate) fn connect(
     listener: TcpListener,
     timeout: Duration,
 ) -> Result<Connections, ClusterError> {
-    let nodes = config.nodes.len();
     let began = Instant::now();
     let deadline = began + timeout;
+    let attempts = Arc::new(Attempts::default());
+    let result = connect_until(config, me, hello, keys, &listener, deadline, &attempts);
+    // Whatever ended start-up, nothing goes on in this start's name: no dial, no welcome, no
+    // wait for a node's `Ready` (this node may be started again, and a leftover of this start
+    // would speak for it).
+    attempts.end();
+    let _ = listener.set_nonblocking(false);
+    result.map_err(|why| why.into_error(config, me, began))
+}
+
+/// Why start-up gave up: a typed error already, or where it stood with each node.
+enum GaveUp {
+    Error(ClusterError),
+    Deadline(Box<Startup>),
+}
+
+impl GaveUp {
+    fn into_error(self, config: &ClusterConfig, me: usize, began: Instant) -> ClusterError {
+        match self {
+            GaveUp::Error(e) => e,
+            GaveUp::Deadline(state) => state.why_not(config, me, began),
+        }
+    }
+}
+
+impl From<ClusterError> for GaveUp {
+    fn from(e: ClusterError) -> Self {
+        GaveUp::Error(e)
+    }
+}
+
+/// `connect`'s loop, until `deadline`, with the attempts under way in `attempts`.
+fn connect_until(
+    config: &ClusterConfig,
+    me: usize,
+    hello: &Hello,
+    keys: &NodeKeys,
+    listener: &TcpListener,
+    deadline: Instant,
+    attempts: &Arc<Attempts>,
+) -> Result<Connections, GaveUp> {
+    let nodes = config.nodes.len();
     let (dialed_tx, dialed) = crossbeam_channel::unbounded();
     let start_dial = |peer: usize| -> Result<(), ClusterError> {
         let address = config.nodes[peer].address.clone();
-        // A malformed address is the file's error, said at once; a host that does not resolve
-        // (yet: its name is not published until its machine is up) is retried like a node
-        // that does not answer.
-        if let Err(e) = address.to_socket_addrs() {
-            if e.kind() == std::io::ErrorKind::InvalidInput {
-                config.resolve(peer)?;
-            }
+        // A malformed address is the file's error, said at once (`resolve` says how, with no
+        // lookup for it); a host that does not resolve (yet: its name may be published only
+        // once its machine is up) is retried like a node that does not answer, on the thread
+        // that dials, as a lookup may take long.
+        if !looks_like_host_and_port(&address) {
+            config.resolve(peer)?;
         }
-        let hello = hello.clone();
-        let keys = keys.clone();
+        let (hello, keys, attempts) = (hello.clone(), keys.clone(), attempts.clone());
         let dialed_tx = dialed_tx.clone();
         thread::Builder::new()
             .name(format!("dial-{peer}"))
             .spawn(move || {
-                let _ = dialed_tx.send(dial(peer, address, &hello, &keys, deadline));
+                let dialed = dial(peer, address, &hello, &keys, deadline, &attempts);
+                let _ = dialed_tx.send(dialed);
             })
             .map(drop)
             .map_err(|e| ClusterError::Link {
@@ -199,7 +240,7 @@ pub(crate) fn connect(
             address: config.listen_address(me).to_string(),
             message: e.to_string(),
         })?;
-    let mut state = Startup {
+    let mut state = Box::new(Startup {
         outgoing: (0..nodes).map(|_| None).collect(),
         incoming: (0..nodes).map(|_| None).collect(),
         dialing: (0..nodes).map(|p| p != me).collect(),
@@ -207,12 +248,12 @@ pub(crate) fn connect(
         refused_here: vec![None; nodes],
         gone: vec![None; nodes],
         ever_connected: vec![false; nodes],
-    };
+    });
     // Each connection is welcomed on a thread of its own, so that one that connects and says
     // nothing (a stranger, a stuck peer) holds up nobody else; the thread then waits for the
     // node's `Ready`.
     let (heard_tx, heard) = crossbeam_channel::unbounded();
-    let welcoming = Arc::new(Welcoming::new(hello, keys, me, nodes, deadline));
+    let welcoming = Arc::new(Welcoming::new(hello, keys, me, nodes, deadline, attempts));
     let mut ready = Vec::new();
     wire::encode(&mut ready, &wire::Ready::Connected).map_err(|e| ClusterError::Link {
         node: me,
@@ -222,7 +263,7 @@ pub(crate) fn connect(
     // not): from then, the others get a handshake's time more than the deadline to say they
     // are ready, as a node started last is connected last.
     let mut all_since: Option<Instant> = None;
-    let result = 'connecting: loop {
+    loop {
         let all = others().all(|p| state.both(p));
         all_since = if all {
             all_since.or(Some(Instant::now()))
@@ -230,36 +271,30 @@ pub(crate) fn connect(
             None
         };
         if all {
-            // Every connection opened here, made since, is told this node is ready.
-            for peer in others() {
-                let Some(out) = state.outgoing[peer].as_mut().filter(|out| !out.told) else {
-                    continue;
-                };
-                out.told = true;
-                let (stream, transport) = &mut out.made.secured;
-                let mut timed = ByDeadline {
-                    stream,
-                    until: Instant::now() + HANDSHAKE,
-                };
-                if let Err(e) = secure::send_one(&mut timed, transport, &ready) {
-                    // Its start is gone: wait for a new one.
-                    state.gone[peer] = Some(format!("telling it this node is ready: {e}"));
-                    state.outgoing[peer] = None;
+            state.tell_ready(me, &ready);
+            let told = others().all(|p| state.outgoing[p].as_ref().is_some_and(|o| o.told));
+            if told && others().all(|p| state.is_ready(p)) {
+                // Each node's `Ready` may have waited here while that node gave up: only
+                // connections still open go on (a node that gave up now is one that failed).
+                if others().all(|p| !state.let_go_if_closed(p)) {
+                    break;
                 }
             }
-            let told = others().all(|p| state.outgoing[p].as_ref().is_some_and(|o| o.told));
-            let heard_all = others().all(|p| {
-                state.incoming[p]
-                    .as_ref()
-                    .is_some_and(|i| i.ready.is_some())
-            });
-            if told && heard_all {
-                break Ok(());
-            }
         }
-        let until = all_since.map_or(deadline, |since| deadline.max(since + HANDSHAKE));
-        if Instant::now() >= until && !state.dialing.contains(&true) {
-            break Err(state.why_not(config, me, began));
+        // Once every node is told this node is ready, none is given up on by the clock: they
+        // may act on it, and each either says it is ready too or gives up (its connection
+        // closes, or its wait here ends: `Welcoming::start`). Before that, the deadline, and a
+        // handshake's time more for the others once all are connected.
+        let told_all = all && others().all(|p| state.outgoing[p].as_ref().is_some_and(|o| o.told));
+        if !told_all {
+            let until = all_since.map_or(deadline, |since| deadline.max(since + HANDSHAKE));
+            let now = Instant::now();
+            // A dial under way past the deadline is waited for a moment: its handshake ends by
+            // the deadline, but a slow name lookup does not.
+            let dialing = state.dialing.contains(&true) && now < until + Duration::from_secs(1);
+            if now >= until && !dialing {
+                return Err(GaveUp::Deadline(state));
+            }
         }
         // Accept whoever is waiting.
         loop {
@@ -281,23 +316,17 @@ pub(crate) fn connect(
                     at,
                     socket,
                 } => {
-                    // A retry of the same start, or a new start: the later connection is the
-                    // live one.
-                    if state.incoming[peer].as_ref().is_some_and(|had| had.at > at) {
-                        let _ = socket.shutdown(std::net::Shutdown::Both);
-                        continue;
+                    if state.welcomed(
+                        peer,
+                        In {
+                            boot,
+                            at,
+                            socket,
+                            ready: None,
+                        },
+                    ) {
+                        changed.push(peer);
                     }
-                    let had = state.incoming[peer].replace(In {
-                        boot,
-                        at,
-                        socket,
-                        ready: None,
-                    });
-                    if let Some(had) = had {
-                        let _ = had.socket.shutdown(std::net::Shutdown::Both);
-                    }
-                    state.gone[peer] = None;
-                    changed.push(peer);
                 }
                 Heard::Ready { peer, at, secured } => {
                     match state.incoming[peer].as_mut().filter(|i| i.at == at) {
@@ -315,10 +344,8 @@ pub(crate) fn connect(
                 // whichever of the two noticed first.
                 Heard::Refused(_, Refusal::Differs(peer, message)) => {
                     log::error!("node {me}: refused node {peer}: {message}");
-                    break 'connecting Err(ClusterError::Mismatch {
-                        node: peer,
-                        message,
-                    });
+                    let node = peer;
+                    return Err(ClusterError::Mismatch { node, message }.into());
                 }
                 Heard::Refused(from, Refusal::Other(peer, why)) => {
                     log::warn!("node {me}: refused a connection from {from}: {why}");
@@ -329,12 +356,7 @@ pub(crate) fn connect(
             }
         }
         // Take whatever the dialers have to say, waiting a little if nothing.
-        let wait = if Instant::now() >= until {
-            Duration::ZERO
-        } else {
-            Duration::from_millis(5)
-        };
-        match dialed.recv_timeout(wait) {
+        match dialed.recv_timeout(Duration::from_millis(5)) {
             Ok(Dialed::Welcomed {
                 peer,
                 secured,
@@ -344,13 +366,12 @@ pub(crate) fn connect(
                 state.dialing[peer] = false;
                 let made = Made { secured, boot, at };
                 state.outgoing[peer] = Some(Out { made, told: false });
+                state.ever_connected[peer] = true;
                 changed.push(peer);
             }
             Ok(Dialed::Refused(peer, message)) => {
-                break Err(ClusterError::Mismatch {
-                    node: peer,
-                    message,
-                });
+                let node = peer;
+                return Err(ClusterError::Mismatch { node, message }.into());
             }
             Ok(Dialed::Silent(peer, why)) => {
                 state.silent[peer] = Some(why);
@@ -360,26 +381,15 @@ pub(crate) fn connect(
             Err(_) => {}
         }
         for peer in changed {
-            if state.both(peer) {
-                state.ever_connected[peer] = true;
-            }
             if state.start_again(peer) {
                 log::warn!(
-                "node {me}: node {peer} connected from a new start: connecting to that one (if \
-                 node {peer} was not started again, two copies of it are running)"
-            );
+                    "node {me}: node {peer} connected from a new start: connecting to that one \
+                     (if node {peer} was not started again, two copies of it are running)"
+                );
                 state.silent[peer] = None;
                 start_dial(peer)?;
             }
         }
-    };
-    let _ = listener.set_nonblocking(false);
-    if let Err(e) = result {
-        // Every thread still waiting for a node's `Ready` ends.
-        for i in state.incoming.iter().flatten() {
-            let _ = i.socket.shutdown(std::net::Shutdown::Both);
-        }
-        return Err(e);
     }
     let outgoing = state
         .outgoing
@@ -390,6 +400,95 @@ pub(crate) fn connect(
         outgoing: outgoing.collect(),
         incoming: incoming.collect(),
     })
+}
+
+/// Whether `address` has the form `host:port` (a port number after the last colon, something
+/// before it), without looking the host up.
+fn looks_like_host_and_port(address: &str) -> bool {
+    address.parse::<SocketAddr>().is_ok()
+        || address
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+}
+
+/// Whether the other end of `stream` has closed it (or it failed): a look that does not wait.
+/// Only for a socket no other thread reads meanwhile: it is non-blocking for the look.
+fn closed(stream: &TcpStream) -> bool {
+    if stream.set_nonblocking(true).is_err() {
+        return true;
+    }
+    let mut byte = [0u8; 1];
+    let closed = match stream.peek(&mut byte) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+    };
+    closed || stream.set_nonblocking(false).is_err()
+}
+
+/// The connections this start of a node is still making (dials, handshakes, waits for a
+/// node's `Ready`), by socket, so that when start-up ends none of them goes on: a start that
+/// gave up must not dial, welcome or be ready for anyone after, in the name of a node that may
+/// be started again (its leftovers would be taken for the new start, or refuse it).
+#[derive(Default)]
+struct Attempts {
+    state: Mutex<UnderWay>,
+}
+
+/// What `Attempts` guards.
+#[derive(Default)]
+struct UnderWay {
+    /// Start-up has ended.
+    over: bool,
+    /// The next attempt's id.
+    next: u64,
+    /// The sockets under way, by attempt.
+    sockets: Vec<(u64, TcpStream)>,
+}
+
+impl Attempts {
+    /// Registers `stream` as under way until the returned guard drops; `None` if start-up has
+    /// ended (or the socket cannot be shared): the attempt must stop.
+    fn enter(self: &Arc<Self>, stream: &TcpStream) -> Option<Attempt> {
+        let socket = stream.try_clone().ok()?;
+        let mut state = self.state.lock();
+        if state.over {
+            return None;
+        }
+        let id = state.next;
+        state.next += 1;
+        state.sockets.push((id, socket));
+        Some(Attempt {
+            attempts: self.clone(),
+            id,
+        })
+    }
+
+    fn over(&self) -> bool {
+        self.state.lock().over
+    }
+
+    /// Start-up has ended: every attempt under way is cut off, and no other begins.
+    fn end(&self) {
+        let mut state = self.state.lock();
+        state.over = true;
+        for (_, socket) in state.sockets.drain(..) {
+            let _ = socket.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+/// One attempt under way (`Attempts::enter`); dropped when it is done.
+struct Attempt {
+    attempts: Arc<Attempts>,
+    id: u64,
+}
+
+impl Drop for Attempt {
+    fn drop(&mut self) {
+        let mut state = self.attempts.state.lock();
+        state.sockets.retain(|(id, _)| *id != self.id);
+    }
 }
 
 /// Where start-up stands with each node (by index; unused for this node).
@@ -406,7 +505,7 @@ struct Startup {
     refused_here: Vec<Option<String>>,
     /// Why the connection accepted from it ended before it said it was ready.
     gone: Vec<Option<String>>,
-    /// Whether it was ever connected both ways.
+    /// Whether it was ever connected, either way.
     ever_connected: Vec<bool>,
 }
 
@@ -419,17 +518,91 @@ impl Startup {
         )
     }
 
-    /// After a change of `peer`'s connections: drops the older of two connections from two
-    /// starts of it (that start is gone), and says whether to connect to it again (what was
-    /// opened here went to a start that is gone, or failed, and a new one connected here).
+    /// Connected both ways to `peer`, which has said it is ready.
+    fn is_ready(&self, peer: usize) -> bool {
+        self.both(peer)
+            && self.incoming[peer]
+                .as_ref()
+                .is_some_and(|i| i.ready.is_some())
+    }
+
+    /// Tells every node whose connection (opened here) has not been told that this node is
+    /// connected to every node (`ready`, the encoded `wire::Ready`). A connection that cannot
+    /// take it is to a start that is gone: let go, to wait for a new one.
+    fn tell_ready(&mut self, me: usize, ready: &[u8]) {
+        for peer in (0..self.outgoing.len()).filter(|&p| p != me) {
+            let Some(out) = self.outgoing[peer].as_mut().filter(|out| !out.told) else {
+                continue;
+            };
+            out.told = true;
+            let (stream, transport) = &mut out.made.secured;
+            let mut timed = ByDeadline {
+                stream,
+                until: Instant::now() + HANDSHAKE,
+            };
+            if let Err(e) = secure::send_one(&mut timed, transport, ready) {
+                self.gone[peer] = Some(format!("telling it this node is ready failed: {e}"));
+                self.outgoing[peer] = None;
+            }
+        }
+    }
+
+    /// Lets go of `peer`'s connections if either has been closed by its end (its start gave
+    /// up after it said it was ready): says whether it did. Nobody else reads them now.
+    fn let_go_if_closed(&mut self, peer: usize) -> bool {
+        let out_closed = self.outgoing[peer]
+            .as_ref()
+            .is_some_and(|o| closed(&o.made.secured.0));
+        let in_closed = self.incoming[peer]
+            .as_ref()
+            .and_then(|i| i.ready.as_ref())
+            .is_some_and(|(stream, _)| closed(stream));
+        if !(out_closed || in_closed) {
+            return false;
+        }
+        self.gone[peer] = Some("its connection closed after it said it was ready".into());
+        if out_closed {
+            self.outgoing[peer] = None;
+        }
+        if in_closed {
+            self.incoming[peer] = None;
+        }
+        true
+    }
+
+    /// A connection from `peer` was welcomed: kept if it is the later one (a retry of the
+    /// same start, or a new start: the later connection is the live one). Says whether it was.
+    fn welcomed(&mut self, peer: usize, new: In) -> bool {
+        if self.incoming[peer]
+            .as_ref()
+            .is_some_and(|had| had.at > new.at)
+        {
+            let _ = new.socket.shutdown(std::net::Shutdown::Both);
+            return false;
+        }
+        if let Some(had) = self.incoming[peer].replace(new) {
+            let _ = had.socket.shutdown(std::net::Shutdown::Both);
+        }
+        self.gone[peer] = None;
+        self.ever_connected[peer] = true;
+        true
+    }
+
+    /// After a change of `peer`'s connections: of two connections with two starts of it, lets
+    /// go of the dead one, and says whether to connect to it again (what was opened here went
+    /// to a start that is gone, and a new one connected here).
     fn start_again(&mut self, peer: usize) -> bool {
         let Some(i) = &self.incoming[peer] else {
             return false;
         };
         match &self.outgoing[peer] {
             Some(o) if o.made.boot == i.boot => return false,
+            // The start this node connected to is gone (a start that ends closes everything,
+            // before a new one can begin): connect to the new one.
+            Some(o) if closed(&o.made.secured.0) => {}
+            // Both open: the later is the new start (or two copies of the node run: the one
+            // at its address wins, since this node keeps connecting there).
             Some(o) if o.made.at > i.at => {
-                // Accepted from its earlier start: the new one will connect here.
                 let _ = i.socket.shutdown(std::net::Shutdown::Both);
                 self.incoming[peer] = None;
                 return false;
@@ -444,13 +617,7 @@ impl Startup {
     /// (`Unreachable`), else those connected that did not say they were ready (`NotReady`);
     /// with what was seen of each.
     fn why_not(&self, config: &ClusterConfig, me: usize, began: Instant) -> ClusterError {
-        let ready = |peer: usize| {
-            self.both(peer)
-                && self.incoming[peer]
-                    .as_ref()
-                    .is_some_and(|i| i.ready.is_some())
-        };
-        let others = (0..self.outgoing.len()).filter(|&p| p != me && !ready(p));
+        let others = (0..self.outgoing.len()).filter(|&p| p != me && !self.is_ready(p));
         let (never, late): (Vec<usize>, Vec<usize>) =
             others.partition(|&p| !self.ever_connected[p]);
         let mut detail = Vec::new();
@@ -462,9 +629,14 @@ impl Startup {
             if let Some(why) = &self.gone[peer] {
                 detail.push(format!("node {peer} was connected, then {why}"));
             } else if self.incoming[peer].is_none() {
-                detail.push(match &self.refused_here[peer] {
-                    Some(why) => format!("node {peer} tried to connect and was refused: {why}"),
-                    None => format!("node {peer} never connected to this node"),
+                detail.push(match (&self.refused_here[peer], &self.outgoing[peer]) {
+                    (Some(why), _) => {
+                        format!("node {peer} tried to connect and was refused: {why}")
+                    }
+                    (None, Some(_)) => {
+                        format!("node {peer} took this node's connection but never connected here")
+                    }
+                    (None, None) => format!("node {peer} never connected to this node"),
                 });
             } else if self.both(peer) {
                 let why = format!("node {peer} did not say it was connected to every node");
@@ -488,12 +660,20 @@ impl Startup {
     }
 }
 
-/// Connects to `peer` at `address`, retrying until `deadline`, and says hello.
-fn dial(peer: usize, address: String, hello: &Hello, keys: &NodeKeys, deadline: Instant) -> Dialed {
+/// Connects to `peer` at `address`, retrying until `deadline` (or until start-up ends:
+/// `attempts`), and says hello.
+fn dial(
+    peer: usize,
+    address: String,
+    hello: &Hello,
+    keys: &NodeKeys,
+    deadline: Instant,
+    attempts: &Arc<Attempts>,
+) -> Dialed {
     let mut last = "no attempt".to_string();
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
+        if left.is_zero() || attempts.over() {
             return Dialed::Silent(peer, last);
         }
         let resolved = address.to_socket_addrs().map(|mut all| all.next());
@@ -507,8 +687,13 @@ fn dial(peer: usize, address: String, hello: &Hello, keys: &NodeKeys, deadline: 
         match connected {
             // A peer that accepts and then says nothing must not hold this node past its
             // deadline: the handshake gets what is left of it, at most HANDSHAKE.
-            Ok(stream) => match greet(stream, peer, hello, keys, HANDSHAKE.min(left)) {
-                Ok(Ok((secured, boot))) => {
+            Ok(stream) => match attempts.enter(&stream).map(|attempt| {
+                let greeted = greet(stream, peer, hello, keys, HANDSHAKE.min(left));
+                drop(attempt);
+                greeted
+            }) {
+                None => return Dialed::Silent(peer, last),
+                Some(Ok(Ok((secured, boot)))) => {
                     return Dialed::Welcomed {
                         peer,
                         secured,
@@ -516,8 +701,8 @@ fn dial(peer: usize, address: String, hello: &Hello, keys: &NodeKeys, deadline: 
                         at: Instant::now(),
                     }
                 }
-                Ok(Err(refusal)) => return Dialed::Refused(peer, refusal),
-                Err(e) => last = format!("connected, but the handshake failed: {e}"),
+                Some(Ok(Err(refusal))) => return Dialed::Refused(peer, refusal),
+                Some(Err(e)) => last = format!("connected, but the handshake failed: {e}"),
             },
             Err(e) => last = e.to_string(),
         }
@@ -615,8 +800,11 @@ struct Welcoming {
     me: usize,
     nodes: usize,
     /// Start-up's deadline: a welcomed node that has not said it is ready two handshakes'
-    /// time after it is gone (the connect loop waits at most one past it).
+    /// time after it is gone (the connect loop waits at most one past it, unless it has told
+    /// every node it is ready: then it waits for this).
     deadline: Instant,
+    /// What start-up has under way (each welcome is, until the node's `Ready` or not).
+    attempts: Arc<Attempts>,
     /// Handshakes under way.
     busy: AtomicUsize,
 }
@@ -626,15 +814,23 @@ impl Welcoming {
     /// each for at most `HANDSHAKE`.
     const MOST: usize = 64;
 
-    /// For node `me` of a cluster of `nodes`, saying `hello`, with `keys`, until `deadline`:
-    /// nobody welcomed yet.
-    fn new(hello: &Hello, keys: &NodeKeys, me: usize, nodes: usize, deadline: Instant) -> Self {
+    /// For node `me` of a cluster of `nodes`, saying `hello`, with `keys`, until `deadline`,
+    /// its welcomes among `attempts`: nobody welcomed yet.
+    fn new(
+        hello: &Hello,
+        keys: &NodeKeys,
+        me: usize,
+        nodes: usize,
+        deadline: Instant,
+        attempts: &Arc<Attempts>,
+    ) -> Self {
         Welcoming {
             hello: hello.clone(),
             keys: keys.clone(),
             me,
             nodes,
             deadline,
+            attempts: attempts.clone(),
             busy: AtomicUsize::new(0),
         }
     }
@@ -735,7 +931,12 @@ impl Welcoming {
         let spawned = thread::Builder::new()
             .name(format!("welcome-{from}"))
             .spawn(move || {
-                let result = welcoming.welcome(stream);
+                // Under way until the node's `Ready` (or not): cut off if start-up ends first.
+                let attempt = welcoming.attempts.enter(&stream);
+                let result = match attempt {
+                    Some(_) => welcoming.welcome(stream),
+                    None => Err(Refusal::Other(None, "start-up has ended".into())),
+                };
                 welcoming.busy.fetch_sub(1, Ordering::AcqRel);
                 let (peer, made) = match result {
                     Ok(welcomed) => welcomed,
@@ -763,10 +964,13 @@ impl Welcoming {
                     return;
                 }
                 let until = welcoming.deadline.max(at) + 2 * HANDSHAKE;
-                let _ = done.send(match read_ready(secured, until) {
+                let heard = match read_ready(secured, until) {
                     Ok(secured) => Heard::Ready { peer, at, secured },
                     Err(why) => Heard::Gone { peer, at, why },
-                });
+                };
+                // Done before it is said: a connection taken is no longer under way.
+                drop(attempt);
+                let _ = done.send(heard);
             });
         if let Err(e) = spawned {
             self.busy.fetch_sub(1, Ordering::AcqRel);
@@ -850,7 +1054,14 @@ mod tests {
     ) -> (Result<(), String>, Result<usize, String>) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let address = listener.local_addr().unwrap();
-        let welcoming = Welcoming::new(&hello(0), acceptor, 0, nodes, Instant::now() + HANDSHAKE);
+        let welcoming = Welcoming::new(
+            &hello(0),
+            acceptor,
+            0,
+            nodes,
+            Instant::now() + HANDSHAKE,
+            &Arc::default(),
+        );
         let accepting = thread::spawn(move || {
             let (stream, _) = listener.accept().unwrap();
             match welcoming.welcome(stream) {
