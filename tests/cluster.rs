@@ -540,6 +540,27 @@ fn a_cluster_restarts_from_a_snapshot_and_refuses_two_different_ones() {
     assert!(refusals >= 1);
 }
 
+/// A checkpoint of processes 0 and 1 in `states`, with nothing in flight: channel 0 -> 1 has
+/// carried `sent[0]` messages and 1 -> 0 `sent[1]`, every one received.
+fn quiet_checkpoint<S>(states: Vec<S>, sent: [u64; 2]) -> chandy_lamport::GlobalSnapshot<u64, S> {
+    use chandy_lamport::{Channel, ChannelSnapshot};
+    let channel = |from, to, sent| ChannelSnapshot::<u64> {
+        channel: Channel::new(from, to),
+        sent,
+        received: sent,
+        messages: vec![],
+    };
+    chandy_lamport::GlobalSnapshot {
+        id: SnapshotId::random(),
+        initiator: 0,
+        started_at: Duration::ZERO,
+        completed_at: Duration::ZERO,
+        recorded_at: vec![Duration::ZERO; 2],
+        states,
+        channels: vec![channel(0, 1, sent[0]), channel(1, 0, sent[1])],
+    }
+}
+
 /// A process whose state is a hash map: encoded, its entries come in each process's own order.
 struct Ledger(std::collections::HashMap<u64, u64>);
 
@@ -558,23 +579,9 @@ impl Process for Ledger {
 /// cluster refused itself.
 #[test]
 fn nodes_restoring_one_checkpoint_file_of_hash_maps_agree() {
-    use chandy_lamport::{Channel, ChannelSnapshot, GlobalSnapshot};
+    use chandy_lamport::GlobalSnapshot;
     let map: std::collections::HashMap<u64, u64> = (0..64).map(|k| (k, k * 10)).collect();
-    let empty = |from, to| ChannelSnapshot::<u64> {
-        channel: Channel::new(from, to),
-        sent: 0,
-        received: 0,
-        messages: vec![],
-    };
-    let snapshot = GlobalSnapshot {
-        id: SnapshotId::random(),
-        initiator: 0,
-        started_at: Duration::ZERO,
-        completed_at: Duration::ZERO,
-        recorded_at: vec![Duration::ZERO; 2],
-        states: vec![map.clone(), map],
-        channels: vec![empty(0, 1), empty(1, 0)],
-    };
+    let snapshot = quiet_checkpoint(vec![map.clone(), map], [0, 0]);
     let dir = std::env::temp_dir().join(format!("cl-hashmap-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("checkpoint.json");
@@ -1165,23 +1172,9 @@ fn a_thread_name_with_a_nul_byte_is_refused() {
 /// number of the channel's next message.
 #[test]
 fn a_checkpoint_whose_counter_is_full_is_refused() {
-    use chandy_lamport::{BuildError, Channel, ChannelSnapshot, GlobalSnapshot, RestoreError};
+    use chandy_lamport::{BuildError, Channel, RestoreError};
     use std::collections::HashMap;
-    let channel = |from, to, sent| ChannelSnapshot::<u64> {
-        channel: Channel::new(from, to),
-        sent,
-        received: sent,
-        messages: vec![],
-    };
-    let snapshot = GlobalSnapshot {
-        id: SnapshotId::random(),
-        initiator: 0,
-        started_at: Duration::ZERO,
-        completed_at: Duration::ZERO,
-        recorded_at: vec![Duration::ZERO; 2],
-        states: vec![HashMap::new(), HashMap::new()],
-        channels: vec![channel(0, 1, u64::MAX), channel(1, 0, 0)],
-    };
+    let snapshot = quiet_checkpoint(vec![HashMap::new(), HashMap::new()], [u64::MAX, 0]);
     let (mut listeners, config) = listen(&[vec![0, 1]]);
     let (listener, keys) = listeners.pop().unwrap();
     let result = Node::builder(Topology::complete(2), config, 0)
