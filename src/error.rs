@@ -803,6 +803,13 @@ pub enum ClusterError {
         /// What was seen of each.
         detail: String,
     },
+    /// Node `node` is already running a cluster, started without this start of this node (it
+    /// failed and was started again, or the others started without it): a node does not join
+    /// a running cluster. Stop every node and start them all again, from a checkpoint to go on.
+    Running {
+        /// The node that answered.
+        node: usize,
+    },
     /// A peer and this node disagree (topology, placement, wire format, crate version, message
     /// types, checkpoint): one refused the other.
     Mismatch {
@@ -937,6 +944,12 @@ impl fmt::Display for ClusterError {
                 address,
                 message,
             } => write!(f, "node {node} cannot listen on {address}: {message}"),
+            ClusterError::Running { node } => write!(
+                f,
+                "node {node} is already running a cluster that started without this node: a \
+                 node does not join a running cluster (stop every node and start them all \
+                 again, from a checkpoint to go on)"
+            ),
             ClusterError::NotReady {
                 nodes,
                 waited,

@@ -487,3 +487,63 @@ fn a_start_that_gave_up_dials_nobody_after() {
     let nodes = started([zero, one, two]);
     nodes[0].clone().shutdown().unwrap();
 }
+
+/// A node started while the cluster runs (a node started again after it failed, or after the
+/// others started without it) is told at once that the cluster is running without it, and the
+/// cluster runs on untouched. Before, the nodes stopped listening once started: the latecomer
+/// met refused connections until its connect timeout, then said the running nodes "never
+/// answered".
+#[test]
+fn a_node_started_while_the_cluster_runs_is_told_so_at_once() {
+    let (listeners, addresses) = common::listeners(3);
+    let keys = NodeKeys::generate(3).unwrap();
+    let start = |me: usize, listener: TcpListener| {
+        let (config, keys) = (config(3, |k| addresses[k].clone()), keys[me].clone());
+        thread::spawn(move || {
+            node(me, config, listener, keys)
+                .connect_timeout(*common::PATIENCE)
+                .build(|_| Quiet)
+        })
+    };
+    let builds: Vec<_> = listeners
+        .into_iter()
+        .enumerate()
+        .map(|(me, listener)| start(me, listener))
+        .collect();
+    let nodes = started(builds.try_into().unwrap());
+    // Node 2 again, listening elsewhere (the running node 2 holds its address).
+    let began = Instant::now();
+    let late = start(2, TcpListener::bind("127.0.0.1:0").unwrap());
+    match late.join().unwrap() {
+        Err(e @ ClusterError::Running { node: 0 | 1 }) => {
+            assert!(
+                e.to_string().contains("does not join a running cluster"),
+                "{e}"
+            );
+        }
+        Err(other) => panic!("the latecomer was told: {other}"),
+        Ok(_) => panic!("a second node 2 joined the running cluster"),
+    }
+    assert!(
+        began.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        began.elapsed()
+    );
+    let snapshot = nodes[0].snapshot_timeout(2, *common::PATIENCE).unwrap();
+    snapshot.verify().unwrap();
+    for (k, node) in nodes.iter().enumerate() {
+        assert!(
+            node.failed_nodes().is_empty(),
+            "node {k}: {:?}",
+            node.failed_nodes()
+        );
+    }
+    nodes[0].clone().shutdown().unwrap();
+    for node in &nodes[1..] {
+        node.wait_stopped(*common::PATIENCE).unwrap();
+    }
+    // Stopped, a node lets go of its port.
+    for address in &addresses {
+        TcpListener::bind(address).unwrap();
+    }
+}

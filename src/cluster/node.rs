@@ -381,7 +381,7 @@ impl<P: NodeProcess> NodeBuilder<P> {
             me,
             &hello,
             &keys,
-            listener,
+            &listener,
             self.connect_timeout,
         ) {
             Ok(connections) => connections,
@@ -390,6 +390,7 @@ impl<P: NodeProcess> NodeBuilder<P> {
                 return Err(e);
             }
         };
+        let latecomers = startup::Latecomers::answer(listener, &hello, &keys, me, nodes);
         let mut inlets: Vec<Vec<Option<Inlet<P::Message>>>> = (0..nodes)
             .map(|_| (0..wiring.channels().len()).map(|_| None).collect())
             .collect();
@@ -423,6 +424,7 @@ impl<P: NodeProcess> NodeBuilder<P> {
                 gives_up_at: None,
             }),
             changed: Condvar::new(),
+            latecomers,
         });
         // Weak: the processes' drivers hold this, and the core holds the processes.
         let weak = Arc::downgrade(&core);
@@ -641,6 +643,8 @@ pub(crate) struct Core<P: Process> {
     deciding: Mutex<()>,
     ending: Mutex<Ending<P>>,
     changed: Condvar,
+    /// Tells nodes that connect while the cluster runs that it does, until the node stops.
+    latecomers: startup::Latecomers,
 }
 
 impl<P: Process> Core<P> {
@@ -1076,6 +1080,8 @@ impl<P: NodeProcess> Core<P> {
                     // still lets go of the links.
                     core.let_go_of_links();
                 }
+                // The node's port is free once its stop returns.
+                core.latecomers.stop();
                 core.ending.lock().result = Some(result);
                 core.changed.notify_all();
             });

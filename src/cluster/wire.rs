@@ -206,6 +206,9 @@ pub(crate) enum Reply {
     Welcome { boot: u64 },
     /// Refused, and why (what differs).
     Refused(String),
+    /// The cluster already runs, started without this start of the opener: a node does not
+    /// join a running cluster (it failed, or the others started without it).
+    Running,
 }
 
 /// The opener's last frame of start-up, once it has a connection to and from every other

@@ -79,6 +79,8 @@ pub(super) enum Dialed {
     },
     /// It refused us: what differs.
     Refused(usize, String),
+    /// It runs a cluster already, started without this start of this node.
+    Running(usize),
     /// It never answered by the deadline: the last error seen.
     Silent(usize, String),
 }
@@ -124,13 +126,23 @@ pub(super) fn dial(
                         at: Instant::now(),
                     }
                 }
-                Some(Ok(Err(refusal))) => return Dialed::Refused(peer, refusal),
+                Some(Ok(Err(Turned::Refused(why)))) => return Dialed::Refused(peer, why),
+                Some(Ok(Err(Turned::Running))) => return Dialed::Running(peer),
                 Some(Err(e)) => last = format!("connected, but the handshake failed: {e}"),
             },
             Err(e) => last = e.to_string(),
         }
         thread::sleep(RETRY.min(deadline.saturating_duration_since(Instant::now())));
     }
+}
+
+/// Why a node turned this one away.
+#[derive(Debug)]
+pub(super) enum Turned {
+    /// It runs something else: what differs.
+    Refused(String),
+    /// It runs a cluster already, started without this start of this node.
+    Running,
 }
 
 /// The opener's side of the handshake (see the module documentation): the connection, and the
@@ -144,7 +156,7 @@ fn greet(
     hello: &Hello,
     keys: &NodeKeys,
     patience: Duration,
-) -> std::io::Result<Result<(Secured, u64), String>> {
+) -> std::io::Result<Result<(Secured, u64), Turned>> {
     stream.set_nodelay(true)?;
     let mut timed = ByDeadline {
         stream: &stream,
@@ -154,7 +166,9 @@ fn greet(
     match wire::read_preamble(&mut timed)? {
         Ok(()) => {}
         // This crate, another wire format: the two builds cannot run together.
-        Err(foreign @ wire::Foreign::Version(_)) => return Ok(Err(foreign.to_string())),
+        Err(foreign @ wire::Foreign::Version(_)) => {
+            return Ok(Err(Turned::Refused(foreign.to_string())))
+        }
         Err(foreign @ wire::Foreign::Stranger) => {
             return Err(std::io::Error::other(foreign.to_string()))
         }
@@ -176,7 +190,8 @@ fn greet(
             no_deadline(&stream)?;
             Ok(Ok(((stream, transport), boot)))
         }
-        Reply::Refused(why) => Ok(Err(why)),
+        Reply::Refused(why) => Ok(Err(Turned::Refused(why))),
+        Reply::Running => Ok(Err(Turned::Running)),
     }
 }
 
@@ -228,6 +243,9 @@ pub(super) struct Welcoming {
     deadline: Instant,
     /// What start-up has under way (each welcome is, until the node's `Ready` or not).
     attempts: Arc<Attempts>,
+    /// Start-up is over and the cluster runs: every node that proves itself a member is told
+    /// so (`Reply::Running`) and welcomed no more.
+    running: bool,
     /// Handshakes under way.
     busy: AtomicUsize,
 }
@@ -254,8 +272,15 @@ impl Welcoming {
             nodes,
             deadline,
             attempts: attempts.clone(),
+            running: false,
             busy: AtomicUsize::new(0),
         }
+    }
+
+    /// The same, once the cluster runs: members are told so, not welcomed.
+    pub(super) fn running(mut self) -> Self {
+        self.running = true;
+        self
     }
 
     /// The acceptor's side: checks the opener's preamble, its key (a member's) and its `Hello`
@@ -310,6 +335,14 @@ impl Welcoming {
         if peer >= nodes || peer == me {
             let why = format!("node {peer} cannot connect to node {me} of a cluster of {nodes}");
             return refuse(&mut timed, &mut transport, Some(peer), why);
+        }
+        if self.running {
+            let mut out = Vec::new();
+            if wire::encode(&mut out, &Reply::Running).is_ok() {
+                let _ = secure::send_one(&mut timed, &mut transport, &out);
+            }
+            let why = format!("node {peer} connected while the cluster runs: told so");
+            return Err(Refusal::Other(Some(peer), why));
         }
         if let Some(differ) = self.hello.differences(&theirs) {
             return match refuse(&mut timed, &mut transport, Some(peer), differ) {
@@ -501,7 +534,8 @@ mod tests {
         let stream = TcpStream::connect(address).unwrap();
         let heard = match greet(stream, 0, &said, opener, HANDSHAKE) {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(why)) => Err(why),
+            Ok(Err(Turned::Refused(why))) => Err(why),
+            Ok(Err(Turned::Running)) => Err("running".to_string()),
             Err(e) => Err(e.to_string()),
         };
         (heard, accepting.join().unwrap())

@@ -93,19 +93,120 @@ pub(crate) fn connect(
     me: usize,
     hello: &Hello,
     keys: &NodeKeys,
-    listener: TcpListener,
+    listener: &TcpListener,
     timeout: Duration,
 ) -> Result<Connections, ClusterError> {
     let began = Instant::now();
     let deadline = began + timeout;
     let attempts = Arc::new(Attempts::default());
-    let result = connect_until(config, me, hello, keys, &listener, deadline, &attempts);
+    let result = connect_until(config, me, hello, keys, listener, deadline, &attempts);
     // Whatever ended start-up, nothing goes on in this start's name: no dial, no welcome, no
     // wait for a node's `Ready` (this node may be started again, and a leftover of this start
     // would speak for it).
     attempts.end();
     let _ = listener.set_nonblocking(false);
     result.map_err(|why| why.into_error(config, me, began))
+}
+
+/// Once the cluster runs, answers every node that connects: a member is told the cluster is
+/// running without it (`Reply::Running`, its `ClusterError::Running`), so that a node started
+/// again after it failed, or after the others started without it, says so at once instead of
+/// waiting out its connect timeout on a port that refuses it. Strangers get what they get
+/// during start-up (nothing). Stops, and lets go of the listener, on `stop` or drop.
+pub(crate) struct Latecomers {
+    stopping: Arc<std::sync::atomic::AtomicBool>,
+    /// Where to connect to wake the thread from its `accept`.
+    wake: Option<SocketAddr>,
+    /// Signalled when the thread has ended (and let go of the listener).
+    ended: crossbeam_channel::Receiver<()>,
+    attempts: Arc<Attempts>,
+}
+
+impl Latecomers {
+    /// Answers on `listener` as node `me` of `nodes`, saying `hello`, with `keys`. If no thread
+    /// can be started, nobody is answered (the port is let go: connections are refused).
+    pub(crate) fn answer(
+        listener: TcpListener,
+        hello: &Hello,
+        keys: &NodeKeys,
+        me: usize,
+        nodes: usize,
+    ) -> Latecomers {
+        let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let attempts = Arc::new(Attempts::default());
+        let (ended_tx, ended) = crossbeam_channel::bounded(1);
+        // An address to wake `accept` by: the listener's own, or the loopback on its port if
+        // it listens on every interface.
+        let wake = listener.local_addr().ok().map(|mut at| {
+            if at.ip().is_unspecified() {
+                at.set_ip(match at.ip() {
+                    std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                    std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+                });
+            }
+            at
+        });
+        let welcoming = Welcoming::new(hello, keys, me, nodes, Instant::now(), &attempts);
+        let welcoming = Arc::new(welcoming.running());
+        let stop = stopping.clone();
+        let spawned = thread::Builder::new()
+            .name(format!("node-{me}-latecomers"))
+            .spawn(move || {
+                let _ = listener.set_nonblocking(false);
+                let (heard_tx, heard) = crossbeam_channel::unbounded();
+                for stream in listener.incoming() {
+                    if stop.load(std::sync::atomic::Ordering::Acquire) {
+                        break;
+                    }
+                    match stream.and_then(|s| s.peer_addr().map(|from| (s, from))) {
+                        Ok((stream, from)) => welcoming.start(stream, from, &heard_tx),
+                        Err(e) => {
+                            // Out of descriptors, say: not a reason to spin.
+                            log::warn!("node {me}: accept failed: {e}");
+                            thread::sleep(Duration::from_millis(50));
+                        }
+                    }
+                    for event in heard.try_iter() {
+                        if let Heard::Refused(from, Refusal::Other(_, why)) = event {
+                            log::warn!("node {me}: a connection from {from}: {why}");
+                        }
+                    }
+                }
+                drop(listener);
+                let _ = ended_tx.send(());
+            });
+        if let Err(e) = spawned {
+            log::warn!("node {me}: no thread to answer nodes that connect late: {e}");
+        }
+        Latecomers {
+            stopping,
+            wake,
+            ended,
+            attempts,
+        }
+    }
+
+    /// Stops answering and lets go of the listener (waiting a moment for that, so that the
+    /// port is free when the node's stop returns).
+    pub(crate) fn stop(&self) {
+        if self
+            .stopping
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            return;
+        }
+        self.attempts.end();
+        if let Some(wake) = self.wake {
+            let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
+        }
+        let _ = self.ended.recv_timeout(Duration::from_secs(1));
+    }
+}
+
+impl Drop for Latecomers {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }
 
 /// Why start-up gave up: a typed error already, or where it stood with each node.
@@ -304,6 +405,7 @@ fn connect_until(
                 state.ever_connected[peer] = true;
                 changed.push(peer);
             }
+            Ok(Dialed::Running(node)) => return Err(ClusterError::Running { node }.into()),
             Ok(Dialed::Refused(peer, message)) => {
                 let node = peer;
                 return Err(ClusterError::Mismatch { node, message }.into());
