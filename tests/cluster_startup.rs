@@ -547,3 +547,84 @@ fn a_node_started_while_the_cluster_runs_is_told_so_at_once() {
         TcpListener::bind(address).unwrap();
     }
 }
+
+#[cfg(target_os = "linux")]
+extern "C" {
+    fn setsockopt(fd: i32, level: i32, name: i32, value: *const i32, len: u32) -> i32;
+}
+
+/// Connects to `address` and closes with a reset, not a goodbye (`SO_LINGER` of 0: what a
+/// port scanner or a crashed client leaves behind).
+#[cfg(target_os = "linux")]
+fn reset_connection(address: &str) {
+    use std::os::fd::AsRawFd;
+    const SOL_SOCKET: i32 = 1;
+    const SO_LINGER: i32 = 13;
+    if let Ok(stream) = TcpStream::connect(address) {
+        let linger: [i32; 2] = [1, 0];
+        // SAFETY: a valid socket, and a `struct linger` (two ints) of the length given.
+        unsafe {
+            setsockopt(
+                stream.as_raw_fd(),
+                SOL_SOCKET,
+                SO_LINGER,
+                linger.as_ptr(),
+                8,
+            )
+        };
+    }
+}
+
+/// A stranger resetting connections to the running nodes as fast as it can does not keep them
+/// from telling a latecomer that the cluster runs. Before, the nodes asked each connection
+/// for its peer's address after taking it; a reset one has none, and each cost them a pause
+/// of 50 ms: the latecomer waited out its connect timeout ("nodes [0, 1] never answered").
+#[cfg(target_os = "linux")]
+#[test]
+fn a_stranger_resetting_connections_does_not_silence_the_running_nodes() {
+    let (listeners, addresses) = common::listeners(3);
+    let keys = NodeKeys::generate(3).unwrap();
+    let start = |me: usize, listener: TcpListener, timeout: Duration| {
+        let (config, keys) = (config(3, |k| addresses[k].clone()), keys[me].clone());
+        thread::spawn(move || {
+            node(me, config, listener, keys)
+                .connect_timeout(timeout)
+                .build(|_| Quiet)
+        })
+    };
+    let builds: Vec<_> = listeners
+        .into_iter()
+        .enumerate()
+        .map(|(me, listener)| start(me, listener, *common::PATIENCE))
+        .collect();
+    let nodes = started(builds.try_into().unwrap());
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stranger = {
+        let (stop, targets) = (stop.clone(), addresses[..2].to_vec());
+        thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for target in &targets {
+                    reset_connection(target);
+                }
+                thread::sleep(Duration::from_millis(2));
+            }
+        })
+    };
+    thread::sleep(Duration::from_millis(500));
+    let began = Instant::now();
+    let late = start(
+        2,
+        TcpListener::bind("127.0.0.1:0").unwrap(),
+        Duration::from_secs(8),
+    );
+    let told = late.join().unwrap();
+    let took = began.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    stranger.join().unwrap();
+    match told {
+        Err(ClusterError::Running { .. }) if took < Duration::from_secs(5) => {}
+        Err(e) => panic!("the latecomer was told, after {took:?}: {e}"),
+        Ok(_) => panic!("a second node 2 joined the running cluster"),
+    }
+    nodes[0].clone().shutdown().unwrap();
+}

@@ -467,8 +467,9 @@ impl<P: NodeProcess> NodeBuilder<P> {
         if let Err(e) = started {
             // The link threads already started hold the core: they must end rather than
             // heartbeat on for a node that never ran. The gate, dropped unopened, ends the
-            // processes.
+            // processes. Its port is let go at once, not when the last of them ends.
             core.let_go_of_links();
+            core.latecomers.stop();
             return Err(e);
         }
         gate.open();
@@ -1074,14 +1075,15 @@ impl<P: NodeProcess> Core<P> {
         let spawned = thread::Builder::new()
             .name(format!("node-{}-stop", self.me))
             .spawn(move || {
+                // A stopping node no longer says the cluster runs: a new start of the whole
+                // cluster, begun while this node stops, waits for its port instead.
+                core.latecomers.stop();
                 let result = core.end(note);
                 if result.is_err() {
                     // A stop that failed (a process or a peer too slow for the stop timeout)
                     // still lets go of the links.
                     core.let_go_of_links();
                 }
-                // The node's port is free once its stop returns.
-                core.latecomers.stop();
                 core.ending.lock().result = Some(result);
                 core.changed.notify_all();
             });

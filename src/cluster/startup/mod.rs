@@ -33,6 +33,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
 use snow::TransportState;
 
 use super::config::ClusterConfig;
@@ -114,15 +115,20 @@ pub(crate) fn connect(
 /// waiting out its connect timeout on a port that refuses it. Strangers get what they get
 /// during start-up (nothing). Stops, and lets go of the listener, on `stop` or drop.
 pub(crate) struct Latecomers {
-    stopping: Arc<std::sync::atomic::AtomicBool>,
-    /// Where to connect to wake the thread from its `accept`.
-    wake: Option<SocketAddr>,
+    /// Dropped (or sent on) to stop the thread: it waits on this between two looks at the
+    /// listener.
+    stop: Mutex<Option<crossbeam_channel::Sender<()>>>,
     /// Signalled when the thread has ended (and let go of the listener).
     ended: crossbeam_channel::Receiver<()>,
     attempts: Arc<Attempts>,
 }
 
 impl Latecomers {
+    /// How long a latecomer may wait to be accepted: the thread looks at the listener this
+    /// often. (A thread blocked in `accept` would need a connection to itself to wake, which
+    /// can fail: a listener on `[::]` on a host without IPv6, a process out of descriptors.)
+    const LOOK: Duration = Duration::from_millis(100);
+
     /// Answers on `listener` as node `me` of `nodes`, saying `hello`, with `keys`. If no thread
     /// can be started, nobody is answered (the port is let go: connections are refused).
     pub(crate) fn answer(
@@ -132,43 +138,37 @@ impl Latecomers {
         me: usize,
         nodes: usize,
     ) -> Latecomers {
-        let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let attempts = Arc::new(Attempts::default());
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
         let (ended_tx, ended) = crossbeam_channel::bounded(1);
-        // An address to wake `accept` by: the listener's own, or the loopback on its port if
-        // it listens on every interface.
-        let wake = listener.local_addr().ok().map(|mut at| {
-            if at.ip().is_unspecified() {
-                at.set_ip(match at.ip() {
-                    std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-                    std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-                });
-            }
-            at
-        });
         let welcoming = Welcoming::new(hello, keys, me, nodes, Instant::now(), &attempts);
         let welcoming = Arc::new(welcoming.running());
-        let stop = stopping.clone();
         let spawned = thread::Builder::new()
             .name(format!("node-{me}-latecomers"))
             .spawn(move || {
-                let _ = listener.set_nonblocking(false);
                 let (heard_tx, heard) = crossbeam_channel::unbounded();
-                for stream in listener.incoming() {
-                    if stop.load(std::sync::atomic::Ordering::Acquire) {
-                        break;
-                    }
-                    match stream.and_then(|s| s.peer_addr().map(|from| (s, from))) {
-                        Ok((stream, from)) => welcoming.start(stream, from, &heard_tx),
-                        Err(e) => {
-                            // Out of descriptors, say: not a reason to spin.
-                            log::warn!("node {me}: accept failed: {e}");
-                            thread::sleep(Duration::from_millis(50));
+                if listener.set_nonblocking(true).is_ok() {
+                    loop {
+                        loop {
+                            // The address from `accept` itself: a connection reset before it
+                            // is taken has none to ask for any more, and is no reason to wait.
+                            match listener.accept() {
+                                Ok((stream, from)) => welcoming.start(stream, from, &heard_tx),
+                                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                                Err(e) => {
+                                    log::warn!("node {me}: accept failed: {e}");
+                                    break;
+                                }
+                            }
                         }
-                    }
-                    for event in heard.try_iter() {
-                        if let Heard::Refused(from, Refusal::Other(_, why)) = event {
-                            log::warn!("node {me}: a connection from {from}: {why}");
+                        for event in heard.try_iter() {
+                            if let Heard::Refused(from, Refusal::Other(_, why)) = event {
+                                log::warn!("node {me}: a connection from {from}: {why}");
+                            }
+                        }
+                        match stop_rx.recv_timeout(Self::LOOK) {
+                            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                            _ => break,
                         }
                     }
                 }
@@ -179,27 +179,23 @@ impl Latecomers {
             log::warn!("node {me}: no thread to answer nodes that connect late: {e}");
         }
         Latecomers {
-            stopping,
-            wake,
+            stop: Mutex::new(Some(stop_tx)),
             ended,
             attempts,
         }
     }
 
-    /// Stops answering and lets go of the listener (waiting a moment for that, so that the
-    /// port is free when the node's stop returns).
+    /// Stops answering and lets go of the listener (waiting for that, at most a second, so
+    /// that the port is free when the node's stop returns).
     pub(crate) fn stop(&self) {
-        if self
-            .stopping
-            .swap(true, std::sync::atomic::Ordering::AcqRel)
-        {
+        let Some(stop) = self.stop.lock().take() else {
             return;
-        }
+        };
+        drop(stop);
         self.attempts.end();
-        if let Some(wake) = self.wake {
-            let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
+        if self.ended.recv_timeout(Duration::from_secs(1)).is_err() {
+            log::warn!("the thread that answers nodes connecting late has not ended");
         }
-        let _ = self.ended.recv_timeout(Duration::from_secs(1));
     }
 }
 
