@@ -329,7 +329,10 @@ fn parse_timeout(s: &str) -> Result<f64, String> {
 }
 
 fn main() -> ExitCode {
-    env_logger::init();
+    // Warnings by default (`RUST_LOG` overrides): they are what an operator should see, such
+    // as a private key others can read, a connection refused, or a node that connected from a
+    // new start.
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let args = Args::parse();
     check_fits(&args);
     if args.nodes.is_some() {
