@@ -149,18 +149,7 @@ impl Latecomers {
                 let (heard_tx, heard) = crossbeam_channel::unbounded();
                 if listener.set_nonblocking(true).is_ok() {
                     loop {
-                        loop {
-                            // The address from `accept` itself: a connection reset before it
-                            // is taken has none to ask for any more, and is no reason to wait.
-                            match listener.accept() {
-                                Ok((stream, from)) => welcoming.start(stream, from, &heard_tx),
-                                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                                Err(e) => {
-                                    log::warn!("node {me}: accept failed: {e}");
-                                    break;
-                                }
-                            }
-                        }
+                        accept_waiting(&listener, &welcoming, &heard_tx, me);
                         for event in heard.try_iter() {
                             if let Heard::Refused(from, Refusal::Other(_, why)) = event {
                                 log::warn!("node {me}: a connection from {from}: {why}");
@@ -328,17 +317,7 @@ fn connect_until(
                 return Err(GaveUp::Deadline(state));
             }
         }
-        // Accept whoever is waiting.
-        loop {
-            match listener.accept() {
-                Ok((stream, from)) => welcoming.start(stream, from, &heard_tx),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(e) => {
-                    log::warn!("node {me}: accept failed: {e}");
-                    break;
-                }
-            }
-        }
+        accept_waiting(listener, &welcoming, &heard_tx, me);
         let mut changed = Vec::new();
         for event in heard.try_iter() {
             match event {
@@ -433,6 +412,27 @@ fn connect_until(
         outgoing: outgoing.collect(),
         incoming: incoming.collect(),
     })
+}
+
+/// Hands every connection waiting on `listener` (non-blocking) to `welcoming`, which reports
+/// on `heard`. The address is the one `accept` gives: a connection reset before it is taken
+/// has none to ask for any more.
+fn accept_waiting(
+    listener: &TcpListener,
+    welcoming: &Arc<Welcoming>,
+    heard: &crossbeam_channel::Sender<Heard>,
+    me: usize,
+) {
+    loop {
+        match listener.accept() {
+            Ok((stream, from)) => welcoming.start(stream, from, heard),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+            Err(e) => {
+                log::warn!("node {me}: accept failed: {e}");
+                return;
+            }
+        }
+    }
 }
 
 /// Whether `address` has the form `host:port` (a port number after the last colon, something
