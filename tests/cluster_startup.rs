@@ -81,22 +81,28 @@ fn opens_late(target: String, opens: Instant) -> String {
     })
 }
 
-/// Node `me` of three, with a failure timeout of 1 s.
+/// Node `me` of three, listening on `listener`, reaching node k at `route(k)`, with its key
+/// of `keys` and a failure timeout of 1 s.
 fn node(
     me: usize,
-    config: ClusterConfig,
     listener: TcpListener,
-    keys: NodeKeys,
+    keys: &[NodeKeys],
+    route: impl Fn(usize) -> String,
 ) -> NodeBuilder<Quiet> {
-    Node::builder(Topology::complete(3), config, me)
+    Node::builder(Topology::complete(3), config(3, route), me)
         .listener(listener)
-        .keys(keys)
+        .keys(keys[me].clone())
         .failure_timeout(Duration::from_secs(1))
 }
 
-/// Starts three nodes, each on a thread of its own, node 1 reaching node 2 where `detour`
-/// says, given node 2's address (every other connection goes to the node's address), with
-/// `tweak` applied to every builder: what each build returned, and when it returned.
+/// Builds `node` on a thread of its own.
+fn spawn(node: NodeBuilder<Quiet>) -> JoinHandle<Result<Node<Quiet>, ClusterError>> {
+    thread::spawn(move || node.build(|_| Quiet))
+}
+
+/// Starts three nodes (`node`), each on a thread of its own, node 1 reaching node 2 where
+/// `detour` says, given node 2's address (every other connection goes to the node's address),
+/// with `tweak` applied to every builder: what each build returned, and when it returned.
 fn three_with_a_detour(
     detour: impl FnOnce(&str) -> String,
     tweak: fn(NodeBuilder<Quiet>) -> NodeBuilder<Quiet>,
@@ -112,13 +118,8 @@ fn three_with_a_detour(
                 (1, 2) => one_to_two.clone(),
                 _ => addresses[k].clone(),
             };
-            let (config, keys) = (config(3, route), keys[me].clone());
-            thread::spawn(move || {
-                let builder = Node::builder(Topology::complete(3), config, me)
-                    .listener(listener)
-                    .keys(keys);
-                (tweak(builder).build(|_| Quiet), Instant::now())
-            })
+            let node = tweak(node(me, listener, &keys, route));
+            thread::spawn(move || (node.build(|_| Quiet), Instant::now()))
         })
         .collect();
     builds.into_iter().map(|b| b.join().unwrap()).collect()
@@ -142,10 +143,7 @@ fn started(builds: [JoinHandle<Result<Node<Quiet>, ClusterError>>; 3]) -> Vec<No
 fn a_node_connected_first_waits_for_the_others_to_be_connected() {
     let built = three_with_a_detour(
         |two| slow_to_start(two.to_string(), Duration::from_secs(2)),
-        |b| {
-            b.connect_timeout(*common::PATIENCE)
-                .failure_timeout(Duration::from_secs(1))
-        },
+        |b| b.connect_timeout(*common::PATIENCE),
     );
     let started: Vec<Instant> = built.iter().map(|(_, at)| *at).collect();
     let nodes: Vec<Node<Quiet>> = built.into_iter().map(|(n, _)| n.unwrap()).collect();
@@ -184,15 +182,8 @@ fn a_node_started_again_while_the_others_wait_is_let_in() {
     let (mut listeners, addresses) = common::listeners(3);
     let keys = NodeKeys::generate(3).unwrap();
     let start = |me: usize, listener: TcpListener, timeout: Duration| {
-        let (config, keys) = (config(3, |k| addresses[k].clone()), keys[me].clone());
-        thread::spawn(move || {
-            Node::builder(Topology::complete(3), config, me)
-                .listener(listener)
-                .keys(keys)
-                .connect_timeout(timeout)
-                .failure_timeout(Duration::from_secs(1))
-                .build(|_| Quiet)
-        })
+        let node = node(me, listener, &keys, |k| addresses[k].clone());
+        spawn(node.connect_timeout(timeout))
     };
     let two = listeners.pop().unwrap();
     let one = listeners.pop().unwrap();
@@ -267,14 +258,8 @@ fn a_stranger_at_a_nodes_address_is_retried_past() {
     let (mut listeners, addresses) = common::listeners(3);
     let keys = NodeKeys::generate(3).unwrap();
     let start = |me: usize, listener: TcpListener| {
-        let (config, keys) = (config(3, |k| addresses[k].clone()), keys[me].clone());
-        thread::spawn(move || {
-            Node::builder(Topology::complete(3), config, me)
-                .listener(listener)
-                .keys(keys)
-                .connect_timeout(*common::PATIENCE)
-                .build(|_| Quiet)
-        })
+        let node = node(me, listener, &keys, |k| addresses[k].clone());
+        spawn(node.connect_timeout(*common::PATIENCE))
     };
     let two = start(2, listeners.pop().unwrap());
     let held = listeners.pop().unwrap();
@@ -397,13 +382,8 @@ fn a_node_that_said_it_is_ready_waits_for_the_others() {
                 (0, 1) => zero_to_one.clone(),
                 _ => addresses[k].clone(),
             };
-            let (config, keys) = (config(3, route), keys[me].clone());
             let timeout = Duration::from_secs(if me == 2 { 1 } else { 20 });
-            thread::spawn(move || {
-                node(me, config, listener, keys)
-                    .connect_timeout(timeout)
-                    .build(|_| Quiet)
-            })
+            spawn(node(me, listener, &keys, route).connect_timeout(timeout))
         })
         .collect();
     let nodes = started(builds.try_into().unwrap());
@@ -427,12 +407,7 @@ fn a_start_that_gave_up_welcomes_nobody_after() {
             (0, 1) => zero_to_one.clone(),
             _ => addresses[k].clone(),
         };
-        let (config, keys) = (config(3, route), keys[me].clone());
-        thread::spawn(move || {
-            node(me, config, listener, keys)
-                .connect_timeout(timeout)
-                .build(|_| Quiet)
-        })
+        spawn(node(me, listener, &keys, route).connect_timeout(timeout))
     };
     let two = listeners.pop().unwrap();
     let one = listeners.pop().unwrap();
@@ -460,14 +435,11 @@ fn a_start_that_gave_up_dials_nobody_after() {
     let keys = NodeKeys::generate(3).unwrap();
     drop(listeners.pop()); // node 2 is not up yet: its port is free again
     let start = |me: usize, listener: TcpListener, settings: &str| {
-        let (config, keys) = (config(3, |k| addresses[k].clone()), keys[me].clone());
-        let settings = settings.to_string();
-        thread::spawn(move || {
-            node(me, config, listener, keys)
-                .connect_timeout(Duration::from_secs(10))
-                .settings(settings)
-                .build(|_| Quiet)
-        })
+        let node = node(me, listener, &keys, |k| addresses[k].clone());
+        spawn(
+            node.connect_timeout(Duration::from_secs(10))
+                .settings(settings),
+        )
     };
     let one = listeners.pop().unwrap();
     let zero = start(0, listeners.pop().unwrap(), "good");
@@ -498,12 +470,8 @@ fn a_node_started_while_the_cluster_runs_is_told_so_at_once() {
     let (listeners, addresses) = common::listeners(3);
     let keys = NodeKeys::generate(3).unwrap();
     let start = |me: usize, listener: TcpListener| {
-        let (config, keys) = (config(3, |k| addresses[k].clone()), keys[me].clone());
-        thread::spawn(move || {
-            node(me, config, listener, keys)
-                .connect_timeout(*common::PATIENCE)
-                .build(|_| Quiet)
-        })
+        let node = node(me, listener, &keys, |k| addresses[k].clone());
+        spawn(node.connect_timeout(*common::PATIENCE))
     };
     let builds: Vec<_> = listeners
         .into_iter()
@@ -585,12 +553,8 @@ fn a_stranger_resetting_connections_does_not_silence_the_running_nodes() {
     let (listeners, addresses) = common::listeners(3);
     let keys = NodeKeys::generate(3).unwrap();
     let start = |me: usize, listener: TcpListener, timeout: Duration| {
-        let (config, keys) = (config(3, |k| addresses[k].clone()), keys[me].clone());
-        thread::spawn(move || {
-            node(me, config, listener, keys)
-                .connect_timeout(timeout)
-                .build(|_| Quiet)
-        })
+        let node = node(me, listener, &keys, |k| addresses[k].clone());
+        spawn(node.connect_timeout(timeout))
     };
     let builds: Vec<_> = listeners
         .into_iter()

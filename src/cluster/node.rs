@@ -413,7 +413,7 @@ impl<P: NodeProcess> NodeBuilder<P> {
             membership: Mutex::new(Membership::new(nodes)),
             deciding: Mutex::new(()),
             ending: Mutex::new(Ending {
-                began: false,
+                stopping: None,
                 note: Vec::new(),
                 finished: (0..nodes).map(|k| k == me).collect(),
                 reports: (0..nodes).map(|_| None).collect(),
@@ -421,7 +421,6 @@ impl<P: NodeProcess> NodeBuilder<P> {
                 broken: vec![None; nodes],
                 result: None,
                 taken: false,
-                gives_up_at: None,
             }),
             changed: Condvar::new(),
             latecomers,
@@ -597,8 +596,11 @@ impl<M: Serialize, S: Serialize> Uplink<M, S> for NodeUplink {
 
 /// How the cluster's stop is going, as this node sees it.
 struct Ending<P: Process> {
-    /// Stopping has begun (asked here, or by another node).
-    began: bool,
+    /// Set when the stop begins (asked here, or by another node), to when a caller waiting
+    /// for its result gives up: twice the stop timeout later. One bound for the whole stop,
+    /// however many callers wait (`shutdown`, then the drop of the handle it consumed), so that
+    /// together they wait no longer than that.
+    stopping: Option<Instant>,
     /// The note of whoever stopped the cluster.
     note: Vec<u8>,
     /// By node: it has said `Finished` (this node's own entry: true).
@@ -613,10 +615,6 @@ struct Ending<P: Process> {
     result: Option<Result<ClusterStopped<P>, ClusterError>>,
     /// The result has been handed to a caller.
     taken: bool,
-    /// When a caller waiting for the stop's result gives up: twice the stop timeout after the
-    /// stop began. One bound for the whole stop, however many callers wait (`shutdown`, then
-    /// the drop of the handle it consumed), so that together they wait no longer than that.
-    gives_up_at: Option<Instant>,
 }
 
 /// What a node's threads and handles share.
@@ -655,7 +653,7 @@ impl<P: Process> Core<P> {
 
     /// Whether the cluster's stop has begun (here or on another node).
     pub(crate) fn is_stopping(&self) -> bool {
-        self.ending.lock().began
+        self.ending.lock().stopping.is_some()
     }
 
     /// Whether `peer` has said all it had to (finished and reported): its connection may close.
@@ -680,7 +678,7 @@ impl<P: Process> Core<P> {
             }
             ending.broken[peer] = Some(why.clone());
             self.changed.notify_all();
-            ending.began
+            ending.stopping.is_some()
         };
         log::error!("node {}: the link with node {peer} failed: {why}", self.me);
         if let Some(link) = &self.links[peer] {
@@ -986,7 +984,9 @@ impl<P: NodeProcess> Core<P> {
                     self.suspect(peer, node as usize, &reason, false);
                 }
             }
-            Frame::Shutdown { note } => self.begin_end(note),
+            Frame::Shutdown { note } => {
+                self.begin_end(note);
+            }
             Frame::Finished => {
                 self.ending.lock().finished[peer] = true;
                 self.changed.notify_all();
@@ -1051,21 +1051,22 @@ impl<P: NodeProcess> Core<P> {
         }
     }
 
-    /// Begins stopping the cluster, once: `note` is for every node.
-    fn begin_end(self: &Arc<Self>, note: Vec<u8>) {
-        {
+    /// Begins stopping the cluster, once: `note` is for every node. Returns when a caller
+    /// waiting for the stop's result gives up (`Ending::stopping`), whether the stop began now
+    /// or before.
+    fn begin_end(self: &Arc<Self>, note: Vec<u8>) -> Instant {
+        let bound = {
             let mut ending = self.ending.lock();
-            if ending.began {
-                return;
+            if let Some(bound) = ending.stopping {
+                return bound;
             }
-            ending.began = true;
-            ending.note = note.clone();
             // Twice: the stop thread gives up after one stop timeout, and the margin leaves it
             // the time to say so (its error names who was too slow) before the callers give up.
-            ending.gives_up_at = Some(crate::deadline::deadline_after(
-                self.stop_timeout.saturating_mul(2),
-            ));
-        }
+            let bound = crate::deadline::deadline_after(self.stop_timeout.saturating_mul(2));
+            ending.stopping = Some(bound);
+            ending.note = note.clone();
+            bound
+        };
         // Processes held back by a full link stop waiting: they are about to stop, and the
         // stop must not wait for a slow peer to drain what they queued.
         for link in self.links.iter().flatten() {
@@ -1094,6 +1095,7 @@ impl<P: NodeProcess> Core<P> {
             })));
             self.changed.notify_all();
         }
+        bound
     }
 
     /// Stops this node's part of the cluster: its processes, then its links once every other
@@ -1280,17 +1282,19 @@ impl<P: NodeProcess> Core<P> {
         report
     }
 
-    /// Waits for the result of the stop under way until the stop's bound
-    /// (`Ending::gives_up_at`), and takes it.
-    fn take_stop_result(&self) -> Result<ClusterStopped<P>, ClusterError> {
-        let bound = self.ending.lock().gives_up_at.unwrap_or_else(|| {
-            crate::deadline::deadline_after(self.stop_timeout.saturating_mul(2))
-        });
-        self.take_result(Some(bound))
+    /// Refused with `WouldDeadlock` on one of this node's process threads: the node's result
+    /// (and so its stop) needs every process of the node stopped, that one too.
+    fn off_process_threads(&self) -> Result<(), ClusterError> {
+        self.runtime
+            .guard()
+            .check()
+            .map_err(ClusterError::Processes)
     }
 
-    /// Waits for the node's result until `deadline` (forever if `None`), and takes it.
-    fn take_result(&self, deadline: Option<Instant>) -> Result<ClusterStopped<P>, ClusterError> {
+    /// Waits for the node's result until `deadline`, and takes it; refused at once on one of
+    /// this node's process threads (`off_process_threads`).
+    fn take_result(&self, deadline: Instant) -> Result<ClusterStopped<P>, ClusterError> {
+        self.off_process_threads()?;
         let mut ending = self.ending.lock();
         loop {
             if ending.taken {
@@ -1300,13 +1304,8 @@ impl<P: NodeProcess> Core<P> {
                 ending.taken = true;
                 return result;
             }
-            match deadline {
-                None => self.changed.wait(&mut ending),
-                Some(d) => {
-                    if self.changed.wait_until(&mut ending, d).timed_out() {
-                        return Err(ClusterError::WaitTimeout);
-                    }
-                }
+            if self.changed.wait_until(&mut ending, deadline).timed_out() {
+                return Err(ClusterError::WaitTimeout);
             }
         }
     }
@@ -1322,14 +1321,11 @@ impl<P: NodeProcess> Drop for Handle<P> {
         if self.core.ending.lock().taken {
             return;
         }
-        self.core.begin_end(Vec::new());
-        // On one of this node's process threads the stop cannot end until this thread returns
-        // from its callback: waiting here would only run out the bound. The stop goes on in
-        // its own thread, as a runtime's last handle dropped on a process thread does.
-        if self.core.runtime.guard().check().is_err() {
-            return;
-        }
-        let _ = self.core.take_stop_result();
+        let bound = self.core.begin_end(Vec::new());
+        // On one of this node's process threads this returns at once: the stop cannot end
+        // until this thread returns from its callback, and goes on in its own thread, as a
+        // runtime's last handle dropped on a process thread does.
+        let _ = self.core.take_result(bound);
     }
 }
 
@@ -1656,15 +1652,12 @@ impl<P: NodeProcess> Node<P> {
     /// a summary: whatever the caller encodes).
     pub fn shutdown_with(self, note: Vec<u8>) -> Result<ClusterStopped<P>, ClusterError> {
         let core = &self.handle.core;
-        // On a process thread the stop would wait for this very thread: refused at once, as
-        // `Runtime::shutdown` refuses (dropping `self` then begins the stop if this was the
-        // last handle, without waiting for it).
-        core.runtime
-            .guard()
-            .check()
-            .map_err(ClusterError::Processes)?;
-        core.begin_end(note);
-        core.take_stop_result()
+        // On a process thread the stop would wait for this very thread: refused before it
+        // begins, as `Runtime::shutdown` refuses (dropping `self` then begins the stop if this
+        // was the last handle, without waiting for it).
+        core.off_process_threads()?;
+        let bound = core.begin_end(note);
+        core.take_result(bound)
     }
 
     /// Waits until the cluster has been stopped (from any node) and returns this node's result;
@@ -1673,14 +1666,8 @@ impl<P: NodeProcess> Node<P> {
     /// second gets [`ClusterError::Stopped`]. Refused like [`shutdown`](Node::shutdown) on one of
     /// this node's own process threads.
     pub fn wait_stopped(&self, timeout: Duration) -> Result<ClusterStopped<P>, ClusterError> {
-        // The result needs every process of this node stopped, this thread's too if it is one.
         self.core()
-            .runtime
-            .guard()
-            .check()
-            .map_err(ClusterError::Processes)?;
-        self.core()
-            .take_result(Some(crate::deadline::deadline_after(timeout)))
+            .take_result(crate::deadline::deadline_after(timeout))
     }
 }
 

@@ -105,7 +105,6 @@ pub(crate) fn connect(
     // wait for a node's `Ready` (this node may be started again, and a leftover of this start
     // would speak for it).
     attempts.end();
-    let _ = listener.set_nonblocking(false);
     result.map_err(|why| why.into_error(config, me, began))
 }
 
@@ -293,20 +292,20 @@ fn connect_until(
         };
         if all {
             state.tell_ready(me, &ready);
-            let told = others().all(|p| state.outgoing[p].as_ref().is_some_and(|o| o.told));
-            if told && others().all(|p| state.is_ready(p)) {
-                // Each node's `Ready` may have waited here while that node gave up: only
-                // connections still open go on (a node that gave up now is one that failed).
-                if others().all(|p| !state.let_go_if_closed(p)) {
-                    break;
-                }
-            }
+        }
+        let told_all = all && others().all(|p| state.outgoing[p].as_ref().is_some_and(|o| o.told));
+        // Each node's `Ready` may have waited here while that node gave up: only connections
+        // still open go on (a node that gave up now is one that failed).
+        if told_all
+            && others().all(|p| state.is_ready(p))
+            && others().all(|p| !state.let_go_if_closed(p))
+        {
+            break;
         }
         // Once every node is told this node is ready, none is given up on by the clock: they
         // may act on it, and each either says it is ready too or gives up (its connection
         // closes, or its wait here ends: `Welcoming::start`). Before that, the deadline, and a
         // handshake's time more for the others once all are connected.
-        let told_all = all && others().all(|p| state.outgoing[p].as_ref().is_some_and(|o| o.told));
         if !told_all {
             let until = all_since.map_or(deadline, |since| deadline.max(since + HANDSHAKE));
             let now = Instant::now();
