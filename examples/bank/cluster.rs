@@ -315,24 +315,23 @@ fn run_node(
     let channels = topology.channels().len();
     let (seeds, mut rng) = branch_seeds(seed, n);
     let progress = Arc::new(AtomicU64::new(0));
+    // Flags that change what a node's branches do, which every node must share: a node
+    // started with another initial balance would make every snapshot look like money lost (a
+    // restored node takes its balances from the checkpoint instead). And the seed, when given:
+    // a run repeats from the seed node 0 prints only if every node ran with it.
+    let mut settings = Vec::new();
+    if args.restore.is_none() {
+        settings.push(format!("--initial-balance {}", args.initial_balance));
+        settings.push(format!("--in-flight {}", args.in_flight));
+    }
+    if let Some(seed) = args.seed {
+        settings.push(format!("--seed {seed}"));
+    }
     let mut builder = Node::builder(topology, config, me)
         .thread_name("branch")
         .connect_timeout(Duration::from_secs(args.connect_timeout))
         .failure_timeout(Duration::from_secs_f64(args.failure_timeout))
-        // Flags that change what a node's branches do: a node started with another initial
-        // balance would make every snapshot look like money lost. And the seed, when given: a
-        // run repeats from the seed node 0 prints only if every node ran with it.
-        .settings(format!(
-            "{}{}",
-            match args.restore {
-                None => format!(
-                    "--initial-balance {} --in-flight {}",
-                    args.initial_balance, args.in_flight
-                ),
-                Some(_) => String::new(),
-            },
-            args.seed.map_or(String::new(), |s| format!(" --seed {s}"))
-        ));
+        .settings(settings.join(" "));
     if let Some(listener) = listener {
         builder = builder.listener(listener);
     }
