@@ -496,6 +496,43 @@ fn a_stop_before_the_decision_still_says_who_failed() {
     }
 }
 
+/// A node that breaks off during the stop, before it has said all it had to, is counted failed
+/// by the node that lost it: node 1 is held in its stop (a process busy for seconds) when its
+/// link with node 0 is cut. Node 0's result names node 1 in `failed_nodes` as well as in
+/// `missing_reports`; node 2, which heard node 1 to the end, fails nobody. Before, the break
+/// was only logged: node 0 said `failed_nodes: []`, and counted nothing it had queued for
+/// node 1 as lost.
+#[test]
+fn a_node_that_breaks_off_during_the_stop_is_counted_failed() {
+    const TIMEOUT: Duration = Duration::from_secs(12);
+    let (nodes, _, proxies) = three_nodes_proxied_0_1(TIMEOUT);
+    let busy = nodes[1].clone();
+    let holding = thread::spawn(move || {
+        busy.with_process(1, |_, _| thread::sleep(Duration::from_secs(3)))
+            .unwrap();
+    });
+    // Node 1's process 1 is in the closure (it handles nothing else meanwhile).
+    thread::sleep(Duration::from_millis(200));
+    let watch: Vec<Node<Mover>> = nodes.iter().map(Node::clone).collect();
+    let mut nodes = nodes.into_iter();
+    let zero = nodes.next().unwrap();
+    let rest: Vec<_> = nodes
+        .map(|node| thread::spawn(move || node.wait_stopped(*PATIENCE * 2)))
+        .collect();
+    let stopping = thread::spawn(move || zero.shutdown());
+    common::wait_until("every node stops", || watch.iter().all(|n| n.is_stopping()));
+    for proxy in &proxies {
+        proxy.cut();
+    }
+    let stopped = stopping.join().unwrap().unwrap();
+    assert_eq!(stopped.failed_nodes, [1], "node 0's view");
+    assert_eq!(stopped.missing_reports(), [1]);
+    assert!(stopped.final_state().is_none());
+    let one = rest.into_iter().next().unwrap().join().unwrap().unwrap();
+    assert_eq!(one.failed_nodes, [0], "node 1's view: the same link");
+    holding.join().unwrap();
+}
+
 /// A node whose callbacks are slow (100 ms each) but whose links carry frames is alive: with a
 /// failure timeout of 300 ms, nobody fails it in two seconds of traffic.
 #[test]

@@ -352,9 +352,7 @@ fn run_node(
             let node = builder
                 .restore(&saved, |p, balance| branch(p, *balance, 0))
                 .map_err(Failure::Cluster)?;
-            if me == 0 {
-                crate::restored_from(file, &saved);
-            }
+            crate::restored_from(&format!("node {me}: "), file, &saved);
             (node, total, before)
         }
     };

@@ -384,7 +384,7 @@ fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
             let runtime = builder
                 .restore(&saved, |p, balance| branch(p, *balance, 0))
                 .map_err(|e| format!("{}: {e}", file.display()))?;
-            restored_from(file, &saved);
+            restored_from("", file, &saved);
             (runtime, total)
         }
     };
@@ -437,10 +437,15 @@ fn load_checkpoint(
 }
 
 /// Says that the run goes on from `saved`, read from `file` (once it has been restored: a
-/// refused checkpoint gets one line, the refusal).
-fn restored_from(file: &std::path::Path, saved: &chandy_lamport::GlobalSnapshot<Transfer, u64>) {
+/// refused checkpoint gets one line, the refusal); `who` names the node, if a cluster's
+/// (`"node 1: "`), as each node's output may be on another machine.
+fn restored_from(
+    who: &str,
+    file: &std::path::Path,
+    saved: &chandy_lamport::GlobalSnapshot<Transfer, u64>,
+) {
     eprintln!(
-        "bank: restored from {} (snapshot {}, total {})",
+        "bank: {who}restored from {} (snapshot {}, total {})",
         file.display(),
         saved.id,
         saved.total(|balance| *balance, |transfer| transfer.0)

@@ -419,6 +419,7 @@ impl<P: NodeProcess> NodeBuilder<P> {
                 reports: (0..nodes).map(|_| None).collect(),
                 reported: vec![false; nodes],
                 broken: vec![None; nodes],
+                broke_off: vec![false; nodes],
                 result: None,
                 taken: false,
             }),
@@ -611,6 +612,10 @@ struct Ending<P: Process> {
     reported: Vec<bool>,
     /// By node: its link failed, and why.
     broken: Vec<Option<String>>,
+    /// By node: its link failed during the stop, before it had said all it had to (finished
+    /// and reported). The membership rule no longer runs then (the nodes are parting), so this
+    /// node counts it failed itself, in the result (`end`).
+    broke_off: Vec<bool>,
     /// The node's result, once stopped.
     result: Option<Result<ClusterStopped<P>, ClusterError>>,
     /// The result has been handed to a caller.
@@ -677,6 +682,8 @@ impl<P: Process> Core<P> {
                 return;
             }
             ending.broken[peer] = Some(why.clone());
+            // Not finished and reported (above): it broke off with something unsaid.
+            ending.broke_off[peer] = ending.stopping.is_some();
             self.changed.notify_all();
             ending.stopping.is_some()
         };
@@ -1153,7 +1160,21 @@ impl<P: NodeProcess> Core<P> {
         // link breaking) is decided now: the result says who failed whichever
         // came first, the stop or the decision.
         self.decide_at(Duration::MAX);
-        let lost = self.lost();
+        // And a node whose link broke during the stop, before its report came, failed as far
+        // as this node can tell: what was queued for it is lost, and the result says so. (Its
+        // processes are not counted failed: they may have stopped cleanly; `missing_reports`
+        // says their final states never came.)
+        let mut failed_nodes = self.failed_nodes();
+        {
+            let ending = self.ending.lock();
+            for k in (0..self.links.len()).filter(|&k| ending.broke_off[k]) {
+                if !failed_nodes.contains(&k) {
+                    failed_nodes.push(k);
+                }
+            }
+        }
+        failed_nodes.sort_unstable();
+        let lost = self.lost(&failed_nodes);
         // Taken one by one, so that the vector keeps its length for a reader that is late.
         let mut reports: Vec<_> = self
             .ending
@@ -1164,7 +1185,7 @@ impl<P: NodeProcess> Core<P> {
             .collect();
         reports[self.me] = Some(report);
         let failed = Failed {
-            nodes: self.failed_nodes(),
+            nodes: failed_nodes,
             known: self.runtime.failures(),
             lost,
         };
@@ -1182,9 +1203,9 @@ impl<P: NodeProcess> Core<P> {
     /// not written in a whole encrypted message (the peer cannot have opened those). Those
     /// written whole before the failure went with the node: nobody can say whether it handled
     /// them.
-    fn lost(&self) -> Vec<Undelivered<P::Message>> {
+    fn lost(&self, failed_nodes: &[usize]) -> Vec<Undelivered<P::Message>> {
         let mut lost: Vec<Undelivered<P::Message>> = Vec::new();
-        for k in self.failed_nodes() {
+        for &k in failed_nodes {
             let Some(link) = self.links.get(k).and_then(|l| l.as_ref()) else {
                 continue;
             };

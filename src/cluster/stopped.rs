@@ -24,7 +24,10 @@ pub struct ClusterStopped<P: Process> {
     /// every node; empty if none.
     pub note: Vec<u8>,
     /// The nodes this node decided had failed (a node's death, or a link that broke or went
-    /// silent), increasing.
+    /// silent), increasing; and those whose link broke during the stop before they had said
+    /// all they had to (they are also in [`missing_reports`](ClusterStopped::missing_reports)
+    /// if their report never came; their processes are not counted in `failures`, as they may
+    /// have stopped cleanly).
     pub failed_nodes: Vec<usize>,
     /// Messages this node's processes sent (`send` accepted them) to processes of a failed
     /// node, and that never left: still queued here when it failed, or cut off by its failure
