@@ -341,6 +341,90 @@ fn a_marker_of_a_snapshot_done_here_fails_its_sender() {
     );
 }
 
+/// A member replays a marker to a process whose part is done while another part of the same
+/// snapshot is still open on its node (so the node still relays it, and the check of
+/// `a_marker_of_a_snapshot_done_here_fails_its_sender` does not apply yet). On the ring
+/// 0 -> 1 -> ... -> 5 -> 0 over nodes [0, 3], [1, 4], [2, 5], process 1 is held busy while
+/// process 4 starts a snapshot: the markers run 4 -> 5 -> 0 and stop at 1, so process 0's part
+/// is done while process 3's is open. Node 2 then replays the marker on 5 -> 0. Before, process
+/// 0 took it for a first marker, recorded again and handed in a second part, which node 1
+/// refused: every node failed node 1, an honest node, and not node 2 (found by a review).
+#[test]
+fn a_replayed_marker_while_another_part_here_is_open_fails_its_sender() {
+    a_replayed_marker_while_open(4);
+}
+
+/// As above, the snapshot started by process 3, so node 0 assembles it: the replay came while
+/// it was pending there. Before, process 0 recorded again and its second part broke the
+/// collector's rules on its own node: process 0 panicked, an honest process failed.
+#[test]
+fn a_replayed_marker_of_a_snapshot_assembled_here_fails_its_sender() {
+    a_replayed_marker_while_open(3);
+}
+
+/// The ring of `a_replayed_marker_while_another_part_here_is_open_fails_its_sender`, the
+/// snapshot started by `initiator` while process 1 is busy; node 2 replays the marker on
+/// 5 -> 0 once process 0's part is done.
+fn a_replayed_marker_while_open(initiator: ProcessId) {
+    let handled = Arc::new(AtomicU64::new(0));
+    let counted = handled.clone();
+    let ring = Topology::from_edges(6, (0..6).map(|p| (p, (p + 1) % 6)));
+    let nodes = cluster(
+        &ring,
+        [[0, 3], [1, 4], [2, 5]],
+        |b| {
+            b.max_frame(LIMIT)
+                .max_frame_total(4 * LIMIT)
+                .failure_timeout(Duration::from_secs(2))
+                .connect_timeout(Duration::from_secs(30))
+                .stop_timeout(Duration::from_secs(10))
+        },
+        move |p| Mover {
+            rng: fastrand::Rng::with_seed(p as u64),
+            handled: counted.clone(),
+        },
+    );
+    wait_until("tokens cross the cluster", || {
+        handled.load(Ordering::Relaxed) > 100
+    });
+    let one = nodes[1].clone();
+    let busy =
+        thread::spawn(move || one.with_process(1, |_, _| thread::sleep(Duration::from_secs(2))));
+    thread::sleep(Duration::from_millis(100));
+    let ticket = nodes[initiator % 3].start_snapshot(initiator).unwrap();
+    // Node 0 knows the snapshot once a marker of it came (from 5, or for its own process 3:
+    // when it started); a moment later process 0 has handled the marker on its one incoming
+    // channel, and its part is done.
+    wait_until("process 0 has its marker", || {
+        nodes[0].stats().relaying + nodes[0].stats().runtime.collecting == 1
+    });
+    thread::sleep(Duration::from_millis(200));
+    // Channel 5 -> 0 is the ring's last edge.
+    let replay: FrameOut<'_, u64, u64> = Frame::Marker {
+        channel: 5,
+        snapshot: ticket.id(),
+        initiator: initiator as u32,
+    };
+    nodes[2].send_raw(0, &framed(&replay));
+    for (k, node) in nodes.iter().enumerate() {
+        wait_until("every node decides", || !node.failed_nodes().is_empty());
+        assert_eq!(node.failed_nodes(), [2], "node {k}'s view");
+    }
+    busy.join().unwrap().unwrap();
+    let failures = nodes[0].failures();
+    assert_eq!(
+        failures.iter().map(|f| f.process).collect::<Vec<_>>(),
+        [2, 5],
+        "{failures:?}"
+    );
+    let down = nodes[0].stats().links.into_iter().find(|l| l.node == 2);
+    let down = down.and_then(|l| l.down).unwrap_or_default();
+    assert!(down.contains("second marker"), "node 0 says {down:?}");
+    for node in nodes {
+        node.shutdown().ok();
+    }
+}
+
 /// Sends 300 messages to its first neighbour on every tick, if `on`.
 struct Flood {
     on: bool,

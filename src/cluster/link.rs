@@ -451,6 +451,8 @@ pub(crate) struct Inlet<M> {
     place: BitPlace,
     /// The number the next message on it must carry.
     next: u64,
+    /// Its number among the channels into this node from others (`Hub::learn_route`).
+    remote: usize,
     /// Envelopes delivered since its backlog was last looked at.
     unchecked: u32,
     /// The round of rings (`Rings::round`) it was last owed a ring in: once a round is enough.
@@ -462,13 +464,21 @@ pub(crate) struct Inlet<M> {
 const CHECK_EVERY: u32 = 32;
 
 impl<M> Inlet<M> {
-    /// Channel into `to` at its incoming bit `bit`, whose next message is numbered `next`.
-    pub(crate) fn new(tx: Sender<Envelope<M>>, to: ProcessId, bit: usize, next: u64) -> Self {
+    /// Channel into `to` at its incoming bit `bit`, whose next message is numbered `next`, the
+    /// `remote`-th channel into this node from others.
+    pub(crate) fn new(
+        tx: Sender<Envelope<M>>,
+        to: ProcessId,
+        bit: usize,
+        next: u64,
+        remote: usize,
+    ) -> Self {
         Inlet {
             tx,
             to,
             place: BitPlace::of(bit),
             next,
+            remote,
             unchecked: 0,
             owed_in: u64::MAX,
         }
@@ -662,7 +672,7 @@ where
                 initiator,
             } => {
                 let inlet = inlet(inlets, channel, peer)?;
-                core.marker_from(peer, snapshot, initiator as usize)?;
+                core.marker_from(peer, (channel, inlet.remote), snapshot, initiator as usize)?;
                 deliver(core, inlet, Envelope::Marker(snapshot), rings);
             }
             other => core.control_from(peer, other)?,

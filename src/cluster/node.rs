@@ -23,7 +23,7 @@ use super::wire::{self, Frame, FrameIn, FrameLimit, FrameOut, Hello, Report, Wir
 use crate::error::{BuildError, ClusterError, CollectError, Error};
 use crate::process::{Context, Process, ProcessFailure};
 use crate::restore::{self, ChannelStart};
-use crate::runtime::layer::{Control, FinalCounters, Shared, Uplink};
+use crate::runtime::layer::{Control, FinalCounters, MarkerRefused, Shared, Uplink};
 use crate::runtime::{
     PendingSnapshot, Runtime, RuntimeBuilder, RuntimeStats, SnapshotEvent, Stopped, Undelivered,
 };
@@ -394,10 +394,12 @@ impl<P: NodeProcess> NodeBuilder<P> {
         let mut inlets: Vec<Vec<Option<Inlet<P::Message>>>> = (0..nodes)
             .map(|_| (0..wiring.channels().len()).map(|_| None).collect())
             .collect();
-        for (c, tx) in from_elsewhere {
+        // Numbered among the channels into this node from others (`Hub::learn_route`).
+        for (from_others, (c, tx)) in from_elsewhere.into_iter().enumerate() {
             let channel = wiring.channels()[c];
             let (_, bit) = wiring.local_slots(c);
-            inlets[node_of[channel.from]][c] = Some(Inlet::new(tx, channel.to, bit, next_seq[c]));
+            inlets[node_of[channel.from]][c] =
+                Some(Inlet::new(tx, channel.to, bit, next_seq[c], from_others));
         }
         let core = Arc::new(Core {
             me,
@@ -841,10 +843,12 @@ impl<P: Process> Core<P> {
 }
 
 impl<P: NodeProcess> Core<P> {
-    /// A marker of `snapshot`, started by `initiator`, came from `peer`.
+    /// A marker of `snapshot`, started by `initiator`, came from `peer` on `channel`, the
+    /// `remote`-th channel into this node from others.
     pub(crate) fn marker_from(
         &self,
         peer: usize,
+        (channel, remote): (u32, usize),
         snapshot: SnapshotId,
         initiator: ProcessId,
     ) -> Result<(), Refusal> {
@@ -855,13 +859,17 @@ impl<P: NodeProcess> Core<P> {
         };
         self.shared()
             .hub
-            .learn_route(snapshot, initiator, node == self.me)
+            .learn_route(snapshot, initiator, node == self.me, remote)
             .map_err(|e| match e {
-                CollectError::DuplicateSnapshot(id) => format!(
+                MarkerRefused::Snapshot(CollectError::DuplicateSnapshot(id)) => format!(
                     "a marker from node {peer} of snapshot {id}, whose every part here is done \
                      (no honest marker of it can still come)"
                 ),
-                e => format!("a marker from node {peer}: {e}"),
+                MarkerRefused::Snapshot(e) => format!("a marker from node {peer}: {e}"),
+                MarkerRefused::Again => format!(
+                    "a second marker from node {peer} of snapshot {snapshot} on channel {channel} \
+                     (an honest node sends one)"
+                ),
             })
     }
 

@@ -145,6 +145,43 @@ struct Route {
     initiator: ProcessId,
     /// This node's processes that have still to hand in their part.
     parts_left: usize,
+    /// The channels from other nodes that have brought this snapshot's marker here.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    marked: Marked,
+}
+
+/// Which channels from other nodes have brought a snapshot's marker to this node, by the
+/// channel's number among those into this node (`Hub::learn_route`): an honest node sends one
+/// marker of a snapshot on a channel, so a second is a replay. Kept while the snapshot is open
+/// here (routed, or assembled here), since a process whose part is done forgets the snapshot
+/// and would take a replayed marker for a first one (recording again, marking again, handing
+/// in a second part: the honest processes and nodes would be blamed for it). One bit a
+/// channel, grown as markers come.
+#[derive(Default)]
+struct Marked(Vec<u64>);
+
+#[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+impl Marked {
+    /// Notes a marker on channel `k`; false if one came on it before.
+    fn first(&mut self, k: usize) -> bool {
+        let (word, bit) = (k / 64, 1u64 << (k % 64));
+        if self.0.len() <= word {
+            self.0.resize(word + 1, 0);
+        }
+        let was = self.0[word] & bit != 0;
+        self.0[word] |= bit;
+        !was
+    }
+}
+
+/// Why a marker from another node is refused (`Hub::learn_route`).
+#[cfg(feature = "cluster")]
+#[derive(Debug)]
+pub(crate) enum MarkerRefused {
+    /// What the collector or the windows of ended snapshots say of it.
+    Snapshot(CollectError),
+    /// Its channel brought this snapshot's marker before.
+    Again,
 }
 
 struct HubState<M, S> {
@@ -157,6 +194,9 @@ struct HubState<M, S> {
     uplink: Option<Arc<dyn Uplink<M, S>>>,
     /// Snapshots started elsewhere whose parts this node's processes send to their initiator.
     routes: IdMap<Route>,
+    /// Snapshots assembled here (pending in the collector) whose markers came from other
+    /// nodes: on which channels (`Marked`); dropped when the snapshot ends.
+    marked_here: IdMap<Marked>,
     /// The last of those whose every part here is done: no honest marker of one can still
     /// come (each process here had every marker before its part was done), so one that does is
     /// another node replaying it (`learn_route`).
@@ -240,6 +280,7 @@ impl<M, S> HubState<M, S> {
     fn finish(&mut self, id: SnapshotId, initiator: ProcessId, outcome: SnapshotOutcome<M, S>) {
         if self.uplink.is_some() {
             self.ended.remember(id, initiator);
+            self.marked_here.remove(&id);
         }
         for slot in self.waiters.remove(&id).unwrap_or_default() {
             slot.fill(outcome.clone());
@@ -341,6 +382,7 @@ impl<M, S> Hub<M, S> {
                 closed: false,
                 uplink: None,
                 routes: IdMap::default(),
+                marked_here: IdMap::default(),
                 finished_routes: Default::default(),
                 asked_here: IdMap::default(),
                 watching: IdMap::default(),
@@ -523,24 +565,41 @@ impl<M, S> Hub<M, S> {
             .or_else(|| state.withdrawn.get(&id).copied())
     }
 
-    /// A marker of snapshot `id`, started by `initiator`, has come from another node: from now
-    /// on this node's parts of it go to the initiator's node. Refused (the other node's error)
-    /// if `initiator` runs here but the snapshot is not being assembled here.
+    /// A marker of snapshot `id`, started by `initiator`, has come from another node on
+    /// `channel` (its number among the channels into this node from others): from now on this
+    /// node's parts of it go to the initiator's node. Refused (the other node's error) if
+    /// `initiator` runs here but the snapshot is not being assembled here, or if `channel`
+    /// brought a marker of it before (`Marked`).
     #[cfg(feature = "cluster")]
     pub(crate) fn learn_route(
         &self,
         id: SnapshotId,
         initiator: ProcessId,
         initiator_here: bool,
-    ) -> Result<(), CollectError> {
-        let mut state = self.state.lock();
-        if state.collector.is_pending(id) || state.routes.contains_key(&id) {
-            return Ok(());
+        channel: usize,
+    ) -> Result<(), MarkerRefused> {
+        let mut guard = self.state.lock();
+        let state = &mut *guard;
+        if let Some(route) = state.routes.get_mut(&id) {
+            return route
+                .marked
+                .first(channel)
+                .then_some(())
+                .ok_or(MarkerRefused::Again);
+        }
+        if state.collector.is_pending(id) {
+            return state
+                .marked_here
+                .entry(id)
+                .or_default()
+                .first(channel)
+                .then_some(())
+                .ok_or(MarkerRefused::Again);
         }
         if state.finished_routes.contains(&id) {
             // Would start it again here, and send its initiator's node parts it refuses,
             // blaming this node for another's replay.
-            return Err(CollectError::DuplicateSnapshot(id));
+            return Err(MarkerRefused::Snapshot(CollectError::DuplicateSnapshot(id)));
         }
         if initiator_here {
             // Started here, but over (or given up): a marker of it cannot still be on its way,
@@ -549,17 +608,19 @@ impl<M, S> Hub<M, S> {
             {
                 return Ok(());
             }
-            return Err(CollectError::UnknownSnapshot(id));
+            return Err(MarkerRefused::Snapshot(CollectError::UnknownSnapshot(id)));
         }
         if state.closed || state.collector.failure().is_some() {
             return Ok(());
         }
-        let parts_left = self.run_here;
+        let mut marked = Marked::default();
+        marked.first(channel);
         state.routes.insert(
             id,
             Route {
                 initiator,
-                parts_left,
+                parts_left: self.run_here,
+                marked,
             },
         );
         Ok(())

@@ -57,6 +57,8 @@ pub use stopped::{Stopped, Undelivered};
 pub(crate) mod layer {
     pub(crate) use super::doorbell::{set_bit, test_bit, Backoff, BitPlace, Doorbell};
     pub(crate) use super::event_loop::{Control, ThreadDriver, Wire};
+    #[cfg(feature = "cluster")]
+    pub(crate) use super::hub::MarkerRefused;
     pub(crate) use super::hub::Uplink;
     pub(crate) use super::shared::Shared;
     pub(crate) use super::shutdown::FinalCounters;
