@@ -331,6 +331,31 @@ fn an_unresolvable_host_is_retried_and_a_malformed_address_refused_at_once() {
 /// refused, each told both settings.
 #[test]
 fn nodes_with_other_settings_are_refused_saying_both() {
+    two_refused_saying(
+        |me, node| node.settings(format!("--initial-balance {}", 1000 * (me + 1))),
+        &[
+            "application settings",
+            "\"--initial-balance 1000\" on node 0",
+            "\"--initial-balance 2000\" on node 1",
+        ],
+    );
+}
+
+/// Nodes whose failure timeouts differ are refused: each sends an idle link a heartbeat every
+/// fifth of its own timeout, so a node with a timeout under a fifth of a peer's failed that
+/// healthy peer within a second of the start (found by an outside trial, with the bank's
+/// `--failure-timeout 0.5` on one node and 3 on the others).
+#[test]
+fn nodes_with_other_failure_timeouts_are_refused_saying_both() {
+    two_refused_saying(
+        |me, node| node.failure_timeout(Duration::from_millis(500 * (me as u64 + 1))),
+        &["failure timeout", "500ms on node 0", "1s on node 1"],
+    );
+}
+
+/// Two nodes, each built as `tweak` says: both are refused, with every one of `said` in the
+/// message.
+fn two_refused_saying(tweak: fn(usize, NodeBuilder<Quiet>) -> NodeBuilder<Quiet>, said: &[&str]) {
     let (listeners, addresses) = common::listeners(2);
     let keys = NodeKeys::generate(2).unwrap();
     let builds: Vec<_> = listeners
@@ -339,24 +364,19 @@ fn nodes_with_other_settings_are_refused_saying_both() {
         .map(|(me, listener)| {
             let (config, keys) = (config(2, |k| addresses[k].clone()), keys[me].clone());
             thread::spawn(move || {
-                Node::builder(Topology::complete(2), config, me)
+                let node = Node::builder(Topology::complete(2), config, me)
                     .listener(listener)
                     .keys(keys)
-                    .settings(format!("--initial-balance {}", 1000 * (me + 1)))
-                    .connect_timeout(*common::PATIENCE)
-                    .build(|_| Quiet)
-                    .map(drop)
+                    .connect_timeout(*common::PATIENCE);
+                tweak(me, node).build(|_| Quiet).map(drop)
             })
         })
         .collect();
     for (k, build) in builds.into_iter().enumerate() {
         match build.join().unwrap() {
-            Err(ClusterError::Mismatch { message, .. }) => assert!(
-                message.contains("application settings")
-                    && message.contains("\"--initial-balance 1000\" on node 0")
-                    && message.contains("\"--initial-balance 2000\" on node 1"),
-                "{message}"
-            ),
+            Err(ClusterError::Mismatch { message, .. }) => {
+                assert!(said.iter().all(|s| message.contains(s)), "{message}")
+            }
             other => panic!("node {k}: {other:?}"),
         }
     }

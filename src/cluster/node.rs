@@ -132,7 +132,9 @@ impl<P: NodeProcess> NodeBuilder<P> {
     /// is in `membership.rs`: the survivors agree who failed, as soon as two of them suspect
     /// the same node; else (one broken link, or a cluster of two) a quarter of this later when
     /// the connection closed, or nine twentieths later when it went silent (a quarter and a
-    /// heartbeat: the survivors see silence up to a heartbeat apart).
+    /// heartbeat: the survivors see silence up to a heartbeat apart). Every node must have the
+    /// same: start-up refuses a node whose timeout differs (a node with a shorter one than a
+    /// peer's would fail it for the peer's idle heartbeats).
     pub fn failure_timeout(mut self, timeout: Duration) -> Self {
         self.failure_timeout = timeout.max(Duration::from_millis(50));
         self
@@ -372,6 +374,7 @@ impl<P: NodeProcess> NodeBuilder<P> {
             checkpoint,
             max_frame: self.max_frame as u64,
             max_frame_total: self.max_frame_total as u64,
+            failure_timeout_ns: u64::try_from(self.failure_timeout.as_nanos()).unwrap_or(u64::MAX),
         };
         // On an error the gate is dropped unopened, so the threads end without running any
         // process code; then dropping the runtime joins them. (The other way round, the join

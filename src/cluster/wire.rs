@@ -27,7 +27,7 @@ use crate::error::Error;
 use crate::snapshot::{GlobalSnapshot, LocalSnapshot, SnapshotId};
 
 /// The format version this build speaks. A node refuses a peer that speaks another.
-pub(crate) const FORMAT: u16 = 2;
+pub(crate) const FORMAT: u16 = 3;
 
 /// The first four bytes of every connection.
 pub(crate) const MAGIC: [u8; 4] = *b"CLSN";
@@ -95,6 +95,10 @@ pub(crate) struct Hello {
     pub(crate) max_frame: u64,
     /// The longest whole frame each node assembles from pieces.
     pub(crate) max_frame_total: u64,
+    /// The failure timeout, in nanoseconds: each node sends an idle link a heartbeat every
+    /// fifth of its own and takes a link silent for its own as broken, so a node with a
+    /// shorter one than a peer's fails that peer while it is well.
+    pub(crate) failure_timeout_ns: u64,
     /// The application's own settings (`NodeBuilder::settings`).
     pub(crate) settings: String,
 }
@@ -172,6 +176,12 @@ impl Hello {
             "longest whole frame",
             self.max_frame_total.to_string(),
             peer.max_frame_total.to_string(),
+        );
+        same(
+            &mut differ,
+            "failure timeout",
+            format!("{:?}", Duration::from_nanos(self.failure_timeout_ns)),
+            format!("{:?}", Duration::from_nanos(peer.failure_timeout_ns)),
         );
         same(
             &mut differ,
@@ -1029,6 +1039,7 @@ mod tests {
             checkpoint: None,
             max_frame: 1 << 20,
             max_frame_total: 1 << 30,
+            failure_timeout_ns: 3_000_000_000,
             settings: "--in-flight 4".into(),
         };
         assert_eq!(
@@ -1080,6 +1091,15 @@ mod tests {
         assert_eq!(
             ours.differences(&richer).unwrap(),
             "application settings: \"--in-flight 4\" on node 0, \"--in-flight 10\" on node 2"
+        );
+        let hastier = Hello {
+            node: 1,
+            failure_timeout_ns: 500_000_000,
+            ..ours.clone()
+        };
+        assert_eq!(
+            ours.differences(&hastier).unwrap(),
+            "failure timeout: 3s on node 0, 500ms on node 1"
         );
     }
 }

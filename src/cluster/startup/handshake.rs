@@ -502,6 +502,7 @@ mod tests {
             checkpoint: None,
             max_frame: 1 << 20,
             max_frame_total: 1 << 30,
+            failure_timeout_ns: 1_000_000_000,
             settings: String::new(),
         }
     }
