@@ -423,6 +423,7 @@ impl<P: NodeProcess> NodeBuilder<P> {
                 finished: (0..nodes).map(|k| k == me).collect(),
                 reports: (0..nodes).map(|_| None).collect(),
                 reported: vec![false; nodes],
+                confirmed: (0..nodes).map(|k| k == me).collect(),
                 broken: vec![None; nodes],
                 broke_off: vec![false; nodes],
                 result: None,
@@ -615,6 +616,9 @@ struct Ending<P: Process> {
     reports: Vec<Option<Report<P::Message, P::State>>>,
     /// By node: its final report has come.
     reported: Vec<bool>,
+    /// By node: it has said it has every node's report (`Frame::HaveAll`; this node's own
+    /// entry: true).
+    confirmed: Vec<bool>,
     /// By node: its link failed, and why.
     broken: Vec<Option<String>>,
     /// By node: its link failed during the stop, before it had said all it had to (finished
@@ -666,10 +670,11 @@ impl<P: Process> Core<P> {
         self.ending.lock().stopping.is_some()
     }
 
-    /// Whether `peer` has said all it had to (finished and reported): its connection may close.
+    /// Whether `peer` has said all it had to (finished, reported, and confirmed it has every
+    /// report): its connection may close.
     pub(crate) fn peer_done(&self, peer: usize) -> bool {
         let ending = self.ending.lock();
-        ending.finished[peer] && ending.reported[peer]
+        ending.finished[peer] && ending.reported[peer] && ending.confirmed[peer]
     }
 
     /// The link with `peer` has failed (closed, a read or write failed, or nothing arrived
@@ -680,16 +685,22 @@ impl<P: Process> Core<P> {
         let Broke { why, silent } = broke;
         let stopping = {
             let mut ending = self.ending.lock();
-            if ending.finished[peer] && ending.reported[peer] {
+            let reported = ending.finished[peer] && ending.reported[peer];
+            if reported && ending.confirmed[peer] {
                 return;
             }
             if ending.broken[peer].is_some() {
                 return;
             }
             ending.broken[peer] = Some(why.clone());
-            // Not finished and reported (above): it broke off with something unsaid.
-            ending.broke_off[peer] = ending.stopping.is_some();
             self.changed.notify_all();
+            if reported {
+                // It parted after its report, without saying it had every node's (it gave up
+                // on another): not failed, but not waited for either (`unconfirmed`).
+                return;
+            }
+            // It broke off with its report unsaid.
+            ending.broke_off[peer] = ending.stopping.is_some();
             ending.stopping.is_some()
         };
         log::error!("node {}: the link with node {peer} failed: {why}", self.me);
@@ -1016,6 +1027,10 @@ impl<P: NodeProcess> Core<P> {
                 ending.reported[peer] = true;
                 self.changed.notify_all();
             }
+            Frame::HaveAll => {
+                self.ending.lock().confirmed[peer] = true;
+                self.changed.notify_all();
+            }
             Frame::Message { .. } | Frame::Marker { .. } => {
                 unreachable!("the reader delivers messages and markers itself")
             }
@@ -1152,6 +1167,21 @@ impl<P: NodeProcess> Core<P> {
             }
         }
         let waited = self.wait_for(deadline, |e, k| e.reported[k]);
+        let have_all = {
+            let ending = self.ending.lock();
+            (0..self.links.len()).all(|k| k == self.me || ending.reported[k])
+        };
+        if have_all {
+            // Every report here: say so, and hear the others say it. A node that stopped
+            // waiting for one (this one held up past its failure timeout, say) says the cluster
+            // has no final state; this node's result then names it (`unconfirmed`), rather than
+            // have the two tell the user two different things without a word.
+            let have_all: FrameOut<'_, P::Message, P::State> = Frame::HaveAll;
+            for link in others() {
+                let _ = link.send(&have_all);
+            }
+            let _ = self.wait_for(deadline, |e, k| e.confirmed[k]);
+        }
         // Then wait for every writer to have written all (the report to the others
         // included): the caller may exit its process as soon as this returns.
         for link in others() {
@@ -1195,7 +1225,18 @@ impl<P: NodeProcess> Core<P> {
             .map(Option::take)
             .collect();
         reports[self.me] = Some(report);
+        // Only a node with every report has a verdict the others may not share.
+        let unconfirmed = match have_all {
+            false => Vec::new(),
+            true => {
+                let ending = self.ending.lock();
+                (0..self.links.len())
+                    .filter(|&k| !ending.confirmed[k] && !failed_nodes.contains(&k))
+                    .collect()
+            }
+        };
         let failed = Failed {
+            unconfirmed,
             nodes: failed_nodes,
             known: self.runtime.failures(),
             lost,

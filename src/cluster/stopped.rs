@@ -36,6 +36,7 @@ pub struct ClusterStopped<P: Process> {
     pub lost: Vec<Undelivered<P::Message>>,
     final_state: Option<GlobalSnapshot<P::Message, P::State>>,
     missing: Vec<usize>,
+    unconfirmed: Vec<usize>,
 }
 
 /// What a node knows of failures when it stops.
@@ -47,6 +48,8 @@ pub(crate) struct Failed<M> {
     pub(crate) known: Vec<ProcessFailure>,
     /// Messages queued for failed nodes (see `ClusterStopped::lost`).
     pub(crate) lost: Vec<Undelivered<M>>,
+    /// See `ClusterStopped::unconfirmed`.
+    pub(crate) unconfirmed: Vec<usize>,
 }
 
 impl<P: Process> ClusterStopped<P> {
@@ -65,6 +68,17 @@ impl<P: Process> ClusterStopped<P> {
     /// sending it).
     pub fn missing_reports(&self) -> &[usize] {
         &self.missing
+    }
+
+    /// If this node has every node's final report: the nodes, not failed, that did not say they
+    /// had every report too before this node stopped (each node says so to the others once it
+    /// has them all, and waits to hear it from them within the stop timeout). Such a node may
+    /// have stopped without some report: its own result then has no final state, whatever this
+    /// one's says. Empty when every node's result is built from the same reports, and when this
+    /// node's own result lacks a report (`missing_reports`). A node that stopped after its own
+    /// report, giving up on another, is named here rather than in `failed_nodes`.
+    pub fn unconfirmed(&self) -> &[usize] {
+        &self.unconfirmed
     }
 
     /// Assembles the node's result from its own `local` stop and every node's report (this
@@ -110,6 +124,7 @@ impl<P: Process> ClusterStopped<P> {
             lost: failed.lost,
             final_state,
             missing,
+            unconfirmed: failed.unconfirmed,
         }
     }
 }
@@ -181,6 +196,7 @@ impl<P: Process> std::fmt::Debug for ClusterStopped<P> {
             .field("failed_nodes", &self.failed_nodes)
             .field("final_state", &self.final_state.is_some())
             .field("missing_reports", &self.missing)
+            .field("unconfirmed", &self.unconfirmed)
             .finish()
     }
 }

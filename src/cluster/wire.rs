@@ -408,6 +408,9 @@ pub(crate) enum Frame<M, P, G, R> {
     Finished,
     /// The sender's final state (after `Finished` from every node).
     Report(R),
+    /// The sender has every node's final report (so it has the cluster's final state): what
+    /// lets a node know that the others' verdict is its own (`ClusterStopped::unconfirmed`).
+    HaveAll,
 }
 
 /// A frame to encode, by reference.
