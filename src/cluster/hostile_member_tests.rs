@@ -507,6 +507,13 @@ fn a_final_report_for_another_nodes_process_fails_its_sender() {
 }
 
 #[test]
+fn saying_it_has_every_report_before_its_own_fails_its_sender() {
+    // Else node 0 would count node 2's word that its verdict is the cluster's before the stop.
+    let frame: FrameOut<'_, u64, u64> = Frame::HaveAll;
+    a_member_sending(framed(&frame), "before sending its own");
+}
+
+#[test]
 fn a_final_report_whose_counts_overflow_fails_its_sender() {
     // Numbering the messages left from `received + 1` would overflow at the stop: before, the
     // stop thread panicked (the first check, one short, let the second case through).

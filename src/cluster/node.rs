@@ -1028,7 +1028,14 @@ impl<P: NodeProcess> Core<P> {
                 self.changed.notify_all();
             }
             Frame::HaveAll => {
-                self.ending.lock().confirmed[peer] = true;
+                let mut ending = self.ending.lock();
+                // An honest node sends it after its own report, on the same link.
+                if !ending.reported[peer] {
+                    return Err(format!(
+                        "node {peer} said it had every final report before sending its own"
+                    ));
+                }
+                ending.confirmed[peer] = true;
                 self.changed.notify_all();
             }
             Frame::Message { .. } | Frame::Marker { .. } => {
