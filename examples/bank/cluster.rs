@@ -40,7 +40,7 @@ pub(crate) fn keygen(args: &Args) -> ExitCode {
     let config = match ClusterConfig::load(file) {
         Ok(config) => config,
         Err(e) => {
-            eprintln!("bank: {}", in_file(file, &e));
+            note!("bank: {}", in_file(file, &e));
             return ExitCode::from(2);
         }
     };
@@ -57,7 +57,7 @@ pub(crate) fn keygen(args: &Args) -> ExitCode {
                     file.display()
                 )
             };
-            eprintln!(
+            note!(
                 "bank: keys of {} in {}: give node I's machine node-I.key and every \
                  node-*.pub{then}",
                 crate::count(config.nodes.len(), "node", "nodes"),
@@ -66,7 +66,7 @@ pub(crate) fn keygen(args: &Args) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("bank: {e}");
+            note!("bank: {e}");
             ExitCode::from(1)
         }
     }
@@ -93,7 +93,7 @@ pub(crate) fn parent(args: &Args) -> ExitCode {
     match spawn_nodes(args) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("bank: {e}");
+            note!("bank: {e}");
             ExitCode::from(1)
         }
     }
@@ -103,11 +103,11 @@ fn spawn_nodes(args: &Args) -> Result<ExitCode, String> {
     let nodes = args.nodes.expect("parent runs with --nodes") as usize;
     let n = args.processes as usize;
     if nodes > n {
-        eprintln!("bank: --nodes {nodes} is more than the {n} branches: every node needs one");
+        note!("bank: --nodes {nodes} is more than the {n} branches: every node needs one");
         return Ok(ExitCode::from(2));
     }
     let seed = args.seed.unwrap_or_else(|| fastrand::u64(..));
-    eprintln!(
+    note!(
         "bank: seed {seed}; {} on 127.0.0.1, branch b on node b mod {nodes}",
         crate::count(nodes, "node", "nodes")
     );
@@ -197,7 +197,7 @@ fn spawn_nodes(args: &Args) -> Result<ExitCode, String> {
         let status = child.wait().map_err(|e| e.to_string())?;
         let code = status.code().map_or(1, |c| c.clamp(0, 255) as u8);
         if code != 0 {
-            eprintln!("bank: node {node} exited with status {code}");
+            note!("bank: node {node} exited with status {code}");
         }
         worst = worst.max(code);
     }
@@ -232,7 +232,7 @@ pub(crate) fn node(args: &Args) -> ExitCode {
         match announce() {
             Ok(found) => found,
             Err(e) => {
-                eprintln!("bank: node {me}: {e}");
+                note!("bank: node {me}: {e}");
                 return ExitCode::from(1);
             }
         }
@@ -242,7 +242,7 @@ pub(crate) fn node(args: &Args) -> ExitCode {
     let config = match ClusterConfig::load(&file) {
         Ok(config) => config,
         Err(e) => {
-            eprintln!("bank: {}", in_file(&file, &e));
+            note!("bank: {}", in_file(&file, &e));
             return ExitCode::from(2);
         }
     };
@@ -250,19 +250,19 @@ pub(crate) fn node(args: &Args) -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(Failure::Cluster(e)) if e.is_in_file() || matches!(e, ClusterError::Bind { .. }) => {
-            eprintln!("bank: {}", in_file(&file, &e));
+            note!("bank: {}", in_file(&file, &e));
             ExitCode::from(2)
         }
         Err(Failure::Usage(message)) => {
-            eprintln!("bank: {}: {message}", file.display());
+            note!("bank: {}: {message}", file.display());
             ExitCode::from(2)
         }
         Err(Failure::Cluster(e)) => {
-            eprintln!("bank: node {me}: {e}");
+            note!("bank: node {me}: {e}");
             ExitCode::from(1)
         }
         Err(Failure::Other(e)) => {
-            eprintln!("bank: node {me}: {e}");
+            note!("bank: node {me}: {e}");
             ExitCode::from(1)
         }
     }
@@ -309,7 +309,7 @@ fn run_node(
     let n = args.processes as usize;
     let seed = args.seed.unwrap_or_else(|| fastrand::u64(..));
     if args.nodes.is_none() && !args.spawned {
-        eprintln!("bank: node {me}, seed {seed}");
+        note!("bank: node {me}, seed {seed}");
     }
     let topology = args.topology.topology(n);
     let channels = topology.channels().len();
@@ -421,28 +421,28 @@ fn final_money(
     initial_total: u64,
 ) -> Option<(u64, u64)> {
     for f in &stopped.failures {
-        eprintln!("bank: branch {} failed: {}", f.process, f.message);
+        note!("bank: branch {} failed: {}", f.process, f.message);
     }
     if !stopped.failed_nodes.is_empty() {
-        eprintln!(
+        note!(
             "bank: node {me}: at the stop, failed nodes {:?}",
             stopped.failed_nodes
         );
     }
     let Some(last) = stopped.final_state() else {
-        eprintln!(
+        note!(
             "bank: no final state (nodes {:?} did not report)",
             stopped.missing_reports()
         );
         return None;
     };
     if let Err(e) = last.verify() {
-        eprintln!("bank: the final state after the stop is not consistent: {e}");
+        note!("bank: the final state after the stop is not consistent: {e}");
         return None;
     }
     let total = last.total(|balance| *balance, |transfer| transfer.0);
     if total != initial_total {
-        eprintln!("bank: money after the stop is {total}, not {initial_total}");
+        note!("bank: money after the stop is {total}, not {initial_total}");
     }
     Some((last.channels.iter().map(|c| c.received).sum(), total))
 }
@@ -459,7 +459,7 @@ fn watch_failures(node: &Node<Branch>, me: usize) -> Option<thread::JoinHandle<(
                 let at = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .unwrap_or_default();
-                eprintln!(
+                note!(
                     "bank: node {me}: decided failed nodes {failed:?} at {:.3} (Unix time, s)",
                     at.as_secs_f64()
                 );
@@ -471,7 +471,7 @@ fn watch_failures(node: &Node<Branch>, me: usize) -> Option<thread::JoinHandle<(
             thread::sleep(Duration::from_millis(10));
         });
     watching
-        .map_err(|e| eprintln!("bank: node {me}: cannot watch for failures: {e}"))
+        .map_err(|e| note!("bank: node {me}: cannot watch for failures: {e}"))
         .ok()
 }
 

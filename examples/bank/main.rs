@@ -16,6 +16,18 @@
 //! nodes started as child processes on 127.0.0.1; `--cluster FILE --node I`, run once per node
 //! with the same other flags, runs node I of the cluster FILE describes (`docs/cluster.md`).
 
+/// Prints a line on stderr in one write. `eprintln!` writes its pieces one at a time on the
+/// unbuffered stderr, and the nodes of `--nodes` share the parent's stderr: their lines would
+/// mix mid-line.
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let line = format!("{}\n", format_args!($($arg)*));
+        // Nowhere left to say it: nothing to do.
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    }};
+}
+
 mod cluster;
 
 use std::process::ExitCode;
@@ -348,7 +360,7 @@ fn main() -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(e) => {
-            eprintln!("bank: {e}");
+            note!("bank: {e}");
             ExitCode::from(1)
         }
     }
@@ -357,7 +369,7 @@ fn main() -> ExitCode {
 fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
     let n = args.processes as usize;
     let seed = args.seed.unwrap_or_else(|| fastrand::u64(..));
-    eprintln!("bank: seed {seed}");
+    note!("bank: seed {seed}");
     let topology = args.topology.topology(n);
     let channels = topology.channels().len();
     // `check_fits` counted them without building the topology; the two must agree.
@@ -405,7 +417,7 @@ fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
         write_trace(args, &trace)?;
     }
     for f in &stopped.failures {
-        eprintln!("bank: branch {} panicked: {}", f.process, f.message);
+        note!("bank: branch {} panicked: {}", f.process, f.message);
     }
     let in_flight: u64 = stopped.in_flight().map(|(_, t)| t.0).sum();
     let branches = stopped.into_processes()?;
@@ -444,7 +456,7 @@ fn restored_from(
     file: &std::path::Path,
     saved: &chandy_lamport::GlobalSnapshot<Transfer, u64>,
 ) {
-    eprintln!(
+    note!(
         "bank: {who}restored from {} (snapshot {}, total {})",
         file.display(),
         saved.id,
@@ -608,7 +620,7 @@ fn summarize(
     }
     // No final state (a node failed): already said by whoever found it missing.
     if let Some(final_total) = final_total.filter(|&t| t != initial_total) {
-        eprintln!("bank: money after shutdown is {final_total}, not {initial_total}");
+        note!("bank: money after shutdown is {final_total}, not {initial_total}");
     }
     failed == 0
         && not_conserved == 0
@@ -628,7 +640,7 @@ fn write_trace(args: &Args, trace: &chandy_lamport::trace::Trace) -> Result<(), 
             .write(&mut out)
             .and_then(|()| std::io::Write::flush(&mut out))
             .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
-        eprintln!(
+        note!(
             "bank: trace of {} written to {}",
             count(trace.events.len(), "event", "events"),
             file.display()
@@ -637,7 +649,7 @@ fn write_trace(args: &Args, trace: &chandy_lamport::trace::Trace) -> Result<(), 
     if let Some(file) = &args.shiviz {
         std::fs::write(file, shiviz::shiviz(&trace.events))
             .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
-        eprintln!(
+        note!(
             "bank: ShiViz log of {} written to {}",
             count(trace.events.len(), "event", "events"),
             file.display()
@@ -646,7 +658,7 @@ fn write_trace(args: &Args, trace: &chandy_lamport::trace::Trace) -> Result<(), 
     // Said, not only written in the file: a diagram of a trace that kept some of the
     // snapshots would otherwise pass for the whole run.
     if let Some(shortfall) = trace.header.shortfall() {
-        eprintln!(
+        note!(
             "bank: {shortfall}; raise --trace-events ({} per branch) to keep more",
             args.trace_events
         );
@@ -659,7 +671,7 @@ fn report(event: &SnapshotEvent<Transfer, u64>, initial_total: u64, json: bool) 
     let snapshot = match &event.outcome {
         Ok(snapshot) => snapshot,
         Err(e) => {
-            eprintln!("bank: snapshot {} failed: {e}", event.id);
+            note!("bank: snapshot {} failed: {e}", event.id);
             return None;
         }
     };
@@ -667,7 +679,7 @@ fn report(event: &SnapshotEvent<Transfer, u64>, initial_total: u64, json: bool) 
     let consistent = match snapshot.verify() {
         Ok(()) => true,
         Err(e) => {
-            eprintln!("bank: snapshot {} is not consistent: {e}", snapshot.id);
+            note!("bank: snapshot {} is not consistent: {e}", snapshot.id);
             false
         }
     };
