@@ -430,10 +430,29 @@ fn final_money(
         );
     }
     let Some(last) = stopped.final_state() else {
-        note!(
-            "bank: no final state (nodes {:?} did not report)",
-            stopped.missing_reports()
-        );
+        // The real reason: a failed node (its report is missing and its branches failed with
+        // it, each said above), else a branch that failed; and a report that did not come
+        // from a node not known to have failed.
+        let mut why = Vec::new();
+        if !stopped.failed_nodes.is_empty() {
+            why.push(format!("nodes {:?} failed", stopped.failed_nodes));
+        } else if !stopped.failures.is_empty() {
+            let branches: Vec<usize> = stopped.failures.iter().map(|f| f.process).collect();
+            why.push(format!("branches {branches:?} failed"));
+        }
+        let silent: Vec<usize> = stopped
+            .missing_reports()
+            .iter()
+            .filter(|k| !stopped.failed_nodes.contains(k))
+            .copied()
+            .collect();
+        if !silent.is_empty() {
+            why.push(format!("nodes {silent:?} did not report"));
+        }
+        if why.is_empty() {
+            why.push("the reports do not cover every branch and channel".to_string());
+        }
+        note!("bank: node {me}: no final state: {}", why.join("; "));
         return None;
     };
     if let Err(e) = last.verify() {
