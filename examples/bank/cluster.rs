@@ -385,15 +385,15 @@ fn run_node(
         estimate,
         || !node.failures().is_empty(),
         &mut rng,
-    )
-    .map_err(|e| Failure::Other(e.to_string()))?;
-    let snapshots_good = tally.failed == 0
+    );
+    let snapshots_good = tally.stopped_by.is_none()
+        && tally.failed == 0
         && tally.verdicts.len() as u64 == args.snapshots
         && tally.verdicts.iter().all(|v| v.conserved && v.consistent);
-    let note = if snapshots_good {
-        GOOD.to_vec()
-    } else {
-        b"a snapshot failed or did not check out".to_vec()
+    let note = match &tally.stopped_by {
+        Some(why) => why.as_bytes().to_vec(),
+        None if snapshots_good => GOOD.to_vec(),
+        None => b"a snapshot failed or did not check out".to_vec(),
     };
     let stopped = node.shutdown_with(note).map_err(Failure::Cluster)?;
     let elapsed = start.elapsed().as_secs_f64();

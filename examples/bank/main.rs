@@ -302,6 +302,16 @@ fn check_fits(args: &Args) {
             u64::MAX
         ));
     }
+    // Checked here, before any node connects: a folder that cannot be written would otherwise
+    // stop the run at its first snapshot. Only where checkpoints are written: in process,
+    // `--nodes`' parent and node 0 (another machine's node would make a folder nobody uses).
+    if let Some(dir) = &args.checkpoint_dir {
+        if args.keygen.is_none() && args.node.is_none_or(|node| node == 0) {
+            if let Err(e) = writable_folder(dir) {
+                refuse(format!("--checkpoint-dir {}: {e}", dir.display()));
+            }
+        }
+    }
     let channels = args.topology.channels(args.processes);
     let needed = channels * BYTES_PER_CHANNEL;
     if let Some(available) = available_memory() {
@@ -317,6 +327,21 @@ fn check_fits(args: &Args) {
             ));
         }
     }
+}
+
+/// Makes `dir` if need be and checks that a file can be made in it (and removes that file).
+fn writable_folder(dir: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let probe = dir.join(format!(
+        ".bank-probe-{}-{:016x}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)?;
+    std::fs::remove_file(&probe)
 }
 
 /// Prints a line on stdout. If stdout has gone (`bank | head -1`), the reader wants no more:
@@ -410,7 +435,7 @@ fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
         || progress.load(Ordering::Relaxed),
         || !runtime.failures().is_empty(),
         &mut rng,
-    )?;
+    );
     let mut stopped = runtime.shutdown()?;
     let elapsed = start.elapsed().as_secs_f64();
     if let Some(trace) = stopped.trace.take() {
@@ -469,14 +494,20 @@ struct Tally {
     verdicts: Vec<Verdict>,
     /// Snapshots that failed or never ended.
     failed: u64,
-    /// Snapshots never started: the run ended first (a branch or a node failed).
+    /// Snapshots never started: the run ended first (a branch or a node failed, or a
+    /// checkpoint could not be written).
     not_started: u64,
+    /// Why the run was stopped early, if not for a failure: a checkpoint that could not be
+    /// written (already said). The run then fails.
+    stopped_by: Option<String>,
 }
 
 /// Starts the K snapshots over the run (the k-th once k/K of the transfers are done, at most C
 /// at once, from random branches) with `start`, reports each as it ends (and writes its
 /// checkpoint), and returns once every one has ended and `progress()` has reached the
-/// transfers asked for, or `failed()` says a branch has failed.
+/// transfers asked for, or `failed()` says a branch has failed, or a snapshot could not start
+/// (a branch or node failed) or its checkpoint could not be written. Never gives up without
+/// the tally: the caller still stops the run and prints the summary.
 fn drive(
     args: &Args,
     initial_total: u64,
@@ -485,11 +516,7 @@ fn drive(
     progress: impl Fn() -> u64,
     failed: impl Fn() -> bool,
     rng: &mut fastrand::Rng,
-) -> Result<Tally, Box<dyn std::error::Error>> {
-    if let Some(dir) = &args.checkpoint_dir {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    }
+) -> Tally {
     let n = args.processes as usize;
     let (want, limit) = (args.snapshots, args.concurrency);
     let (mut started, mut ended) = (0u64, 0u64);
@@ -497,15 +524,29 @@ fn drive(
         verdicts: Vec::new(),
         failed: 0,
         not_started: 0,
+        stopped_by: None,
     };
-    while ended < want || progress() < args.transfers {
+    'run: while ended < want || progress() < args.transfers {
         let delivered = progress();
         while started < want
             && started - ended < limit
             && delivered >= started * (args.transfers / want.max(1))
         {
-            start(rng.usize(..n))?;
-            started += 1;
+            match start(rng.usize(..n)) {
+                Ok(()) => started += 1,
+                // As many as the runtime holds are running: try again once some have ended.
+                Err(chandy_lamport::Error::TooManySnapshots { .. }) => break,
+                // A branch or a node has failed (a start is refused from then on, whichever
+                // the initiator): this one counts as started and ended, failed, and the run
+                // ends.
+                Err(e) => {
+                    note!("bank: a snapshot could not start: {e}");
+                    started += 1;
+                    ended += 1;
+                    tally.failed += 1;
+                    break 'run;
+                }
+            }
         }
         if failed() {
             break;
@@ -519,7 +560,12 @@ fn drive(
                 }
                 if let (Some(dir), Ok(snapshot)) = (&args.checkpoint_dir, &event.outcome) {
                     let file = dir.join(format!("snapshot-{ended:05}-{}.json", snapshot.id));
-                    checkpoint::save(&file, snapshot)?;
+                    if let Err(e) = checkpoint::save(&file, snapshot) {
+                        let why = format!("cannot write checkpoint {}: {e}", file.display());
+                        note!("bank: {why}; stopping the run");
+                        tally.stopped_by = Some(why);
+                        break;
+                    }
                 }
             }
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
@@ -528,7 +574,7 @@ fn drive(
     }
     tally.failed += started - ended;
     tally.not_started = want - started;
-    Ok(tally)
+    tally
 }
 
 /// What a summary names about the run.
@@ -627,6 +673,7 @@ fn summarize(
         && inconsistent == 0
         && verdicts.len() as u64 == args.snapshots
         && final_total == Some(initial_total)
+        && tally.stopped_by.is_none()
 }
 
 /// Writes the run's trace and ShiViz log, as asked.
