@@ -254,3 +254,35 @@ fn names(dir: &Path) -> Vec<String> {
     names
 }
 
+/// "Copy the last one": after a run restored from a checkpoint writes into the same folder,
+/// the last name is one the restored run wrote, not the first run's last.
+#[test]
+fn checkpoint_names_sort_in_the_order_written_across_runs() {
+    let dir = scratch("names");
+    let ckpt = dir.join("ckpt");
+    let ckpt_arg = ckpt.to_str().unwrap();
+    let common = [
+        "--processes",
+        "4",
+        "--transfers",
+        "40000",
+        "--checkpoint-dir",
+        ckpt_arg,
+    ];
+    let first = run(&[&common[..], &["--snapshots", "4"]].concat());
+    assert_eq!(first.code, Some(0));
+    let before = names(&ckpt);
+    assert_eq!(before.len(), 4);
+    let last = ckpt.join(before.last().unwrap());
+    let last = last.to_str().unwrap();
+    let second = run(&[&common[..], &["--snapshots", "2", "--restore", last]].concat());
+    assert_eq!(second.code, Some(0));
+    let after = names(&ckpt);
+    assert_eq!(after.len(), 6);
+    assert!(
+        !before.contains(after.last().unwrap()),
+        "the last name is the first run's: {after:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+

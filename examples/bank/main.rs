@@ -344,6 +344,33 @@ fn writable_folder(dir: &std::path::Path) -> std::io::Result<()> {
     std::fs::remove_file(&probe)
 }
 
+/// `time` in UTC as `20250102T030405.123456Z`: checkpoint names start with it, so that
+/// names sort in the order the runs started (the civil-from-days conversion of Howard
+/// Hinnant's date algorithms; no date crate for one name).
+fn utc_stamp(time: std::time::SystemTime) -> String {
+    let since = time
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = since.as_secs();
+    let (days, of_day) = ((secs / 86_400) as i64, secs % 86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}{month:02}{day:02}T{:02}{:02}{:02}.{:06}Z",
+        of_day / 3_600,
+        of_day / 60 % 60,
+        of_day % 60,
+        since.subsec_micros()
+    )
+}
+
 /// Prints a line on stdout. If stdout has gone (`bank | head -1`), the reader wants no more:
 /// stop quietly rather than panic.
 macro_rules! say {
@@ -526,6 +553,10 @@ fn drive(
         not_started: 0,
         stopped_by: None,
     };
+    // Checkpoint names sort in the order written, across runs into the same folder (a restored
+    // run numbers its snapshots from 1 again): the run's start, then the snapshot's number in
+    // the run, wide enough for any count.
+    let run_started = utc_stamp(std::time::SystemTime::now());
     'run: while ended < want || progress() < args.transfers {
         let delivered = progress();
         while started < want
@@ -559,7 +590,10 @@ fn drive(
                     None => tally.failed += 1,
                 }
                 if let (Some(dir), Ok(snapshot)) = (&args.checkpoint_dir, &event.outcome) {
-                    let file = dir.join(format!("snapshot-{ended:05}-{}.json", snapshot.id));
+                    let file = dir.join(format!(
+                        "snapshot-{run_started}-{ended:020}-{}.json",
+                        snapshot.id
+                    ));
                     if let Err(e) = checkpoint::save(&file, snapshot) {
                         let why = format!("cannot write checkpoint {}: {e}", file.display());
                         note!("bank: {why}; stopping the run");
