@@ -286,3 +286,17 @@ fn checkpoint_names_sort_in_the_order_written_across_runs() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Flags whose run cannot work are usage errors (exit 2), said before anything runs.
+#[test]
+fn unworkable_flags_are_refused() {
+    for args in [
+        &["--in-flight", "18446744073709551615"][..],
+        &["--in-flight", "0"],
+        &["--connect-timeout", "0", "--nodes", "2"],
+        &["--failure-timeout", "0", "--nodes", "2"],
+    ] {
+        let end = run(args);
+        assert_eq!(end.code, Some(2), "{args:?}");
+        assert!(end.out.is_empty(), "{args:?}");
+    }
+}

@@ -409,6 +409,7 @@ fn run_node(
         seed,
         initial_total,
         exact_count: final_total.is_some(),
+        failed_nodes: Some(stopped.failed_nodes.clone()),
     };
     Ok(summarize(args, &run, &tally, transfers, elapsed, final_total) && snapshots_good)
 }

@@ -92,10 +92,12 @@ struct Args {
     /// Starting balance of every branch.
     #[arg(long, default_value_t = 1000)]
     initial_balance: u64,
-    /// Transfers each branch keeps in flight (at least 1).
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..))]
+    /// Transfers each branch keeps in flight (1 to 1,000,000).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=MAX_IN_FLIGHT))]
     in_flight: u64,
-    /// Run until this many transfers have been delivered in total.
+    /// Run until this many transfers have been delivered in total. Across nodes (`--nodes`,
+    /// `--cluster`) node 0 ends the run when its estimate reaches this, so the exact count in
+    /// the summary can be a little under or over it.
     #[arg(long, default_value_t = 1_000_000)]
     transfers: u64,
     /// Snapshots to take during the run.
@@ -151,8 +153,9 @@ struct Args {
         conflicts_with = "node"
     )]
     keygen: Option<PathBuf>,
-    /// With `--cluster`: how long to wait for every node at start (seconds).
-    #[arg(long, value_name = "S", default_value_t = 30)]
+    /// With `--cluster`: how long to wait for every node at start (seconds, 1 to 86400).
+    #[arg(long, value_name = "S", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
     connect_timeout: u64,
     /// With `--cluster` or `--nodes`: a node from which nothing arrives for this long (seconds)
     /// has failed. Every node then says which failed, and exits 1.
@@ -182,6 +185,16 @@ struct Branch {
 }
 
 const PUBLISH_EVERY: u64 = 1024;
+
+/// The most transfers a branch may keep in flight: far more than keeps every channel busy,
+/// and a bound before the memory check (a transfer on its way takes memory until delivered).
+const MAX_IN_FLIGHT: u64 = 1_000_000;
+
+/// Memory one transfer takes while on its way (its slot in a channel, and its copies in the
+/// snapshots that record it). Measured with `/usr/bin/time -f %M`: `bank --processes 8
+/// --in-flight 1000000 --transfers 1 --snapshots 0` peaks at 315 MB (~39 bytes a transfer),
+/// and with `--transfers 2000000 --snapshots 2` at 998 MB (~125 bytes).
+const BYTES_PER_TRANSFER: u128 = 128;
 
 /// Each branch's seed, by branch (the same on every node of a cluster given the same
 /// `--seed`), and the generator that then picks the snapshots' initiators.
@@ -314,6 +327,12 @@ fn check_fits(args: &Args) {
     }
     let channels = args.topology.channels(args.processes);
     let needed = channels * BYTES_PER_CHANNEL;
+    // Restored branches start with the checkpoint's transfers, not T each.
+    let transfers = if args.restore.is_none() {
+        u128::from(args.processes) * u128::from(args.in_flight)
+    } else {
+        0
+    };
     if let Some(available) = available_memory() {
         if needed > available {
             refuse(format!(
@@ -322,6 +341,19 @@ fn check_fits(args: &Args) {
                 args.topology.name(),
                 count(args.processes, "branch", "branches"),
                 count(channels, "channel", "channels"),
+                needed as f64 / 1e9,
+                available as f64 / 1e9
+            ));
+        }
+        if needed + transfers * BYTES_PER_TRANSFER > available {
+            refuse(format!(
+                "{} with --in-flight {} keep {} on their way, about {:.1} GB at \
+                 ~{BYTES_PER_TRANSFER} bytes each (and {:.1} GB for the channels); {:.1} GB of \
+                 memory is available",
+                count(args.processes, "branch", "branches"),
+                args.in_flight,
+                count(transfers, "transfer", "transfers"),
+                (transfers * BYTES_PER_TRANSFER) as f64 / 1e9,
                 needed as f64 / 1e9,
                 available as f64 / 1e9
             ));
@@ -481,6 +513,7 @@ fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
         seed,
         initial_total,
         exact_count: true,
+        failed_nodes: None,
     };
     Ok(summarize(
         args,
@@ -620,6 +653,9 @@ struct Run {
     /// Whether the transfer count is exact (from the final state). Across nodes, a run whose
     /// final state is missing (a node failed) has only node 0's estimate, said as such.
     exact_count: bool,
+    /// Across nodes: the nodes node 0 knew had failed at the stop (in the JSON summary; the
+    /// text says them on stderr). `None` in process.
+    failed_nodes: Option<Vec<usize>>,
 }
 
 /// Prints the summary; returns the verdict: every snapshot completed, conserved and
@@ -638,6 +674,7 @@ fn summarize(
         seed,
         initial_total,
         exact_count,
+        ref failed_nodes,
     } = *run;
     let verdicts = &tally.verdicts;
     let (failed, not_started) = (tally.failed, tally.not_started);
@@ -652,9 +689,7 @@ fn summarize(
     let not_conserved = verdicts.iter().filter(|v| !v.conserved).count();
     let inconsistent = verdicts.iter().filter(|v| !v.consistent).count();
     if args.json {
-        say!(
-            "{}",
-            json!({
+        let mut summary = json!({
                 "type": "summary",
                 "processes": n,
                 "topology": args.topology.name(),
@@ -669,8 +704,11 @@ fn summarize(
                 "failed": failed,
                 "not_started": not_started,
                 "latency_us": {"p50": p50, "p99": p99, "max": max},
-            })
-        );
+        });
+        if let Some(failed_nodes) = failed_nodes {
+            summary["failed_nodes"] = json!(failed_nodes);
+        }
+        say!("{summary}");
     } else {
         say!(
             "bank: {}, {} topology ({}), initial total {initial_total}, seed {seed}",
