@@ -183,6 +183,37 @@ const LONG_ON_NODES: &[&str] = &[
     "1",
 ];
 
+/// A node killed while node 0 keeps starting snapshots: a start refused because the cluster
+/// has a failed node counts as a failed snapshot; node 0 still stops the cluster and prints
+/// the summary (which, in JSON, names the failed node); the parent says the node was killed
+/// by a signal; every node exits 1.
+#[test]
+fn a_node_killed_while_snapshots_start_still_gets_a_summary_and_exit_1() {
+    let mut args = LONG_ON_NODES.to_vec();
+    args.push("--json");
+    let bank = start(&args);
+    // Well into the run, node 0 starting snapshots all the time (at the kill, a start may be
+    // refused before node 0 sees the failure itself).
+    bank.wait_out_n("\"type\":\"snapshot\"", 300);
+    let children = bank.children();
+    assert_eq!(children.len(), 3, "three nodes: {children:?}");
+    kill("-KILL", children[2]);
+    let end = bank.finish();
+    assert_eq!(end.code, Some(1));
+    let summary = end
+        .out
+        .iter()
+        .find(|l| l.contains("\"type\":\"summary\""))
+        .expect("node 0 printed the summary");
+    assert!(summary.contains("\"failed_nodes\":[2]"), "{summary}");
+    assert!(end.err_has("node 2 was killed by signal 9"));
+    assert!(!end.err_has("node 2 exited with status"));
+    assert!(!end.err_has("nodes [] did not report"));
+    for node in [0, 1] {
+        assert!(end.err_has(&format!("node {node}: decided failed nodes [2]")));
+    }
+}
+
 /// `--checkpoint-dir` where no folder can be made is refused as a usage error (exit 2) before
 /// anything runs, in process and across nodes.
 #[test]
@@ -284,6 +315,38 @@ fn checkpoint_names_sort_in_the_order_written_across_runs() {
         "the last name is the first run's: {after:?}"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The parent of `--nodes` killed (SIGTERM, then in another run SIGKILL, which runs nothing in
+/// the parent): every node ends soon after, and the throwaway key folder is gone.
+#[test]
+fn killing_the_parent_stops_every_node_and_leaves_no_keys() {
+    for signal in ["-TERM", "-KILL"] {
+        let mut bank = start(LONG_ON_NODES);
+        bank.wait_out("conserved");
+        let children = bank.children();
+        assert_eq!(children.len(), 3, "three nodes: {children:?}");
+        let parent = bank.child.id();
+        kill(signal, parent);
+        let _ = bank.child.wait();
+        let deadline = Instant::now() + *PATIENCE;
+        while !children.iter().all(|&c| ended(c)) {
+            assert!(
+                Instant::now() < deadline,
+                "{signal}: nodes still running: {:?}",
+                children.iter().filter(|&&c| !ended(c)).collect::<Vec<_>>()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let prefix = format!("bank-cluster-{parent}-");
+        let left: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+            .map(|e| e.path())
+            .collect();
+        assert!(left.is_empty(), "{signal}: left behind: {left:?}");
+    }
 }
 
 /// Flags whose run cannot work are usage errors (exit 2), said before anything runs.

@@ -24,7 +24,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use chandy_lamport::cluster::{
-    write_keys, ClusterConfig, ClusterError, ClusterStopped, Node, NodeConfig,
+    write_keys, ClusterConfig, ClusterError, ClusterStopped, Node, NodeConfig, NodeKeys,
 };
 
 use crate::{branch_seeds, drive, load_checkpoint, summarize, Args, Branch, Run};
@@ -157,9 +157,10 @@ fn spawn_nodes(args: &Args) -> Result<ExitCode, String> {
             })
             .collect(),
     );
-    // Throwaway keys, made here for these nodes and removed with the file: in a folder of a
-    // name nobody could have guessed, made new (never one that was there, which another user
-    // could have made and could change), readable by this user only.
+    // Throwaway keys, made here for these nodes and removed with the file as soon as every node
+    // has read its own (so that a parent killed later leaves no private key behind): in a
+    // folder of a name nobody could have guessed, made new (never one that was there, which
+    // another user could have made and could change), readable by this user only.
     let dir = std::env::temp_dir().join(format!(
         "bank-cluster-{}-{:016x}",
         std::process::id(),
@@ -171,22 +172,40 @@ fn spawn_nodes(args: &Args) -> Result<ExitCode, String> {
     let file = dir.0.join("cluster.toml");
     std::fs::write(&file, config.with_keys("keys").to_toml())
         .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+    // Each node's stdin stays open while this parent lives: a node that reads its end sees
+    // this parent gone, however it went (even SIGKILL), and stops (`watch_parent`).
+    let mut stdins = Vec::new();
     for (child, _) in &mut children {
         let mut stdin = child.stdin.take().expect("piped");
         // A node that died already shows in its exit status below.
         let _ = writeln!(stdin, "{}", file.display());
+        stdins.push(stdin);
     }
+    // Every node says when it has read the cluster file and its key; then nothing on disk is
+    // needed any more. A node that fails first closes its stdout (its exit status says why).
+    for (node, (_, out)) in children.iter_mut().enumerate() {
+        let out = out.as_mut().expect("read below only");
+        let mut line = String::new();
+        match out.read_line(&mut line) {
+            Ok(said) if said > 0 && line.trim() == KEYS_READ => {}
+            Ok(0) => {}
+            Ok(_) => note!(
+                "bank: node {node} said {:?}, not that it read its key",
+                line.trim()
+            ),
+            Err(e) => note!("bank: node {node}: {e}"),
+        }
+    }
+    drop(dir);
     // Pass on what the nodes print (only node 0 prints on stdout), a line at a time.
     let mut passing = Vec::new();
     for out in children.iter_mut().filter_map(|(_, out)| out.take()) {
-        let keys = dir.0.clone();
         passing.push(thread::spawn(move || {
             for line in out.lines().map_while(Result::ok) {
                 let mut stdout = std::io::stdout().lock();
                 if writeln!(stdout, "{line}").is_err() {
                     // Our reader has gone (`| head`): stop quietly, as a node would (the
-                    // nodes read their keys long ago; an exit runs no destructor).
-                    let _ = std::fs::remove_dir_all(&keys);
+                    // nodes then see their stdin end, and stop too).
                     std::process::exit(0);
                 }
             }
@@ -195,16 +214,41 @@ fn spawn_nodes(args: &Args) -> Result<ExitCode, String> {
     let mut worst = 0u8;
     for (node, (mut child, _)) in children.into_iter().enumerate() {
         let status = child.wait().map_err(|e| e.to_string())?;
-        let code = status.code().map_or(1, |c| c.clamp(0, 255) as u8);
+        let code = match status.code() {
+            Some(code) => code.clamp(0, 255) as u8,
+            None => {
+                // Killed by a signal: said as such, not as an exit status it never had.
+                note!("bank: node {node} was {}", killed_by(&status));
+                worst = worst.max(1);
+                continue;
+            }
+        };
         if code != 0 {
             note!("bank: node {node} exited with status {code}");
         }
         worst = worst.max(code);
     }
+    drop(stdins);
     for p in passing {
         let _ = p.join();
     }
     Ok(ExitCode::from(worst))
+}
+
+/// What a node started by `--nodes` says on stdout once it has read the cluster file and its
+/// key, after `listening ADDRESS`.
+const KEYS_READ: &str = "keys read";
+
+/// How a process that has no exit code ended: by which signal.
+fn killed_by(status: &std::process::ExitStatus) -> String {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        if let Some(signal) = status.signal() {
+            return format!("killed by signal {signal}");
+        }
+    }
+    format!("ended without an exit status ({status})")
 }
 
 /// A folder removed, with what it holds, when this goes out of scope, however the function
@@ -230,7 +274,10 @@ pub(crate) fn node(args: &Args) -> ExitCode {
     let me = args.node.expect("clap requires --node");
     let (file, listener) = if args.spawned {
         match announce() {
-            Ok(found) => found,
+            Ok(found) => {
+                watch_parent(me);
+                found
+            }
             Err(e) => {
                 note!("bank: node {me}: {e}");
                 return ExitCode::from(1);
@@ -246,7 +293,18 @@ pub(crate) fn node(args: &Args) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match run_node(args, config, me, listener) {
+    let keys = if args.spawned {
+        match spawned_keys(&config, me) {
+            Ok(keys) => Some(keys),
+            Err(e) => {
+                note!("bank: node {me}: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    } else {
+        None
+    };
+    match run_node(args, config, me, listener, keys) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(Failure::Cluster(e)) if e.is_in_file() || matches!(e, ClusterError::Bind { .. }) => {
@@ -285,6 +343,38 @@ fn announce() -> Result<(PathBuf, Option<TcpListener>), String> {
     Ok((PathBuf::from(path.trim()), Some(listener)))
 }
 
+/// A node started by `--nodes`: reads its keys from the parent's throwaway folder now, and
+/// says so on stdout, so that the parent can remove the folder at once.
+fn spawned_keys(config: &ClusterConfig, me: usize) -> Result<NodeKeys, String> {
+    let dir = config
+        .keys
+        .as_ref()
+        .ok_or("the parent's cluster file names no keys")?;
+    let keys = NodeKeys::load(dir, me, config.nodes.len()).map_err(|e| e.to_string())?;
+    println!("{KEYS_READ}");
+    std::io::stdout().flush().map_err(|e| e.to_string())?;
+    Ok(keys)
+}
+
+/// A node started by `--nodes`: the parent holds this node's stdin open while it lives, so
+/// the end of stdin means the parent has gone (killed, even by SIGKILL, whose parent runs
+/// nothing). Nobody is then left to read what the nodes print or to wait for them: this node
+/// exits (every node sees the same end at once).
+fn watch_parent(me: usize) {
+    let watching = thread::Builder::new()
+        .name("parent-watch".to_string())
+        .spawn(move || {
+            // The parent writes nothing after the cluster file's path: this reads until the
+            // end (or an error, which means the same: nobody at the other end).
+            let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
+            note!("bank: node {me}: the parent (bank --nodes) has gone: this node stops");
+            std::process::exit(1);
+        });
+    if let Err(e) = watching {
+        note!("bank: node {me}: cannot watch for the parent's end: {e}");
+    }
+}
+
 /// How a node's run went wrong.
 enum Failure {
     Cluster(ClusterError),
@@ -305,6 +395,7 @@ fn run_node(
     config: ClusterConfig,
     me: usize,
     listener: Option<TcpListener>,
+    keys: Option<NodeKeys>,
 ) -> Result<bool, Failure> {
     let n = args.processes as usize;
     let seed = args.seed.unwrap_or_else(|| fastrand::u64(..));
@@ -334,6 +425,9 @@ fn run_node(
         .settings(settings.join(" "));
     if let Some(listener) = listener {
         builder = builder.listener(listener);
+    }
+    if let Some(keys) = keys {
+        builder = builder.keys(keys);
     }
     let branch = |p: usize, balance: u64, in_flight: u64| {
         Branch::new(balance, in_flight, seeds[p], progress.clone())
