@@ -24,7 +24,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use chandy_lamport::cluster::{
-    write_keys, ClusterConfig, ClusterError, ClusterStopped, Node, NodeConfig,
+    write_keys, ClusterConfig, ClusterError, ClusterStopped, Node, NodeConfig, NodeKeys,
 };
 
 use crate::{branch_seeds, drive, load_checkpoint, summarize, Args, Branch, Run};
@@ -40,7 +40,7 @@ pub(crate) fn keygen(args: &Args) -> ExitCode {
     let config = match ClusterConfig::load(file) {
         Ok(config) => config,
         Err(e) => {
-            eprintln!("bank: {}", in_file(file, &e));
+            note!("bank: {}", in_file(file, &e));
             return ExitCode::from(2);
         }
     };
@@ -57,7 +57,7 @@ pub(crate) fn keygen(args: &Args) -> ExitCode {
                     file.display()
                 )
             };
-            eprintln!(
+            note!(
                 "bank: keys of {} in {}: give node I's machine node-I.key and every \
                  node-*.pub{then}",
                 crate::count(config.nodes.len(), "node", "nodes"),
@@ -66,7 +66,7 @@ pub(crate) fn keygen(args: &Args) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("bank: {e}");
+            note!("bank: {e}");
             ExitCode::from(1)
         }
     }
@@ -93,7 +93,7 @@ pub(crate) fn parent(args: &Args) -> ExitCode {
     match spawn_nodes(args) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("bank: {e}");
+            note!("bank: {e}");
             ExitCode::from(1)
         }
     }
@@ -103,11 +103,11 @@ fn spawn_nodes(args: &Args) -> Result<ExitCode, String> {
     let nodes = args.nodes.expect("parent runs with --nodes") as usize;
     let n = args.processes as usize;
     if nodes > n {
-        eprintln!("bank: --nodes {nodes} is more than the {n} branches: every node needs one");
+        note!("bank: --nodes {nodes} is more than the {n} branches: every node needs one");
         return Ok(ExitCode::from(2));
     }
     let seed = args.seed.unwrap_or_else(|| fastrand::u64(..));
-    eprintln!(
+    note!(
         "bank: seed {seed}; {} on 127.0.0.1, branch b on node b mod {nodes}",
         crate::count(nodes, "node", "nodes")
     );
@@ -157,9 +157,10 @@ fn spawn_nodes(args: &Args) -> Result<ExitCode, String> {
             })
             .collect(),
     );
-    // Throwaway keys, made here for these nodes and removed with the file: in a folder of a
-    // name nobody could have guessed, made new (never one that was there, which another user
-    // could have made and could change), readable by this user only.
+    // Throwaway keys, made here for these nodes and removed with the file as soon as every node
+    // has read its own (so that a parent killed later leaves no private key behind): in a
+    // folder of a name nobody could have guessed, made new (never one that was there, which
+    // another user could have made and could change), readable by this user only.
     let dir = std::env::temp_dir().join(format!(
         "bank-cluster-{}-{:016x}",
         std::process::id(),
@@ -171,22 +172,40 @@ fn spawn_nodes(args: &Args) -> Result<ExitCode, String> {
     let file = dir.0.join("cluster.toml");
     std::fs::write(&file, config.with_keys("keys").to_toml())
         .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+    // Each node's stdin stays open while this parent lives: a node that reads its end sees
+    // this parent gone, however it went (even SIGKILL), and stops (`watch_parent`).
+    let mut stdins = Vec::new();
     for (child, _) in &mut children {
         let mut stdin = child.stdin.take().expect("piped");
         // A node that died already shows in its exit status below.
         let _ = writeln!(stdin, "{}", file.display());
+        stdins.push(stdin);
     }
+    // Every node says when it has read the cluster file and its key; then nothing on disk is
+    // needed any more. A node that fails first closes its stdout (its exit status says why).
+    for (node, (_, out)) in children.iter_mut().enumerate() {
+        let out = out.as_mut().expect("read below only");
+        let mut line = String::new();
+        match out.read_line(&mut line) {
+            Ok(said) if said > 0 && line.trim() == KEYS_READ => {}
+            Ok(0) => {}
+            Ok(_) => note!(
+                "bank: node {node} said {:?}, not that it read its key",
+                line.trim()
+            ),
+            Err(e) => note!("bank: node {node}: {e}"),
+        }
+    }
+    drop(dir);
     // Pass on what the nodes print (only node 0 prints on stdout), a line at a time.
     let mut passing = Vec::new();
     for out in children.iter_mut().filter_map(|(_, out)| out.take()) {
-        let keys = dir.0.clone();
         passing.push(thread::spawn(move || {
             for line in out.lines().map_while(Result::ok) {
                 let mut stdout = std::io::stdout().lock();
                 if writeln!(stdout, "{line}").is_err() {
                     // Our reader has gone (`| head`): stop quietly, as a node would (the
-                    // nodes read their keys long ago; an exit runs no destructor).
-                    let _ = std::fs::remove_dir_all(&keys);
+                    // nodes then see their stdin end, and stop too).
                     std::process::exit(0);
                 }
             }
@@ -195,16 +214,41 @@ fn spawn_nodes(args: &Args) -> Result<ExitCode, String> {
     let mut worst = 0u8;
     for (node, (mut child, _)) in children.into_iter().enumerate() {
         let status = child.wait().map_err(|e| e.to_string())?;
-        let code = status.code().map_or(1, |c| c.clamp(0, 255) as u8);
+        let code = match status.code() {
+            Some(code) => code.clamp(0, 255) as u8,
+            None => {
+                // Killed by a signal: said as such, not as an exit status it never had.
+                note!("bank: node {node} was {}", killed_by(&status));
+                worst = worst.max(1);
+                continue;
+            }
+        };
         if code != 0 {
-            eprintln!("bank: node {node} exited with status {code}");
+            note!("bank: node {node} exited with status {code}");
         }
         worst = worst.max(code);
     }
+    drop(stdins);
     for p in passing {
         let _ = p.join();
     }
     Ok(ExitCode::from(worst))
+}
+
+/// What a node started by `--nodes` says on stdout once it has read the cluster file and its
+/// key, after `listening ADDRESS`.
+const KEYS_READ: &str = "keys read";
+
+/// How a process that has no exit code ended: by which signal.
+fn killed_by(status: &std::process::ExitStatus) -> String {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        if let Some(signal) = status.signal() {
+            return format!("killed by signal {signal}");
+        }
+    }
+    format!("ended without an exit status ({status})")
 }
 
 /// A folder removed, with what it holds, when this goes out of scope, however the function
@@ -230,9 +274,12 @@ pub(crate) fn node(args: &Args) -> ExitCode {
     let me = args.node.expect("clap requires --node");
     let (file, listener) = if args.spawned {
         match announce() {
-            Ok(found) => found,
+            Ok(found) => {
+                watch_parent(me);
+                found
+            }
             Err(e) => {
-                eprintln!("bank: node {me}: {e}");
+                note!("bank: node {me}: {e}");
                 return ExitCode::from(1);
             }
         }
@@ -242,27 +289,38 @@ pub(crate) fn node(args: &Args) -> ExitCode {
     let config = match ClusterConfig::load(&file) {
         Ok(config) => config,
         Err(e) => {
-            eprintln!("bank: {}", in_file(&file, &e));
+            note!("bank: {}", in_file(&file, &e));
             return ExitCode::from(2);
         }
     };
-    match run_node(args, config, me, listener) {
+    let keys = if args.spawned {
+        match spawned_keys(&config, me) {
+            Ok(keys) => Some(keys),
+            Err(e) => {
+                note!("bank: node {me}: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    } else {
+        None
+    };
+    match run_node(args, config, me, listener, keys) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(Failure::Cluster(e)) if e.is_in_file() || matches!(e, ClusterError::Bind { .. }) => {
-            eprintln!("bank: {}", in_file(&file, &e));
+            note!("bank: {}", in_file(&file, &e));
             ExitCode::from(2)
         }
         Err(Failure::Usage(message)) => {
-            eprintln!("bank: {}: {message}", file.display());
+            note!("bank: {}: {message}", file.display());
             ExitCode::from(2)
         }
         Err(Failure::Cluster(e)) => {
-            eprintln!("bank: node {me}: {e}");
+            note!("bank: node {me}: {e}");
             ExitCode::from(1)
         }
         Err(Failure::Other(e)) => {
-            eprintln!("bank: node {me}: {e}");
+            note!("bank: node {me}: {e}");
             ExitCode::from(1)
         }
     }
@@ -285,6 +343,38 @@ fn announce() -> Result<(PathBuf, Option<TcpListener>), String> {
     Ok((PathBuf::from(path.trim()), Some(listener)))
 }
 
+/// A node started by `--nodes`: reads its keys from the parent's throwaway folder now, and
+/// says so on stdout, so that the parent can remove the folder at once.
+fn spawned_keys(config: &ClusterConfig, me: usize) -> Result<NodeKeys, String> {
+    let dir = config
+        .keys
+        .as_ref()
+        .ok_or("the parent's cluster file names no keys")?;
+    let keys = NodeKeys::load(dir, me, config.nodes.len()).map_err(|e| e.to_string())?;
+    println!("{KEYS_READ}");
+    std::io::stdout().flush().map_err(|e| e.to_string())?;
+    Ok(keys)
+}
+
+/// A node started by `--nodes`: the parent holds this node's stdin open while it lives, so
+/// the end of stdin means the parent has gone (killed, even by SIGKILL, whose parent runs
+/// nothing). Nobody is then left to read what the nodes print or to wait for them: this node
+/// exits (every node sees the same end at once).
+fn watch_parent(me: usize) {
+    let watching = thread::Builder::new()
+        .name("parent-watch".to_string())
+        .spawn(move || {
+            // The parent writes nothing after the cluster file's path: this reads until the
+            // end (or an error, which means the same: nobody at the other end).
+            let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
+            note!("bank: node {me}: the parent (bank --nodes) has gone: this node stops");
+            std::process::exit(1);
+        });
+    if let Err(e) = watching {
+        note!("bank: node {me}: cannot watch for the parent's end: {e}");
+    }
+}
+
 /// How a node's run went wrong.
 enum Failure {
     Cluster(ClusterError),
@@ -305,11 +395,12 @@ fn run_node(
     config: ClusterConfig,
     me: usize,
     listener: Option<TcpListener>,
+    keys: Option<NodeKeys>,
 ) -> Result<bool, Failure> {
     let n = args.processes as usize;
     let seed = args.seed.unwrap_or_else(|| fastrand::u64(..));
     if args.nodes.is_none() && !args.spawned {
-        eprintln!("bank: node {me}, seed {seed}");
+        note!("bank: node {me}, seed {seed}");
     }
     let topology = args.topology.topology(n);
     let channels = topology.channels().len();
@@ -334,6 +425,9 @@ fn run_node(
         .settings(settings.join(" "));
     if let Some(listener) = listener {
         builder = builder.listener(listener);
+    }
+    if let Some(keys) = keys {
+        builder = builder.keys(keys);
     }
     let branch = |p: usize, balance: u64, in_flight: u64| {
         Branch::new(balance, in_flight, seeds[p], progress.clone())
@@ -385,15 +479,15 @@ fn run_node(
         estimate,
         || !node.failures().is_empty(),
         &mut rng,
-    )
-    .map_err(|e| Failure::Other(e.to_string()))?;
-    let snapshots_good = tally.failed == 0
+    );
+    let snapshots_good = tally.stopped_by.is_none()
+        && tally.failed == 0
         && tally.verdicts.len() as u64 == args.snapshots
         && tally.verdicts.iter().all(|v| v.conserved && v.consistent);
-    let note = if snapshots_good {
-        GOOD.to_vec()
-    } else {
-        b"a snapshot failed or did not check out".to_vec()
+    let note = match &tally.stopped_by {
+        Some(why) => why.as_bytes().to_vec(),
+        None if snapshots_good => GOOD.to_vec(),
+        None => b"a snapshot failed or did not check out".to_vec(),
     };
     let stopped = node.shutdown_with(note).map_err(Failure::Cluster)?;
     let elapsed = start.elapsed().as_secs_f64();
@@ -409,6 +503,7 @@ fn run_node(
         seed,
         initial_total,
         exact_count: final_total.is_some(),
+        failed_nodes: Some(stopped.failed_nodes.clone()),
     };
     Ok(summarize(args, &run, &tally, transfers, elapsed, final_total) && snapshots_good)
 }
@@ -421,28 +516,47 @@ fn final_money(
     initial_total: u64,
 ) -> Option<(u64, u64)> {
     for f in &stopped.failures {
-        eprintln!("bank: branch {} failed: {}", f.process, f.message);
+        note!("bank: branch {} failed: {}", f.process, f.message);
     }
     if !stopped.failed_nodes.is_empty() {
-        eprintln!(
+        note!(
             "bank: node {me}: at the stop, failed nodes {:?}",
             stopped.failed_nodes
         );
     }
     let Some(last) = stopped.final_state() else {
-        eprintln!(
-            "bank: no final state (nodes {:?} did not report)",
-            stopped.missing_reports()
-        );
+        // The real reason: a failed node (its report is missing and its branches failed with
+        // it, each said above), else a branch that failed; and a report that did not come
+        // from a node not known to have failed.
+        let mut why = Vec::new();
+        if !stopped.failed_nodes.is_empty() {
+            why.push(format!("nodes {:?} failed", stopped.failed_nodes));
+        } else if !stopped.failures.is_empty() {
+            let branches: Vec<usize> = stopped.failures.iter().map(|f| f.process).collect();
+            why.push(format!("branches {branches:?} failed"));
+        }
+        let silent: Vec<usize> = stopped
+            .missing_reports()
+            .iter()
+            .filter(|k| !stopped.failed_nodes.contains(k))
+            .copied()
+            .collect();
+        if !silent.is_empty() {
+            why.push(format!("nodes {silent:?} did not report"));
+        }
+        if why.is_empty() {
+            why.push("the reports do not cover every branch and channel".to_string());
+        }
+        note!("bank: node {me}: no final state: {}", why.join("; "));
         return None;
     };
     if let Err(e) = last.verify() {
-        eprintln!("bank: the final state after the stop is not consistent: {e}");
+        note!("bank: the final state after the stop is not consistent: {e}");
         return None;
     }
     let total = last.total(|balance| *balance, |transfer| transfer.0);
     if total != initial_total {
-        eprintln!("bank: money after the stop is {total}, not {initial_total}");
+        note!("bank: money after the stop is {total}, not {initial_total}");
     }
     Some((last.channels.iter().map(|c| c.received).sum(), total))
 }
@@ -459,7 +573,7 @@ fn watch_failures(node: &Node<Branch>, me: usize) -> Option<thread::JoinHandle<(
                 let at = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .unwrap_or_default();
-                eprintln!(
+                note!(
                     "bank: node {me}: decided failed nodes {failed:?} at {:.3} (Unix time, s)",
                     at.as_secs_f64()
                 );
@@ -471,7 +585,7 @@ fn watch_failures(node: &Node<Branch>, me: usize) -> Option<thread::JoinHandle<(
             thread::sleep(Duration::from_millis(10));
         });
     watching
-        .map_err(|e| eprintln!("bank: node {me}: cannot watch for failures: {e}"))
+        .map_err(|e| note!("bank: node {me}: cannot watch for failures: {e}"))
         .ok()
 }
 

@@ -16,6 +16,18 @@
 //! nodes started as child processes on 127.0.0.1; `--cluster FILE --node I`, run once per node
 //! with the same other flags, runs node I of the cluster FILE describes (`docs/cluster.md`).
 
+/// Prints a line on stderr in one write. `eprintln!` writes its pieces one at a time on the
+/// unbuffered stderr, and the nodes of `--nodes` share the parent's stderr: their lines would
+/// mix mid-line.
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let line = format!("{}\n", format_args!($($arg)*));
+        // Nowhere left to say it: nothing to do.
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    }};
+}
+
 mod cluster;
 
 use std::process::ExitCode;
@@ -80,10 +92,12 @@ struct Args {
     /// Starting balance of every branch.
     #[arg(long, default_value_t = 1000)]
     initial_balance: u64,
-    /// Transfers each branch keeps in flight (at least 1).
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..))]
+    /// Transfers each branch keeps in flight (1 to 1,000,000).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=MAX_IN_FLIGHT))]
     in_flight: u64,
-    /// Run until this many transfers have been delivered in total.
+    /// Run until this many transfers have been delivered in total. Across nodes (`--nodes`,
+    /// `--cluster`) node 0 ends the run when its estimate reaches this, so the exact count in
+    /// the summary can be a little under or over it.
     #[arg(long, default_value_t = 1_000_000)]
     transfers: u64,
     /// Snapshots to take during the run.
@@ -139,8 +153,9 @@ struct Args {
         conflicts_with = "node"
     )]
     keygen: Option<PathBuf>,
-    /// With `--cluster`: how long to wait for every node at start (seconds).
-    #[arg(long, value_name = "S", default_value_t = 30)]
+    /// With `--cluster`: how long to wait for every node at start (seconds, 1 to 86400).
+    #[arg(long, value_name = "S", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
     connect_timeout: u64,
     /// With `--cluster` or `--nodes`: a node from which nothing arrives for this long (seconds)
     /// has failed. Every node then says which failed, and exits 1.
@@ -170,6 +185,16 @@ struct Branch {
 }
 
 const PUBLISH_EVERY: u64 = 1024;
+
+/// The most transfers a branch may keep in flight: far more than keeps every channel busy,
+/// and a bound before the memory check (a transfer on its way takes memory until delivered).
+const MAX_IN_FLIGHT: u64 = 1_000_000;
+
+/// Memory one transfer takes while on its way (its slot in a channel, and its copies in the
+/// snapshots that record it). Measured with `/usr/bin/time -f %M`: `bank --processes 8
+/// --in-flight 1000000 --transfers 1 --snapshots 0` peaks at 315 MB (~39 bytes a transfer),
+/// and with `--transfers 2000000 --snapshots 2` at 998 MB (~125 bytes).
+const BYTES_PER_TRANSFER: u128 = 128;
 
 /// Each branch's seed, by branch (the same on every node of a cluster given the same
 /// `--seed`), and the generator that then picks the snapshots' initiators.
@@ -290,8 +315,24 @@ fn check_fits(args: &Args) {
             u64::MAX
         ));
     }
+    // Checked here, before any node connects: a folder that cannot be written would otherwise
+    // stop the run at its first snapshot. Only where checkpoints are written: in process,
+    // `--nodes`' parent and node 0 (another machine's node would make a folder nobody uses).
+    if let Some(dir) = &args.checkpoint_dir {
+        if args.keygen.is_none() && args.node.is_none_or(|node| node == 0) {
+            if let Err(e) = writable_folder(dir) {
+                refuse(format!("--checkpoint-dir {}: {e}", dir.display()));
+            }
+        }
+    }
     let channels = args.topology.channels(args.processes);
     let needed = channels * BYTES_PER_CHANNEL;
+    // Restored branches start with the checkpoint's transfers, not T each.
+    let transfers = if args.restore.is_none() {
+        u128::from(args.processes) * u128::from(args.in_flight)
+    } else {
+        0
+    };
     if let Some(available) = available_memory() {
         if needed > available {
             refuse(format!(
@@ -304,7 +345,62 @@ fn check_fits(args: &Args) {
                 available as f64 / 1e9
             ));
         }
+        if needed + transfers * BYTES_PER_TRANSFER > available {
+            refuse(format!(
+                "{} with --in-flight {} keep {} on their way, about {:.1} GB at \
+                 ~{BYTES_PER_TRANSFER} bytes each (and {:.1} GB for the channels); {:.1} GB of \
+                 memory is available",
+                count(args.processes, "branch", "branches"),
+                args.in_flight,
+                count(transfers, "transfer", "transfers"),
+                (transfers * BYTES_PER_TRANSFER) as f64 / 1e9,
+                needed as f64 / 1e9,
+                available as f64 / 1e9
+            ));
+        }
     }
+}
+
+/// Makes `dir` if need be and checks that a file can be made in it (and removes that file).
+fn writable_folder(dir: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let probe = dir.join(format!(
+        ".bank-probe-{}-{:016x}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)?;
+    std::fs::remove_file(&probe)
+}
+
+/// `time` in UTC as `20250102T030405.123456Z`: checkpoint names start with it, so that
+/// names sort in the order the runs started (the civil-from-days conversion of Howard
+/// Hinnant's date algorithms; no date crate for one name).
+fn utc_stamp(time: std::time::SystemTime) -> String {
+    let since = time
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = since.as_secs();
+    let (days, of_day) = ((secs / 86_400) as i64, secs % 86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}{month:02}{day:02}T{:02}{:02}{:02}.{:06}Z",
+        of_day / 3_600,
+        of_day / 60 % 60,
+        of_day % 60,
+        since.subsec_micros()
+    )
 }
 
 /// Prints a line on stdout. If stdout has gone (`bank | head -1`), the reader wants no more:
@@ -348,7 +444,7 @@ fn main() -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(e) => {
-            eprintln!("bank: {e}");
+            note!("bank: {e}");
             ExitCode::from(1)
         }
     }
@@ -357,7 +453,7 @@ fn main() -> ExitCode {
 fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
     let n = args.processes as usize;
     let seed = args.seed.unwrap_or_else(|| fastrand::u64(..));
-    eprintln!("bank: seed {seed}");
+    note!("bank: seed {seed}");
     let topology = args.topology.topology(n);
     let channels = topology.channels().len();
     // `check_fits` counted them without building the topology; the two must agree.
@@ -398,14 +494,14 @@ fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
         || progress.load(Ordering::Relaxed),
         || !runtime.failures().is_empty(),
         &mut rng,
-    )?;
+    );
     let mut stopped = runtime.shutdown()?;
     let elapsed = start.elapsed().as_secs_f64();
     if let Some(trace) = stopped.trace.take() {
         write_trace(args, &trace)?;
     }
     for f in &stopped.failures {
-        eprintln!("bank: branch {} panicked: {}", f.process, f.message);
+        note!("bank: branch {} panicked: {}", f.process, f.message);
     }
     let in_flight: u64 = stopped.in_flight().map(|(_, t)| t.0).sum();
     let branches = stopped.into_processes()?;
@@ -417,6 +513,7 @@ fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
         seed,
         initial_total,
         exact_count: true,
+        failed_nodes: None,
     };
     Ok(summarize(
         args,
@@ -444,7 +541,7 @@ fn restored_from(
     file: &std::path::Path,
     saved: &chandy_lamport::GlobalSnapshot<Transfer, u64>,
 ) {
-    eprintln!(
+    note!(
         "bank: {who}restored from {} (snapshot {}, total {})",
         file.display(),
         saved.id,
@@ -457,14 +554,20 @@ struct Tally {
     verdicts: Vec<Verdict>,
     /// Snapshots that failed or never ended.
     failed: u64,
-    /// Snapshots never started: the run ended first (a branch or a node failed).
+    /// Snapshots never started: the run ended first (a branch or a node failed, or a
+    /// checkpoint could not be written).
     not_started: u64,
+    /// Why the run was stopped early, if not for a failure: a checkpoint that could not be
+    /// written (already said). The run then fails.
+    stopped_by: Option<String>,
 }
 
 /// Starts the K snapshots over the run (the k-th once k/K of the transfers are done, at most C
 /// at once, from random branches) with `start`, reports each as it ends (and writes its
 /// checkpoint), and returns once every one has ended and `progress()` has reached the
-/// transfers asked for, or `failed()` says a branch has failed.
+/// transfers asked for, or `failed()` says a branch has failed, or a snapshot could not start
+/// (a branch or node failed) or its checkpoint could not be written. Never gives up without
+/// the tally: the caller still stops the run and prints the summary.
 fn drive(
     args: &Args,
     initial_total: u64,
@@ -473,11 +576,7 @@ fn drive(
     progress: impl Fn() -> u64,
     failed: impl Fn() -> bool,
     rng: &mut fastrand::Rng,
-) -> Result<Tally, Box<dyn std::error::Error>> {
-    if let Some(dir) = &args.checkpoint_dir {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    }
+) -> Tally {
     let n = args.processes as usize;
     let (want, limit) = (args.snapshots, args.concurrency);
     let (mut started, mut ended) = (0u64, 0u64);
@@ -485,15 +584,33 @@ fn drive(
         verdicts: Vec::new(),
         failed: 0,
         not_started: 0,
+        stopped_by: None,
     };
-    while ended < want || progress() < args.transfers {
+    // Checkpoint names sort in the order written, across runs into the same folder (a restored
+    // run numbers its snapshots from 1 again): the run's start, then the snapshot's number in
+    // the run, wide enough for any count.
+    let run_started = utc_stamp(std::time::SystemTime::now());
+    'run: while ended < want || progress() < args.transfers {
         let delivered = progress();
         while started < want
             && started - ended < limit
             && delivered >= started * (args.transfers / want.max(1))
         {
-            start(rng.usize(..n))?;
-            started += 1;
+            match start(rng.usize(..n)) {
+                Ok(()) => started += 1,
+                // As many as the runtime holds are running: try again once some have ended.
+                Err(chandy_lamport::Error::TooManySnapshots { .. }) => break,
+                // A branch or a node has failed (a start is refused from then on, whichever
+                // the initiator): this one counts as started and ended, failed, and the run
+                // ends.
+                Err(e) => {
+                    note!("bank: a snapshot could not start: {e}");
+                    started += 1;
+                    ended += 1;
+                    tally.failed += 1;
+                    break 'run;
+                }
+            }
         }
         if failed() {
             break;
@@ -506,8 +623,16 @@ fn drive(
                     None => tally.failed += 1,
                 }
                 if let (Some(dir), Ok(snapshot)) = (&args.checkpoint_dir, &event.outcome) {
-                    let file = dir.join(format!("snapshot-{ended:05}-{}.json", snapshot.id));
-                    checkpoint::save(&file, snapshot)?;
+                    let file = dir.join(format!(
+                        "snapshot-{run_started}-{ended:020}-{}.json",
+                        snapshot.id
+                    ));
+                    if let Err(e) = checkpoint::save(&file, snapshot) {
+                        let why = format!("cannot write checkpoint {}: {e}", file.display());
+                        note!("bank: {why}; stopping the run");
+                        tally.stopped_by = Some(why);
+                        break;
+                    }
                 }
             }
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
@@ -516,7 +641,7 @@ fn drive(
     }
     tally.failed += started - ended;
     tally.not_started = want - started;
-    Ok(tally)
+    tally
 }
 
 /// What a summary names about the run.
@@ -528,6 +653,9 @@ struct Run {
     /// Whether the transfer count is exact (from the final state). Across nodes, a run whose
     /// final state is missing (a node failed) has only node 0's estimate, said as such.
     exact_count: bool,
+    /// Across nodes: the nodes node 0 knew had failed at the stop (in the JSON summary; the
+    /// text says them on stderr). `None` in process.
+    failed_nodes: Option<Vec<usize>>,
 }
 
 /// Prints the summary; returns the verdict: every snapshot completed, conserved and
@@ -546,6 +674,7 @@ fn summarize(
         seed,
         initial_total,
         exact_count,
+        ref failed_nodes,
     } = *run;
     let verdicts = &tally.verdicts;
     let (failed, not_started) = (tally.failed, tally.not_started);
@@ -560,9 +689,7 @@ fn summarize(
     let not_conserved = verdicts.iter().filter(|v| !v.conserved).count();
     let inconsistent = verdicts.iter().filter(|v| !v.consistent).count();
     if args.json {
-        say!(
-            "{}",
-            json!({
+        let mut summary = json!({
                 "type": "summary",
                 "processes": n,
                 "topology": args.topology.name(),
@@ -577,8 +704,11 @@ fn summarize(
                 "failed": failed,
                 "not_started": not_started,
                 "latency_us": {"p50": p50, "p99": p99, "max": max},
-            })
-        );
+        });
+        if let Some(failed_nodes) = failed_nodes {
+            summary["failed_nodes"] = json!(failed_nodes);
+        }
+        say!("{summary}");
     } else {
         say!(
             "bank: {}, {} topology ({}), initial total {initial_total}, seed {seed}",
@@ -608,13 +738,14 @@ fn summarize(
     }
     // No final state (a node failed): already said by whoever found it missing.
     if let Some(final_total) = final_total.filter(|&t| t != initial_total) {
-        eprintln!("bank: money after shutdown is {final_total}, not {initial_total}");
+        note!("bank: money after shutdown is {final_total}, not {initial_total}");
     }
     failed == 0
         && not_conserved == 0
         && inconsistent == 0
         && verdicts.len() as u64 == args.snapshots
         && final_total == Some(initial_total)
+        && tally.stopped_by.is_none()
 }
 
 /// Writes the run's trace and ShiViz log, as asked.
@@ -628,7 +759,7 @@ fn write_trace(args: &Args, trace: &chandy_lamport::trace::Trace) -> Result<(), 
             .write(&mut out)
             .and_then(|()| std::io::Write::flush(&mut out))
             .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
-        eprintln!(
+        note!(
             "bank: trace of {} written to {}",
             count(trace.events.len(), "event", "events"),
             file.display()
@@ -637,7 +768,7 @@ fn write_trace(args: &Args, trace: &chandy_lamport::trace::Trace) -> Result<(), 
     if let Some(file) = &args.shiviz {
         std::fs::write(file, shiviz::shiviz(&trace.events))
             .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
-        eprintln!(
+        note!(
             "bank: ShiViz log of {} written to {}",
             count(trace.events.len(), "event", "events"),
             file.display()
@@ -646,7 +777,7 @@ fn write_trace(args: &Args, trace: &chandy_lamport::trace::Trace) -> Result<(), 
     // Said, not only written in the file: a diagram of a trace that kept some of the
     // snapshots would otherwise pass for the whole run.
     if let Some(shortfall) = trace.header.shortfall() {
-        eprintln!(
+        note!(
             "bank: {shortfall}; raise --trace-events ({} per branch) to keep more",
             args.trace_events
         );
@@ -659,7 +790,7 @@ fn report(event: &SnapshotEvent<Transfer, u64>, initial_total: u64, json: bool) 
     let snapshot = match &event.outcome {
         Ok(snapshot) => snapshot,
         Err(e) => {
-            eprintln!("bank: snapshot {} failed: {e}", event.id);
+            note!("bank: snapshot {} failed: {e}", event.id);
             return None;
         }
     };
@@ -667,7 +798,7 @@ fn report(event: &SnapshotEvent<Transfer, u64>, initial_total: u64, json: bool) 
     let consistent = match snapshot.verify() {
         Ok(()) => true,
         Err(e) => {
-            eprintln!("bank: snapshot {} is not consistent: {e}", snapshot.id);
+            note!("bank: snapshot {} is not consistent: {e}", snapshot.id);
             false
         }
     };
