@@ -505,7 +505,22 @@ fn run_node(
         exact_count: final_total.is_some(),
         failed_nodes: Some(stopped.failed_nodes.clone()),
     };
-    Ok(summarize(args, &run, &tally, transfers, elapsed, final_total) && snapshots_good)
+    let summarized = summarize(args, &run, &tally, transfers, elapsed, final_total);
+    Ok(summarized && snapshots_good && agreed(me, &stopped))
+}
+
+/// Whether every other node said it had every final report (`ClusterStopped::unconfirmed`);
+/// if not, says which did not: they may have ended with no final state, and exit 1, so this
+/// node exits 1 too, whatever its own final state (every node exits with the same verdict).
+fn agreed(me: usize, stopped: &ClusterStopped<Branch>) -> bool {
+    let unconfirmed = stopped.unconfirmed();
+    if !unconfirmed.is_empty() {
+        note!(
+            "bank: node {me}: nodes {unconfirmed:?} did not say they had every final report: \
+             they may end with none, so this node's whole final state is not the cluster's verdict"
+        );
+    }
+    unconfirmed.is_empty()
 }
 
 /// The cluster's final state, checked: the transfers every channel received, and the money
@@ -615,5 +630,6 @@ fn follow(node: Node<Branch>, initial_total: u64) -> Result<bool, Failure> {
         }
     };
     let money = final_money(node.index(), &stopped, initial_total);
-    Ok(stopped.note == GOOD && money.is_some_and(|(_, total)| total == initial_total))
+    let balanced = money.is_some_and(|(_, total)| total == initial_total);
+    Ok(stopped.note == GOOD && balanced && agreed(node.index(), &stopped))
 }
