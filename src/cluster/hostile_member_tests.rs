@@ -90,19 +90,22 @@ fn three_nodes() -> (Vec<Node<Mover>>, Arc<AtomicU64>) {
     let nodes = cluster(
         &Topology::complete(6),
         [[0, 3], [1, 4], [2, 5]],
-        |b| {
-            b.max_frame(LIMIT)
-                .max_frame_total(4 * LIMIT)
-                .failure_timeout(Duration::from_secs(1))
-                .connect_timeout(Duration::from_secs(30))
-                .stop_timeout(Duration::from_secs(5))
-        },
+        usual,
         move |p| Mover {
             rng: fastrand::Rng::with_seed(p as u64),
             handled: counted.clone(),
         },
     );
     (nodes, handled)
+}
+
+/// How the nodes of these tests are built: the frame limit, a failure timeout of a second.
+fn usual<P: NodeProcess>(node: NodeBuilder<P>) -> NodeBuilder<P> {
+    node.max_frame(LIMIT)
+        .max_frame_total(4 * LIMIT)
+        .failure_timeout(Duration::from_secs(1))
+        .connect_timeout(Duration::from_secs(30))
+        .stop_timeout(Duration::from_secs(5))
 }
 
 fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
@@ -369,21 +372,10 @@ fn a_replayed_marker_while_open(initiator: ProcessId) {
     let handled = Arc::new(AtomicU64::new(0));
     let counted = handled.clone();
     let ring = Topology::from_edges(6, (0..6).map(|p| (p, (p + 1) % 6)));
-    let nodes = cluster(
-        &ring,
-        [[0, 3], [1, 4], [2, 5]],
-        |b| {
-            b.max_frame(LIMIT)
-                .max_frame_total(4 * LIMIT)
-                .failure_timeout(Duration::from_secs(2))
-                .connect_timeout(Duration::from_secs(30))
-                .stop_timeout(Duration::from_secs(10))
-        },
-        move |p| Mover {
-            rng: fastrand::Rng::with_seed(p as u64),
-            handled: counted.clone(),
-        },
-    );
+    let nodes = cluster(&ring, [[0, 3], [1, 4], [2, 5]], usual, move |p| Mover {
+        rng: fastrand::Rng::with_seed(p as u64),
+        handled: counted.clone(),
+    });
     wait_until("tokens cross the cluster", || {
         handled.load(Ordering::Relaxed) > 100
     });
