@@ -283,6 +283,12 @@ impl Outlink {
     }
 }
 
+/// The most the writer seals before it writes: four Noise messages of the most they carry
+/// (`secure.rs`: 65,535 bytes less the 16 of the tag). Under load a round takes about a link's
+/// bound (`max_queued`), so this costs a few more `write` calls per round, each still of
+/// hundreds of KiB.
+const SEAL_PIECE: usize = 4 * (65_535 - 16);
+
 /// The writer's thread: takes what is queued for the peer and writes it, one `write` call per
 /// round, until the link is closed (then returns `Ok`) or a write fails.
 pub(crate) fn write_loop(
@@ -364,20 +370,28 @@ fn write_all_queued(
         }
         if !out.is_empty() {
             written = Instant::now();
-            // Into the same buffer from 0 each round: no zeroing once it is long enough.
-            let end = match secure::seal_at(&mut transport, &out, &mut sealed, 0) {
-                Ok(end) => end,
-                Err(e) => {
-                    link.keep_unwritten(&out, 0);
-                    return Err(Broke::from(e.to_string()));
+            // Sealed and written a piece at a time: sealing is the slow part, and the peer
+            // hears nothing until the first write (sealing a final report of megabytes took
+            // more than the failure timeout in a debug build, and every link of a stopping
+            // cluster failed as silent). Each piece starts a new run of Noise messages, whole
+            // ones but its last, as `plain_in_whole_messages` counts.
+            for (k, piece) in out.chunks(SEAL_PIECE).enumerate() {
+                let from = k * SEAL_PIECE;
+                // Into the same buffer from 0 each time: no zeroing once it is long enough.
+                let end = match secure::seal_at(&mut transport, piece, &mut sealed, 0) {
+                    Ok(end) => end,
+                    Err(e) => {
+                        link.keep_unwritten(&out, from);
+                        return Err(Broke::from(e.to_string()));
+                    }
+                };
+                if let Err((e, wrote)) = write_counted(link, &mut stream, &sealed[..end]) {
+                    link.keep_unwritten(&out, from + secure::plain_in_whole_messages(wrote));
+                    return Err(Broke {
+                        why: e.to_string(),
+                        silent: timed_out(&e),
+                    });
                 }
-            };
-            if let Err((e, wrote)) = write_counted(link, &mut stream, &sealed[..end]) {
-                link.keep_unwritten(&out, secure::plain_in_whole_messages(wrote));
-                return Err(Broke {
-                    why: e.to_string(),
-                    silent: timed_out(&e),
-                });
             }
             continue;
         }
