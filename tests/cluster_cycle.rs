@@ -90,7 +90,7 @@ fn ring(
 /// (the final report, megabytes) before writing any of it, and the peer heard nothing for
 /// longer than the failure timeout (found by a review).
 #[test]
-fn nodes_holding_each_other_back_in_a_cycle_stop_cleanly() {
+fn nodes_holding_each_other_back_in_a_cycle_say_so_and_stop_cleanly() {
     let _ = env_logger::builder().is_test(true).try_init();
     let (nodes, sent, got) = ring(|b| {
         b.max_queued(64 << 10)
@@ -99,10 +99,25 @@ fn nodes_holding_each_other_back_in_a_cycle_stop_cleanly() {
             .failure_timeout(Duration::from_secs(2))
             .stop_timeout(Duration::from_secs(60))
     });
-    // Long enough for every node to hold back and every process to wait.
-    thread::sleep(Duration::from_secs(8));
+    // Every node shows its link to the next stalled past the failure timeout.
+    let began = Instant::now();
+    let stalled = |n: &Node<SlowFlood>| {
+        n.stats()
+            .links
+            .iter()
+            .any(|l| l.stalled_for >= Some(Duration::from_secs(2)))
+    };
+    while !nodes.iter().all(stalled) {
+        assert!(
+            began.elapsed() < *common::PATIENCE,
+            "no stall shown: {:?}",
+            nodes.iter().map(|n| n.stats().links).collect::<Vec<_>>()
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
     eprintln!(
-        "{} sent, {} taken",
+        "all stalled after {:?}: {} sent, {} taken",
+        began.elapsed(),
         sent.load(Ordering::Relaxed),
         got.load(Ordering::Relaxed)
     );
