@@ -44,6 +44,17 @@ pub(crate) struct LinkLimits {
     pub(crate) frame: FrameLimit,
     /// The bytes a link may hold from the processes before a process that adds more waits.
     pub(crate) max_queued: usize,
+    /// How long processes may wait for room, with the writer taking nothing, before the
+    /// node warns that the link is stalled (the failure timeout).
+    pub(crate) stall: Duration,
+}
+
+/// The current wait for room on a link, if a process waits: since when the writer has taken
+/// nothing, and whether that has been warned of.
+#[derive(Default)]
+struct Stall {
+    since: Option<Instant>,
+    warned: bool,
 }
 
 /// What a node queues for one peer, and the doorbell of the thread that writes it.
@@ -78,8 +89,10 @@ pub(crate) struct Outlink {
     /// Signalled when the writer takes bytes while a process waits for room; `waiting` counts
     /// the processes waiting, so that the writer takes the lock only then.
     room: Condvar,
-    room_lock: Mutex<()>,
+    room_lock: Mutex<Stall>,
     waiting: AtomicUsize,
+    /// Processes waiting for room this long, with nothing taken, is a stall worth a warning.
+    stall: Duration,
     /// Bytes read from the peer so far (by this node's reader of its connection, counted at
     /// each read from the socket: `Counted`): a write that times out while this still moves is
     /// to a peer that is alive but not reading (its processes slower than ours), not a failed
@@ -108,7 +121,8 @@ impl Outlink {
             pending: AtomicUsize::new(0),
             max_queued: limits.max_queued,
             room: Condvar::new(),
-            room_lock: Mutex::new(()),
+            room_lock: Mutex::new(Stall::default()),
+            stall: limits.stall,
             waiting: AtomicUsize::new(0),
             heard: AtomicU64::new(0),
             bell: Doorbell::new(locals + 1),
@@ -175,13 +189,19 @@ impl Outlink {
     /// the link ends (broken; closed, after its reader failed or at the stop; or the node
     /// stopping). This is the sender's side of
     /// flow control: a process whose peer (or the network to it) is slower than it blocks here,
-    /// at the end of a batch, instead of queueing without limit. It cannot wait forever: the
-    /// writer only waits on the socket, a socket the peer does not drain for the failure
-    /// timeout breaks the link, and the peer's reader always drains it (its channels are
-    /// unbounded), so the wait lasts as long as the network needs, or until the peer fails.
+    /// at the end of a batch, instead of queueing without limit. The writer only waits on the
+    /// socket, and a socket the peer does not drain for the failure timeout breaks the link,
+    /// unless the peer is heard meanwhile: then its reader holds back (`hold_back`) until its
+    /// process catches up, and the wait lasts as long as that process, or the network, needs.
     /// A closed link's writer takes nothing more once it has written what it had, so its
     /// bound no longer holds anyone back: a link whose reader failed is closed at once, and
     /// its peer is decided failed (or this node is) a moment later.
+    ///
+    /// The one wait with no end of its own: nodes that hold each other back in a cycle (each
+    /// one's processes waiting here for a peer whose reader holds back because its own
+    /// processes wait here, for the next) while every peer stays heard. So a wait that has
+    /// seen the writer take nothing for the failure timeout is warned of, once, and shows in
+    /// the node's stats (`stalled_for`); the stop ends it (`release`).
     #[cold]
     #[inline(never)]
     pub(crate) fn wait_for_room(&self) {
@@ -190,6 +210,7 @@ impl Outlink {
         // notifies, under the lock this thread holds until it sleeps), or this thread sees
         // what the writer took.
         self.waiting.fetch_add(1, Ordering::SeqCst);
+        guard.since.get_or_insert_with(Instant::now);
         while self.pending.load(Ordering::SeqCst) > self.max_queued / 2
             && !self.broken.load(Ordering::Acquire)
             && !self.closing.load(Ordering::Acquire)
@@ -197,8 +218,32 @@ impl Outlink {
         {
             // Timed as well: a wait can never outlive a link that ends without a wake-up.
             self.room.wait_for(&mut guard, Duration::from_millis(5));
+            let stalled = guard.since.map_or(Duration::ZERO, |t| t.elapsed());
+            if stalled >= self.stall && !guard.warned {
+                guard.warned = true;
+                log::warn!(
+                    "processes have waited {:.1} s for room on the link to node {}, and its \
+                     writer has taken nothing ({} bytes queued): node {} is heard but reads \
+                     nothing of it, so its processes (or the network) are slower than the \
+                     senders here; if the nodes hold each other back in a cycle, each one's \
+                     processes waiting for the next, nothing moves until the cluster is stopped",
+                    stalled.as_secs_f64(),
+                    self.peer,
+                    self.pending.load(Ordering::Relaxed),
+                    self.peer
+                );
+            }
         }
-        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        // The last waiter gone, the episode is over.
+        if self.waiting.fetch_sub(1, Ordering::SeqCst) == 1 {
+            *guard = Stall::default();
+        }
+    }
+
+    /// How long processes have waited for room on this link with the writer taking nothing;
+    /// `None` while none waits.
+    pub(crate) fn stalled_for(&self) -> Option<Duration> {
+        self.room_lock.lock().since.map(|t| t.elapsed())
     }
 
     /// The node is stopping: processes waiting for room go on (and no more wait).
@@ -218,7 +263,14 @@ impl Outlink {
     fn took(&self, bytes: usize) {
         self.pending.fetch_sub(bytes, Ordering::SeqCst);
         if self.waiting.load(Ordering::SeqCst) > 0 {
-            let _guard = self.room_lock.lock();
+            let mut guard = self.room_lock.lock();
+            // The link moves: whoever still waits, waits on a slow peer, not a stalled one.
+            if guard.since.is_some() {
+                *guard = Stall {
+                    since: Some(Instant::now()),
+                    warned: false,
+                };
+            }
             self.room.notify_all();
         }
     }
@@ -282,6 +334,12 @@ impl Outlink {
         self.buffers.iter().map(|b| b.lock().len()).sum::<usize>() + self.control.lock().len()
     }
 }
+
+/// The most the writer seals before it writes: four Noise messages of the most they carry
+/// (`secure.rs`: 65,535 bytes less the 16 of the tag). Under load a round takes about a link's
+/// bound (`max_queued`), so this costs a few more `write` calls per round, each still of
+/// hundreds of KiB.
+const SEAL_PIECE: usize = 4 * (65_535 - 16);
 
 /// The writer's thread: takes what is queued for the peer and writes it, one `write` call per
 /// round, until the link is closed (then returns `Ok`) or a write fails.
@@ -364,20 +422,28 @@ fn write_all_queued(
         }
         if !out.is_empty() {
             written = Instant::now();
-            // Into the same buffer from 0 each round: no zeroing once it is long enough.
-            let end = match secure::seal_at(&mut transport, &out, &mut sealed, 0) {
-                Ok(end) => end,
-                Err(e) => {
-                    link.keep_unwritten(&out, 0);
-                    return Err(Broke::from(e.to_string()));
+            // Sealed and written a piece at a time: sealing is the slow part, and the peer
+            // hears nothing until the first write (sealing a final report of megabytes took
+            // more than the failure timeout in a debug build, and every link of a stopping
+            // cluster failed as silent). Each piece starts a new run of Noise messages, whole
+            // ones but its last, as `plain_in_whole_messages` counts.
+            for (k, piece) in out.chunks(SEAL_PIECE).enumerate() {
+                let from = k * SEAL_PIECE;
+                // Into the same buffer from 0 each time: no zeroing once it is long enough.
+                let end = match secure::seal_at(&mut transport, piece, &mut sealed, 0) {
+                    Ok(end) => end,
+                    Err(e) => {
+                        link.keep_unwritten(&out, from);
+                        return Err(Broke::from(e.to_string()));
+                    }
+                };
+                if let Err((e, wrote)) = write_counted(link, &mut stream, &sealed[..end]) {
+                    link.keep_unwritten(&out, from + secure::plain_in_whole_messages(wrote));
+                    return Err(Broke {
+                        why: e.to_string(),
+                        silent: timed_out(&e),
+                    });
                 }
-            };
-            if let Err((e, wrote)) = write_counted(link, &mut stream, &sealed[..end]) {
-                link.keep_unwritten(&out, secure::plain_in_whole_messages(wrote));
-                return Err(Broke {
-                    why: e.to_string(),
-                    silent: timed_out(&e),
-                });
             }
             continue;
         }
@@ -771,6 +837,7 @@ mod tests {
             heartbeat: Duration::from_secs(1),
             frame: FrameLimit::pieces(40),
             max_queued: 1 << 20,
+            stall: Duration::from_secs(1),
         };
         let (out, ends) = taken();
         for (delivered, from) in [

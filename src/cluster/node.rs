@@ -175,9 +175,13 @@ impl<P: NodeProcess> NodeBuilder<P> {
     /// sends more to that node waits, at the end of its batch, until the link's writer has
     /// taken the queue down to half. So a node that is slower than this one to take its
     /// messages (or a slow network) holds back the processes sending to it, rather than this
-    /// node's memory growing without limit; it cannot deadlock (the writer waits only on the
-    /// network, and a link the peer stops draining for the failure timeout breaks). Control
-    /// frames (snapshot parts and outcomes) are not held back. At least 64 KiB.
+    /// node's memory growing without limit. The wait ends when the link drains, breaks (a
+    /// peer that is not heard for the failure timeout), or the cluster stops; a wait in which
+    /// nothing drains for the failure timeout is logged as a warning and shows in
+    /// [`LinkStats::stalled_for`]: the peer is alive but reads nothing, and nodes holding each
+    /// other back in a cycle can make that last until the stop (see
+    /// [`max_backlog`](Self::max_backlog)). Control frames (snapshot parts and outcomes) are
+    /// not held back. At least 64 KiB.
     pub fn max_queued(mut self, bytes: usize) -> Self {
         self.max_queued = bytes.max(64 << 10);
         self
@@ -188,12 +192,22 @@ impl<P: NodeProcess> NodeBuilder<P> {
     /// process has taken half, so a process slower than its senders holds them back across
     /// the network (their links fill, then they wait: see [`max_queued`](Self::max_queued))
     /// instead of this node's memory growing. A peer that stops reading is not failed while its
-    /// own frames keep arriving. It can deadlock in one case, which then ends as a failure: two
-    /// nodes whose processes are each held back sending to the other, while each's slow
-    /// process is the one held back (both directions full at once); after the failure timeout
-    /// with neither side reading, their link breaks and the higher of the two is failed. A
-    /// closed loop (a bounded number of messages in flight, as the bank) never fills both. At
-    /// least 16.
+    /// own frames keep arriving.
+    ///
+    /// It can deadlock: whenever nodes hold each other back in a cycle, each one's processes
+    /// waiting for room on the link to the next while that node's reader holds back because
+    /// its own processes wait for the one after (senders faster than their receivers all the
+    /// way round: an open-loop flood around a ring of nodes; or two nodes flooding each other).
+    /// Bounded memory, no loss and no deadlock cannot all hold for such a flood (the in-process
+    /// runtime, unbounded, grows instead). Where every node of the cycle is still heard (its
+    /// heartbeats, or traffic on the other connection), nothing is failed and nothing moves:
+    /// each node logs a warning once its processes have waited the failure timeout with
+    /// nothing taken, [`LinkStats::stalled_for`] shows it, callbacks and
+    /// [`with_process`](Node::with_process) get no turn, and the stop ends it cleanly (every
+    /// node's report comes; the messages in flight are in the final state). Where two nodes
+    /// hold each other back with nothing else heard between them, their link breaks after the
+    /// failure timeout and the higher of the two is failed. A closed loop (a bounded number of
+    /// messages in flight, as the bank) never fills a cycle. At least 16.
     pub fn max_backlog(mut self, envelopes: usize) -> Self {
         self.max_backlog = envelopes.max(16);
         self
@@ -315,6 +329,7 @@ impl<P: NodeProcess> NodeBuilder<P> {
             heartbeat: heartbeat(self.failure_timeout),
             frame,
             max_queued: self.max_queued,
+            stall: self.failure_timeout,
         };
         let links: Arc<[Option<Arc<Outlink>>]> = (0..nodes)
             .map(|k| (k != me).then(|| Arc::new(Outlink::new(k, local.len(), limits))))
@@ -1692,6 +1707,7 @@ impl<P: NodeProcess> Node<P> {
                     writes: l.writes.load(std::sync::atomic::Ordering::Relaxed),
                     bytes: l.bytes.load(std::sync::atomic::Ordering::Relaxed),
                     queued: l.queued(),
+                    stalled_for: l.stalled_for(),
                     down: broken[l.peer].clone(),
                 })
                 .collect(),
@@ -1788,6 +1804,12 @@ pub struct LinkStats {
     pub bytes: u64,
     /// Bytes queued for it and not yet written.
     pub queued: usize,
+    /// How long this node's processes have waited for room on the link (its queue past
+    /// [`max_queued`](NodeBuilder::max_queued)) while its writer took nothing; `None` while
+    /// none waits. Past the failure timeout it is logged as a warning: the other node is
+    /// heard but does not read, being slower than this one's senders, or, if it lasts, nodes
+    /// holding each other back in a cycle (see [`max_backlog`](NodeBuilder::max_backlog)).
+    pub stalled_for: Option<Duration>,
     /// Why the link is down, once it is (broken, or closed by a failure or the stop); it is
     /// not used again.
     pub down: Option<String>,

@@ -73,6 +73,11 @@ pub(crate) trait ThreadDriver<P: Process>: Driver<P> + Send + 'static {
     fn wire_mut(&mut self) -> &mut Wire<P>;
     /// A batch of work (a visit, a control request, a callback) has ended.
     fn end_batch(&mut self);
+    /// The process panicked in the middle of a batch, and `end_batch` will not run: whatever
+    /// the driver still holds of sends that returned `Ok` must go now, before the failure is
+    /// announced (a receiver sees the messages before the word of the failure, as in process,
+    /// where a send is on its channel when it returns). The in-process `Wire` holds nothing.
+    fn unwound(&mut self) {}
 }
 
 /// Everything one process thread owns.
@@ -498,8 +503,9 @@ pub(crate) fn process_thread<P: Process, D: ThreadDriver<P>>(
     };
     // A process that stopped normally keeps taking messages until shutdown has joined every
     // thread (they are handed back as undelivered), so a graceful shutdown never makes a send
-    // fail; one that panicked refuses them from now on.
+    // fail; one that panicked refuses them from now on, once what it sent is on its way.
     if let Some(message) = &failure {
+        worker.driver.unwound();
         shared.process_failed(me, message.clone());
     }
     // Dropping the rest of the worker drops its senders: a receiver that drains one of its
