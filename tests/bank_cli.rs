@@ -262,8 +262,14 @@ fn a_checkpoint_that_cannot_be_written_stops_the_run_with_a_summary() {
         }
         let bank = start(&args);
         bank.wait_out("conserved");
-        std::fs::remove_dir_all(&ckpt).unwrap();
-        std::fs::write(&ckpt, "no longer a folder").unwrap();
+        // The bank writes on meanwhile, so the folder is moved aside (at once, where removing
+        // it raced a new file), and a file put in its place; again if the bank made the
+        // folder anew in between.
+        let mut moved = 0;
+        while std::fs::write(&ckpt, "no longer a folder").is_err() {
+            std::fs::rename(&ckpt, dir.join(format!("moved-{moved}"))).unwrap();
+            moved += 1;
+        }
         let end = bank.finish();
         assert_eq!(end.code, Some(1), "{args:?}");
         assert!(end.err_has("cannot write checkpoint"), "{args:?}");
