@@ -44,10 +44,6 @@ pub(crate) struct NodeWire<P: Process> {
     frame: FrameLimit,
     /// By node: frames encoded since the last batch ended.
     staged: Vec<Vec<u8>>,
-    /// By node: where the last whole frame in `staged` ends (0 if none). A `Serialize` impl
-    /// that panics leaves part of a frame behind it, which must never reach the peer (it would
-    /// read it as garbage and fail this node): see `unwound`.
-    whole: Vec<usize>,
     /// Nodes with frames staged.
     dirty: Vec<usize>,
     /// The snapshot whose markers this process is sending now, and its initiator (a marker
@@ -100,7 +96,6 @@ impl<P: Process> NodeWire<P> {
             local,
             frame,
             staged: vec![Vec::new(); links.len()],
-            whole: vec![0; links.len()],
             links,
             dirty: Vec::new(),
             marking: None,
@@ -151,8 +146,6 @@ impl<P: Process> NodeWire<P> {
         };
         match encoded {
             Ok(()) => {
-                // One store per frame: what a panic in the next encoding leaves is cut here.
-                self.whole[node] = self.staged[node].len();
                 if was_empty {
                     self.dirty.push(node);
                 }
@@ -240,7 +233,6 @@ where
         // Another link that is full too is waited for at the end of the next batch.
         let mut full = None;
         for node in self.dirty.drain(..) {
-            self.whole[node] = 0;
             if let Some(link) = &self.links[node] {
                 if link.append(self.local, &mut self.staged[node]) {
                     full = Some(link);
@@ -257,12 +249,12 @@ where
     /// be on their channels), before the node queues the word of the failure behind them on
     /// the same links (the writer takes the processes' buffers before the control frames).
     /// Not waiting for room: the process is gone, and this is at most one batch. A frame cut
-    /// by a panic in its encoding is dropped: its send never returned.
+    /// by a panic in its encoding is not there: `wire::encode_within` takes back what a
+    /// panicking `Serialize` left (its send never returned).
     #[cold]
     fn unwound(&mut self) {
         self.dirty.clear();
         for (node, staged) in self.staged.iter_mut().enumerate() {
-            staged.truncate(std::mem::take(&mut self.whole[node]));
             if let (false, Some(link)) = (staged.is_empty(), &self.links[node]) {
                 link.append(self.local, staged);
             }

@@ -643,3 +643,121 @@ fn a_send_before_a_panic_is_delivered_across_nodes() {
         assert_eq!(*received.lock().unwrap(), [42], "bomb: {bomb}");
     }
 }
+
+/// A process whose recorded state is `Shaky(BOMB, 0)` if it is one of `bombs`: encoding it
+/// panics midway.
+struct RecordsABomb {
+    bomb: bool,
+}
+
+impl Process for RecordsABomb {
+    type Message = u64;
+    type State = Shaky;
+    fn on_message(&mut self, _: ProcessId, _: u64, _: &mut Context<'_, u64>) {}
+    fn record(&self) -> Shaky {
+        Shaky(if self.bomb { BOMB } else { 0 }, 0)
+    }
+}
+
+/// Two nodes of complete(2), one process each; process `bomb`'s state panics when encoded.
+fn two_with_a_bomb(bomb: ProcessId) -> Vec<Node<RecordsABomb>> {
+    cluster(
+        &Topology::complete(2),
+        [[0], [1]],
+        |b| {
+            b.failure_timeout(Duration::from_secs(2))
+                .stop_timeout(Duration::from_secs(10))
+        },
+        move |p| RecordsABomb { bomb: p == bomb },
+    )
+}
+
+/// A process whose state's `Serialize` panics while its snapshot part is encoded for another
+/// node fails alone: the part's half-written frame is taken back, so the peer reads no
+/// garbage. Before, the half frame stayed queued for the link, node 1 read "a malformed
+/// frame", and in a cluster of two the rule failed node 1, the honest one (found by a review).
+#[test]
+fn a_panic_encoding_a_part_fails_the_process_not_a_node() {
+    let nodes = two_with_a_bomb(0);
+    assert!(nodes[1].snapshot(1).is_err(), "process 0 failed");
+    wait_until("node 1 hears process 0 failed", || {
+        !nodes[1].failures().is_empty()
+    });
+    thread::sleep(Duration::from_secs(3));
+    for node in &nodes {
+        assert!(node.failed_nodes().is_empty(), "{:?}", node.failed_nodes());
+        let failed: Vec<ProcessId> = node.failures().iter().map(|f| f.process).collect();
+        assert_eq!(failed, [0]);
+    }
+    let mut nodes = nodes.into_iter();
+    let (zero, one) = (nodes.next().unwrap(), nodes.next().unwrap());
+    let one = thread::spawn(move || one.wait_stopped(Duration::from_secs(30)));
+    assert!(zero.shutdown().unwrap().failed_nodes.is_empty());
+    assert!(one.join().unwrap().unwrap().failed_nodes.is_empty());
+}
+
+/// A process whose state's `Serialize` panics when its node's final report is encoded: the
+/// stop says so and ends, and that node, which has both reports but could not send its own,
+/// names the other as `unconfirmed`. Before, the stop thread panicked, the node's result never
+/// came, and `shutdown` waited out twice the stop timeout.
+#[test]
+fn a_panic_encoding_the_final_report_ends_the_stop() {
+    let nodes = two_with_a_bomb(1);
+    let began = Instant::now();
+    let mut nodes = nodes.into_iter();
+    let (zero, one) = (nodes.next().unwrap(), nodes.next().unwrap());
+    let one = thread::spawn(move || one.wait_stopped(Duration::from_secs(60)));
+    let zero = zero.shutdown().unwrap();
+    let one = one.join().unwrap().unwrap();
+    assert!(
+        began.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        began.elapsed()
+    );
+    assert!(zero.final_state().is_none() && zero.missing_reports() == [1]);
+    assert_eq!(one.unconfirmed(), [0]);
+}
+
+/// A process whose state is `size` bytes.
+struct Sized {
+    size: usize,
+}
+
+impl Process for Sized {
+    type Message = u8;
+    type State = Vec<u8>;
+    fn on_message(&mut self, _: ProcessId, _: u8, _: &mut Context<'_, u8>) {}
+    fn record(&self) -> Vec<u8> {
+        vec![1; self.size]
+    }
+}
+
+/// A node whose final report is over the whole-frame limit cannot send it: it does not then
+/// say it has every report (which the others would rightly refuse, coming before its report),
+/// and names the other as `unconfirmed`. Before, node 1 said it anyway, and node 0 failed the
+/// honest node 1 for "said it had every final report before sending its own" (found by a
+/// review of this change).
+#[test]
+fn a_node_whose_report_cannot_be_encoded_does_not_say_it_has_them_all() {
+    let nodes = cluster(
+        &Topology::complete(2),
+        [[0], [1]],
+        |b| {
+            b.max_frame_total(1024)
+                .failure_timeout(Duration::from_secs(2))
+                .stop_timeout(Duration::from_secs(8))
+        },
+        |p| Sized { size: 8 << (9 * p) },
+    );
+    let watch = nodes[0].clone();
+    let mut nodes = nodes.into_iter();
+    let (zero, one) = (nodes.next().unwrap(), nodes.next().unwrap());
+    let one = thread::spawn(move || one.wait_stopped(Duration::from_secs(60)));
+    let zero = zero.shutdown().unwrap();
+    let one = one.join().unwrap().unwrap();
+    assert_eq!(zero.missing_reports(), [1]);
+    assert_eq!(one.unconfirmed(), [0]);
+    let link = watch.stats().links.into_iter().find(|l| l.node == 1);
+    let down = link.and_then(|l| l.down).unwrap_or_default();
+    assert!(!down.contains("before sending its own"), "{down}");
+}

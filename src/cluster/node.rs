@@ -1180,20 +1180,35 @@ impl<P: NodeProcess> Core<P> {
         let (stopped, counters) = self.runtime.collect(exits);
         let report = self.report(&stopped, &counters);
         let frame: FrameOut<'_, P::Message, P::State> = Frame::Report(&report);
+        // Encoding it runs the application's `Serialize` of every state and message left: one
+        // that panics is said as the failure it is, not a stop thread gone (whose result would
+        // never come).
+        let mut report_out = true;
         for link in others() {
-            if let Err(reason) = link.send(&frame) {
+            let sent = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| link.send(&frame)))
+                .unwrap_or_else(|panic| {
+                    Err(format!(
+                        "encoding it panicked: {}",
+                        crate::process::panic_message(&*panic)
+                    ))
+                });
+            if let Err(reason) = sent {
                 log::error!(
                     "node {}: its final report cannot be encoded: {reason}",
                     self.me
                 );
+                // The same report to every node: the same fault.
+                report_out = false;
+                break;
             }
         }
         let waited = self.wait_for(deadline, |e, k| e.reported[k]);
-        let have_all = {
+        let every_report = {
             let ending = self.ending.lock();
             (0..self.links.len()).all(|k| k == self.me || ending.reported[k])
         };
-        if have_all {
+        // Said only by a node whose own report went out too: the others check it came first.
+        if every_report && report_out {
             // Every report here: say so, and hear the others say it. A node that stopped
             // waiting for one (this one held up past its failure timeout, say) says the cluster
             // has no final state; this node's result then names it (`unconfirmed`), rather than
@@ -1247,8 +1262,9 @@ impl<P: NodeProcess> Core<P> {
             .map(Option::take)
             .collect();
         reports[self.me] = Some(report);
-        // Only a node with every report has a verdict the others may not share.
-        let unconfirmed = match have_all {
+        // Only a node with every report has a verdict the others may not share (with its own
+        // report not sent, none of them can have said they have every report).
+        let unconfirmed = match every_report {
             false => Vec::new(),
             true => {
                 let ending = self.ending.lock();

@@ -420,6 +420,22 @@ pub(crate) type FrameOut<'a, M, S> =
 /// A frame decoded.
 pub(crate) type FrameIn<M, S> = Frame<M, LocalSnapshot<M, S>, GlobalSnapshot<M, S>, Report<M, S>>;
 
+/// Cuts `buf` back to `start` when dropped armed: what a `Serialize` that panicked left of a
+/// frame (`encode_within`).
+struct CutOnUnwind<'a> {
+    buf: &'a mut Vec<u8>,
+    start: usize,
+    armed: bool,
+}
+
+impl Drop for CutOnUnwind<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.buf.truncate(self.start);
+        }
+    }
+}
+
 /// Appends bytes to a `Vec` for postcard, which wants an `Extend<u8>` it can own.
 struct Append<'a>(&'a mut Vec<u8>);
 
@@ -446,7 +462,9 @@ pub(crate) fn encode(buf: &mut Vec<u8>, value: &impl Serialize) -> Result<(), St
 /// receiver's frame limit, at most [`MAX_PIECE`]) when longer: each piece has its own length,
 /// with [`CONTINUED`] set on all but the last, and the reader joins them
 /// ([`read_frame`]). So a frame of any size gets through a reader that allocates nothing for
-/// a length over its limit. On an error nothing is appended.
+/// a length over its limit. On an error nothing is appended, nor if `value`'s `Serialize`
+/// panics (the application's code: the bytes it got out would be half a frame, which the
+/// peer would take for garbage from this node).
 pub(crate) fn encode_within(
     buf: &mut Vec<u8>,
     value: &impl Serialize,
@@ -454,7 +472,15 @@ pub(crate) fn encode_within(
 ) -> Result<(), String> {
     let start = buf.len();
     buf.extend_from_slice(&[0; 4]);
-    if let Err(e) = postcard::to_extend(value, Append(buf)) {
+    let mut guard = CutOnUnwind {
+        buf,
+        start,
+        armed: true,
+    };
+    let encoded = postcard::to_extend(value, Append(&mut *guard.buf)).map(drop);
+    guard.armed = false;
+    let buf = &mut *guard.buf;
+    if let Err(e) = encoded {
         buf.truncate(start);
         return Err(e.to_string());
     }
