@@ -644,7 +644,7 @@ fn a_send_before_a_panic_is_delivered_across_nodes() {
     }
 }
 
-/// A process whose recorded state is `Shaky(BOMB, 0)` if it is one of `bombs`: encoding it
+/// A process whose recorded state is `Shaky(BOMB, 0)` if `bomb` (else `Shaky(0, 0)`): encoding it
 /// panics midway.
 struct RecordsABomb {
     bomb: bool,
