@@ -511,7 +511,8 @@ fn run_node(
 
 /// Whether every other node said it had every final report (`ClusterStopped::unconfirmed`);
 /// if not, says which did not: they may have ended with no final state, and exit 1, so this
-/// node exits 1 too, whatever its own final state (every node exits with the same verdict).
+/// node exits 1 too, whatever its own final state (so that every node exits with the same
+/// verdict, but for a node held up past the failure timeout in the stop: docs/cluster.md).
 fn agreed(me: usize, stopped: &ClusterStopped<Branch>) -> bool {
     let unconfirmed = stopped.unconfirmed();
     if !unconfirmed.is_empty() {
