@@ -222,15 +222,14 @@ impl Outlink {
             if stalled >= self.stall && !guard.warned {
                 guard.warned = true;
                 log::warn!(
-                    "processes have waited {:.1} s for room on the link to node {}, and its \
-                     writer has taken nothing ({} bytes queued): node {} is heard but reads \
-                     nothing of it, so its processes (or the network) are slower than the \
+                    "processes have waited {:.1} s for room on the link to node {peer}, and \
+                     its writer has taken nothing ({} bytes queued): node {peer} is heard but \
+                     reads nothing of it, so its processes (or the network) are slower than the \
                      senders here; if the nodes hold each other back in a cycle, each one's \
                      processes waiting for the next, nothing moves until the cluster is stopped",
                     stalled.as_secs_f64(),
-                    self.peer,
                     self.pending.load(Ordering::Relaxed),
-                    self.peer
+                    peer = self.peer,
                 );
             }
         }

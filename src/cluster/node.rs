@@ -1243,15 +1243,10 @@ impl<P: NodeProcess> Core<P> {
         // processes are not counted failed: they may have stopped cleanly; `missing_reports`
         // says their final states never came.)
         let mut failed_nodes = self.failed_nodes();
-        {
-            let ending = self.ending.lock();
-            for k in (0..self.links.len()).filter(|&k| ending.broke_off[k]) {
-                if !failed_nodes.contains(&k) {
-                    failed_nodes.push(k);
-                }
-            }
-        }
+        let broke_off = self.ending.lock().broke_off.clone();
+        failed_nodes.extend((0..broke_off.len()).filter(|&k| broke_off[k]));
         failed_nodes.sort_unstable();
+        failed_nodes.dedup();
         let lost = self.lost(&failed_nodes);
         // Taken one by one, so that the vector keeps its length for a reader that is late.
         let mut reports: Vec<_> = self
@@ -1264,14 +1259,13 @@ impl<P: NodeProcess> Core<P> {
         reports[self.me] = Some(report);
         // Only a node with every report has a verdict the others may not share (with its own
         // report not sent, none of them can have said they have every report).
-        let unconfirmed = match every_report {
-            false => Vec::new(),
-            true => {
-                let ending = self.ending.lock();
-                (0..self.links.len())
-                    .filter(|&k| !ending.confirmed[k] && !failed_nodes.contains(&k))
-                    .collect()
-            }
+        let unconfirmed = if every_report {
+            let ending = self.ending.lock();
+            (0..self.links.len())
+                .filter(|&k| !ending.confirmed[k] && !failed_nodes.contains(&k))
+                .collect()
+        } else {
+            Vec::new()
         };
         let failed = Failed {
             unconfirmed,

@@ -420,17 +420,24 @@ pub(crate) type FrameOut<'a, M, S> =
 /// A frame decoded.
 pub(crate) type FrameIn<M, S> = Frame<M, LocalSnapshot<M, S>, GlobalSnapshot<M, S>, Report<M, S>>;
 
-/// Cuts `buf` back to `start` when dropped armed: what a `Serialize` that panicked left of a
-/// frame (`encode_within`).
-struct CutOnUnwind<'a> {
+/// A frame being appended to `buf` from `start`: cut back off when this is dropped without
+/// [`keep`](Tentative::keep), on an error or in a `Serialize` that panicked
+/// (`encode_within`).
+struct Tentative<'a> {
     buf: &'a mut Vec<u8>,
     start: usize,
-    armed: bool,
+    kept: bool,
 }
 
-impl Drop for CutOnUnwind<'_> {
+impl Tentative<'_> {
+    fn keep(mut self) {
+        self.kept = true;
+    }
+}
+
+impl Drop for Tentative<'_> {
     fn drop(&mut self) {
-        if self.armed {
+        if !self.kept {
             self.buf.truncate(self.start);
         }
     }
@@ -472,21 +479,15 @@ pub(crate) fn encode_within(
 ) -> Result<(), String> {
     let start = buf.len();
     buf.extend_from_slice(&[0; 4]);
-    let mut guard = CutOnUnwind {
+    let frame = Tentative {
         buf,
         start,
-        armed: true,
+        kept: false,
     };
-    let encoded = postcard::to_extend(value, Append(&mut *guard.buf)).map(drop);
-    guard.armed = false;
-    let buf = &mut *guard.buf;
-    if let Err(e) = encoded {
-        buf.truncate(start);
-        return Err(e.to_string());
-    }
+    postcard::to_extend(value, Append(&mut *frame.buf)).map_err(|e| e.to_string())?;
+    let buf = &mut *frame.buf;
     let len = buf.len() - start - 4;
     if len > limit.whole {
-        buf.truncate(start);
         return Err(format!(
             "{len} bytes encoded, over the cluster's limit of {} for a whole frame",
             limit.whole
@@ -511,6 +512,7 @@ pub(crate) fn encode_within(
             buf.extend_from_slice(piece);
         }
     }
+    frame.keep();
     Ok(())
 }
 

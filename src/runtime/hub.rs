@@ -158,19 +158,22 @@ struct Route {
 /// in a second part: the honest processes and nodes would be blamed for it). One bit a
 /// channel, grown as markers come.
 #[derive(Default)]
+#[cfg_attr(not(feature = "cluster"), allow(dead_code))]
 struct Marked(Vec<u64>);
 
-#[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+#[cfg(feature = "cluster")]
 impl Marked {
-    /// Notes a marker on channel `k`; false if one came on it before.
-    fn first(&mut self, k: usize) -> bool {
+    /// Notes a marker on channel `k`; refused if one came on it before.
+    fn note(&mut self, k: usize) -> Result<(), MarkerRefused> {
         let (word, bit) = (k / 64, 1u64 << (k % 64));
         if self.0.len() <= word {
             self.0.resize(word + 1, 0);
         }
-        let was = self.0[word] & bit != 0;
+        if self.0[word] & bit != 0 {
+            return Err(MarkerRefused::Again);
+        }
         self.0[word] |= bit;
-        !was
+        Ok(())
     }
 }
 
@@ -581,20 +584,10 @@ impl<M, S> Hub<M, S> {
         let mut guard = self.state.lock();
         let state = &mut *guard;
         if let Some(route) = state.routes.get_mut(&id) {
-            return route
-                .marked
-                .first(channel)
-                .then_some(())
-                .ok_or(MarkerRefused::Again);
+            return route.marked.note(channel);
         }
         if state.collector.is_pending(id) {
-            return state
-                .marked_here
-                .entry(id)
-                .or_default()
-                .first(channel)
-                .then_some(())
-                .ok_or(MarkerRefused::Again);
+            return state.marked_here.entry(id).or_default().note(channel);
         }
         if state.finished_routes.contains(&id) {
             // Would start it again here, and send its initiator's node parts it refuses,
@@ -614,7 +607,7 @@ impl<M, S> Hub<M, S> {
             return Ok(());
         }
         let mut marked = Marked::default();
-        marked.first(channel);
+        marked.note(channel)?;
         state.routes.insert(
             id,
             Route {
