@@ -1042,6 +1042,44 @@ fn a_burst_goes_in_few_writes_and_a_lone_message_in_one() {
     nodes[0].clone().shutdown().unwrap();
 }
 
+/// A snapshot's markers to another node go as one frame per process and node, not one per
+/// channel: 32 processes on each of two nodes of complete(64) put a marker on 1,024 channels
+/// from node 0 to node 1, at least 16 bytes each (the snapshot's id) if framed one by one;
+/// in runs, 32 frames. With the processes placed in blocks, and dealt out in turn (so that a
+/// process's channels to the other node are not numbered one after another). Idle, so that
+/// nothing else crosses but heartbeats.
+#[test]
+fn a_snapshots_markers_to_a_node_go_in_one_frame_per_process() {
+    let blocks: Vec<Vec<ProcessId>> = vec![(0..32).collect(), (32..64).collect()];
+    let dealt: Vec<Vec<ProcessId>> = (0..2).map(|k| (k..64).step_by(2).collect()).collect();
+    for placement in [blocks, dealt] {
+        let got = Arc::new(AtomicU64::new(0));
+        let nodes = start(&Topology::complete(64), &placement, move |_, _| {
+            Tally(got.clone())
+        });
+        let link = || nodes[0].stats().links[0].clone();
+        let before = link();
+        nodes[0]
+            .snapshot_timeout(placement[0][0], Duration::from_secs(30))
+            .unwrap()
+            .verify()
+            .unwrap();
+        let bytes = link().bytes - before.bytes;
+        eprintln!("1,024 markers from node 0 to node 1: {bytes} bytes");
+        assert!(
+            bytes < 4096,
+            "{bytes} bytes for 1,024 markers, {placement:?}"
+        );
+        // Each run is still taken as a marker on every one of its channels.
+        nodes[1]
+            .snapshot_timeout(placement[1][7], Duration::from_secs(30))
+            .unwrap()
+            .verify()
+            .unwrap();
+        nodes[0].clone().shutdown().unwrap();
+    }
+}
+
 /// Durations too long to add to the clock (`Duration::MAX`) mean "as long as it takes" on a
 /// cluster too. Before, such a connect timeout panicked in start-up, such a stop timeout
 /// aborted the process in the stop, such a failure timeout panicked in the link writers, such a

@@ -29,6 +29,22 @@ struct Remote {
     channel: u32,
     /// The receiving process.
     to: u32,
+    /// The channel from this process to the same node just before this one in number order,
+    /// if any: a run of markers that ends on it goes on with this one (`Frame::Markers`).
+    after: Option<u32>,
+}
+
+/// A `Frame::Markers` at the end of a node's staged frames: where it lies, and what it holds.
+#[derive(Clone, Copy)]
+struct MarkerRun {
+    /// Where the frame starts and ends in the staged buffer.
+    at: (usize, usize),
+    /// Its first and last channel, and how many.
+    first: u32,
+    last: u32,
+    count: u32,
+    /// Its snapshot.
+    snapshot: SnapshotId,
 }
 
 /// One process's driver on a cluster node.
@@ -49,6 +65,9 @@ pub(crate) struct NodeWire<P: Process> {
     /// The snapshot whose markers this process is sending now, and its initiator (a marker
     /// for another node says where that node's parts go).
     marking: Option<(SnapshotId, u32)>,
+    /// By node: the run of markers that ends its staged frames, if the last frame is one
+    /// (the next marker on the channel after the run's last joins it).
+    runs: Vec<Option<MarkerRun>>,
     /// By process: its node.
     node_of: Arc<[usize]>,
     /// Whom to tell that a node sent a marker that breaks the rules (set once the node's
@@ -73,18 +92,24 @@ impl<P: Process> NodeWire<P> {
     ) -> Self {
         let me = wire.me();
         let here = node_of[me];
-        let remote = wiring
-            .outgoing(me)
-            .iter()
-            .map(|&c| {
-                let to = wiring.channels()[c].to;
-                (node_of[to] != here).then(|| Remote {
-                    node: node_of[to] as u32,
+        // By node, the last channel to it seen in number order, for `Remote::after`.
+        let mut last_to = vec![None; node_of.iter().max().map_or(0, |&n| n + 1)];
+        let mut in_order: Vec<(usize, usize)> =
+            wiring.outgoing(me).iter().copied().enumerate().collect();
+        in_order.sort_unstable_by_key(|&(_, c)| c);
+        let mut remote = vec![None; in_order.len()].into_boxed_slice();
+        for (slot, c) in in_order {
+            let to = wiring.channels()[c].to;
+            let node = node_of[to];
+            if node != here {
+                remote[slot] = Some(Remote {
+                    node: node as u32,
                     channel: c as u32,
                     to: to as u32,
-                })
-            })
-            .collect();
+                    after: last_to[node].replace(c as u32),
+                });
+            }
+        }
         let frame = links
             .iter()
             .flatten()
@@ -96,6 +121,7 @@ impl<P: Process> NodeWire<P> {
             local,
             frame,
             staged: vec![Vec::new(); links.len()],
+            runs: vec![None; links.len()],
             links,
             dirty: Vec::new(),
             marking: None,
@@ -132,12 +158,42 @@ impl<P: Process> NodeWire<P> {
             }
             Envelope::Marker(id) => match self.marking {
                 Some((marking, initiator)) if marking == *id => {
-                    let frame: FrameOut<'_, P::Message, P::State> = Frame::Marker {
-                        channel: remote.channel,
+                    // The run that ends the staged frames grows by this marker if it is on
+                    // the next channel to that node: the longer run is encoded after it, then
+                    // put in its place (so a failure leaves the shorter run as it was).
+                    let joins = self.runs[node].filter(|run| {
+                        run.at.1 == buf.len()
+                            && run.snapshot == *id
+                            && remote.after == Some(run.last)
+                            && run.count < u32::MAX
+                    });
+                    let (first, count) =
+                        joins.map_or((remote.channel, 1), |run| (run.first, run.count + 1));
+                    let frame: FrameOut<'_, P::Message, P::State> = Frame::Markers {
+                        first,
+                        count,
                         snapshot: *id,
                         initiator,
                     };
-                    wire::encode_within(buf, &frame, limit)
+                    let start = buf.len();
+                    let encoded = wire::encode_within(buf, &frame, limit);
+                    if encoded.is_ok() {
+                        let start = match joins {
+                            Some(run) => {
+                                buf.drain(run.at.0..run.at.1);
+                                run.at.0
+                            }
+                            None => start,
+                        };
+                        self.runs[node] = Some(MarkerRun {
+                            at: (start, buf.len()),
+                            first,
+                            last: remote.channel,
+                            count,
+                            snapshot: *id,
+                        });
+                    }
+                    encoded
                 }
                 // The snapshot has been given up (a process failed) since this process
                 // recorded: nobody waits for its markers.
@@ -233,6 +289,8 @@ where
         // Another link that is full too is waited for at the end of the next batch.
         let mut full = None;
         for node in self.dirty.drain(..) {
+            // The staged frames go: a run no longer ends them.
+            self.runs[node] = None;
             if let Some(link) = &self.links[node] {
                 if link.append(self.local, &mut self.staged[node]) {
                     full = Some(link);
@@ -254,6 +312,7 @@ where
     #[cold]
     fn unwound(&mut self) {
         self.dirty.clear();
+        self.runs.fill(None);
         for (node, staged) in self.staged.iter_mut().enumerate() {
             if let (false, Some(link)) = (staged.is_empty(), &self.links[node]) {
                 link.append(self.local, staged);

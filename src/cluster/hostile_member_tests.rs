@@ -272,14 +272,42 @@ fn a_second_marker_of_a_snapshot_fails_its_sender_not_the_process() {
     // The same marker twice on channel 2 -> 0, of a snapshot that names node 2's process 2 as
     // its initiator: process 0 records at the first, and the second breaks the marker rules.
     // Before, process 0 panicked; its node must blame node 2 instead.
-    let marker: FrameOut<'_, u64, u64> = Frame::Marker {
-        channel: channel(2, 0),
+    let marker: FrameOut<'_, u64, u64> = Frame::Markers {
+        first: channel(2, 0),
+        count: 1,
         snapshot: SnapshotId::random(),
         initiator: 2,
     };
     let mut bytes = framed(&marker);
     bytes.extend(framed(&marker));
     a_member_sending(bytes, "second marker");
+}
+
+/// A run of markers stands for one marker on each of its channels, its first and the ones
+/// after it from the same sender into the receiving node (from process 2 into node 0: 2 -> 0,
+/// then 2 -> 3). A run of none is refused; so is one that goes past the last of them (after
+/// its markers on 2 -> 0 and 2 -> 3 were taken), and one that starts on a channel into
+/// another node.
+#[test]
+fn a_run_of_markers_that_names_no_channel_or_another_nodes_fails_its_sender() {
+    for (first, count, why) in [
+        (channel(2, 0), 0, "a run of no markers"),
+        (
+            channel(2, 0),
+            3,
+            "past its sender's last channel into this node",
+        ),
+        (channel(2, 0), u32::MAX, "past its sender's last channel"),
+        (channel(2, 1), 1, "does not run from node 2 to this node"),
+    ] {
+        let run: FrameOut<'_, u64, u64> = Frame::Markers {
+            first,
+            count,
+            snapshot: SnapshotId::random(),
+            initiator: 2,
+        };
+        a_member_sending(framed(&run), why);
+    }
 }
 
 /// A member replays the `Start` of a snapshot that has ended: refused, and the replayer
@@ -334,8 +362,9 @@ fn a_marker_of_a_snapshot_done_here_fails_its_sender() {
                     node.stats().is_idle()
                 });
             }
-            framed(&FrameOut::<u64, u64>::Marker {
-                channel: channel(2, 0),
+            framed(&FrameOut::<u64, u64>::Markers {
+                first: channel(2, 0),
+                count: 1,
                 snapshot: done.id,
                 initiator: 1,
             })
@@ -392,8 +421,9 @@ fn a_replayed_marker_while_open(initiator: ProcessId) {
     });
     thread::sleep(Duration::from_millis(200));
     // Channel 5 -> 0 is the ring's last edge.
-    let replay: FrameOut<'_, u64, u64> = Frame::Marker {
-        channel: 5,
+    let replay: FrameOut<'_, u64, u64> = Frame::Markers {
+        first: 5,
+        count: 1,
         snapshot: ticket.id(),
         initiator: initiator as u32,
     };

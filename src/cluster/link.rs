@@ -518,6 +518,9 @@ pub(crate) struct Inlet<M> {
     next: u64,
     /// Its number among the channels into this node from others (`Hub::learn_route`).
     remote: usize,
+    /// The channel from the same sender into this node that follows it in number order: where
+    /// a run of markers goes on (`Frame::Markers`).
+    then: Option<u32>,
     /// Envelopes delivered since its backlog was last looked at.
     unchecked: u32,
     /// The round of rings (`Rings::round`) it was last owed a ring in: once a round is enough.
@@ -530,13 +533,14 @@ const CHECK_EVERY: u32 = 32;
 
 impl<M> Inlet<M> {
     /// Channel into `to` at its incoming bit `bit`, whose next message is numbered `next`, the
-    /// `remote`-th channel into this node from others.
+    /// `remote`-th channel into this node from others, followed by channel `then` from the
+    /// same sender.
     pub(crate) fn new(
         tx: Sender<Envelope<M>>,
         to: ProcessId,
         bit: usize,
         next: u64,
-        remote: usize,
+        (remote, then): (usize, Option<u32>),
     ) -> Self {
         Inlet {
             tx,
@@ -544,6 +548,7 @@ impl<M> Inlet<M> {
             place: BitPlace::of(bit),
             next,
             remote,
+            then,
             unchecked: 0,
             owed_in: u64::MAX,
         }
@@ -731,14 +736,32 @@ where
                 let seq = NonZeroU64::new(seq).expect("checked against a count from 1");
                 deliver(core, inlet, Envelope::Message { seq, message }, rings);
             }
-            Frame::Marker {
-                channel,
+            Frame::Markers {
+                first,
+                count,
                 snapshot,
                 initiator,
             } => {
-                let inlet = inlet(inlets, channel, peer)?;
-                core.marker_from(peer, (channel, inlet.remote), snapshot, initiator as usize)?;
-                deliver(core, inlet, Envelope::Marker(snapshot), rings);
+                // As `count` frames of one marker each, one after another; a run of none, or
+                // one that goes past its sender's last channel into this node, is refused.
+                if count == 0 {
+                    return Err(Broke::from(format!(
+                        "a run of no markers from channel {first}"
+                    )));
+                }
+                let mut next = Some(first);
+                for _ in 0..count {
+                    let channel = next.ok_or_else(|| {
+                        format!(
+                            "a run of {count} markers from channel {first}, past its sender's \
+                             last channel into this node"
+                        )
+                    })?;
+                    let inlet = inlet(inlets, channel, peer)?;
+                    next = inlet.then;
+                    core.marker_from(peer, (channel, inlet.remote), snapshot, initiator as usize)?;
+                    deliver(core, inlet, Envelope::Marker(snapshot), rings);
+                }
             }
             other => core.control_from(peer, other)?,
         }

@@ -412,12 +412,25 @@ impl<P: NodeProcess> NodeBuilder<P> {
         let mut inlets: Vec<Vec<Option<Inlet<P::Message>>>> = (0..nodes)
             .map(|_| (0..wiring.channels().len()).map(|_| None).collect())
             .collect();
-        // Numbered among the channels into this node from others (`Hub::learn_route`).
+        // Numbered among the channels into this node from others (`Hub::learn_route`); each
+        // knows the next one from its sender (`Frame::Markers`), found going down the numbers.
+        let mut then = vec![None; wiring.channels().len()];
+        let mut after_from: Vec<Option<u32>> = vec![None; node_of.len()];
+        let mut down: Vec<usize> = from_elsewhere.iter().map(|&(c, _)| c).collect();
+        down.sort_unstable_by(|a, b| b.cmp(a));
+        for c in down {
+            then[c] = after_from[wiring.channels()[c].from].replace(c as u32);
+        }
         for (from_others, (c, tx)) in from_elsewhere.into_iter().enumerate() {
             let channel = wiring.channels()[c];
             let (_, bit) = wiring.local_slots(c);
-            inlets[node_of[channel.from]][c] =
-                Some(Inlet::new(tx, channel.to, bit, next_seq[c], from_others));
+            inlets[node_of[channel.from]][c] = Some(Inlet::new(
+                tx,
+                channel.to,
+                bit,
+                next_seq[c],
+                (from_others, then[c]),
+            ));
         }
         let core = Arc::new(Core {
             me,
@@ -1053,7 +1066,7 @@ impl<P: NodeProcess> Core<P> {
                 ending.confirmed[peer] = true;
                 self.changed.notify_all();
             }
-            Frame::Message { .. } | Frame::Marker { .. } => {
+            Frame::Message { .. } | Frame::Markers { .. } => {
                 unreachable!("the reader delivers messages and markers itself")
             }
         }

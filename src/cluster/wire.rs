@@ -27,7 +27,7 @@ use crate::error::Error;
 use crate::snapshot::{GlobalSnapshot, LocalSnapshot, SnapshotId};
 
 /// The format version this build speaks. A node refuses a peer that speaks another.
-pub(crate) const FORMAT: u16 = 3;
+pub(crate) const FORMAT: u16 = 4;
 
 /// The first four bytes of every connection.
 pub(crate) const MAGIC: [u8; 4] = *b"CLSN";
@@ -333,10 +333,17 @@ pub(crate) enum Frame<M, P, G, R> {
         /// The message.
         message: M,
     },
-    /// A marker of `snapshot`, started by process `initiator`, on channel `channel`.
-    Marker {
-        /// The channel.
-        channel: u32,
+    /// A marker of `snapshot`, started by process `initiator`, on channel `first` and on the
+    /// `count - 1` channels that follow it among those from its sender to the receiving node,
+    /// in number order. One frame for a run of markers: a process that records sends a marker
+    /// on every channel out of it at once, in number order, so a snapshot costs one frame per
+    /// process and node on the wire instead of one per channel. It stands for `count` frames
+    /// of one marker each in its place in the stream, so every channel keeps its order.
+    Markers {
+        /// The first channel.
+        first: u32,
+        /// How many channels: at least one.
+        count: u32,
         /// The snapshot.
         snapshot: SnapshotId,
         /// The process that started it: where the receiving node's parts go.
