@@ -29,9 +29,6 @@ struct Remote {
     channel: u32,
     /// The receiving process.
     to: u32,
-    /// The channel from this process to the same node just before this one in number order,
-    /// if any: a run of markers that ends on it goes on with this one (`Frame::Markers`).
-    after: Option<u32>,
 }
 
 /// A `Frame::Markers` at the end of a node's staged frames: where it lies, and what it holds.
@@ -68,6 +65,8 @@ pub(crate) struct NodeWire<P: Process> {
     /// By node: the run of markers that ends its staged frames, if the last frame is one
     /// (the next marker on the channel after the run's last joins it).
     runs: Vec<Option<MarkerRun>>,
+    /// By channel: the next one of a run (`wire::next_in_run`).
+    next_in_run: Arc<[Option<u32>]>,
     /// By process: its node.
     node_of: Arc<[usize]>,
     /// Whom to tell that a node sent a marker that breaks the rules (set once the node's
@@ -89,27 +88,22 @@ impl<P: Process> NodeWire<P> {
         local: usize,
         links: Arc<[Option<Arc<Outlink>>]>,
         refusals: Arc<Refusals>,
+        next_in_run: Arc<[Option<u32>]>,
     ) -> Self {
         let me = wire.me();
         let here = node_of[me];
-        // By node, the last channel to it seen in number order, for `Remote::after`.
-        let mut last_to = vec![None; node_of.iter().max().map_or(0, |&n| n + 1)];
-        let mut in_order: Vec<(usize, usize)> =
-            wiring.outgoing(me).iter().copied().enumerate().collect();
-        in_order.sort_unstable_by_key(|&(_, c)| c);
-        let mut remote = vec![None; in_order.len()].into_boxed_slice();
-        for (slot, c) in in_order {
-            let to = wiring.channels()[c].to;
-            let node = node_of[to];
-            if node != here {
-                remote[slot] = Some(Remote {
-                    node: node as u32,
+        let remote = wiring
+            .outgoing(me)
+            .iter()
+            .map(|&c| {
+                let to = wiring.channels()[c].to;
+                (node_of[to] != here).then(|| Remote {
+                    node: node_of[to] as u32,
                     channel: c as u32,
                     to: to as u32,
-                    after: last_to[node].replace(c as u32),
-                });
-            }
-        }
+                })
+            })
+            .collect();
         let frame = links
             .iter()
             .flatten()
@@ -122,6 +116,7 @@ impl<P: Process> NodeWire<P> {
             frame,
             staged: vec![Vec::new(); links.len()],
             runs: vec![None; links.len()],
+            next_in_run,
             links,
             dirty: Vec::new(),
             marking: None,
@@ -164,7 +159,7 @@ impl<P: Process> NodeWire<P> {
                     let joins = self.runs[node].filter(|run| {
                         run.at.1 == buf.len()
                             && run.snapshot == *id
-                            && remote.after == Some(run.last)
+                            && self.next_in_run[run.last as usize] == Some(remote.channel)
                             && run.count < u32::MAX
                     });
                     let (first, count) =

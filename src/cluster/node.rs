@@ -339,10 +339,11 @@ impl<P: NodeProcess> NodeBuilder<P> {
             .map(|c| starts.as_ref().map_or(1, |s| s[c].sent + 1))
             .collect();
         let node_of: Arc<[usize]> = node_of.into();
+        let next_in_run: Arc<[Option<u32>]> = wire::next_in_run(&wiring, &node_of).into();
         let refusals: Arc<Refusals> = Arc::default();
         let started = {
             let (wiring, node_of, links) = (wiring.clone(), node_of.clone(), links.clone());
-            let refusals = refusals.clone();
+            let (refusals, next_in_run) = (refusals.clone(), next_in_run.clone());
             // A writer and a reader per peer share the cores with the processes.
             let link_threads = 2 * (nodes - 1);
             self.runtime
@@ -355,6 +356,7 @@ impl<P: NodeProcess> NodeBuilder<P> {
                         local,
                         links.clone(),
                         refusals.clone(),
+                        next_in_run.clone(),
                     )
                 })?
         };
@@ -413,14 +415,7 @@ impl<P: NodeProcess> NodeBuilder<P> {
             .map(|_| (0..wiring.channels().len()).map(|_| None).collect())
             .collect();
         // Numbered among the channels into this node from others (`Hub::learn_route`); each
-        // knows the next one from its sender (`Frame::Markers`), found going down the numbers.
-        let mut then = vec![None; wiring.channels().len()];
-        let mut after_from: Vec<Option<u32>> = vec![None; node_of.len()];
-        let mut down: Vec<usize> = from_elsewhere.iter().map(|&(c, _)| c).collect();
-        down.sort_unstable_by(|a, b| b.cmp(a));
-        for c in down {
-            then[c] = after_from[wiring.channels()[c].from].replace(c as u32);
-        }
+        // knows the next one of a run of markers.
         for (from_others, (c, tx)) in from_elsewhere.into_iter().enumerate() {
             let channel = wiring.channels()[c];
             let (_, bit) = wiring.local_slots(c);
@@ -429,7 +424,7 @@ impl<P: NodeProcess> NodeBuilder<P> {
                 channel.to,
                 bit,
                 next_seq[c],
-                (from_others, then[c]),
+                (from_others, next_in_run[c]),
             ));
         }
         let core = Arc::new(Core {

@@ -17,6 +17,7 @@
 //! rather than an error. So the [`Hello`] carries the crate version and the Rust type names of
 //! the message and state types, and a node refuses a peer whose differ.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::io::{self, Read};
 use std::time::Duration;
@@ -25,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 use crate::snapshot::{GlobalSnapshot, LocalSnapshot, SnapshotId};
+use crate::topology::Wiring;
 
 /// The format version this build speaks. A node refuses a peer that speaks another.
 pub(crate) const FORMAT: u16 = 4;
@@ -424,6 +426,21 @@ pub(crate) enum Frame<M, P, G, R> {
 pub(crate) type FrameOut<'a, M, S> =
     Frame<&'a M, &'a LocalSnapshot<M, S>, &'a GlobalSnapshot<M, S>, &'a Report<M, S>>;
 
+/// For every channel, the next one in number order from the same sender to a process on the
+/// same node: the order a run of markers ([`Frame::Markers`]) follows. The sender joins a marker
+/// to a run by it and the receiver takes a run's channels by it, and both compute it from the
+/// topology and the placement, which every node shares.
+pub(crate) fn next_in_run(wiring: &Wiring, node_of: &[usize]) -> Box<[Option<u32>]> {
+    let channels = wiring.channels();
+    let mut next = vec![None; channels.len()];
+    // Going down the numbers, the last one seen from a sender to a node is the next one up.
+    let mut seen: HashMap<(usize, usize), u32> = HashMap::new();
+    for (c, channel) in channels.iter().enumerate().rev() {
+        next[c] = seen.insert((channel.from, node_of[channel.to]), c as u32);
+    }
+    next.into_boxed_slice()
+}
+
 /// A frame decoded.
 pub(crate) type FrameIn<M, S> = Frame<M, LocalSnapshot<M, S>, GlobalSnapshot<M, S>, Report<M, S>>;
 
@@ -732,6 +749,29 @@ impl fmt::Display for Foreign {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A run goes from a sender's channel to the next of its channels to the same node, in
+    /// number order, skipping those to other nodes: processes 0, 2 on node 0 and 1, 3 on node 1.
+    #[test]
+    fn a_run_goes_on_to_the_senders_next_channel_to_the_same_node() {
+        let wiring = crate::topology::Topology::complete(4).validate().unwrap();
+        let node_of = [0, 1, 0, 1];
+        let next = next_in_run(&wiring, &node_of);
+        let channel = |from: usize, to: usize| {
+            let c = wiring
+                .channels()
+                .iter()
+                .position(|c| (c.from, c.to) == (from, to));
+            c.unwrap() as u32
+        };
+        let after = |from, to| next[channel(from, to) as usize];
+        assert_eq!(after(0, 1), Some(channel(0, 3)));
+        assert_eq!(after(0, 3), None);
+        assert_eq!(after(0, 2), None);
+        assert_eq!(after(2, 1), Some(channel(2, 3)));
+        assert_eq!(after(1, 0), Some(channel(1, 2)));
+        assert_eq!(after(3, 0), Some(channel(3, 2)));
+    }
 
     type Plain = FrameIn<u64, u64>;
 
