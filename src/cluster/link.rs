@@ -663,6 +663,7 @@ fn read_frames<P>(
 where
     P: NodeProcess,
 {
+    let run = &mut MarkerRun::default();
     // Any byte counts as a sign of life, heartbeats included: a read that waits longer than
     // the failure timeout means the peer, or the link, has gone silent.
     stream
@@ -744,11 +745,14 @@ where
             } => {
                 // As `count` frames of one marker each, one after another; a run of none, or
                 // one that goes past its sender's last channel into this node, is refused.
+                // Every channel of the run is checked, and noted with the hub under one lock,
+                // before any marker is delivered.
                 if count == 0 {
                     return Err(Broke::from(format!(
                         "a run of no markers from channel {first}"
                     )));
                 }
+                run.clear();
                 let mut next = Some(first);
                 for _ in 0..count {
                     let channel = next.ok_or_else(|| {
@@ -759,12 +763,46 @@ where
                     })?;
                     let inlet = inlet(inlets, channel, peer)?;
                     next = inlet.then;
-                    core.marker_from(peer, (channel, inlet.remote), snapshot, initiator as usize)?;
+                    run.push(channel, inlet.remote);
+                }
+                core.markers_from(peer, run, snapshot, initiator as usize)?;
+                for &channel in &run.channels {
+                    let inlet = inlet(inlets, channel, peer)?;
                     deliver(core, inlet, Envelope::Marker(snapshot), rings);
                 }
             }
             other => core.control_from(peer, other)?,
         }
+    }
+}
+
+/// The channels of one run of markers (`Frame::Markers`) as the reader walks it, kept from one
+/// run to the next so that a run allocates nothing.
+#[derive(Default)]
+pub(crate) struct MarkerRun {
+    /// The channels, in the run's order.
+    channels: Vec<u32>,
+    /// Their numbers among the channels into this node from others, in the same order.
+    pub(crate) remotes: Vec<usize>,
+}
+
+impl MarkerRun {
+    fn clear(&mut self) {
+        self.channels.clear();
+        self.remotes.clear();
+    }
+
+    fn push(&mut self, channel: u32, remote: usize) {
+        self.channels.push(channel);
+        self.remotes.push(remote);
+    }
+
+    /// The channel of the run that is the `remote`-th into this node from others.
+    pub(crate) fn channel_of(&self, remote: usize) -> u32 {
+        self.remotes
+            .iter()
+            .position(|&r| r == remote)
+            .map_or(u32::MAX, |k| self.channels[k])
     }
 }
 

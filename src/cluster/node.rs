@@ -15,7 +15,7 @@ use serde::Serialize;
 use super::config::ClusterConfig;
 use super::driver::{NodeWire, Refusals};
 use super::keys::NodeKeys;
-use super::link::{self, Broke, Inlet, LinkLimits, Outlink, Refusal};
+use super::link::{self, Broke, Inlet, LinkLimits, MarkerRun, Outlink, Refusal};
 use super::membership::Membership;
 use super::startup::{self, Connections};
 use super::stopped::{ClusterStopped, Failed};
@@ -880,12 +880,12 @@ impl<P: Process> Core<P> {
 }
 
 impl<P: NodeProcess> Core<P> {
-    /// A marker of `snapshot`, started by `initiator`, came from `peer` on `channel`, the
-    /// `remote`-th channel into this node from others.
-    pub(crate) fn marker_from(
+    /// A run of markers of `snapshot`, started by `initiator`, came from `peer`: one on each
+    /// of `run.channels`, which are the `run.remotes`-th channels into this node from others.
+    pub(crate) fn markers_from(
         &self,
         peer: usize,
-        (channel, remote): (u32, usize),
+        run: &MarkerRun,
         snapshot: SnapshotId,
         initiator: ProcessId,
     ) -> Result<(), Refusal> {
@@ -896,16 +896,17 @@ impl<P: NodeProcess> Core<P> {
         };
         self.shared()
             .hub
-            .learn_route(snapshot, initiator, node == self.me, remote)
+            .learn_route(snapshot, initiator, node == self.me, &run.remotes)
             .map_err(|e| match e {
                 MarkerRefused::Snapshot(CollectError::DuplicateSnapshot(id)) => format!(
                     "a marker from node {peer} of snapshot {id}, whose every part here is done \
                      (no honest marker of it can still come)"
                 ),
                 MarkerRefused::Snapshot(e) => format!("a marker from node {peer}: {e}"),
-                MarkerRefused::Again => format!(
-                    "a second marker from node {peer} of snapshot {snapshot} on channel {channel} \
-                     (an honest node sends one)"
+                MarkerRefused::Again(remote) => format!(
+                    "a second marker from node {peer} of snapshot {snapshot} on channel {} \
+                     (an honest node sends one)",
+                    run.channel_of(remote)
                 ),
             })
     }

@@ -170,10 +170,16 @@ impl Marked {
             self.0.resize(word + 1, 0);
         }
         if self.0[word] & bit != 0 {
-            return Err(MarkerRefused::Again);
+            return Err(MarkerRefused::Again(k));
         }
         self.0[word] |= bit;
         Ok(())
+    }
+
+    /// Notes a marker on each of `channels`, in order; refused at the first that brought
+    /// one before (those noted until then stay noted: the link that brought them fails).
+    fn note_all(&mut self, channels: &[usize]) -> Result<(), MarkerRefused> {
+        channels.iter().try_for_each(|&k| self.note(k))
     }
 }
 
@@ -183,8 +189,9 @@ impl Marked {
 pub(crate) enum MarkerRefused {
     /// What the collector or the windows of ended snapshots say of it.
     Snapshot(CollectError),
-    /// Its channel brought this snapshot's marker before.
-    Again,
+    /// This channel (its number among those into this node from others) brought this
+    /// snapshot's marker before.
+    Again(usize),
 }
 
 struct HubState<M, S> {
@@ -568,26 +575,27 @@ impl<M, S> Hub<M, S> {
             .or_else(|| state.withdrawn.get(&id).copied())
     }
 
-    /// A marker of snapshot `id`, started by `initiator`, has come from another node on
-    /// `channel` (its number among the channels into this node from others): from now on this
-    /// node's parts of it go to the initiator's node. Refused (the other node's error) if
-    /// `initiator` runs here but the snapshot is not being assembled here, or if `channel`
-    /// brought a marker of it before (`Marked`).
+    /// Markers of snapshot `id`, started by `initiator`, have come from another node on
+    /// `channels` (their numbers among the channels into this node from others; a run of
+    /// markers in one frame, noted under one lock): from now on this node's parts of it go to
+    /// the initiator's node. Refused (the other node's error) if `initiator` runs here but the
+    /// snapshot is not being assembled here, or if one of `channels` brought a marker of it
+    /// before (`Marked`).
     #[cfg(feature = "cluster")]
     pub(crate) fn learn_route(
         &self,
         id: SnapshotId,
         initiator: ProcessId,
         initiator_here: bool,
-        channel: usize,
+        channels: &[usize],
     ) -> Result<(), MarkerRefused> {
         let mut guard = self.state.lock();
         let state = &mut *guard;
         if let Some(route) = state.routes.get_mut(&id) {
-            return route.marked.note(channel);
+            return route.marked.note_all(channels);
         }
         if state.collector.is_pending(id) {
-            return state.marked_here.entry(id).or_default().note(channel);
+            return state.marked_here.entry(id).or_default().note_all(channels);
         }
         if state.finished_routes.contains(&id) {
             // Would start it again here, and send its initiator's node parts it refuses,
@@ -607,7 +615,7 @@ impl<M, S> Hub<M, S> {
             return Ok(());
         }
         let mut marked = Marked::default();
-        marked.note(channel)?;
+        marked.note_all(channels)?;
         state.routes.insert(
             id,
             Route {
