@@ -355,6 +355,131 @@ fn killing_the_parent_stops_every_node_and_leaves_no_keys() {
     }
 }
 
+/// What an interrupted run must still say on stdout: its summary, with every snapshot it
+/// took conserved and consistent and, with `no_failed`, none failed (those under way at the
+/// interrupt were waited for).
+fn summary_checks_out(end: &Ended, no_failed: bool) {
+    let snapshots = end
+        .out
+        .iter()
+        .find(|l| l.starts_with("snapshots: "))
+        .expect("the summary's snapshots line");
+    assert!(
+        snapshots.contains("0 not conserved, 0 inconsistent"),
+        "{snapshots}"
+    );
+    assert!(!snapshots.contains(" 0 completed"), "{snapshots}");
+    if no_failed {
+        assert!(snapshots.contains(" completed, 0 failed"), "{snapshots}");
+    }
+    assert!(end.out.iter().any(|l| l.starts_with("transfers: ")));
+    // The final state after the stop was there, and balanced.
+    assert!(!end.err_has("money after"));
+    assert!(!end.err_has("no final state"));
+}
+
+/// Ctrl-C (SIGINT) in process: the run stops starting snapshots, waits for those under way,
+/// stops, and checks and prints what it has; exit 1, as the run did not do what was asked.
+#[test]
+fn an_interrupted_run_stops_cleanly_with_its_summary() {
+    let bank = start(&[
+        "--transfers",
+        "100000000",
+        "--snapshots",
+        "1000000",
+        "--concurrency",
+        "8",
+    ]);
+    bank.wait_out_n("conserved consistent", 20);
+    kill("-INT", bank.child.id());
+    let end = bank.finish();
+    assert_eq!(end.code, Some(1));
+    assert!(end.err_has("bank: interrupted: stopping the run"));
+    summary_checks_out(&end, true);
+}
+
+/// SIGINT to the parent of `--nodes` alone (not to its nodes, as a Ctrl-C in a terminal would
+/// be): it passes it on to node 0, which stops the cluster; every node ends, exit 1.
+#[test]
+fn interrupting_the_parent_of_nodes_stops_every_node_cleanly() {
+    let bank = start(LONG_ON_NODES);
+    bank.wait_out_n("conserved consistent", 20);
+    let children = bank.children();
+    assert_eq!(children.len(), 3, "three nodes: {children:?}");
+    kill("-INT", bank.child.id());
+    let end = bank.finish();
+    assert_eq!(end.code, Some(1));
+    assert!(end.err_has("bank: interrupted: stopping every node"));
+    for node in 0..3 {
+        assert!(end.err_has(&format!("node {node} exited with status 1")));
+    }
+    assert!(children.iter().all(|&c| ended(c)));
+    summary_checks_out(&end, true);
+}
+
+/// A free port on 127.0.0.1 (free when asked; the nodes bind it a moment later).
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// Three nodes started on their own (`--cluster FILE --node I`), as on three machines: SIGINT
+/// to node 1, which does not drive the run, stops the whole cluster from there; node 0 says
+/// why it stopped, prints the summary, and the final state checks out on every node.
+#[test]
+fn an_interrupted_node_started_on_its_own_stops_the_cluster() {
+    let dir = scratch("interrupt-node");
+    let file = dir.join("cluster.toml");
+    let mut toml = String::from("keys = \"keys\"\n");
+    for node in 0..3 {
+        let port = free_port();
+        let processes: Vec<String> = (node..12).step_by(3).map(|b| b.to_string()).collect();
+        toml += &format!(
+            "[[node]]\naddress = \"127.0.0.1:{port}\"\nprocesses = [{}]\n",
+            processes.join(", ")
+        );
+    }
+    std::fs::write(&file, toml).unwrap();
+    let file = file.to_str().unwrap();
+    let keys = dir.join("keys");
+    let keygen = run(&["--cluster", file, "--keygen", keys.to_str().unwrap()]);
+    assert_eq!(keygen.code, Some(0));
+    let nodes: Vec<Running> = (0..3)
+        .map(|node| {
+            let node = node.to_string();
+            start(&[
+                "--cluster",
+                file,
+                "--node",
+                &node,
+                "--processes",
+                "12",
+                "--seed",
+                "1",
+                "--transfers",
+                "100000000",
+                "--snapshots",
+                "1000000",
+                "--concurrency",
+                "8",
+            ])
+        })
+        .collect();
+    nodes[0].wait_out_n("conserved consistent", 20);
+    kill("-INT", nodes[1].child.id());
+    let ends: Vec<Ended> = nodes.into_iter().map(Running::finish).collect();
+    for (node, end) in ends.iter().enumerate() {
+        assert_eq!(end.code, Some(1), "node {node}");
+        assert!(!end.err_has("no final state"), "node {node}");
+        assert!(!end.err_has("money after"), "node {node}");
+    }
+    assert!(ends[1].err_has("bank: interrupted: stopping the cluster"));
+    assert!(ends[0].err_has("another node stopped the cluster: interrupted (Ctrl-C) on node 1"));
+    // Snapshots under way on node 0 when node 1 stopped the cluster fail; none taken is wrong.
+    summary_checks_out(&ends[0], false);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Flags whose run cannot work are usage errors (exit 2), said before anything runs.
 #[test]
 fn unworkable_flags_are_refused() {

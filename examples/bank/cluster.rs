@@ -106,6 +106,10 @@ fn spawn_nodes(args: &Args) -> Result<ExitCode, String> {
         note!("bank: --nodes {nodes} is more than the {n} branches: every node needs one");
         return Ok(ExitCode::from(2));
     }
+    // The nodes stop the run; this parent passes its own interrupt on to node 0 (below).
+    crate::interrupt::install(Some(
+        "stopping every node; the snapshots so far and the final state are checked",
+    ));
     let seed = args.seed.unwrap_or_else(|| fastrand::u64(..));
     note!(
         "bank: seed {seed}; {} on 127.0.0.1, branch b on node b mod {nodes}",
@@ -181,6 +185,10 @@ fn spawn_nodes(args: &Args) -> Result<ExitCode, String> {
         let _ = writeln!(stdin, "{}", file.display());
         stdins.push(stdin);
     }
+    // A Ctrl-C in a terminal reaches every node, but a SIGINT sent to this parent alone would
+    // not: node 0, which drives the run, is told (`watch_parent`). Its stdin stays open here.
+    let node_0 = stdins.remove(0);
+    pass_on_interrupt(node_0);
     // Every node says when it has read the cluster file and its key; then nothing on disk is
     // needed any more. A node that fails first closes its stdout (its exit status says why).
     for (node, (_, out)) in children.iter_mut().enumerate() {
@@ -235,6 +243,29 @@ fn spawn_nodes(args: &Args) -> Result<ExitCode, String> {
     Ok(ExitCode::from(worst))
 }
 
+/// Tells node 0 (on its stdin, which this thread then holds open while this parent lives)
+/// once this parent has been interrupted.
+fn pass_on_interrupt(mut node_0: std::process::ChildStdin) {
+    let passing = thread::Builder::new()
+        .name("interrupt".to_string())
+        .spawn(move || {
+            while !crate::interrupt::asked() {
+                thread::sleep(Duration::from_millis(10));
+            }
+            // Node 0 may have ended already: its exit status says how.
+            let _ = writeln!(node_0, "{STOP}");
+            loop {
+                thread::park();
+            }
+        });
+    if let Err(e) = passing {
+        note!("bank: cannot pass an interrupt on to node 0: {e}");
+    }
+}
+
+/// What the parent of `--nodes` writes on node 0's stdin when interrupted.
+const STOP: &str = "stop";
+
 /// What a node started by `--nodes` says on stdout once it has read the cluster file and its
 /// key, after `listening ADDRESS`.
 const KEYS_READ: &str = "keys read";
@@ -272,6 +303,12 @@ fn private_folder(dir: &std::path::Path) -> std::io::Result<()> {
 /// `bank --cluster FILE --node I`, or a node started by `--nodes`.
 pub(crate) fn node(args: &Args) -> ExitCode {
     let me = args.node.expect("clap requires --node");
+    // A node of `--nodes` says nothing of it: its parent does.
+    crate::interrupt::install(
+        (!args.spawned).then_some(
+            "stopping the cluster; the snapshots so far and the final state are checked",
+        ),
+    );
     let (file, listener) = if args.spawned {
         match announce() {
             Ok(found) => {
@@ -364,9 +401,14 @@ fn watch_parent(me: usize) {
     let watching = thread::Builder::new()
         .name("parent-watch".to_string())
         .spawn(move || {
-            // The parent writes nothing after the cluster file's path: this reads until the
-            // end (or an error, which means the same: nobody at the other end).
-            let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
+            // After the cluster file's path the parent writes nothing but, if it is
+            // interrupted, `STOP`: this reads until the end (or an error, which means the
+            // same: nobody at the other end).
+            for line in std::io::stdin().lock().lines().map_while(Result::ok) {
+                if line.trim() == STOP {
+                    crate::interrupt::ask();
+                }
+            }
             note!("bank: node {me}: the parent (bank --nodes) has gone: this node stops");
             std::process::exit(1);
         });
@@ -453,7 +495,7 @@ fn run_node(
     let start = Instant::now();
     let watcher = watch_failures(&node, me);
     if me != 0 {
-        let verdict = follow(node, initial_total);
+        let verdict = follow(node, initial_total, args.spawned);
         watched(watcher);
         return verdict;
     }
@@ -471,15 +513,20 @@ fn run_node(
     }
     let events = node.subscribe();
     let estimate = || progress.load(Ordering::Relaxed) * channels as u64 / share as u64;
-    let tally = drive(
+    // A node started on its own may stop the cluster (interrupted): this one then stops too.
+    let mut tally = drive(
         args,
         initial_total,
         &events,
         |initiator| node.start_snapshot(initiator).map(drop),
         estimate,
-        || !node.failures().is_empty(),
+        || !node.failures().is_empty() || node.is_stopping(),
         &mut rng,
     );
+    let stopped_elsewhere = node.is_stopping() && tally.stopped_by.is_none();
+    if stopped_elsewhere {
+        tally.stopped_by = Some("another node stopped the cluster".to_string());
+    }
     let snapshots_good = tally.stopped_by.is_none()
         && tally.failed == 0
         && tally.verdicts.len() as u64 == args.snapshots
@@ -491,6 +538,11 @@ fn run_node(
     };
     let stopped = node.shutdown_with(note).map_err(Failure::Cluster)?;
     let elapsed = start.elapsed().as_secs_f64();
+    if stopped_elsewhere {
+        // Its note says why (an interrupted node says so).
+        let why = String::from_utf8_lossy(&stopped.note);
+        note!("bank: node {me}: another node stopped the cluster: {why}");
+    }
     watched(watcher);
     let (transfers, final_total) = match final_money(me, &stopped, initial_total) {
         Some((received, total)) => (received - received_before, Some(total)),
@@ -614,11 +666,20 @@ fn watched(watcher: Option<thread::JoinHandle<()>>) {
 
 /// A node other than 0: runs until the cluster stops (node 0 stops it; or, if another node
 /// fails, this one does), then checks the final state too; returns the cluster's verdict.
-fn follow(node: Node<Branch>, initial_total: u64) -> Result<bool, Failure> {
+fn follow(node: Node<Branch>, initial_total: u64, spawned: bool) -> Result<bool, Failure> {
     let stopped = loop {
         match node.wait_stopped(Duration::from_millis(200)) {
             Ok(stopped) => break stopped,
             Err(ClusterError::WaitTimeout) => {
+                // Interrupted: a node of `--nodes` leaves the stop to node 0 (the parent
+                // tells it); a node started on its own stops the cluster itself.
+                if crate::interrupt::asked() && !spawned && !node.is_stopping() {
+                    let why = format!("{} on node {}", crate::interrupt::WHY, node.index());
+                    break node
+                        .clone()
+                        .shutdown_with(why.into_bytes())
+                        .map_err(Failure::Cluster)?;
+                }
                 if !node.failures().is_empty() && !node.is_stopping() {
                     // Another node failed: nobody may be left to stop the cluster.
                     break node

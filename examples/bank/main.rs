@@ -29,6 +29,7 @@ macro_rules! note {
 }
 
 mod cluster;
+mod interrupt;
 
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -440,6 +441,9 @@ fn main() -> ExitCode {
     if args.cluster.is_some() || args.spawned {
         return cluster::node(&args);
     }
+    interrupt::install(Some(
+        "stopping the run; the snapshots so far and the final state are checked",
+    ));
     match run(&args) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
@@ -590,9 +594,20 @@ fn drive(
     // run numbers its snapshots from 1 again): the run's start, then the snapshot's number in
     // the run, wide enough for any count.
     let run_started = utc_stamp(std::time::SystemTime::now());
+    // Once interrupted: no more starts, and the run ends when the snapshots under way have
+    // (they take milliseconds; bounded all the same), so that none is counted failed for it.
+    let mut draining: Option<Instant> = None;
     'run: while ended < want || progress() < args.transfers {
+        if draining.is_none() && interrupt::asked() {
+            tally.stopped_by = Some(interrupt::WHY.to_string());
+            draining = Some(Instant::now() + Duration::from_secs(5));
+        }
+        if draining.is_some_and(|until| ended == started || Instant::now() >= until) {
+            break;
+        }
         let delivered = progress();
-        while started < want
+        while draining.is_none()
+            && started < want
             && started - ended < limit
             && delivered >= started * (args.transfers / want.max(1))
         {
