@@ -167,21 +167,28 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-/// A run long enough to be stopped by the test, on three nodes.
-const LONG_ON_NODES: &[&str] = &[
-    "--nodes",
-    "3",
-    "--processes",
-    "12",
+/// The flags of a run long enough to be stopped by the test.
+const LONG: &[&str] = &[
     "--transfers",
     "100000000",
     "--snapshots",
     "1000000",
     "--concurrency",
     "8",
-    "--failure-timeout",
-    "1",
 ];
+
+/// `LONG`, on three nodes.
+fn long_on_nodes() -> Vec<&'static str> {
+    let nodes = [
+        "--nodes",
+        "3",
+        "--processes",
+        "12",
+        "--failure-timeout",
+        "1",
+    ];
+    [&nodes[..], LONG].concat()
+}
 
 /// A node killed while node 0 keeps starting snapshots: a start refused because the cluster
 /// has a failed node counts as a failed snapshot; node 0 still stops the cluster and prints
@@ -189,7 +196,7 @@ const LONG_ON_NODES: &[&str] = &[
 /// by a signal; every node exits 1.
 #[test]
 fn a_node_killed_while_snapshots_start_still_gets_a_summary_and_exit_1() {
-    let mut args = LONG_ON_NODES.to_vec();
+    let mut args = long_on_nodes();
     args.push("--json");
     let bank = start(&args);
     // Well into the run, node 0 starting snapshots all the time (at the kill, a start may be
@@ -328,7 +335,7 @@ fn checkpoint_names_sort_in_the_order_written_across_runs() {
 #[test]
 fn killing_the_parent_stops_every_node_and_leaves_no_keys() {
     for signal in ["-TERM", "-KILL"] {
-        let mut bank = start(LONG_ON_NODES);
+        let mut bank = start(&long_on_nodes());
         bank.wait_out("conserved");
         let children = bank.children();
         assert_eq!(children.len(), 3, "three nodes: {children:?}");
@@ -382,14 +389,7 @@ fn summary_checks_out(end: &Ended, no_failed: bool) {
 /// stops, and checks and prints what it has; exit 1, as the run did not do what was asked.
 #[test]
 fn an_interrupted_run_stops_cleanly_with_its_summary() {
-    let bank = start(&[
-        "--transfers",
-        "100000000",
-        "--snapshots",
-        "1000000",
-        "--concurrency",
-        "8",
-    ]);
+    let bank = start(LONG);
     bank.wait_out_n("conserved consistent", 20);
     kill("-INT", bank.child.id());
     let end = bank.finish();
@@ -402,7 +402,7 @@ fn an_interrupted_run_stops_cleanly_with_its_summary() {
 /// be): it passes it on to node 0, which stops the cluster; every node ends, exit 1.
 #[test]
 fn interrupting_the_parent_of_nodes_stops_every_node_cleanly() {
-    let bank = start(LONG_ON_NODES);
+    let bank = start(&long_on_nodes());
     bank.wait_out_n("conserved consistent", 20);
     let children = bank.children();
     assert_eq!(children.len(), 3, "three nodes: {children:?}");
@@ -447,7 +447,7 @@ fn an_interrupted_node_started_on_its_own_stops_the_cluster() {
     let nodes: Vec<Running> = (0..3)
         .map(|node| {
             let node = node.to_string();
-            start(&[
+            let on_its_own = [
                 "--cluster",
                 file,
                 "--node",
@@ -456,13 +456,8 @@ fn an_interrupted_node_started_on_its_own_stops_the_cluster() {
                 "12",
                 "--seed",
                 "1",
-                "--transfers",
-                "100000000",
-                "--snapshots",
-                "1000000",
-                "--concurrency",
-                "8",
-            ])
+            ];
+            start(&[&on_its_own[..], LONG].concat())
         })
         .collect();
     nodes[0].wait_out_n("conserved consistent", 20);
