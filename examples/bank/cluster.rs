@@ -670,24 +670,23 @@ fn follow(node: Node<Branch>, initial_total: u64, spawned: bool) -> Result<bool,
     let stopped = loop {
         match node.wait_stopped(Duration::from_millis(200)) {
             Ok(stopped) => break stopped,
-            Err(ClusterError::WaitTimeout) => {
-                // Interrupted: a node of `--nodes` leaves the stop to node 0 (the parent
-                // tells it); a node started on its own stops the cluster itself.
-                if crate::interrupt::asked() && !spawned && !node.is_stopping() {
-                    let why = format!("{} on node {}", crate::interrupt::WHY, node.index());
-                    break node
-                        .clone()
-                        .shutdown_with(why.into_bytes())
-                        .map_err(Failure::Cluster)?;
-                }
-                if !node.failures().is_empty() && !node.is_stopping() {
-                    // Another node failed: nobody may be left to stop the cluster.
-                    break node
-                        .clone()
-                        .shutdown_with(b"a node failed".to_vec())
-                        .map_err(Failure::Cluster)?;
-                }
+            Err(ClusterError::WaitTimeout) if !node.is_stopping() => {
+                // Another node failed: nobody may be left to stop the cluster. Interrupted: a
+                // node of `--nodes` leaves the stop to node 0 (the parent tells it); a node
+                // started on its own stops the cluster itself.
+                let why = if !node.failures().is_empty() {
+                    "a node failed".to_string()
+                } else if crate::interrupt::asked() && !spawned {
+                    format!("{} on node {}", crate::interrupt::WHY, node.index())
+                } else {
+                    continue;
+                };
+                break node
+                    .clone()
+                    .shutdown_with(why.into_bytes())
+                    .map_err(Failure::Cluster)?;
             }
+            Err(ClusterError::WaitTimeout) => {}
             Err(e) => return Err(Failure::Cluster(e)),
         }
     };

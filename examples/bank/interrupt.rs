@@ -3,9 +3,9 @@
 //! A bank stopped half-way still has something worth saying: every snapshot it took so far,
 //! each checked, and the final state after the stop (money in the branches plus money in
 //! flight), which must still add up. So the first Ctrl-C (SIGINT) only raises a flag that the
-//! run looks at between snapshots; the run then stops as it would at its end, and the summary
-//! says it was interrupted. A second Ctrl-C, for a stop that takes too long, exits at once with
-//! the shell's status for an interrupt (130).
+//! run looks at between snapshots; the run then stops as it would at its end, prints its
+//! summary, and exits 1 (it did not do what was asked). A second Ctrl-C, for a stop that takes
+//! too long, exits at once with the shell's status for an interrupt (130).
 //!
 //! Across nodes: the node that drives the run (node 0) stops the whole cluster; a node started
 //! on its own (`--cluster FILE --node I`) that is interrupted stops the cluster from there;
@@ -49,5 +49,5 @@ pub(crate) fn asked() -> bool {
     ASKED.load(Ordering::Relaxed)
 }
 
-/// Why the run stopped, as the summary and the cluster's stop note say it.
+/// Why the run stopped, as the cluster's stop note says it (node 0 prints another node's).
 pub(crate) const WHY: &str = "interrupted (Ctrl-C)";

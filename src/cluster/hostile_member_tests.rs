@@ -267,6 +267,26 @@ fn a_part_of_another_nodes_process_fails_its_sender() {
     a_member_sending(stray_part(1), "which it does not run");
 }
 
+/// A run that goes over a channel an earlier frame marked: the node refuses it before
+/// delivering any of its markers, naming the repeated channel (the second of the run).
+#[test]
+fn a_run_over_a_channel_marked_before_fails_its_sender_naming_that_channel() {
+    let snapshot = SnapshotId::random();
+    let run = |first, count| -> FrameOut<'_, u64, u64> {
+        Frame::Markers {
+            first,
+            count,
+            snapshot,
+            initiator: 2,
+        }
+    };
+    // Process 2's channels into node 0 are 2 -> 0, then 2 -> 3.
+    let mut bytes = framed(&run(channel(2, 3), 1));
+    bytes.extend(framed(&run(channel(2, 0), 2)));
+    let why = format!("on channel {} (an honest node sends one)", channel(2, 3));
+    a_member_sending(bytes, &why);
+}
+
 #[test]
 fn a_second_marker_of_a_snapshot_fails_its_sender_not_the_process() {
     // The same marker twice on channel 2 -> 0, of a snapshot that names node 2's process 2 as

@@ -781,7 +781,7 @@ where
 #[derive(Default)]
 pub(crate) struct MarkerRun {
     /// The channels, in the run's order.
-    channels: Vec<u32>,
+    pub(crate) channels: Vec<u32>,
     /// Their numbers among the channels into this node from others, in the same order.
     pub(crate) remotes: Vec<usize>,
 }
@@ -795,14 +795,6 @@ impl MarkerRun {
     fn push(&mut self, channel: u32, remote: usize) {
         self.channels.push(channel);
         self.remotes.push(remote);
-    }
-
-    /// The channel of the run that is the `remote`-th into this node from others.
-    pub(crate) fn channel_of(&self, remote: usize) -> u32 {
-        self.remotes
-            .iter()
-            .position(|&r| r == remote)
-            .map_or(u32::MAX, |k| self.channels[k])
     }
 }
 

@@ -903,10 +903,10 @@ impl<P: NodeProcess> Core<P> {
                      (no honest marker of it can still come)"
                 ),
                 MarkerRefused::Snapshot(e) => format!("a marker from node {peer}: {e}"),
-                MarkerRefused::Again(remote) => format!(
+                MarkerRefused::Again(at) => format!(
                     "a second marker from node {peer} of snapshot {snapshot} on channel {} \
                      (an honest node sends one)",
-                    run.channel_of(remote)
+                    run.channels[at]
                 ),
             })
     }

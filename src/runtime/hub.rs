@@ -163,23 +163,21 @@ struct Marked(Vec<u64>);
 
 #[cfg(feature = "cluster")]
 impl Marked {
-    /// Notes a marker on channel `k`; refused if one came on it before.
-    fn note(&mut self, k: usize) -> Result<(), MarkerRefused> {
-        let (word, bit) = (k / 64, 1u64 << (k % 64));
-        if self.0.len() <= word {
-            self.0.resize(word + 1, 0);
-        }
-        if self.0[word] & bit != 0 {
-            return Err(MarkerRefused::Again(k));
-        }
-        self.0[word] |= bit;
-        Ok(())
-    }
-
-    /// Notes a marker on each of `channels`, in order; refused at the first that brought
-    /// one before (those noted until then stay noted: the link that brought them fails).
+    /// Notes a marker on each of `channels`, in order; refused at the first that brought one
+    /// before, naming its place in `channels` (those noted until then stay noted: the link
+    /// that brought them fails).
     fn note_all(&mut self, channels: &[usize]) -> Result<(), MarkerRefused> {
-        channels.iter().try_for_each(|&k| self.note(k))
+        for (at, &k) in channels.iter().enumerate() {
+            let (word, bit) = (k / 64, 1u64 << (k % 64));
+            if self.0.len() <= word {
+                self.0.resize(word + 1, 0);
+            }
+            if self.0[word] & bit != 0 {
+                return Err(MarkerRefused::Again(at));
+            }
+            self.0[word] |= bit;
+        }
+        Ok(())
     }
 }
 
@@ -189,8 +187,7 @@ impl Marked {
 pub(crate) enum MarkerRefused {
     /// What the collector or the windows of ended snapshots say of it.
     Snapshot(CollectError),
-    /// This channel (its number among those into this node from others) brought this
-    /// snapshot's marker before.
+    /// The channel at this place among those given brought this snapshot's marker before.
     Again(usize),
 }
 
