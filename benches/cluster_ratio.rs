@@ -2,7 +2,9 @@
 //! process (as `ratio.rs` does for the runtime): `cargo bench --bench cluster_ratio [-- ROUNDS
 //! [--only VARIANT,...] [--sizes NODESxPER,...]]` (default 9 rounds; sizes 2x4, 2x16, 3x4, 3x16:
 //! nodes x processes per node, every node a set of threads of this process on 127.0.0.1).
-//! Prints each variant's median deliveries per second and the ratios of medians.
+//! Prints each variant's median deliveries per second (with the middle half of the runs) and
+//! CPU time per delivery (every thread of the process, over the timed section), and the ratios
+//! of medians: of rates, and of CPU per delivery.
 //!
 //! The workload is the bank's closed loop: every process keeps `IN_FLIGHT` tokens moving, each
 //! delivery sends the next hop to a random process of the complete graph (so with N nodes a
@@ -67,8 +69,8 @@ impl Process for ClusterTeller {
 }
 
 /// One run of the cluster: `nodes` nodes of `per` processes; `snapshots` taken one after
-/// another during it. Returns the traffic's duration.
-fn run_cluster(nodes: usize, per: usize, hops: u32, snapshots: usize) -> Duration {
+/// another during it. Returns the traffic's duration and the CPU time it took.
+fn run_cluster(nodes: usize, per: usize, hops: u32, snapshots: usize) -> Timed {
     let n = nodes * per;
     let retired = Arc::new(AtomicUsize::new(0));
     let start = Arc::new(Barrier::new(n + 1));
@@ -90,11 +92,11 @@ fn run_cluster(nodes: usize, per: usize, hops: u32, snapshots: usize) -> Duratio
         )
     };
     start.wait();
-    let began = Instant::now();
+    let began = Timed::start();
     for k in 0..snapshots {
         if done.try_recv().is_ok() {
             eprintln!("cluster: the traffic ended after {k} of {snapshots} snapshots");
-            let took = began.elapsed();
+            let took = began.end();
             local_cluster::stop(nodes);
             return took;
         }
@@ -105,7 +107,7 @@ fn run_cluster(nodes: usize, per: usize, hops: u32, snapshots: usize) -> Duratio
             .unwrap();
     }
     done.recv().unwrap();
-    let took = began.elapsed();
+    let took = began.end();
     local_cluster::stop(nodes);
     took
 }
@@ -192,8 +194,10 @@ fn read_message(r: &mut impl Read, m: &mut Vec<u8>) -> bool {
     r.read_exact(m).is_ok()
 }
 
-/// How many times an idle writer yields before it sleeps.
-const YIELDS: usize = 3;
+/// How many times an idle writer, or an idle process before crossbeam's own wait, yields before
+/// it sleeps: the cluster's schedule with more threads than cores (32 yields), which the bare
+/// program gains from as much as the cluster (BENCHMARKS.md, ninth cluster round).
+const YIELDS: usize = 32;
 
 /// The writer of one connection: whatever is queued, sealed and written in one `write_all`.
 fn bare_writer(outbox: &Outbox, mut stream: TcpStream, mut noise: snow::TransportState) {
@@ -265,7 +269,7 @@ fn bare_reader(stream: TcpStream, mut noise: snow::TransportState, inboxes: &[Se
 }
 
 /// One run of the bare program, as `run_cluster` without snapshots.
-fn run_bare(nodes: usize, per: usize, hops: u32) -> Duration {
+fn run_bare(nodes: usize, per: usize, hops: u32) -> Timed {
     let n = nodes * per;
     let node_of = move |p: usize| p / per;
     let (inbox_tx, inbox_rx): (Vec<Sender<Item>>, Vec<Receiver<Item>>) =
@@ -393,9 +397,9 @@ fn run_bare(nodes: usize, per: usize, hops: u32) -> Duration {
         })
         .collect();
     start.wait();
-    let began = Instant::now();
+    let began = Timed::start();
     done.recv().unwrap();
-    let took = began.elapsed();
+    let took = began.end();
     for tx in &inbox_tx {
         tx.send(Item::Stop).unwrap();
     }
@@ -412,6 +416,58 @@ fn run_bare(nodes: usize, per: usize, hops: u32) -> Duration {
         l.join().unwrap();
     }
     took
+}
+
+/// A timed run: its wall time and the CPU time the whole process spent in it (every thread:
+/// processes, links, the bench's own), when the system says (`/proc/self/stat` on Linux).
+#[derive(Clone, Copy)]
+struct Timed {
+    wall: Duration,
+    cpu: Option<Duration>,
+}
+
+/// When a timed section began, on both clocks.
+struct Began {
+    at: Instant,
+    cpu: Option<Duration>,
+}
+
+impl Timed {
+    fn start() -> Began {
+        Began {
+            at: Instant::now(),
+            cpu: process_cpu(),
+        }
+    }
+}
+
+impl Began {
+    fn end(&self) -> Timed {
+        let wall = self.at.elapsed();
+        let cpu = process_cpu()
+            .zip(self.cpu)
+            .map(|(now, then)| now.saturating_sub(then));
+        Timed { wall, cpu }
+    }
+}
+
+/// The CPU time (user and system) of every thread of this process so far: fields 14 and 15
+/// of `/proc/self/stat`, in the kernel's clock ticks (`USER_HZ`, 100 a second on Linux). With
+/// 10 ms ticks a run of about a second of CPU is known to about 1%. Not the wall time: on a
+/// machine with fewer cores than threads the two programs' rates follow their CPU per
+/// delivery, which varies far less from run to run than the rates do (BENCHMARKS.md, ninth
+/// round), and on a machine with more cores the CPU says what the rate may hide.
+fn process_cpu() -> Option<Duration> {
+    const TICKS_PER_SECOND: u64 = 100;
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name, in brackets, may hold spaces: the fields are counted after it.
+    let after = &stat[stat.rfind(')')? + 1..];
+    let mut fields = after.split_whitespace().skip(11);
+    let user: u64 = fields.next()?.parse().ok()?;
+    let system: u64 = fields.next()?.parse().ok()?;
+    Some(Duration::from_millis(
+        (user + system) * 1000 / TICKS_PER_SECOND,
+    ))
 }
 
 /// The first and third quartiles of `v`.
@@ -444,7 +500,7 @@ fn main() {
         .take_while(|a| !a.starts_with("--"))
         .find_map(|a| a.parse().ok())
         .unwrap_or(9);
-    type Run = fn(usize, usize, u32) -> Duration;
+    type Run = fn(usize, usize, u32) -> Timed;
     let variants: [(&str, Run); 3] = [
         ("bare", run_bare),
         ("cluster", |nodes, per, hops| {
@@ -466,21 +522,33 @@ fn main() {
         let hops = (DELIVERIES / (n * IN_FLIGHT) as u64).max(1) as u32;
         let deliveries = (n * IN_FLIGHT) as f64 * hops as f64;
         let mut rates: Vec<Vec<f64>> = vec![Vec::new(); chosen.len()];
+        // Nanoseconds of CPU per delivery, by variant; empty where the system does not say.
+        let mut cpus: Vec<Vec<f64>> = vec![Vec::new(); chosen.len()];
         for _ in 0..rounds {
             for (k, (_, run)) in chosen.iter().enumerate() {
-                rates[k].push(deliveries / run(nodes, per, hops).as_secs_f64());
+                let timed = run(nodes, per, hops);
+                rates[k].push(deliveries / timed.wall.as_secs_f64());
+                if let Some(cpu) = timed.cpu {
+                    cpus[k].push(cpu.as_nanos() as f64 / deliveries);
+                }
             }
         }
         let medians: Vec<f64> = rates.iter().cloned().map(median).collect();
+        let cpu_medians: Vec<Option<f64>> = cpus
+            .iter()
+            .map(|c| (c.len() == rounds).then(|| median(c.clone())))
+            .collect();
         // Each variant's middle half of the runs, to show how far one run is from the next.
         let line: Vec<String> = chosen
             .iter()
             .zip(&rates)
             .zip(&medians)
-            .map(|(((name, _), r), m)| {
+            .zip(&cpu_medians)
+            .map(|((((name, _), r), m), cpu)| {
                 let (low, high) = quartiles(r.clone());
+                let cpu = cpu.map_or(String::new(), |c| format!(", {c:.0} ns CPU"));
                 format!(
-                    "{name} {:.3}M/s ({:.3}-{:.3})",
+                    "{name} {:.3}M/s ({:.3}-{:.3}{cpu})",
                     m / 1e6,
                     low / 1e6,
                     high / 1e6
@@ -489,15 +557,21 @@ fn main() {
             .collect();
         // Ratios two ways: of the medians, and the median of each round's own ratio (the
         // variants of one round run one after the other, so a slow spell of the machine
-        // weighs on both sides of that round's ratio).
+        // weighs on both sides of that round's ratio); and the CPU per delivery the other way
+        // up (the earlier variant's over the later's), so that for both, above 1 is the later
+        // variant doing better.
         // Every later variant against every earlier one: `cluster 100 / cluster` is the
         // snapshots' own cost.
         let mut ratios = Vec::new();
         for (k, (name, _)) in chosen.iter().enumerate().skip(1) {
             for j in 0..k {
                 let paired = median(rates[k].iter().zip(&rates[j]).map(|(a, b)| a / b).collect());
+                let cpu = match (cpu_medians[j], cpu_medians[k]) {
+                    (Some(earlier), Some(later)) => format!(", CPU {:.3}", earlier / later),
+                    _ => String::new(),
+                };
                 ratios.push(format!(
-                    "{name} / {} {:.3} (by round {:.3})",
+                    "{name} / {} {:.3} (by round {:.3}{cpu})",
                     chosen[j].0,
                     medians[k] / medians[j],
                     paired

@@ -371,9 +371,9 @@ fn write_all_queued(
     let mut bits = vec![0u64; link.bell.words()];
     let mut out = Vec::new();
     let mut sealed = Vec::new();
-    // Never more writers than cores, and they should not keep cores spinning: the schedule for
-    // more threads than cores.
-    let backoff = Backoff::for_threads(usize::MAX);
+    // Never more writers than cores, and they should not keep cores spinning: a node's schedule
+    // for more threads than cores.
+    let backoff = Backoff::for_node_threads(usize::MAX);
     let mut written = Instant::now();
     let mut taken = 0;
     loop {

@@ -23,7 +23,7 @@ use super::wire::{self, Frame, FrameIn, FrameLimit, FrameOut, Hello, Report, Wir
 use crate::error::{BuildError, ClusterError, CollectError, Error};
 use crate::process::{Context, Process, ProcessFailure};
 use crate::restore::{self, ChannelStart};
-use crate::runtime::layer::{Control, FinalCounters, MarkerRefused, Shared, Uplink};
+use crate::runtime::layer::{Backoff, Control, FinalCounters, MarkerRefused, Shared, Uplink};
 use crate::runtime::{
     PendingSnapshot, Runtime, RuntimeBuilder, RuntimeStats, SnapshotEvent, Stopped, Undelivered,
 };
@@ -346,8 +346,9 @@ impl<P: NodeProcess> NodeBuilder<P> {
             let (refusals, next_in_run) = (refusals.clone(), next_in_run.clone());
             // A writer and a reader per peer share the cores with the processes.
             let link_threads = 2 * (nodes - 1);
+            let idle = move |processes: usize| Backoff::for_node_threads(processes + link_threads);
             self.runtime
-                .start_part(wiring.clone(), apps, starts, link_threads, move |wire| {
+                .start_part(wiring.clone(), apps, starts, idle, move |wire| {
                     let local = local_index[wire.me()];
                     NodeWire::new(
                         wire,

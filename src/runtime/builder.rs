@@ -160,7 +160,7 @@ impl<P: Process> RuntimeBuilder<P> {
         starts: Option<Vec<ChannelStart<P::Message>>>,
     ) -> Result<Runtime<P>, BuildError> {
         let apps = apps.into_iter().map(Some).collect();
-        let started = self.start_part(wiring, apps, starts, 0, |wire| wire)?;
+        let started = self.start_part(wiring, apps, starts, Backoff::for_threads, |wire| wire)?;
         started.gate.open();
         Ok(started.runtime)
     }
@@ -171,14 +171,14 @@ impl<P: Process> RuntimeBuilder<P> {
     /// process; a channel from a process elsewhere to one here is made too, and its sending end
     /// handed back (the node's link pushes onto it); a channel from here to elsewhere gets a
     /// sender that goes nowhere, which the node's driver never uses (it encodes for the link
-    /// itself). `other_threads` busy threads run beside the processes (a node's link threads):
-    /// they count in how long an idle process spins ([`Backoff`]).
+    /// itself). `idle` gives the idle schedule of a process ([`Backoff`]) for the number of
+    /// processes run here: the caller adds the threads that run beside them (a node's links).
     pub(crate) fn start_part<D: ThreadDriver<P>>(
         self,
         wiring: Arc<Wiring>,
         mut apps: Vec<Option<P>>,
         mut starts: Option<Vec<ChannelStart<P::Message>>>,
-        other_threads: usize,
+        idle: impl FnOnce(usize) -> Backoff,
         mut driver: impl FnMut(Wire<P>) -> D,
     ) -> Result<Started<P>, BuildError> {
         // Checked before any thread starts: the standard library's thread builder panics on a
@@ -252,7 +252,7 @@ impl<P: Process> RuntimeBuilder<P> {
                 here.iter().filter(|&&h| h).count(),
             ),
             stats: (0..n).map(|_| ProcessStats::default()).collect(),
-            backoff: Backoff::for_threads(here.iter().filter(|&&h| h).count() + other_threads),
+            backoff: idle(here.iter().filter(|&&h| h).count()),
             key: guard::new_key(),
             start_aborted: AtomicBool::new(false),
             degraded: AtomicBool::new(false),

@@ -282,16 +282,37 @@ impl Doorbell {
     }
 }
 
+/// How many times an idle thread of a cluster node yields before it parks when the node's
+/// threads (its processes, a writer and a reader per peer) outnumber the cores; the in-process
+/// runtime yields 3 times.
+///
+/// Why more on a node: there, a process that parks is mostly woken by a link's reader, for
+/// what one decrypted message brought, and the next message is often moments away; each park
+/// costs the reader a futex wake and the process a switch back. Measured on a 2-core machine
+/// (BENCHMARKS.md, ninth cluster round), medians of alternating runs of the same build: the
+/// cluster's CPU per delivery fell by 7-26% with 32 yields instead of 3 (2 nodes of 4
+/// processes: 2,020 to 1,565 ns; 3 of 4: 2,505 to 1,950; 2 of 16: 970 to 720; 3 of 16: 1,120 to
+/// 1,040), and the runs spread far less; 24, 48, 96 and 192 yields measured alike. In process the
+/// same change measured nothing beyond the noise (`ratio`, `bank`), so the runtime keeps 3.
+/// The cost is the idle case: a thread with nothing to do and nothing else to run spends its
+/// yields on system calls before it parks, about 0.4 us each on that machine, some 12 us of
+/// CPU per idle spell.
+#[cfg(feature = "cluster")]
+pub(crate) const NODE_YIELDS: u32 = 32;
+
 /// How long an idle thread looks for work before it parks: spin rounds `0..=spins` (round `k`
 /// spins `2^k` times), then `yields` calls to `thread::yield_now`.
 ///
 /// Why two schedules (the measurements are in BENCHMARKS.md, "Why the runtime beats the bare
-/// programs"): with no more busy threads than cores, crossbeam's schedule (6 spin rounds, 4
-/// yields) is best, since a ping-pong between two processes lives on the spinning. With more
-/// threads than cores, an idle thread that spins holds a core another thread has work for, so
-/// it only yields (3 times; `spins: 0` is one `pause`); parking at once is worse still, since
-/// every message then costs the sender a futex wake. (Spinning 3 rounds there, as this once
-/// did, is 15 `pause` instructions, which cost a few hundred cycles each on recent x86 cores.)
+/// programs", and its ninth cluster round): with no more busy threads than cores, crossbeam's
+/// schedule (6 spin rounds, 4 yields) is best, since a ping-pong between two processes lives on
+/// the spinning. With more threads than cores, an idle thread that spins holds a core another
+/// thread has work for, so it only yields (`spins: 0` is one `pause`). (Spinning 3 rounds
+/// there, as this once did, is 15 `pause` instructions, which cost a few hundred cycles each on
+/// recent x86 cores.) It yields 3 times in process, `NODE_YIELDS` times on a cluster node,
+/// before it parks: each yield hands the core to a thread with work, which may bring this one
+/// work before it parks, and a park costs both sides a system call and a switch (a futex wake
+/// for the sender).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Backoff {
     spins: u32,
@@ -299,8 +320,20 @@ pub(crate) struct Backoff {
 }
 
 impl Backoff {
-    /// The schedule for `threads` busy threads on this machine.
+    /// The schedule for `threads` busy threads of the in-process runtime on this machine.
     pub(crate) fn for_threads(threads: usize) -> Self {
+        Self::for_threads_yielding(threads, 3)
+    }
+
+    /// The schedule for `threads` busy threads of a cluster node on this machine: the same,
+    /// but [`NODE_YIELDS`] yields when they outnumber the cores.
+    #[cfg(feature = "cluster")]
+    pub(crate) fn for_node_threads(threads: usize) -> Self {
+        Self::for_threads_yielding(threads, NODE_YIELDS)
+    }
+
+    /// Crossbeam's schedule with no more threads than cores; else `yields` yields, no spins.
+    fn for_threads_yielding(threads: usize, yields: u32) -> Self {
         let cores = thread::available_parallelism().map_or(1, |c| c.get());
         if threads <= cores {
             Backoff {
@@ -308,10 +341,7 @@ impl Backoff {
                 yields: 4,
             }
         } else {
-            Backoff {
-                spins: 0,
-                yields: 3,
-            }
+            Backoff { spins: 0, yields }
         }
     }
 }
@@ -347,6 +377,38 @@ mod tests {
     use super::*;
     use std::sync::Arc;
     use std::time::Duration;
+
+    /// More threads than cores: no spinning in either schedule, and a cluster node yields
+    /// longer before it parks than the in-process runtime; one thread (never more than the
+    /// cores) spins as crossbeam does in both.
+    #[test]
+    fn a_node_waits_longer_than_the_runtime_only_when_threads_outnumber_cores() {
+        let crowded = usize::MAX;
+        assert_eq!(
+            Backoff::for_threads(crowded),
+            Backoff {
+                spins: 0,
+                yields: 3
+            }
+        );
+        let spinning = Backoff {
+            spins: 6,
+            yields: 4,
+        };
+        assert_eq!(Backoff::for_threads(1), spinning);
+        #[cfg(feature = "cluster")]
+        {
+            assert_eq!(
+                Backoff::for_node_threads(crowded),
+                Backoff {
+                    spins: 0,
+                    yields: NODE_YIELDS
+                }
+            );
+            assert!(NODE_YIELDS > 3);
+            assert_eq!(Backoff::for_node_threads(1), spinning);
+        }
+    }
 
     /// Past the first eight words (503 channels) the bits live in the boxed lines: the
     /// boundary on both sides, the last bit, and a place worked out ahead of time.
