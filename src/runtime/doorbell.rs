@@ -282,9 +282,13 @@ impl Doorbell {
     }
 }
 
+/// How many times an idle process thread of the in-process runtime yields before it parks
+/// when the threads outnumber the cores (see [`Backoff`]).
+const RUNTIME_YIELDS: u32 = 3;
+
 /// How many times an idle thread of a cluster node yields before it parks when the node's
 /// threads (its processes, a writer and a reader per peer) outnumber the cores; the in-process
-/// runtime yields 3 times.
+/// runtime yields [`RUNTIME_YIELDS`] times.
 ///
 /// Why more on a node: there, a process that parks is mostly woken by a link's reader, for
 /// what one decrypted message brought, and the next message is often moments away; each park
@@ -293,7 +297,7 @@ impl Doorbell {
 /// cluster's CPU per delivery fell by 7-26% with 32 yields instead of 3 (2 nodes of 4
 /// processes: 2,020 to 1,565 ns; 3 of 4: 2,505 to 1,950; 2 of 16: 970 to 720; 3 of 16: 1,120 to
 /// 1,040), and the runs spread far less; 24, 48, 96 and 192 yields measured alike. In process the
-/// same change measured nothing beyond the noise (`ratio`, `bank`), so the runtime keeps 3.
+/// same change measured nothing beyond the noise (`ratio`, `bank`), so the runtime keeps its 3.
 /// The cost is the idle case: a thread with nothing to do and nothing else to run spends its
 /// yields on system calls before it parks, about 0.4 us each on that machine, some 12 us of
 /// CPU per idle spell.
@@ -309,10 +313,10 @@ pub(crate) const NODE_YIELDS: u32 = 32;
 /// the spinning. With more threads than cores, an idle thread that spins holds a core another
 /// thread has work for, so it only yields (`spins: 0` is one `pause`). (Spinning 3 rounds
 /// there, as this once did, is 15 `pause` instructions, which cost a few hundred cycles each on
-/// recent x86 cores.) It yields 3 times in process, `NODE_YIELDS` times on a cluster node,
-/// before it parks: each yield hands the core to a thread with work, which may bring this one
-/// work before it parks, and a park costs both sides a system call and a switch (a futex wake
-/// for the sender).
+/// recent x86 cores.) It yields [`RUNTIME_YIELDS`] times in process, `NODE_YIELDS` times on a
+/// cluster node, before it parks: each yield hands the core to a thread with work, which may
+/// bring this one work before it parks, and a park costs both sides a system call and a switch
+/// (a futex wake for the sender).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Backoff {
     spins: u32,
@@ -322,7 +326,7 @@ pub(crate) struct Backoff {
 impl Backoff {
     /// The schedule for `threads` busy threads of the in-process runtime on this machine.
     pub(crate) fn for_threads(threads: usize) -> Self {
-        Self::for_threads_yielding(threads, 3)
+        Self::for_threads_yielding(threads, RUNTIME_YIELDS)
     }
 
     /// The schedule for `threads` busy threads of a cluster node on this machine: the same,
@@ -388,7 +392,7 @@ mod tests {
             Backoff::for_threads(crowded),
             Backoff {
                 spins: 0,
-                yields: 3
+                yields: RUNTIME_YIELDS
             }
         );
         let spinning = Backoff {
@@ -405,7 +409,7 @@ mod tests {
                     yields: NODE_YIELDS
                 }
             );
-            const { assert!(NODE_YIELDS > 3) };
+            const { assert!(NODE_YIELDS > RUNTIME_YIELDS) };
             assert_eq!(Backoff::for_node_threads(1), spinning);
         }
     }

@@ -15,7 +15,8 @@ use crate::process::Process;
 use crate::topology::{ProcessId, Wiring};
 
 /// Per-process figures a thread publishes when its snapshot bookkeeping changes (never per
-/// message), for [`Runtime::stats`]. One cache line each, so processes do not share lines.
+/// message), for [`Runtime::stats`](crate::runtime::Runtime::stats). One cache line each, so
+/// processes do not share lines.
 #[derive(Default)]
 #[repr(align(64))]
 pub(crate) struct ProcessStats {
