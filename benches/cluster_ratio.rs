@@ -92,7 +92,7 @@ fn run_cluster(nodes: usize, per: usize, hops: u32, snapshots: usize) -> Timed {
         )
     };
     start.wait();
-    let began = Timed::start();
+    let began = Began::now();
     for k in 0..snapshots {
         if done.try_recv().is_ok() {
             eprintln!("cluster: the traffic ended after {k} of {snapshots} snapshots");
@@ -195,8 +195,9 @@ fn read_message(r: &mut impl Read, m: &mut Vec<u8>) -> bool {
 }
 
 /// How many times an idle writer, or an idle process before crossbeam's own wait, yields before
-/// it sleeps: the cluster's schedule with more threads than cores (32 yields), which the bare
-/// program gains from as much as the cluster (BENCHMARKS.md, ninth cluster round).
+/// it sleeps: a cluster node's count with more threads than cores (32), which the bare program
+/// gains from as much as the cluster (BENCHMARKS.md, ninth cluster round). Whatever the core
+/// count, as the 3 before it was: where the threads fit the cores the cluster spins instead.
 const YIELDS: usize = 32;
 
 /// The writer of one connection: whatever is queued, sealed and written in one `write_all`.
@@ -397,7 +398,7 @@ fn run_bare(nodes: usize, per: usize, hops: u32) -> Timed {
         })
         .collect();
     start.wait();
-    let began = Timed::start();
+    let began = Began::now();
     done.recv().unwrap();
     let took = began.end();
     for tx in &inbox_tx {
@@ -432,16 +433,14 @@ struct Began {
     cpu: Option<Duration>,
 }
 
-impl Timed {
-    fn start() -> Began {
+impl Began {
+    fn now() -> Self {
         Began {
             at: Instant::now(),
             cpu: process_cpu(),
         }
     }
-}
 
-impl Began {
     fn end(&self) -> Timed {
         let wall = self.at.elapsed();
         let cpu = process_cpu()

@@ -417,12 +417,6 @@ fn interrupting_the_parent_of_nodes_stops_every_node_cleanly() {
     summary_checks_out(&end, true);
 }
 
-/// A free port on 127.0.0.1 (free when asked; the nodes bind it a moment later).
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
-
 /// Three nodes started on their own (`--cluster FILE --node I`), as on three machines: SIGINT
 /// to node 1, which does not drive the run, stops the whole cluster from there; node 0 says
 /// why it stopped, prints the summary, and the final state checks out on every node.
@@ -431,11 +425,13 @@ fn an_interrupted_node_started_on_its_own_stops_the_cluster() {
     let dir = scratch("interrupt-node");
     let file = dir.join("cluster.toml");
     let mut toml = String::from("keys = \"keys\"\n");
-    for node in 0..3 {
-        let port = free_port();
+    // Three free addresses, held together so that they differ; the nodes bind them a moment
+    // after they are let go.
+    let (_, addresses) = common::listeners(3);
+    for (node, address) in addresses.iter().enumerate() {
         let processes: Vec<String> = (node..12).step_by(3).map(|b| b.to_string()).collect();
         toml += &format!(
-            "[[node]]\naddress = \"127.0.0.1:{port}\"\nprocesses = [{}]\n",
+            "[[node]]\naddress = \"{address}\"\nprocesses = [{}]\n",
             processes.join(", ")
         );
     }

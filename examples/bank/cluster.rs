@@ -249,9 +249,7 @@ fn pass_on_interrupt(mut node_0: std::process::ChildStdin) {
     let passing = thread::Builder::new()
         .name("interrupt".to_string())
         .spawn(move || {
-            while !crate::interrupt::asked() {
-                thread::sleep(Duration::from_millis(10));
-            }
+            crate::interrupt::wait();
             // Node 0 may have ended already: its exit status says how.
             let _ = writeln!(node_0, "{STOP}");
             loop {

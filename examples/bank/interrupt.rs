@@ -12,18 +12,32 @@
 //! the parent of `--nodes` passes its interrupt on to node 0 (a Ctrl-C in a terminal reaches
 //! the nodes too, but a signal sent to the parent alone would not).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 
-static ASKED: AtomicBool = AtomicBool::new(false);
+/// Whether the run has been asked to stop; `WOKEN` wakes whoever waits for it.
+static ASKED: Mutex<bool> = Mutex::new(false);
+static WOKEN: Condvar = Condvar::new();
 
 /// The shell's exit status for a program ended by SIGINT.
 const INTERRUPTED: i32 = 130;
 
-/// Installs the handler. `said` is what the first Ctrl-C prints on stderr (what happens next);
-/// `None` for a node of `--nodes`, whose parent says it.
+fn flag() -> MutexGuard<'static, bool> {
+    ASKED.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Raises the flag and wakes whoever waits for it; returns whether it was raised before.
+fn raise() -> bool {
+    let before = std::mem::replace(&mut *flag(), true);
+    WOKEN.notify_all();
+    before
+}
+
+/// Installs the handler (ctrlc runs it on a thread of its own, so it may take a lock). `said`
+/// is what the first Ctrl-C prints on stderr (what happens next); `None` for a node of
+/// `--nodes`, whose parent says it.
 pub(crate) fn install(said: Option<&'static str>) {
     let installed = ctrlc::set_handler(move || {
-        if ASKED.swap(true, Ordering::SeqCst) {
+        if raise() {
             if said.is_some() {
                 eprintln!("bank: interrupted again: quitting at once");
             }
@@ -41,12 +55,20 @@ pub(crate) fn install(said: Option<&'static str>) {
 
 /// Marks the run interrupted, as a Ctrl-C would (the parent of `--nodes` asking node 0).
 pub(crate) fn ask() {
-    ASKED.store(true, Ordering::SeqCst);
+    raise();
 }
 
 /// Whether the run has been asked to stop.
 pub(crate) fn asked() -> bool {
-    ASKED.load(Ordering::Relaxed)
+    *flag()
+}
+
+/// Waits until the run is asked to stop.
+pub(crate) fn wait() {
+    let mut asked = flag();
+    while !*asked {
+        asked = WOKEN.wait(asked).unwrap_or_else(PoisonError::into_inner);
+    }
 }
 
 /// Why the run stopped, as the cluster's stop note says it (node 0 prints another node's).
