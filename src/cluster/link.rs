@@ -9,10 +9,11 @@
 //! has one sending process, whose frames keep their order in its buffer, and TCP keeps the
 //! connection's order: so every channel stays FIFO across nodes.
 //!
-//! Receiving: the reader decodes each frame and puts an envelope on its channel's local
-//! crossbeam channel, and rings the receiving process's doorbell as a local sender does (for
-//! all it delivered, before it next reads from the socket: `Rings`): a process's event loop
-//! does not know which of its channels come from another node.
+//! Receiving: the reader decodes each frame and puts its envelope, with its channel, in the
+//! receiving process's inbox from other nodes (`runtime/remote_inbox.rs`: one crossbeam channel
+//! a process, which the process sorts by channel when it must), and rings the process's
+//! doorbell as a local sender does (for all it delivered, before it next reads from the socket:
+//! `Inboxes`).
 
 use std::io::{BufReader, Write};
 use std::net::TcpStream;
@@ -32,7 +33,7 @@ use super::secure::{self, Opened};
 use super::startup::Secured;
 use super::wire::{self, Frame, FrameIn, FrameLimit, ReadError};
 use crate::envelope::Envelope;
-use crate::runtime::layer::{set_bit, test_bit, Backoff, BitPlace, Doorbell};
+use crate::runtime::layer::{set_bit, test_bit, Arrival, Backoff, BitPlace, Doorbell};
 use crate::topology::ProcessId;
 
 /// What bounds a link: its heartbeat, the frame limit, and how much may queue for it.
@@ -492,28 +493,32 @@ fn write_counted(
     Ok(())
 }
 
-/// The receiving side's flow control: `inlet`'s process is `max_backlog` envelopes behind on
-/// this channel, so this reader stops reading its connection until the process has taken half
-/// of them. The peer's writer then waits on TCP, its processes at their link's bound
-/// (`Outlink::wait_for_room`): a slow process holds back its senders across the network
-/// instead of growing this node's memory. It gives up holding back if the process stops
-/// taking envelopes for good (it failed, or the node is stopping).
+/// The receiving side's flow control: `end`'s process has `max_backlog` envelopes in its inbox
+/// from other nodes, so this reader stops reading its connection until the process has taken
+/// half of them. (The process takes them whenever it visits its inbox, parking what it cannot
+/// deliver at once, up to `max_backlog` a channel: so the inbox fills when the process is busy
+/// in a long callback, or when one of its channels has that many parked.) The peer's writer
+/// then waits on TCP, its processes at their link's bound (`Outlink::wait_for_room`): a slow
+/// process holds back its senders across the network instead of growing this node's memory.
+/// It gives up holding back if the process stops taking envelopes for good (it failed, or the
+/// node is stopping).
 #[cold]
 #[inline(never)]
-fn hold_back<P: NodeProcess>(core: &Core<P>, inlet: &Inlet<P::Message>) {
-    let bell = &core.shared().bells[inlet.to];
+fn hold_back<P: NodeProcess>(core: &Core<P>, end: &InboxEnd<P::Message>) {
+    let bell = &core.shared().bells[end.to];
     let mut nap = Duration::from_micros(50);
-    while inlet.tx.len() > core.max_backlog / 2 && !bell.is_closed() && !core.is_stopping() {
+    while end.tx.len() > core.max_backlog / 2 && !bell.is_closed() && !core.is_stopping() {
         std::thread::sleep(nap);
         nap = (nap * 2).min(Duration::from_millis(2));
     }
 }
 
 /// One channel from a process of the peer to one run here, as the reader sees it.
-pub(crate) struct Inlet<M> {
-    tx: Sender<Envelope<M>>,
-    to: ProcessId,
-    place: BitPlace,
+pub(crate) struct Inlet {
+    /// Its local incoming number at the receiving process.
+    at: u32,
+    /// The receiving process's inbox, by its place in the reader's `Inboxes`.
+    inbox: usize,
     /// The number the next message on it must carry.
     next: u64,
     /// Its number among the channels into this node from others (`Hub::learn_route`).
@@ -521,83 +526,142 @@ pub(crate) struct Inlet<M> {
     /// The channel from the same sender into this node that follows it in number order: where
     /// a run of markers goes on (`Frame::Markers`).
     then: Option<u32>,
-    /// Envelopes delivered since its backlog was last looked at.
-    unchecked: u32,
-    /// The round of rings (`Rings::round`) it was last owed a ring in: once a round is enough.
-    owed_in: u64,
 }
 
-/// How many envelopes the reader delivers on a channel between two looks at its backlog: a
-/// look costs the channel's two counters, and the bound may be passed by this many.
-const CHECK_EVERY: u32 = 32;
-
-impl<M> Inlet<M> {
-    /// Channel into `to` at its incoming bit `bit`, whose next message is numbered `next`, the
-    /// `remote`-th channel into this node from others, followed by channel `then` from the
-    /// same sender.
+impl Inlet {
+    /// Channel `at` (its local incoming number) into the process of inbox `inbox`, whose next
+    /// message is numbered `next`, the `remote`-th channel into this node from others,
+    /// followed by channel `then` from the same sender.
     pub(crate) fn new(
-        tx: Sender<Envelope<M>>,
-        to: ProcessId,
-        bit: usize,
+        at: usize,
+        inbox: usize,
         next: u64,
         (remote, then): (usize, Option<u32>),
     ) -> Self {
         Inlet {
-            tx,
-            to,
-            place: BitPlace::of(bit),
+            at: u32::try_from(at).expect("fewer than 2^32 channels into a process"),
+            inbox,
             next,
             remote,
             then,
+        }
+    }
+}
+
+/// How many envelopes the reader puts in an inbox between two looks at its backlog: a look
+/// costs the inbox's two counters, and the bound may be passed by this many.
+const CHECK_EVERY: u32 = 32;
+
+/// One process's inbox from other nodes, as a reader sees it.
+pub(crate) struct InboxEnd<M> {
+    tx: Sender<Arrival<M>>,
+    to: ProcessId,
+    /// The inbox's bit in the process's doorbell.
+    place: BitPlace,
+    /// Envelopes put in since its backlog was last looked at.
+    unchecked: u32,
+    /// The round of rings (`Inboxes::round`) it was last owed a ring in: once a round is
+    /// enough.
+    owed_in: u64,
+}
+
+impl<M> InboxEnd<M> {
+    /// Process `to`'s inbox `tx`, at bit `bit` of its doorbell.
+    pub(crate) fn new(to: ProcessId, tx: Sender<Arrival<M>>, bit: usize) -> Self {
+        InboxEnd {
+            tx,
+            to,
+            place: BitPlace::of(bit),
             unchecked: 0,
             owed_in: u64::MAX,
         }
     }
 }
 
-/// The reader's rings not yet made. A process is rung for what the reader put on its channels
-/// before the reader next reads from the socket (so once per decrypted Noise message at most,
-/// or every `RING_EVERY` channels), not once per envelope: a process woken at the first
-/// envelope of a burst would take it alone, then sleep and be woken again for the next, and on
-/// a busy machine each of those wake-ups is a switch of threads (measured in BENCHMARKS.md,
-/// "The cluster against a bare TCP program"). It adds no wait a process could notice: a
-/// message's envelopes are all in memory, and the rings are made before any read that could
-/// wait (the rest of a frame cut between two messages too: on a slow network it can be long
-/// in coming).
-struct Rings {
-    /// The processes, and their channels' bits, owed a ring: each channel once.
-    due: Vec<(ProcessId, BitPlace)>,
+/// Each reader keeps its own counts (not derived: `M` need not be `Clone`).
+impl<M> Clone for InboxEnd<M> {
+    fn clone(&self) -> Self {
+        InboxEnd {
+            tx: self.tx.clone(),
+            to: self.to,
+            place: self.place,
+            unchecked: 0,
+            owed_in: u64::MAX,
+        }
+    }
+}
+
+/// The inboxes a reader delivers to, and the rings it owes them. A process is rung for what
+/// the reader put in its inbox before the reader next reads from the socket (so once per
+/// decrypted Noise message at most, or every `RING_EVERY` processes), not once per envelope: a
+/// process woken at the first envelope of a burst would take it alone, then sleep and be
+/// woken again for the next, and on a busy machine each of those wake-ups is a switch of
+/// threads (measured in BENCHMARKS.md, "The cluster against a bare TCP program"). It adds no
+/// wait a process could notice: a message's envelopes are all in memory, and the rings are made
+/// before any read that could wait (the rest of a frame cut between two messages too: on a
+/// slow network it can be long in coming).
+pub(crate) struct Inboxes<M> {
+    ends: Vec<InboxEnd<M>>,
+    /// The inboxes (by place in `ends`) owed a ring: each once.
+    due: Vec<usize>,
     /// Counts the times `due` was rung and emptied.
     round: u64,
 }
 
-/// At most this many channels wait for their ring while the reader decodes one Noise message
+/// At most this many processes wait for their ring while the reader decodes one Noise message
 /// (a message can hold thousands of frames).
 const RING_EVERY: usize = 64;
 
-impl Rings {
-    fn new() -> Self {
-        Rings {
+impl<M> Inboxes<M> {
+    /// A reader's view of `ends`.
+    pub(crate) fn new(ends: Vec<InboxEnd<M>>) -> Self {
+        Inboxes {
+            ends,
             due: Vec::with_capacity(RING_EVERY),
             round: 0,
         }
     }
 
-    /// Notes that `inlet`'s process is owed a ring for it.
+    /// Puts `envelope` in `inlet`'s process's inbox, as a local sender puts it on its channel,
+    /// and owes the process a ring for it. A process that has failed still gets it (reported
+    /// as undelivered at shutdown).
     #[inline]
-    fn owe<M>(&mut self, inlet: &mut Inlet<M>) {
-        if inlet.owed_in != self.round {
-            inlet.owed_in = self.round;
-            self.due.push((inlet.to, inlet.place));
+    fn deliver<P>(&mut self, core: &Core<P>, inlet: &Inlet, envelope: Envelope<M>)
+    where
+        P: NodeProcess<Message = M>,
+    {
+        let k = inlet.inbox;
+        let end = &mut self.ends[k];
+        end.unchecked += 1;
+        if end.unchecked >= CHECK_EVERY {
+            end.unchecked = 0;
+            if end.tx.len() >= core.max_backlog {
+                // Every process must know what it has before this reader stops: the one behind,
+                // to take it, and the others, not to wait on it.
+                self.ring_all(core);
+                hold_back(core, &self.ends[k]);
+            }
+        }
+        let end = &mut self.ends[k];
+        let arrival = Arrival {
+            channel: inlet.at,
+            envelope,
+        };
+        // The inboxes live until shutdown has collected them, so this cannot fail while the
+        // node runs; after, there is nobody to deliver to (nor any ring then).
+        if end.tx.send(arrival).is_ok() && end.owed_in != self.round {
+            end.owed_in = self.round;
+            self.due.push(k);
         }
     }
 
     /// Rings every process owed a ring, unless it has failed or stopped.
     fn ring_all<P: NodeProcess>(&mut self, core: &Core<P>) {
         let bells = &core.shared().bells;
-        for (to, place) in self.due.drain(..) {
-            if !bells[to].is_closed() {
-                bells[to].ring_at(place);
+        for k in self.due.drain(..) {
+            let end = &self.ends[k];
+            if !bells[end.to].is_closed() {
+                bells[end.to].ring_at(end.place);
             }
         }
         self.round += 1;
@@ -641,15 +705,14 @@ pub(crate) fn read_loop<P>(
     core: &Arc<Core<P>>,
     peer: usize,
     secured: Secured,
-    mut inlets: Vec<Option<Inlet<P::Message>>>,
+    (mut inlets, mut inboxes): (Vec<Option<Inlet>>, Inboxes<P::Message>),
 ) -> Result<(), Broke>
 where
     P: NodeProcess,
 {
-    let mut rings = Rings::new();
-    let result = read_frames(core, peer, secured, &mut inlets, &mut rings);
+    let result = read_frames(core, peer, secured, &mut inlets, &mut inboxes);
     // Whatever ended the reading, what was delivered is rung for.
-    rings.ring_all(core);
+    inboxes.ring_all(core);
     result
 }
 
@@ -657,8 +720,8 @@ fn read_frames<P>(
     core: &Arc<Core<P>>,
     peer: usize,
     (stream, transport): Secured,
-    inlets: &mut [Option<Inlet<P::Message>>],
-    rings: &mut Rings,
+    inlets: &mut [Option<Inlet>],
+    rings: &mut Inboxes<P::Message>,
 ) -> Result<(), Broke>
 where
     P: NodeProcess,
@@ -735,7 +798,7 @@ where
                 }
                 inlet.next += 1;
                 let seq = NonZeroU64::new(seq).expect("checked against a count from 1");
-                deliver(core, inlet, Envelope::Message { seq, message }, rings);
+                rings.deliver(core, inlet, Envelope::Message { seq, message });
             }
             Frame::Markers {
                 first,
@@ -768,7 +831,7 @@ where
                 core.markers_from(peer, run, snapshot, initiator as usize)?;
                 for &channel in &run.channels {
                     let inlet = inlet(inlets, channel, peer)?;
-                    deliver(core, inlet, Envelope::Marker(snapshot), rings);
+                    rings.deliver(core, inlet, Envelope::Marker(snapshot));
                 }
             }
             other => core.control_from(peer, other)?,
@@ -818,43 +881,13 @@ impl std::io::Read for Counted {
 }
 
 /// The inlet of `channel`, if it runs from `peer` to this node.
-fn inlet<M>(
-    inlets: &mut [Option<Inlet<M>>],
-    channel: u32,
-    peer: usize,
-) -> Result<&mut Inlet<M>, Refusal> {
+fn inlet(inlets: &mut [Option<Inlet>], channel: u32, peer: usize) -> Result<&mut Inlet, Refusal> {
     inlets
         .get_mut(channel as usize)
         .and_then(Option::as_mut)
         .ok_or_else(|| {
             format!("an envelope on channel {channel}, which does not run from node {peer} to this node")
         })
-}
-
-/// Puts `envelope` on its channel, as a local sender does, and owes the receiving process a
-/// ring for it (`Rings`). A process that has failed still gets it on its channel (reported as
-/// undelivered at shutdown).
-fn deliver<P: NodeProcess>(
-    core: &Core<P>,
-    inlet: &mut Inlet<P::Message>,
-    envelope: Envelope<P::Message>,
-    rings: &mut Rings,
-) {
-    inlet.unchecked += 1;
-    if inlet.unchecked >= CHECK_EVERY {
-        inlet.unchecked = 0;
-        if inlet.tx.len() >= core.max_backlog {
-            // Every process must know what it has before this reader stops: the one behind,
-            // to take it, and the others, not to wait on it.
-            rings.ring_all(core);
-            hold_back(core, inlet);
-        }
-    }
-    // The receiver's channels live until shutdown has collected them, so this cannot fail
-    // while the node runs; after, there is nobody to deliver to (nor any ring then).
-    if inlet.tx.send(envelope).is_ok() {
-        rings.owe(inlet);
-    }
 }
 
 #[cfg(test)]

@@ -7,10 +7,13 @@
 //! link to every other node. A channel between two processes of one node is an in-process
 //! channel as in the runtime; a channel to a process on another node is carried by the TCP
 //! connection from this node to that one (one connection per ordered pair of nodes carries all
-//! their channels, so each stays FIFO), and arrives there on a local channel like any other:
-//! a process's event loop does not know which of its channels cross the network. So the marker
-//! rules, the recording and the exact cut check are the same code as in process, which the
-//! simulator and the exhaustive checker cover.
+//! their channels, so each stays FIFO), and arrives there in the receiving process's inbox from
+//! other nodes, each envelope with its channel: one crossbeam channel a process rather than one
+//! an edge, which keeps the reader's sends on hot cache lines. The event loop takes each
+//! envelope as from its own channel, in the channel's order, and visits the channels one by one
+//! whenever the callbacks are slow (`runtime/remote_inbox.rs`). So the marker rules, the
+//! recording and the exact cut check are the same code as in process, which the simulator and
+//! the exhaustive checker cover.
 //!
 //! What crosses the network: application messages with their numbers, markers (with their
 //! snapshot's initiator, so each node knows where its parts go), each process's local part of a
@@ -38,8 +41,8 @@
 //!
 //! Flow control: what queues for another node is bounded ([`NodeBuilder::max_queued`]): past
 //! it, a process sending there waits at the end of its batch until the link drains; and what a
-//! channel from another node holds for a slow process ([`NodeBuilder::max_backlog`]): past it,
-//! the node stops reading that connection until the process catches up.
+//! slow process holds from other nodes ([`NodeBuilder::max_backlog`]): past it, the node stops
+//! reading the connections that bring it until the process catches up.
 //!
 //! Start a node with [`Node::builder`], from a [`ClusterConfig`] (read from a TOML cluster file
 //! with [`ClusterConfig::load`]). `docs/cluster.md` walks through running the bank on three

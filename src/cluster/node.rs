@@ -15,7 +15,7 @@ use serde::Serialize;
 use super::config::ClusterConfig;
 use super::driver::{NodeWire, Refusals};
 use super::keys::NodeKeys;
-use super::link::{self, Broke, Inlet, LinkLimits, MarkerRun, Outlink, Refusal};
+use super::link::{self, Broke, InboxEnd, Inboxes, Inlet, LinkLimits, MarkerRun, Outlink, Refusal};
 use super::membership::Membership;
 use super::startup::{self, Connections};
 use super::stopped::{ClusterStopped, Failed};
@@ -23,7 +23,9 @@ use super::wire::{self, Frame, FrameIn, FrameLimit, FrameOut, Hello, Report, Wir
 use crate::error::{BuildError, ClusterError, CollectError, Error};
 use crate::process::{Context, Process, ProcessFailure};
 use crate::restore::{self, ChannelStart};
-use crate::runtime::layer::{Backoff, Control, FinalCounters, MarkerRefused, Shared, Uplink};
+use crate::runtime::layer::{
+    inbox_bit, Backoff, Control, FinalCounters, MarkerRefused, Shared, Uplink,
+};
 use crate::runtime::{
     PendingSnapshot, Runtime, RuntimeBuilder, RuntimeStats, SnapshotEvent, Stopped, Undelivered,
 };
@@ -187,12 +189,13 @@ impl<P: NodeProcess> NodeBuilder<P> {
         self
     }
 
-    /// How many envelopes from another node a channel into one of this node's processes may
-    /// hold (default 65,536): past it, the connection that brings them is not read until the
-    /// process has taken half, so a process slower than its senders holds them back across
-    /// the network (their links fill, then they wait: see [`max_queued`](Self::max_queued))
-    /// instead of this node's memory growing. A peer that stops reading is not failed while its
-    /// own frames keep arriving.
+    /// How many envelopes from other nodes one of this node's processes may hold (default
+    /// 65,536): in its inbox from other nodes, and parked for each channel once its callbacks
+    /// are slow (so at most this many a channel, and this many more in the inbox). Past it,
+    /// the connections that bring them are not read until the process has taken half, so a
+    /// process slower than its senders holds them back across the network (their links fill,
+    /// then they wait: see [`max_queued`](Self::max_queued)) instead of this node's memory
+    /// growing. A peer that stops reading is not failed while its own frames keep arriving.
     ///
     /// It can deadlock: whenever nodes hold each other back in a cycle, each one's processes
     /// waiting for room on the link to the next while that node's reader holds back because
@@ -347,8 +350,13 @@ impl<P: NodeProcess> NodeBuilder<P> {
             // A writer and a reader per peer share the cores with the processes.
             let link_threads = 2 * (nodes - 1);
             let idle = move |processes: usize| Backoff::for_node_threads(processes + link_threads);
-            self.runtime
-                .start_part(wiring.clone(), apps, starts, idle, move |wire| {
+            self.runtime.start_part(
+                wiring.clone(),
+                apps,
+                starts,
+                idle,
+                self.max_backlog,
+                move |wire| {
                     let local = local_index[wire.me()];
                     NodeWire::new(
                         wire,
@@ -359,7 +367,8 @@ impl<P: NodeProcess> NodeBuilder<P> {
                         refusals.clone(),
                         next_in_run.clone(),
                     )
-                })?
+                },
+            )?
         };
         let (runtime, from_elsewhere, gate) =
             (started.runtime, started.from_elsewhere, started.gate);
@@ -412,18 +421,26 @@ impl<P: NodeProcess> NodeBuilder<P> {
             }
         };
         let latecomers = startup::Latecomers::answer(listener, &hello, &keys, me, nodes);
-        let mut inlets: Vec<Vec<Option<Inlet<P::Message>>>> = (0..nodes)
+        let mut inlets: Vec<Vec<Option<Inlet>>> = (0..nodes)
             .map(|_| (0..wiring.channels().len()).map(|_| None).collect())
             .collect();
+        // The inboxes of the processes here with channels from others, each once; every
+        // reader delivers to them all.
+        let mut ends = Vec::new();
+        let mut end_of: Vec<Option<usize>> = vec![None; wiring.processes()];
         // Numbered among the channels into this node from others (`Hub::learn_route`); each
         // knows the next one of a run of markers.
         for (from_others, (c, tx)) in from_elsewhere.into_iter().enumerate() {
             let channel = wiring.channels()[c];
-            let (_, bit) = wiring.local_slots(c);
+            let (_, at) = wiring.local_slots(c);
+            let inbox = *end_of[channel.to].get_or_insert_with(|| {
+                let bit = inbox_bit(wiring.incoming(channel.to).len());
+                ends.push(InboxEnd::new(channel.to, tx, bit));
+                ends.len() - 1
+            });
             inlets[node_of[channel.from]][c] = Some(Inlet::new(
-                tx,
-                channel.to,
-                bit,
+                at,
+                inbox,
                 next_seq[c],
                 (from_others, next_in_run[c]),
             ));
@@ -484,8 +501,9 @@ impl<P: NodeProcess> NodeBuilder<P> {
                 break;
             }
             let reader_core = core.clone();
+            let inboxes = Inboxes::new(ends.clone());
             started = spawn(format!("node-{me}-from-{peer}"), move || {
-                if let Err(broke) = link::read_loop(&reader_core, peer, reader, inlets) {
+                if let Err(broke) = link::read_loop(&reader_core, peer, reader, (inlets, inboxes)) {
                     reader_core.link_failed(peer, broke);
                 }
             })
@@ -667,7 +685,8 @@ pub(crate) struct Core<P: Process> {
     pub(crate) links: Arc<[Option<Arc<Outlink>>]>,
     /// The longest frame (piece, and whole) accepted from a peer.
     pub(crate) frame: FrameLimit,
-    /// Envelopes a channel from another node may hold before its reader holds back.
+    /// Envelopes a process's inbox from other nodes may hold before its readers hold back
+    /// (and that each channel may have parked).
     pub(crate) max_backlog: usize,
     stop_timeout: Duration,
     /// How long a link may be silent before its peer is suspected.

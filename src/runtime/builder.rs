@@ -15,6 +15,7 @@ use super::event_loop::{process_thread, ThreadDriver, Wire, Worker};
 use super::guard;
 use super::hub::Hub;
 use super::outbox::EdgeOutbox;
+use super::remote_inbox::{inbox_bit, Arrival, RemoteInbox};
 use super::shared::{ProcessStats, Shared};
 use super::shutdown::Owner;
 use super::tracer::Tracer;
@@ -160,7 +161,15 @@ impl<P: Process> RuntimeBuilder<P> {
         starts: Option<Vec<ChannelStart<P::Message>>>,
     ) -> Result<Runtime<P>, BuildError> {
         let apps = apps.into_iter().map(Some).collect();
-        let started = self.start_part(wiring, apps, starts, Backoff::for_threads, |wire| wire)?;
+        // No process runs elsewhere, so none has an inbox to bound.
+        let started = self.start_part(
+            wiring,
+            apps,
+            starts,
+            Backoff::for_threads,
+            usize::MAX,
+            |wire| wire,
+        )?;
         started.gate.open();
         Ok(started.runtime)
     }
@@ -168,17 +177,20 @@ impl<P: Process> RuntimeBuilder<P> {
     /// Starts the processes of `apps` that are `Some` (all of them in process; a cluster
     /// node's own in a cluster), each driven by `driver(wire)`, their threads held at the gate
     /// until the caller opens it. The channels between two processes run here are made as in
-    /// process; a channel from a process elsewhere to one here is made too, and its sending end
-    /// handed back (the node's link pushes onto it); a channel from here to elsewhere gets a
-    /// sender that goes nowhere, which the node's driver never uses (it encodes for the link
-    /// itself). `idle` gives the idle schedule of a process ([`Backoff`]) for the number of
-    /// processes run here: the caller adds the threads that run beside them (a node's links).
+    /// process; a process here with channels from processes elsewhere gets an inbox for them
+    /// (`remote_inbox.rs`), parking at most `parked_bound` envelopes a channel, and the
+    /// inbox's sending end is handed back with each such channel (the node's links push onto
+    /// it); a channel from here to elsewhere gets a sender that goes nowhere, which the node's
+    /// driver never uses (it encodes for the link itself). `idle` gives the idle schedule of a
+    /// process ([`Backoff`]) for the number of processes run here: the caller adds the threads
+    /// that run beside them (a node's links).
     pub(crate) fn start_part<D: ThreadDriver<P>>(
         self,
         wiring: Arc<Wiring>,
         mut apps: Vec<Option<P>>,
         mut starts: Option<Vec<ChannelStart<P::Message>>>,
         idle: impl FnOnce(usize) -> Backoff,
+        parked_bound: usize,
         mut driver: impl FnMut(Wire<P>) -> D,
     ) -> Result<Started<P>, BuildError> {
         // Checked before any thread starts: the standard library's thread builder panics on a
@@ -195,9 +207,27 @@ impl<P: Process> RuntimeBuilder<P> {
         // One channel per directed edge, and one doorbell bit per incoming channel plus one for
         // control requests. (A process run elsewhere has a doorbell too, never rung: its closed
         // flag is what refuses sends to it once it has failed.)
+        // A process here with channels from processes elsewhere gets an inbox for them, with a
+        // bit after the control channel's (`remote_inbox.rs`).
+        let mut has_inbox = vec![false; n];
+        for channel in wiring.channels() {
+            if here[channel.to] && !here[channel.from] {
+                has_inbox[channel.to] = true;
+            }
+        }
         let bells: Arc<[Doorbell]> = (0..n)
-            .map(|p| Doorbell::new(wiring.incoming(p).len() + 1))
+            .map(|p| Doorbell::new(wiring.incoming(p).len() + 1 + usize::from(has_inbox[p])))
             .collect();
+        let (inbox_tx, mut inbox_rx): (Vec<_>, Vec<_>) = (0..n)
+            .map(|p| {
+                if has_inbox[p] {
+                    let (tx, rx) = crossbeam_channel::unbounded();
+                    (Some(tx), Some(rx))
+                } else {
+                    (None, None)
+                }
+            })
+            .unzip();
         let mut links: Vec<Vec<_>> = (0..n)
             .map(|p| Vec::with_capacity(wiring.outgoing(p).len()))
             .collect();
@@ -210,11 +240,26 @@ impl<P: Process> RuntimeBuilder<P> {
         channel_order.sort_by_key(|&c| (wiring.channels()[c].from, wiring.local_slots(c).0));
         for c in channel_order {
             let Channel { from, to } = wiring.channels()[c];
-            if !here[from] && !here[to] {
+            let (_, at_receiver) = wiring.local_slots(c);
+            if !here[from] {
+                if let Some(inbox) = inbox_tx[to].as_ref() {
+                    // Its envelopes come through the inbox, restored ones first; the channel
+                    // itself is never fed.
+                    if let Some(start) = starts.as_mut().map(|s| &mut s[c]) {
+                        for (seq, message) in std::mem::take(&mut start.in_flight) {
+                            let _ = inbox.send(Arrival {
+                                channel: at_receiver as u32,
+                                envelope: Envelope::restored(seq, message),
+                            });
+                        }
+                        bells[to].ring(inbox_bit(wiring.incoming(to).len()));
+                    }
+                    inbound[to][at_receiver] = Some(crossbeam_channel::never());
+                    from_elsewhere.push((c, inbox.clone()));
+                }
                 continue;
             }
             let (tx, rx) = crossbeam_channel::unbounded();
-            let (_, at_receiver) = wiring.local_slots(c);
             if here[to] {
                 // A restored channel holds its in-flight messages before any thread runs.
                 // (Taken out: the hosts need only the counters.)
@@ -226,11 +271,7 @@ impl<P: Process> RuntimeBuilder<P> {
                 }
                 inbound[to][at_receiver] = Some(rx);
             }
-            if here[from] {
-                links[from].push((tx, to, at_receiver));
-            } else {
-                from_elsewhere.push((c, tx));
-            }
+            links[from].push((tx, to, at_receiver));
         }
         let tracer = self.trace.map(|capacity| {
             let sent_before = (0..wiring.channels().len())
@@ -263,6 +304,10 @@ impl<P: Process> RuntimeBuilder<P> {
         let mut handles = Vec::with_capacity(n);
         let workers = links.into_iter().zip(inbound).zip(control_rx).enumerate();
         for (me, ((links, inbound), control)) in workers {
+            let incoming = inbound.len();
+            let inbox = inbox_rx[me]
+                .take()
+                .map(|rx| RemoteInbox::new(rx, incoming, parked_bound));
             let Some(app) = apps[me].take() else {
                 continue;
             };
@@ -272,6 +317,7 @@ impl<P: Process> RuntimeBuilder<P> {
                 Host::start(me, app, &wiring, starts.as_deref()),
                 driver(wire),
                 inbound,
+                inbox,
                 control,
                 self.tick,
             );
@@ -317,10 +363,10 @@ impl<P: Process> RuntimeBuilder<P> {
 /// A runtime whose threads wait at the gate, and the channels that come from elsewhere.
 pub(crate) struct Started<P: Process> {
     pub(crate) runtime: Runtime<P>,
-    /// By channel index: the sending end of each channel from a process not run here to one
-    /// run here.
+    /// By channel index, each channel from a process not run here to one run here, with the
+    /// sending end of the receiving process's inbox.
     #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
-    pub(crate) from_elsewhere: Vec<(usize, Sender<Envelope<P::Message>>)>,
+    pub(crate) from_elsewhere: Vec<(usize, Sender<Arrival<P::Message>>)>,
     pub(crate) gate: StartGate,
 }
 

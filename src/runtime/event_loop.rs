@@ -20,6 +20,7 @@ use crate::host::{Driver, Host};
 use crate::process::{Context, Process};
 use crate::runtime::outbox::EdgeOutbox;
 use crate::runtime::pace::Pace;
+use crate::runtime::remote_inbox::{inbox_bit, RemoteInbox};
 use crate::runtime::rotation::Rotation;
 use crate::runtime::shared::Shared;
 use crate::runtime::tracer::Tracer;
@@ -58,6 +59,8 @@ pub(crate) struct ThreadExit<P: Process> {
     pub(crate) failure: Option<String>,
     /// Its incoming channels, to collect what was never delivered.
     pub(crate) inbound: Vec<Receiver<Envelope<P::Message>>>,
+    /// Its inbox from other nodes, likewise.
+    pub(crate) inbox: Option<RemoteInbox<P::Message>>,
     /// By local outgoing channel, messages sent; by local incoming channel, messages received
     /// (when it stopped or failed).
     pub(crate) counters: (Vec<u64>, Vec<u64>),
@@ -86,8 +89,14 @@ pub(crate) struct Worker<P: Process, D = Wire<P>> {
     /// The host's driver. Kept for the thread's life, beside the host, so that serving a
     /// channel lends it as is rather than assembling a driver of borrowed parts each time.
     pub(crate) driver: D,
-    /// By local incoming number.
+    /// By local incoming number. (A channel from another node has a receiver that never
+    /// holds anything: its envelopes come through `inbox`.)
     pub(crate) inbound: Vec<Receiver<Envelope<P::Message>>>,
+    /// On a cluster node, for a process with channels from other nodes: their envelopes, and
+    /// those parked by channel (`remote_inbox.rs`).
+    inbox: Option<RemoteInbox<P::Message>>,
+    /// The inbox's doorbell bit (`usize::MAX` with no inbox).
+    inbox_bit: usize,
     pub(crate) control: Receiver<Control<P>>,
     pub(crate) tick: Option<Duration>,
     /// The order of visits to ready channels (`rotation.rs`).
@@ -161,19 +170,28 @@ impl<P: Process> ThreadDriver<P> for Wire<P> {
 }
 
 impl<P: Process, D: ThreadDriver<P>> Worker<P, D> {
-    /// A process thread's state: `host` driven by `driver`.
+    /// A process thread's state: `host` driven by `driver`, taking envelopes from `inbound`
+    /// and, on a cluster node, from `inbox` (what comes from other nodes).
     pub(crate) fn new(
         host: Host<P>,
         driver: D,
         inbound: Vec<Receiver<Envelope<P::Message>>>,
+        inbox: Option<RemoteInbox<P::Message>>,
         control: Receiver<Control<P>>,
         tick: Option<Duration>,
     ) -> Self {
         let words = driver.wire().shared.bells[host.me].words();
+        let bits = inbound.len() + 1 + usize::from(inbox.is_some());
         Worker {
             driver,
             host,
-            rotation: Rotation::new(inbound.len() + 1, words),
+            rotation: Rotation::new(bits, words),
+            inbox_bit: if inbox.is_some() {
+                inbox_bit(inbound.len())
+            } else {
+                usize::MAX
+            },
+            inbox,
             inbound,
             control,
             tick,
@@ -356,6 +374,8 @@ impl<P: Process, D: ThreadDriver<P>> Worker<P, D> {
                         Some(more) => more,
                         None => return,
                     }
+                } else if bit == self.inbox_bit {
+                    self.serve_inbox()
                 } else {
                     since_clock += 1;
                     self.drain(bit)
@@ -401,6 +421,9 @@ impl<P: Process, D: ThreadDriver<P>> Worker<P, D> {
     /// Per envelope the budget costs one compare with `Pace::limit`.
     #[inline]
     fn drain(&mut self, i: usize) -> bool {
+        if self.inbox.as_ref().is_some_and(|inbox| inbox.has_parked(i)) {
+            return self.drain_parked(i);
+        }
         self.pace.begin(Instant::now);
         let limit = self.pace.limit();
         let rx = &self.inbound[i];
@@ -421,6 +444,49 @@ impl<P: Process, D: ThreadDriver<P>> Worker<P, D> {
         }
         driver.end_batch();
         self.pace.end(taken) | full
+    }
+
+    /// Visits the inbox from other nodes (`remote_inbox.rs`): while nothing is parked, delivers
+    /// what it holds in arrival order, as `drain` delivers a channel's; once the visit is cut
+    /// (its batch or its time ran out), or if something was parked already, sorts what the
+    /// inbox holds into the channels' queues, whose visits then deliver it. Returns `false`:
+    /// what is left is either parked (its channels are ready) or arrives with a ring, and an
+    /// inbox held by a full queue is made ready again by the visit that makes room.
+    #[inline(never)]
+    fn serve_inbox(&mut self) -> bool {
+        let Some(inbox) = self.inbox.as_mut() else {
+            return false;
+        };
+        let (host, driver, pace) = (&mut self.host, &mut self.driver, &mut self.pace);
+        if inbox.nothing_parked() {
+            let cut = deliver_from(host, driver, pace, inbox, |inbox| {
+                inbox
+                    .next_direct()
+                    .map(|a| (a.channel as usize, a.envelope))
+            });
+            if !cut {
+                return false;
+            }
+        }
+        let rotation = &mut self.rotation;
+        inbox.sort(|i| rotation.arrived(i));
+        false
+    }
+
+    /// Visits channel `i`'s envelopes parked from the inbox, as `drain` visits a channel's.
+    #[inline(never)]
+    fn drain_parked(&mut self, i: usize) -> bool {
+        let Some(inbox) = self.inbox.as_mut() else {
+            return false;
+        };
+        let (host, driver, pace) = (&mut self.host, &mut self.driver, &mut self.pace);
+        let more = deliver_from(host, driver, pace, inbox, |inbox| {
+            inbox.take_parked(i).map(|e| (i, e))
+        });
+        if inbox.room_for_held(i) {
+            self.rotation.arrived(self.inbox_bit);
+        }
+        more
     }
 
     /// Makes the recorder's per-snapshot state visible to `Runtime::stats`: once per pass of the
@@ -471,6 +537,38 @@ impl<P: Process, D: ThreadDriver<P>> Worker<P, D> {
     }
 }
 
+/// One visit's deliveries from a process's inbox from other nodes (`next` says which: what
+/// comes straight, or one channel's parked envelopes), each with its incoming channel, as
+/// `Worker::drain` delivers a channel's: at most a batch, within the time budget. Returns
+/// whether the visit was cut with work left. One loop for both, so that the host's delivery has
+/// one call site here besides `drain`'s.
+#[inline(always)]
+fn deliver_from<P: Process, D: ThreadDriver<P>>(
+    host: &mut Host<P>,
+    driver: &mut D,
+    pace: &mut Pace,
+    inbox: &mut RemoteInbox<P::Message>,
+    mut next: impl FnMut(&mut RemoteInbox<P::Message>) -> Option<(usize, Envelope<P::Message>)>,
+) -> bool {
+    pace.begin(Instant::now);
+    let limit = pace.limit();
+    let mut taken = 0;
+    let mut full = false;
+    while let Some((i, envelope)) = next(inbox) {
+        if driver.wire().tracing {
+            receipt(driver.wire(), host, i, &envelope);
+        }
+        host.on_envelope(i, envelope, driver);
+        taken += 1;
+        if taken >= limit && pace.must_end(taken, Instant::now) {
+            full = true;
+            break;
+        }
+    }
+    driver.end_batch();
+    pace.end(taken) | full
+}
+
 /// Traces the receipt of `envelope` on `host`'s incoming channel `i`, before it is handled.
 #[cold]
 fn receipt<P: Process>(wire: &Wire<P>, host: &Host<P>, i: usize, envelope: &Envelope<P::Message>) {
@@ -510,7 +608,12 @@ pub(crate) fn process_thread<P: Process, D: ThreadDriver<P>>(
     }
     // Dropping the rest of the worker drops its senders: a receiver that drains one of its
     // channels then sees it disconnected and moves on.
-    let Worker { host, inbound, .. } = worker;
+    let Worker {
+        host,
+        inbound,
+        inbox,
+        ..
+    } = worker;
     shared.stats[me].recording.store(0, Ordering::Relaxed);
     shared.stats[me].logged.store(0, Ordering::Relaxed);
     let counters = host.counters();
@@ -519,6 +622,7 @@ pub(crate) fn process_thread<P: Process, D: ThreadDriver<P>>(
         process: failure.is_none().then_some(host.app),
         failure,
         inbound,
+        inbox,
         counters,
     }
 }

@@ -12,7 +12,8 @@
 //! 5. `outbox.rs`: the edge senders a process pushes its envelopes onto;
 //! 6. `event_loop.rs`: the loop every process thread runs, and the thread's start and end;
 //!    `rotation.rs`: the order in which it visits its ready channels; `pace.rs`: how long one
-//!    visit may last;
+//!    visit may last; `remote_inbox.rs`: on a cluster node, what a process gets from the
+//!    other nodes;
 //! 7. `hub.rs`: where local parts are assembled and handed to waiters and subscribers;
 //! 8. `guard.rs`: refusing blocking calls on the runtime's own threads;
 //! 9. `shutdown.rs` and `stopped.rs`: stopping and joining, and what shutdown hands back.
@@ -24,6 +25,7 @@ mod guard;
 mod hub;
 mod outbox;
 mod pace;
+mod remote_inbox;
 mod rotation;
 mod shared;
 mod shutdown;
@@ -60,6 +62,7 @@ pub(crate) mod layer {
     #[cfg(feature = "cluster")]
     pub(crate) use super::hub::MarkerRefused;
     pub(crate) use super::hub::Uplink;
+    pub(crate) use super::remote_inbox::{inbox_bit, Arrival};
     pub(crate) use super::shared::Shared;
     pub(crate) use super::shutdown::FinalCounters;
 }

@@ -168,6 +168,19 @@ impl Rotation {
         w * BITS + b as usize
     }
 
+    /// Work has come for `bit` other than through the doorbell (envelopes sorted out of a
+    /// process's inbox from other nodes, `remote_inbox.rs`): as a ring, it goes in the next
+    /// plan.
+    #[inline]
+    pub(crate) fn arrived(&mut self, bit: usize) {
+        let words = self.words;
+        if words == 1 {
+            self.bitmaps[0] |= 1 << bit;
+        } else {
+            set_bit(&mut (*self.bitmaps)[..words], bit);
+        }
+    }
+
     /// The visit to `bit` ended with work left: it goes in the next round, behind the channels
     /// that have waited.
     #[inline]

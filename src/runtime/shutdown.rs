@@ -127,13 +127,17 @@ impl<P: Process> Runtime<P> {
                         stopped.failures.push(ProcessFailure { process, message });
                     }
                     stopped.processes[process] = exit.process;
-                    for (&c, rx) in wiring.incoming(process).iter().zip(exit.inbound) {
-                        leftovers[c] = undelivered(&rx)
-                            .filter_map(|e| match e {
-                                Envelope::Message { message, .. } => Some(message),
-                                Envelope::Marker(_) => None,
-                            })
-                            .collect();
+                    let incoming = wiring.incoming(process);
+                    for (&c, rx) in incoming.iter().zip(exit.inbound) {
+                        leftovers[c] = messages(undelivered(&rx)).collect();
+                    }
+                    // A channel from another node has nothing on its own receiver: what it
+                    // brought is in the inbox.
+                    if let Some(inbox) = exit.inbox {
+                        let parked = inbox.into_leftovers(|rx| undelivered(rx).collect());
+                        for (&c, queue) in incoming.iter().zip(parked) {
+                            leftovers[c].extend(messages(queue));
+                        }
                     }
                 }
                 // Only reachable if dropping a failed process panicked again.
@@ -165,6 +169,14 @@ pub(crate) type Exits<P> = Vec<(ProcessId, std::thread::Result<ThreadExit<P>>)>;
 /// A process's counters when it stopped: messages sent by local outgoing channel, received by
 /// local incoming channel.
 pub(crate) type FinalCounters = (Vec<u64>, Vec<u64>);
+
+/// The messages among `envelopes` (markers left undelivered are not reported).
+fn messages<M>(envelopes: impl IntoIterator<Item = Envelope<M>>) -> impl Iterator<Item = M> {
+    envelopes.into_iter().filter_map(|e| match e {
+        Envelope::Message { message, .. } => Some(message),
+        Envelope::Marker(_) => None,
+    })
+}
 
 /// What is left on a channel once every thread has been joined.
 ///
