@@ -342,7 +342,9 @@ impl<P: Process, D: ThreadDriver<P>> Worker<P, D> {
     /// early once its callbacks have spent `VISIT_BUDGET` (`pace.rs` says when the clock is
     /// read: never before the `UNTIMED`-th envelope while callbacks are fast). The control
     /// channel (snapshot starts, `with_process` closures) is visited like any other; a due tick
-    /// runs at the end of a round.
+    /// runs at the end of a round. On a cluster node, a process's inbox from other nodes is
+    /// visited like a channel too (`serve_inbox`), and what it parks for a channel is served by
+    /// that channel's visits, so the bound below holds for the channels from other nodes.
     ///
     /// The bound this gives, with c the longest callback:
     /// - a visit lasts at most `UNTIMED * c + VISIT_BUDGET + c`: its first `UNTIMED`

@@ -42,8 +42,8 @@ pub(crate) struct Arrival<M> {
     pub(crate) envelope: Envelope<M>,
 }
 
-/// The bit of process `p`'s inbox in its doorbell: after its incoming channels and its control
-/// channel.
+/// The bit of the inbox in the doorbell of a process with `incoming` incoming channels: after
+/// their bits and its control channel's.
 pub(crate) fn inbox_bit(incoming: usize) -> usize {
     incoming + 1
 }
