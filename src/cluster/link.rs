@@ -593,7 +593,7 @@ impl<M> Clone for InboxEnd<M> {
 
 /// The inboxes a reader delivers to, and the rings it owes them. A process is rung for what
 /// the reader put in its inbox before the reader next reads from the socket (so once per
-/// decrypted Noise message at most, or every `RING_EVERY` processes), not once per envelope: a
+/// decrypted Noise message at most, or every `RING_EVERY` envelopes), not once per envelope: a
 /// process woken at the first envelope of a burst would take it alone, then sleep and be
 /// woken again for the next, and on a busy machine each of those wake-ups is a switch of
 /// threads (measured in BENCHMARKS.md, "The cluster against a bare TCP program"). It adds no
@@ -604,11 +604,13 @@ pub(crate) struct Inboxes<M> {
     ends: Vec<InboxEnd<M>>,
     /// The inboxes (by place in `ends`) owed a ring: each once.
     due: Vec<usize>,
+    /// Envelopes delivered since the last rings.
+    unrung: usize,
     /// Counts the times `due` was rung and emptied.
     round: u64,
 }
 
-/// At most this many processes wait for their ring while the reader decodes one Noise message
+/// At most this many envelopes wait for their rings while the reader decodes one Noise message
 /// (a message can hold thousands of frames).
 const RING_EVERY: usize = 64;
 
@@ -616,8 +618,9 @@ impl<M> Inboxes<M> {
     /// A reader's view of `ends`.
     pub(crate) fn new(ends: Vec<InboxEnd<M>>) -> Self {
         Inboxes {
+            due: Vec::with_capacity(ends.len()),
             ends,
-            due: Vec::with_capacity(RING_EVERY),
+            unrung: 0,
             round: 0,
         }
     }
@@ -649,9 +652,12 @@ impl<M> Inboxes<M> {
         };
         // The inboxes live until shutdown has collected them, so this cannot fail while the
         // node runs; after, there is nobody to deliver to (nor any ring then).
-        if end.tx.send(arrival).is_ok() && end.owed_in != self.round {
-            end.owed_in = self.round;
-            self.due.push(k);
+        if end.tx.send(arrival).is_ok() {
+            self.unrung += 1;
+            if end.owed_in != self.round {
+                end.owed_in = self.round;
+                self.due.push(k);
+            }
         }
     }
 
@@ -664,6 +670,7 @@ impl<M> Inboxes<M> {
                 bells[end.to].ring_at(end.place);
             }
         }
+        self.unrung = 0;
         self.round += 1;
     }
 }
@@ -779,7 +786,7 @@ where
                 wire::decode(&buf)
             }
         };
-        if rings.due.len() >= RING_EVERY {
+        if rings.unrung >= RING_EVERY {
             rings.ring_all(core);
         }
         let frame: FrameIn<P::Message, P::State> = decoded.map_err(|e| e.to_string())?;

@@ -42,6 +42,10 @@ fn unpack(entry: u32) -> (usize, u32) {
     ((entry >> 6) as usize, entry & 63)
 }
 
+/// The bitmaps' places in `Rotation::bitmaps` (the third, `visited`, is set by `plan` only).
+const FRESH: usize = 0;
+const AGAIN: usize = 2;
+
 /// One process's visit order (see the module documentation).
 pub(crate) struct Rotation {
     /// Words per bitmap (as the doorbell's).
@@ -173,23 +177,24 @@ impl Rotation {
     /// plan.
     #[inline]
     pub(crate) fn arrived(&mut self, bit: usize) {
-        let words = self.words;
-        if words == 1 {
-            self.bitmaps[0] |= 1 << bit;
-        } else {
-            set_bit(&mut (*self.bitmaps)[..words], bit);
-        }
+        self.set(FRESH, bit);
     }
 
     /// The visit to `bit` ended with work left: it goes in the next round, behind the channels
     /// that have waited.
     #[inline]
     pub(crate) fn again(&mut self, bit: usize) {
+        self.set(AGAIN, bit);
+    }
+
+    /// Sets `bit` in bitmap `map` (`FRESH` or `AGAIN`).
+    #[inline]
+    fn set(&mut self, map: usize, bit: usize) {
         let words = self.words;
         if words == 1 {
-            self.bitmaps[2] |= 1 << bit;
+            self.bitmaps[map] |= 1 << bit;
         } else {
-            set_bit(&mut (*self.bitmaps)[2 * words..], bit);
+            set_bit(&mut (*self.bitmaps)[map * words..(map + 1) * words], bit);
         }
     }
 
@@ -242,6 +247,22 @@ mod tests {
         r.again(126);
         set_bit(r.fresh(), 5);
         assert_eq!(round(&mut r), [5, 126]);
+    }
+
+    /// `arrived` during a round is as a ring before the next: in the next plan, ahead of the
+    /// channels left with work, in one word and past it.
+    #[test]
+    fn work_that_arrives_during_a_round_is_fresh_in_the_next() {
+        for (bits, late) in [(4, 3), (200, 150)] {
+            let mut r = rotation(bits);
+            set_bit(r.fresh(), 0);
+            set_bit(r.fresh(), 1);
+            assert_eq!(round(&mut r), [0, 1]);
+            r.again(0);
+            r.arrived(late);
+            r.arrived(1);
+            assert_eq!(round(&mut r), [late, 0, 1], "{bits} bits");
+        }
     }
 
     /// The bound the event loop's docs state, checked against a model of the loop: a channel
