@@ -62,6 +62,10 @@ pub(crate) struct RemoteInbox<M> {
     bound: usize,
 }
 
+/// A channel's queue emptied keeps its room up to this many envelopes (reused by the next
+/// burst); past it, the room is given back.
+const KEPT_CAPACITY: usize = 1024;
+
 /// What [`RemoteInbox::sort`] did with the inbox.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Sorted {
@@ -142,8 +146,13 @@ impl<M> RemoteInbox<M> {
     /// The oldest envelope parked for channel `i`.
     #[inline]
     pub(crate) fn take_parked(&mut self, i: usize) -> Option<Envelope<M>> {
-        let envelope = self.parked[i].pop_front()?;
+        let queue = &mut self.parked[i];
+        let envelope = queue.pop_front()?;
         self.parked_total -= 1;
+        if queue.is_empty() && queue.capacity() > KEPT_CAPACITY {
+            // A burst is over: its memory goes back, as a crossbeam channel's blocks do.
+            *queue = VecDeque::new();
+        }
         Some(envelope)
     }
 
@@ -260,6 +269,20 @@ mod tests {
         );
         assert_eq!(calls, 1);
         assert_eq!(inbox.rx.len(), 1);
+    }
+
+    #[test]
+    fn a_queue_emptied_after_a_burst_gives_its_memory_back() {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let mut inbox = RemoteInbox::new(rx, 1, usize::MAX);
+        for s in 1..=3_000 {
+            tx.send(arrival(0, message(s))).unwrap();
+        }
+        assert_eq!(inbox.sort(|_| {}), Sorted::Emptied);
+        assert!(inbox.parked[0].capacity() >= 3_000);
+        let taken = std::iter::from_fn(|| inbox.take_parked(0)).count();
+        assert_eq!(taken, 3_000);
+        assert!(inbox.parked[0].capacity() <= KEPT_CAPACITY);
     }
 
     #[test]
