@@ -145,7 +145,10 @@ impl<P: Process> Host<P> {
     }
 
     /// The per-message path: count (and record, if a snapshot records this channel), deliver.
-    #[inline]
+    /// Always inlined: with three callers in the event loop (a channel's visit, and on a
+    /// cluster node the inbox's direct and parked deliveries) the compiler kept one copy out
+    /// of line and called it per envelope from the inbox's two.
+    #[inline(always)]
     pub(crate) fn deliver<D: Driver<P>>(
         &mut self,
         i: usize,
