@@ -240,34 +240,35 @@ impl<P: Process> RuntimeBuilder<P> {
         channel_order.sort_by_key(|&c| (wiring.channels()[c].from, wiring.local_slots(c).0));
         for c in channel_order {
             let Channel { from, to } = wiring.channels()[c];
+            if !here[from] && !here[to] {
+                continue;
+            }
             let (_, at_receiver) = wiring.local_slots(c);
-            if !here[from] {
-                if let Some(inbox) = inbox_tx[to].as_ref() {
-                    // Its envelopes come through the inbox, restored ones first; the channel
-                    // itself is never fed.
-                    if let Some(start) = starts.as_mut().map(|s| &mut s[c]) {
-                        for (seq, message) in std::mem::take(&mut start.in_flight) {
-                            let _ = inbox.send(Arrival {
-                                channel: at_receiver as u32,
-                                envelope: Envelope::restored(seq, message),
-                            });
-                        }
-                        bells[to].ring(inbox_bit(wiring.incoming(to).len()));
-                    }
-                    inbound[to][at_receiver] = Some(crossbeam_channel::never());
-                    from_elsewhere.push((c, inbox.clone()));
+            // A restored channel holds its in-flight messages before any thread runs. (Taken
+            // out: the hosts need only the counters.)
+            let restored = match starts.as_mut() {
+                Some(starts) => std::mem::take(&mut starts[c].in_flight),
+                None => Vec::new(),
+            };
+            if let Some(inbox) = inbox_tx[to].as_ref().filter(|_| !here[from]) {
+                // From elsewhere: its envelopes come through the inbox; the channel itself is
+                // never fed.
+                for (seq, message) in restored {
+                    let _ = inbox.send(Arrival {
+                        channel: at_receiver as u32,
+                        envelope: Envelope::restored(seq, message),
+                    });
+                    bells[to].ring(inbox_bit(wiring.incoming(to).len()));
                 }
+                inbound[to][at_receiver] = Some(crossbeam_channel::never());
+                from_elsewhere.push((c, inbox.clone()));
                 continue;
             }
             let (tx, rx) = crossbeam_channel::unbounded();
             if here[to] {
-                // A restored channel holds its in-flight messages before any thread runs.
-                // (Taken out: the hosts need only the counters.)
-                if let Some(start) = starts.as_mut().map(|s| &mut s[c]) {
-                    for (seq, message) in std::mem::take(&mut start.in_flight) {
-                        let _ = tx.send(Envelope::restored(seq, message));
-                        bells[to].ring(at_receiver);
-                    }
+                for (seq, message) in restored {
+                    let _ = tx.send(Envelope::restored(seq, message));
+                    bells[to].ring(at_receiver);
                 }
                 inbound[to][at_receiver] = Some(rx);
             }

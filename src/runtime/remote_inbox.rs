@@ -66,15 +66,6 @@ pub(crate) struct RemoteInbox<M> {
 /// burst); past it, the room is given back.
 const KEPT_CAPACITY: usize = 1024;
 
-/// What [`RemoteInbox::sort`] did with the inbox.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Sorted {
-    /// Everything it held went to the queues.
-    Emptied,
-    /// A channel's queue is full: the inbox waits for its visits.
-    Full,
-}
-
 impl<M> RemoteInbox<M> {
     /// The inbox `rx` of a process with `incoming` incoming channels, parking at most `bound`
     /// envelopes a channel.
@@ -94,40 +85,38 @@ impl<M> RemoteInbox<M> {
         self.parked_total == 0
     }
 
-    /// The next arrival, if nothing is parked (else `None`: it must be sorted, behind what is).
+    /// The next arrival, to deliver at once: only while nothing is parked (`nothing_parked`),
+    /// else it would pass what is.
     #[inline]
     pub(crate) fn next_direct(&mut self) -> Option<Arrival<M>> {
-        if self.parked_total != 0 {
-            return None;
-        }
-        // A held arrival means a full queue, so something is parked: none here.
-        debug_assert!(self.held.is_none());
+        // A held arrival means a full queue, so something is parked.
+        debug_assert!(self.parked_total == 0 && self.held.is_none());
         self.rx.try_recv().ok()
     }
 
     /// Sorts what the inbox holds now into the channels' queues (at most what it held when
     /// called: a reader that keeps sending cannot keep this going), calling `arrived` with each
-    /// channel whose queue was empty. Stops at a full queue.
-    pub(crate) fn sort(&mut self, mut arrived: impl FnMut(usize)) -> Sorted {
+    /// channel whose queue was empty. Stops at a full queue, holding the arrival for it.
+    pub(crate) fn sort(&mut self, mut arrived: impl FnMut(usize)) {
         let mut left = self.rx.len();
         loop {
             let arrival = match self.held.take() {
                 Some(arrival) => arrival,
-                None if left == 0 => return Sorted::Emptied,
+                None if left == 0 => return,
                 None => {
                     left -= 1;
                     // Not `try_recv`: `next_direct`, on the hot path, is then its only caller
                     // and the compiler inlines it there (as `runtime/shutdown.rs` says).
                     match self.rx.recv_timeout(Duration::ZERO) {
                         Ok(arrival) => arrival,
-                        Err(_) => return Sorted::Emptied,
+                        Err(_) => return,
                     }
                 }
             };
             let queue = &mut self.parked[arrival.channel as usize];
             if queue.len() >= self.bound {
                 self.held = Some(arrival);
-                return Sorted::Full;
+                return;
             }
             if queue.is_empty() {
                 arrived(arrival.channel as usize);
@@ -216,13 +205,14 @@ mod tests {
         tx.send(arrival(2, Envelope::Marker(SnapshotId::random())))
             .unwrap();
         let mut arrived = Vec::new();
-        assert_eq!(inbox.sort(|c| arrived.push(c)), Sorted::Emptied);
+        inbox.sort(|c| arrived.push(c));
+        assert!(inbox.held.is_none(), "everything was sorted");
         // Each channel is announced once, when its queue stops being empty.
         assert_eq!(arrived, vec![1, 2]);
         assert!(!inbox.nothing_parked());
         // Nothing comes straight past what is parked.
         tx.send(arrival(0, message(2))).unwrap();
-        assert!(inbox.next_direct().is_none());
+        assert!(!inbox.nothing_parked());
         let one: Vec<_> = std::iter::from_fn(|| inbox.take_parked(1)).collect();
         assert_eq!(one.iter().map(seq).collect::<Vec<_>>(), [Some(1), Some(2)]);
         let two: Vec<_> = std::iter::from_fn(|| inbox.take_parked(2)).collect();
@@ -239,7 +229,8 @@ mod tests {
             tx.send(arrival(0, message(s))).unwrap();
         }
         tx.send(arrival(1, message(1))).unwrap();
-        assert_eq!(inbox.sort(|_| {}), Sorted::Full);
+        inbox.sort(|_| {});
+        assert!(inbox.held.is_some(), "channel 0's queue is full");
         // The third of channel 0 is held; channel 1's, behind it, stays in the inbox.
         assert!(!inbox.has_parked(1));
         assert!(!inbox.room_for_held(0));
@@ -247,7 +238,8 @@ mod tests {
         assert!(inbox.room_for_held(0));
         assert!(!inbox.room_for_held(1));
         let mut arrived = Vec::new();
-        assert_eq!(inbox.sort(|c| arrived.push(c)), Sorted::Emptied);
+        inbox.sort(|c| arrived.push(c));
+        assert!(inbox.held.is_none(), "everything was sorted");
         assert_eq!(arrived, vec![1]);
         let zero: Vec<_> = std::iter::from_fn(|| inbox.take_parked(0)).collect();
         assert_eq!(zero.iter().map(seq).collect::<Vec<_>>(), [Some(2), Some(3)]);
@@ -259,14 +251,12 @@ mod tests {
         let mut inbox = RemoteInbox::new(rx, 1, 100);
         tx.send(arrival(0, message(1))).unwrap();
         let mut calls = 0;
-        assert_eq!(
-            inbox.sort(|_| {
-                calls += 1;
-                // A reader that sends on while the process sorts.
-                tx.send(arrival(0, message(2))).unwrap();
-            }),
-            Sorted::Emptied
-        );
+        inbox.sort(|_| {
+            calls += 1;
+            // A reader that sends on while the process sorts.
+            tx.send(arrival(0, message(2))).unwrap();
+        });
+        assert!(inbox.held.is_none());
         assert_eq!(calls, 1);
         assert_eq!(inbox.rx.len(), 1);
     }
@@ -278,7 +268,8 @@ mod tests {
         for s in 1..=3_000 {
             tx.send(arrival(0, message(s))).unwrap();
         }
-        assert_eq!(inbox.sort(|_| {}), Sorted::Emptied);
+        inbox.sort(|_| {});
+        assert!(inbox.held.is_none());
         assert!(inbox.parked[0].capacity() >= 3_000);
         let taken = std::iter::from_fn(|| inbox.take_parked(0)).count();
         assert_eq!(taken, 3_000);
@@ -292,7 +283,8 @@ mod tests {
         for (channel, s) in [(0, 1), (0, 2), (1, 1), (0, 3)] {
             tx.send(arrival(channel, message(s))).unwrap();
         }
-        assert_eq!(inbox.sort(|_| {}), Sorted::Full);
+        inbox.sort(|_| {});
+        assert!(inbox.held.is_some(), "channel 0's queue is full");
         let left = inbox.into_leftovers(|rx| rx.try_iter().collect());
         let seqs = |q: &VecDeque<Envelope<u64>>| q.iter().map(seq).collect::<Vec<_>>();
         assert_eq!(seqs(&left[0]), [Some(1), Some(2), Some(3)]);
