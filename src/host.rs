@@ -35,8 +35,9 @@ pub(crate) trait Driver<P: Process> {
     fn recorded(&mut self, id: SnapshotId);
     /// A fresh id for a snapshot started by application code.
     fn new_snapshot_id(&mut self) -> SnapshotId;
-    /// Registers a snapshot started by application code at `initiator`, before its first marker
-    /// exists. `false`: it may not start (the driver is shutting down, or a process failed).
+    /// Registers a snapshot started by application code at `initiator` as soon as the code asks
+    /// for it (its id may leave the callback at once), so before its first marker exists.
+    /// `false`: it may not start (the driver is shutting down, or a process failed).
     fn begin(&mut self, id: SnapshotId, initiator: ProcessId) -> bool;
     /// Whether markers and snapshot starts are still served (a driver gives up every snapshot
     /// after a failure; a marker of a given-up snapshot must not start it again).
@@ -85,8 +86,9 @@ impl<P: Process, D: Driver<P>> Outbox<P::Message> for Port<'_, P, D> {
             .send(to, message, |slot, envelope| driver.push(slot, envelope))
     }
 
-    fn new_snapshot_id(&mut self) -> SnapshotId {
-        self.driver.new_snapshot_id()
+    fn begin_snapshot(&mut self, initiator: ProcessId) -> (SnapshotId, bool) {
+        let id = self.driver.new_snapshot_id();
+        (id, self.driver.begin(id, initiator))
     }
 }
 
@@ -168,8 +170,9 @@ impl<P: Process> Host<P> {
         self.callback(|app, ctx| app.on_message(from, message, ctx), driver);
     }
 
-    /// Runs application code, then starts the snapshots it asked for: their state is recorded
-    /// when the callback has returned, after everything it sent.
+    /// Runs application code, then starts the snapshots it asked for: registered with the
+    /// driver when asked for (so their ids are known at once), their state is recorded when the
+    /// callback has returned, after everything it sent.
     #[inline]
     pub(crate) fn callback<D: Driver<P>>(
         &mut self,
@@ -192,9 +195,7 @@ impl<P: Process> Host<P> {
     fn start_requested<D: Driver<P>>(&mut self, driver: &mut D) {
         let mut ids = std::mem::take(&mut self.started);
         for id in ids.drain(..) {
-            if driver.begin(id, self.me) {
-                self.initiate(id, driver);
-            }
+            self.initiate(id, driver);
         }
         self.started = ids;
     }

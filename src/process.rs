@@ -65,12 +65,14 @@ pub struct ProcessFailure {
     pub message: String,
 }
 
-/// What a driver provides to application code: sending, and fresh snapshot ids.
+/// What a driver provides to application code: sending, and starting snapshots.
 pub(crate) trait Outbox<M> {
     /// Sends an application message on the channel to `to`.
     fn send(&mut self, to: ProcessId, message: M) -> Result<(), SendError<M>>;
-    /// A fresh id for a snapshot started by application code.
-    fn new_snapshot_id(&mut self) -> SnapshotId;
+    /// Registers a snapshot started by application code at `initiator`, under a fresh id,
+    /// and returns that id with whether it may start. `false`: the driver is shutting down or
+    /// a process has failed, and the refusal has been reported as that snapshot's end.
+    fn begin_snapshot(&mut self, initiator: ProcessId) -> (SnapshotId, bool);
 }
 
 /// The process's view of the system during a callback.
@@ -164,9 +166,16 @@ impl<'a, M> Context<'a, M> {
     /// every message the callback sent. Collect the result with
     /// [`Runtime::subscribe`](crate::Runtime::subscribe) or
     /// [`Runtime::watch_snapshot`](crate::Runtime::watch_snapshot).
+    ///
+    /// The snapshot is known from the moment this returns: its id may go to another thread (or,
+    /// on a cluster node, another node) at once, and a watch of it succeeds even while this
+    /// callback is still running. If it may not start (the runtime is shutting down, or a
+    /// process has failed), subscribers are told it failed, and a watch finds it ended.
     pub fn start_snapshot(&mut self) -> SnapshotId {
-        let id = self.outbox.new_snapshot_id();
-        self.started.push(id);
+        let (id, begun) = self.outbox.begin_snapshot(self.process);
+        if begun {
+            self.started.push(id);
+        }
         id
     }
 }

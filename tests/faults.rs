@@ -130,6 +130,33 @@ fn watching_a_running_snapshot_gets_its_result() {
 }
 
 #[test]
+fn a_snapshot_started_in_a_callback_can_be_watched_before_the_callback_returns() {
+    let (runtime, _) = quiet(3);
+    let (ids, started) = bounded::<SnapshotId>(1);
+    let (release, held) = bounded::<()>(0);
+    let caller = runtime.clone();
+    let callback = std::thread::spawn(move || {
+        caller.with_process(0, move |_, ctx| {
+            ids.send(ctx.start_snapshot()).unwrap();
+            // The callback goes on until the watch below has been made: the snapshot has not
+            // recorded anything yet, and must be known all the same.
+            let _ = held.recv_timeout(*PATIENCE);
+        })
+    });
+    let id = started.recv_timeout(*PATIENCE).unwrap();
+    let watcher = runtime.watch_snapshot(id).unwrap();
+    assert_eq!(watcher.initiator(), 0);
+    assert!(
+        watcher.try_get().is_none(),
+        "process 0 has not recorded yet"
+    );
+    drop(release);
+    callback.join().unwrap().unwrap();
+    let snapshot = watcher.wait_timeout(*PATIENCE).unwrap();
+    assert_eq!((snapshot.id, snapshot.initiator), (id, 0));
+}
+
+#[test]
 fn a_handle_used_after_shutdown_says_so() {
     let (runtime, _) = quiet(2);
     let other = runtime.clone();
