@@ -752,6 +752,15 @@ where
         // across two messages, in pieces, or to be refused) goes the long way.
         let decoded = match wire::whole_frame(stream.unread(), core.frame) {
             Some((used, body)) => {
+                if let Some(fields) = wire::decode_message(body) {
+                    stream.consume(used);
+                    let (channel, seq, message) = fields.map_err(|e| e.to_string())?;
+                    deliver_message(inlets, peer, rings, core, (channel, seq, message))?;
+                    if rings.unrung >= RING_EVERY {
+                        rings.ring_all(core);
+                    }
+                    continue;
+                }
                 let frame = wire::decode(body);
                 stream.consume(used);
                 frame
@@ -795,18 +804,7 @@ where
                 channel,
                 seq,
                 message,
-            } => {
-                let inlet = inlet(inlets, channel, peer)?;
-                if seq != inlet.next {
-                    return Err(Broke::from(format!(
-                        "message {seq} on channel {channel} where message {} was due",
-                        inlet.next
-                    )));
-                }
-                inlet.next += 1;
-                let seq = NonZeroU64::new(seq).expect("checked against a count from 1");
-                rings.deliver(core, inlet, Envelope::Message { seq, message });
-            }
+            } => deliver_message(inlets, peer, rings, core, (channel, seq, message))?,
             Frame::Markers {
                 first,
                 count,
@@ -844,6 +842,29 @@ where
             other => core.control_from(peer, other)?,
         }
     }
+}
+
+/// Delivers message number `seq` of `channel` from `peer`, if it is one of this node's
+/// channels from there and the number is the one due on it.
+#[inline(always)]
+fn deliver_message<P: NodeProcess>(
+    inlets: &mut [Option<Inlet>],
+    peer: usize,
+    rings: &mut Inboxes<P::Message>,
+    core: &Arc<Core<P>>,
+    (channel, seq, message): (u32, u64, P::Message),
+) -> Result<(), Broke> {
+    let inlet = inlet(inlets, channel, peer)?;
+    if seq != inlet.next {
+        return Err(Broke::from(format!(
+            "message {seq} on channel {channel} where message {} was due",
+            inlet.next
+        )));
+    }
+    inlet.next += 1;
+    let seq = NonZeroU64::new(seq).expect("checked against a count from 1");
+    rings.deliver(core, inlet, Envelope::Message { seq, message });
+    Ok(())
 }
 
 /// The channels of one run of markers (`Frame::Markers`) as the reader walks it, kept from one

@@ -719,6 +719,26 @@ pub(crate) fn decode<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Result<T, Re
     }
 }
 
+/// The fields of a [`Frame::Message`] (channel, number, message), decoded straight from a
+/// frame's `body` when it is one; `None` for any other frame, which [`decode`] takes as a
+/// [`FrameIn`]. postcard writes an enum as its variant's index (a varint: one byte, `0`, for
+/// `Message`, the first), then the fields, so both ways give the same values from the same
+/// bytes (tested). The reader takes this way for the frame that comes by the million: a
+/// `FrameIn` is as large as its largest variant, and was copied whole on the way out of
+/// `decode` for each message (`memmove`, about 2% of the cluster's samples at 3 nodes x 16).
+#[inline]
+pub(crate) fn decode_message<'de, M: Deserialize<'de>>(
+    body: &'de [u8],
+) -> Option<Result<(u32, u64, M), ReadError>> {
+    match body.split_first() {
+        Some((&MESSAGE_VARIANT, fields)) => Some(decode(fields)),
+        _ => None,
+    }
+}
+
+/// The first byte of every [`Frame::Message`] postcard writes: its variant index.
+const MESSAGE_VARIANT: u8 = 0;
+
 /// Writes the six bytes that open a connection.
 pub(crate) fn preamble() -> [u8; 6] {
     let mut p = [0; 6];
@@ -818,6 +838,55 @@ mod tests {
                 message,
             } => assert_eq!((channel, seq, message), (3, 7, 42)),
             other => panic!("decoded {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_message_frame_decodes_the_same_by_the_short_way_and_no_other_frame_takes_it() {
+        let mut buf = Vec::new();
+        // Numbers past one varint byte, and a message of several fields.
+        let message = (u64::MAX, 300u32);
+        let out: FrameOut<'_, (u64, u32), u64> = Frame::Message {
+            channel: 70_000,
+            seq: 1 << 40,
+            message: &message,
+        };
+        encode(&mut buf, &out).unwrap();
+        let body = &buf[4..];
+        let short = decode_message::<(u64, u32)>(body).unwrap().unwrap();
+        match decode::<FrameIn<(u64, u32), u64>>(body).unwrap() {
+            Frame::Message {
+                channel,
+                seq,
+                message,
+            } => assert_eq!(short, (channel, seq, message)),
+            other => panic!("decoded {other:?}"),
+        }
+        assert_eq!(short, (70_000, 1 << 40, message));
+        // Bytes left over are refused as `decode` refuses them.
+        let mut longer = body.to_vec();
+        longer.push(0);
+        assert!(matches!(
+            decode_message::<(u64, u32)>(&longer),
+            Some(Err(ReadError::Malformed(_)))
+        ));
+        // Every other frame goes the long way.
+        let id = SnapshotId::random();
+        for other in [
+            Frame::Markers {
+                first: 0,
+                count: 1,
+                snapshot: id,
+                initiator: 0,
+            },
+            Frame::Watch { snapshot: id },
+            Frame::Heartbeat,
+            Frame::Finished,
+        ] {
+            let out: FrameOut<'_, u64, u64> = other;
+            let mut buf = Vec::new();
+            encode(&mut buf, &out).unwrap();
+            assert!(decode_message::<u64>(&buf[4..]).is_none(), "{out:?}");
         }
     }
 
