@@ -15,7 +15,8 @@
 //! a crossbeam inbox; one TCP connection per ordered pair of nodes (`TCP_NODELAY`), encrypted
 //! with the same Noise protocol as the cluster, a writer thread per connection that takes
 //! everything queued and writes it in one go when woken (so it coalesces under load and writes
-//! a lone frame at once), a reader thread per connection; each hop framed as the cluster frames
+//! a lone frame at once), then yields once before it looks again (as the cluster's writer does:
+//! what the processes add meanwhile joins the next write), a reader thread per connection; each hop framed as the cluster frames
 //! a message (a length, then postcard of the channel, the message's number and the token); a
 //! process hands what it encoded for a node to that node's writer once per drained inbox. No
 //! snapshots, markers, doorbells or runtime. `cluster` is the crate's cluster with no
@@ -241,6 +242,9 @@ fn bare_writer(outbox: &Outbox, mut stream: TcpStream, mut noise: snow::Transpor
         }
         stream.write_all(&sealed[..at]).unwrap();
         out.clear();
+        // One turn for the processes before the next take, as the cluster's writer gives them:
+        // what they add meanwhile joins the next write.
+        thread::yield_now();
     }
 }
 
