@@ -71,8 +71,10 @@
 //! # Snapshots started by application code
 //!
 //! A process can start a snapshot inside any callback with [`Context::start_snapshot`]: its
-//! state is recorded when that callback returns, after everything it sent. See every snapshot's
-//! end, whoever started it, with [`Runtime::subscribe`].
+//! state is recorded when that callback returns, after everything it sent. The snapshot is
+//! known from the moment its id is handed out, so another thread may
+//! [`watch`](Runtime::watch_snapshot) it at once. See every snapshot's end, whoever started it,
+//! with [`Runtime::subscribe`].
 //!
 //! # Many snapshots at once
 //!
