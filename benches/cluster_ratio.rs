@@ -15,12 +15,13 @@
 //! a crossbeam inbox; one TCP connection per ordered pair of nodes (`TCP_NODELAY`), encrypted
 //! with the same Noise protocol as the cluster, a writer thread per connection that takes
 //! everything queued and writes it in one go when woken (so it coalesces under load and writes
-//! a lone frame at once), then yields once before it looks again (as the cluster's writer does:
-//! what the processes add meanwhile joins the next write), a reader thread per connection; each hop framed as the cluster frames
-//! a message (a length, then postcard of the channel, the message's number and the token); a
-//! process hands what it encoded for a node to that node's writer once per drained inbox. No
-//! snapshots, markers, doorbells or runtime. `cluster` is the crate's cluster with no
-//! snapshots; `cluster 100` takes 100 snapshots during the run, one after another.
+//! a lone frame at once), then yields once before it looks again (as the cluster's writer
+//! does: what the processes add meanwhile joins the next write), a reader thread per
+//! connection; each hop framed as the cluster frames a message (a length, then postcard of the
+//! channel, the message's number and the token); a process hands what it encoded for a node to
+//! that node's writer once per drained inbox. No snapshots, markers, doorbells or runtime.
+//! `cluster` is the crate's cluster with no snapshots; `cluster 100` takes 100 snapshots during
+//! the run, one after another.
 
 use std::io::{BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};

@@ -448,7 +448,7 @@ fn write_all_queued(
             // One turn for the processes before the next take: under load they are queueing
             // more, and what they add while this thread waits its turn goes out in the next
             // write instead of a write of its own (on 2 cores at 3 nodes x 16, 452,913 writes
-            // for 3 runs instead of 521,950, and 6-17% more deliveries a second). A lone frame
+            // for 3 runs instead of 521,950, and 5-17% more deliveries a second). A lone frame
             // still goes out at once (the turn is after a write, not before it), and where
             // cores are free the yield returns at once.
             std::thread::yield_now();
