@@ -157,6 +157,28 @@ fn a_snapshot_started_in_a_callback_can_be_watched_before_the_callback_returns()
 }
 
 #[test]
+fn a_snapshot_started_by_a_callback_that_then_panics_ends_failed() {
+    let (runtime, _) = quiet(3);
+    let events = runtime.subscribe();
+    let (ids, started) = bounded::<SnapshotId>(1);
+    let err = runtime
+        .with_process(1, move |_, ctx| -> () {
+            ids.send(ctx.start_snapshot()).unwrap();
+            panic!("boom after the start")
+        })
+        .unwrap_err();
+    let id = started.recv_timeout(*PATIENCE).unwrap();
+    // Its id was handed out, so it has an end: the failure, never a silence.
+    let event = events.recv_timeout(*PATIENCE).unwrap();
+    assert_eq!((event.id, event.initiator), (id, 1));
+    assert_eq!(event.outcome.unwrap_err(), err);
+    assert_eq!(
+        runtime.watch_snapshot(id).unwrap_err(),
+        Error::UnknownSnapshot(id)
+    );
+}
+
+#[test]
 fn a_handle_used_after_shutdown_says_so() {
     let (runtime, _) = quiet(2);
     let other = runtime.clone();

@@ -355,3 +355,44 @@ fn scenarios_with_a_fixed_answer_give_it_under_every_seed() {
         }
     }
 }
+
+/// Starts a snapshot in its first callback, then panics in it.
+struct StartsThenPanics;
+
+impl chandy_lamport::Process for StartsThenPanics {
+    type Message = ();
+    type State = ();
+    fn on_start(&mut self, ctx: &mut chandy_lamport::Context<'_, ()>) {
+        if ctx.id() == 1 {
+            ctx.start_snapshot();
+            panic!("boom after the start");
+        }
+    }
+    fn on_message(&mut self, _: usize, _: (), _: &mut chandy_lamport::Context<'_, ()>) {}
+    fn record(&self) {}
+}
+
+#[test]
+fn a_snapshot_started_by_a_callback_that_then_panics_ends_failed_in_the_simulator_too() {
+    let mut sim = Simulation::new(
+        Topology::complete(3),
+        [StartsThenPanics, StartsThenPanics, StartsThenPanics],
+        7,
+    )
+    .unwrap();
+    sim.run_for(10);
+    // As in the runtime: the id handed out has an end, the process's failure.
+    let started = sim.started().to_vec();
+    assert_eq!(started.len(), 1);
+    let failed = sim.failed_snapshots();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!((failed[0].id, failed[0].initiator), (started[0], 1));
+    assert!(
+        matches!(
+            &failed[0].error,
+            chandy_lamport::Error::ProcessFailed { process: 1, .. }
+        ),
+        "{:?}",
+        failed[0].error
+    );
+}
