@@ -426,26 +426,11 @@ impl<P: Process, D: ThreadDriver<P>> Worker<P, D> {
         if self.inbox.as_ref().is_some_and(|inbox| inbox.has_parked(i)) {
             return self.drain_parked(i);
         }
-        self.pace.begin(Instant::now);
-        let limit = self.pace.limit();
         let rx = &self.inbound[i];
-        let driver = &mut self.driver;
-        let mut taken = 0;
-        let mut full = false;
         // Until the channel is empty, or its sender has stopped and what it sent is drained.
-        while let Ok(envelope) = rx.try_recv() {
-            if driver.wire().tracing {
-                receipt(driver.wire(), &self.host, i, &envelope);
-            }
-            self.host.on_envelope(i, envelope, driver);
-            taken += 1;
-            if taken >= limit && self.pace.must_end(taken, Instant::now) {
-                full = true;
-                break;
-            }
-        }
-        driver.end_batch();
-        self.pace.end(taken) | full
+        deliver_from(&mut self.host, &mut self.driver, &mut self.pace, || {
+            rx.try_recv().ok().map(|envelope| (i, envelope))
+        })
     }
 
     /// Visits the inbox from other nodes (`remote_inbox.rs`): while nothing is parked, delivers
@@ -461,7 +446,7 @@ impl<P: Process, D: ThreadDriver<P>> Worker<P, D> {
         };
         let (host, driver, pace) = (&mut self.host, &mut self.driver, &mut self.pace);
         if inbox.nothing_parked() {
-            let cut = deliver_from(host, driver, pace, inbox, |inbox| {
+            let cut = deliver_from(host, driver, pace, || {
                 inbox
                     .next_direct()
                     .map(|a| (a.channel as usize, a.envelope))
@@ -482,9 +467,7 @@ impl<P: Process, D: ThreadDriver<P>> Worker<P, D> {
             return false;
         };
         let (host, driver, pace) = (&mut self.host, &mut self.driver, &mut self.pace);
-        let more = deliver_from(host, driver, pace, inbox, |inbox| {
-            inbox.take_parked(i).map(|e| (i, e))
-        });
+        let more = deliver_from(host, driver, pace, || inbox.take_parked(i).map(|e| (i, e)));
         if inbox.room_for_held(i) {
             self.rotation.arrived(self.inbox_bit);
         }
@@ -539,24 +522,25 @@ impl<P: Process, D: ThreadDriver<P>> Worker<P, D> {
     }
 }
 
-/// One visit's deliveries from a process's inbox from other nodes (`next` says which: what
-/// comes straight, or one channel's parked envelopes), each with its incoming channel, as
-/// `Worker::drain` delivers a channel's: at most a batch, within the time budget. Returns
-/// whether the visit was cut with work left. One loop for both, so that the host's delivery has
-/// one call site here besides `drain`'s.
+/// One visit's deliveries, each envelope with its incoming channel, from `next`: a channel
+/// (`Worker::drain`), or a process's inbox from other nodes (what comes straight, or one
+/// channel's parked envelopes). At most a batch, within the time budget; returns whether the
+/// visit was cut with work left. One loop for every source, so that the visits cannot drift
+/// apart; inlined into each, so that each keeps one call site of its source's `next` and of the
+/// host's delivery (with two, the compiler stopped inlining crossbeam's `try_recv` and
+/// `Host::deliver`: `drain`'s documentation).
 #[inline(always)]
 fn deliver_from<P: Process, D: ThreadDriver<P>>(
     host: &mut Host<P>,
     driver: &mut D,
     pace: &mut Pace,
-    inbox: &mut RemoteInbox<P::Message>,
-    mut next: impl FnMut(&mut RemoteInbox<P::Message>) -> Option<(usize, Envelope<P::Message>)>,
+    mut next: impl FnMut() -> Option<(usize, Envelope<P::Message>)>,
 ) -> bool {
     pace.begin(Instant::now);
     let limit = pace.limit();
     let mut taken = 0;
     let mut full = false;
-    while let Some((i, envelope)) = next(inbox) {
+    while let Some((i, envelope)) = next() {
         if driver.wire().tracing {
             receipt(driver.wire(), host, i, &envelope);
         }
