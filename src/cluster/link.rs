@@ -755,6 +755,9 @@ where
     let mut stream = Opened::new(BufReader::with_capacity(1 << 16, counted), transport);
     let mut buf = Vec::new();
     loop {
+        if rings.unrung >= RING_EVERY {
+            rings.ring_all(core);
+        }
         // A frame whole in what was decrypted is decoded where it lies; anything else (a frame
         // across two messages, in pieces, or to be refused) goes the long way.
         let decoded = match wire::whole_frame(stream.unread(), core.frame) {
@@ -763,9 +766,6 @@ where
                     stream.consume(used);
                     let (channel, seq, message) = fields.map_err(|e| e.to_string())?;
                     deliver_message(inlets, peer, rings, core, (channel, seq, message))?;
-                    if rings.unrung >= RING_EVERY {
-                        rings.ring_all(core);
-                    }
                     continue;
                 }
                 let frame = wire::decode(body);
@@ -802,9 +802,6 @@ where
                 wire::decode(&buf)
             }
         };
-        if rings.unrung >= RING_EVERY {
-            rings.ring_all(core);
-        }
         let frame: FrameIn<P::Message, P::State> = decoded.map_err(|e| e.to_string())?;
         match frame {
             Frame::Message {
