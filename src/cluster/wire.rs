@@ -326,7 +326,7 @@ pub(crate) struct Report<M, S> {
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Frame<M, P, G, R> {
     /// An application message on channel `channel` (an index of the topology's channels),
-    /// its `seq`-th.
+    /// its `seq`-th. First of the variants, so its index is 0: `decode_message` reads that.
     Message {
         /// The channel.
         channel: u32,
