@@ -58,6 +58,19 @@ struct Stall {
     warned: bool,
 }
 
+/// One process's frames for a peer. A cache line of its own: two processes appending at once
+/// (each to its own buffer) would otherwise take turns with the line their locks share.
+#[derive(Default)]
+#[repr(align(64))]
+struct ProcessBuffer(Mutex<Vec<u8>>);
+
+impl std::ops::Deref for ProcessBuffer {
+    type Target = Mutex<Vec<u8>>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
 /// What a node queues for one peer, and the doorbell of the thread that writes it.
 pub(crate) struct Outlink {
     /// The peer.
@@ -65,7 +78,7 @@ pub(crate) struct Outlink {
     /// Bits `0..locals`: a process's buffer has something; bit `locals`: the control buffer.
     bell: Doorbell,
     /// By the index of a process among the node's own: the frames it has encoded for the peer.
-    buffers: Box<[Mutex<Vec<u8>>]>,
+    buffers: Box<[ProcessBuffer]>,
     /// Control frames: snapshot parts and outcomes, starts, failures, shutdown.
     control: Mutex<Vec<u8>>,
     /// Set once nothing more will be queued: the writer writes what is left and ends.
@@ -127,7 +140,7 @@ impl Outlink {
             waiting: AtomicUsize::new(0),
             heard: AtomicU64::new(0),
             bell: Doorbell::new(locals + 1),
-            buffers: (0..locals).map(|_| Mutex::new(Vec::new())).collect(),
+            buffers: (0..locals).map(|_| ProcessBuffer::default()).collect(),
             control: Mutex::new(Vec::new()),
             closing: AtomicBool::new(false),
             broken: AtomicBool::new(false),
@@ -172,17 +185,26 @@ impl Outlink {
         // `pending` never counts less than the buffers hold.
         let added = staged.len();
         let pending = self.pending.fetch_add(added, Ordering::AcqRel) + added;
-        {
+        let was_empty = {
             let mut buffer = self.buffers[local].lock();
-            if buffer.is_empty() {
+            let was_empty = buffer.is_empty();
+            if was_empty {
                 // Usually: the writer took the last one. Swap, no copy.
                 std::mem::swap(&mut *buffer, staged);
             } else {
                 buffer.extend_from_slice(staged);
                 staged.clear();
             }
+            was_empty
+        };
+        // Only the buffer's first bytes ring: while it holds some, this process rang for them
+        // (after it made the buffer non-empty, the only way it becomes so) and the writer has
+        // yet to take the bit, or took it and has yet to lock the buffer, so it takes these
+        // too. So an append to a buffer the writer has not taken yet leaves alone the
+        // doorbell's line, which every process of the node and the writer share.
+        if was_empty {
+            self.bell.ring(local);
         }
-        self.bell.ring(local);
         pending > self.max_queued
     }
 
@@ -316,7 +338,12 @@ impl Outlink {
     pub(crate) fn take_unsent(&self) -> Vec<u8> {
         // Oldest first: what the writer had taken came before what is still queued.
         let mut all = std::mem::take(&mut *self.unwritten.lock());
-        for buffer in self.buffers.iter().chain(std::iter::once(&self.control)) {
+        for buffer in self
+            .buffers
+            .iter()
+            .map(|b| &b.0)
+            .chain(std::iter::once(&self.control))
+        {
             all.append(&mut buffer.lock());
         }
         all
@@ -400,7 +427,7 @@ fn write_all_queued(
             let buffer = if local == control_bit {
                 &link.control
             } else {
-                &link.buffers[local]
+                &link.buffers[local].0
             };
             let mut b = buffer.lock();
             if local != control_bit {
