@@ -16,7 +16,7 @@ use crate::envelope::{Envelope, Refused};
 use crate::error::MarkerError;
 use crate::host::Driver;
 use crate::process::Process;
-use crate::runtime::layer::{ThreadDriver, Wire};
+use crate::runtime::layer::{ThreadDriver, Wire, UNTIMED};
 use crate::snapshot::{LocalSnapshot, SnapshotId};
 use crate::topology::{ProcessId, Wiring};
 
@@ -55,8 +55,10 @@ pub(crate) struct NodeWire<P: Process> {
     links: Arc<[Option<Arc<Outlink>>]>,
     /// The frame limit every node reads with: a longer frame goes in pieces.
     frame: FrameLimit,
-    /// By node: frames encoded since the last batch ended.
+    /// By node: frames encoded since the last hand-over to the links.
     staged: Vec<Vec<u8>>,
+    /// Envelopes the visits since the last hand-over took (`end_visit`).
+    held: usize,
     /// Nodes with frames staged.
     dirty: Vec<usize>,
     /// The snapshot whose markers this process is sending now, and its initiator (a marker
@@ -115,6 +117,7 @@ impl<P: Process> NodeWire<P> {
             local,
             frame,
             staged: vec![Vec::new(); links.len()],
+            held: 0,
             runs: vec![None; links.len()],
             next_in_run,
             links,
@@ -207,6 +210,30 @@ impl<P: Process> NodeWire<P> {
     }
 }
 
+impl<P: Process> NodeWire<P> {
+    /// The frames staged for other nodes go to their links, one hand-over per link; then, if
+    /// a link holds more than its bound, this process waits for room (flow control: see
+    /// `Outlink::wait_for_room`).
+    #[inline]
+    fn hand_over(&mut self) {
+        self.held = 0;
+        // Another link that is full too is waited for at the end of the next hand-over.
+        let mut full = None;
+        for node in self.dirty.drain(..) {
+            // The staged frames go: a run no longer ends them.
+            self.runs[node] = None;
+            if let Some(link) = &self.links[node] {
+                if link.append(self.local, &mut self.staged[node]) {
+                    full = Some(link);
+                }
+            }
+        }
+        if let Some(link) = full {
+            link.wait_for_room();
+        }
+    }
+}
+
 impl<P: Process> Driver<P> for NodeWire<P>
 where
     P::Message: Serialize,
@@ -275,25 +302,34 @@ where
         &mut self.wire
     }
 
-    /// The batch's frames for other nodes go to their links, one hand-over per link; then, if
-    /// a link holds more than its bound, this process waits for room (flow control: see
-    /// `Outlink::wait_for_room`).
+    /// The batch's frames for other nodes go to their links (`hand_over`).
     #[inline]
     fn end_batch(&mut self) {
         self.wire.end_batch();
-        // Another link that is full too is waited for at the end of the next batch.
-        let mut full = None;
-        for node in self.dirty.drain(..) {
-            // The staged frames go: a run no longer ends them.
-            self.runs[node] = None;
-            if let Some(link) = &self.links[node] {
-                if link.append(self.local, &mut self.staged[node]) {
-                    full = Some(link);
-                }
-            }
+        self.hand_over();
+    }
+
+    /// A visit's frames for other nodes wait for the round's end, or until the visits since the
+    /// last hand-over have taken [`UNTIMED`] envelopes, or for the end of a visit that read the
+    /// clock (its callbacks may be slow): under load a visit takes one or two envelopes, and a
+    /// hand-over per round instead of per visit spares the links' locks, byte counts and
+    /// doorbells. A frame so waits for at most `UNTIMED` further fast callbacks, about as long
+    /// as the visit it came from could have taken on its own, so a marker is not held back
+    /// behind slow work.
+    #[inline]
+    fn end_visit(&mut self, taken: usize, timed: bool) {
+        self.wire.end_batch();
+        self.held += taken;
+        if timed || self.held >= UNTIMED {
+            self.hand_over();
         }
-        if let Some(link) = full {
-            link.wait_for_room();
+    }
+
+    /// What the round's visits held goes.
+    #[inline]
+    fn end_round(&mut self) {
+        if !self.dirty.is_empty() {
+            self.hand_over();
         }
     }
 

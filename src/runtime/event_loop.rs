@@ -74,8 +74,20 @@ pub(crate) trait ThreadDriver<P: Process>: Driver<P> + Send + 'static {
     fn wire(&self) -> &Wire<P>;
     /// The same, to change.
     fn wire_mut(&mut self) -> &mut Wire<P>;
-    /// A batch of work (a visit, a control request, a callback) has ended.
+    /// A batch of work (a control request, a callback) has ended: what it sent goes.
     fn end_batch(&mut self);
+    /// A visit that took `taken` envelopes has ended; `timed`: it read the clock, so its
+    /// callbacks may be slow. A driver may hold what the visit sent for another node until the
+    /// round ends ([`end_round`](ThreadDriver::end_round)), or until a few visits' worth, to
+    /// hand it over in one go; it must not hold it behind slow callbacks.
+    #[inline(always)]
+    fn end_visit(&mut self, taken: usize, timed: bool) {
+        let _ = (taken, timed);
+        self.end_batch();
+    }
+    /// A round of visits (one pass over the ready channels) has ended: nothing is held.
+    #[inline(always)]
+    fn end_round(&mut self) {}
     /// The process panicked in the middle of a batch, and `end_batch` will not run: whatever
     /// the driver still holds of sends that returned `Ok` must go now, before the failure is
     /// announced (a receiver sees the messages before the word of the failure, as in process,
@@ -374,7 +386,10 @@ impl<P: Process, D: ThreadDriver<P>> Worker<P, D> {
                 let more = if bit == control_bit {
                     match self.serve_control() {
                         Some(more) => more,
-                        None => return,
+                        None => {
+                            self.driver.end_round();
+                            return;
+                        }
                     }
                 } else if bit == self.inbox_bit {
                     self.serve_inbox()
@@ -386,6 +401,7 @@ impl<P: Process, D: ThreadDriver<P>> Worker<P, D> {
                     self.rotation.again(bit);
                 }
             }
+            self.driver.end_round();
             // The latest clock read of a visit in this round, if one read it.
             let clock = self.pace.take_clock();
             let mut worked = visits > 0;
@@ -551,7 +567,8 @@ fn deliver_from<P: Process, D: ThreadDriver<P>>(
             break;
         }
     }
-    driver.end_batch();
+    let timed = pace.timed();
+    driver.end_visit(taken, timed);
     pace.end(taken) | full
 }
 

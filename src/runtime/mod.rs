@@ -62,6 +62,7 @@ pub(crate) mod layer {
     #[cfg(feature = "cluster")]
     pub(crate) use super::hub::MarkerRefused;
     pub(crate) use super::hub::Uplink;
+    pub(crate) use super::pace::UNTIMED;
     pub(crate) use super::remote_inbox::{inbox_bit, Arrival};
     pub(crate) use super::shared::Shared;
     pub(crate) use super::shutdown::FinalCounters;

@@ -168,6 +168,13 @@ impl Pace {
         over
     }
 
+    /// Whether the visit under way has read the clock: its callbacks are slow, or it has
+    /// taken [`UNTIMED`] envelopes (which may have been slow).
+    #[inline]
+    pub(crate) fn timed(&self) -> bool {
+        self.slow || self.began.is_some()
+    }
+
     /// The latest clock read of a visit since the last call, if any (the event loop's ticks
     /// use it instead of reading the clock again).
     #[inline]
