@@ -2,8 +2,9 @@
 //! the thread that reads what a peer sends.
 //!
 //! Sending: a process encodes each envelope for another node on its own thread, into a buffer
-//! of its own per peer ([`NodeWire`](super::driver::NodeWire)), and at the end of each batch
-//! of work hands the buffer to the peer's [`Outlink`] and rings the writer's doorbell. The
+//! of its own per peer ([`NodeWire`](super::driver::NodeWire)), and at the end of each round
+//! of visits to its channels (or of a visit whose callbacks were slow, or of a callback of its
+//! own) hands the buffer to the peer's [`Outlink`] and rings the writer's doorbell. The
 //! writer takes every buffer that has something and writes it all with one `write` call: under
 //! load many frames a write, and a single one the moment it is queued when idle. Each channel
 //! has one sending process, whose frames keep their order in its buffer, and TCP keeps the
