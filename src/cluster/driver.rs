@@ -208,9 +208,7 @@ impl<P: Process> NodeWire<P> {
             Err(reason) => Err(Refused::Unencodable(envelope, reason)),
         }
     }
-}
 
-impl<P: Process> NodeWire<P> {
     /// The frames staged for other nodes go to their links, one hand-over per link; then, if
     /// a link holds more than its bound, this process waits for room (flow control: see
     /// `Outlink::wait_for_room`).

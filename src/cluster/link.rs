@@ -65,13 +65,6 @@ struct Stall {
 #[repr(align(64))]
 struct ProcessBuffer(Mutex<Vec<u8>>);
 
-impl std::ops::Deref for ProcessBuffer {
-    type Target = Mutex<Vec<u8>>;
-    fn deref(&self) -> &Self::Target {
-        &self.0
-    }
-}
-
 /// What a node queues for one peer, and the doorbell of the thread that writes it.
 pub(crate) struct Outlink {
     /// The peer.
@@ -187,7 +180,7 @@ impl Outlink {
         let added = staged.len();
         let pending = self.pending.fetch_add(added, Ordering::AcqRel) + added;
         let was_empty = {
-            let mut buffer = self.buffers[local].lock();
+            let mut buffer = self.buffers[local].0.lock();
             let was_empty = buffer.is_empty();
             if was_empty {
                 // Usually: the writer took the last one. Swap, no copy.
@@ -359,7 +352,7 @@ impl Outlink {
 
     /// Bytes queued and not yet taken by the writer.
     pub(crate) fn queued(&self) -> usize {
-        self.buffers.iter().map(|b| b.lock().len()).sum::<usize>() + self.control.lock().len()
+        self.buffers.iter().map(|b| b.0.lock().len()).sum::<usize>() + self.control.lock().len()
     }
 }
 
