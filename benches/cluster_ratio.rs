@@ -21,7 +21,10 @@
 //! channel, the message's number and the token); a process hands what it encoded for a node to
 //! that node's writer once per drained inbox. No snapshots, markers, doorbells or runtime.
 //! `cluster` is the crate's cluster with no snapshots; `cluster 100` takes 100 snapshots during
-//! the run, one after another.
+//! the run, one after another. `runtime`, run only when named in `--only`, is the in-process
+//! runtime with all the processes and no network at all: beside `bare` and `cluster` at one
+//! node (`--sizes 1x16`), it says how much of a gap is the event loop's and how much the
+//! links'.
 
 use std::io::{BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -30,7 +33,7 @@ use std::sync::{Arc, Barrier, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use chandy_lamport::{Context, Process, ProcessId, Topology};
+use chandy_lamport::{Context, Process, ProcessId, Runtime, Topology};
 use crossbeam_channel::{unbounded, Receiver, Sender};
 mod local_cluster;
 mod workload;
@@ -111,6 +114,30 @@ fn run_cluster(nodes: usize, per: usize, hops: u32, snapshots: usize) -> Timed {
     done.recv().unwrap();
     let took = began.end();
     local_cluster::stop(nodes);
+    took
+}
+
+/// The same processes in the in-process runtime, all of them (`nodes * per`), no network.
+fn run_in_process(nodes: usize, per: usize, hops: u32) -> Timed {
+    let n = nodes * per;
+    let retired = Arc::new(AtomicUsize::new(0));
+    let start = Arc::new(Barrier::new(n + 1));
+    let (done_tx, done) = unbounded();
+    let processes: Vec<ClusterTeller> = (0..n)
+        .map(|p| ClusterTeller {
+            teller: Teller::new(p, n, n * IN_FLIGHT, retired.clone(), done_tx.clone()),
+            hops,
+            start: start.clone(),
+        })
+        .collect();
+    let runtime = Runtime::builder(Topology::complete(n))
+        .build(processes)
+        .unwrap();
+    start.wait();
+    let began = Began::now();
+    done.recv().unwrap();
+    let took = began.end();
+    runtime.shutdown().unwrap();
     took
 }
 
@@ -505,7 +532,7 @@ fn main() {
         .find_map(|a| a.parse().ok())
         .unwrap_or(9);
     type Run = fn(usize, usize, u32) -> Timed;
-    let variants: [(&str, Run); 3] = [
+    let variants: [(&str, Run); 4] = [
         ("bare", run_bare),
         ("cluster", |nodes, per, hops| {
             run_cluster(nodes, per, hops, 0)
@@ -513,12 +540,13 @@ fn main() {
         ("cluster 100", |nodes, per, hops| {
             run_cluster(nodes, per, hops, 100)
         }),
+        ("runtime", run_in_process),
     ];
     let chosen: Vec<&(&str, Run)> = variants
         .iter()
         .filter(|(name, _)| {
             only.as_ref()
-                .is_none_or(|o| o.split(',').any(|x| x == *name))
+                .map_or(*name != "runtime", |o| o.split(',').any(|x| x == *name))
         })
         .collect();
     for (nodes, per) in sizes {
