@@ -88,26 +88,7 @@ fn start_with<P: NodeProcess>(
     tweak: fn(NodeBuilder<P>) -> NodeBuilder<P>,
     make: impl Fn(usize, ProcessId) -> P + Clone + Send + 'static,
 ) -> Vec<Node<P>> {
-    let (listeners, config) = listen(placement);
-    let builds: Vec<_> = listeners
-        .into_iter()
-        .enumerate()
-        .map(|(k, (listener, keys))| {
-            let (topology, config, make) = (topology.clone(), config.clone(), make.clone());
-            thread::spawn(move || {
-                let builder = Node::builder(topology, config, k)
-                    .listener(listener)
-                    .keys(keys)
-                    .connect_timeout(*PATIENCE)
-                    .stop_timeout(*PATIENCE);
-                tweak(builder).build(|p| make(k, p))
-            })
-        })
-        .collect();
-    builds
-        .into_iter()
-        .map(|b| b.join().unwrap().unwrap())
-        .collect()
+    common::start_nodes(topology, placement, tweak, make)
 }
 
 /// A listener on 127.0.0.1 (a port the system picks) and fresh keys for each node of

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use chandy_lamport::cluster::{ClusterConfig, Node, NodeKeys};
+use chandy_lamport::cluster::Node;
 use chandy_lamport::{Context, Process, ProcessId, Topology};
 use common::PATIENCE;
 
@@ -114,28 +114,7 @@ fn start<P>(
 where
     P: Process<State = u64, Message = u64>,
 {
-    let (config, listeners) = ClusterConfig::on_localhost(placement.iter().cloned()).unwrap();
-    let keys = NodeKeys::generate(placement.len()).unwrap();
-    let builds: Vec<_> = listeners
-        .into_iter()
-        .zip(keys)
-        .enumerate()
-        .map(|(k, (listener, keys))| {
-            let (topology, config, make) = (topology.clone(), config.clone(), make.clone());
-            thread::spawn(move || {
-                Node::builder(topology, config, k)
-                    .listener(listener)
-                    .keys(keys)
-                    .connect_timeout(*PATIENCE)
-                    .stop_timeout(*PATIENCE)
-                    .build(make)
-            })
-        })
-        .collect();
-    builds
-        .into_iter()
-        .map(|b| b.join().unwrap().unwrap())
-        .collect()
+    common::start_nodes(&topology, placement, |b| b, move |_, p| make(p))
 }
 
 /// Stops the cluster from its first node; every node's stop must be clean and its final state

@@ -23,6 +23,40 @@ pub fn listeners(n: usize) -> (Vec<std::net::TcpListener>, Vec<String>) {
     (listeners, addresses)
 }
 
+/// A cluster of this test process's threads: a node on 127.0.0.1 (a port the system picks) with
+/// fresh keys for each entry of `placement`, each builder given `tweak`, node `k` making process
+/// `p` with `make(k, p)`; patient (`PATIENCE`) to connect and to stop.
+pub fn start_nodes<P: chandy_lamport::cluster::NodeProcess>(
+    topology: &chandy_lamport::Topology,
+    placement: &[Vec<ProcessId>],
+    tweak: fn(chandy_lamport::cluster::NodeBuilder<P>) -> chandy_lamport::cluster::NodeBuilder<P>,
+    make: impl Fn(usize, ProcessId) -> P + Clone + Send + 'static,
+) -> Vec<chandy_lamport::cluster::Node<P>> {
+    use chandy_lamport::cluster::{ClusterConfig, Node, NodeKeys};
+    let (config, listeners) = ClusterConfig::on_localhost(placement.iter().cloned()).unwrap();
+    let keys = NodeKeys::generate(placement.len()).unwrap();
+    let builds: Vec<_> = listeners
+        .into_iter()
+        .zip(keys)
+        .enumerate()
+        .map(|(k, (listener, keys))| {
+            let (topology, config, make) = (topology.clone(), config.clone(), make.clone());
+            std::thread::spawn(move || {
+                let builder = Node::builder(topology, config, k)
+                    .listener(listener)
+                    .keys(keys)
+                    .connect_timeout(*PATIENCE)
+                    .stop_timeout(*PATIENCE);
+                tweak(builder).build(|p| make(k, p))
+            })
+        })
+        .collect();
+    builds
+        .into_iter()
+        .map(|b| b.join().unwrap().unwrap())
+        .collect()
+}
+
 /// A size a test reads from the environment variable `name`, `default` if unset or not a
 /// number (the way the stress and scale tests are scaled up).
 pub fn env_or(name: &str, default: u64) -> u64 {
