@@ -323,12 +323,11 @@ where
         }
     }
 
-    /// What the round's visits held goes.
+    /// What the round's visits held goes, and the count of envelopes held starts again (a
+    /// round whose visits sent nothing to other nodes must not shorten the next round's wait).
     #[inline]
     fn end_round(&mut self) {
-        if !self.dirty.is_empty() {
-            self.hand_over();
-        }
+        self.hand_over();
     }
 
     /// The process panicked mid-batch: the batch's whole frames go to their links as
