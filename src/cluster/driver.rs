@@ -37,9 +37,10 @@ struct Remote {
 /// Why not encoded at once: a process that records sends a marker on each of its channels in
 /// turn, so a run to a node of k processes grows one marker at a time, k times. Encoded as it
 /// grew, the frame was written k times and the shorter one cut out each time (k encodes and k
-/// moves of the staged bytes): at 3 nodes of 16 processes, a third of what a snapshot cost
-/// the process threads. Now the run is written once, when something else is staged for its
-/// node or the staged frames go to the link, so every channel keeps its order.
+/// moves of the staged bytes): under perf at 3 nodes of 16 processes with 100 snapshots, about
+/// a sixth of the CPU the snapshots added to the process threads. Now the run is written
+/// once, when something else is staged for its node or the staged frames go to the link, so
+/// every channel keeps its order.
 #[derive(Clone, Copy)]
 struct MarkerRun {
     /// Its first and last channel, and how many.
