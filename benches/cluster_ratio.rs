@@ -21,7 +21,11 @@
 //! channel, the message's number and the token); a process hands what it encoded for a node to
 //! that node's writer once per drained inbox. No snapshots, markers, doorbells or runtime.
 //! `cluster` is the crate's cluster with no snapshots; `cluster 100` takes 100 snapshots during
-//! the run, one after another. `runtime`, run only when named in `--only`, is the in-process
+//! the run, one after another. With both, the line ends with what a snapshot cost: CPU per
+//! snapshot, and per marker against a delivery. A snapshot puts a marker on every channel
+//! (n(n-1) in the complete graph: 2,256 at 3 x 16, against the 10,000 deliveries between two
+//! of the 100 snapshots), and each is delivered as a message is, so `cluster 100 / cluster` is
+//! about 1 / (1 + markers per delivery x a marker's share of a delivery). `runtime`, run only when named in `--only`, is the in-process
 //! runtime with all the processes and no network at all: beside `bare` and `cluster` at one
 //! node (`--sizes 1x16`), it says how much of a gap is the event loop's and how much the
 //! links'.
@@ -42,6 +46,8 @@ use workload::{median, Teller, Token as Hop};
 
 const DELIVERIES: u64 = 1_000_000;
 const IN_FLIGHT: usize = 4;
+/// Snapshots taken during a run of the `cluster 100` variant.
+const SNAPSHOTS: usize = 100;
 
 // ---------------------------------------------------------------------------------------------
 // The cluster.
@@ -538,7 +544,7 @@ fn main() {
             run_cluster(nodes, per, hops, 0)
         }),
         ("cluster 100", |nodes, per, hops| {
-            run_cluster(nodes, per, hops, 100)
+            run_cluster(nodes, per, hops, SNAPSHOTS)
         }),
         ("runtime", run_in_process),
     ];
@@ -607,6 +613,28 @@ fn main() {
                     chosen[j].0,
                     medians[k] / medians[j],
                     paired
+                ));
+            }
+        }
+        // What a snapshot costs in the terms of the algorithm: it puts a marker on every
+        // channel (n(n-1) of them in the complete graph), and each is delivered as a message
+        // is. So the snapshots' share of the run is about (markers per delivery) x (a marker's
+        // CPU over a delivery's): `cluster 100 / cluster` >= 0.9 needs that product at most
+        // 1/9.
+        let snapshot_cost = |name: &str| chosen.iter().position(|(n, _)| *n == name);
+        if let (Some(none), Some(some)) = (snapshot_cost("cluster"), snapshot_cost("cluster 100")) {
+            if let (Some(none), Some(some)) = (cpu_medians[none], cpu_medians[some]) {
+                // Small systems take few markers, and there the difference of two noisy
+                // medians says little per marker: read the per-snapshot figure.
+                let markers = (SNAPSHOTS * n * (n - 1)) as f64;
+                let added = (some - none) * deliveries;
+                ratios.push(format!(
+                    "{SNAPSHOTS} snapshots: {:.0} us CPU each, {:.3} markers per delivery, \
+                     a marker {:.0} ns CPU ({:.2} of a delivery)",
+                    added / SNAPSHOTS as f64 / 1e3,
+                    markers / deliveries,
+                    added / markers,
+                    added / markers / none
                 ));
             }
         }
