@@ -25,10 +25,10 @@
 //! snapshot, and per marker against a delivery. A snapshot puts a marker on every channel
 //! (n(n-1) in the complete graph: 2,256 at 3 x 16, against the 10,000 deliveries between two
 //! of the 100 snapshots), and each is delivered as a message is, so `cluster 100 / cluster` is
-//! about 1 / (1 + markers per delivery x a marker's share of a delivery). `runtime`, run only when named in `--only`, is the in-process
-//! runtime with all the processes and no network at all: beside `bare` and `cluster` at one
-//! node (`--sizes 1x16`), it says how much of a gap is the event loop's and how much the
-//! links'.
+//! about 1 / (1 + markers per delivery x a marker's share of a delivery). `runtime`, run only
+//! when named in `--only`, is the in-process runtime with all the processes and no network at
+//! all: beside `bare` and `cluster` at one node (`--sizes 1x16`), it says how much of a gap is
+//! the event loop's and how much the links'.
 
 use std::io::{BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};

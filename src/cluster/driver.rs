@@ -220,8 +220,17 @@ impl<P: Process> NodeWire<P> {
             snapshot: run.snapshot,
             initiator: run.initiator,
         };
-        let encoded = wire::encode_within(&mut self.staged[node], &frame, self.frame);
-        debug_assert!(encoded.is_ok(), "a run of markers encodes: {encoded:?}");
+        if let Err(reason) = wire::encode_within(&mut self.staged[node], &frame, self.frame) {
+            // Unreachable (above); were it not, the snapshot would end by its timeout.
+            debug_assert!(false, "a run of markers does not encode: {reason}");
+            log::error!(
+                "process {}: a run of {} markers of snapshot {} for node {node} does not \
+                 encode: {reason}",
+                self.wire.me(),
+                run.count,
+                run.snapshot
+            );
+        }
     }
 
     /// The frames staged for other nodes go to their links, one hand-over per link; then, if
