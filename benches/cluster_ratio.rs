@@ -30,6 +30,7 @@
 //! all: beside `bare` and `cluster` at one node (`--sizes 1x16`), it says how much of a gap is
 //! the event loop's and how much the links'.
 
+use std::collections::HashMap;
 use std::io::{BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -458,7 +459,7 @@ fn run_bare(nodes: usize, per: usize, hops: u32) -> Timed {
 }
 
 /// A timed run: its wall time and the CPU time the whole process spent in it (every thread:
-/// processes, links, the bench's own), when the system says (`/proc/self/stat` on Linux).
+/// processes, links, the bench's own), when the system says (`/proc` on Linux).
 #[derive(Clone, Copy)]
 struct Timed {
     wall: Duration,
@@ -468,43 +469,54 @@ struct Timed {
 /// When a timed section began, on both clocks.
 struct Began {
     at: Instant,
-    cpu: Option<Duration>,
+    cpu: Option<HashMap<u64, u64>>,
 }
 
 impl Began {
     fn now() -> Self {
+        // The threads' times first, so that reading them is not in the wall time.
+        let cpu = thread_cpu();
         Began {
             at: Instant::now(),
-            cpu: process_cpu(),
+            cpu,
         }
     }
 
+    /// A thread that began after the section did is counted whole; one that ended within it
+    /// is missing what it spent after the section began (the nodes' threads all live through
+    /// it; a start-up thread ending then has next to nothing left to do).
     fn end(&self) -> Timed {
         let wall = self.at.elapsed();
-        let cpu = process_cpu()
-            .zip(self.cpu)
-            .map(|(now, then)| now.saturating_sub(then));
+        let cpu = thread_cpu().zip(self.cpu.as_ref()).map(|(now, then)| {
+            let spent = now
+                .iter()
+                .map(|(tid, &ns)| ns.saturating_sub(then.get(tid).copied().unwrap_or(0)));
+            Duration::from_nanos(spent.sum())
+        });
         Timed { wall, cpu }
     }
 }
 
-/// The CPU time (user and system) of every thread of this process so far: fields 14 and 15
-/// of `/proc/self/stat`, in the kernel's clock ticks (`USER_HZ`, 100 a second on Linux). With
-/// 10 ms ticks a run of about a second of CPU is known to about 1%. Not the wall time: on a
-/// machine with fewer cores than threads the two programs' rates follow their CPU per
-/// delivery, which varies far less from run to run than the rates do (BENCHMARKS.md, ninth
+/// The CPU time (user and system) each thread of this process has had so far, in
+/// nanoseconds, by thread id: the first field of `/proc/self/task/<tid>/schedstat`, the
+/// scheduler's own count. It replaced `/proc/self/stat`, whose 10 ms ticks put a step of 10 ns
+/// in the CPU per delivery of a run of a million, as large as the differences the bench looks
+/// for (a snapshot's marker against a delivery, one build against another). Not the wall
+/// time: on a machine with fewer cores than threads the two programs' rates follow their CPU
+/// per delivery, which varies far less from run to run than the rates do (BENCHMARKS.md, ninth
 /// round), and on a machine with more cores the CPU says what the rate may hide.
-fn process_cpu() -> Option<Duration> {
-    const TICKS_PER_SECOND: u64 = 100;
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // The command name, in brackets, may hold spaces: the fields are counted after it.
-    let after = &stat[stat.rfind(')')? + 1..];
-    let mut fields = after.split_whitespace().skip(11);
-    let user: u64 = fields.next()?.parse().ok()?;
-    let system: u64 = fields.next()?.parse().ok()?;
-    Some(Duration::from_millis(
-        (user + system) * 1000 / TICKS_PER_SECOND,
-    ))
+fn thread_cpu() -> Option<HashMap<u64, u64>> {
+    let mut by_thread = HashMap::new();
+    for entry in std::fs::read_dir("/proc/self/task").ok()? {
+        let entry = entry.ok()?;
+        let tid: u64 = entry.file_name().to_str()?.parse().ok()?;
+        // A thread that ends between the listing and the read is left out.
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("schedstat")) else {
+            continue;
+        };
+        by_thread.insert(tid, stat.split_whitespace().next()?.parse().ok()?);
+    }
+    Some(by_thread)
 }
 
 /// The first and third quartiles of `v`.
