@@ -1,10 +1,13 @@
 //! The cluster against a bare TCP program doing the same work, alternating run by run in one
 //! process (as `ratio.rs` does for the runtime): `cargo bench --bench cluster_ratio [-- ROUNDS
-//! [--only VARIANT,...] [--sizes NODESxPER,...]]` (default 9 rounds; sizes 2x4, 2x16, 3x4, 3x16:
-//! nodes x processes per node, every node a set of threads of this process on 127.0.0.1).
-//! Prints each variant's median deliveries per second (with the middle half of the runs) and
-//! CPU time per delivery (every thread of the process, over the timed section), and the ratios
-//! of medians: of rates, and of CPU per delivery.
+//! [--only VARIANT,...] [--sizes NODESxPER,...] [--threads]]` (default 9 rounds; sizes 2x4,
+//! 2x16, 3x4, 3x16: nodes x processes per node, every node a set of threads of this process on
+//! 127.0.0.1). Prints each variant's median deliveries per second (with the middle half of the
+//! runs) and CPU time per delivery (every thread of the process, over the timed section), and
+//! the ratios of medians: of rates, and of CPU per delivery. `--threads` adds a line with each
+//! variant's CPU per delivery by kind of thread (processes, links' readers and writers, other),
+//! from the threads' own counts: an account of where the time goes that perf's sampling does
+//! not disturb.
 //!
 //! The workload is the bank's closed loop: every process keeps `IN_FLIGHT` tokens moving, each
 //! delivery sends the next hop to a random process of the complete graph (so with N nodes a
@@ -464,12 +467,33 @@ fn run_bare(nodes: usize, per: usize, hops: u32) -> Timed {
 struct Timed {
     wall: Duration,
     cpu: Option<Duration>,
+    /// The same CPU time by kind of thread (`kind_of`), in `KIND_NAMES`' order.
+    by_kind: Option<[Duration; KINDS]>,
+}
+
+/// The kinds of thread the CPU time is split into (`--threads`), by their names: a process's
+/// (`process-N` in the cluster and the runtime, `bare-process`), a link's reader
+/// (`node-K-from-P`, `bare-reader`) and writer (`node-K-to-P`, `bare-writer`), and the rest (the
+/// bench's own, a node's start-up and stop).
+const KIND_NAMES: [&str; KINDS] = ["processes", "readers", "writers", "other"];
+const KINDS: usize = 4;
+
+fn kind_of(name: &str) -> usize {
+    if name.starts_with("process") || name == "bare-process" {
+        0
+    } else if name.contains("-from-") || name == "bare-reader" {
+        1
+    } else if name.contains("-to-") || name == "bare-writer" {
+        2
+    } else {
+        3
+    }
 }
 
 /// When a timed section began, on both clocks.
 struct Began {
     at: Instant,
-    cpu: Option<HashMap<u64, u64>>,
+    cpu: Option<HashMap<u64, (usize, u64)>>,
 }
 
 impl Began {
@@ -487,13 +511,19 @@ impl Began {
     /// it; a start-up thread ending then has next to nothing left to do).
     fn end(&self) -> Timed {
         let wall = self.at.elapsed();
-        let cpu = thread_cpu().zip(self.cpu.as_ref()).map(|(now, then)| {
-            let spent = now
-                .iter()
-                .map(|(tid, &ns)| ns.saturating_sub(then.get(tid).copied().unwrap_or(0)));
-            Duration::from_nanos(spent.sum())
+        let by_kind = thread_cpu().zip(self.cpu.as_ref()).map(|(now, then)| {
+            let mut by_kind = [Duration::ZERO; KINDS];
+            for (tid, &(kind, ns)) in &now {
+                let before = then.get(tid).map_or(0, |&(_, ns)| ns);
+                by_kind[kind] += Duration::from_nanos(ns.saturating_sub(before));
+            }
+            by_kind
         });
-        Timed { wall, cpu }
+        Timed {
+            wall,
+            cpu: by_kind.map(|k| k.iter().sum()),
+            by_kind,
+        }
     }
 }
 
@@ -505,16 +535,20 @@ impl Began {
 /// time: on a machine with fewer cores than threads the two programs' rates follow their CPU
 /// per delivery, which varies far less from run to run than the rates do (BENCHMARKS.md, ninth
 /// round), and on a machine with more cores the CPU says what the rate may hide.
-fn thread_cpu() -> Option<HashMap<u64, u64>> {
+fn thread_cpu() -> Option<HashMap<u64, (usize, u64)>> {
     let mut by_thread = HashMap::new();
     for entry in std::fs::read_dir("/proc/self/task").ok()? {
         let entry = entry.ok()?;
         let tid: u64 = entry.file_name().to_str()?.parse().ok()?;
-        // A thread that ends between the listing and the read is left out.
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("schedstat")) else {
+        // A thread that ends between the listing and the reads is left out.
+        let (Ok(stat), Ok(name)) = (
+            std::fs::read_to_string(entry.path().join("schedstat")),
+            std::fs::read_to_string(entry.path().join("comm")),
+        ) else {
             continue;
         };
-        by_thread.insert(tid, stat.split_whitespace().next()?.parse().ok()?);
+        let ns = stat.split_whitespace().next()?.parse().ok()?;
+        by_thread.insert(tid, (kind_of(name.trim_end()), ns));
     }
     Some(by_thread)
 }
@@ -536,6 +570,7 @@ fn main() {
             .and_then(|k| args.get(k + 1).cloned())
     };
     let only = after("--only");
+    let threads = args.iter().any(|a| a == "--threads");
     let sizes: Vec<(usize, usize)> = after("--sizes")
         .unwrap_or_else(|| "2x4,2x16,3x4,3x16".to_string())
         .split(',')
@@ -574,12 +609,17 @@ fn main() {
         let mut rates: Vec<Vec<f64>> = vec![Vec::new(); chosen.len()];
         // Nanoseconds of CPU per delivery, by variant; empty where the system does not say.
         let mut cpus: Vec<Vec<f64>> = vec![Vec::new(); chosen.len()];
+        // The same by kind of thread, by variant.
+        let mut kinds: Vec<[Vec<f64>; KINDS]> = vec![Default::default(); chosen.len()];
         for _ in 0..rounds {
             for (k, (_, run)) in chosen.iter().enumerate() {
                 let timed = run(nodes, per, hops);
                 rates[k].push(deliveries / timed.wall.as_secs_f64());
                 if let Some(cpu) = timed.cpu {
                     cpus[k].push(cpu.as_nanos() as f64 / deliveries);
+                }
+                for (kind, spent) in timed.by_kind.iter().flatten().enumerate() {
+                    kinds[k][kind].push(spent.as_nanos() as f64 / deliveries);
                 }
             }
         }
@@ -655,5 +695,26 @@ fn main() {
             line.join(", "),
             ratios.join(", ")
         );
+        // Where each variant's CPU went, by kind of thread: medians of each kind's own, so
+        // they need not add up to the median of the whole.
+        if threads {
+            let split: Vec<String> = chosen
+                .iter()
+                .zip(&kinds)
+                .filter(|(_, by)| by[0].len() == rounds)
+                .map(|((name, _), by)| {
+                    let parts: Vec<String> = KIND_NAMES
+                        .iter()
+                        .zip(by)
+                        .map(|(kind, v)| format!("{kind} {:.0}", median(v.clone())))
+                        .collect();
+                    format!("{name}: {}", parts.join(", "))
+                })
+                .collect();
+            println!(
+                "  ns of CPU a delivery by thread, medians: {}",
+                split.join("; ")
+            );
+        }
     }
 }
