@@ -163,8 +163,7 @@ impl<P: Process> NodeWire<P> {
             }
             Envelope::Marker(id) => match self.marking {
                 Some((marking, initiator)) if marking == *id => {
-                    let run = &mut self.runs[node];
-                    match run {
+                    match &mut self.runs[node] {
                         Some(run)
                             if run.snapshot == *id
                                 && self.next_in_run[run.last as usize] == Some(remote.channel)
@@ -240,6 +239,17 @@ impl<P: Process> NodeWire<P> {
     fn hand_over(&mut self) {
         self.held = 0;
         // Another link that is full too is waited for at the end of the next hand-over.
+        if let Some(link) = self
+            .append_staged()
+            .and_then(|node| self.links[node].as_ref())
+        {
+            link.wait_for_room();
+        }
+    }
+
+    /// Appends what is staged for each node (its run of markers written last) to that node's
+    /// link, and returns a node whose link now holds more than its bound, if any.
+    fn append_staged(&mut self) -> Option<usize> {
         let mut full = None;
         for k in 0..self.dirty.len() {
             let node = self.dirty[k];
@@ -251,9 +261,7 @@ impl<P: Process> NodeWire<P> {
             }
         }
         self.dirty.clear();
-        if let Some(link) = full.and_then(|node| self.links[node].as_ref()) {
-            link.wait_for_room();
-        }
+        full
     }
 }
 
@@ -359,19 +367,13 @@ where
     /// `end_batch` would have handed them (its sends returned `Ok`, and in process they would
     /// be on their channels), before the node queues the word of the failure behind them on
     /// the same links (the writer takes the processes' buffers before the control frames).
-    /// Not waiting for room: the process is gone, and this is at most one batch. A frame cut
+    /// Not waiting for room: the process is gone, and this is at most a round's visits. A frame cut
     /// by a panic in its encoding is not there: `wire::encode_within` takes back what a
     /// panicking `Serialize` left (its send never returned).
     #[cold]
     fn unwound(&mut self) {
-        self.dirty.clear();
-        for node in 0..self.runs.len() {
-            self.close_run(node);
-        }
-        for (node, staged) in self.staged.iter_mut().enumerate() {
-            if let (false, Some(link)) = (staged.is_empty(), &self.links[node]) {
-                link.append(self.local, staged);
-            }
-        }
+        // `dirty` names every node with frames or a run even here: a node is listed when
+        // something is first staged for it, and a panic in encoding leaves nothing new staged.
+        self.append_staged();
     }
 }
