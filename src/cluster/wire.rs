@@ -726,13 +726,44 @@ pub(crate) fn decode<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Result<T, Re
 /// bytes (tested). The reader takes this way for the frame that comes by the million: a
 /// `FrameIn` is as large as its largest variant, and was copied whole on the way out of
 /// `decode` for each message (`memmove`, about 2% of the cluster's samples at 3 nodes x 16).
+///
+/// Its error is a [`BadMessage`], a few bytes, not a [`ReadError`] with its text: the result
+/// is moved through a few frames of calls for each message, and a large one, of fields of
+/// several widths, was read back from the stack before its parts were all stored (the loads
+/// that stall on their stores were about half the reader's own samples in `read_frames`:
+/// BENCHMARKS.md, fourteenth round).
 #[inline]
 pub(crate) fn decode_message<'de, M: Deserialize<'de>>(
     body: &'de [u8],
-) -> Option<Result<(u32, u64, M), ReadError>> {
+) -> Option<Result<(u32, u64, M), BadMessage>> {
     match body.split_first() {
-        Some((&MESSAGE_VARIANT, fields)) => Some(decode(fields)),
+        Some((&MESSAGE_VARIANT, fields)) => Some(match postcard::take_from_bytes(fields) {
+            Ok((value, [])) => Ok(value),
+            Ok((_, rest)) => Err(BadMessage::LeftOver(rest.len())),
+            Err(e) => Err(BadMessage::Postcard(e)),
+        }),
         _ => None,
+    }
+}
+
+/// Why a [`Frame::Message`]'s fields did not decode (`decode_message`), as [`decode`] would
+/// say it.
+#[derive(Debug)]
+pub(crate) enum BadMessage {
+    /// Not the fields of a message.
+    Postcard(postcard::Error),
+    /// This many bytes left over after them.
+    LeftOver(usize),
+}
+
+impl std::fmt::Display for BadMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BadMessage::Postcard(e) => write!(f, "a malformed frame: {e}"),
+            BadMessage::LeftOver(n) => {
+                write!(f, "a malformed frame: {n} bytes left over after the frame")
+            }
+        }
     }
 }
 
@@ -868,8 +899,12 @@ mod tests {
         longer.push(0);
         assert!(matches!(
             decode_message::<(u64, u32)>(&longer),
-            Some(Err(ReadError::Malformed(_)))
+            Some(Err(BadMessage::LeftOver(1)))
         ));
+        // And as `decode` words it.
+        let long_way = decode::<FrameIn<(u64, u32), u64>>(&longer).unwrap_err();
+        let short_way = decode_message::<(u64, u32)>(&longer).unwrap().unwrap_err();
+        assert_eq!(long_way.to_string(), short_way.to_string());
         // Every other frame goes the long way.
         let id = SnapshotId::random();
         for other in [
