@@ -655,8 +655,12 @@ impl<M> Inboxes<M> {
 
     /// Puts `envelope` in `inlet`'s process's inbox, as a local sender puts it on its channel,
     /// and owes the process a ring for it. A process that has failed still gets it (reported
-    /// as undelivered at shutdown).
-    #[inline]
+    /// as undelivered at shutdown). Inlined into the reader's loop, so the envelope is built
+    /// where it is sent from: passed by reference, it was read back whole from the caller's
+    /// narrower stores, a stall on every message (`perf`: 107 and 124 samples of
+    /// `deliver` and `read_frames` became 163 of the two together, BENCHMARKS.md, fourteenth
+    /// round).
+    #[inline(always)]
     fn deliver<P>(&mut self, core: &Core<P>, inlet: &Inlet, envelope: Envelope<M>)
     where
         P: NodeProcess<Message = M>,
