@@ -234,11 +234,11 @@ impl Doorbell {
     /// Spins, then yields, then parks, as `backoff` says (see [`Backoff`]).
     #[cold]
     pub(crate) fn wait(&self, deadline: Option<Instant>, backoff: Backoff) {
-        for step in 0..=backoff.spins + backoff.yields {
+        for step in 0..backoff.spin_rounds + backoff.yields {
             if self.any_ready(Ordering::Relaxed) {
                 return;
             }
-            if step <= backoff.spins {
+            if step < backoff.spin_rounds {
                 for _ in 0..1u32 << step {
                     sync::spin_loop();
                 }
@@ -304,22 +304,25 @@ const RUNTIME_YIELDS: u32 = 3;
 #[cfg(feature = "cluster")]
 pub(crate) const NODE_YIELDS: u32 = 32;
 
-/// How long an idle thread looks for work before it parks: spin rounds `0..=spins` (round `k`
-/// spins `2^k` times), then `yields` calls to `thread::yield_now`.
+/// How long an idle thread looks for work before it parks: `spin_rounds` rounds of spinning
+/// (round `k` spins `2^k` times), then `yields` calls to `thread::yield_now`, each after a look
+/// at the bitmap (and a last look as it moves to sleeping).
 ///
 /// Why two schedules (the measurements are in BENCHMARKS.md, "Why the runtime beats the bare
 /// programs", and its ninth cluster round): with no more busy threads than cores, crossbeam's
-/// schedule (6 spin rounds, 4 yields) is best, since a ping-pong between two processes lives on
+/// schedule (7 spin rounds, 4 yields: its `SPIN_LIMIT` of 6 counts rounds from 0) is best, since a ping-pong between two processes lives on
 /// the spinning. With more threads than cores, an idle thread that spins holds a core another
-/// thread has work for, so it only yields (`spins: 0` is one `pause`). (Spinning 3 rounds
-/// there, as this once did, is 15 `pause` instructions, which cost a few hundred cycles each on
-/// recent x86 cores.) It yields [`RUNTIME_YIELDS`] times in process, `NODE_YIELDS` times on a
+/// thread has work for, so it only yields, with no `pause` at all. (Spinning 3 rounds there, as
+/// this once did, is 15 `pause` instructions, which cost a few hundred cycles each on recent
+/// x86 cores; the one `pause` left after that, from a schedule that counted its spin rounds
+/// from 0 to 0, was 13% of the wait's own samples at 3 nodes x 16, BENCHMARKS.md, fourteenth
+/// round.) It yields [`RUNTIME_YIELDS`] times in process, `NODE_YIELDS` times on a
 /// cluster node, before it parks: each yield hands the core to a thread with work, which may
 /// bring this one work before it parks, and a park costs both sides a system call and a switch
 /// (a futex wake for the sender).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Backoff {
-    spins: u32,
+    spin_rounds: u32,
     yields: u32,
 }
 
@@ -341,11 +344,14 @@ impl Backoff {
         let cores = thread::available_parallelism().map_or(1, |c| c.get());
         if threads <= cores {
             Backoff {
-                spins: 6,
+                spin_rounds: 7,
                 yields: 4,
             }
         } else {
-            Backoff { spins: 0, yields }
+            Backoff {
+                spin_rounds: 0,
+                yields,
+            }
         }
     }
 }
@@ -391,12 +397,12 @@ mod tests {
         assert_eq!(
             Backoff::for_threads(crowded),
             Backoff {
-                spins: 0,
+                spin_rounds: 0,
                 yields: RUNTIME_YIELDS
             }
         );
         let spinning = Backoff {
-            spins: 6,
+            spin_rounds: 7,
             yields: 4,
         };
         assert_eq!(Backoff::for_threads(1), spinning);
@@ -405,7 +411,7 @@ mod tests {
             assert_eq!(
                 Backoff::for_node_threads(crowded),
                 Backoff {
-                    spins: 0,
+                    spin_rounds: 0,
                     yields: NODE_YIELDS
                 }
             );
@@ -507,9 +513,9 @@ mod loom_tests {
     use std::sync::Arc;
 
     /// Park as soon as the bitmap is empty: the spin and yield rounds only re-read it, and
-    /// fewer steps keep the models small (one round of one spin is still run).
+    /// fewer steps keep the models small.
     const PARK_AT_ONCE: Backoff = Backoff {
-        spins: 0,
+        spin_rounds: 0,
         yields: 0,
     };
 
