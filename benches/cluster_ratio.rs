@@ -7,7 +7,8 @@
 //! the ratios of medians: of rates, and of CPU per delivery. `--threads` adds a line with each
 //! variant's CPU per delivery by kind of thread (processes, links' readers and writers, other),
 //! from the threads' own counts: an account of where the time goes that perf's sampling does
-//! not disturb.
+//! not disturb; and a line with how many times a delivery each kind was put on a CPU (with more
+//! threads than cores, the switches of threads).
 //!
 //! The workload is the bank's closed loop: every process keeps `IN_FLIGHT` tokens moving, each
 //! delivery sends the next hop to a random process of the complete graph (so with N nodes a
@@ -469,6 +470,8 @@ struct Timed {
     cpu: Option<Duration>,
     /// The same CPU time by kind of thread (`kind_of`), in `KIND_NAMES`' order.
     by_kind: Option<[Duration; KINDS]>,
+    /// How many times the threads of each kind were put on a CPU (`--threads`).
+    slices_by_kind: Option<[u64; KINDS]>,
 }
 
 /// The kinds of thread the CPU time is split into (`--threads`), by their names: a process's
@@ -493,7 +496,7 @@ fn kind_of(name: &str) -> usize {
 /// When a timed section began, on both clocks.
 struct Began {
     at: Instant,
-    cpu: Option<HashMap<u64, (usize, u64)>>,
+    cpu: Option<HashMap<u64, ThreadTimes>>,
 }
 
 impl Began {
@@ -511,18 +514,21 @@ impl Began {
     /// it; a start-up thread ending then has next to nothing left to do).
     fn end(&self) -> Timed {
         let wall = self.at.elapsed();
-        let by_kind = thread_cpu().zip(self.cpu.as_ref()).map(|(now, then)| {
+        let split = thread_cpu().zip(self.cpu.as_ref()).map(|(now, then)| {
             let mut by_kind = [Duration::ZERO; KINDS];
-            for (tid, &(kind, ns)) in &now {
-                let before = then.get(tid).map_or(0, |&(_, ns)| ns);
-                by_kind[kind] += Duration::from_nanos(ns.saturating_sub(before));
+            let mut slices = [0; KINDS];
+            for (tid, t) in &now {
+                let before = then.get(tid).copied().unwrap_or_default();
+                by_kind[t.kind] += Duration::from_nanos(t.ns.saturating_sub(before.ns));
+                slices[t.kind] += t.slices.saturating_sub(before.slices);
             }
-            by_kind
+            (by_kind, slices)
         });
         Timed {
             wall,
-            cpu: by_kind.map(|k| k.iter().sum()),
-            by_kind,
+            cpu: split.map(|(k, _)| k.iter().sum()),
+            by_kind: split.map(|(k, _)| k),
+            slices_by_kind: split.map(|(_, s)| s),
         }
     }
 }
@@ -535,7 +541,11 @@ impl Began {
 /// time: on a machine with fewer cores than threads the two programs' rates follow their CPU
 /// per delivery, which varies far less from run to run than the rates do (BENCHMARKS.md, ninth
 /// round), and on a machine with more cores the CPU says what the rate may hide.
-fn thread_cpu() -> Option<HashMap<u64, (usize, u64)>> {
+///
+/// Also the third field, how many times the thread was put on a CPU: with more threads than
+/// cores, each is a switch of threads, and a variant that makes its threads give up the CPU
+/// more often (find nothing to do, and yield) shows there (`--threads`).
+fn thread_cpu() -> Option<HashMap<u64, ThreadTimes>> {
     let mut by_thread = HashMap::new();
     for entry in std::fs::read_dir("/proc/self/task").ok()? {
         let entry = entry.ok()?;
@@ -547,10 +557,29 @@ fn thread_cpu() -> Option<HashMap<u64, (usize, u64)>> {
         ) else {
             continue;
         };
-        let ns = stat.split_whitespace().next()?.parse().ok()?;
-        by_thread.insert(tid, (kind_of(name.trim_end()), ns));
+        let mut fields = stat.split_whitespace();
+        let ns = fields.next()?.parse().ok()?;
+        let slices = fields.nth(1)?.parse().ok()?;
+        by_thread.insert(
+            tid,
+            ThreadTimes {
+                kind: kind_of(name.trim_end()),
+                ns,
+                slices,
+            },
+        );
     }
     Some(by_thread)
+}
+
+/// One thread's figures from its schedstat (`thread_cpu`).
+#[derive(Clone, Copy, Default)]
+struct ThreadTimes {
+    kind: usize,
+    /// CPU time so far, in nanoseconds.
+    ns: u64,
+    /// Times put on a CPU so far.
+    slices: u64,
 }
 
 /// The first and third quartiles of `v`.
@@ -609,8 +638,9 @@ fn main() {
         let mut rates: Vec<Vec<f64>> = vec![Vec::new(); chosen.len()];
         // Nanoseconds of CPU per delivery, by variant; empty where the system does not say.
         let mut cpus: Vec<Vec<f64>> = vec![Vec::new(); chosen.len()];
-        // The same by kind of thread, by variant.
+        // The same by kind of thread, by variant; and times on a CPU per delivery.
         let mut kinds: Vec<[Vec<f64>; KINDS]> = vec![Default::default(); chosen.len()];
+        let mut slices: Vec<[Vec<f64>; KINDS]> = vec![Default::default(); chosen.len()];
         for _ in 0..rounds {
             for (k, (_, run)) in chosen.iter().enumerate() {
                 let timed = run(nodes, per, hops);
@@ -620,6 +650,9 @@ fn main() {
                 }
                 for (kind, spent) in timed.by_kind.iter().flatten().enumerate() {
                     kinds[k][kind].push(spent.as_nanos() as f64 / deliveries);
+                }
+                for (kind, &times) in timed.slices_by_kind.iter().flatten().enumerate() {
+                    slices[k][kind].push(times as f64 / deliveries);
                 }
             }
         }
@@ -698,22 +731,29 @@ fn main() {
         // Where each variant's CPU went, by kind of thread: medians of each kind's own, so
         // they need not add up to the median of the whole.
         if threads {
-            let split: Vec<String> = chosen
-                .iter()
-                .zip(&kinds)
-                .filter(|(_, by)| by[0].len() == rounds)
-                .map(|((name, _), by)| {
-                    let parts: Vec<String> = KIND_NAMES
-                        .iter()
-                        .zip(by)
-                        .map(|(kind, v)| format!("{kind} {:.0}", median(v.clone())))
-                        .collect();
-                    format!("{name}: {}", parts.join(", "))
-                })
-                .collect();
+            let by_thread = |of: &[[Vec<f64>; KINDS]], digits: usize| -> String {
+                let split: Vec<String> = chosen
+                    .iter()
+                    .zip(of)
+                    .filter(|(_, by)| by[0].len() == rounds)
+                    .map(|((name, _), by)| {
+                        let parts: Vec<String> = KIND_NAMES
+                            .iter()
+                            .zip(by)
+                            .map(|(kind, v)| format!("{kind} {:.digits$}", median(v.clone())))
+                            .collect();
+                        format!("{name}: {}", parts.join(", "))
+                    })
+                    .collect();
+                split.join("; ")
+            };
             println!(
                 "  ns of CPU a delivery by thread, medians: {}",
-                split.join("; ")
+                by_thread(&kinds, 0)
+            );
+            println!(
+                "  times on a CPU a delivery by thread, medians: {}",
+                by_thread(&slices, 3)
             );
         }
     }
