@@ -462,16 +462,21 @@ fn run_bare(nodes: usize, per: usize, hops: u32) -> Timed {
     took
 }
 
-/// A timed run: its wall time and the CPU time the whole process spent in it (every thread:
-/// processes, links, the bench's own), when the system says (`/proc` on Linux).
+/// A timed run: its wall time and, when the system says (`/proc` on Linux), the CPU time the
+/// process's threads spent in it by kind of thread (`kind_of`, in `KIND_NAMES`' order), and how
+/// many times each kind was put on a CPU.
 #[derive(Clone, Copy)]
 struct Timed {
     wall: Duration,
-    cpu: Option<Duration>,
-    /// The same CPU time by kind of thread (`kind_of`), in `KIND_NAMES`' order.
     by_kind: Option<[Duration; KINDS]>,
-    /// How many times the threads of each kind were put on a CPU (`--threads`).
     slices_by_kind: Option<[u64; KINDS]>,
+}
+
+impl Timed {
+    /// The CPU time of every thread of the process (processes, links, the bench's own).
+    fn cpu(&self) -> Option<Duration> {
+        self.by_kind.map(|k| k.iter().sum())
+    }
 }
 
 /// The kinds of thread the CPU time is split into (`--threads`), by their names: a process's
@@ -526,7 +531,6 @@ impl Began {
         });
         Timed {
             wall,
-            cpu: split.map(|(k, _)| k.iter().sum()),
             by_kind: split.map(|(k, _)| k),
             slices_by_kind: split.map(|(_, s)| s),
         }
@@ -645,7 +649,7 @@ fn main() {
             for (k, (_, run)) in chosen.iter().enumerate() {
                 let timed = run(nodes, per, hops);
                 rates[k].push(deliveries / timed.wall.as_secs_f64());
-                if let Some(cpu) = timed.cpu {
+                if let Some(cpu) = timed.cpu() {
                     cpus[k].push(cpu.as_nanos() as f64 / deliveries);
                 }
                 for (kind, spent) in timed.by_kind.iter().flatten().enumerate() {
@@ -706,8 +710,8 @@ fn main() {
         // is. So the snapshots' share of the run is about (markers per delivery) x (a marker's
         // CPU over a delivery's): `cluster 100 / cluster` >= 0.9 needs that product at most
         // 1/9.
-        let snapshot_cost = |name: &str| chosen.iter().position(|(n, _)| *n == name);
-        if let (Some(none), Some(some)) = (snapshot_cost("cluster"), snapshot_cost("cluster 100")) {
+        let variant = |name: &str| chosen.iter().position(|(n, _)| *n == name);
+        if let (Some(none), Some(some)) = (variant("cluster"), variant("cluster 100")) {
             if let (Some(none), Some(some)) = (cpu_medians[none], cpu_medians[some]) {
                 // Small systems take few markers, and there the difference of two noisy
                 // medians says little per marker: read the per-snapshot figure.
