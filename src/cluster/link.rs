@@ -789,7 +789,8 @@ where
             Some((used, body)) => {
                 if let Some(fields) = wire::decode_message(body) {
                     stream.consume(used);
-                    let (channel, seq, message) = fields.map_err(|e| e.to_string())?;
+                    let (channel, seq, message) =
+                        fields.map_err(|e| ReadError::from(e).to_string())?;
                     deliver_message(inlets, peer, rings, core, (channel, seq, message))?;
                     continue;
                 }

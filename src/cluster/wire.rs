@@ -709,13 +709,36 @@ fn read_piece(r: &mut impl Read, buf: &mut Vec<u8>, len: usize) -> Result<(), Re
 
 /// Decodes a frame's bytes as a `T`; every byte must be used.
 pub(crate) fn decode<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Result<T, ReadError> {
+    decode_whole(bytes).map_err(ReadError::from)
+}
+
+/// [`decode`] with its error kept small (a [`BadFrame`], no text), for the path that runs for
+/// every message (`decode_message`).
+#[inline]
+fn decode_whole<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Result<T, BadFrame> {
     match postcard::take_from_bytes(bytes) {
         Ok((value, [])) => Ok(value),
-        Ok((_, rest)) => Err(ReadError::Malformed(format!(
-            "{} bytes left over after the frame",
-            rest.len()
-        ))),
-        Err(e) => Err(ReadError::Malformed(e.to_string())),
+        Ok((_, rest)) => Err(BadFrame::LeftOver(rest.len())),
+        Err(e) => Err(BadFrame::Postcard(e)),
+    }
+}
+
+/// Why a frame's bytes did not decode: not what postcard reads as the frame, or bytes left
+/// over after it. A [`ReadError::Malformed`] says it in words.
+#[derive(Debug)]
+pub(crate) enum BadFrame {
+    /// Not the frame's fields.
+    Postcard(postcard::Error),
+    /// This many bytes left over after them.
+    LeftOver(usize),
+}
+
+impl From<BadFrame> for ReadError {
+    fn from(e: BadFrame) -> Self {
+        ReadError::Malformed(match e {
+            BadFrame::Postcard(e) => e.to_string(),
+            BadFrame::LeftOver(n) => format!("{n} bytes left over after the frame"),
+        })
     }
 }
 
@@ -727,7 +750,7 @@ pub(crate) fn decode<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Result<T, Re
 /// `FrameIn` is as large as its largest variant, and was copied whole on the way out of
 /// `decode` for each message (`memmove`, about 2% of the cluster's samples at 3 nodes x 16).
 ///
-/// Its error is a [`BadMessage`], a few bytes, not a [`ReadError`] with its text: the result
+/// Its error is a [`BadFrame`], a few bytes, not a [`ReadError`] with its text: the result
 /// is moved through a few frames of calls for each message, and a large one, of fields of
 /// several widths, was read back from the stack before its parts were all stored (the loads
 /// that stall on their stores were about half the reader's own samples in `read_frames`:
@@ -735,35 +758,10 @@ pub(crate) fn decode<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Result<T, Re
 #[inline]
 pub(crate) fn decode_message<'de, M: Deserialize<'de>>(
     body: &'de [u8],
-) -> Option<Result<(u32, u64, M), BadMessage>> {
+) -> Option<Result<(u32, u64, M), BadFrame>> {
     match body.split_first() {
-        Some((&MESSAGE_VARIANT, fields)) => Some(match postcard::take_from_bytes(fields) {
-            Ok((value, [])) => Ok(value),
-            Ok((_, rest)) => Err(BadMessage::LeftOver(rest.len())),
-            Err(e) => Err(BadMessage::Postcard(e)),
-        }),
+        Some((&MESSAGE_VARIANT, fields)) => Some(decode_whole(fields)),
         _ => None,
-    }
-}
-
-/// Why a [`Frame::Message`]'s fields did not decode (`decode_message`), as [`decode`] would
-/// say it.
-#[derive(Debug)]
-pub(crate) enum BadMessage {
-    /// Not the fields of a message.
-    Postcard(postcard::Error),
-    /// This many bytes left over after them.
-    LeftOver(usize),
-}
-
-impl std::fmt::Display for BadMessage {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            BadMessage::Postcard(e) => write!(f, "a malformed frame: {e}"),
-            BadMessage::LeftOver(n) => {
-                write!(f, "a malformed frame: {n} bytes left over after the frame")
-            }
-        }
     }
 }
 
@@ -899,12 +897,12 @@ mod tests {
         longer.push(0);
         assert!(matches!(
             decode_message::<(u64, u32)>(&longer),
-            Some(Err(BadMessage::LeftOver(1)))
+            Some(Err(BadFrame::LeftOver(1)))
         ));
         // And as `decode` words it.
         let long_way = decode::<FrameIn<(u64, u32), u64>>(&longer).unwrap_err();
         let short_way = decode_message::<(u64, u32)>(&longer).unwrap().unwrap_err();
-        assert_eq!(long_way.to_string(), short_way.to_string());
+        assert_eq!(long_way.to_string(), ReadError::from(short_way).to_string());
         // Every other frame goes the long way.
         let id = SnapshotId::random();
         for other in [
