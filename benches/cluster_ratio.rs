@@ -4,7 +4,8 @@
 //! 2x16, 3x4, 3x16: nodes x processes per node, every node a set of threads of this process on
 //! 127.0.0.1). Prints each variant's median deliveries per second (with the middle half of the
 //! runs) and CPU time per delivery (every thread of the process, over the timed section), and
-//! the ratios of medians: of rates, and of CPU per delivery. `--threads` adds a line with each
+//! the ratios: of the medians of rates, the median of each round's own ratio with the middle
+//! half of those, and of CPU per delivery. `--threads` adds a line with each
 //! variant's CPU per delivery by kind of thread (processes, links' readers and writers, other),
 //! from the threads' own counts: an account of where the time goes that perf's sampling does
 //! not disturb; and a line with how many times a delivery each kind was put on a CPU (with more
@@ -692,16 +693,20 @@ fn main() {
         let mut ratios = Vec::new();
         for (k, (name, _)) in chosen.iter().enumerate().skip(1) {
             for j in 0..k {
-                let paired = median(rates[k].iter().zip(&rates[j]).map(|(a, b)| a / b).collect());
+                let by_round: Vec<f64> =
+                    rates[k].iter().zip(&rates[j]).map(|(a, b)| a / b).collect();
+                // The middle half of the rounds' own ratios: whether a target such as 0.9 is
+                // inside the spread of one run, or outside it.
+                let (low, high) = quartiles(by_round.clone());
                 let cpu = match (cpu_medians[j], cpu_medians[k]) {
                     (Some(earlier), Some(later)) => format!(", CPU {:.3}", earlier / later),
                     _ => String::new(),
                 };
                 ratios.push(format!(
-                    "{name} / {} {:.3} (by round {:.3}{cpu})",
+                    "{name} / {} {:.3} (by round {:.3}, {low:.3}-{high:.3}{cpu})",
                     chosen[j].0,
                     medians[k] / medians[j],
-                    paired
+                    median(by_round)
                 ));
             }
         }
