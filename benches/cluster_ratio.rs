@@ -5,11 +5,11 @@
 //! 127.0.0.1). Prints each variant's median deliveries per second (with the middle half of the
 //! runs) and CPU time per delivery (every thread of the process, over the timed section), and
 //! the ratios: of the medians of rates, the median of each round's own ratio with the middle
-//! half of those, and of CPU per delivery. `--threads` adds a line with each
-//! variant's CPU per delivery by kind of thread (processes, links' readers and writers, other),
-//! from the threads' own counts: an account of where the time goes that perf's sampling does
-//! not disturb; and a line with how many times a delivery each kind was put on a CPU (with more
-//! threads than cores, the switches of threads).
+//! half of those, and of CPU per delivery. `--threads` adds a line with each variant's CPU per
+//! delivery by kind of thread (processes, links' readers and writers, other), from the threads'
+//! own counts: an account of where the time goes that perf's sampling does not disturb; and a
+//! line with how many times a delivery each kind was put on a CPU (with more threads than
+//! cores, the switches of threads).
 //!
 //! The workload is the bank's closed loop: every process keeps `IN_FLIGHT` tokens moving, each
 //! delivery sends the next hop to a random process of the complete graph (so with N nodes a
