@@ -365,9 +365,9 @@ where
 
     /// The process panicked mid-batch: the batch's whole frames go to their links as
     /// `end_batch` would have handed them (its sends returned `Ok`, and in process they would
-    /// be on their channels), before the node queues the word of the failure behind them on
-    /// the same links (the writer takes the processes' buffers before the control frames).
-    /// Not waiting for room: the process is gone, and this is at most a round's visits. A frame cut
+    /// be on their channels), before the node queues the word of the failure behind them on the
+    /// same links (the writer takes the processes' buffers before the control frames). Not
+    /// waiting for room: the process is gone, and this is at most a round's visits. A frame cut
     /// by a panic in its encoding is not there: `wire::encode_within` takes back what a
     /// panicking `Serialize` left (its send never returned).
     #[cold]

@@ -311,16 +311,15 @@ pub(crate) const NODE_YIELDS: u32 = 32;
 /// Why two schedules (the measurements are in BENCHMARKS.md, "Why the runtime beats the bare
 /// programs", and its ninth cluster round): with no more busy threads than cores, crossbeam's
 /// schedule (7 spin rounds, 4 yields: its `SPIN_LIMIT` of 6 counts rounds from 0) is best,
-/// since a ping-pong between two processes lives on the spinning. With more threads than
-/// cores, an idle thread that spins holds a core another thread has work for, so it only
-/// yields, with no `pause` at all. (Spinning 3 rounds there, as
-/// this once did, is 15 `pause` instructions, which cost a few hundred cycles each on recent
-/// x86 cores; the one `pause` left after that, from a schedule that counted its spin rounds
-/// from 0 to 0, was 13% of the wait's own samples at 3 nodes x 16, BENCHMARKS.md, fourteenth
-/// round.) It yields [`RUNTIME_YIELDS`] times in process, `NODE_YIELDS` times on a
-/// cluster node, before it parks: each yield hands the core to a thread with work, which may
-/// bring this one work before it parks, and a park costs both sides a system call and a switch
-/// (a futex wake for the sender).
+/// since a ping-pong between two processes lives on the spinning. With more threads than cores,
+/// an idle thread that spins holds a core another thread has work for, so it only yields, with
+/// no `pause` at all. (Spinning 3 rounds there, as this once did, is 15 `pause` instructions,
+/// which cost a few hundred cycles each on recent x86 cores; the one `pause` left after that,
+/// from a schedule that counted its spin rounds from 0 to 0, was 13% of the wait's own samples
+/// at 3 nodes x 16, BENCHMARKS.md, fourteenth round.) It yields [`RUNTIME_YIELDS`] times in
+/// process, `NODE_YIELDS` times on a cluster node, before it parks: each yield hands the core
+/// to a thread with work, which may bring this one work before it parks, and a park costs both
+/// sides a system call and a switch (a futex wake for the sender).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Backoff {
     spin_rounds: u32,
