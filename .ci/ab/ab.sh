@@ -31,6 +31,8 @@ publish = false
 cl_a = { package = "chandy-lamport", path = "$work/a" }
 cl_b = { package = "chandy-lamport", path = "$repo" }
 crossbeam-channel = "0.5"
+# The workload's token derives serde's traits (the cluster bench sends it).
+serde = { version = "1", features = ["derive"] }
 
 # As the crate's bench profile.
 [profile.release]
