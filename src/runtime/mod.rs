@@ -30,6 +30,7 @@ mod rotation;
 mod shared;
 mod shutdown;
 mod stopped;
+mod take;
 mod tracer;
 
 use std::sync::atomic::Ordering;

@@ -27,11 +27,11 @@
 //! `max_backlog` (`link.rs`, `hold_back`).
 
 use std::collections::VecDeque;
-use std::time::Duration;
 
 use crossbeam_channel::Receiver;
 
 use crate::envelope::Envelope;
+use crate::runtime::take::take;
 
 /// An envelope from another node, with the local incoming number of its channel at the
 /// receiving process.
@@ -91,7 +91,7 @@ impl<M> RemoteInbox<M> {
     pub(crate) fn next_direct(&mut self) -> Option<Arrival<M>> {
         // A held arrival means a full queue, so something is parked.
         debug_assert!(self.parked_total == 0 && self.held.is_none());
-        self.rx.try_recv().ok()
+        take(&self.rx)
     }
 
     /// Sorts what the inbox holds now into the channels' queues (at most what it held when
@@ -105,11 +105,10 @@ impl<M> RemoteInbox<M> {
                 None if left == 0 => return,
                 None => {
                     left -= 1;
-                    // Not `try_recv`: `next_direct`, on the hot path, is then its only caller
-                    // and the compiler inlines it there (as `runtime/shutdown.rs` says).
-                    match self.rx.recv_timeout(Duration::ZERO) {
-                        Ok(arrival) => arrival,
-                        Err(_) => return,
+                    // Through the one read of the inbox (`take.rs`), as `next_direct` reads.
+                    match take(&self.rx) {
+                        Some(arrival) => arrival,
+                        None => return,
                     }
                 }
             };
@@ -285,7 +284,7 @@ mod tests {
         }
         inbox.sort(|_| {});
         assert!(inbox.held.is_some(), "channel 0's queue is full");
-        let left = inbox.into_leftovers(|rx| rx.try_iter().collect());
+        let left = inbox.into_leftovers(|rx| std::iter::from_fn(|| take(rx)).collect());
         let seqs = |q: &VecDeque<Envelope<u64>>| q.iter().map(seq).collect::<Vec<_>>();
         assert_eq!(seqs(&left[0]), [Some(1), Some(2), Some(3)]);
         assert_eq!(seqs(&left[1]), [Some(1)]);

@@ -180,11 +180,16 @@ fn messages<M>(envelopes: impl IntoIterator<Item = Envelope<M>>) -> impl Iterato
 
 /// What is left on a channel once every thread has been joined.
 ///
-/// Read with `recv_timeout(ZERO)` rather than `try_iter`, on purpose: this way the event
-/// loop's drain is the only place that calls `try_recv` on an envelope channel, and the
-/// compiler inlines crossbeam's `try_recv` there (a single caller) instead of calling an
-/// out-of-line copy for every message. That out-of-line call, with its dispatch over every
-/// channel flavour, was about 50 instructions per delivery (callgrind, BENCHMARKS.md).
+/// With the `cluster` feature, read through the runtime's one read of a channel (`take.rs`):
+/// a program may then run two event loops (in process and on a node), and crossbeam's
+/// `try_recv` inlines only into a function that is its single caller. Without it, read with
+/// `recv_timeout(ZERO)` rather than `try_recv`, on purpose: the one event loop's drain is then
+/// the only caller of `take`, which inlines into the loop whole (crossbeam's `try_recv` out of
+/// line was about 50 instructions a delivery, callgrind, BENCHMARKS.md).
 fn undelivered<M>(rx: &Receiver<M>) -> impl Iterator<Item = M> + '_ {
-    std::iter::from_fn(|| rx.recv_timeout(Duration::ZERO).ok())
+    #[cfg(feature = "cluster")]
+    let next = || super::take::take(rx);
+    #[cfg(not(feature = "cluster"))]
+    let next = || rx.recv_timeout(Duration::ZERO).ok();
+    std::iter::from_fn(next)
 }

@@ -1,0 +1,29 @@
+//! The one function that reads a channel of the runtime's (an edge's envelopes, or a process's
+//! inbox from other nodes), whoever reads it: the event loop's visits, and with the `cluster`
+//! feature also the inbox's sorting and the collection of what was never delivered.
+//!
+//! Why one function: crossbeam's `try_recv` costs what it costs only once inlined into its
+//! caller, where its token and its result stay in registers. Out of line, every call zeroes a
+//! token in memory, dispatches over every channel flavour, and moves its result through memory:
+//! about 85 instructions a delivery more (callgrind, `cluster_ratio 1 --sizes 1x16 --only
+//! cluster`: 614 against 531 million for a million deliveries). The compiler inlines it only
+//! where it has a single caller. The event loop is generic over its driver, so a program that
+//! runs the same process type both in process and on a cluster node (the bank, the benches, a
+//! test suite that does both) has two event loops, two callers, and `try_recv` out of line in
+//! both. Through this function, `try_recv`, and crossbeam's `start_recv` and `read` under it,
+//! have this one caller whatever the program, and inline into it; with two event loops, this
+//! function is the one call out of line.
+//!
+//! Why not always: a second caller of this function (the collection of leftovers at shutdown)
+//! keeps it out of line in a program with one event loop too, where it would otherwise inline
+//! into the loop whole. That costs such a program about 2% (`.ci/ab/ab.sh` at N = 16 and 64,
+//! in-process). So without the `cluster` feature, where there is only the in-process event
+//! loop, shutdown reads leftovers another way (`shutdown.rs`) and the loop inlines this
+//! function; with it, everything reads through here.
+
+use crossbeam_channel::Receiver;
+
+/// The next item on `rx`, if it holds one now.
+pub(crate) fn take<T>(rx: &Receiver<T>) -> Option<T> {
+    rx.try_recv().ok()
+}
