@@ -25,6 +25,11 @@
 //! connection; each hop framed as the cluster frames a message (a length, then postcard of the
 //! channel, the message's number and the token); a process hands what it encoded for a node to
 //! that node's writer once per drained inbox. No snapshots, markers, doorbells or runtime.
+//! `bare edges`, run only when named in `--only`, is the same program with the mission's
+//! channels: a crossbeam channel per directed edge within a node and a ready bitmap per process
+//! (the event loop's doorbell, bare), beside one inbox a process for what the readers bring
+//! (as the cluster's). Beside `bare`, it says what that design costs by itself; `cluster /
+//! bare edges` is then the runtime's and the links' own cost.
 //! `cluster` is the crate's cluster with no snapshots; `cluster 100` takes 100 snapshots during
 //! the run, one after another. With both, the line ends with what a snapshot cost: CPU per
 //! snapshot, and per marker against a delivery. A snapshot puts a marker on every channel
@@ -289,12 +294,19 @@ fn bare_writer(outbox: &Outbox, mut stream: TcpStream, mut noise: snow::Transpor
 }
 
 /// The reader of one connection: opens each Noise message, splits it into frames, and puts each
-/// hop in its process's inbox.
-fn bare_reader(stream: TcpStream, mut noise: snow::TransportState, inboxes: &[Sender<Item>]) {
+/// hop in its process's inbox. With `bells` (`bare edges`), rings each process it gave hops to
+/// once per message, at the inbox's bit, as the cluster's reader rings once per round.
+fn bare_reader(
+    stream: TcpStream,
+    mut noise: snow::TransportState,
+    inboxes: &[Sender<Item>],
+    bells: Option<&Bells>,
+) {
     let mut r = BufReader::with_capacity(1 << 16, stream);
     let mut msg = Vec::new();
     let mut plain = vec![0u8; 65_535];
     let mut pending: Vec<u8> = Vec::new();
+    let mut owed: Vec<usize> = Vec::new();
     while read_message(&mut r, &mut msg) {
         let len = noise.read_message(&msg, &mut plain).unwrap();
         pending.extend_from_slice(&plain[..len]);
@@ -307,18 +319,149 @@ fn bare_reader(stream: TcpStream, mut noise: snow::TransportState, inboxes: &[Se
             let (to, _seq, hop): (u32, u64, Hop) =
                 postcard::from_bytes(&pending[at + 4..at + 4 + size]).unwrap();
             inboxes[to as usize].send(Item::Hop(hop)).unwrap();
+            if bells.is_some() && !owed.contains(&(to as usize)) {
+                owed.push(to as usize);
+            }
             at += 4 + size;
         }
         pending.drain(..at);
+        if let Some(bells) = bells {
+            for to in owed.drain(..) {
+                bells.ring_inbox(to);
+            }
+        }
     }
+}
+
+/// `bare edges`' doorbells: a word per process, with a bit per process of its node (the
+/// channel from it has hops), the bit `per` (its inbox from other nodes has hops) and bit 63
+/// (it sleeps, or is about to: a ring must unpark it). The ready bitmap of the runtime's event
+/// loop, and of `benches/ratio.rs`'s tuned bare program, for one node.
+struct Bells {
+    words: Vec<Bell>,
+    per: usize,
+}
+
+/// One process's doorbell, on its own cache line, and its thread to unpark.
+#[repr(align(64))]
+struct Bell {
+    word: std::sync::atomic::AtomicU64,
+    thread: std::sync::OnceLock<thread::Thread>,
+}
+
+const SLEEPING: u64 = 1 << 63;
+
+impl Bells {
+    fn new(n: usize, per: usize) -> Self {
+        assert!(
+            per < 63,
+            "a node's processes and its inbox bit fit below the sleeping bit"
+        );
+        Bells {
+            words: (0..n)
+                .map(|_| Bell {
+                    word: Default::default(),
+                    thread: Default::default(),
+                })
+                .collect(),
+            per,
+        }
+    }
+
+    /// Process `to` has something from process `from`, on its node.
+    #[inline]
+    fn ring(&self, to: usize, from: usize) {
+        self.ring_bit(to, from % self.per);
+    }
+
+    /// Process `to`'s inbox from other nodes has something.
+    #[inline]
+    fn ring_inbox(&self, to: usize) {
+        self.ring_bit(to, self.per);
+    }
+
+    #[inline]
+    fn ring_bit(&self, to: usize, bit: usize) {
+        let bell = &self.words[to];
+        if bell.word.fetch_or(1 << bit, Ordering::AcqRel) & SLEEPING != 0 {
+            bell.thread.get().expect("registered").unpark();
+        }
+    }
+
+    /// The bits rung for `me` since it last took them (clearing them before the channels are
+    /// drained, so a ring after the drain is not lost).
+    #[inline]
+    fn take(&self, me: usize) -> u64 {
+        let word = &self.words[me].word;
+        if word.load(Ordering::Relaxed) == 0 {
+            return 0;
+        }
+        word.swap(0, Ordering::AcqRel) & !SLEEPING
+    }
+
+    /// Waits until something rings for `me`: `YIELDS` yields, as the inbox program's patience,
+    /// then parked, as crossbeam's `recv` does after it.
+    #[cold]
+    fn wait(&self, me: usize) {
+        let word = &self.words[me].word;
+        for _ in 0..YIELDS {
+            if word.load(Ordering::Relaxed) != 0 {
+                return;
+            }
+            thread::yield_now();
+        }
+        if word
+            .compare_exchange(0, SLEEPING, Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+        {
+            return;
+        }
+        while word.load(Ordering::Acquire) & !SLEEPING == 0 {
+            thread::park();
+        }
+    }
+}
+
+/// How the bare program's processes receive from their own node.
+#[derive(Clone, Copy, PartialEq)]
+enum Local {
+    /// One crossbeam inbox a process for everything (`bare`): the best plain program.
+    Inbox,
+    /// The mission's design (`bare edges`): a crossbeam channel per directed edge within a
+    /// node, with the doorbells of `Bells`, beside one inbox a process for the hops from other
+    /// nodes (as the cluster's `RemoteInbox`). What the design itself costs, without the
+    /// runtime: the cluster against this is the runtime's and the links' own cost.
+    Edges,
 }
 
 /// One run of the bare program, as `run_cluster` without snapshots.
 fn run_bare(nodes: usize, per: usize, hops: u32) -> Timed {
+    run_bare_as(nodes, per, hops, Local::Inbox)
+}
+
+/// The same with a channel per edge within a node (`Local::Edges`).
+fn run_bare_edges(nodes: usize, per: usize, hops: u32) -> Timed {
+    run_bare_as(nodes, per, hops, Local::Edges)
+}
+
+fn run_bare_as(nodes: usize, per: usize, hops: u32, local: Local) -> Timed {
     let n = nodes * per;
     let node_of = move |p: usize| p / per;
+    let bells = Arc::new((local == Local::Edges).then(|| Bells::new(n, per)));
     let (inbox_tx, inbox_rx): (Vec<Sender<Item>>, Vec<Receiver<Item>>) =
         (0..n).map(|_| unbounded()).unzip();
+    // edges[q][p]: the channel to process q from process p of its node (p by its place there).
+    type Edge = Option<(Sender<Hop>, Receiver<Hop>)>;
+    let edges: Vec<Vec<Edge>> = (0..n)
+        .map(|q| {
+            (0..per)
+                .map(|p| {
+                    let p = node_of(q) * per + p;
+                    (local == Local::Edges && p != q).then(unbounded)
+                })
+                .collect()
+        })
+        .collect();
     // outboxes[a][b]: from node a to node b.
     let outboxes: Vec<Vec<Arc<Outbox>>> = (0..nodes)
         .map(|_| {
@@ -349,10 +492,10 @@ fn run_bare(nodes: usize, per: usize, hops: u32) -> Timed {
                     .spawn(move || bare_writer(&outbox, out, sealer))
                     .unwrap(),
             );
-            let inboxes = inbox_tx.clone();
+            let (inboxes, bells) = (inbox_tx.clone(), bells.clone());
             links.push(
                 named("bare-reader")
-                    .spawn(move || bare_reader(inn, opener, &inboxes))
+                    .spawn(move || bare_reader(inn, opener, &inboxes, bells.as_ref().as_ref()))
                     .unwrap(),
             );
         }
@@ -365,19 +508,34 @@ fn run_bare(nodes: usize, per: usize, hops: u32) -> Timed {
         .enumerate()
         .map(|(me, inbox)| {
             let mut teller = Teller::new(me, n, n * IN_FLIGHT, retired.clone(), done_tx.clone());
-            let (inboxes, outboxes, start) = (
+            let (inboxes, outboxes, start, bells) = (
                 inbox_tx.clone(),
                 outboxes[node_of(me)].clone(),
                 start.clone(),
+                bells.clone(),
             );
+            // This process's ends of its node's channels, by the other's place in the node: to
+            // each, and from each.
+            let out: Vec<Option<Sender<Hop>>> = (0..per)
+                .map(|q| {
+                    edges[node_of(me) * per + q][me % per]
+                        .as_ref()
+                        .map(|e| e.0.clone())
+                })
+                .collect();
+            let inc: Vec<Option<Receiver<Hop>>> = (0..per)
+                .map(|p| edges[me][p].as_ref().map(|e| e.1.clone()))
+                .collect();
             let named = thread::Builder::new().name("bare-process".to_string());
             named.spawn(move || {
+                let bells = bells.as_ref().as_ref();
+                if let Some(bells) = bells {
+                    let _ = bells.words[me].thread.set(thread::current());
+                }
                 let mut staged: Vec<Vec<u8>> = vec![Vec::new(); nodes];
                 let mut seq = vec![0u64; n];
                 let mut send = |to: usize, hop: Hop, staged: &mut Vec<Vec<u8>>| {
-                    if node_of(to) == node_of(me) {
-                        inboxes[to].send(Item::Hop(hop)).unwrap();
-                    } else {
+                    if node_of(to) != node_of(me) {
                         seq[to] += 1;
                         let buf = &mut staged[node_of(to)];
                         let at = buf.len();
@@ -387,6 +545,15 @@ fn run_bare(nodes: usize, per: usize, hops: u32) -> Timed {
                             .unwrap();
                         let len = (buf.len() - at - 4) as u32;
                         buf[at..at + 4].copy_from_slice(&len.to_le_bytes());
+                    } else if let Some(bells) = bells {
+                        out[to % per]
+                            .as_ref()
+                            .expect("a neighbour")
+                            .send(hop)
+                            .unwrap();
+                        bells.ring(to, me);
+                    } else {
+                        inboxes[to].send(Item::Hop(hop)).unwrap();
                     }
                 };
                 let flush = |staged: &mut Vec<Vec<u8>>| {
@@ -405,12 +572,49 @@ fn run_bare(nodes: usize, per: usize, hops: u32) -> Timed {
                         }
                     }
                 };
+                // Every process registers its thread before any can ring it (the barrier).
                 start.wait();
                 for _ in 0..IN_FLIGHT {
                     let (k, hop) = teller.token(hops, n - 1);
                     send(teller.other(k), hop, &mut staged);
                 }
                 flush(&mut staged);
+                let mut take = |hop: Hop, staged: &mut Vec<Vec<u8>>| {
+                    if let Some(hops) = teller.receive(hop) {
+                        let (k, hop) = teller.token(hops, n - 1);
+                        send(teller.other(k), hop, staged);
+                    }
+                };
+                if let Some(bells) = bells {
+                    // A round: every channel rung, each drained, then what went to other nodes
+                    // is handed over, as the inbox program does once per drained inbox.
+                    'edges: loop {
+                        let mut ready = bells.take(me);
+                        if ready == 0 {
+                            bells.wait(me);
+                            continue;
+                        }
+                        while ready != 0 {
+                            let bit = ready.trailing_zeros() as usize;
+                            ready &= ready - 1;
+                            if bit == per {
+                                while let Ok(item) = inbox.try_recv() {
+                                    match item {
+                                        Item::Stop => break 'edges,
+                                        Item::Hop(hop) => take(hop, &mut staged),
+                                    }
+                                }
+                            } else {
+                                let rx = inc[bit].as_ref().expect("a neighbour");
+                                while let Ok(hop) = rx.try_recv() {
+                                    take(hop, &mut staged);
+                                }
+                            }
+                        }
+                        flush(&mut staged);
+                    }
+                    return;
+                }
                 'run: while let Ok(first) = {
                     // The same short patience as the writer's before sleeping.
                     let mut waited = None;
@@ -427,12 +631,7 @@ fn run_bare(nodes: usize, per: usize, hops: u32) -> Timed {
                     while let Some(next) = item.take() {
                         match next {
                             Item::Stop => break 'run,
-                            Item::Hop(hop) => {
-                                if let Some(hops) = teller.receive(hop) {
-                                    let (k, hop) = teller.token(hops, n - 1);
-                                    send(teller.other(k), hop, &mut staged);
-                                }
-                            }
+                            Item::Hop(hop) => take(hop, &mut staged),
                         }
                         item = inbox.try_recv().ok();
                     }
@@ -441,12 +640,16 @@ fn run_bare(nodes: usize, per: usize, hops: u32) -> Timed {
             })
         })
         .collect();
+    drop(edges);
     start.wait();
     let began = Began::now();
     done.recv().unwrap();
     let took = began.end();
-    for tx in &inbox_tx {
+    for (to, tx) in inbox_tx.iter().enumerate() {
         tx.send(Item::Stop).unwrap();
+        if let Some(bells) = bells.as_ref() {
+            bells.ring_inbox(to);
+        }
     }
     for p in processes {
         p.unwrap().join().unwrap();
@@ -619,8 +822,9 @@ fn main() {
         .find_map(|a| a.parse().ok())
         .unwrap_or(9);
     type Run = fn(usize, usize, u32) -> Timed;
-    let variants: [(&str, Run); 4] = [
+    let variants: [(&str, Run); 5] = [
         ("bare", run_bare),
+        ("bare edges", run_bare_edges),
         ("cluster", |nodes, per, hops| {
             run_cluster(nodes, per, hops, 0)
         }),
@@ -633,7 +837,9 @@ fn main() {
         .iter()
         .filter(|(name, _)| {
             only.as_ref()
-                .map_or(*name != "runtime", |o| o.split(',').any(|x| x == *name))
+                .map_or(!["runtime", "bare edges"].contains(name), |o| {
+                    o.split(',').any(|x| x == *name)
+                })
         })
         .collect();
     for (nodes, per) in sizes {
