@@ -6,6 +6,7 @@
 //! sender's error (`SendError::Unencodable`) rather than a writer's silent drop, and it spreads
 //! the encoding over the process threads instead of one writer per link.
 
+use std::mem::ManuallyDrop;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -154,12 +155,16 @@ impl<P: Process> NodeWire<P> {
         let encoded = match &envelope {
             Envelope::Message { seq, message } => {
                 self.close_run(node);
-                let frame: FrameOut<'_, P::Message, P::State> = Frame::Message {
-                    channel: remote.channel,
-                    seq: seq.get(),
-                    message,
-                };
-                wire::encode_within(&mut self.staged[node], &frame, self.frame)
+                // Never dropped: this variant owns nothing, and `Frame`'s drop glue, which
+                // would look up the variant again in an out-of-line call, is spared on every
+                // message to another node.
+                let frame: ManuallyDrop<FrameOut<'_, P::Message, P::State>> =
+                    ManuallyDrop::new(Frame::Message {
+                        channel: remote.channel,
+                        seq: seq.get(),
+                        message,
+                    });
+                wire::encode_within(&mut self.staged[node], &*frame, self.frame)
             }
             Envelope::Marker(id) => match self.marking {
                 Some((marking, initiator)) if marking == *id => {
@@ -206,8 +211,20 @@ impl<P: Process> NodeWire<P> {
     /// A run's frame cannot fail to encode: it is three numbers and an id, at most 33 bytes,
     /// and a node takes no bound on a whole frame under 64 (`NodeBuilder::max_frame_total`).
     /// So a marker has nothing to hand back when its run is written after its send returned.
-    #[inline]
+    ///
+    /// The test inline and the writing out of line: every message to another node comes by
+    /// here, and almost never with a run open, so its cost is that of one compare.
+    #[inline(always)]
     fn close_run(&mut self, node: usize) {
+        if self.runs[node].is_some() {
+            self.write_run(node);
+        }
+    }
+
+    /// `close_run`'s writing, for a run that is open.
+    #[cold]
+    #[inline(never)]
+    fn write_run(&mut self, node: usize) {
         let Some(run) = self.runs[node].take() else {
             return;
         };
