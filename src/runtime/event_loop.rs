@@ -437,8 +437,7 @@ impl<P: Process, D: ThreadDriver<P>> Worker<P, D> {
     /// One loop, with one call of the channel's read (`take.rs`) and of the host's delivery:
     /// with two call sites the compiler stops inlining them (perf put `Channel::read`,
     /// `start_recv`, `try_recv` and `Host::deliver` out of line in a two-loop version, 9% slower
-    /// at N = 64).
-    /// Per envelope the budget costs one compare with `Pace::limit`.
+    /// at N = 64). Per envelope the budget costs one compare with `Pace::limit`.
     #[inline]
     fn drain(&mut self, i: usize) -> bool {
         if self.inbox.as_ref().is_some_and(|inbox| inbox.has_parked(i)) {

@@ -1,6 +1,6 @@
 //! The one function that reads a channel of the runtime's (an edge's envelopes, or a process's
-//! inbox from other nodes), whoever reads it: the event loop's visits, and with the `cluster`
-//! feature also the inbox's sorting and the collection of what was never delivered.
+//! inbox from other nodes), whoever reads it: the event loop's visits and the inbox's sorting,
+//! and with the `cluster` feature also the collection at shutdown of what was never delivered.
 //!
 //! Why one function: crossbeam's `try_recv` costs what it costs only once inlined into its
 //! caller, where its token and its result stay in registers. Out of line, every call zeroes a
