@@ -16,10 +16,14 @@
 //!
 //! Why not always: a second caller of this function (the collection of leftovers at shutdown)
 //! keeps it out of line in a program with one event loop too, where it would otherwise inline
-//! into the loop whole. That costs such a program about 2% (`.ci/ab/ab.sh` at N = 16 and 64,
-//! in-process). So without the `cluster` feature, where there is only the in-process event
-//! loop, shutdown reads leftovers another way (`shutdown.rs`) and the loop inlines this
-//! function; with it, everything reads through here.
+//! into the loop whole, and that costs such a program 2-4% (`.ci/ab/ab.sh` at N = 16 and 64;
+//! the `ratio` bench, which the dev-dependencies build with the `cluster` feature, 0.96-0.99 of
+//! before in three sets of eight alternating pairs). No routing suits both kinds of program:
+//! with one event loop the best single caller of `try_recv` is the loop, with two it is a
+//! function both loops call. So without the `cluster` feature, where only the in-process event
+//! loop exists, shutdown reads leftovers another way (`shutdown.rs`) and the loop inlines this
+//! function whole; with it, where a program most often has both (a node, and the in-process
+//! runtime in its tests or beside it), everything reads through here.
 
 use crossbeam_channel::Receiver;
 
