@@ -53,7 +53,7 @@ use crossbeam_channel::{unbounded, Receiver, Sender};
 mod local_cluster;
 mod workload;
 
-use workload::{median, Teller, Token as Hop};
+use workload::{median, Bells, Teller, Token as Hop};
 
 const DELIVERIES: u64 = 1_000_000;
 const IN_FLIGHT: usize = 4;
@@ -294,13 +294,14 @@ fn bare_writer(outbox: &Outbox, mut stream: TcpStream, mut noise: snow::Transpor
 }
 
 /// The reader of one connection: opens each Noise message, splits it into frames, and puts each
-/// hop in its process's inbox. With `bells` (`bare edges`), rings each process it gave hops to
-/// once per message, at the inbox's bit, as the cluster's reader rings once per round.
+/// hop in its process's inbox. With `bells` (`bare edges`: the doorbells, and the inbox's bit
+/// in them), rings each process it gave hops to once per message, as the cluster's reader rings
+/// once per round.
 fn bare_reader(
     stream: TcpStream,
     mut noise: snow::TransportState,
     inboxes: &[Sender<Item>],
-    bells: Option<&Bells>,
+    bells: Option<(&Bells, usize)>,
 ) {
     let mut r = BufReader::with_capacity(1 << 16, stream);
     let mut msg = Vec::new();
@@ -325,99 +326,10 @@ fn bare_reader(
             at += 4 + size;
         }
         pending.drain(..at);
-        if let Some(bells) = bells {
+        if let Some((bells, inbox_bit)) = bells {
             for to in owed.drain(..) {
-                bells.ring_inbox(to);
+                bells.ring(to, inbox_bit);
             }
-        }
-    }
-}
-
-/// `bare edges`' doorbells: a word per process, with a bit per process of its node (the
-/// channel from it has hops), the bit `per` (its inbox from other nodes has hops) and bit 63
-/// (it sleeps, or is about to: a ring must unpark it). The ready bitmap of the runtime's event
-/// loop, and of `benches/ratio.rs`'s tuned bare program, for one node.
-struct Bells {
-    words: Vec<Bell>,
-    per: usize,
-}
-
-/// One process's doorbell, on its own cache line, and its thread to unpark.
-#[repr(align(64))]
-struct Bell {
-    word: std::sync::atomic::AtomicU64,
-    thread: std::sync::OnceLock<thread::Thread>,
-}
-
-const SLEEPING: u64 = 1 << 63;
-
-impl Bells {
-    fn new(n: usize, per: usize) -> Self {
-        assert!(
-            per < 63,
-            "a node's processes and its inbox bit fit below the sleeping bit"
-        );
-        Bells {
-            words: (0..n)
-                .map(|_| Bell {
-                    word: Default::default(),
-                    thread: Default::default(),
-                })
-                .collect(),
-            per,
-        }
-    }
-
-    /// Process `to` has something from process `from`, on its node.
-    #[inline]
-    fn ring(&self, to: usize, from: usize) {
-        self.ring_bit(to, from % self.per);
-    }
-
-    /// Process `to`'s inbox from other nodes has something.
-    #[inline]
-    fn ring_inbox(&self, to: usize) {
-        self.ring_bit(to, self.per);
-    }
-
-    #[inline]
-    fn ring_bit(&self, to: usize, bit: usize) {
-        let bell = &self.words[to];
-        if bell.word.fetch_or(1 << bit, Ordering::AcqRel) & SLEEPING != 0 {
-            bell.thread.get().expect("registered").unpark();
-        }
-    }
-
-    /// The bits rung for `me` since it last took them (clearing them before the channels are
-    /// drained, so a ring after the drain is not lost).
-    #[inline]
-    fn take(&self, me: usize) -> u64 {
-        let word = &self.words[me].word;
-        if word.load(Ordering::Relaxed) == 0 {
-            return 0;
-        }
-        word.swap(0, Ordering::AcqRel) & !SLEEPING
-    }
-
-    /// Waits until something rings for `me`: `YIELDS` yields, as the inbox program's patience,
-    /// then parked, as crossbeam's `recv` does after it.
-    #[cold]
-    fn wait(&self, me: usize) {
-        let word = &self.words[me].word;
-        for _ in 0..YIELDS {
-            if word.load(Ordering::Relaxed) != 0 {
-                return;
-            }
-            thread::yield_now();
-        }
-        if word
-            .compare_exchange(0, SLEEPING, Ordering::AcqRel, Ordering::Relaxed)
-            .is_err()
-        {
-            return;
-        }
-        while word.load(Ordering::Acquire) & !SLEEPING == 0 {
-            thread::park();
         }
     }
 }
@@ -447,7 +359,9 @@ fn run_bare_edges(nodes: usize, per: usize, hops: u32) -> Timed {
 fn run_bare_as(nodes: usize, per: usize, hops: u32, local: Local) -> Timed {
     let n = nodes * per;
     let node_of = move |p: usize| p / per;
-    let bells = Arc::new((local == Local::Edges).then(|| Bells::new(n, per)));
+    // A node's processes, its inbox's bit (`per`) and the sleeping bit in one word.
+    assert!(per < 63, "at most 62 processes a node with `bare edges`");
+    let bells = Arc::new((local == Local::Edges).then(|| Bells::new(n)));
     let (inbox_tx, inbox_rx): (Vec<Sender<Item>>, Vec<Receiver<Item>>) =
         (0..n).map(|_| unbounded()).unzip();
     // edges[q][p]: the channel to process q from process p of its node (p by its place there).
@@ -495,7 +409,10 @@ fn run_bare_as(nodes: usize, per: usize, hops: u32, local: Local) -> Timed {
             let (inboxes, bells) = (inbox_tx.clone(), bells.clone());
             links.push(
                 named("bare-reader")
-                    .spawn(move || bare_reader(inn, opener, &inboxes, bells.as_ref().as_ref()))
+                    .spawn(move || {
+                        let bells = bells.as_ref().as_ref().map(|b| (b, per));
+                        bare_reader(inn, opener, &inboxes, bells)
+                    })
                     .unwrap(),
             );
         }
@@ -530,7 +447,7 @@ fn run_bare_as(nodes: usize, per: usize, hops: u32, local: Local) -> Timed {
             named.spawn(move || {
                 let bells = bells.as_ref().as_ref();
                 if let Some(bells) = bells {
-                    let _ = bells.words[me].thread.set(thread::current());
+                    bells.register(me);
                 }
                 let mut staged: Vec<Vec<u8>> = vec![Vec::new(); nodes];
                 let mut seq = vec![0u64; n];
@@ -551,7 +468,7 @@ fn run_bare_as(nodes: usize, per: usize, hops: u32, local: Local) -> Timed {
                             .expect("a neighbour")
                             .send(hop)
                             .unwrap();
-                        bells.ring(to, me);
+                        bells.ring(to, me % per);
                     } else {
                         inboxes[to].send(Item::Hop(hop)).unwrap();
                     }
@@ -589,9 +506,10 @@ fn run_bare_as(nodes: usize, per: usize, hops: u32, local: Local) -> Timed {
                     // A round: every channel rung, each drained, then what went to other nodes
                     // is handed over, as the inbox program does once per drained inbox.
                     'edges: loop {
-                        let mut ready = bells.take(me);
+                        let mut ready = bells.take(me, 0);
                         if ready == 0 {
-                            bells.wait(me);
+                            // The inbox program's patience, then parked, with no spinning.
+                            bells.wait(me, 1, 0, YIELDS as u32);
                             continue;
                         }
                         while ready != 0 {
@@ -648,7 +566,7 @@ fn run_bare_as(nodes: usize, per: usize, hops: u32, local: Local) -> Timed {
     for (to, tx) in inbox_tx.iter().enumerate() {
         tx.send(Item::Stop).unwrap();
         if let Some(bells) = bells.as_ref() {
-            bells.ring_inbox(to);
+            bells.ring(to, per);
         }
     }
     for p in processes {

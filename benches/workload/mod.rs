@@ -464,6 +464,90 @@ const BATCH: u32 = 32;
 #[derive(Default)]
 struct Bitmap([std::sync::atomic::AtomicU64; WORDS]);
 
+/// The ready bitmaps of a set of threads, and the threads, to unpark: the doorbell of the
+/// runtime's event loop, written bare. A sender sets a bit of the receiver's bitmap with one
+/// `fetch_or` and unparks it only if it sleeps; the receiver takes a word's bits with one `swap`
+/// (clearing them before it drains what they name, so that a ring after the drain is not lost).
+/// What each bit names is the user's: a channel per edge here, also an inbox in
+/// `cluster_ratio`'s `bare edges`.
+pub struct Bells {
+    bitmaps: Vec<Bitmap>,
+    threads: Vec<std::sync::OnceLock<thread::Thread>>,
+}
+
+impl Bells {
+    /// The bitmaps of `n` threads, up to `WORD_BITS * WORDS` bits each.
+    pub fn new(n: usize) -> Self {
+        Bells {
+            bitmaps: (0..n).map(|_| Bitmap::default()).collect(),
+            threads: (0..n).map(|_| std::sync::OnceLock::new()).collect(),
+        }
+    }
+
+    /// Thread `me` is the calling thread: call before anything can ring it.
+    pub fn register(&self, me: usize) {
+        let _ = self.threads[me].set(thread::current());
+    }
+
+    /// Sets bit `bit` of thread `to`, and unparks it if it sleeps.
+    #[inline]
+    pub fn ring(&self, to: usize, bit: usize) {
+        let prev =
+            self.bitmaps[to].0[bit / WORD_BITS].fetch_or(1 << (bit % WORD_BITS), Ordering::AcqRel);
+        if prev & SLEEPING != 0 {
+            self.threads[to].get().expect("registered").unpark();
+        }
+    }
+
+    /// The bits rung in word `w` of thread `me`'s bitmap since it last took them.
+    #[inline]
+    pub fn take(&self, me: usize, w: usize) -> u64 {
+        let word = &self.bitmaps[me].0[w];
+        if word.load(Ordering::Relaxed) == 0 {
+            return 0;
+        }
+        word.swap(0, Ordering::AcqRel) & !SLEEPING
+    }
+
+    /// Waits until something rings thread `me` (the first `words` words of its bitmap):
+    /// `spin_rounds` rounds of spinning (round `k` spins `2^k` times), then `yields` yields,
+    /// each after a look, then parked.
+    #[cold]
+    pub fn wait(&self, me: usize, words: usize, spin_rounds: u32, yields: u32) {
+        let set = &self.bitmaps[me].0;
+        let has = || (0..words).any(|w| set[w].load(Ordering::Relaxed) != 0);
+        for step in 0..spin_rounds + yields {
+            if has() {
+                return;
+            }
+            if step < spin_rounds {
+                for _ in 0..1u32 << step {
+                    std::hint::spin_loop();
+                }
+            } else {
+                thread::yield_now();
+            }
+        }
+        for w in 0..words {
+            if set[w]
+                .compare_exchange(0, SLEEPING, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+            {
+                for u in set.iter().take(w) {
+                    u.fetch_and(!SLEEPING, Ordering::AcqRel);
+                }
+                return;
+            }
+        }
+        loop {
+            thread::park();
+            if (0..words).any(|w| set[w].load(Ordering::Acquire) & !SLEEPING != 0) {
+                return;
+            }
+        }
+    }
+}
+
 /// One thread of the tuned bare program: senders per destination, receivers per source (by
 /// process id; its own slot empty), and the ready bitmaps of all.
 struct BitmapEnd<T> {
@@ -471,8 +555,7 @@ struct BitmapEnd<T> {
     words: usize,
     out: Vec<Option<Sender<T>>>,
     inc: Vec<Option<Receiver<T>>>,
-    bitmaps: Arc<Vec<Bitmap>>,
-    threads: Arc<Vec<std::sync::OnceLock<thread::Thread>>>,
+    bells: Arc<Bells>,
     local: [u64; WORDS],
     again: [u64; WORDS],
     /// Messages sent so far, by destination (counted only for numbered messages).
@@ -561,11 +644,7 @@ impl<T: Carried> BitmapEnd<T> {
     #[inline]
     fn send(&self, to: usize, token: T) {
         let _ = self.out[to].as_ref().expect("a neighbour").send(token);
-        let prev = self.bitmaps[to].0[self.me / WORD_BITS]
-            .fetch_or(1 << (self.me % WORD_BITS), Ordering::AcqRel);
-        if prev & SLEEPING != 0 {
-            self.threads[to].get().expect("registered").unpark();
-        }
+        self.bells.ring(to, self.me);
     }
 
     #[inline]
@@ -582,53 +661,21 @@ impl<T: Carried> BitmapEnd<T> {
 
     #[inline]
     fn refill(&mut self) -> bool {
-        let set = &self.bitmaps[self.me].0;
         let mut any = 0;
-        let words = set.iter().zip(&mut self.again).zip(&mut self.local);
-        for ((word, again), local) in words.take(self.words) {
-            let mut b = std::mem::take(again);
-            if word.load(Ordering::Relaxed) != 0 {
-                b |= word.swap(0, Ordering::AcqRel) & !SLEEPING;
-            }
+        let words = self.again.iter_mut().zip(&mut self.local);
+        for (w, (again, local)) in words.take(self.words).enumerate() {
+            let b = std::mem::take(again) | self.bells.take(self.me, w);
             *local = b;
             any |= b;
         }
         any != 0
     }
 
+    /// Spin rounds `0..=spins`, as the field says: `spins + 1` of them.
     #[cold]
     fn wait(&self) {
-        let set = &self.bitmaps[self.me].0;
-        let has = || (0..self.words).any(|w| set[w].load(Ordering::Relaxed) != 0);
-        for step in 0..=(self.spins + self.yields) {
-            if has() {
-                return;
-            }
-            if step <= self.spins {
-                for _ in 0..1u32 << step {
-                    std::hint::spin_loop();
-                }
-            } else {
-                thread::yield_now();
-            }
-        }
-        for w in 0..self.words {
-            if set[w]
-                .compare_exchange(0, SLEEPING, Ordering::AcqRel, Ordering::Relaxed)
-                .is_err()
-            {
-                for u in set.iter().take(w) {
-                    u.fetch_and(!SLEEPING, Ordering::AcqRel);
-                }
-                return;
-            }
-        }
-        loop {
-            thread::park();
-            if (0..self.words).any(|w| set[w].load(Ordering::Acquire) & !SLEEPING != 0) {
-                return;
-            }
-        }
+        self.bells
+            .wait(self.me, self.words, self.spins + 1, self.yields);
     }
 }
 
@@ -673,9 +720,7 @@ fn run_bitmap<T: Carried>(n: usize, t: usize, hops: u32, wake: Option<Duration>)
     let ends = Arc::new(std::sync::Mutex::new(
         out.into_iter().zip(inc).map(Some).collect::<Vec<_>>(),
     ));
-    let bitmaps: Arc<Vec<Bitmap>> = Arc::new((0..n).map(|_| Bitmap::default()).collect());
-    let threads: Arc<Vec<std::sync::OnceLock<thread::Thread>>> =
-        Arc::new((0..n).map(|_| std::sync::OnceLock::new()).collect());
+    let bells = Arc::new(Bells::new(n));
     let cores = thread::available_parallelism().map_or(1, |c| c.get());
     let (spins, yields) = if n > cores { (0, 3) } else { (6, 4) };
     let stop = Token {
@@ -685,14 +730,13 @@ fn run_bitmap<T: Carried>(n: usize, t: usize, hops: u32, wake: Option<Duration>)
     };
     harness_woken(n, done, wake, move |id, start| {
         let (out, inc) = ends.lock().unwrap()[id].take().unwrap();
-        let _ = threads[id].set(thread::current());
+        bells.register(id);
         let mut end = BitmapEnd {
             me: id,
             words: n.div_ceil(WORD_BITS),
             out,
             inc,
-            bitmaps: bitmaps.clone(),
-            threads: threads.clone(),
+            bells: bells.clone(),
             local: [0; WORDS],
             again: [0; WORDS],
             sent: (0..n).map(|_| std::cell::Cell::new(0)).collect(),
