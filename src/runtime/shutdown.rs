@@ -180,12 +180,9 @@ fn messages<M>(envelopes: impl IntoIterator<Item = Envelope<M>>) -> impl Iterato
 
 /// What is left on a channel once every thread has been joined.
 ///
-/// With the `cluster` feature, read through the runtime's one read of a channel (`take.rs`):
-/// a program may then run two event loops (in process and on a node), and crossbeam's
-/// `try_recv` inlines only into a function that is its single caller. Without it, read with
-/// `recv_timeout(ZERO)` rather than `try_recv`, on purpose: the one event loop's drain is then
-/// the only caller of `take`, which inlines into the loop whole (crossbeam's `try_recv` out of
-/// line was about 50 instructions a delivery, callgrind, BENCHMARKS.md).
+/// Read through `take` with the `cluster` feature, and with `recv_timeout(ZERO)` without it, on
+/// purpose: which read a channel's other readers use decides what the compiler inlines into the
+/// event loop, and `take.rs` says why each build wants its own.
 fn undelivered<M>(rx: &Receiver<M>) -> impl Iterator<Item = M> + '_ {
     #[cfg(feature = "cluster")]
     let next = || super::take::take(rx);
