@@ -6,7 +6,6 @@
 //! sender's error (`SendError::Unencodable`) rather than a writer's silent drop, and it spreads
 //! the encoding over the process threads instead of one writer per link.
 
-use std::mem::ManuallyDrop;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -155,16 +154,13 @@ impl<P: Process> NodeWire<P> {
         let encoded = match &envelope {
             Envelope::Message { seq, message } => {
                 self.close_run(node);
-                // Never dropped: this variant owns nothing, and `Frame`'s drop glue, which
-                // would look up the variant again in an out-of-line call, is spared on every
-                // message to another node.
-                let frame: ManuallyDrop<FrameOut<'_, P::Message, P::State>> =
-                    ManuallyDrop::new(Frame::Message {
-                        channel: remote.channel,
-                        seq: seq.get(),
-                        message,
-                    });
-                wire::encode_within(&mut self.staged[node], &*frame, self.frame)
+                wire::encode_message(
+                    &mut self.staged[node],
+                    remote.channel,
+                    seq.get(),
+                    message,
+                    self.frame,
+                )
             }
             Envelope::Marker(id) => match self.marking {
                 Some((marking, initiator)) if marking == *id => {
