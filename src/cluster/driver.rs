@@ -381,8 +381,8 @@ where
     /// be on their channels), before the node queues the word of the failure behind them on the
     /// same links (the writer takes the processes' buffers before the control frames). Not
     /// waiting for room: the process is gone, and this is at most a round's visits. A frame cut
-    /// by a panic in its encoding is not there: `wire::encode_within` takes back what a
-    /// panicking `Serialize` left (its send never returned).
+    /// by a panic in its encoding is not there: the wire's encoding (`wire::frame_with`, under
+    /// every frame) takes back what a panicking `Serialize` left (its send never returned).
     #[cold]
     fn unwound(&mut self) {
         // `dirty` names every node with frames or a run even here: a node is listed when

@@ -447,7 +447,7 @@ pub(crate) type FrameIn<M, S> = Frame<M, LocalSnapshot<M, S>, GlobalSnapshot<M, 
 
 /// A frame being appended to `buf` from `start`: cut back off when this is dropped without
 /// [`keep`](Tentative::keep), on an error or in a `Serialize` that panicked
-/// (`encode_within`).
+/// (`frame_with`, under every frame).
 struct Tentative<'a> {
     buf: &'a mut Vec<u8>,
     start: usize,
