@@ -846,6 +846,7 @@ fn decode_message_fields<'de, M: Deserialize<'de>>(
         postcard::Deserializer::from_flavor(MessageBytes(postcard::de_flavors::Slice::new(rest)));
     let value = M::deserialize(&mut message).map_err(BadFrame::Postcard)?;
     match message.finalize() {
+        // `U32_VARINT` let through 32 bits at most: the cast loses nothing.
         Ok([]) => Ok((channel as u32, seq, value)),
         Ok(rest) => Err(BadFrame::LeftOver(rest.len())),
         Err(e) => Err(BadFrame::Postcard(e)),
