@@ -548,6 +548,8 @@ pub(crate) fn encode_within(
 /// Appends `Frame::Message { channel, seq, message }` to `buf` as [`encode_within`] does, with
 /// the same bytes (tested), the way every message to another node takes: the variant's index
 /// and the two numbers written here, and only the message by postcard, as [`Append`] says.
+/// (Written by postcard as a tuple, the number and a `u64` in the message shared one instance
+/// of postcard's `serialize_u64`, which then stayed out of line: two calls a message.)
 #[inline]
 pub(crate) fn encode_message<M: Serialize>(
     buf: &mut Vec<u8>,
