@@ -771,16 +771,23 @@ fn read_piece(r: &mut impl Read, buf: &mut Vec<u8>, len: usize) -> Result<(), Re
 
 /// Decodes a frame's bytes as a `T`; every byte must be used.
 pub(crate) fn decode<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Result<T, ReadError> {
-    decode_whole(bytes).map_err(ReadError::from)
+    decode_whole(postcard::Deserializer::from_bytes(bytes)).map_err(ReadError::from)
 }
 
-/// [`decode`] with its error kept small (a [`BadFrame`], no text), for the path that runs for
-/// every message (`decode_message`).
+/// A `T` from all that `bytes` holds, every byte used, as postcard's `take_from_bytes` reads
+/// it; its error kept small (a [`BadFrame`], no text) for the path that runs for every message
+/// (`decode_message`), which reads through a flavor of its own. [`decode`] and that path share
+/// it, so they refuse the same bytes in the same words.
 #[inline]
-fn decode_whole<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Result<T, BadFrame> {
-    match postcard::take_from_bytes(bytes) {
-        Ok((value, [])) => Ok(value),
-        Ok((_, rest)) => Err(BadFrame::LeftOver(rest.len())),
+fn decode_whole<'de, T, F>(mut bytes: postcard::Deserializer<'de, F>) -> Result<T, BadFrame>
+where
+    T: Deserialize<'de>,
+    F: postcard::de_flavors::Flavor<'de, Remainder = &'de [u8]>,
+{
+    let value = T::deserialize(&mut bytes).map_err(BadFrame::Postcard)?;
+    match bytes.finalize() {
+        Ok([]) => Ok(value),
+        Ok(rest) => Err(BadFrame::LeftOver(rest.len())),
         Err(e) => Err(BadFrame::Postcard(e)),
     }
 }
@@ -844,15 +851,11 @@ fn decode_message_fields<'de, M: Deserialize<'de>>(
 ) -> Result<(u32, u64, M), BadFrame> {
     let (channel, rest) = take_varint(fields, U32_VARINT).map_err(BadFrame::Postcard)?;
     let (seq, rest) = take_varint(rest, U64_VARINT).map_err(BadFrame::Postcard)?;
-    let mut message =
-        postcard::Deserializer::from_flavor(MessageBytes(postcard::de_flavors::Slice::new(rest)));
-    let value = M::deserialize(&mut message).map_err(BadFrame::Postcard)?;
-    match message.finalize() {
-        // `U32_VARINT` let through 32 bits at most: the cast loses nothing.
-        Ok([]) => Ok((channel as u32, seq, value)),
-        Ok(rest) => Err(BadFrame::LeftOver(rest.len())),
-        Err(e) => Err(BadFrame::Postcard(e)),
-    }
+    let message = decode_whole(postcard::Deserializer::from_flavor(MessageBytes(
+        postcard::de_flavors::Slice::new(rest),
+    )))?;
+    // `U32_VARINT` let through 32 bits at most: the cast loses nothing.
+    Ok((channel as u32, seq, message))
 }
 
 /// How postcard bounds the varint of an unsigned integer type: at most `bytes` bytes, and the
