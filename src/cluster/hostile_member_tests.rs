@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use super::packed::PartOut;
 use super::wire::{self, Frame, FrameOut, Report};
 use super::{ClusterConfig, ClusterError, Node, NodeBuilder, NodeKeys, NodeProcess};
 use crate::process::{Context, Process};
@@ -145,7 +146,7 @@ fn stray_part(process: ProcessId) -> Vec<u8> {
     };
     framed(&Frame::Part {
         recorded_at: Duration::ZERO,
-        part: &part,
+        part: PartOut::new(&part),
     })
 }
 
@@ -265,6 +266,41 @@ fn a_part_of_a_snapshot_nobody_started_fails_its_sender() {
 #[test]
 fn a_part_of_another_nodes_process_fails_its_sender() {
     a_member_sending(stray_part(1), "which it does not run");
+}
+
+/// A part whose shape decodes but does not make a part (a channel state listed for channel 9
+/// of 5, which `PartOut` never writes): refused in words, its sender failed.
+#[test]
+fn a_part_listing_a_channel_state_past_its_channels_fails_its_sender() {
+    /// Bytes written as postcard's byte string, as `packed.rs` writes counts.
+    struct Bytes(Vec<u8>);
+    impl serde::Serialize for Bytes {
+        fn serialize<Z: serde::Serializer>(&self, z: Z) -> Result<Z::Ok, Z::Error> {
+            z.serialize_bytes(&self.0)
+        }
+    }
+    let message = crate::snapshot::RecordedMessage {
+        seq: 1,
+        message: Arc::new(0u64),
+    };
+    // `PartIn`'s fields in order: id, process, initiated, state, sent, received (five counts
+    // of 0, one byte each), then the channel states that hold messages.
+    let part = (
+        SnapshotId::random(),
+        2usize,
+        false,
+        0u64,
+        Bytes(vec![0; 5]),
+        Bytes(vec![0; 5]),
+        vec![(9usize, vec![message])],
+    );
+    let frame: Frame<&u64, _, (), &Report<u64, u64>> = Frame::Part {
+        recorded_at: Duration::ZERO,
+        part,
+    };
+    let mut bytes = Vec::new();
+    wire::encode(&mut bytes, &frame).unwrap();
+    a_member_sending(bytes, "channel state 9 out of order or past the 5 channels");
 }
 
 /// A run that goes over a channel an earlier frame marked: the node refuses it before

@@ -50,7 +50,8 @@
 //!
 //! Files:
 //! 1. `config.rs`: the cluster file;
-//! 2. `wire.rs`: the wire format and its framing;
+//! 2. `wire.rs`: the wire format and its framing; `packed.rs`: snapshot parts and outcomes on
+//!    the wire;
 //! 3. `startup.rs`: connecting every node to every other, and the handshake;
 //!    `keys.rs`: who belongs (a key pair per node); `secure.rs`: Noise, handshake and sealing;
 //! 4. `driver.rs`: a process's driver on a node: local channels, or encoding for a link;
@@ -71,6 +72,7 @@ mod keys;
 mod link;
 mod membership;
 mod node;
+mod packed;
 mod secure;
 mod startup;
 mod stopped;

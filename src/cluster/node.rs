@@ -17,6 +17,7 @@ use super::driver::{NodeWire, Refusals};
 use super::keys::NodeKeys;
 use super::link::{self, Broke, InboxEnd, Inboxes, Inlet, LinkLimits, MarkerRun, Outlink, Refusal};
 use super::membership::Membership;
+use super::packed::{GlobalOut, PartOut};
 use super::startup::{self, Connections};
 use super::stopped::{ClusterStopped, Failed};
 use super::wire::{self, Frame, FrameIn, FrameLimit, FrameOut, Hello, Report, WireError};
@@ -592,7 +593,7 @@ impl<M: Serialize, S: Serialize> Uplink<M, S> for NodeUplink {
         };
         let frame: FrameOut<'_, M, S> = Frame::Part {
             recorded_at,
-            part: &part,
+            part: PartOut::new(&part),
         };
         if let Err(reason) = link.send(&frame) {
             log::error!(
@@ -618,7 +619,7 @@ impl<M: Serialize, S: Serialize> Uplink<M, S> for NodeUplink {
             outcome: event
                 .outcome
                 .as_ref()
-                .map(|s| &**s)
+                .map(|s| GlobalOut::new(s))
                 .map_err(WireError::from),
         };
         if let Err(reason) = link.send(&frame) {
@@ -986,12 +987,16 @@ impl<P: NodeProcess> Core<P> {
                 }
             }
             Frame::Part { recorded_at, part } => {
-                if !theirs(part.process as u32) {
+                // By the whole number: cast to `u32`, a process past it would pass for another.
+                if self.node_of.get(part.process()) != Some(&peer) {
                     return Err(format!(
                         "node {peer} sent a part of process {}, which it does not run",
-                        part.process
+                        part.process()
                     ));
                 }
+                let part = part
+                    .unpack()
+                    .map_err(|e| format!("a part from node {peer}: {e}"))?;
                 shared
                     .hub
                     .submit_remote(part, recorded_at)
@@ -1027,9 +1032,13 @@ impl<P: NodeProcess> Core<P> {
                         ));
                     }
                 }
-                shared
-                    .hub
-                    .finish_elsewhere(snapshot, outcome.map_err(Error::from));
+                let outcome = match outcome {
+                    Ok(global) => Ok(global.unpack().map_err(|e| {
+                        format!("node {peer} sent the outcome of snapshot {snapshot}: {e}")
+                    })?),
+                    Err(e) => Err(Error::from(e)),
+                };
+                shared.hub.finish_elsewhere(snapshot, outcome);
             }
             Frame::Failed { process, message } => {
                 if !theirs(process) {

@@ -1,6 +1,8 @@
 //! The cluster's wire format (version [`FORMAT`]): what travels between two nodes, and how it is
-//! framed. Everything is encoded with serde through postcard; nothing here encodes by hand but
-//! the frame's length and the connection's first six bytes.
+//! framed. Everything is encoded with serde through postcard. Written by hand, in postcard's own
+//! format: the frame's length, the connection's first six bytes, the two numbers ahead of each
+//! message ([`encode_message`]), and the counts of snapshot parts and outcomes, packed into a
+//! byte string (`packed.rs`).
 //!
 //! A connection carries one direction, from the node that opened it to the one that accepted
 //! it. It starts with the six bytes `CLSN` and the format version (`u16`, little-endian), then
@@ -25,12 +27,13 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::packed::{GlobalIn, GlobalOut, PartIn, PartOut};
 use crate::error::Error;
-use crate::snapshot::{GlobalSnapshot, LocalSnapshot, SnapshotId};
+use crate::snapshot::SnapshotId;
 use crate::topology::Wiring;
 
 /// The format version this build speaks. A node refuses a peer that speaks another.
-pub(crate) const FORMAT: u16 = 4;
+pub(crate) const FORMAT: u16 = 5;
 
 /// The first four bytes of every connection.
 pub(crate) const MAGIC: [u8; 4] = *b"CLSN";
@@ -322,8 +325,10 @@ pub(crate) struct Report<M, S> {
 }
 
 /// Everything a node sends after the handshake. Generic so that the same definition encodes
-/// from references (`Frame<&M, &LocalSnapshot<..>, ..>`, see [`FrameOut`]) and decodes to
-/// owned values ([`FrameIn`]): serde encodes `&T` as `T`, so the two are one format.
+/// from references (`Frame<&M, PartOut<..>, ..>`, see [`FrameOut`]) and decodes to owned
+/// values ([`FrameIn`]): serde encodes `&T` as `T`, and each of `packed.rs`' pairs
+/// (`PartOut` and `PartIn`, `GlobalOut` and `GlobalIn`) has the same fields, so the two are
+/// one format.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Frame<M, P, G, R> {
     /// An application message on channel `channel` (an index of the topology's channels),
@@ -425,7 +430,7 @@ pub(crate) enum Frame<M, P, G, R> {
 
 /// A frame to encode, by reference.
 pub(crate) type FrameOut<'a, M, S> =
-    Frame<&'a M, &'a LocalSnapshot<M, S>, &'a GlobalSnapshot<M, S>, &'a Report<M, S>>;
+    Frame<&'a M, PartOut<'a, M, S>, GlobalOut<'a, M, S>, &'a Report<M, S>>;
 
 /// For every channel, the next one in number order from the same sender to a process on the
 /// same node: the order a run of markers ([`Frame::Markers`]) follows. The sender joins a marker
@@ -443,7 +448,7 @@ pub(crate) fn next_in_run(wiring: &Wiring, node_of: &[usize]) -> Box<[Option<u32
 }
 
 /// A frame decoded.
-pub(crate) type FrameIn<M, S> = Frame<M, LocalSnapshot<M, S>, GlobalSnapshot<M, S>, Report<M, S>>;
+pub(crate) type FrameIn<M, S> = Frame<M, PartIn<M, S>, GlobalIn<M, S>, Report<M, S>>;
 
 /// A frame being appended to `buf` from `start`: cut back off when this is dropped without
 /// [`keep`](Tentative::keep), on an error or in a `Serialize` that panicked
@@ -569,7 +574,7 @@ pub(crate) fn encode_message<M: Serialize>(
 /// Appends `n` as postcard writes an unsigned integer of any width: seven bits a byte, least
 /// significant first, the high bit set on every byte but the last.
 #[inline]
-fn push_varint(buf: &mut Vec<u8>, mut n: u64) {
+pub(super) fn push_varint(buf: &mut Vec<u8>, mut n: u64) {
     while n >= 0x80 {
         buf.push(n as u8 | 0x80);
         n >>= 7;
@@ -861,7 +866,7 @@ fn decode_message_fields<'de, M: Deserialize<'de>>(
 /// How postcard bounds the varint of an unsigned integer type: at most `bytes` bytes, and the
 /// last of that many no more than `last` (the bits left over in the type).
 #[derive(Clone, Copy)]
-struct VarintBound {
+pub(super) struct VarintBound {
     bytes: usize,
     last: u8,
 }
@@ -873,7 +878,7 @@ const U32_VARINT: VarintBound = VarintBound {
 };
 
 /// A `u64`'s: ten bytes, one bit in the tenth.
-const U64_VARINT: VarintBound = VarintBound {
+pub(super) const U64_VARINT: VarintBound = VarintBound {
     bytes: 10,
     last: 0x01,
 };
@@ -881,7 +886,7 @@ const U64_VARINT: VarintBound = VarintBound {
 /// Reads an unsigned integer off the front of `bytes` as postcard does (the inverse of
 /// [`push_varint`], with postcard's checks and errors), and returns it with the bytes after it.
 #[inline]
-fn take_varint(bytes: &[u8], bound: VarintBound) -> postcard::Result<(u64, &[u8])> {
+pub(super) fn take_varint(bytes: &[u8], bound: VarintBound) -> postcard::Result<(u64, &[u8])> {
     let mut value = 0u64;
     for i in 0..bound.bytes {
         let Some(&byte) = bytes.get(i) else {
@@ -1286,7 +1291,7 @@ mod tests {
     #[test]
     fn truncated_and_surplus_bytes_are_errors_not_panics() {
         let mut buf = Vec::new();
-        encode(&mut buf, &Plain::Heartbeat).unwrap();
+        encode(&mut buf, &FrameOut::<u64, u64>::Heartbeat).unwrap();
         // Cut inside the frame.
         let mut read = Vec::new();
         let cut = &buf[..buf.len() - 1];
@@ -1398,7 +1403,7 @@ mod tests {
                 let out: FrameOut<'_, u64, u64> = Frame::Message { channel: 1, seq, message: &message };
                 encode(&mut stream, &out).unwrap();
             }
-            encode(&mut stream, &Plain::Heartbeat).unwrap();
+            encode(&mut stream, &FrameOut::<u64, u64>::Heartbeat).unwrap();
             encode(&mut stream, &WireError::Other("x".into())).unwrap();
             for (at, byte) in &flips {
                 if !stream.is_empty() {

@@ -1,0 +1,673 @@
+//! Snapshot parts and outcomes as they travel between nodes ([`Frame::Part`] and
+//! [`Frame::Outcome`](super::wire::Frame::Outcome)): still serde through postcard, but in a
+//! shape of their own rather than the public types' derived one.
+//!
+//! Why: a snapshot is mostly counts, and most channel states are empty. Derived, a part is one
+//! postcard call per count and per channel state (a vector's length), out of line, on both
+//! sides; and a global snapshot, which goes back to the node that asked for it, is five per
+//! channel (`from`, `to`, `sent`, `received`, the length of its messages). At 3 nodes x 16
+//! processes, encoding and decoding them was about 150M of the 470M instructions that 100
+//! snapshots added to a run (callgrind: BENCHMARKS.md, eighteenth round). So here:
+//! - counts travel as one byte string of postcard's varints ([`Counts`]), the bytes postcard
+//!   writes for each number, written by [`push_varint`] and read by [`read_varints`], inline;
+//! - channel states travel only when they hold a message, each with its channel's index
+//!   ([`Sparse`]); the rest are empty by omission.
+//!
+//! Decoding gives the raw fields ([`PartIn`], [`GlobalIn`]); [`PartIn::unpack`] and
+//! [`GlobalIn::unpack`] check what the shape cannot say (indexes in order and in range, whole
+//! channels) and build the public types, or say in words what a peer got wrong.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::de::{self, Visitor};
+use serde::ser::SerializeSeq;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::wire::push_varint;
+#[cfg(test)]
+use super::wire::{take_varint, U64_VARINT};
+use crate::ids::Channel;
+use crate::snapshot::{
+    ChannelSnapshot, GlobalSnapshot, LocalSnapshot, RecordedMessage, SnapshotId,
+};
+
+/// The channel states that hold messages, each with its channel's index, as [`Sparse`] writes
+/// them.
+type Held<M> = Vec<(usize, Vec<RecordedMessage<M>>)>;
+
+/// A part to send: [`LocalSnapshot`]'s fields, its counts packed and its empty channel states
+/// left out. [`PartIn`] reads it back.
+#[derive(Debug, Serialize)]
+pub(crate) struct PartOut<'a, M, S> {
+    id: SnapshotId,
+    process: usize,
+    initiated: bool,
+    state: &'a S,
+    sent: Counts<'a>,
+    received: Counts<'a>,
+    /// By incoming channel as `received`: one channel state for each count there.
+    recorded: Sparse<'a, Vec<RecordedMessage<M>>, M>,
+}
+
+impl<'a, M, S> PartOut<'a, M, S> {
+    /// `part`, to encode. A part whose channel states are not one for each of its incoming
+    /// channels (`received`) does not encode (the recorder never makes one).
+    pub(crate) fn new(part: &'a LocalSnapshot<M, S>) -> Self {
+        PartOut {
+            id: part.id,
+            process: part.process,
+            initiated: part.initiated,
+            state: &part.state,
+            sent: Counts(&part.sent),
+            received: Counts(&part.received),
+            recorded: Sparse {
+                items: &part.recorded,
+                expected: part.received.len(),
+                messages: |r| r,
+            },
+        }
+    }
+}
+
+/// A part as decoded; [`unpack`](PartIn::unpack) makes it a [`LocalSnapshot`].
+#[derive(Debug, Deserialize)]
+pub(crate) struct PartIn<M, S> {
+    id: SnapshotId,
+    process: usize,
+    initiated: bool,
+    state: S,
+    sent: CountsIn,
+    received: CountsIn,
+    recorded: Held<M>,
+}
+
+impl<M, S> PartIn<M, S> {
+    /// The part, or what is wrong with its channel states.
+    pub(crate) fn unpack(self) -> Result<LocalSnapshot<M, S>, String> {
+        let recorded = spread(self.recorded, self.received.0.len())?;
+        Ok(LocalSnapshot {
+            id: self.id,
+            process: self.process,
+            initiated: self.initiated,
+            state: self.state,
+            sent: self.sent.0,
+            received: self.received.0,
+            recorded,
+        })
+    }
+
+    /// The process whose part this is.
+    pub(crate) fn process(&self) -> usize {
+        self.process
+    }
+}
+
+/// A global snapshot to send: [`GlobalSnapshot`]'s fields, each channel's four numbers packed
+/// together, its messages only where there are some. [`GlobalIn`] reads it back.
+#[derive(Debug, Serialize)]
+pub(crate) struct GlobalOut<'a, M, S> {
+    id: SnapshotId,
+    initiator: usize,
+    started_at: Duration,
+    completed_at: Duration,
+    recorded_at: &'a [Duration],
+    states: &'a [S],
+    /// `from`, `to`, `sent`, `received` of each channel, in order.
+    channels: ChannelCounts<'a, M>,
+    /// By channel, as `channels`.
+    messages: Sparse<'a, ChannelSnapshot<M>, M>,
+}
+
+impl<'a, M, S> GlobalOut<'a, M, S> {
+    /// `global`, to encode.
+    pub(crate) fn new(global: &'a GlobalSnapshot<M, S>) -> Self {
+        GlobalOut {
+            id: global.id,
+            initiator: global.initiator,
+            started_at: global.started_at,
+            completed_at: global.completed_at,
+            recorded_at: &global.recorded_at,
+            states: &global.states,
+            channels: ChannelCounts(&global.channels),
+            messages: Sparse {
+                items: &global.channels,
+                expected: global.channels.len(),
+                messages: |c| &c.messages,
+            },
+        }
+    }
+}
+
+/// A global snapshot as decoded; [`unpack`](GlobalIn::unpack) makes it a [`GlobalSnapshot`].
+#[derive(Debug, Deserialize)]
+pub(crate) struct GlobalIn<M, S> {
+    id: SnapshotId,
+    initiator: usize,
+    started_at: Duration,
+    completed_at: Duration,
+    recorded_at: Vec<Duration>,
+    states: Vec<S>,
+    channels: CountsIn,
+    messages: Held<M>,
+}
+
+impl<M, S> GlobalIn<M, S> {
+    /// The global snapshot, or what is wrong with its channels.
+    pub(crate) fn unpack(self) -> Result<GlobalSnapshot<M, S>, String> {
+        let numbers = self.channels.0;
+        if !numbers.len().is_multiple_of(4) {
+            return Err(format!(
+                "{} numbers for its channels, not four for each",
+                numbers.len()
+            ));
+        }
+        let messages = spread(self.messages, numbers.len() / 4)?;
+        let process = |n: u64| {
+            usize::try_from(n).map_err(|_| format!("process {n} does not fit this machine"))
+        };
+        // A loop: a `collect` of `Result`s here was a call per channel (callgrind).
+        let mut channels = Vec::with_capacity(messages.len());
+        for (n, messages) in numbers.chunks_exact(4).zip(messages) {
+            channels.push(ChannelSnapshot {
+                channel: Channel {
+                    from: process(n[0])?,
+                    to: process(n[1])?,
+                },
+                sent: n[2],
+                received: n[3],
+                messages,
+            });
+        }
+        Ok(GlobalSnapshot {
+            id: self.id,
+            initiator: self.initiator,
+            started_at: self.started_at,
+            completed_at: self.completed_at,
+            recorded_at: self.recorded_at,
+            states: self.states,
+            channels,
+        })
+    }
+}
+
+/// Numbers written as one byte string of postcard's varints.
+#[derive(Debug)]
+struct Counts<'a>(&'a [u64]);
+
+impl Serialize for Counts<'_> {
+    fn serialize<Z: Serializer>(&self, serializer: Z) -> Result<Z::Ok, Z::Error> {
+        // Three bytes a count is typical (up to two million); it grows if need be.
+        varints(serializer, self.0.len() * 3, |bytes| {
+            for &n in self.0 {
+                push_varint(bytes, n);
+            }
+        })
+    }
+}
+
+/// Each channel's `from`, `to`, `sent` and `received`, in turn, as [`Counts`] writes numbers.
+#[derive(Debug)]
+struct ChannelCounts<'a, M>(&'a [ChannelSnapshot<M>]);
+
+impl<M> Serialize for ChannelCounts<'_, M> {
+    fn serialize<Z: Serializer>(&self, serializer: Z) -> Result<Z::Ok, Z::Error> {
+        varints(serializer, self.0.len() * 8, |bytes| {
+            for c in self.0 {
+                push_varint(bytes, c.channel.from as u64);
+                push_varint(bytes, c.channel.to as u64);
+                push_varint(bytes, c.sent);
+                push_varint(bytes, c.received);
+            }
+        })
+    }
+}
+
+/// Serializes as a byte string what `write` appends (about `capacity` bytes).
+fn varints<Z: Serializer>(
+    serializer: Z,
+    capacity: usize,
+    write: impl FnOnce(&mut Vec<u8>),
+) -> Result<Z::Ok, Z::Error> {
+    let mut bytes = Vec::with_capacity(capacity);
+    write(&mut bytes);
+    serializer.serialize_bytes(&bytes)
+}
+
+/// [`Counts`] read back: the numbers.
+#[derive(Debug)]
+struct CountsIn(Vec<u64>);
+
+impl<'de> Deserialize<'de> for CountsIn {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_bytes(CountsVisitor)
+    }
+}
+
+struct CountsVisitor;
+
+impl Visitor<'_> for CountsVisitor {
+    type Value = CountsIn;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a byte string of varints")
+    }
+
+    fn visit_bytes<E: de::Error>(self, bytes: &[u8]) -> Result<CountsIn, E> {
+        read_varints(bytes).map(CountsIn).map_err(E::custom)
+    }
+}
+
+/// The numbers in `bytes`, postcard's varints one after another, with postcard's checks: as
+/// [`take_varint`] in a loop would read them (tested), in one pass over the bytes.
+fn read_varints(bytes: &[u8]) -> postcard::Result<Vec<u64>> {
+    // Each number ends with the one byte of it whose high bit is clear: so many numbers,
+    // allocated at once (a count the compiler makes wide, and bounded by what arrived).
+    let ends = bytes.iter().filter(|&&b| b & 0x80 == 0).count();
+    let mut numbers = Vec::with_capacity(ends);
+    let (mut value, mut shift) = (0u64, 0u32);
+    for &byte in bytes {
+        // A u64's tenth byte has one bit to give, and ends it.
+        if shift == 63 && byte > 0x01 {
+            return Err(postcard::Error::DeserializeBadVarint);
+        }
+        value |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            numbers.push(value);
+            (value, shift) = (0, 0);
+        } else {
+            shift += 7;
+        }
+    }
+    if shift != 0 {
+        return Err(postcard::Error::DeserializeUnexpectedEnd);
+    }
+    Ok(numbers)
+}
+
+/// The items of `items` whose messages are not empty, each as (its index, its messages): a
+/// sequence postcard writes with its length first. `expected`: how many items the reader
+/// takes there to be (it knows from elsewhere in the frame); a different number does not
+/// encode, since the reader could not tell.
+#[derive(Debug)]
+struct Sparse<'a, T, M> {
+    items: &'a [T],
+    expected: usize,
+    messages: fn(&T) -> &Vec<RecordedMessage<M>>,
+}
+
+impl<T, M: Serialize> Serialize for Sparse<'_, T, M> {
+    fn serialize<Z: Serializer>(&self, serializer: Z) -> Result<Z::Ok, Z::Error> {
+        if self.items.len() != self.expected {
+            return Err(serde::ser::Error::custom(format!(
+                "{} channel states for {} channels",
+                self.items.len(),
+                self.expected
+            )));
+        }
+        let held = |item: &&T| !(self.messages)(item).is_empty();
+        let mut seq = serializer.serialize_seq(Some(self.items.iter().filter(held).count()))?;
+        for (i, item) in self.items.iter().enumerate() {
+            let messages = (self.messages)(item);
+            if !messages.is_empty() {
+                seq.serialize_element(&(i, messages))?;
+            }
+        }
+        seq.end()
+    }
+}
+
+/// [`Sparse`]'s pairs back into `len` channel states, the missing ones empty. Refused: an
+/// index out of range or not above the one before, or an empty state (the sender leaves those
+/// out), so that one snapshot has one encoding.
+fn spread<M>(pairs: Held<M>, len: usize) -> Result<Vec<Vec<RecordedMessage<M>>>, String> {
+    let mut states: Vec<Vec<RecordedMessage<M>>> = (0..len).map(|_| Vec::new()).collect();
+    let mut next = 0;
+    for (i, messages) in pairs {
+        if i < next || i >= len {
+            return Err(format!(
+                "channel state {i} out of order or past the {len} channels"
+            ));
+        }
+        if messages.is_empty() {
+            return Err(format!("channel state {i} sent empty"));
+        }
+        states[i] = messages;
+        next = i + 1;
+    }
+    Ok(states)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::cluster::wire::{self, Frame, FrameIn, FrameOut};
+
+    fn recorded(seqs: &[u64]) -> Vec<RecordedMessage<(u64, u32)>> {
+        seqs.iter()
+            .map(|&seq| RecordedMessage {
+                seq,
+                message: Arc::new((seq.wrapping_mul(3), seq as u32)),
+            })
+            .collect()
+    }
+
+    /// A part of `channels` incoming and outgoing channels, its numbers from `numbers`
+    /// (cycled), a message recorded on each channel whose bit is set in `held`.
+    fn part(channels: usize, numbers: &[u64], held: u64) -> LocalSnapshot<(u64, u32), u64> {
+        let n = |i: usize| numbers.get(i % numbers.len().max(1)).copied().unwrap_or(0);
+        LocalSnapshot {
+            id: SnapshotId::random(),
+            process: n(0) as usize,
+            initiated: n(1) % 2 == 1,
+            state: n(2),
+            sent: (0..channels).map(|i| n(i + 3)).collect(),
+            received: (0..channels).map(|i| n(i + 5)).collect(),
+            recorded: (0..channels)
+                .map(|i| match held >> (i % 64) & 1 {
+                    1 => recorded(&[n(i), n(i + 1)][..1 + i % 2]),
+                    _ => Vec::new(),
+                })
+                .collect(),
+        }
+    }
+
+    /// `part` through a frame, as nodes send it, and back.
+    fn through_a_frame(
+        part: &LocalSnapshot<(u64, u32), u64>,
+    ) -> Result<LocalSnapshot<(u64, u32), u64>, String> {
+        let mut buf = Vec::new();
+        let out: FrameOut<'_, (u64, u32), u64> = Frame::Part {
+            recorded_at: Duration::from_nanos(7),
+            part: PartOut::new(part),
+        };
+        wire::encode(&mut buf, &out)?;
+        match wire::decode::<FrameIn<(u64, u32), u64>>(&buf[4..]).map_err(|e| e.to_string())? {
+            Frame::Part { recorded_at, part } => {
+                assert_eq!(recorded_at, Duration::from_nanos(7));
+                part.unpack()
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A global snapshot of `processes` processes in a complete graph, numbers from `numbers`,
+    /// a message recorded on each channel whose bit is set in `held`.
+    fn global(processes: usize, numbers: &[u64], held: u64) -> GlobalSnapshot<(u64, u32), u64> {
+        let n = |i: usize| numbers.get(i % numbers.len().max(1)).copied().unwrap_or(0);
+        let pairs = (0..processes).flat_map(|from| (0..processes).map(move |to| (from, to)));
+        GlobalSnapshot {
+            id: SnapshotId::random(),
+            initiator: n(0) as usize,
+            started_at: Duration::from_nanos(n(1) >> 2),
+            completed_at: Duration::from_nanos(n(2) >> 2),
+            recorded_at: (0..processes)
+                .map(|i| Duration::from_nanos(n(i) >> 2))
+                .collect(),
+            states: (0..processes).map(|i| n(i + 3)).collect(),
+            channels: pairs
+                .filter(|(from, to)| from != to)
+                .enumerate()
+                .map(|(i, (from, to))| ChannelSnapshot {
+                    channel: Channel { from, to },
+                    sent: n(i + 4),
+                    received: n(i + 6),
+                    messages: match held >> (i % 64) & 1 {
+                        1 => recorded(&[n(i)]),
+                        _ => Vec::new(),
+                    },
+                })
+                .collect(),
+        }
+    }
+
+    fn global_through_a_frame(
+        global: &GlobalSnapshot<(u64, u32), u64>,
+    ) -> Result<GlobalSnapshot<(u64, u32), u64>, String> {
+        let mut buf = Vec::new();
+        let out: FrameOut<'_, (u64, u32), u64> = Frame::Outcome {
+            snapshot: global.id,
+            outcome: Ok(GlobalOut::new(global)),
+        };
+        wire::encode(&mut buf, &out)?;
+        match wire::decode::<FrameIn<(u64, u32), u64>>(&buf[4..]).map_err(|e| e.to_string())? {
+            Frame::Outcome {
+                outcome: Ok(global),
+                ..
+            } => global.unpack(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(if cfg!(miri) { 4 } else { 256 }))]
+
+        /// A part comes back as it went, whatever its numbers (every width of varint) and
+        /// whichever of its channels recorded messages.
+        #[test]
+        fn a_part_comes_back_as_it_went(
+            channels in 0usize..70,
+            numbers in vec(any::<u64>(), 1..12),
+            held in any::<u64>(),
+        ) {
+            let part = part(channels, &numbers, held);
+            prop_assert_eq!(through_a_frame(&part).unwrap(), part);
+        }
+
+        /// So does a global snapshot.
+        #[test]
+        fn a_global_snapshot_comes_back_as_it_went(
+            processes in 0usize..9,
+            numbers in vec(any::<u64>(), 1..12),
+            held in any::<u64>(),
+        ) {
+            let global = global(processes, &numbers, held);
+            prop_assert_eq!(global_through_a_frame(&global).unwrap(), global);
+        }
+
+        /// Whatever becomes of a part's or an outcome's bytes (changed, cut, extended), decoding
+        /// and unpacking give a value or an error, never a panic.
+        #[test]
+        fn changed_parts_and_outcomes_are_values_or_errors(
+            flips in vec((any::<prop::sample::Index>(), any::<u8>()), 1..6),
+            cut in any::<prop::sample::Index>(),
+            extra in vec(any::<u8>(), 0..4),
+            outcome in any::<bool>(),
+        ) {
+            let mut buf = Vec::new();
+            let (part, global) = (part(9, &[1, 300, 70_000], 0b1010_0110), global(4, &[5, 1 << 40], 0b101));
+            let out: FrameOut<'_, (u64, u32), u64> = match outcome {
+                false => Frame::Part { recorded_at: Duration::ZERO, part: PartOut::new(&part) },
+                true => Frame::Outcome { snapshot: global.id, outcome: Ok(GlobalOut::new(&global)) },
+            };
+            wire::encode(&mut buf, &out).unwrap();
+            let mut body = buf.split_off(4);
+            for (at, byte) in flips {
+                let at = at.index(body.len());
+                body[at] ^= byte;
+            }
+            body.truncate(cut.index(body.len() + 1));
+            body.extend(extra);
+            match wire::decode::<FrameIn<(u64, u32), u64>>(&body) {
+                Ok(Frame::Part { part, .. }) => { let _ = part.unpack(); }
+                Ok(Frame::Outcome { outcome: Ok(global), .. }) => { let _ = global.unpack(); }
+                _ => {}
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(if cfg!(miri) { 16 } else { 2048 }))]
+
+        /// `read_varints` reads what `take_varint` (pinned to postcard by `wire.rs`' tests)
+        /// reads in a loop, and refuses what it refuses, whatever the bytes: random, or
+        /// random numbers written with a byte changed.
+        #[test]
+        fn counts_read_as_postcard_reads_them(
+            noise in vec(any::<u8>(), 0..40),
+            numbers in vec(any::<u64>(), 0..6),
+            flip in any::<(prop::sample::Index, u8)>(),
+        ) {
+            let mut written = Vec::new();
+            for &n in &numbers {
+                crate::cluster::wire::push_varint(&mut written, n);
+            }
+            prop_assert_eq!(read_varints(&written).unwrap(), numbers);
+            if !written.is_empty() {
+                let at = flip.0.index(written.len());
+                written[at] ^= flip.1;
+            }
+            for bytes in [&noise, &written] {
+                let mut oracle = Vec::new();
+                let mut rest = &bytes[..];
+                let expected = loop {
+                    if rest.is_empty() {
+                        break Ok(oracle);
+                    }
+                    match take_varint(rest, U64_VARINT) {
+                        Ok((n, after)) => {
+                            oracle.push(n);
+                            rest = after;
+                        }
+                        Err(e) => break Err(e),
+                    }
+                };
+                prop_assert_eq!(read_varints(bytes), expected, "{:?}", bytes);
+            }
+        }
+    }
+
+    #[test]
+    fn a_part_with_more_channel_states_than_channels_does_not_encode() {
+        let mut part = part(3, &[1, 2, 3], 0b111);
+        part.recorded.push(Vec::new());
+        let err = through_a_frame(&part).unwrap_err();
+        assert!(!err.is_empty());
+        part.recorded.truncate(2);
+        assert!(through_a_frame(&part).is_err());
+    }
+
+    /// `PartIn`'s fields, written as a peer might.
+    #[derive(Serialize)]
+    struct Forged<'a> {
+        id: SnapshotId,
+        process: usize,
+        initiated: bool,
+        state: u64,
+        sent: Bytes<'a>,
+        received: Bytes<'a>,
+        recorded: Held<(u64, u32)>,
+    }
+
+    struct Bytes<'a>(&'a [u8]);
+
+    impl Serialize for Bytes<'_> {
+        fn serialize<Z: Serializer>(&self, serializer: Z) -> Result<Z::Ok, Z::Error> {
+            serializer.serialize_bytes(self.0)
+        }
+    }
+
+    fn forged(
+        received: &[u8],
+        recorded: Held<(u64, u32)>,
+    ) -> Result<LocalSnapshot<(u64, u32), u64>, String> {
+        let bytes = postcard::to_allocvec(&Forged {
+            id: SnapshotId::random(),
+            process: 1,
+            initiated: false,
+            state: 0,
+            sent: Bytes(&[1, 2]),
+            received: Bytes(received),
+            recorded,
+        })
+        .unwrap();
+        postcard::from_bytes::<PartIn<(u64, u32), u64>>(&bytes)
+            .map_err(|e| format!("postcard: {e}"))?
+            .unpack()
+    }
+
+    #[test]
+    fn channel_states_out_of_order_out_of_range_or_empty_are_refused() {
+        // Three incoming channels (three counts of one byte each).
+        let three = [7, 8, 9];
+        let ok = forged(&three, vec![(0, recorded(&[1])), (2, recorded(&[2, 3]))]).unwrap();
+        assert_eq!(ok.received, [7, 8, 9]);
+        assert_eq!(ok.recorded, [recorded(&[1]), vec![], recorded(&[2, 3])]);
+        for (bad, why) in [
+            (
+                vec![(2, recorded(&[1])), (0, recorded(&[2]))],
+                "out of order",
+            ),
+            (
+                vec![(1, recorded(&[1])), (1, recorded(&[2]))],
+                "out of order",
+            ),
+            (vec![(3, recorded(&[1]))], "past the 3 channels"),
+            (vec![(usize::MAX, recorded(&[1]))], "past the 3 channels"),
+            (vec![(1, vec![])], "sent empty"),
+        ] {
+            let err = forged(&three, bad.clone()).unwrap_err();
+            assert!(err.contains(why), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn counts_that_are_not_varints_are_refused() {
+        // A last byte with its high bit set; eleven bytes for one number; a tenth byte with
+        // bits a u64 lacks.
+        for bad in [
+            &[0x80][..],
+            &[0xff; 11][..],
+            &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02][..],
+        ] {
+            let err = forged(bad, vec![]).unwrap_err();
+            assert!(err.starts_with("postcard"), "{bad:?}: {err}");
+        }
+        // The largest u64 is ten bytes, and fine.
+        let max = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01];
+        assert_eq!(forged(&max, vec![]).unwrap().received, [u64::MAX]);
+    }
+
+    #[test]
+    fn channel_numbers_not_four_to_a_channel_are_refused() {
+        let global = global(3, &[1, 2, 3], 0);
+        let mut bytes = postcard::to_allocvec(&GlobalOut::new(&global)).unwrap();
+        let back = postcard::from_bytes::<GlobalIn<(u64, u32), u64>>(&bytes).unwrap();
+        assert_eq!(back.unpack().unwrap(), global);
+        // The channels' byte string is the last but one field, the messages (none: `0`) the
+        // last: drop the string's last number (one byte) and shorten its length.
+        assert_eq!(bytes.pop(), Some(0));
+        let numbers = 6 * 4;
+        let at = bytes.len() - numbers - 1;
+        assert_eq!(bytes[at] as usize, numbers, "the string's length");
+        bytes[at] -= 1;
+        bytes.pop();
+        bytes.push(0);
+        let err = postcard::from_bytes::<GlobalIn<(u64, u32), u64>>(&bytes)
+            .unwrap()
+            .unpack()
+            .unwrap_err();
+        assert!(err.contains("23 numbers"), "{err}");
+    }
+
+    /// The reason this shape exists: a part's counts cost no more bytes than postcard's own
+    /// encoding of the public type (the string's length only), and its empty channel states
+    /// nothing at all.
+    #[test]
+    fn a_part_is_no_longer_than_the_derived_encoding() {
+        let part = part(47, &[1 << 20, 300, 5], 0);
+        let packed = postcard::to_allocvec(&PartOut::new(&part)).unwrap();
+        let derived = postcard::to_allocvec(&part).unwrap();
+        assert!(
+            packed.len() + 47 - 4 <= derived.len(),
+            "{} against {}",
+            packed.len(),
+            derived.len()
+        );
+    }
+}
