@@ -260,7 +260,10 @@ impl<P: Process> Host<P> {
                 None => {}
             }
         }
-        self.apply(id, progress, driver);
+        // Most markers only close a channel: no call, and no move of the progress, for them.
+        if progress.send_markers || progress.completed.is_some() {
+            self.apply(id, progress, driver);
+        }
     }
 
     /// Logs, in the words of the rules, that this process has just recorded its state for `id`:

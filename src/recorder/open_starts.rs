@@ -31,6 +31,7 @@ impl OpenStarts {
     }
 
     /// The start of the oldest open recording.
+    #[inline]
     pub(crate) fn oldest(&self) -> Option<u64> {
         self.by_start.front().map(|&(start, _)| start)
     }
@@ -48,15 +49,26 @@ impl OpenStarts {
 
     /// A recording that began at `start` ends. Returns false (and changes nothing) if no open
     /// recording began there.
+    ///
+    /// Inline for the common case, the oldest ending (with one snapshot at a time, always): no
+    /// search, and no call on every marker.
+    #[inline]
     pub(crate) fn end(&mut self, start: u64) -> bool {
-        // Most often the oldest ends (with one snapshot at a time, always): no search.
         if let Some((oldest, open)) = self.by_start.front_mut() {
             if *oldest == start {
                 *open -= 1;
-                self.drop_ended_front();
+                if *open == 0 {
+                    self.drop_ended_front();
+                }
                 return true;
             }
         }
+        self.end_later(start)
+    }
+
+    /// [`end`](OpenStarts::end) of a recording other than the oldest.
+    #[inline(never)]
+    fn end_later(&mut self, start: u64) -> bool {
         let Ok(at) = self.by_start.binary_search_by_key(&start, |&(s, _)| s) else {
             return false;
         };
@@ -70,6 +82,7 @@ impl OpenStarts {
     }
 
     /// Pops the entries at the front that no open recording began at.
+    #[inline]
     fn drop_ended_front(&mut self) {
         while self.by_start.front().is_some_and(|&(_, open)| open == 0) {
             self.by_start.pop_front();
