@@ -260,7 +260,7 @@ impl<P: Process> Host<P> {
                 None => {}
             }
         }
-        // Most markers only close a channel: no call, and no move of the progress, for them.
+        // Most markers only close a channel: for them, no call of `apply`.
         if progress.send_markers || progress.completed.is_some() {
             self.apply(id, progress, driver);
         }

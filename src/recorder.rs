@@ -350,6 +350,7 @@ impl<M: Clone, S> Recorder<M, S> {
 
     /// Drops the front of `channel`'s log that no open recording needs any more: O(what is
     /// dropped), the oldest open recording being the front of [`OpenStarts`].
+    ///
     /// Inline, its drain out of line: it runs on every marker, and mostly finds nothing to
     /// drop (the recording that ended was not the oldest, or nothing came while it was open).
     /// (`#[inline]` alone left it a call.)
