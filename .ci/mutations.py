@@ -110,23 +110,24 @@ MUTATIONS = {
             "        }",
         )],
     ),
-    # Runtime-only: the threaded event loop, which the simulator does not run. Caught by the
-    # full suite: about 20 tests that check threaded runs' cuts (rules, concurrency, smoke, stress,
-    # scale, properties, trace; `python3 .ci/mutations.py R6`).
+    # Runtime-only: the threaded event loop (`deliver_from`, which every visit of a channel or
+    # an inbox runs), which the simulator does not run. Caught by the full suite: 44 tests that
+    # check threaded runs' cuts, in process and across nodes (rules, concurrency, smoke, scale,
+    # properties, trace, cluster, bank_cli...; `python3 .ci/mutations.py R6`, 2026-12-06).
     "R6": (
         "delivering an application message ahead of a marker sent before it (the threaded "
         "runtime's event loop)",
         [(
             "src/runtime/event_loop.rs",
-            "            self.host.on_envelope(i, envelope, driver);\n",
-            "            match envelope {\n"
-            "                m @ Envelope::Marker(_) => match rx.try_recv() {\n"
-            "                    Ok(next @ Envelope::Message { .. }) => { self.host.on_envelope(i, next, driver); self.host.on_envelope(i, m, driver) }\n"
-            "                    Ok(next) => { self.host.on_envelope(i, m, driver); self.host.on_envelope(i, next, driver) }\n"
-            "                    Err(_) => self.host.on_envelope(i, m, driver),\n"
-            "                },\n"
-            "                other => self.host.on_envelope(i, other, driver),\n"
-            "            }\n",
+            "        host.on_envelope(i, envelope, driver);\n",
+            "        match envelope {\n"
+            "            m @ Envelope::Marker(_) => match next() {\n"
+            "                Some((j, n @ Envelope::Message { .. })) if j == i => { host.on_envelope(i, n, driver); host.on_envelope(i, m, driver) }\n"
+            "                Some((j, n)) => { host.on_envelope(i, m, driver); host.on_envelope(j, n, driver) }\n"
+            "                None => host.on_envelope(i, m, driver),\n"
+            "            },\n"
+            "            other => host.on_envelope(i, other, driver),\n"
+            "        }\n",
         )],
     ),
     "M7": (
