@@ -211,9 +211,10 @@ impl<M: Clone, S> Recorder<M, S> {
         let from = (snapshot.received[channel] - inbound.base) as usize;
         let to = (self.received[channel] - inbound.base) as usize;
         // Mostly nothing came on the channel while it was recorded: no iterator to set up.
-        snapshot.recorded[channel] = Some(match from == to {
-            true => Vec::new(),
-            false => inbound.log.range(from..to).cloned().collect(),
+        snapshot.recorded[channel] = Some(if from == to {
+            Vec::new()
+        } else {
+            inbound.log.range(from..to).cloned().collect()
         });
         snapshot.open -= 1;
         let ended = inbound.open.end(snapshot.received[channel]);

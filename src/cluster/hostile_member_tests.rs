@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::packed::PartOut;
+use super::packed::{ByteString, PartOut};
 use super::wire::{self, Frame, FrameOut, Report};
 use super::{ClusterConfig, ClusterError, Node, NodeBuilder, NodeKeys, NodeProcess};
 use crate::process::{Context, Process};
@@ -272,13 +272,6 @@ fn a_part_of_another_nodes_process_fails_its_sender() {
 /// of 5, which `PartOut` never writes): refused in words, its sender failed.
 #[test]
 fn a_part_listing_a_channel_state_past_its_channels_fails_its_sender() {
-    /// Bytes written as postcard's byte string, as `packed.rs` writes counts.
-    struct Bytes(Vec<u8>);
-    impl serde::Serialize for Bytes {
-        fn serialize<Z: serde::Serializer>(&self, z: Z) -> Result<Z::Ok, Z::Error> {
-            z.serialize_bytes(&self.0)
-        }
-    }
     let message = crate::snapshot::RecordedMessage {
         seq: 1,
         message: Arc::new(0u64),
@@ -290,8 +283,8 @@ fn a_part_listing_a_channel_state_past_its_channels_fails_its_sender() {
         2usize,
         false,
         0u64,
-        Bytes(vec![0; 5]),
-        Bytes(vec![0; 5]),
+        ByteString(&[0; 5]),
+        ByteString(&[0; 5]),
         vec![(9usize, vec![message])],
     );
     let frame: Frame<&u64, _, (), &Report<u64, u64>> = Frame::Part {

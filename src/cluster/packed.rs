@@ -260,7 +260,10 @@ impl Visitor<'_> for CountsVisitor {
 
 /// The numbers in `bytes`, postcard's varints one after another, with postcard's checks: as
 /// [`take_varint`](super::wire::take_varint) in a loop would read them (tested), in one pass
-/// over the bytes.
+/// over the bytes. Not that loop, which restarts its bounds and its slice for each number:
+/// callgrind, 3 nodes x 16 with 100 snapshots, the decoding of parts' and outcomes' fields
+/// (postcard's `next_element`, and this function where it stays out of line) took 51.0M
+/// instructions with it and 44.5M with this.
 fn read_varints(bytes: &[u8]) -> postcard::Result<Vec<u64>> {
     // Each number ends with the one byte of it whose high bit is clear: so many numbers,
     // allocated at once (a count the compiler makes wide, and bounded by what arrived).
@@ -337,6 +340,18 @@ fn spread<M>(pairs: Held<M>, len: usize) -> Result<Vec<Vec<RecordedMessage<M>>>,
         next = i + 1;
     }
     Ok(states)
+}
+
+/// Bytes serialized as postcard's byte string, the way counts travel: for tests that write a
+/// part's fields as a peer might.
+#[cfg(test)]
+pub(super) struct ByteString<'a>(pub(super) &'a [u8]);
+
+#[cfg(test)]
+impl Serialize for ByteString<'_> {
+    fn serialize<Z: Serializer>(&self, serializer: Z) -> Result<Z::Ok, Z::Error> {
+        serializer.serialize_bytes(self.0)
+    }
 }
 
 #[cfg(test)]
@@ -556,17 +571,9 @@ mod tests {
         process: usize,
         initiated: bool,
         state: u64,
-        sent: Bytes<'a>,
-        received: Bytes<'a>,
+        sent: ByteString<'a>,
+        received: ByteString<'a>,
         recorded: Held<(u64, u32)>,
-    }
-
-    struct Bytes<'a>(&'a [u8]);
-
-    impl Serialize for Bytes<'_> {
-        fn serialize<Z: Serializer>(&self, serializer: Z) -> Result<Z::Ok, Z::Error> {
-            serializer.serialize_bytes(self.0)
-        }
     }
 
     fn forged(
@@ -578,8 +585,8 @@ mod tests {
             process: 1,
             initiated: false,
             state: 0,
-            sent: Bytes(&[1, 2]),
-            received: Bytes(received),
+            sent: ByteString(&[1, 2]),
+            received: ByteString(received),
             recorded,
         })
         .unwrap();
