@@ -10,11 +10,12 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::packed::{ByteString, PartOut};
+use super::packed::{ByteString, GlobalOut, PartOut};
 use super::wire::{self, Frame, FrameOut, Report};
 use super::{ClusterConfig, ClusterError, Node, NodeBuilder, NodeKeys, NodeProcess};
+use crate::ids::Channel;
 use crate::process::{Context, Process};
-use crate::snapshot::{LocalSnapshot, SnapshotId};
+use crate::snapshot::{ChannelSnapshot, GlobalSnapshot, LocalSnapshot, SnapshotId};
 use crate::topology::{ProcessId, Topology};
 
 /// The frame limit every node of these tests reads with.
@@ -393,6 +394,38 @@ fn an_outcome_from_a_node_that_did_not_assemble_it_fails_its_sender() {
             framed(&forged)
         },
         "assembled on node 1",
+    );
+}
+
+/// The node that assembles a snapshot node 0 asked for sends back an outcome of one channel,
+/// where the cluster has 30: refused in those words (an outcome's channels travel without
+/// their ends, in the cluster's order, so their number must be the cluster's).
+#[test]
+fn an_outcome_with_other_channels_than_the_clusters_fails_its_sender() {
+    a_member_sending_made(
+        |nodes| {
+            let asked = nodes[0].start_snapshot(2).unwrap();
+            let one = [Channel { from: 2, to: 0 }];
+            let global = GlobalSnapshot::<u64, u64> {
+                id: asked.id(),
+                initiator: 2,
+                started_at: Duration::ZERO,
+                completed_at: Duration::ZERO,
+                recorded_at: vec![Duration::ZERO; 6],
+                states: vec![0; 6],
+                channels: vec![ChannelSnapshot {
+                    channel: one[0],
+                    sent: 3,
+                    received: 3,
+                    messages: Vec::new(),
+                }],
+            };
+            framed(&FrameOut::<u64, u64>::Outcome {
+                snapshot: asked.id(),
+                outcome: Ok(GlobalOut::new(&global, &one)),
+            })
+        },
+        "2 numbers for its channels, not two for each of the 30 channels",
     );
 }
 

@@ -376,6 +376,7 @@ impl<P: NodeProcess> NodeBuilder<P> {
         runtime.shared().hub.connect(Arc::new(NodeUplink {
             node_of: node_of.clone(),
             links: links.clone(),
+            wiring: wiring.clone(),
         }));
         let hello = Hello {
             crate_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -578,6 +579,8 @@ fn checksum<M, S>(snapshot: &GlobalSnapshot<M, S>) -> u64 {
 struct NodeUplink {
     node_of: Arc<[usize]>,
     links: Arc<[Option<Arc<Outlink>>]>,
+    /// The cluster's channels, in whose order outcomes travel.
+    wiring: Arc<Wiring>,
 }
 
 impl NodeUplink {
@@ -619,7 +622,7 @@ impl<M: Serialize, S: Serialize> Uplink<M, S> for NodeUplink {
             outcome: event
                 .outcome
                 .as_ref()
-                .map(|s| GlobalOut::new(s))
+                .map(|s| GlobalOut::new(s, self.wiring.channels()))
                 .map_err(WireError::from),
         };
         if let Err(reason) = link.send(&frame) {
@@ -1033,7 +1036,7 @@ impl<P: NodeProcess> Core<P> {
                     }
                 }
                 let outcome = match outcome {
-                    Ok(global) => Ok(global.unpack().map_err(|e| {
+                    Ok(global) => Ok(global.unpack(self.wiring.channels()).map_err(|e| {
                         format!("node {peer} sent the outcome of snapshot {snapshot}: {e}")
                     })?),
                     Err(e) => Err(Error::from(e)),

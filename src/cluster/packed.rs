@@ -11,7 +11,10 @@
 //! - counts travel as one byte string of postcard's varints ([`Counts`]), the bytes postcard
 //!   writes for each number, written by [`push_varint`] and read by [`read_varints`], inline;
 //! - channel states travel only when they hold a message, each with its channel's index
-//!   ([`Sparse`]); the rest are empty by omission.
+//!   ([`Sparse`]); the rest are empty by omission;
+//! - a global snapshot's channels travel in the order of the cluster's channels, which every
+//!   node has (the nodes check they run the same topology), so not their ends: each is two
+//!   numbers, `sent` and how far `received` is from it ([`ChannelCounts`]).
 //!
 //! Decoding gives the raw fields ([`PartIn`], [`GlobalIn`]); [`PartIn::unpack`] and
 //! [`GlobalIn::unpack`] check what the shape cannot say (indexes in order and in range, whole
@@ -113,15 +116,17 @@ pub(crate) struct GlobalOut<'a, M, S> {
     completed_at: Duration,
     recorded_at: &'a [Duration],
     states: &'a [S],
-    /// `from`, `to`, `sent`, `received` of each channel, in order.
+    /// `sent` of each channel and how far `received` is from it, in the cluster's order.
     channels: ChannelCounts<'a, M>,
     /// By channel, as `channels`.
     messages: Sparse<'a, ChannelSnapshot<M>, M>,
 }
 
 impl<'a, M, S> GlobalOut<'a, M, S> {
-    /// `global`, to encode.
-    pub(crate) fn new(global: &'a GlobalSnapshot<M, S>) -> Self {
+    /// `global`, to encode for a node of a cluster whose channels are `order`. A snapshot
+    /// whose channels are not those, in that order, does not encode (the collector assembles
+    /// every snapshot in that order).
+    pub(crate) fn new(global: &'a GlobalSnapshot<M, S>, order: &'a [Channel]) -> Self {
         GlobalOut {
             id: global.id,
             initiator: global.initiator,
@@ -129,7 +134,10 @@ impl<'a, M, S> GlobalOut<'a, M, S> {
             completed_at: global.completed_at,
             recorded_at: &global.recorded_at,
             states: &global.states,
-            channels: ChannelCounts(&global.channels),
+            channels: ChannelCounts {
+                channels: &global.channels,
+                order,
+            },
             messages: Sparse {
                 items: &global.channels,
                 expected: global.channels.len(),
@@ -153,29 +161,25 @@ pub(crate) struct GlobalIn<M, S> {
 }
 
 impl<M, S> GlobalIn<M, S> {
-    /// The global snapshot, or what is wrong with its channels.
-    pub(crate) fn unpack(self) -> Result<GlobalSnapshot<M, S>, String> {
+    /// The global snapshot of a cluster whose channels are `order`, or what is wrong with its
+    /// channels.
+    pub(crate) fn unpack(self, order: &[Channel]) -> Result<GlobalSnapshot<M, S>, String> {
         let numbers = self.channels.0;
-        if !numbers.len().is_multiple_of(4) {
+        if numbers.len() != 2 * order.len() {
             return Err(format!(
-                "{} numbers for its channels, not four for each",
-                numbers.len()
+                "{} numbers for its channels, not two for each of the {} channels",
+                numbers.len(),
+                order.len()
             ));
         }
-        let messages = spread(self.messages, numbers.len() / 4)?;
-        let process = |n: u64| {
-            usize::try_from(n).map_err(|_| format!("process {n} does not fit this machine"))
-        };
-        // A loop: a `collect` of `Result`s here was a call per channel (callgrind).
-        let mut channels = Vec::with_capacity(messages.len());
-        for (n, messages) in numbers.chunks_exact(4).zip(messages) {
+        let messages = spread(self.messages, order.len())?;
+        // A loop: a `collect` here was a call per channel (callgrind).
+        let mut channels = Vec::with_capacity(order.len());
+        for ((n, messages), &channel) in numbers.chunks_exact(2).zip(messages).zip(order) {
             channels.push(ChannelSnapshot {
-                channel: Channel {
-                    from: process(n[0])?,
-                    to: process(n[1])?,
-                },
-                sent: n[2],
-                received: n[3],
+                channel,
+                sent: n[0],
+                received: n[0].wrapping_sub(unzigzag(n[1])),
                 messages,
             });
         }
@@ -206,21 +210,52 @@ impl Serialize for Counts<'_> {
     }
 }
 
-/// Each channel's `from`, `to`, `sent` and `received`, in turn, as [`Counts`] writes numbers.
+/// Each channel's `sent`, then how far its `received` is from it ([`zigzag`]: mostly a byte,
+/// since they differ by the messages in flight), as [`Counts`] writes numbers. Its ends are
+/// left out: the channels are `order`'s, in turn, which the reader has too.
+///
+/// Why: a global snapshot goes back to the node that asked for it whole, a channel at a time
+/// (2,256 at 3 nodes x 16). With the ends and `received` in full, four numbers and about six
+/// bytes a channel; now two numbers and about three bytes (callgrind: BENCHMARKS.md,
+/// nineteenth round).
 #[derive(Debug)]
-struct ChannelCounts<'a, M>(&'a [ChannelSnapshot<M>]);
+struct ChannelCounts<'a, M> {
+    channels: &'a [ChannelSnapshot<M>],
+    order: &'a [Channel],
+}
 
 impl<M> Serialize for ChannelCounts<'_, M> {
     fn serialize<Z: Serializer>(&self, serializer: Z) -> Result<Z::Ok, Z::Error> {
-        varints(serializer, self.0.len() * 8, |bytes| {
-            for c in self.0 {
-                push_varint(bytes, c.channel.from as u64);
-                push_varint(bytes, c.channel.to as u64);
+        let in_order = self.channels.len() == self.order.len()
+            && self
+                .channels
+                .iter()
+                .zip(self.order)
+                .all(|(c, &channel)| c.channel == channel);
+        if !in_order {
+            return Err(serde::ser::Error::custom(
+                "its channels are not the cluster's, in its order",
+            ));
+        }
+        varints(serializer, self.channels.len() * 4, |bytes| {
+            for c in self.channels {
                 push_varint(bytes, c.sent);
-                push_varint(bytes, c.received);
+                push_varint(bytes, zigzag(c.sent.wrapping_sub(c.received)));
             }
         })
     }
+}
+
+/// `d`, a difference of two counts taken modulo 2^64, as a number that is small when the
+/// difference is small either way: 0, -1, 1, -2... become 0, 1, 2, 3... (so a varint of it is
+/// a byte for differences up to 63 either way). [`unzigzag`] undoes it, for every `d`.
+fn zigzag(d: u64) -> u64 {
+    (d << 1) ^ ((d as i64) >> 63) as u64
+}
+
+/// What [`zigzag`] made `z` from.
+fn unzigzag(z: u64) -> u64 {
+    (z >> 1) ^ (z & 1).wrapping_neg()
 }
 
 /// Serializes as a byte string what `write` appends (about `capacity` bytes).
@@ -448,18 +483,22 @@ mod tests {
         }
     }
 
+    /// The channels of `global`, in its order: those of the cluster it came from.
+    fn order<M, S>(global: &GlobalSnapshot<M, S>) -> Vec<Channel> {
+        global.channels.iter().map(|c| c.channel).collect()
+    }
+
     /// `global` through a frame, as nodes send it, and back.
     fn global_through_a_frame(
         global: &GlobalSnapshot<(u64, u32), u64>,
     ) -> Result<GlobalSnapshot<(u64, u32), u64>, String> {
         match through_the_wire(&Frame::Outcome {
             snapshot: global.id,
-            outcome: Ok(GlobalOut::new(global)),
+            outcome: Ok(GlobalOut::new(global, &order(global))),
         })? {
             Frame::Outcome {
-                outcome: Ok(global),
-                ..
-            } => global.unpack(),
+                outcome: Ok(back), ..
+            } => back.unpack(&order(global)),
             other => panic!("{other:?}"),
         }
     }
@@ -493,9 +532,10 @@ mod tests {
         ) {
             let mut buf = Vec::new();
             let (part, global) = (part(9, &[1, 300, 70_000], 0b1010_0110), global(4, &[5, 1 << 40], 0b101));
+            let ends = order(&global);
             let out: FrameOut<'_, (u64, u32), u64> = match outcome {
                 false => Frame::Part { recorded_at: Duration::ZERO, part: PartOut::new(&part) },
-                true => Frame::Outcome { snapshot: global.id, outcome: Ok(GlobalOut::new(&global)) },
+                true => Frame::Outcome { snapshot: global.id, outcome: Ok(GlobalOut::new(&global, &ends)) },
             };
             wire::encode(&mut buf, &out).unwrap();
             let mut body = buf.split_off(4);
@@ -507,7 +547,7 @@ mod tests {
             body.extend(extra);
             match wire::decode::<FrameIn<(u64, u32), u64>>(&body) {
                 Ok(Frame::Part { part, .. }) => { let _ = part.unpack(); }
-                Ok(Frame::Outcome { outcome: Ok(global), .. }) => { let _ = global.unpack(); }
+                Ok(Frame::Outcome { outcome: Ok(global), .. }) => { let _ = global.unpack(&ends); }
                 _ => {}
             }
         }
@@ -638,15 +678,24 @@ mod tests {
     }
 
     #[test]
-    fn channel_numbers_not_four_to_a_channel_are_refused() {
+    fn channel_numbers_not_two_for_each_of_the_clusters_channels_are_refused() {
         let global = global(3, &[1, 2, 3], 0);
-        let mut bytes = postcard::to_allocvec(&GlobalOut::new(&global)).unwrap();
+        let ends = order(&global);
+        let mut bytes = postcard::to_allocvec(&GlobalOut::new(&global, &ends)).unwrap();
         let back = postcard::from_bytes::<GlobalIn<(u64, u32), u64>>(&bytes).unwrap();
-        assert_eq!(back.unpack().unwrap(), global);
+        assert_eq!(back.unpack(&ends).unwrap(), global);
+        // Read by a node of a cluster with a channel more.
+        let back = postcard::from_bytes::<GlobalIn<(u64, u32), u64>>(&bytes).unwrap();
+        let more = [&ends[..], &[Channel { from: 0, to: 0 }]].concat();
+        let err = back.unpack(&more).unwrap_err();
+        assert!(
+            err.contains("12 numbers") && err.contains("7 channels"),
+            "{err}"
+        );
         // The channels' byte string is the last but one field, the messages (none: `0`) the
         // last: drop the string's last number (one byte) and shorten its length.
         assert_eq!(bytes.pop(), Some(0));
-        let numbers = 6 * 4;
+        let numbers = 6 * 2;
         let at = bytes.len() - numbers - 1;
         assert_eq!(bytes[at] as usize, numbers, "the string's length");
         bytes[at] -= 1;
@@ -654,9 +703,62 @@ mod tests {
         bytes.push(0);
         let err = postcard::from_bytes::<GlobalIn<(u64, u32), u64>>(&bytes)
             .unwrap()
-            .unpack()
+            .unpack(&ends)
             .unwrap_err();
-        assert!(err.contains("23 numbers"), "{err}");
+        assert!(err.contains("11 numbers"), "{err}");
+    }
+
+    #[test]
+    fn a_global_snapshot_whose_channels_are_not_the_clusters_does_not_encode() {
+        let global = global(3, &[1, 2, 3], 0b11);
+        let ends = order(&global);
+        let mut swapped = ends.clone();
+        swapped.swap(0, 1);
+        let fewer = &ends[1..];
+        for other in [&swapped[..], fewer, &[]] {
+            let err = postcard::to_allocvec(&GlobalOut::new(&global, other)).unwrap_err();
+            assert_eq!(err, postcard::Error::SerdeSerCustom);
+        }
+    }
+
+    #[test]
+    fn zigzag_makes_small_differences_small_and_undoes_every_one() {
+        for (d, z) in [(0, 0), (u64::MAX, 1), (1, 2), (u64::MAX - 1, 3), (63, 126)] {
+            assert_eq!(zigzag(d), z, "{d}");
+        }
+        for d in [
+            0,
+            1,
+            2,
+            1 << 62,
+            u64::MAX / 2,
+            u64::MAX / 2 + 1,
+            u64::MAX - 1,
+            u64::MAX,
+        ] {
+            assert_eq!(unzigzag(zigzag(d)), d, "{d}");
+        }
+    }
+
+    /// Each channel is three bytes here: `sent` (two) and a byte for `received`, where the ends
+    /// and `received` in full took six. Each process adds five (its state and when it
+    /// recorded), the rest about 30.
+    #[test]
+    fn a_global_snapshot_takes_about_three_bytes_a_channel() {
+        let mut global = global(16, &[10_000], 0);
+        for (i, c) in global.channels.iter_mut().enumerate() {
+            c.received = c.sent - (i % 3) as u64;
+        }
+        let ends = order(&global);
+        let bytes = postcard::to_allocvec(&GlobalOut::new(&global, &ends)).unwrap();
+        let channels = global.channels.len();
+        assert!(
+            bytes.len() <= 3 * channels + 5 * 16 + 40,
+            "{} bytes",
+            bytes.len()
+        );
+        let back = postcard::from_bytes::<GlobalIn<(u64, u32), u64>>(&bytes).unwrap();
+        assert_eq!(back.unpack(&ends).unwrap(), global);
     }
 
     /// The shape is for the CPU, and costs no bytes: the counts' bytes are postcard's own, with

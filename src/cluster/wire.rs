@@ -33,7 +33,7 @@ use crate::snapshot::SnapshotId;
 use crate::topology::Wiring;
 
 /// The format version this build speaks. A node refuses a peer that speaks another.
-pub(crate) const FORMAT: u16 = 5;
+pub(crate) const FORMAT: u16 = 6;
 
 /// The first four bytes of every connection.
 pub(crate) const MAGIC: [u8; 4] = *b"CLSN";
