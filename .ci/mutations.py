@@ -119,15 +119,15 @@ MUTATIONS = {
         "runtime's event loop)",
         [(
             "src/runtime/event_loop.rs",
-            "        host.on_envelope(i, envelope, driver);\n",
-            "        match envelope {\n"
+            "        let ran = host.on_envelope(i, envelope, driver);\n",
+            "        let ran = match envelope {\n"
             "            m @ Envelope::Marker(_) => match next() {\n"
             "                Some((j, n @ Envelope::Message { .. })) if j == i => { host.on_envelope(i, n, driver); host.on_envelope(i, m, driver) }\n"
             "                Some((j, n)) => { host.on_envelope(i, m, driver); host.on_envelope(j, n, driver) }\n"
             "                None => host.on_envelope(i, m, driver),\n"
             "            },\n"
             "            other => host.on_envelope(i, other, driver),\n"
-            "        }\n",
+            "        };\n",
         )],
     ),
     "M7": (

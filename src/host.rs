@@ -132,16 +132,21 @@ impl<P: Process> Host<P> {
         (self.out.sent().to_vec(), received)
     }
 
-    /// An envelope arrived on incoming channel `i`.
+    /// An envelope arrived on incoming channel `i`. Returns whether it ran application code
+    /// (a message's callback, or the state recorded on a first marker): what the event loop's
+    /// time budget for a visit counts (`pace.rs`).
     #[inline]
     pub(crate) fn on_envelope<D: Driver<P>>(
         &mut self,
         i: usize,
         envelope: Envelope<P::Message>,
         driver: &mut D,
-    ) {
+    ) -> bool {
         match envelope {
-            Envelope::Message { seq, message } => self.deliver(i, seq.get(), message, driver),
+            Envelope::Message { seq, message } => {
+                self.deliver(i, seq.get(), message, driver);
+                true
+            }
             Envelope::Marker(id) => self.marker(i, id, driver),
         }
     }
@@ -223,9 +228,16 @@ impl<P: Process> Host<P> {
         self.recorder.abort_all()
     }
 
-    /// A marker of `id` arrived on incoming channel `i`.
+    /// A marker of `id` arrived on incoming channel `i`. Returns whether it recorded the
+    /// process's state (the first marker of `id` here: the one call of application code a
+    /// marker makes).
     #[cold]
-    pub(crate) fn marker<D: Driver<P>>(&mut self, i: usize, id: SnapshotId, driver: &mut D) {
+    pub(crate) fn marker<D: Driver<P>>(
+        &mut self,
+        i: usize,
+        id: SnapshotId,
+        driver: &mut D,
+    ) -> bool {
         log::trace!(
             "process {}: marker of snapshot {id} from process {}",
             self.me,
@@ -234,7 +246,7 @@ impl<P: Process> Host<P> {
         // After a failure every snapshot has been given up: a marker of one would look like a
         // first marker and start it again here.
         if !driver.snapshots_live() {
-            return;
+            return false;
         }
         let logging = log::log_enabled!(log::Level::Debug);
         let first = logging && !self.recorder.is_active(id);
@@ -244,7 +256,10 @@ impl<P: Process> Host<P> {
             .on_marker(i, id, || app.record(), self.out.sent())
         {
             Ok(progress) => progress,
-            Err(e) => return driver.refused_marker(self.sources.id(i), e),
+            Err(e) => {
+                driver.refused_marker(self.sources.id(i), e);
+                return false;
+            }
         };
         if logging {
             let channel = format!("{}->{}", self.sources.id(i), self.me);
@@ -261,9 +276,11 @@ impl<P: Process> Host<P> {
             }
         }
         // Most markers only close a channel: for them, no call of `apply`.
-        if progress.send_markers || progress.completed.is_some() {
+        let recorded = progress.send_markers;
+        if recorded || progress.completed.is_some() {
             self.apply(id, progress, driver);
         }
+        recorded
     }
 
     /// Logs, in the words of the rules, that this process has just recorded its state for `id`:

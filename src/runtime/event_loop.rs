@@ -528,7 +528,7 @@ impl<P: Process, D: ThreadDriver<P>> Worker<P, D> {
                 Err(TryRecvError::Empty) => break,
             }
             taken += 1;
-            if taken >= limit && self.pace.must_end(taken, Instant::now) {
+            if taken >= limit && self.pace.must_end(taken, true, Instant::now) {
                 full = true;
                 break;
             }
@@ -561,9 +561,9 @@ fn deliver_from<P: Process, D: ThreadDriver<P>>(
         if driver.wire().tracing {
             receipt(driver.wire(), host, i, &envelope);
         }
-        host.on_envelope(i, envelope, driver);
+        let ran = host.on_envelope(i, envelope, driver);
         taken += 1;
-        if taken >= limit && pace.must_end(taken, Instant::now) {
+        if taken >= limit && pace.must_end(taken, ran, Instant::now) {
             full = true;
             break;
         }
