@@ -106,8 +106,9 @@ impl<M, S> PartIn<M, S> {
     }
 }
 
-/// A global snapshot to send: [`GlobalSnapshot`]'s fields, each channel's four numbers packed
-/// together, its messages only where there are some. [`GlobalIn`] reads it back.
+/// A global snapshot to send: [`GlobalSnapshot`]'s fields, its channels' counts packed
+/// together (not their ends), its messages only where there are some. [`GlobalIn`] reads it
+/// back.
 #[derive(Debug, Serialize)]
 pub(crate) struct GlobalOut<'a, M, S> {
     id: SnapshotId,
