@@ -132,9 +132,10 @@ impl<P: Process> Host<P> {
         (self.out.sent().to_vec(), received)
     }
 
-    /// An envelope arrived on incoming channel `i`. Returns whether it ran application code
-    /// (a message's callback, or the state recorded on a first marker): what the event loop's
-    /// time budget for a visit counts (`pace.rs`).
+    /// An envelope arrived on incoming channel `i`. Returns whether it may have taken long: a
+    /// message (its callback), or a marker that did more than close a channel
+    /// ([`marker`](Host::marker)). The event loop's time budget for a visit counts these
+    /// (`pace.rs`).
     #[inline]
     pub(crate) fn on_envelope<D: Driver<P>>(
         &mut self,
@@ -228,9 +229,10 @@ impl<P: Process> Host<P> {
         self.recorder.abort_all()
     }
 
-    /// A marker of `id` arrived on incoming channel `i`. Returns whether it recorded the
-    /// process's state (the first marker of `id` here: the one call of application code a
-    /// marker makes).
+    /// A marker of `id` arrived on incoming channel `i`. Returns whether it did more than close
+    /// a channel: recorded the process's state (the first marker of `id` here, which runs
+    /// application code, `Process::record`), or handed in the process's part (which may
+    /// assemble a whole global snapshot here).
     #[cold]
     pub(crate) fn marker<D: Driver<P>>(
         &mut self,
@@ -276,11 +278,11 @@ impl<P: Process> Host<P> {
             }
         }
         // Most markers only close a channel: for them, no call of `apply`.
-        let recorded = progress.send_markers;
-        if recorded || progress.completed.is_some() {
+        let more = progress.send_markers || progress.completed.is_some();
+        if more {
             self.apply(id, progress, driver);
         }
-        recorded
+        more
     }
 
     /// Logs, in the words of the rules, that this process has just recorded its state for `id`:
@@ -337,5 +339,86 @@ impl<P: Process> Host<P> {
             );
             driver.part_complete(part);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::num::NonZeroU64;
+
+    use super::*;
+    use crate::topology::Topology;
+
+    /// Counts its messages; its state is the count.
+    struct Counter(u64);
+
+    impl Process for Counter {
+        type Message = u64;
+        type State = u64;
+        fn on_message(&mut self, _: ProcessId, _: u64, _: &mut Context<'_, u64>) {
+            self.0 += 1;
+        }
+        fn record(&self) -> u64 {
+            self.0
+        }
+    }
+
+    /// A driver that keeps what it is given.
+    #[derive(Default)]
+    struct Kept {
+        pushed: Vec<(usize, Envelope<u64>)>,
+        parts: Vec<LocalSnapshot<u64, u64>>,
+    }
+
+    impl Driver<Counter> for Kept {
+        fn push(&mut self, slot: usize, envelope: Envelope<u64>) -> Result<(), Refused<u64>> {
+            self.pushed.push((slot, envelope));
+            Ok(())
+        }
+        fn recorded(&mut self, _: SnapshotId) {}
+        fn new_snapshot_id(&mut self) -> SnapshotId {
+            SnapshotId::random()
+        }
+        fn begin(&mut self, _: SnapshotId, _: ProcessId) -> bool {
+            true
+        }
+        fn snapshots_live(&self) -> bool {
+            true
+        }
+        fn part_complete(&mut self, part: LocalSnapshot<u64, u64>) {
+            self.parts.push(part);
+        }
+    }
+
+    /// What the event loop's time budget counts (`pace.rs`): a message, a first marker (which
+    /// records the state) and the last (which hands in the part) may take long; a marker that
+    /// only closes a channel does not.
+    #[test]
+    fn an_envelope_says_whether_it_did_more_than_close_a_channel() {
+        let wiring = Topology::complete(4).validate().unwrap();
+        let mut host = Host::start(0, Counter(0), &wiring, None);
+        let mut driver = Kept::default();
+        let message = Envelope::Message {
+            seq: NonZeroU64::MIN,
+            message: 7,
+        };
+        assert!(host.on_envelope(0, message, &mut driver));
+        let id = SnapshotId::random();
+        assert!(
+            host.on_envelope(0, Envelope::Marker(id), &mut driver),
+            "first"
+        );
+        assert_eq!(driver.pushed.len(), 3, "a marker on each outgoing channel");
+        assert!(
+            !host.on_envelope(1, Envelope::Marker(id), &mut driver),
+            "closes"
+        );
+        assert!(driver.parts.is_empty());
+        assert!(
+            host.on_envelope(2, Envelope::Marker(id), &mut driver),
+            "last"
+        );
+        assert_eq!(driver.parts.len(), 1, "the part handed in");
+        assert_eq!(driver.parts[0].state, 1);
     }
 }

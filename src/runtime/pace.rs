@@ -4,8 +4,8 @@
 //!
 //! A visit takes envelopes from its channel one by one. On the fast path it reads no clock for
 //! its first [`UNTIMED`] envelopes (under load nearly every visit ends before that); from the
-//! [`UNTIMED`]-th on it reads the clock after each that ran application code (a marker that
-//! only closes a channel runs none), and ends once [`VISIT_BUDGET`] has passed since its first
+//! [`UNTIMED`]-th on it reads the clock after each that may have taken long (any but a marker
+//! that only closes a channel), and ends once [`VISIT_BUDGET`] has passed since its first
 //! read. A visit that ran over the budget tells the process its callbacks are
 //! slow: from then on its visits read the clock from their start and end once the budget has
 //! passed since then, so a visit of callbacks slower than the budget is one callback, not
@@ -100,14 +100,16 @@ impl Pace {
         self.untimed
     }
 
-    /// The visit has taken its `taken`-th envelope, at least [`limit`](Pace::limit), which ran
-    /// application code if `ran`; `now` reads the clock. Whether it must end here: its batch
-    /// is full, or its budget is spent. Out of line: the event loop's one call site of
-    /// crossbeam's `try_recv` and of the host's delivery must stay small enough to be inlined.
+    /// The visit has taken its `taken`-th envelope, at least [`limit`](Pace::limit), which may
+    /// have taken long if `ran` (`Host::on_envelope`); `now` reads the clock. Whether it must
+    /// end here: its batch is full, or its budget is spent. Out of line: the event loop's one
+    /// call site of crossbeam's `try_recv` and of the host's delivery must stay small enough to
+    /// be inlined.
     ///
-    /// An envelope that ran no application code (a marker that only closes a channel) reads no
-    /// clock: the budget is there for slow callbacks, and such a marker is a few hundred
-    /// nanoseconds of the rules. Why it matters: while a snapshot runs, markers come in bunches
+    /// A marker that only closes a channel reads no clock: it runs no application code and
+    /// hands nothing in, a few hundred nanoseconds of the rules, and the budget is there for
+    /// work that may be slow (callbacks; a part handed in, which may assemble a global
+    /// snapshot). Why it matters: while a snapshot runs, markers come in bunches
     /// (a process of 3 nodes x 16 gets 47 at once, 32 of them through its inbox from other
     /// nodes), so visits past [`UNTIMED`] envelopes are common, and each such envelope read the
     /// clock: 100 snapshots took the event loops from 18,266 clock reads to 131,351
@@ -131,7 +133,7 @@ impl Pace {
     }
 
     /// As the event loop asks after each envelope: whether the visit must end after its
-    /// `taken`-th envelope, which ran application code if `ran`.
+    /// `taken`-th envelope, which may have taken long if `ran`.
     #[cfg(test)]
     fn ends_after(&mut self, taken: usize, ran: bool, now: impl FnOnce() -> Instant) -> bool {
         taken >= self.limit() && self.must_end(taken, ran, now)
