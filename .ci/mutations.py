@@ -56,7 +56,7 @@ MUTATIONS = {
                 "src/host.rs",
                 "            Envelope::Marker(id) => self.marker(i, id, driver),",
                 "            Envelope::Marker(id) if !self.recorder.is_active(id) && "
-                "LATE.with(|l| l.get().is_none()) => LATE.with(|l| l.set(Some((i, id)))),\n"
+                "LATE.with(|l| l.get().is_none()) => { LATE.with(|l| l.set(Some((i, id)))); false }\n"
                 "            Envelope::Marker(id) => self.marker(i, id, driver),",
             ),
             (
