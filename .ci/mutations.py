@@ -119,8 +119,8 @@ MUTATIONS = {
         "runtime's event loop)",
         [(
             "src/runtime/event_loop.rs",
-            "        let ran = host.on_envelope(i, envelope, driver);\n",
-            "        let ran = match envelope {\n"
+            "        let weighty = host.on_envelope(i, envelope, driver);\n",
+            "        let weighty = match envelope {\n"
             "            m @ Envelope::Marker(_) => match next() {\n"
             "                Some((j, n @ Envelope::Message { .. })) if j == i => { host.on_envelope(i, n, driver); host.on_envelope(i, m, driver) }\n"
             "                Some((j, n)) => { host.on_envelope(i, m, driver); host.on_envelope(j, n, driver) }\n"

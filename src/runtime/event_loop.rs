@@ -561,9 +561,9 @@ fn deliver_from<P: Process, D: ThreadDriver<P>>(
         if driver.wire().tracing {
             receipt(driver.wire(), host, i, &envelope);
         }
-        let ran = host.on_envelope(i, envelope, driver);
+        let weighty = host.on_envelope(i, envelope, driver);
         taken += 1;
-        if taken >= limit && pace.must_end(taken, ran, Instant::now) {
+        if taken >= limit && pace.must_end(taken, weighty, Instant::now) {
             full = true;
             break;
         }

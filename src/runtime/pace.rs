@@ -101,7 +101,7 @@ impl Pace {
     }
 
     /// The visit has taken its `taken`-th envelope, at least [`limit`](Pace::limit), which may
-    /// have taken long if `ran` (`Host::on_envelope`); `now` reads the clock. Whether it must
+    /// have taken long if `weighty` (`Host::on_envelope`); `now` reads the clock. Whether it must
     /// end here: its batch is full, or its budget is spent. Out of line: the event loop's one
     /// call site of crossbeam's `try_recv` and of the host's delivery must stay small enough to
     /// be inlined.
@@ -118,25 +118,18 @@ impl Pace {
     pub(crate) fn must_end(
         &mut self,
         taken: usize,
-        ran: bool,
+        weighty: bool,
         now: impl FnOnce() -> Instant,
     ) -> bool {
-        taken >= BATCH || (ran && self.check(now()))
+        taken >= BATCH || (weighty && self.check(now()))
     }
 
-    /// The visit has just taken its `taken`-th envelope (from 1); `now` reads the clock. Whether
-    /// it must end here because its budget is spent. Reads no clock before the
-    /// [`UNTIMED`]-th envelope on the fast path.
+    /// As the event loop asks after each envelope (`deliver_from`): whether the visit must end
+    /// after its `taken`-th envelope (from 1), which may have taken long if `weighty`. Reads no
+    /// clock before the [`UNTIMED`]-th envelope on the fast path.
     #[cfg(test)]
-    fn spent(&mut self, taken: usize, now: impl FnOnce() -> Instant) -> bool {
-        taken >= self.untimed && self.check(now())
-    }
-
-    /// As the event loop asks after each envelope: whether the visit must end after its
-    /// `taken`-th envelope, which may have taken long if `ran`.
-    #[cfg(test)]
-    fn ends_after(&mut self, taken: usize, ran: bool, now: impl FnOnce() -> Instant) -> bool {
-        taken >= self.limit() && self.must_end(taken, ran, now)
+    fn ends_after(&mut self, taken: usize, weighty: bool, now: impl FnOnce() -> Instant) -> bool {
+        taken >= self.limit() && self.must_end(taken, weighty, now)
     }
 
     /// Past the untimed envelopes: the clock says `now`.
@@ -230,7 +223,7 @@ mod tests {
         for &cost in costs.iter().take(BATCH) {
             *t += cost;
             taken += 1;
-            if pace.spent(taken, || at(*t)) {
+            if pace.ends_after(taken, true, || at(*t)) {
                 break;
             }
         }
@@ -243,14 +236,16 @@ mod tests {
         let mut pace = Pace::default();
         pace.begin(|| panic!("no clock at the start on the fast path"));
         for taken in 1..UNTIMED {
-            assert!(!pace.spent(taken, || panic!("no clock before the {UNTIMED}th envelope")));
+            assert!(!pace.ends_after(taken, true, || {
+                panic!("no clock before the {UNTIMED}th envelope")
+            }));
         }
         assert!(!pace.end(UNTIMED - 1));
         assert!(pace.take_clock().is_none());
     }
 
     #[test]
-    fn markers_that_run_no_callback_read_no_clock_and_end_the_visit_at_its_batch() {
+    fn markers_that_only_close_a_channel_read_no_clock_and_end_the_visit_at_its_batch() {
         let (at, mut pace) = (clock(), Pace::default());
         pace.begin(|| panic!("no clock at the start on the fast path"));
         for taken in 1..BATCH {
