@@ -34,7 +34,7 @@ use super::secure::{self, Opened};
 use super::startup::Secured;
 use super::wire::{self, Frame, FrameIn, FrameLimit, ReadError};
 use crate::envelope::Envelope;
-use crate::runtime::layer::{set_bit, test_bit, Arrival, Backoff, BitPlace, Doorbell};
+use crate::runtime::layer::{set_bit, set_bits, test_bit, Arrival, Backoff, BitPlace, Doorbell};
 use crate::topology::ProcessId;
 
 /// What bounds a link: its heartbeat, the frame limit, and how much may queue for it.
@@ -413,11 +413,11 @@ fn write_all_queued(
         }
         out.clear();
         // The processes' frames first, then control frames: `Finished`, queued once every
-        // process has stopped, must follow the last of their messages.
-        for local in 0..=control_bit {
-            if !test_bit(&bits, local) {
-                continue;
-            }
+        // process has stopped, must follow the last of their messages. The bits are taken in
+        // ascending order, the control bit last, visiting only those set: the writer looks more
+        // often than it finds work, and a test of every bit on each look was a third of its
+        // loop's own instructions (callgrind, 3 nodes x 16).
+        for local in set_bits(&bits) {
             let buffer = if local == control_bit {
                 &link.control
             } else {

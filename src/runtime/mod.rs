@@ -58,7 +58,7 @@ pub use stopped::{Stopped, Undelivered};
 /// the pieces it reaches into. Nothing here knows of the cluster.
 #[cfg(feature = "cluster")]
 pub(crate) mod layer {
-    pub(crate) use super::doorbell::{set_bit, test_bit, Backoff, BitPlace, Doorbell};
+    pub(crate) use super::doorbell::{set_bit, set_bits, test_bit, Backoff, BitPlace, Doorbell};
     pub(crate) use super::event_loop::{Control, ThreadDriver, Wire};
     #[cfg(feature = "cluster")]
     pub(crate) use super::hub::MarkerRefused;
