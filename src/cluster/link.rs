@@ -811,7 +811,20 @@ where
                 {
                     return Err(Broke::from("the link was put down".to_string()));
                 }
-                match wire::read_frame(&mut stream, &mut buf, core.frame) {
+                let read = if stream.unread().is_empty() {
+                    // Between two decrypted messages: the next one is decrypted where it lies,
+                    // and its frames taken in place from the first. Read by `read_frame`, the
+                    // first frame of every message went the long way (copied out, decoded by
+                    // postcard as any frame): one message in six at 3 nodes x 16.
+                    match stream.fill() {
+                        Ok(true) => continue,
+                        Ok(false) => Err(ReadError::Closed),
+                        Err(e) => Err(ReadError::Io(e)),
+                    }
+                } else {
+                    wire::read_frame(&mut stream, &mut buf, core.frame)
+                };
+                match read {
                     Ok(()) => {}
                     Err(ReadError::Closed) if core.peer_done(peer) => return Ok(()),
                     Err(ReadError::Io(e)) if timed_out(&e) => {

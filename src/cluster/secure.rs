@@ -213,6 +213,18 @@ impl<R: Read> Opened<R> {
         self.at = (self.at + n).min(self.end);
     }
 
+    /// With everything read, reads and decrypts the next message that has any plaintext, so
+    /// that [`unread`](Opened::unread) holds it; `Ok(false)` at the end of the stream between
+    /// two messages. Does nothing while something is unread.
+    pub(crate) fn fill(&mut self) -> io::Result<bool> {
+        while self.at == self.end {
+            if !self.next_message()? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     /// Reads and decrypts the next message; `Ok(false)` at the end of the stream between two.
     fn next_message(&mut self) -> io::Result<bool> {
         let mut len = [0; 2];
@@ -235,10 +247,8 @@ impl<R: Read> Opened<R> {
 
 impl<R: Read> Read for Opened<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.at == self.end {
-            if !self.next_message()? {
-                return Ok(0);
-            }
+        if !self.fill()? {
+            return Ok(0);
         }
         let n = buf.len().min(self.end - self.at);
         buf[..n].copy_from_slice(&self.plain[self.at..self.at + n]);
