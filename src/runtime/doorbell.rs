@@ -225,8 +225,14 @@ impl Doorbell {
         any != 0
     }
 
+    /// Inline, with the first word apart: an idle thread asks this before each of its yields
+    /// (`wait`), and with up to 62 channels a process's doorbell is one word. As a loop over
+    /// the words it cost a process thread's wait about 40 instructions a yield (callgrind,
+    /// 3 nodes x 16).
+    #[inline(always)]
     fn any_ready(&self, ordering: Ordering) -> bool {
-        (0..self.words).any(|w| self.word(w).load(ordering) & !SLEEPING != 0)
+        self.first.0[0].load(ordering) & !SLEEPING != 0
+            || (1..self.words).any(|w| self.word(w).load(ordering) & !SLEEPING != 0)
     }
 
     /// Waits until some bit is set, or until `deadline`. May return early (spuriously).
@@ -234,17 +240,19 @@ impl Doorbell {
     /// Spins, then yields, then parks, as `backoff` says (see [`Backoff`]).
     #[cold]
     pub(crate) fn wait(&self, deadline: Option<Instant>, backoff: Backoff) {
-        for step in 0..backoff.spin_rounds + backoff.yields {
+        for step in 0..backoff.spin_rounds {
             if self.any_ready(Ordering::Relaxed) {
                 return;
             }
-            if step < backoff.spin_rounds {
-                for _ in 0..1u32 << step {
-                    sync::spin_loop();
-                }
-            } else {
-                sync::yield_now();
+            for _ in 0..1u32 << step {
+                sync::spin_loop();
             }
+        }
+        for _ in 0..backoff.yields {
+            if self.any_ready(Ordering::Relaxed) {
+                return;
+            }
+            sync::yield_now();
         }
         for w in 0..self.words {
             if self
