@@ -417,7 +417,7 @@ fn write_all_queued(
         // ascending order, the control bit last, visiting only those set: the writer looks more
         // often than it finds work, and a test of every bit on each look was a third of its
         // loop's own instructions (callgrind, 3 nodes x 16).
-        for local in set_bits(&bits) {
+        for local in set_bits(&bits).take_while(|&local| local <= control_bit) {
             let buffer = if local == control_bit {
                 &link.control
             } else {

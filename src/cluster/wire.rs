@@ -560,9 +560,9 @@ pub(crate) fn encode_within(
 /// into an array on the stack first, length included, and then copied to `buf` whole: a copy
 /// of the array's fixed size, which the compiler makes a few vector moves, cut back to the
 /// frame's length. A byte written to the array costs a compare and a store; pushed onto a
-/// `Vec` it cost a load of its length and capacity, a compare and two stores, about 20 times a
-/// frame (callgrind: 343 instructions a frame in `NodeWire::encode` at 3 nodes x 16, 28% of
-/// the process threads' own). A longer frame, or one the limits cut into pieces, takes the
+/// `Vec` it cost a load of its length and capacity, a compare and two stores (callgrind, 3
+/// nodes x 16: `NodeWire::encode` took 343 instructions a frame, 28% of the process threads'
+/// own, and 259 this way). A longer frame, or one the limits cut into pieces, takes the
 /// general way.
 #[inline]
 pub(crate) fn encode_message<M: Serialize>(
@@ -604,7 +604,8 @@ pub(crate) fn encode_message<M: Serialize>(
 }
 
 /// The bytes of the stack array a message frame is first written into ([`encode_message`]):
-/// 4 of length, then up to 60 of body (the bench's token takes 5 to 24 with its header).
+/// 4 of length, then up to 60 of body (the bench's token, three integers, takes at most 36
+/// with the frame's kind, channel and number).
 const WINDOW: usize = 64;
 
 /// Writes into an array of [`WINDOW`] bytes from `at`; full when it has no room left.

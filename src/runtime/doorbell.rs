@@ -226,9 +226,9 @@ impl Doorbell {
     }
 
     /// Inline, with the first word apart: an idle thread asks this before each of its yields
-    /// (`wait`), and with up to 62 channels a process's doorbell is one word. As a loop over
-    /// the words it cost a process thread's wait about 40 instructions a yield (callgrind,
-    /// 3 nodes x 16).
+    /// (`wait`), and a process with up to 61 incoming channels has a doorbell of one word. As
+    /// a loop over the words it cost a process thread's wait about 40 instructions a yield
+    /// (callgrind, 3 nodes x 16).
     #[inline(always)]
     fn any_ready(&self, ordering: Ordering) -> bool {
         self.first.0[0].load(ordering) & !SLEEPING != 0
