@@ -364,19 +364,6 @@ impl Backoff {
     }
 }
 
-/// Iterates the set bits of a local bitmap copy, lowest first, clearing each as it goes.
-#[cfg(test)]
-pub(crate) fn pop_bit(bits: &mut [u64]) -> Option<usize> {
-    for (w, word) in bits.iter_mut().enumerate() {
-        if *word != 0 {
-            let bit = word.trailing_zeros() as usize;
-            *word &= *word - 1;
-            return Some(w * BITS + bit);
-        }
-    }
-    None
-}
-
 /// Sets `bit` in a local bitmap copy.
 #[inline]
 pub(crate) fn set_bit(bits: &mut [u64], bit: usize) {
@@ -384,7 +371,7 @@ pub(crate) fn set_bit(bits: &mut [u64], bit: usize) {
 }
 
 /// The bits set in a local bitmap copy, lowest first.
-#[cfg(feature = "cluster")]
+#[cfg(any(test, feature = "cluster"))]
 #[inline]
 pub(crate) fn set_bits(bits: &[u64]) -> impl Iterator<Item = usize> + '_ {
     bits.iter().enumerate().flat_map(|(w, &word)| {
@@ -472,7 +459,7 @@ mod tests {
         let mut local = vec![0; bell.words()];
         assert!(bell.take(&mut local));
         let mut got = Vec::new();
-        while let Some(b) = pop_bit(&mut local) {
+        for b in set_bits(&local) {
             got.push(b);
         }
         assert_eq!(got, bits);
@@ -488,7 +475,7 @@ mod tests {
         let mut local = vec![0; bell.words()];
         assert!(bell.take(&mut local));
         let mut got = Vec::new();
-        while let Some(b) = pop_bit(&mut local) {
+        for b in set_bits(&local) {
             got.push(b);
         }
         assert_eq!(got, [0, 62, 63, 126, 199]);
@@ -508,9 +495,10 @@ mod tests {
                     if !bell.take(&mut local) {
                         bell.wait(None, Backoff::for_threads(2));
                     }
-                    while let Some(b) = pop_bit(&mut local) {
+                    for b in set_bits(&local) {
                         seen |= 1 << b;
                     }
+                    local.fill(0);
                 }
             })
         };
@@ -612,7 +600,7 @@ mod loom_tests {
                 Take::ClearThenDrain => {
                     let mut local = vec![0; self.bell.words()];
                     let worked = self.bell.take(&mut local);
-                    while let Some(bit) = pop_bit(&mut local) {
+                    for bit in set_bits(&local) {
                         self.drain(bit, got);
                     }
                     worked
@@ -624,7 +612,7 @@ mod loom_tests {
                         let bits = word.load(Ordering::Acquire) & !SLEEPING;
                         let mut local = vec![0; self.bell.words()];
                         local[w] = bits;
-                        while let Some(bit) = pop_bit(&mut local) {
+                        for bit in set_bits(&local) {
                             self.drain(bit, got);
                         }
                         word.fetch_and(!(bits | SLEEPING), Ordering::AcqRel);
