@@ -25,6 +25,7 @@ use std::io::{self, Read};
 use std::marker::PhantomData;
 use std::time::Duration;
 
+use postcard::ser_flavors::Flavor;
 use serde::{Deserialize, Serialize};
 
 use super::packed::{GlobalIn, GlobalOut, PartIn, PartOut};
@@ -499,7 +500,7 @@ impl<'a, Use> Append<'a, Use> {
 /// small fixed fields.
 const SHORT_SLICE: usize = 16;
 
-impl<Use> postcard::ser_flavors::Flavor for Append<'_, Use> {
+impl<Use> Flavor for Append<'_, Use> {
     type Output = ();
 
     #[inline]
@@ -577,10 +578,9 @@ pub(crate) fn encode_message<M: Serialize>(
         bytes: &mut window,
         at: 4,
     };
-    at.push(MESSAGE_VARIANT);
-    at.push_varint(u64::from(channel));
-    at.push_varint(seq);
-    match postcard::serialize_with_flavor(message, at) {
+    let written = message_header(channel, seq, |byte| Flavor::try_push(&mut at, byte))
+        .and_then(|()| postcard::serialize_with_flavor(message, at));
+    match written {
         Ok(end) => {
             let len = end - 4;
             if len <= limit.whole && len <= limit.piece.clamp(1, MAX_PIECE) {
@@ -596,11 +596,26 @@ pub(crate) fn encode_message<M: Serialize>(
         Err(e) => return Err(e.to_string()),
     }
     frame_with(buf, limit, |buf| {
-        buf.push(MESSAGE_VARIANT);
-        push_varint(buf, u64::from(channel));
-        push_varint(buf, seq);
+        message_header(channel, seq, |byte| {
+            buf.push(byte);
+            Ok(())
+        })?;
         postcard::serialize_with_flavor(message, Append::<Messages>::new(buf))
     })
+}
+
+/// Writes what a message frame holds before its message, as postcard writes
+/// `Frame::Message`'s: the variant's index, the channel and the number, through `push` a
+/// byte at a time (into the stack window, or onto a buffer).
+#[inline(always)]
+fn message_header<E>(
+    channel: u32,
+    seq: u64,
+    mut push: impl FnMut(u8) -> Result<(), E>,
+) -> Result<(), E> {
+    push(MESSAGE_VARIANT)?;
+    varint_with(u64::from(channel), &mut push)?;
+    varint_with(seq, &mut push)
 }
 
 /// The bytes of the stack array a message frame is first written into ([`encode_message`]):
@@ -614,28 +629,7 @@ struct Window<'a> {
     at: usize,
 }
 
-impl Window<'_> {
-    /// Writes `byte`, if there is room (the header: there always is).
-    #[inline(always)]
-    fn push(&mut self, byte: u8) {
-        if let Some(slot) = self.bytes.get_mut(self.at) {
-            *slot = byte;
-            self.at += 1;
-        }
-    }
-
-    /// Writes `n` as postcard writes an unsigned integer ([`push_varint`]).
-    #[inline(always)]
-    fn push_varint(&mut self, mut n: u64) {
-        while n >= 0x80 {
-            self.push(n as u8 | 0x80);
-            n >>= 7;
-        }
-        self.push(n as u8);
-    }
-}
-
-impl postcard::ser_flavors::Flavor for Window<'_> {
+impl Flavor for Window<'_> {
     /// Where the frame ends in the array.
     type Output = usize;
 
@@ -665,15 +659,26 @@ impl postcard::ser_flavors::Flavor for Window<'_> {
     }
 }
 
-/// Appends `n` as postcard writes an unsigned integer of any width: seven bits a byte, least
-/// significant first, the high bit set on every byte but the last.
+/// Appends `n` as postcard writes an unsigned integer of any width ([`varint_with`]).
 #[inline]
-pub(super) fn push_varint(buf: &mut Vec<u8>, mut n: u64) {
+pub(super) fn push_varint(buf: &mut Vec<u8>, n: u64) {
+    let pushed: Result<(), std::convert::Infallible> = varint_with(n, |byte| {
+        buf.push(byte);
+        Ok(())
+    });
+    pushed.unwrap_or_else(|never| match never {})
+}
+
+/// Writes `n` as postcard writes an unsigned integer of any width, through `push` a byte at a
+/// time: seven bits a byte, least significant first, the high bit set on every byte but the
+/// last.
+#[inline(always)]
+fn varint_with<E>(mut n: u64, mut push: impl FnMut(u8) -> Result<(), E>) -> Result<(), E> {
     while n >= 0x80 {
-        buf.push(n as u8 | 0x80);
+        push(n as u8 | 0x80)?;
         n >>= 7;
     }
-    buf.push(n as u8);
+    push(n as u8)
 }
 
 /// Appends a frame whose body `body` writes: its length first, then the body, split into
