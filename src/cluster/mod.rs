@@ -76,6 +76,7 @@ mod packed;
 mod secure;
 mod startup;
 mod stopped;
+mod window;
 mod wire;
 
 pub use crate::error::ClusterError;

@@ -29,6 +29,7 @@ use postcard::ser_flavors::Flavor;
 use serde::{Deserialize, Serialize};
 
 use super::packed::{GlobalIn, GlobalOut, PartIn, PartOut};
+use super::window::Window;
 use crate::error::Error;
 use crate::snapshot::SnapshotId;
 use crate::topology::Wiring;
@@ -552,19 +553,19 @@ pub(crate) fn encode_within(
 }
 
 /// Appends `Frame::Message { channel, seq, message }` to `buf` as [`encode_within`] does, with
-/// the same bytes (tested), the way every message to another node takes: the variant's index
-/// and the two numbers written here, and only the message by postcard, as [`Append`] says.
-/// (Written by postcard as a tuple, the number and a `u64` in the message shared one instance
-/// of postcard's `serialize_u64`, which then stayed out of line: two calls a message.)
+/// the same bytes (tested), the way every message to another node takes.
 ///
-/// A frame that fits in [`WINDOW`] bytes (every message of the bench and the bank) is written
-/// into an array on the stack first, length included, and then copied to `buf` whole: a copy
-/// of the array's fixed size, which the compiler makes a few vector moves, cut back to the
-/// frame's length. A byte written to the array costs a compare and a store; pushed onto a
-/// `Vec` it cost a load of its length and capacity, a compare and two stores (callgrind, 3
-/// nodes x 16: `NodeWire::encode` took 343 instructions a frame, 28% of the process threads'
-/// own, and 259 this way). A longer frame, or one the limits cut into pieces, takes the
-/// general way.
+/// A frame that fits in [`WINDOW`](super::window::WINDOW) bytes (every message of the bench
+/// and the bank) is written into an array on the stack first, length included, by a serializer
+/// of postcard's format of its own ([`Window`]), and then copied to `buf` whole: a copy of the
+/// array's fixed size, which the compiler makes a few vector moves, cut back to the frame's
+/// length. A byte written to the array costs a compare and a store; pushed onto a `Vec` it
+/// cost a load of its length and capacity, a compare and two stores (callgrind, 3 nodes x 16:
+/// `NodeWire::encode` took 343 instructions a frame, 28% of the process threads' own; 251
+/// through postcard into the array; 217 with the window's own serializer). Anything else (a
+/// longer frame, one the limits cut into pieces, a value the window does not write, a message
+/// whose `Serialize` fails) takes the general way, through postcard, which gives the same bytes
+/// or postcard's error.
 #[inline]
 pub(crate) fn encode_message<M: Serialize>(
     buf: &mut Vec<u8>,
@@ -573,27 +574,20 @@ pub(crate) fn encode_message<M: Serialize>(
     message: &M,
     limit: FrameLimit,
 ) -> Result<(), String> {
-    let mut window = [0u8; WINDOW];
-    let mut at = Window {
-        bytes: &mut window,
-        at: 4,
-    };
-    let written = message_header(channel, seq, |byte| Flavor::try_push(&mut at, byte))
-        .and_then(|()| postcard::serialize_with_flavor(message, at));
-    match written {
-        Ok(end) => {
-            let len = end - 4;
-            if len <= limit.whole && len <= limit.piece.clamp(1, MAX_PIECE) {
-                window[..4].copy_from_slice(&(len as u32).to_le_bytes());
-                let start = buf.len();
-                buf.extend_from_slice(&window);
-                buf.truncate(start + end);
-                return Ok(());
-            }
+    let mut window = Window::starting_at(4);
+    let written = message_header(channel, seq, |byte| window.byte(byte))
+        .and_then(|()| message.serialize(&mut window));
+    if written.is_ok() {
+        let end = window.end();
+        let len = end - 4;
+        if len <= limit.whole && len <= limit.piece.clamp(1, MAX_PIECE) {
+            let array = window.array();
+            array[..4].copy_from_slice(&(len as u32).to_le_bytes());
+            let start = buf.len();
+            buf.extend_from_slice(array);
+            buf.truncate(start + end);
+            return Ok(());
         }
-        Err(postcard::Error::SerializeBufferFull) => {}
-        // The message's own `Serialize` failed: it would fail the same way again.
-        Err(e) => return Err(e.to_string()),
     }
     frame_with(buf, limit, |buf| {
         message_header(channel, seq, |byte| {
@@ -616,47 +610,6 @@ fn message_header<E>(
     push(MESSAGE_VARIANT)?;
     varint_with(u64::from(channel), &mut push)?;
     varint_with(seq, &mut push)
-}
-
-/// The bytes of the stack array a message frame is first written into ([`encode_message`]):
-/// 4 of length, then up to 60 of body (the bench's token, three integers, takes at most 36
-/// with the frame's kind, channel and number).
-const WINDOW: usize = 64;
-
-/// Writes into an array of [`WINDOW`] bytes from `at`; full when it has no room left.
-struct Window<'a> {
-    bytes: &'a mut [u8; WINDOW],
-    at: usize,
-}
-
-impl Flavor for Window<'_> {
-    /// Where the frame ends in the array.
-    type Output = usize;
-
-    #[inline(always)]
-    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
-        let slot = self
-            .bytes
-            .get_mut(self.at)
-            .ok_or(postcard::Error::SerializeBufferFull)?;
-        *slot = byte;
-        self.at += 1;
-        Ok(())
-    }
-
-    /// Byte by byte, as [`Append`] pushes short slices, so that the compiler does not make the
-    /// loop a call of `memcpy`: postcard hands over each integer as a slice of one to ten.
-    #[inline(always)]
-    fn try_extend(&mut self, bytes: &[u8]) -> postcard::Result<()> {
-        for &byte in bytes {
-            self.try_push(byte)?;
-        }
-        Ok(())
-    }
-
-    fn finalize(self) -> postcard::Result<usize> {
-        Ok(self.at)
-    }
 }
 
 /// Appends `n` as postcard writes an unsigned integer of any width ([`varint_with`]).
@@ -1556,6 +1509,37 @@ mod tests {
             }
         }
 
+        /// The stack window's serializer (`window.rs`) writes what postcard writes, or leaves
+        /// the frame to postcard: messages of a few values of every kind serde has, each in a
+        /// variant of its own, so some fit the window and some do not; among them values the
+        /// window leaves to postcard (a sequence of unknown length, a string through
+        /// `collect_str`) and a `Serialize` that fails, for which both ways give postcard's
+        /// error and leave the buffer as it was.
+        #[test]
+        fn the_window_writes_what_postcard_writes_for_every_kind_of_value(
+            channel in proptest::prelude::any::<u32>(),
+            seq in proptest::prelude::any::<u64>(),
+            message in proptest::collection::vec(every_kind::leaf(), 0..6),
+            held in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..8),
+            piece in 1usize..128,
+        ) {
+            for limit in [FrameLimit::pieces(piece), FrameLimit::pieces(MAX_PIECE)] {
+                let out: FrameOut<'_, Vec<every_kind::Leaf>, u64> = Frame::Message {
+                    channel,
+                    seq,
+                    message: &message,
+                };
+                let (mut long, mut short) = (held.clone(), held.clone());
+                let long_way = encode_within(&mut long, &out, limit);
+                let short_way = encode_message(&mut short, channel, seq, &message, limit);
+                proptest::prop_assert_eq!(&short_way, &long_way);
+                proptest::prop_assert_eq!(&short, &long);
+                if short_way.is_err() {
+                    proptest::prop_assert_eq!(&short, &held);
+                }
+            }
+        }
+
         /// The message path (`decode_message`) takes from any bytes what postcard takes as a
         /// `Frame::Message`, and refuses what it refuses, in the same words: random bytes, and
         /// real frames with bytes changed, cut or added.
@@ -1695,5 +1679,142 @@ mod tests {
             ours.differences(&hastier).unwrap(),
             "failure timeout: 3s on node 0, 500ms on node 1"
         );
+    }
+
+    /// Values of every kind in serde's data model, for the stack window's test.
+    mod every_kind {
+        use std::collections::BTreeMap;
+        use std::fmt;
+
+        use proptest::prelude::*;
+        use serde::ser::{Error as _, SerializeSeq};
+        use serde::{Serialize, Serializer};
+
+        #[derive(Clone, Debug, Serialize)]
+        pub(super) struct UnitStruct;
+
+        #[derive(Clone, Debug, Serialize)]
+        pub(super) struct NewtypeStruct(i32);
+
+        #[derive(Clone, Debug, Serialize)]
+        pub(super) struct TupleStruct(f32, i16);
+
+        /// Written with `serialize_bytes` (a `Vec<u8>` is a sequence).
+        #[derive(Clone, Debug)]
+        pub(super) struct Bytes(Vec<u8>);
+
+        impl Serialize for Bytes {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_bytes(&self.0)
+            }
+        }
+
+        /// A sequence that does not say its length: postcard's error.
+        #[derive(Clone, Debug)]
+        pub(super) struct UnknownLength(u8);
+
+        impl Serialize for UnknownLength {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let mut seq = s.serialize_seq(None)?;
+                seq.serialize_element(&self.0)?;
+                seq.end()
+            }
+        }
+
+        /// A string written through `Display`.
+        #[derive(Clone, Debug)]
+        pub(super) struct Displayed(u64);
+
+        impl Serialize for Displayed {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+
+        impl fmt::Display for Displayed {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "<{}>", self.0)
+            }
+        }
+
+        /// A `Serialize` that fails.
+        #[derive(Clone, Debug)]
+        pub(super) struct Fails;
+
+        impl Serialize for Fails {
+            fn serialize<S: Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+                Err(S::Error::custom("this value does not serialize"))
+            }
+        }
+
+        #[derive(Clone, Debug, Serialize)]
+        pub(super) enum Leaf {
+            Bool(bool),
+            I8(i8),
+            I16(i16),
+            I32(i32),
+            I64(i64),
+            I128(i128),
+            U8(u8),
+            U16(u16),
+            U32(u32),
+            U64(u64),
+            U128(u128),
+            F32(f32),
+            F64(f64),
+            Char(char),
+            Str(String),
+            Bytes(Bytes),
+            Option(Option<u16>),
+            Unit(()),
+            UnitStruct(UnitStruct),
+            Newtype(NewtypeStruct),
+            TupleStruct(TupleStruct),
+            Tuple((u8, i64)),
+            Seq(Vec<u32>),
+            Map(BTreeMap<u8, bool>),
+            UnitVariant,
+            TupleVariant(u8, i8),
+            StructVariant { x: u32, y: i64 },
+            UnknownLength(UnknownLength),
+            Displayed(Displayed),
+            Fails(Fails),
+        }
+
+        /// Any [`Leaf`]; the three the window leaves to postcard, rarely.
+        pub(super) fn leaf() -> impl Strategy<Value = Leaf> {
+            prop_oneof![
+                4 => any::<bool>().prop_map(Leaf::Bool),
+                4 => any::<i8>().prop_map(Leaf::I8),
+                4 => any::<i16>().prop_map(Leaf::I16),
+                4 => any::<i32>().prop_map(Leaf::I32),
+                4 => any::<i64>().prop_map(Leaf::I64),
+                4 => any::<i128>().prop_map(Leaf::I128),
+                4 => any::<u8>().prop_map(Leaf::U8),
+                4 => any::<u16>().prop_map(Leaf::U16),
+                4 => any::<u32>().prop_map(Leaf::U32),
+                4 => any::<u64>().prop_map(Leaf::U64),
+                4 => any::<u128>().prop_map(Leaf::U128),
+                4 => any::<f32>().prop_map(Leaf::F32),
+                4 => any::<f64>().prop_map(Leaf::F64),
+                4 => any::<char>().prop_map(Leaf::Char),
+                4 => ".{0,12}".prop_map(Leaf::Str),
+                4 => proptest::collection::vec(any::<u8>(), 0..12).prop_map(|b| Leaf::Bytes(Bytes(b))),
+                4 => any::<Option<u16>>().prop_map(Leaf::Option),
+                4 => Just(Leaf::Unit(())),
+                4 => Just(Leaf::UnitStruct(UnitStruct)),
+                4 => any::<i32>().prop_map(|n| Leaf::Newtype(NewtypeStruct(n))),
+                4 => any::<(f32, i16)>().prop_map(|(a, b)| Leaf::TupleStruct(TupleStruct(a, b))),
+                4 => any::<(u8, i64)>().prop_map(Leaf::Tuple),
+                4 => proptest::collection::vec(any::<u32>(), 0..4).prop_map(Leaf::Seq),
+                4 => proptest::collection::btree_map(any::<u8>(), any::<bool>(), 0..4).prop_map(Leaf::Map),
+                4 => Just(Leaf::UnitVariant),
+                4 => any::<(u8, i8)>().prop_map(|(a, b)| Leaf::TupleVariant(a, b)),
+                4 => any::<(u32, i64)>().prop_map(|(x, y)| Leaf::StructVariant { x, y }),
+                1 => any::<u8>().prop_map(|n| Leaf::UnknownLength(UnknownLength(n))),
+                1 => any::<u64>().prop_map(|n| Leaf::Displayed(Displayed(n))),
+                1 => Just(Leaf::Fails(Fails)),
+            ]
+        }
     }
 }
