@@ -71,19 +71,19 @@ MUTATIONS = {
         "closing the wrong channel's recording (a later marker closes another open channel)",
         [(
             "src/recorder.rs",
-            "        if snapshot.recorded[channel].is_some() {\n            return Err(MarkerError::DuplicateMarker {",
-            "        let channel = (0..snapshot.recorded.len()).find(|&c| c != channel && "
-            "snapshot.recorded[c].is_none()).unwrap_or(channel);\n"
-            "        if snapshot.recorded[channel].is_some() {\n            return Err(MarkerError::DuplicateMarker {",
+            "        if snapshot.closed[channel] {\n            return Err(MarkerError::DuplicateMarker {",
+            "        let channel = (0..snapshot.closed.len()).find(|&c| c != channel && "
+            "!snapshot.closed[c]).unwrap_or(channel);\n"
+            "        if snapshot.closed[channel] {\n            return Err(MarkerError::DuplicateMarker {",
         )],
     ),
     "M4": (
         "a returning marker making the initiator record its state again",
         [(
             "src/recorder.rs",
-            "        if snapshot.recorded[channel].is_some() {\n            return Err(MarkerError::DuplicateMarker {",
+            "        if snapshot.closed[channel] {\n            return Err(MarkerError::DuplicateMarker {",
             "        if snapshot.initiated {\n            snapshot.state = record();\n        }\n"
-            "        if snapshot.recorded[channel].is_some() {\n            return Err(MarkerError::DuplicateMarker {",
+            "        if snapshot.closed[channel] {\n            return Err(MarkerError::DuplicateMarker {",
         )],
     ),
     "M5": (

@@ -52,5 +52,34 @@ fn on_message(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, on_message);
+/// A process's part of one snapshot at a time with [`MARKED`] incoming channels: the first
+/// marker (which records the state and opens every other channel), then a marker on each other
+/// channel, the last completing the part. Per marker, with nothing received meanwhile: the
+/// rules' own cost of a marker, which every channel of every snapshot pays.
+const MARKED: usize = 47;
+
+fn on_marker(c: &mut Criterion) {
+    let mut group = c.benchmark_group("recorder_on_marker");
+    group.throughput(Throughput::Elements(MARKED as u64));
+    group.warm_up_time(Duration::from_millis(500));
+    group.measurement_time(Duration::from_secs(2));
+    let sent = vec![7u64; MARKED];
+    group.bench_function(format!("{MARKED}_channels"), |b| {
+        let mut rec: Recorder<u64, u64> = Recorder::new(0, MARKED);
+        b.iter(|| {
+            let id = SnapshotId::random();
+            let mut completed = 0;
+            for channel in 0..MARKED {
+                // Looked at where it lies, as the runtime's driver does (`Host::marker`).
+                let progress = rec.on_marker(channel, id, || 1, &sent);
+                completed +=
+                    usize::from(black_box(&progress).as_ref().unwrap().completed.is_some());
+            }
+            assert_eq!(completed, 1, "the last marker completes the part");
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, on_message, on_marker);
 criterion_main!(benches);

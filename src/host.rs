@@ -253,11 +253,15 @@ impl<P: Process> Host<P> {
         let logging = log::log_enabled!(log::Level::Debug);
         let first = logging && !self.recorder.is_active(id);
         let app = &self.app;
-        let progress = match self
+        // Read where it lies, and moved only to `apply`: a `Progress` is some 140 bytes, put
+        // together with narrow stores, and moving it (a call of `memcpy`, wide loads of what
+        // was just stored narrow, which the processor cannot forward) was half the rules' own
+        // time a marker (`perf` of `cargo bench --bench recorder -- on_marker`).
+        let result = self
             .recorder
-            .on_marker(i, id, || app.record(), self.out.sent())
-        {
-            Ok(progress) => progress,
+            .on_marker(i, id, || app.record(), self.out.sent());
+        let progress = match result {
+            Ok(ref progress) => progress,
             Err(e) => {
                 driver.refused_marker(self.sources.id(i), e);
                 return false;
@@ -280,7 +284,9 @@ impl<P: Process> Host<P> {
         // Most markers only close a channel: for them, no call of `apply`.
         let more = progress.send_markers || progress.completed.is_some();
         if more {
-            self.apply(id, progress, driver);
+            if let Ok(progress) = result {
+                self.apply(id, progress, driver);
+            }
         }
         more
     }
