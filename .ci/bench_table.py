@@ -85,6 +85,11 @@ def main():
         t, _ = estimate("recorder_on_message", f"{k}_recording")
         print(f"| {k} | {'-' if t is None else f'{t * 1e9:.1f}'} |")
     print()
+    part, _ = estimate("recorder_on_marker", "47_channels")
+    if part is not None:
+        print(f"A part of 47 incoming channels (47 markers): {part * 1e9:.0f} ns, "
+              f"{part * 1e9 / 47:.1f} ns a marker")
+        print()
     print("| N | k in flight | runtime, us per snapshot | simulator, us per snapshot |")
     print("|---|---|---|---|")
     for n in (4, 8):
