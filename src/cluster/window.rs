@@ -1,5 +1,5 @@
-//! A message frame written into an array on the stack, by a serializer of postcard's format of
-//! its own.
+//! A message frame written straight into the sender's staging buffer, by a serializer of
+//! postcard's format of its own.
 //!
 //! Every message to another node is encoded on its sender's thread, so this is the one place
 //! where the cluster's format costs per message what the in-process runtime does not. Through
@@ -26,13 +26,13 @@ use std::fmt;
 
 use serde::ser::{self, Serialize};
 
-/// The bytes of the array: 4 of length, then up to 60 of body (the bench's token, three
-/// integers, takes at most 36 with the frame's kind, channel and number).
+/// The bytes a frame is written into: 4 of length, then up to 60 of body (the bench's token,
+/// three integers, takes at most 36 with the frame's kind, channel and number).
 pub(super) const WINDOW: usize = 64;
 
-/// A frame being written into an array of [`WINDOW`] bytes.
-pub(super) struct Window {
-    bytes: [u8; WINDOW],
+/// A frame being written into [`WINDOW`] bytes at the end of the staging buffer.
+pub(super) struct Window<'a> {
+    bytes: &'a mut [u8; WINDOW],
     at: usize,
 }
 
@@ -43,7 +43,7 @@ pub(super) struct Unwritten;
 
 impl fmt::Display for Unwritten {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("not written into the stack window")
+        f.write_str("not written into the window")
     }
 }
 
@@ -57,27 +57,18 @@ impl ser::Error for Unwritten {
 
 type Written = Result<(), Unwritten>;
 
-impl Window {
-    /// An empty window, writing from byte `at` (the bytes before are left for the length).
+impl<'a> Window<'a> {
+    /// A window over `bytes`, writing from byte `at` (the bytes before are left for the
+    /// length).
     #[inline(always)]
-    pub(super) fn starting_at(at: usize) -> Self {
-        Window {
-            bytes: [0; WINDOW],
-            at,
-        }
+    pub(super) fn over(bytes: &'a mut [u8; WINDOW], at: usize) -> Self {
+        Window { bytes, at }
     }
 
     /// Where what was written ends.
     #[inline(always)]
     pub(super) fn end(&self) -> usize {
         self.at
-    }
-
-    /// The whole array, what was written and the zeros after it: copied whole, a copy of a
-    /// fixed size is a few vector moves, where one of the written length is a call.
-    #[inline(always)]
-    pub(super) fn array(&mut self) -> &mut [u8; WINDOW] {
-        &mut self.bytes
     }
 
     /// Writes one byte.
@@ -138,7 +129,7 @@ fn zigzag(n: i64) -> u64 {
     ((n << 1) ^ (n >> 63)) as u64
 }
 
-impl ser::Serializer for &mut Window {
+impl ser::Serializer for &mut Window<'_> {
     type Ok = ();
     type Error = Unwritten;
     type SerializeSeq = Self;
@@ -339,7 +330,7 @@ impl ser::Serializer for &mut Window {
 /// them (a sequence's or a map's length went first).
 macro_rules! in_turn {
     ($($kind:ident :: $method:ident),*) => {$(
-        impl ser::$kind for &mut Window {
+        impl ser::$kind for &mut Window<'_> {
             type Ok = ();
             type Error = Unwritten;
 
@@ -363,7 +354,7 @@ in_turn!(
     SerializeTupleVariant::serialize_field
 );
 
-impl ser::SerializeMap for &mut Window {
+impl ser::SerializeMap for &mut Window<'_> {
     type Ok = ();
     type Error = Unwritten;
 
@@ -387,7 +378,7 @@ impl ser::SerializeMap for &mut Window {
 /// postcard).
 macro_rules! fields_in_turn {
     ($($kind:ident),*) => {$(
-        impl ser::$kind for &mut Window {
+        impl ser::$kind for &mut Window<'_> {
             type Ok = ();
             type Error = Unwritten;
 

@@ -29,7 +29,7 @@ use postcard::ser_flavors::Flavor;
 use serde::{Deserialize, Serialize};
 
 use super::packed::{GlobalIn, GlobalOut, PartIn, PartOut};
-use super::window::Window;
+use super::window::{Unwritten, Window, WINDOW};
 use crate::error::Error;
 use crate::snapshot::SnapshotId;
 use crate::topology::Wiring;
@@ -556,16 +556,17 @@ pub(crate) fn encode_within(
 /// the same bytes (tested), the way every message to another node takes.
 ///
 /// A frame that fits in [`WINDOW`](super::window::WINDOW) bytes (every message of the bench
-/// and the bank) is written into an array on the stack first, length included, by a serializer
-/// of postcard's format of its own ([`Window`]), and then copied to `buf` whole: a copy of the
-/// array's fixed size, which the compiler makes a few vector moves, cut back to the frame's
-/// length. A byte written to the array costs a compare and a store; pushed onto a `Vec` it
-/// cost a load of its length and capacity, a compare and two stores (callgrind, 3 nodes x 16:
-/// `NodeWire::encode` took 343 instructions a frame, 28% of the process threads' own; 251
-/// through postcard into the array; 217 with the window's own serializer). Anything else (a
-/// longer frame, one the limits cut into pieces, a value the window does not write, a message
-/// whose `Serialize` fails) takes the general way, through postcard, which gives the same bytes
-/// or postcard's error.
+/// and the bank) is written straight into `WINDOW` zeroed bytes at the end of `buf`, length
+/// included, by a serializer of postcard's format of its own ([`Window`]), and `buf` is cut
+/// back to the frame's end. A byte written there costs a compare and a store; pushed onto the
+/// `Vec` it cost a load of its length and capacity, a compare and two stores (callgrind, 3
+/// nodes x 16: `NodeWire::encode` took 343 instructions a frame, 28% of the process threads'
+/// own; 251 through postcard into an array on the stack, copied whole; 211 this way). Not on
+/// the stack: the array was written a byte at a time and copied out in 16-byte loads, which
+/// the processor cannot forward from byte stores (the first of those loads held 30% of
+/// `encode`'s samples, `perf annotate`). Anything else (a longer frame, one the limits cut into
+/// pieces, a value the window does not write, a message whose `Serialize` fails) takes the
+/// general way, through postcard, which gives the same bytes or postcard's error.
 #[inline]
 pub(crate) fn encode_message<M: Serialize>(
     buf: &mut Vec<u8>,
@@ -574,21 +575,34 @@ pub(crate) fn encode_message<M: Serialize>(
     message: &M,
     limit: FrameLimit,
 ) -> Result<(), String> {
-    let mut window = Window::starting_at(4);
-    let written = message_header(channel, seq, |byte| window.byte(byte))
-        .and_then(|()| message.serialize(&mut window));
-    if written.is_ok() {
-        let end = window.end();
+    let start = buf.len();
+    buf.extend_from_slice(&[0; WINDOW]);
+    // Cut back off unless kept: on the general way below, and if the message's `Serialize`
+    // panics half-way.
+    let frame = Tentative {
+        buf,
+        start,
+        kept: false,
+    };
+    let written = match <&mut [u8; WINDOW]>::try_from(&mut frame.buf[start..start + WINDOW]) {
+        Ok(bytes) => {
+            let mut window = Window::over(bytes, 4);
+            message_header(channel, seq, |byte| window.byte(byte))
+                .and_then(|()| message.serialize(&mut window))
+                .map(|()| window.end())
+        }
+        Err(_) => Err(Unwritten),
+    };
+    if let Ok(end) = written {
         let len = end - 4;
         if len <= limit.whole && len <= limit.piece.clamp(1, MAX_PIECE) {
-            let array = window.array();
-            array[..4].copy_from_slice(&(len as u32).to_le_bytes());
-            let start = buf.len();
-            buf.extend_from_slice(array);
-            buf.truncate(start + end);
+            frame.buf[start..start + 4].copy_from_slice(&(len as u32).to_le_bytes());
+            frame.buf.truncate(start + end);
+            frame.keep();
             return Ok(());
         }
     }
+    drop(frame);
     frame_with(buf, limit, |buf| {
         message_header(channel, seq, |byte| {
             buf.push(byte);
@@ -600,7 +614,7 @@ pub(crate) fn encode_message<M: Serialize>(
 
 /// Writes what a message frame holds before its message, as postcard writes
 /// `Frame::Message`'s: the variant's index, the channel and the number, through `push` a
-/// byte at a time (into the stack window, or onto a buffer).
+/// byte at a time (into the window, or onto a buffer).
 #[inline(always)]
 fn message_header<E>(
     channel: u32,
@@ -1480,7 +1494,7 @@ mod tests {
         /// postcard writes it (`encode_within`), for any numbers, whole or in pieces, after
         /// what the buffer holds; and refuses a frame over the whole limit as it does, leaving
         /// the buffer as it was. The messages' tails (0 to 80 bytes) put frames on both sides
-        /// of the stack window's 64, and the limits cut some of either kind.
+        /// of the window's 64, and the limits cut some of either kind.
         #[test]
         fn the_message_path_writes_what_postcard_writes(
             channel in proptest::prelude::any::<u32>(),
@@ -1509,7 +1523,7 @@ mod tests {
             }
         }
 
-        /// The stack window's serializer (`window.rs`) writes what postcard writes, or leaves
+        /// The window's serializer (`window.rs`) writes what postcard writes, or leaves
         /// the frame to postcard: messages of a few values of every kind serde has, each in a
         /// variant of its own, so some fit the window and some do not; among them values the
         /// window leaves to postcard (a sequence of unknown length, a string through
@@ -1681,7 +1695,33 @@ mod tests {
         );
     }
 
-    /// Values of every kind in serde's data model, for the stack window's test.
+    /// A message whose `Serialize` panics half-way, after writing some of itself, leaves the
+    /// staging buffer as it was, on the window's way (a short message) and on postcard's (a
+    /// long one): the peer never gets half a frame.
+    #[test]
+    fn a_serialize_that_panics_leaves_the_buffer_as_it_was() {
+        struct Panics(Vec<u8>);
+        impl Serialize for Panics {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                use serde::ser::SerializeTuple;
+                let mut t = s.serialize_tuple(2)?;
+                t.serialize_element(&self.0)?;
+                panic!("the application's Serialize panicked");
+            }
+        }
+        for len in [3, 200] {
+            let held = vec![7u8; 5];
+            let mut buf = held.clone();
+            let message = Panics(vec![1; len]);
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                encode_message(&mut buf, 3, 9, &message, FrameLimit::pieces(MAX_PIECE))
+            }));
+            assert!(outcome.is_err(), "the panic comes through");
+            assert_eq!(buf, held, "a message of {len} bytes left half a frame");
+        }
+    }
+
+    /// Values of every kind in serde's data model, for the window's test.
     mod every_kind {
         use std::collections::BTreeMap;
         use std::fmt;
