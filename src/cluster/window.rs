@@ -129,6 +129,23 @@ fn zigzag(n: i64) -> u64 {
     ((n << 1) ^ (n >> 63)) as u64
 }
 
+/// A tuple or struct variant opens with its index; its fields follow in turn.
+macro_rules! variants_with_fields {
+    ($($method:ident),*) => {$(
+        #[inline]
+        fn $method(
+            self,
+            _: &'static str,
+            index: u32,
+            _: &'static str,
+            _: usize,
+        ) -> Result<Self, Unwritten> {
+            self.varint(u64::from(index))?;
+            Ok(self)
+        }
+    )*};
+}
+
 impl ser::Serializer for &mut Window<'_> {
     type Ok = ();
     type Error = Unwritten;
@@ -286,18 +303,6 @@ impl ser::Serializer for &mut Window<'_> {
     }
 
     #[inline]
-    fn serialize_tuple_variant(
-        self,
-        _: &'static str,
-        index: u32,
-        _: &'static str,
-        _: usize,
-    ) -> Result<Self, Unwritten> {
-        self.varint(u64::from(index))?;
-        Ok(self)
-    }
-
-    #[inline]
     fn serialize_map(self, len: Option<usize>) -> Result<Self, Unwritten> {
         self.varint(len.ok_or(Unwritten)? as u64)?;
         Ok(self)
@@ -308,17 +313,7 @@ impl ser::Serializer for &mut Window<'_> {
         Ok(self)
     }
 
-    #[inline]
-    fn serialize_struct_variant(
-        self,
-        _: &'static str,
-        index: u32,
-        _: &'static str,
-        _: usize,
-    ) -> Result<Self, Unwritten> {
-        self.varint(u64::from(index))?;
-        Ok(self)
-    }
+    variants_with_fields!(serialize_tuple_variant, serialize_struct_variant);
 
     /// postcard writes it through `Display` twice (its length, then its bytes): left to it.
     fn collect_str<T: ?Sized + fmt::Display>(self, _: &T) -> Written {
