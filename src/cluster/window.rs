@@ -14,8 +14,9 @@
 //! byte, floats as their little-endian bits, a string or bytes as their length then their
 //! bytes, a `char` as the string of it, an option as 0 or 1 and the value, a variant as its
 //! index, a sequence or map as its length then its items, structs and tuples as their fields.
-//! A test compares this with postcard over values of every kind serde has
-//! (`wire::tests::the_message_path_writes_what_postcard_writes`).
+//! Tests compare this with postcard over values of every kind serde has
+//! (`wire::tests::the_window_writes_what_postcard_writes_for_every_kind_of_value`) and over
+//! frames on both sides of the window's size (`the_message_path_writes_what_postcard_writes`).
 //!
 //! Anything else, and anything that does not fit, is not written here: the serializer says
 //! [`Unwritten`], and the caller writes the frame with postcard itself, which gives the same
