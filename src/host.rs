@@ -283,6 +283,7 @@ impl<P: Process> Host<P> {
         }
         // Most markers only close a channel: for them, no call of `apply`.
         let more = progress.send_markers || progress.completed.is_some();
+        // Not `if let (true, Ok(progress)) = (more, result)`: that builds the tuple, a move.
         if more {
             if let Ok(progress) = result {
                 self.apply(id, progress, driver);

@@ -80,17 +80,17 @@ impl<'a> Window<'a> {
         Ok(())
     }
 
-    /// Writes `n` as postcard writes an unsigned integer of any width up to 64 bits.
+    /// Writes `n` as postcard writes an unsigned integer of any width up to 64 bits
+    /// ([`varint_with`]), over a local index.
     #[inline(always)]
-    pub(super) fn varint(&mut self, mut n: u64) -> Written {
+    fn varint(&mut self, n: u64) -> Written {
         let mut at = self.at;
-        while n >= 0x80 {
-            *self.bytes.get_mut(at).ok_or(Unwritten)? = n as u8 | 0x80;
-            n >>= 7;
+        varint_with(n, |byte| {
+            *self.bytes.get_mut(at).ok_or(Unwritten)? = byte;
             at += 1;
-        }
-        *self.bytes.get_mut(at).ok_or(Unwritten)? = n as u8;
-        self.at = at + 1;
+            Ok(())
+        })?;
+        self.at = at;
         Ok(())
     }
 
@@ -121,6 +121,22 @@ impl<'a> Window<'a> {
         self.varint(bytes.len() as u64)?;
         self.raw(bytes)
     }
+}
+
+/// Writes `n` as postcard writes an unsigned integer of any width, through `push` a byte at a
+/// time: seven bits a byte, least significant first, the high bit set on every byte but the
+/// last. The one writer of them: the window's, a message frame's header and snapshot parts'
+/// packed counts (`wire::message_header`, `wire::push_varint`).
+#[inline(always)]
+pub(super) fn varint_with<E>(
+    mut n: u64,
+    mut push: impl FnMut(u8) -> Result<(), E>,
+) -> Result<(), E> {
+    while n >= 0x80 {
+        push(n as u8 | 0x80)?;
+        n >>= 7;
+    }
+    push(n as u8)
 }
 
 /// postcard's zigzag: 0, -1, 1, -2... as 0, 1, 2, 3..., so that small numbers either way take

@@ -29,7 +29,7 @@ use postcard::ser_flavors::Flavor;
 use serde::{Deserialize, Serialize};
 
 use super::packed::{GlobalIn, GlobalOut, PartIn, PartOut};
-use super::window::{Unwritten, Window, WINDOW};
+use super::window::{varint_with, Unwritten, Window, WINDOW};
 use crate::error::Error;
 use crate::snapshot::SnapshotId;
 use crate::topology::Wiring;
@@ -591,6 +591,7 @@ pub(crate) fn encode_message<M: Serialize>(
                 .and_then(|()| message.serialize(&mut window))
                 .map(|()| window.end())
         }
+        // Never: the bytes were just added.
         Err(_) => Err(Unwritten),
     };
     if let Ok(end) = written {
@@ -634,18 +635,6 @@ pub(super) fn push_varint(buf: &mut Vec<u8>, n: u64) {
         Ok(())
     });
     pushed.unwrap_or_else(|never| match never {})
-}
-
-/// Writes `n` as postcard writes an unsigned integer of any width, through `push` a byte at a
-/// time: seven bits a byte, least significant first, the high bit set on every byte but the
-/// last.
-#[inline(always)]
-fn varint_with<E>(mut n: u64, mut push: impl FnMut(u8) -> Result<(), E>) -> Result<(), E> {
-    while n >= 0x80 {
-        push(n as u8 | 0x80)?;
-        n >>= 7;
-    }
-    push(n as u8)
 }
 
 /// Appends a frame whose body `body` writes: its length first, then the body, split into
