@@ -5,7 +5,8 @@
 //! 127.0.0.1). Prints each variant's median deliveries per second (with the middle half of the
 //! runs) and CPU time per delivery (every thread of the process, over the timed section), and
 //! the ratios: of the medians of rates, the median of each round's own ratio with the middle
-//! half of those, and of CPU per delivery. `--threads` adds a line with each variant's CPU per
+//! half of those and an interval that holds that median with 95% confidence (from 6 rounds),
+//! and of CPU per delivery. `--threads` adds a line with each variant's CPU per
 //! delivery by kind of thread (processes, links' readers and writers, other), from the threads'
 //! own counts: an account of where the time goes that perf's sampling does not disturb; and a
 //! line with how many times a delivery each kind was put on a CPU (with more threads than
@@ -714,6 +715,30 @@ fn quartiles(mut v: Vec<f64>) -> (f64, f64) {
     (v[v.len() / 4], v[(3 * v.len()) / 4])
 }
 
+/// An interval that holds the median of what `v` samples with at least 95% confidence, from
+/// the order statistics alone: the k-th smallest and the k-th largest of `v`, k the largest
+/// with P(Binomial(n, 1/2) < k) <= 2.5%. It assumes nothing of the distribution (a round's
+/// ratio is far from normal: a slow spell of this shared machine gives it a long tail), only
+/// rounds independent of each other. Whether a target such as 0.9 lies inside it says whether
+/// one run of the bench can tell the two apart. `None` under 6 values (their extremes hold
+/// the median with less than 95%).
+fn median_interval(mut v: Vec<f64>) -> Option<(f64, f64)> {
+    let n = v.len();
+    v.sort_by(f64::total_cmp);
+    // The binomial's terms C(n, j) / 2^n, summed from j = 0 while the sum stays within 2.5%.
+    let mut term = 0.5f64.powi(n as i32);
+    let (mut below, mut k) = (0.0, 0);
+    for j in 0..n {
+        if below + term > 0.025 {
+            break;
+        }
+        below += term;
+        k = j + 1;
+        term *= (n - j) as f64 / (j + 1) as f64;
+    }
+    (k >= 1).then(|| (v[k - 1], v[n - k]))
+}
+
 fn main() {
     let args: Vec<String> = std::env::args()
         .skip(1)
@@ -822,12 +847,15 @@ fn main() {
                 // The middle half of the rounds' own ratios: whether a target such as 0.9 is
                 // inside the spread of one run, or outside it.
                 let (low, high) = quartiles(by_round.clone());
+                let within = median_interval(by_round.clone()).map_or(String::new(), |(a, b)| {
+                    format!(", median within {a:.3}-{b:.3} (95%)")
+                });
                 let cpu = match (cpu_medians[j], cpu_medians[k]) {
                     (Some(earlier), Some(later)) => format!(", CPU {:.3}", earlier / later),
                     _ => String::new(),
                 };
                 ratios.push(format!(
-                    "{name} / {} {:.3} (by round {:.3}, {low:.3}-{high:.3}{cpu})",
+                    "{name} / {} {:.3} (by round {:.3}, {low:.3}-{high:.3}{within}{cpu})",
                     chosen[j].0,
                     medians[k] / medians[j],
                     median(by_round)
