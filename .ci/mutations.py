@@ -38,8 +38,8 @@ MUTATIONS = {
         "not recording messages on a channel that is being recorded",
         [(
             "src/recorder.rs",
-            "        if !inbound.open.is_empty() {\n            inbound.log.push_back(",
-            "        if !inbound.open.is_empty() && seq == 0 {\n            inbound.log.push_back(",
+            "        if !self.recording[channel].open.is_empty() {\n            self.logs[channel].push_back(",
+            "        if !self.recording[channel].open.is_empty() && seq == 0 {\n            self.logs[channel].push_back(",
         )],
     ),
     "M2": (
@@ -152,8 +152,11 @@ MUTATIONS = {
         "the recorder trimming its log from the newest open recording, not the oldest",
         [(
             "src/recorder/open_starts.rs",
-            "        self.by_start.front().map(|&(start, _)| start)",
-            "        self.by_start.back().map(|&(start, _)| start)",
+            "        (self.front_open > 0).then_some(self.front_start)",
+            "        (self.front_open > 0).then(|| {\n"
+            "            let newest = self.later.as_ref().and_then(|l| l.back());\n"
+            "            newest.map_or(self.front_start, |&(start, _)| start)\n"
+            "        })",
         )],
     ),
     "M10": (

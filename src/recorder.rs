@@ -60,17 +60,20 @@ impl<M, S> Progress<M, S> {
     }
 }
 
-/// One incoming channel's recording state, as the recorder sees it. (Its received counter
-/// is in `Recorder::received`.)
-#[derive(Debug)]
-struct Inbound<M> {
+/// One incoming channel's recording state that every snapshot touches: a first marker opens
+/// a recording on every channel, and each later marker closes one. (Its received counter is in
+/// `Recorder::received`, its log in `Recorder::logs`.) 32 bytes, two channels a cache line: a
+/// first marker's walk over every channel reads and writes a process's few lines of these,
+/// where with the log beside each (80 bytes a channel, and the starts' own deque on the heap)
+/// it missed the cache about twice a channel at each end of a recording (callgrind's cache
+/// simulation, BENCHMARKS.md, twenty-second round).
+#[derive(Debug, Default)]
+struct Recording {
     /// Where each snapshot recording it now began (its `received` then), oldest first.
     open: OpenStarts,
-    /// Arrival number of the message just before `log[0]` (arrival numbers count from 1).
+    /// Arrival number of the message just before the log's first (arrival numbers count from
+    /// 1).
     base: u64,
-    /// Messages that arrived while some snapshot recorded the channel, from the oldest one an
-    /// open recording still needs.
-    log: VecDeque<RecordedMessage<M>>,
 }
 
 /// A snapshot this process has recorded its state for, not yet complete.
@@ -101,10 +104,16 @@ pub struct Recorder<M, S> {
     /// By incoming channel: application messages received on it so far. Apart from the rest
     /// of each channel's state, and dense (8 bytes a channel), since it is all a message
     /// touches while no snapshot is active here: a process's counters fit in a few cache lines
-    /// where the channel records (80 bytes each) spread over many. Written on every message,
-    /// so on cache lines of its own (`own_lines.rs`).
+    /// where the channels' recordings (32 bytes each) would spread over more. Written on every
+    /// message, so on cache lines of its own (`own_lines.rs`).
     received: OwnLines<u64>,
-    inbound: Vec<Inbound<M>>,
+    /// By incoming channel: its open recordings (dense: see [`Recording`]).
+    recording: Vec<Recording>,
+    /// By incoming channel: the messages that arrived while some snapshot recorded it, from
+    /// the oldest one an open recording still needs (after its `Recording::base`). Touched only
+    /// by a message on a channel being recorded, and by the marker that closes a recording
+    /// that holds messages.
+    logs: Vec<VecDeque<RecordedMessage<M>>>,
     active: IdMap<Active<M, S>>,
     /// Messages held in all logs together.
     logged: usize,
@@ -117,13 +126,8 @@ impl<M: Clone, S> Recorder<M, S> {
         Recorder {
             process,
             received: OwnLines::new(incoming, 0),
-            inbound: (0..incoming)
-                .map(|_| Inbound {
-                    open: OpenStarts::default(),
-                    base: 0,
-                    log: VecDeque::new(),
-                })
-                .collect(),
+            recording: (0..incoming).map(|_| Recording::default()).collect(),
+            logs: (0..incoming).map(|_| VecDeque::new()).collect(),
             active: IdMap::default(),
             logged: 0,
         }
@@ -134,8 +138,8 @@ impl<M: Clone, S> Recorder<M, S> {
     pub fn resume(process: ProcessId, received: &[u64]) -> Self {
         let mut recorder = Self::new(process, received.len());
         recorder.received.copy_from_slice(received);
-        for (inbound, &r) in recorder.inbound.iter_mut().zip(received) {
-            inbound.base = r;
+        for (recording, &r) in recorder.recording.iter_mut().zip(received) {
+            recording.base = r;
         }
         recorder
     }
@@ -165,9 +169,8 @@ impl<M: Clone, S> Recorder<M, S> {
     /// instructions 428M with the call, 416M without).
     #[inline(never)]
     fn log_message(&mut self, channel: usize, seq: u64, message: &M) {
-        let inbound = &mut self.inbound[channel];
-        if !inbound.open.is_empty() {
-            inbound.log.push_back(RecordedMessage {
+        if !self.recording[channel].open.is_empty() {
+            self.logs[channel].push_back(RecordedMessage {
                 seq,
                 message: Arc::new(message.clone()),
             });
@@ -215,16 +218,16 @@ impl<M: Clone, S> Recorder<M, S> {
                 channel,
             });
         }
-        let inbound = &mut self.inbound[channel];
-        let from = (snapshot.received[channel] - inbound.base) as usize;
-        let to = (self.received[channel] - inbound.base) as usize;
+        let recording = &mut self.recording[channel];
+        let from = (snapshot.received[channel] - recording.base) as usize;
+        let to = (self.received[channel] - recording.base) as usize;
         snapshot.closed[channel] = true;
         // Mostly nothing came on the channel while it was recorded: its state stays empty.
         if from != to {
-            snapshot.recorded[channel] = inbound.log.range(from..to).cloned().collect();
+            snapshot.recorded[channel] = self.logs[channel].range(from..to).cloned().collect();
         }
         snapshot.open -= 1;
-        let ended = inbound.open.end(snapshot.received[channel]);
+        let ended = recording.open.end(snapshot.received[channel]);
         debug_assert!(ended, "an open recording has its start");
         let done = snapshot.open == 0;
         self.trim(channel);
@@ -257,7 +260,7 @@ impl<M: Clone, S> Recorder<M, S> {
         };
         for (channel, &closed) in snapshot.closed.iter().enumerate() {
             if !closed {
-                let ended = self.inbound[channel].open.end(snapshot.received[channel]);
+                let ended = self.recording[channel].open.end(snapshot.received[channel]);
                 debug_assert!(ended, "an open recording has its start");
                 self.trim(channel);
             }
@@ -277,7 +280,7 @@ impl<M: Clone, S> Recorder<M, S> {
 
     /// Whether some snapshot records incoming `channel` now.
     pub fn is_recording(&self, channel: usize) -> bool {
-        !self.inbound[channel].open.is_empty()
+        !self.recording[channel].open.is_empty()
     }
 
     /// Snapshots recorded here and not yet complete.
@@ -300,20 +303,20 @@ impl<M: Clone, S> Recorder<M, S> {
         sent: &[u64],
         first: Option<usize>,
     ) -> Progress<M, S> {
-        let mut closed = vec![false; self.inbound.len()];
+        let mut closed = vec![false; self.recording.len()];
         let mut open = 0;
-        let channels = self.inbound.iter_mut().zip(self.received.iter());
-        for (channel, (inbound, &received)) in channels.enumerate() {
+        let channels = self.recording.iter_mut().zip(self.received.iter());
+        for (channel, (recording, &received)) in channels.enumerate() {
             if Some(channel) == first {
                 closed[channel] = true;
                 continue;
             }
-            if inbound.open.is_empty() {
+            if recording.open.is_empty() {
                 // Nobody needs the old log (trim emptied it): restart it at the current arrival.
-                debug_assert!(inbound.log.is_empty());
-                inbound.base = received;
+                debug_assert!(self.logs[channel].is_empty());
+                recording.base = received;
             }
-            inbound.open.begin(received);
+            recording.open.begin(received);
             open += 1;
         }
         self.active.insert(
@@ -361,9 +364,9 @@ impl<M: Clone, S> Recorder<M, S> {
     /// (`#[inline]` alone left it a call.)
     #[inline(always)]
     fn trim(&mut self, channel: usize) {
-        let inbound = &self.inbound[channel];
-        let oldest = inbound.open.oldest().unwrap_or(self.received[channel]);
-        let drop = (oldest - inbound.base) as usize;
+        let recording = &self.recording[channel];
+        let oldest = recording.open.oldest().unwrap_or(self.received[channel]);
+        let drop = (oldest - recording.base) as usize;
         if drop > 0 {
             self.drop_logged(channel, drop, oldest);
         }
@@ -373,9 +376,8 @@ impl<M: Clone, S> Recorder<M, S> {
     /// `oldest`.
     #[inline(never)]
     fn drop_logged(&mut self, channel: usize, drop: usize, oldest: u64) {
-        let inbound = &mut self.inbound[channel];
-        inbound.log.drain(..drop);
-        inbound.base = oldest;
+        self.logs[channel].drain(..drop);
+        self.recording[channel].base = oldest;
         self.logged -= drop;
     }
 }
