@@ -64,9 +64,9 @@ impl<M, S> Progress<M, S> {
 /// a recording on every channel, and each later marker closes one. (Its received counter is in
 /// `Recorder::received`, its log in `Recorder::logs`.) 32 bytes, two channels a cache line: a
 /// first marker's walk over every channel reads and writes a process's few lines of these,
-/// where with the log beside each (80 bytes a channel, and the starts' own deque on the heap)
-/// it missed the cache about twice a channel at each end of a recording (callgrind's cache
-/// simulation, BENCHMARKS.md, twenty-second round).
+/// where with the log beside each (72 bytes a channel, and the starts' own deque on the heap)
+/// it missed the cache about twice a channel, and each later marker about once (callgrind's
+/// cache simulation, BENCHMARKS.md, twenty-second round).
 #[derive(Debug, Default)]
 struct Recording {
     /// Where each snapshot recording it now began (its `received` then), oldest first.

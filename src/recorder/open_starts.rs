@@ -22,7 +22,7 @@ use std::collections::VecDeque;
 /// snapshot at a time, the common case, a first marker's opening of each channel and each
 /// marker's closing of one touch only these 24 bytes, which sit with the rest of the channel's
 /// hot state (`Recorder`): a deque for all of them put each channel's entries on a line of
-/// their own, a cache miss a channel at both ends of a recording (a third of what 100
+/// their own, a cache miss a channel at both ends of a recording (a quarter of what 100
 /// snapshots added to the misses of the marker rules' own code in callgrind's cache
 /// simulation, BENCHMARKS.md, twenty-second round).
 #[derive(Debug, Default)]
