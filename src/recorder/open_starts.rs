@@ -65,21 +65,20 @@ impl OpenStarts {
         self.begin_behind(start);
     }
 
-    /// [`begin`](OpenStarts::begin) with recordings already open.
+    /// [`begin`](OpenStarts::begin) with recordings already open: counted with the newest
+    /// start if it is the same, else a new one at the back.
     #[inline(never)]
     fn begin_behind(&mut self, start: u64) {
-        match self.later.as_deref_mut().and_then(VecDeque::back_mut) {
-            Some((last, open)) if *last == start => *open += 1,
-            Some((last, _)) => {
-                debug_assert!(*last < start, "starts go up");
-                self.later_mut().push_back((start, 1));
-            }
-            None if self.front_start == start => self.front_open += 1,
-            None => {
-                debug_assert!(self.front_start < start, "starts go up");
-                self.later_mut().push_back((start, 1));
-            }
+        let (last, open) = match self.later.as_deref_mut().and_then(VecDeque::back_mut) {
+            Some((last, open)) => (*last, open),
+            None => (self.front_start, &mut self.front_open),
+        };
+        if last == start {
+            *open += 1;
+            return;
         }
+        debug_assert!(last < start, "starts go up");
+        self.later_mut().push_back((start, 1));
     }
 
     /// The deque of later starts, allocated on first use and kept (emptied) from then on.
