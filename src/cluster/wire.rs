@@ -587,7 +587,7 @@ pub(crate) fn encode_message<M: Serialize>(
     let written = match <&mut [u8; WINDOW]>::try_from(&mut frame.buf[start..start + WINDOW]) {
         Ok(bytes) => {
             let mut window = Window::over(bytes, 4);
-            message_header(channel, seq, |byte| window.byte(byte))
+            message_header(channel, seq, &mut window)
                 .and_then(|()| message.serialize(&mut window))
                 .map(|()| window.end())
         }
@@ -605,26 +605,26 @@ pub(crate) fn encode_message<M: Serialize>(
     }
     drop(frame);
     frame_with(buf, limit, |buf| {
-        message_header(channel, seq, |byte| {
-            buf.push(byte);
-            Ok(())
-        })?;
+        // The header through a window of its own, so that one function writes it both ways.
+        // It takes at most 16 bytes of the 64: the error cannot happen.
+        let mut head = [0; WINDOW];
+        let mut window = Window::over(&mut head, 0);
+        message_header(channel, seq, &mut window)
+            .map_err(|Unwritten| postcard::Error::SerializeBufferFull)?;
+        let end = window.end();
+        buf.extend_from_slice(&head[..end]);
         postcard::serialize_with_flavor(message, Append::<Messages>::new(buf))
     })
 }
 
 /// Writes what a message frame holds before its message, as postcard writes
-/// `Frame::Message`'s: the variant's index, the channel and the number, through `push` a
-/// byte at a time (into the window, or onto a buffer).
+/// `Frame::Message`'s: the variant's index, the channel and the number, into `window` (the
+/// frame's, or on the general way one of the header's own).
 #[inline(always)]
-fn message_header<E>(
-    channel: u32,
-    seq: u64,
-    mut push: impl FnMut(u8) -> Result<(), E>,
-) -> Result<(), E> {
-    push(MESSAGE_VARIANT)?;
-    varint_with(u64::from(channel), &mut push)?;
-    varint_with(seq, &mut push)
+fn message_header(channel: u32, seq: u64, window: &mut Window<'_>) -> Result<(), Unwritten> {
+    window.byte(MESSAGE_VARIANT)?;
+    window.varint(u64::from(channel))?;
+    window.varint(seq)
 }
 
 /// Appends `n` as postcard writes an unsigned integer of any width ([`varint_with`]).
@@ -942,6 +942,17 @@ pub(super) const U64_VARINT: VarintBound = VarintBound {
 /// [`push_varint`], with postcard's checks and errors), and returns it with the bytes after it.
 #[inline]
 pub(super) fn take_varint(bytes: &[u8], bound: VarintBound) -> postcard::Result<(u64, &[u8])> {
+    // The usual numbers first, a byte or two (a frame's channel and number mostly are), with
+    // no loop: neither can be a bounded type's last byte (`bound.bytes` is 5 or 10).
+    if bound.bytes > 2 {
+        match bytes {
+            [low, rest @ ..] if low & 0x80 == 0 => return Ok((u64::from(*low), rest)),
+            [low, high, rest @ ..] if high & 0x80 == 0 => {
+                return Ok((u64::from(low & 0x7f) | u64::from(*high) << 7, rest))
+            }
+            _ => {}
+        }
+    }
     let mut value = 0u64;
     for i in 0..bound.bytes {
         let Some(&byte) = bytes.get(i) else {
@@ -1402,11 +1413,19 @@ mod tests {
         let u64_max = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01];
         let u64_over = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02];
         let padded_zero = [0x80, 0x00];
+        // The shortest ways' edges: the largest of one byte and of two, the smallest of two
+        // and of three, and a two-byte number cut after its first byte.
+        let (one_max, two_min, two_max, three_min) =
+            ([0x7f], [0x80, 0x01], [0xff, 0x7f], [0x80, 0x80, 0x01]);
         let message = [0x05, 0x07];
         // The channel's bytes, the number's, and what both ways read from them.
         type Case<'a> = (&'a [u8], &'a [u8], Option<(u32, u64)>);
-        let cases: [Case<'_>; 6] = [
+        let cases: [Case<'_>; 10] = [
             (&u32_max, &u64_max, Some((u32::MAX, u64::MAX))),
+            (&one_max, &two_min, Some((0x7f, 0x80))),
+            (&two_max, &three_min, Some((0x3fff, 0x4000))),
+            (&two_min, &[0x80], None),
+            (&[0x80], &[], None),
             (&u32_over, &[1], None),
             (&u32_long, &[1], None),
             (&[3], &u64_over, None),
@@ -1436,6 +1455,24 @@ mod tests {
                 (short, long) => panic!("{body:?}: {short:?} one way, {long:?} the other"),
             }
         }
+    }
+
+    /// Numbers of each length of varint alike, one byte, two, three or any: `any` alone gives
+    /// mostly the longest, and the window and `take_varint` have ways of their own for the
+    /// shortest.
+    fn number() -> impl proptest::strategy::Strategy<Value = u64> {
+        proptest::prop_oneof![
+            0u64..0x80,
+            0x80u64..0x4000,
+            0x4000u64..0x20_0000,
+            proptest::prelude::any::<u64>(),
+        ]
+    }
+
+    /// The same as a `u32`'s.
+    fn number32() -> impl proptest::strategy::Strategy<Value = u32> {
+        use proptest::strategy::Strategy;
+        number().prop_map(|n| n as u32)
     }
 
     proptest::proptest! {
@@ -1486,9 +1523,9 @@ mod tests {
         /// of the window's 64, and the limits cut some of either kind.
         #[test]
         fn the_message_path_writes_what_postcard_writes(
-            channel in proptest::prelude::any::<u32>(),
-            seq in proptest::prelude::any::<u64>(),
-            message in proptest::prelude::any::<(u64, u32, bool)>(),
+            channel in number32(),
+            seq in number(),
+            message in (number(), number32(), proptest::prelude::any::<bool>()),
             tail in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..80),
             held in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..8),
             piece in 1usize..128,
@@ -1508,8 +1545,8 @@ mod tests {
         /// error and leave the buffer as it was.
         #[test]
         fn the_window_writes_what_postcard_writes_for_every_kind_of_value(
-            channel in proptest::prelude::any::<u32>(),
-            seq in proptest::prelude::any::<u64>(),
+            channel in number32(),
+            seq in number(),
             message in proptest::collection::vec(every_kind::leaf(), 0..6),
             held in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..8),
             piece in 1usize..128,
@@ -1524,9 +1561,9 @@ mod tests {
         /// real frames with bytes changed, cut or added.
         #[test]
         fn the_message_path_reads_what_postcard_reads(
-            channel in proptest::prelude::any::<u32>(),
-            seq in proptest::prelude::any::<u64>(),
-            message in proptest::prelude::any::<(u64, u32)>(),
+            channel in number32(),
+            seq in number(),
+            message in (number(), number32()),
             flips in proptest::collection::vec((0usize..32, proptest::prelude::any::<u8>()), 0..3),
             cut in 1usize..32,
             noise in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..24),
