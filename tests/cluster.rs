@@ -168,6 +168,60 @@ fn a_bank_on_three_nodes_snapshots_exactly_from_every_node() {
     );
 }
 
+/// Every process's record time is on the clock of the node that delivers the snapshot, whatever
+/// its own node's clock says: with nodes started 300 ms apart (each node counts its times from
+/// its own start), snapshots started on every process and asked for on every node each have
+/// every state recorded between their start and their end there. Sent as it was on the
+/// sender's clock, a remote part's time was off by as much as the two nodes' starts were apart.
+#[test]
+fn record_times_are_on_the_clock_of_the_node_that_delivers_the_snapshot() {
+    let (seed, _guard) = common::seed("record times");
+    let topology = Topology::complete(6);
+    let placement = [vec![0, 1], vec![2, 3], vec![4, 5]];
+    let delivered = Arc::new(AtomicU64::new(0));
+    let nodes = {
+        let delivered = delivered.clone();
+        let make = move |_, p| Branch::new(p, seed, delivered.clone());
+        common::start_nodes_apart(
+            &topology,
+            &placement,
+            |b| b,
+            make,
+            Duration::from_millis(300),
+        )
+    };
+    common::wait_until("transfers cross the cluster", || {
+        delivered.load(Ordering::Relaxed) > 200
+    });
+    for (k, node) in nodes.iter().enumerate() {
+        for initiator in 0..topology.processes() {
+            let snapshot = node.snapshot_timeout(initiator, *PATIENCE).unwrap();
+            snapshot.verify().unwrap();
+            assert_eq!(snapshot.recorded_at.len(), topology.processes());
+            let cost = snapshot.cost();
+            for (p, &at) in snapshot.recorded_at.iter().enumerate() {
+                assert!(
+                    snapshot.started_at <= at && at <= snapshot.completed_at,
+                    "asked on node {k}, initiator {initiator}: process {p} recorded at {at:?}, \
+                     outside the snapshot's {:?} to {:?}",
+                    snapshot.started_at,
+                    snapshot.completed_at
+                );
+                assert!(cost.recorded_after[p] <= cost.latency);
+            }
+        }
+    }
+    let mut nodes = nodes.into_iter();
+    let first = nodes.next().unwrap();
+    let waiting: Vec<_> = nodes
+        .map(|node| thread::spawn(move || node.wait_stopped(*PATIENCE)))
+        .collect();
+    first.shutdown().unwrap();
+    for w in waiting {
+        w.join().unwrap().unwrap();
+    }
+}
+
 #[test]
 fn a_process_alone_on_its_node_and_a_node_without_an_internal_channel() {
     // Ring of 5: node 0 runs 0 and 2, which share no channel; node 2 runs 4 alone.

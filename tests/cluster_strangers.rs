@@ -38,7 +38,7 @@ fn answer(stream: &mut TcpStream) -> Vec<u8> {
 }
 
 /// This build's wire format version (`wire::FORMAT`).
-const FORMAT: u16 = 6;
+const FORMAT: u16 = 7;
 
 /// The first six bytes of a connection of this crate's format `version`.
 fn preamble(version: u16) -> Vec<u8> {

@@ -146,7 +146,7 @@ fn stray_part(process: ProcessId) -> Vec<u8> {
         recorded: vec![Vec::new(); 5],
     };
     framed(&Frame::Part {
-        recorded_at: Duration::ZERO,
+        recorded_before: Duration::ZERO,
         part: PartOut::new(&part),
     })
 }
@@ -289,7 +289,7 @@ fn a_part_listing_a_channel_state_past_its_channels_fails_its_sender() {
         vec![(9usize, vec![message])],
     );
     let frame: Frame<&u64, _, (), &Report<u64, u64>> = Frame::Part {
-        recorded_at: Duration::ZERO,
+        recorded_before: Duration::ZERO,
         part,
     };
     let mut bytes = Vec::new();

@@ -590,12 +590,12 @@ impl NodeUplink {
 }
 
 impl<M: Serialize, S: Serialize> Uplink<M, S> for NodeUplink {
-    fn part(&self, initiator: ProcessId, part: LocalSnapshot<M, S>, recorded_at: Duration) {
+    fn part(&self, initiator: ProcessId, part: LocalSnapshot<M, S>, recorded_before: Duration) {
         let Some(link) = self.link(self.node_of[initiator]) else {
             return;
         };
         let frame: FrameOut<'_, M, S> = Frame::Part {
-            recorded_at,
+            recorded_before,
             part: PartOut::new(&part),
         };
         if let Err(reason) = link.send(&frame) {
@@ -989,7 +989,10 @@ impl<P: NodeProcess> Core<P> {
                     }
                 }
             }
-            Frame::Part { recorded_at, part } => {
+            Frame::Part {
+                recorded_before,
+                part,
+            } => {
                 // By the whole number: cast to `u32`, a process past it would pass for another.
                 if self.node_of.get(part.process()) != Some(&peer) {
                     return Err(format!(
@@ -1002,7 +1005,7 @@ impl<P: NodeProcess> Core<P> {
                     .map_err(|e| format!("a part from node {peer}: {e}"))?;
                 shared
                     .hub
-                    .submit_remote(part, recorded_at)
+                    .submit_remote(part, recorded_before)
                     .map_err(|e| format!("a part from node {peer}: {e}"))?;
             }
             Frame::PartLost {
@@ -1492,9 +1495,12 @@ impl<P: NodeProcess> Drop for Handle<P> {
 /// - [`shutdown`](Node::shutdown): stops every node.
 /// - [`with_process`](Node::with_process): this node's processes only.
 ///
-/// Times: a snapshot asked for here has its start and end on this node's clock (its latency is
-/// what this node saw); the record times in `recorded_at` come from each process's node's clock,
-/// measured from that node's start, so across nodes they are not comparable.
+/// Times: a snapshot delivered here has its start, its end and its record times on this node's
+/// clock (measured from this node's start). Its latency is what this node saw: for a snapshot
+/// asked for here and assembled on another node, from the asking to the outcome's arrival. A
+/// process on another node recorded its state at the time its part says, put on the
+/// assembling node's clock when the part arrives (late by the part's time on its way, at
+/// most), and for a snapshot assembled elsewhere as long after the start as there.
 pub struct Node<P: NodeProcess> {
     handle: Arc<Handle<P>>,
 }

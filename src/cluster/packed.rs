@@ -443,11 +443,14 @@ mod tests {
         part: &LocalSnapshot<(u64, u32), u64>,
     ) -> Result<LocalSnapshot<(u64, u32), u64>, String> {
         match through_the_wire(&Frame::Part {
-            recorded_at: Duration::from_nanos(7),
+            recorded_before: Duration::from_nanos(7),
             part: PartOut::new(part),
         })? {
-            Frame::Part { recorded_at, part } => {
-                assert_eq!(recorded_at, Duration::from_nanos(7));
+            Frame::Part {
+                recorded_before,
+                part,
+            } => {
+                assert_eq!(recorded_before, Duration::from_nanos(7));
                 part.unpack()
             }
             other => panic!("{other:?}"),
@@ -535,7 +538,7 @@ mod tests {
             let (part, global) = (part(9, &[1, 300, 70_000], 0b1010_0110), global(4, &[5, 1 << 40], 0b101));
             let ends = order(&global);
             let out: FrameOut<'_, (u64, u32), u64> = match outcome {
-                false => Frame::Part { recorded_at: Duration::ZERO, part: PartOut::new(&part) },
+                false => Frame::Part { recorded_before: Duration::ZERO, part: PartOut::new(&part) },
                 true => Frame::Outcome { snapshot: global.id, outcome: Ok(GlobalOut::new(&global, &ends)) },
             };
             wire::encode(&mut buf, &out).unwrap();

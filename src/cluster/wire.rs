@@ -35,7 +35,7 @@ use crate::snapshot::SnapshotId;
 use crate::topology::Wiring;
 
 /// The format version this build speaks. A node refuses a peer that speaks another.
-pub(crate) const FORMAT: u16 = 6;
+pub(crate) const FORMAT: u16 = 7;
 
 /// The first four bytes of every connection.
 pub(crate) const MAGIC: [u8; 4] = *b"CLSN";
@@ -376,8 +376,10 @@ pub(crate) enum Frame<M, P, G, R> {
     /// A process's part of a snapshot assembled by the receiver, and when it recorded its
     /// state.
     Part {
-        /// Time since the sender's node started, on the sender's clock.
-        recorded_at: Duration,
+        /// How long before the part was sent its process recorded its state, on the sender's
+        /// clock (a difference: the two nodes' clocks start at different times). Until format
+        /// 7, the time since the sender's node started.
+        recorded_before: Duration,
         /// The part.
         part: P,
     },

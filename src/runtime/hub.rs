@@ -131,8 +131,10 @@ impl<M, S> std::fmt::Debug for PendingSnapshot<M, S> {
 /// What a cluster node's hub does for snapshots that cross nodes (`cluster/`); a runtime in one
 /// process has none. Called with the hub's lock held, so it only queues work for the links.
 pub(crate) trait Uplink<M, S>: Send + Sync {
-    /// A part of a snapshot whose initiator runs on another node: send it there.
-    fn part(&self, initiator: ProcessId, part: LocalSnapshot<M, S>, recorded_at: Duration);
+    /// A part of a snapshot whose initiator runs on another node: send it there, with how long
+    /// before now its process recorded its state (`recorded_before`: a difference of two times
+    /// on this node's clock, which the receiver puts on its own, `Hub::submit_remote`).
+    fn part(&self, initiator: ProcessId, part: LocalSnapshot<M, S>, recorded_before: Duration);
     /// A snapshot another node asked for has ended here: tell that node.
     fn outcome(&self, node: usize, event: &SnapshotEvent<M, S>);
     /// A process run here has failed: tell the other nodes.
@@ -505,7 +507,7 @@ impl<M, S> Hub<M, S> {
                     state.route_finished(id);
                 }
                 if let Some(uplink) = &state.uplink {
-                    uplink.part(initiator, part, recorded_at);
+                    uplink.part(initiator, part, self.now().saturating_sub(recorded_at));
                 }
                 return false;
             }
@@ -514,16 +516,25 @@ impl<M, S> Hub<M, S> {
             .unwrap_or_else(|e| panic!("process {process}: {e}"))
     }
 
-    /// A part sent by another node, of a snapshot assembled here. An error is the other node's:
-    /// a part of a snapshot this node never started, or one that does not fit.
+    /// A part sent by another node, of a snapshot assembled here, whose process recorded its
+    /// state `recorded_before` before the part was sent. An error is the other node's: a part
+    /// of a snapshot this node never started, or one that does not fit.
+    ///
+    /// Its record time is put on this node's clock: now, less `recorded_before`. Each node
+    /// counts its times from its own start, so a time sent as it was (as this once was) was off
+    /// by as much as the two nodes' starts were apart, before the snapshot began or after it
+    /// ended (the bank printed states recorded 1 ms after a snapshot of 0.85 ms had completed).
+    /// This way it is late by the part's time on its way, at most, and lies between the
+    /// snapshot's start and its end.
     #[cfg(feature = "cluster")]
     pub(crate) fn submit_remote(
         &self,
         part: LocalSnapshot<M, S>,
-        recorded_at: Duration,
+        recorded_before: Duration,
     ) -> Result<bool, CollectError> {
         let process = part.process;
         let mut state = self.state.lock();
+        let recorded_at = self.now().saturating_sub(recorded_before);
         self.add(&mut state, part, recorded_at, process)
     }
 
@@ -755,8 +766,10 @@ impl<M, S> Hub<M, S> {
     }
 
     /// The outcome of a snapshot asked for here, from the node that assembled it. Its start
-    /// and end become this node's: when it was asked for and now. Returns false if no such
-    /// snapshot was waiting (it had already ended here: a shutdown, a failure).
+    /// and end become this node's: when it was asked for and now; and its record times with
+    /// them, each as long after the start as the assembling node saw it (so each lies between
+    /// the start and the end here too). Returns false if no such snapshot was waiting (it had
+    /// already ended here: a shutdown, a failure).
     #[cfg(feature = "cluster")]
     pub(crate) fn finish_elsewhere(
         &self,
@@ -769,6 +782,9 @@ impl<M, S> Hub<M, S> {
             return false;
         };
         let outcome = outcome.map(|mut snapshot| {
+            for at in &mut snapshot.recorded_at {
+                *at = asked_at + at.saturating_sub(snapshot.started_at);
+            }
             snapshot.started_at = asked_at;
             snapshot.completed_at = self.now();
             Arc::new(snapshot)

@@ -32,6 +32,18 @@ pub fn start_nodes<P: chandy_lamport::cluster::NodeProcess>(
     tweak: fn(chandy_lamport::cluster::NodeBuilder<P>) -> chandy_lamport::cluster::NodeBuilder<P>,
     make: impl Fn(usize, ProcessId) -> P + Clone + Send + 'static,
 ) -> Vec<chandy_lamport::cluster::Node<P>> {
+    start_nodes_apart(topology, placement, tweak, make, Duration::ZERO)
+}
+
+/// `start_nodes`, node `k` built `k * apart` after the first: each node's clock counts from its
+/// own start, so their clocks are that far apart.
+pub fn start_nodes_apart<P: chandy_lamport::cluster::NodeProcess>(
+    topology: &chandy_lamport::Topology,
+    placement: &[Vec<ProcessId>],
+    tweak: fn(chandy_lamport::cluster::NodeBuilder<P>) -> chandy_lamport::cluster::NodeBuilder<P>,
+    make: impl Fn(usize, ProcessId) -> P + Clone + Send + 'static,
+    apart: Duration,
+) -> Vec<chandy_lamport::cluster::Node<P>> {
     use chandy_lamport::cluster::{ClusterConfig, Node, NodeKeys};
     let (config, listeners) = ClusterConfig::on_localhost(placement.iter().cloned()).unwrap();
     let keys = NodeKeys::generate(placement.len()).unwrap();
@@ -42,6 +54,7 @@ pub fn start_nodes<P: chandy_lamport::cluster::NodeProcess>(
         .map(|(k, (listener, keys))| {
             let (topology, config, make) = (topology.clone(), config.clone(), make.clone());
             std::thread::spawn(move || {
+                std::thread::sleep(apart * k as u32);
                 let builder = Node::builder(topology, config, k)
                     .listener(listener)
                     .keys(keys)
