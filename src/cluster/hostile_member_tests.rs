@@ -429,6 +429,76 @@ fn an_outcome_with_other_channels_than_the_clusters_fails_its_sender() {
     );
 }
 
+/// The node that assembles a snapshot node 0 asked for sends back an outcome whose record times
+/// are absurd (the longest time there is, for every process): node 0 takes it, keeping each
+/// time between its asking and the outcome's arrival, and fails nobody. (Node 0 puts an
+/// outcome's record times on its own clock, as long after its asking as they were after the
+/// start; a time from another node is only as good as that node, and this one, added as it
+/// came, would have overflowed.)
+#[test]
+fn an_outcome_with_absurd_record_times_keeps_them_within_its_snapshot() {
+    let (nodes, handled) = three_nodes();
+    wait_until("tokens cross the cluster", || {
+        handled.load(Ordering::Relaxed) > 100
+    });
+    // Process 2 (node 2) busy for a while, so that its snapshot cannot end there, and the
+    // honest outcome come back, before the forged one.
+    let busy = {
+        let two = nodes[2].clone();
+        thread::spawn(move || two.with_process(2, |_, _| thread::sleep(Duration::from_millis(500))))
+    };
+    thread::sleep(Duration::from_millis(50));
+    let asked = nodes[0].start_snapshot(2).unwrap();
+    let order = Topology::complete(6).channels().to_vec();
+    let global = GlobalSnapshot::<u64, u64> {
+        id: asked.id(),
+        initiator: 2,
+        started_at: Duration::ZERO,
+        completed_at: Duration::ZERO,
+        recorded_at: vec![Duration::MAX; 6],
+        states: vec![0; 6],
+        channels: order
+            .iter()
+            .map(|&channel| ChannelSnapshot {
+                channel,
+                sent: 0,
+                received: 0,
+                messages: Vec::new(),
+            })
+            .collect(),
+    };
+    nodes[2].send_raw(
+        0,
+        &framed(&FrameOut::<u64, u64>::Outcome {
+            snapshot: asked.id(),
+            outcome: Ok(GlobalOut::new(&global, &order)),
+        }),
+    );
+    let snapshot = asked.wait_timeout(Duration::from_secs(30)).unwrap();
+    assert_eq!(snapshot.recorded_at.len(), 6);
+    for &at in &snapshot.recorded_at {
+        assert!(
+            snapshot.started_at <= at && at <= snapshot.completed_at,
+            "recorded at {at:?}, outside {:?} to {:?}",
+            snapshot.started_at,
+            snapshot.completed_at
+        );
+    }
+    busy.join().unwrap().unwrap();
+    for node in &nodes {
+        assert!(node.failed_nodes().is_empty(), "{:?}", node.failed_nodes());
+    }
+    let mut nodes = nodes.into_iter();
+    let zero = nodes.next().unwrap();
+    let rest: Vec<_> = nodes
+        .map(|node| thread::spawn(move || node.wait_stopped(Duration::from_secs(30))))
+        .collect();
+    assert!(zero.shutdown().unwrap().failed_nodes.is_empty());
+    for node in rest {
+        assert!(node.join().unwrap().unwrap().failed_nodes.is_empty());
+    }
+}
+
 #[test]
 fn a_marker_of_a_snapshot_done_here_fails_its_sender() {
     // A snapshot of process 1 (node 1) runs to its end; then node 2 replays one of its markers

@@ -1415,8 +1415,8 @@ mod tests {
         let u64_max = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01];
         let u64_over = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02];
         let padded_zero = [0x80, 0x00];
-        // The shortest ways' edges: the largest of one byte and of two, the smallest of two
-        // and of three, and a two-byte number cut after its first byte.
+        // The short ways' edges: the largest of one byte and of two, the smallest of two and
+        // of three, and two-byte numbers that run on into the bytes after them.
         let (one_max, two_min, two_max, three_min) =
             ([0x7f], [0x80, 0x01], [0xff, 0x7f], [0x80, 0x80, 0x01]);
         let message = [0x05, 0x07];

@@ -781,12 +781,16 @@ impl<M, S> Hub<M, S> {
         let Some((initiator, asked_at)) = waited.or_else(|| state.watching.remove(&id)) else {
             return false;
         };
+        let now = self.now();
         let outcome = outcome.map(|mut snapshot| {
+            // Bounded by the time since the asking, too: a time that comes from another node
+            // is only as good as that node, and must neither overflow nor lie past the end.
+            let since_asked = now.saturating_sub(asked_at);
             for at in &mut snapshot.recorded_at {
-                *at = asked_at + at.saturating_sub(snapshot.started_at);
+                *at = asked_at + at.saturating_sub(snapshot.started_at).min(since_asked);
             }
             snapshot.started_at = asked_at;
-            snapshot.completed_at = self.now();
+            snapshot.completed_at = now;
             Arc::new(snapshot)
         });
         state.finish(id, initiator, outcome);
