@@ -499,6 +499,41 @@ fn an_outcome_with_absurd_record_times_keeps_them_within_its_snapshot() {
     }
 }
 
+/// The node that assembles a snapshot node 0 asked for sends back an outcome with the cluster's
+/// channels but one process's state, where the cluster has 6: refused in those words, not
+/// handed to the asker as the snapshot.
+#[test]
+fn an_outcome_with_other_states_than_the_clusters_processes_fails_its_sender() {
+    a_member_sending_made(
+        |nodes| {
+            let asked = nodes[0].start_snapshot(2).unwrap();
+            let order = Topology::complete(6).channels().to_vec();
+            let global = GlobalSnapshot::<u64, u64> {
+                id: asked.id(),
+                initiator: 2,
+                started_at: Duration::ZERO,
+                completed_at: Duration::ZERO,
+                recorded_at: vec![Duration::ZERO; 6],
+                states: vec![0; 1],
+                channels: order
+                    .iter()
+                    .map(|&channel| ChannelSnapshot {
+                        channel,
+                        sent: 0,
+                        received: 0,
+                        messages: Vec::new(),
+                    })
+                    .collect(),
+            };
+            framed(&FrameOut::<u64, u64>::Outcome {
+                snapshot: asked.id(),
+                outcome: Ok(GlobalOut::new(&global, &order)),
+            })
+        },
+        "1 states, not one for each of the 6 processes",
+    );
+}
+
 #[test]
 fn a_marker_of_a_snapshot_done_here_fails_its_sender() {
     // A snapshot of process 1 (node 1) runs to its end; then node 2 replays one of its markers

@@ -17,7 +17,7 @@ use super::driver::{NodeWire, Refusals};
 use super::keys::NodeKeys;
 use super::link::{self, Broke, InboxEnd, Inboxes, Inlet, LinkLimits, MarkerRun, Outlink, Refusal};
 use super::membership::Membership;
-use super::packed::{GlobalOut, PartOut};
+use super::packed::{outcome_fits, GlobalOut, PartOut};
 use super::startup::{self, Connections};
 use super::stopped::{ClusterStopped, Failed};
 use super::wire::{self, Frame, FrameIn, FrameLimit, FrameOut, Hello, Report, WireError};
@@ -1039,9 +1039,15 @@ impl<P: NodeProcess> Core<P> {
                     }
                 }
                 let outcome = match outcome {
-                    Ok(global) => Ok(global.unpack(self.wiring.channels()).map_err(|e| {
-                        format!("node {peer} sent the outcome of snapshot {snapshot}: {e}")
-                    })?),
+                    Ok(global) => Ok(global
+                        .unpack(self.wiring.channels())
+                        .and_then(|global| {
+                            outcome_fits(&global, snapshot, self.wiring.processes())
+                                .map(|()| global)
+                        })
+                        .map_err(|e| {
+                            format!("node {peer} sent the outcome of snapshot {snapshot}: {e}")
+                        })?),
                     Err(e) => Err(Error::from(e)),
                 };
                 shared.hub.finish_elsewhere(snapshot, outcome);

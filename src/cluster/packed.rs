@@ -196,6 +196,38 @@ impl<M, S> GlobalIn<M, S> {
     }
 }
 
+/// Whether `global`, unpacked from the outcome of snapshot `id` another node sent, fits a
+/// cluster of `processes` processes: its own id, an initiator among them, and a state and a
+/// record time for each. (`unpack` checks its channels.) An outcome that does not fit is the
+/// sender's fault, as one with other channels is; let through, it would reach the user as the
+/// snapshot asked for, with states that do not match the processes.
+pub(crate) fn outcome_fits<M, S>(
+    global: &GlobalSnapshot<M, S>,
+    id: SnapshotId,
+    processes: usize,
+) -> Result<(), String> {
+    if global.id != id {
+        return Err(format!("it is the outcome of snapshot {}", global.id));
+    }
+    if global.initiator >= processes {
+        return Err(format!(
+            "its initiator is process {}, not one of the {processes} processes",
+            global.initiator
+        ));
+    }
+    for (what, len) in [
+        ("states", global.states.len()),
+        ("record times", global.recorded_at.len()),
+    ] {
+        if len != processes {
+            return Err(format!(
+                "{len} {what}, not one for each of the {processes} processes"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Numbers written as one byte string of postcard's varints.
 #[derive(Debug)]
 struct Counts<'a>(&'a [u64]);
@@ -710,6 +742,28 @@ mod tests {
             .unpack(&ends)
             .unwrap_err();
         assert!(err.contains("11 numbers"), "{err}");
+    }
+
+    /// An outcome fits its cluster only with its own id, an initiator among the processes, and
+    /// a state and a record time for each process; each way of not fitting says which.
+    #[test]
+    fn an_outcome_fits_only_with_its_id_initiator_states_and_record_times() {
+        let honest = global(4, &[1, 2, 3], 0b11);
+        assert_eq!(outcome_fits(&honest, honest.id, 4), Ok(()));
+        let other = SnapshotId::random();
+        let said = |changed: GlobalSnapshot<(u64, u32), u64>, id| {
+            outcome_fits(&changed, id, 4).unwrap_err()
+        };
+        assert!(said(honest.clone(), other).contains("outcome of snapshot"));
+        let mut wrong = honest.clone();
+        wrong.initiator = 4;
+        assert!(said(wrong, honest.id).contains("initiator is process 4"));
+        let mut wrong = honest.clone();
+        wrong.states.pop();
+        assert!(said(wrong, honest.id).contains("3 states, not one for each of the 4"));
+        let mut wrong = honest.clone();
+        wrong.recorded_at.push(Duration::ZERO);
+        assert!(said(wrong, honest.id).contains("5 record times"));
     }
 
     #[test]
