@@ -121,12 +121,7 @@ impl<M, S> Collector<M, S> {
         let mut channels: Vec<ChannelSnapshot<M>> = wiring
             .channels()
             .iter()
-            .map(|&channel| ChannelSnapshot {
-                channel,
-                sent: 0,
-                received: 0,
-                messages: Vec::new(),
-            })
+            .map(|&channel| ChannelSnapshot::empty(channel))
             .collect();
         let mut states = Vec::with_capacity(assembly.parts.len());
         for (process, part) in assembly.parts.into_iter().enumerate() {

@@ -200,6 +200,16 @@ impl<M, S> GlobalSnapshot<M, S> {
 }
 
 impl<M> ChannelSnapshot<M> {
+    /// Channel `channel` with nothing sent, received or recorded: where an assembly starts.
+    pub(crate) fn empty(channel: Channel) -> Self {
+        ChannelSnapshot {
+            channel,
+            sent: 0,
+            received: 0,
+            messages: Vec::new(),
+        }
+    }
+
     /// Checks this channel's part of the consistent-cut criterion (see
     /// [`GlobalSnapshot::verify`]).
     pub fn verify(&self) -> Result<(), CutError> {

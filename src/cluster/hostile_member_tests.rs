@@ -429,6 +429,29 @@ fn an_outcome_with_other_channels_than_the_clusters_fails_its_sender() {
     );
 }
 
+/// An outcome of snapshot `id` started by process 2, as its assembling node (node 2) would send
+/// it: complete(6)'s channels in the cluster's order, none holding anything, with `recorded_at`
+/// and `states` as given.
+fn outcome_from_node_2(id: SnapshotId, recorded_at: Vec<Duration>, states: Vec<u64>) -> Vec<u8> {
+    let order = Topology::complete(6).channels().to_vec();
+    let global = GlobalSnapshot::<u64, u64> {
+        id,
+        initiator: 2,
+        started_at: Duration::ZERO,
+        completed_at: Duration::ZERO,
+        recorded_at,
+        states,
+        channels: order
+            .iter()
+            .map(|&channel| ChannelSnapshot::empty(channel))
+            .collect(),
+    };
+    framed(&FrameOut::<u64, u64>::Outcome {
+        snapshot: id,
+        outcome: Ok(GlobalOut::new(&global, &order)),
+    })
+}
+
 /// The node that assembles a snapshot node 0 asked for sends back an outcome whose record times
 /// are absurd (the longest time there is, for every process): node 0 takes it, keeping each
 /// time between its asking and the outcome's arrival, and fails nobody. (Node 0 puts an
@@ -449,30 +472,9 @@ fn an_outcome_with_absurd_record_times_keeps_them_within_its_snapshot() {
     };
     thread::sleep(Duration::from_millis(50));
     let asked = nodes[0].start_snapshot(2).unwrap();
-    let order = Topology::complete(6).channels().to_vec();
-    let global = GlobalSnapshot::<u64, u64> {
-        id: asked.id(),
-        initiator: 2,
-        started_at: Duration::ZERO,
-        completed_at: Duration::ZERO,
-        recorded_at: vec![Duration::MAX; 6],
-        states: vec![0; 6],
-        channels: order
-            .iter()
-            .map(|&channel| ChannelSnapshot {
-                channel,
-                sent: 0,
-                received: 0,
-                messages: Vec::new(),
-            })
-            .collect(),
-    };
     nodes[2].send_raw(
         0,
-        &framed(&FrameOut::<u64, u64>::Outcome {
-            snapshot: asked.id(),
-            outcome: Ok(GlobalOut::new(&global, &order)),
-        }),
+        &outcome_from_node_2(asked.id(), vec![Duration::MAX; 6], vec![0; 6]),
     );
     let snapshot = asked.wait_timeout(Duration::from_secs(30)).unwrap();
     assert_eq!(snapshot.recorded_at.len(), 6);
@@ -507,28 +509,7 @@ fn an_outcome_with_other_states_than_the_clusters_processes_fails_its_sender() {
     a_member_sending_made(
         |nodes| {
             let asked = nodes[0].start_snapshot(2).unwrap();
-            let order = Topology::complete(6).channels().to_vec();
-            let global = GlobalSnapshot::<u64, u64> {
-                id: asked.id(),
-                initiator: 2,
-                started_at: Duration::ZERO,
-                completed_at: Duration::ZERO,
-                recorded_at: vec![Duration::ZERO; 6],
-                states: vec![0; 1],
-                channels: order
-                    .iter()
-                    .map(|&channel| ChannelSnapshot {
-                        channel,
-                        sent: 0,
-                        received: 0,
-                        messages: Vec::new(),
-                    })
-                    .collect(),
-            };
-            framed(&FrameOut::<u64, u64>::Outcome {
-                snapshot: asked.id(),
-                outcome: Ok(GlobalOut::new(&global, &order)),
-            })
+            outcome_from_node_2(asked.id(), vec![Duration::ZERO; 6], vec![0; 1])
         },
         "1 states, not one for each of the 6 processes",
     );

@@ -139,12 +139,7 @@ fn final_state<M, S>(
     let mut channels: Vec<ChannelSnapshot<M>> = wiring
         .channels()
         .iter()
-        .map(|&channel| ChannelSnapshot {
-            channel,
-            sent: 0,
-            received: 0,
-            messages: Vec::new(),
-        })
+        .map(|&channel| ChannelSnapshot::empty(channel))
         .collect();
     let mut seen_in = vec![false; channels.len()];
     let mut seen_out = vec![false; channels.len()];
