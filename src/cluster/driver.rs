@@ -167,9 +167,13 @@ impl<P: Process> NodeWire<P> {
                     self.frame,
                 )
             }
-            // A marker dropped (its snapshot given up) stages nothing: no node to list.
-            Envelope::Marker(id) if !self.stage_marker(remote, node, *id) => return Ok(()),
-            Envelope::Marker(_) => Ok(()),
+            Envelope::Marker(id) => {
+                // A marker dropped (its snapshot given up) stages nothing: no node to list.
+                if !self.stage_marker(remote, node, *id) {
+                    return Ok(());
+                }
+                Ok(())
+            }
         };
         match encoded {
             Ok(()) => {

@@ -17,7 +17,7 @@ use super::driver::{NodeWire, Refusals};
 use super::keys::NodeKeys;
 use super::link::{self, Broke, InboxEnd, Inboxes, Inlet, LinkLimits, MarkerRun, Outlink, Refusal};
 use super::membership::Membership;
-use super::packed::{outcome_fits, GlobalOut, PartOut};
+use super::packed::{GlobalOut, PartOut};
 use super::startup::{self, Connections};
 use super::stopped::{ClusterStopped, Failed};
 use super::wire::{self, Frame, FrameIn, FrameLimit, FrameOut, Hello, Report, WireError};
@@ -1040,11 +1040,7 @@ impl<P: NodeProcess> Core<P> {
                 }
                 let outcome = match outcome {
                     Ok(global) => Ok(global
-                        .unpack(self.wiring.channels())
-                        .and_then(|global| {
-                            outcome_fits(&global, snapshot, self.wiring.processes())
-                                .map(|()| global)
-                        })
+                        .unpack_outcome(snapshot, self.wiring.channels(), self.wiring.processes())
                         .map_err(|e| {
                             format!("node {peer} sent the outcome of snapshot {snapshot}: {e}")
                         })?),

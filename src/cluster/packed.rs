@@ -194,14 +194,30 @@ impl<M, S> GlobalIn<M, S> {
             channels,
         })
     }
+
+    /// The outcome of snapshot `id` from another node, as [`unpack`](GlobalIn::unpack) makes
+    /// it, if it fits a cluster of `processes` processes with channels `order`
+    /// ([`outcome_fits`]); else what does not fit.
+    pub(crate) fn unpack_outcome(
+        self,
+        id: SnapshotId,
+        order: &[Channel],
+        processes: usize,
+    ) -> Result<GlobalSnapshot<M, S>, String> {
+        let global = self.unpack(order)?;
+        outcome_fits(&global, id, processes)?;
+        Ok(global)
+    }
 }
 
 /// Whether `global`, unpacked from the outcome of snapshot `id` another node sent, fits a
 /// cluster of `processes` processes: its own id, an initiator among them, and a state and a
-/// record time for each. (`unpack` checks its channels.) An outcome that does not fit is the
-/// sender's fault, as one with other channels is; let through, it would reach the user as the
-/// snapshot asked for, with states that do not match the processes.
-pub(crate) fn outcome_fits<M, S>(
+/// record time for each. (`unpack` checks its channels, which the encoding itself depends on;
+/// these are checked apart from it, on the snapshot, so that the encoding's own tests may
+/// carry any values here.) An outcome that does not fit is the sender's fault, as one with
+/// other channels is; let through, it would reach the user as the snapshot asked for, with
+/// states that do not match the processes.
+fn outcome_fits<M, S>(
     global: &GlobalSnapshot<M, S>,
     id: SnapshotId,
     processes: usize,
