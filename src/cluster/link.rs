@@ -59,11 +59,24 @@ struct Stall {
     warned: bool,
 }
 
-/// One process's frames for a peer. A cache line of its own: two processes appending at once
-/// (each to its own buffer) would otherwise take turns with the line their locks share.
+/// One process's frames for a peer, and how many bytes they are. A cache line of its own: two
+/// processes appending at once (each to its own buffer) would otherwise take turns with the
+/// line their locks share.
+///
+/// The count lives beside the lock, in the line that the process and the writer take turns
+/// with anyway. Flow control once kept one count for the whole link, a line that every process
+/// of the node and the writer changed on every hand-over (its `lock xadd` held 42% of
+/// `Outlink::append`'s samples at 3 nodes x 16). Without it the miss moves to the buffer's
+/// lock, and the whole run measured the same (BENCHMARKS.md, twenty-fourth round); what it
+/// buys is the rule of [`Outlink::append`]: each process waits on its own share.
 #[derive(Default)]
 #[repr(align(64))]
-struct ProcessBuffer(Mutex<Vec<u8>>);
+struct ProcessBuffer {
+    frames: Mutex<Vec<u8>>,
+    /// `frames.len()`, to read without the lock: set under it, by the process as it appends
+    /// and by the writer as it takes.
+    len: AtomicUsize,
+}
 
 /// What a node queues for one peer, and the doorbell of the thread that writes it.
 pub(crate) struct Outlink {
@@ -89,11 +102,12 @@ pub(crate) struct Outlink {
     heartbeat: Duration,
     /// The peer's frame limit: a longer frame goes in pieces under it.
     pub(crate) frame: FrameLimit,
-    /// Bytes the processes have handed over and the writer has not yet taken.
-    pending: AtomicUsize,
-    /// Past this many pending bytes a process that hands over more waits for the writer
-    /// (`wait_for_room`).
+    /// Past this many bytes handed over by the processes and not yet taken by the writer, a
+    /// process that hands over more, and holds more than `share` of them, waits for the
+    /// writer (`wait_for_room`).
     max_queued: usize,
+    /// A process's share of `max_queued`: its buffer holds less, and it looks no further.
+    share: usize,
     /// Signalled when the writer takes bytes while a process waits for room; `waiting` counts
     /// the processes waiting, so that the writer takes the lock only then.
     room: Condvar,
@@ -126,8 +140,8 @@ impl Outlink {
             peer,
             heartbeat: limits.heartbeat,
             frame: limits.frame,
-            pending: AtomicUsize::new(0),
             max_queued: limits.max_queued,
+            share: (limits.max_queued / locals.max(1)).max(1),
             room: Condvar::new(),
             room_lock: Mutex::new(Stall::default()),
             stall: limits.stall,
@@ -172,15 +186,20 @@ impl Outlink {
     }
 
     /// Hands over what local process `local` encoded for the peer (leaving `staged` empty),
-    /// and wakes the writer. Returns whether the link now holds more than its bound: the
-    /// caller should then [`wait_for_room`](Outlink::wait_for_room) (outside any lock).
+    /// and wakes the writer. Returns whether the link now holds more than its bound and this
+    /// process more than its share of it: the caller should then
+    /// [`wait_for_room`](Outlink::wait_for_room) (outside any lock).
+    ///
+    /// Why a share: if the link holds more than its bound, some process holds more than its
+    /// share, so each process's buffer passes its share by at most one hand-over before that
+    /// process waits, and the link holds at most its bound and a hand-over a process, as
+    /// when every process waited past the bound. A process that sends the peer little (its
+    /// markers, say) is not held back by one that floods it; and a hand-over, nearly always
+    /// far under the share, reads no line another process writes.
     pub(crate) fn append(&self, local: usize, staged: &mut Vec<u8>) -> bool {
-        // Counted before the bytes are visible to the writer, which may take them at once:
-        // `pending` never counts less than the buffers hold.
-        let added = staged.len();
-        let pending = self.pending.fetch_add(added, Ordering::AcqRel) + added;
-        let was_empty = {
-            let mut buffer = self.buffers[local].0.lock();
+        let process = &self.buffers[local];
+        let (was_empty, holds) = {
+            let mut buffer = process.frames.lock();
             let was_empty = buffer.is_empty();
             if was_empty {
                 // Usually: the writer took the last one. Swap, no copy.
@@ -189,7 +208,8 @@ impl Outlink {
                 buffer.extend_from_slice(staged);
                 staged.clear();
             }
-            was_empty
+            process.len.store(buffer.len(), Ordering::Relaxed);
+            (was_empty, buffer.len())
         };
         // Only the buffer's first bytes ring: while it holds some, this process rang for them
         // (after it made the buffer non-empty, the only way it becomes so) and the writer has
@@ -199,10 +219,21 @@ impl Outlink {
         if was_empty {
             self.bell.ring(local);
         }
-        pending > self.max_queued
+        holds > self.share && self.handed_over() > self.max_queued
     }
 
-    /// Waits until the writer has taken this link's pending bytes down to half its bound, or
+    /// Bytes the processes have handed over and the writer has not yet taken, as their counts
+    /// say (`ProcessBuffer::len`). Sequentially consistent with the writer's zeroing of a count
+    /// as it takes a buffer, and with `waiting` (see `wait_for_room`).
+    fn handed_over(&self) -> usize {
+        self.buffers
+            .iter()
+            .map(|b| b.len.load(Ordering::SeqCst))
+            .sum()
+    }
+
+    /// Waits until the writer has taken what the processes handed over down to half the
+    /// link's bound, or
     /// the link ends (broken; closed, after its reader failed or at the stop; or the node
     /// stopping). This is the sender's side of
     /// flow control: a process whose peer (or the network to it) is slower than it blocks here,
@@ -223,12 +254,12 @@ impl Outlink {
     #[inline(never)]
     pub(crate) fn wait_for_room(&self) {
         let mut guard = self.room_lock.lock();
-        // Sequentially consistent with `took`: either the writer sees this waiter (and
-        // notifies, under the lock this thread holds until it sleeps), or this thread sees
-        // what the writer took.
+        // Sequentially consistent with the writer's take: either the writer sees this waiter
+        // (`took`, which notifies under the lock this thread holds until it sleeps), or this
+        // thread sees the counts the writer zeroed (`handed_over`).
         self.waiting.fetch_add(1, Ordering::SeqCst);
         guard.since.get_or_insert_with(Instant::now);
-        while self.pending.load(Ordering::SeqCst) > self.max_queued / 2
+        while self.handed_over() > self.max_queued / 2
             && !self.broken.load(Ordering::Acquire)
             && !self.closing.load(Ordering::Acquire)
             && !self.released.load(Ordering::Acquire)
@@ -245,7 +276,7 @@ impl Outlink {
                      senders here; if the nodes hold each other back in a cycle, each one's \
                      processes waiting for the next, nothing moves until the cluster is stopped",
                     stalled.as_secs_f64(),
-                    self.pending.load(Ordering::Relaxed),
+                    self.handed_over(),
                     peer = self.peer,
                 );
             }
@@ -274,10 +305,9 @@ impl Outlink {
         self.room.notify_all();
     }
 
-    /// The writer took `bytes` of the pending ones: wakes processes waiting for room (the
-    /// lock is taken only if one waits).
-    fn took(&self, bytes: usize) {
-        self.pending.fetch_sub(bytes, Ordering::SeqCst);
+    /// The writer took some of what the processes handed over (and zeroed their counts):
+    /// wakes processes waiting for room (the lock is taken only if one waits).
+    fn took(&self) {
         if self.waiting.load(Ordering::SeqCst) > 0 {
             let mut guard = self.room_lock.lock();
             // The link moves: whoever still waits, waits on a slow peer, not a stalled one.
@@ -335,7 +365,7 @@ impl Outlink {
         for buffer in self
             .buffers
             .iter()
-            .map(|b| &b.0)
+            .map(|b| &b.frames)
             .chain(std::iter::once(&self.control))
         {
             all.append(&mut buffer.lock());
@@ -350,9 +380,46 @@ impl Outlink {
         self.unwritten.lock().extend_from_slice(&out[from..]);
     }
 
+    /// The writer's take: appends to `out` the buffers whose bits are set in `bits` (a
+    /// process's bit, or past them the control bit), emptying them, and wakes processes
+    /// waiting for room if a process's buffer had anything.
+    fn take_rung(&self, bits: &[u64], out: &mut Vec<u8>) {
+        let control_bit = self.buffers.len();
+        let mut took = false;
+        // The processes' frames first, then control frames: `Finished`, queued once every
+        // process has stopped, must follow the last of their messages. The bits are taken in
+        // ascending order, the control bit last, visiting only those set: the writer looks more
+        // often than it finds work, and a test of every bit on each look was a third of its
+        // loop's own instructions (callgrind, 3 nodes x 16).
+        for local in set_bits(bits).take_while(|&local| local <= control_bit) {
+            // A process's buffer, or (past them) the control buffer.
+            let process = self.buffers.get(local);
+            let mut b = process.map_or(&self.control, |p| &p.frames).lock();
+            if let Some(process) = process {
+                took |= !b.is_empty();
+                // Under the lock, as the process sets it; sequentially consistent with the
+                // waiters' reads (`wait_for_room`).
+                process.len.store(0, Ordering::SeqCst);
+            }
+            if out.is_empty() {
+                std::mem::swap(out, &mut *b);
+            } else {
+                out.extend_from_slice(&b);
+                b.clear();
+            }
+        }
+        if took {
+            self.took();
+        }
+    }
+
     /// Bytes queued and not yet taken by the writer.
     pub(crate) fn queued(&self) -> usize {
-        self.buffers.iter().map(|b| b.0.lock().len()).sum::<usize>() + self.control.lock().len()
+        self.buffers
+            .iter()
+            .map(|b| b.frames.lock().len())
+            .sum::<usize>()
+            + self.control.lock().len()
     }
 }
 
@@ -397,7 +464,6 @@ fn write_all_queued(
     // for more threads than cores.
     let backoff = Backoff::for_node_threads(usize::MAX);
     let mut written = Instant::now();
-    let mut taken = 0;
     loop {
         bits.iter_mut().for_each(|w| *w = 0);
         link.bell.take(&mut bits);
@@ -412,31 +478,7 @@ fn write_all_queued(
             }
         }
         out.clear();
-        // The processes' frames first, then control frames: `Finished`, queued once every
-        // process has stopped, must follow the last of their messages. The bits are taken in
-        // ascending order, the control bit last, visiting only those set: the writer looks more
-        // often than it finds work, and a test of every bit on each look was a third of its
-        // loop's own instructions (callgrind, 3 nodes x 16).
-        for local in set_bits(&bits).take_while(|&local| local <= control_bit) {
-            let buffer = if local == control_bit {
-                &link.control
-            } else {
-                &link.buffers[local].0
-            };
-            let mut b = buffer.lock();
-            if local != control_bit {
-                taken += b.len();
-            }
-            if out.is_empty() {
-                std::mem::swap(&mut out, &mut *b);
-            } else {
-                out.extend_from_slice(&b);
-                b.clear();
-            }
-        }
-        if taken > 0 {
-            link.took(std::mem::take(&mut taken));
-        }
+        link.take_rung(&bits, &mut out);
         if out.is_empty() && written.elapsed() >= link.heartbeat {
             let heartbeat: Frame<(), (), (), ()> = Frame::Heartbeat;
             wire::encode(&mut out, &heartbeat)?;
@@ -982,6 +1024,76 @@ mod tests {
             all.push(wire::decode::<Vec<u8>>(&buf).unwrap());
         }
         all
+    }
+
+    /// A link of four processes, bound 400 bytes (a share of 100 each).
+    fn link_of_four() -> Outlink {
+        let limits = LinkLimits {
+            heartbeat: Duration::from_secs(1),
+            frame: FrameLimit::pieces(1 << 20),
+            max_queued: 400,
+            stall: Duration::from_secs(1),
+        };
+        Outlink::new(1, 4, limits)
+    }
+
+    /// Hands over `bytes` bytes from process `local`; returns whether it must wait for room.
+    fn hand_over(link: &Outlink, local: usize, bytes: usize) -> bool {
+        link.append(local, &mut vec![0; bytes])
+    }
+
+    /// Past the link's bound, a process waits only if it holds more than its share: the one
+    /// that floods the link, not one that sends it little. And what queues is as counted.
+    #[test]
+    fn past_the_bound_a_process_waits_only_past_its_share() {
+        let link = link_of_four();
+        // Under its share, and past it with the link under its bound: no wait.
+        assert!(!hand_over(&link, 0, 90));
+        assert!(!hand_over(&link, 0, 20));
+        assert!(!hand_over(&link, 1, 150));
+        // 410 bytes, 150 of them this process's: it waits.
+        assert!(hand_over(&link, 2, 150));
+        // The link is past its bound, but this process holds 10 bytes: it goes on.
+        assert!(!hand_over(&link, 3, 10));
+        // This one holds 111, over its share: it waits.
+        assert!(hand_over(&link, 0, 1));
+        assert_eq!(link.handed_over(), 421);
+        assert_eq!(link.queued(), 421);
+    }
+
+    /// The writer's take empties the counts with the buffers, and a process waiting for room
+    /// goes on once it has; what the writer took is everything queued, in order of processes.
+    #[test]
+    fn the_writers_take_releases_a_process_waiting_for_room() {
+        let link = Arc::new(link_of_four());
+        assert!(!hand_over(&link, 0, 300));
+        assert!(hand_over(&link, 1, 200));
+        let waiter = {
+            let link = link.clone();
+            std::thread::spawn(move || link.wait_for_room())
+        };
+        // Give it time to wait (it also looks again every 5 ms: either way it must end).
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(!waiter.is_finished(), "it went on with 500 bytes queued");
+        let mut out = Vec::new();
+        link.take_rung(&[0b11], &mut out);
+        assert_eq!(out.len(), 500);
+        assert_eq!(link.handed_over(), 0);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !waiter.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(waiter.is_finished(), "still waiting with nothing queued");
+        waiter.join().unwrap();
+        // A bit rung with nothing in the buffer, and the control bit, take nothing amiss.
+        out.clear();
+        link.send_control(|buf| {
+            buf.extend_from_slice(&[9; 3]);
+            Ok(())
+        })
+        .unwrap();
+        link.take_rung(&[0b1_0100], &mut out);
+        assert_eq!(out, [9; 3]);
     }
 
     /// Frames a writer had taken when its write failed are reported with what was never taken,

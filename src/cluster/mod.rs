@@ -40,7 +40,8 @@
 //! snapshots that needed them fail, sends to them hand the message back, the rest run on.
 //!
 //! Flow control: what queues for another node is bounded ([`NodeBuilder::max_queued`]): past
-//! it, a process sending there waits at the end of its batch until the link drains; and what a
+//! it, a process sending there with more than its share queued waits at the end of its batch
+//! until the link drains; and what a
 //! slow process holds from other nodes ([`NodeBuilder::max_backlog`]): past it, the node stops
 //! reading the connections that bring it until the process catches up.
 //!
