@@ -233,11 +233,10 @@ impl Outlink {
     }
 
     /// Waits until the writer has taken what the processes handed over down to half the
-    /// link's bound, or
-    /// the link ends (broken; closed, after its reader failed or at the stop; or the node
-    /// stopping). This is the sender's side of
-    /// flow control: a process whose peer (or the network to it) is slower than it blocks here,
-    /// at the end of a batch, instead of queueing without limit. The writer only waits on the
+    /// link's bound, or the link ends (broken; closed, after its reader failed or at the stop;
+    /// or the node stopping). This is the sender's side of flow control: a process whose peer
+    /// (or the network to it) is slower than it blocks here, at the end of a batch, instead of
+    /// queueing without limit. The writer only waits on the
     /// socket, and a socket the peer does not drain for the failure timeout breaks the link,
     /// unless the peer is heard meanwhile: then its reader holds back (`hold_back`) until its
     /// process catches up, and the wait lasts as long as that process, or the network, needs.
@@ -362,14 +361,13 @@ impl Outlink {
     pub(crate) fn take_unsent(&self) -> Vec<u8> {
         // Oldest first: what the writer had taken came before what is still queued.
         let mut all = std::mem::take(&mut *self.unwritten.lock());
-        for buffer in self
-            .buffers
-            .iter()
-            .map(|b| &b.frames)
-            .chain(std::iter::once(&self.control))
-        {
-            all.append(&mut buffer.lock());
+        for process in self.buffers.iter() {
+            let mut frames = process.frames.lock();
+            all.append(&mut frames);
+            // Under the lock, as the writer's take does: the counts say what the buffers hold.
+            process.len.store(0, Ordering::SeqCst);
         }
+        all.append(&mut self.control.lock());
         all
     }
 
@@ -1129,6 +1127,7 @@ mod tests {
                 want,
                 "{delivered} bytes delivered"
             );
+            assert_eq!(link.handed_over(), 0, "counted after all was taken");
         }
     }
 }
