@@ -97,7 +97,6 @@ def main():
         within = (f", median within {low:.3f}-{high:.3f} (95%), target {TARGET} {verdict}")
     else:
         within = " (no 95% interval under 6 seeds)"
-
     print(f"{args.snapshots} snapshots / none, {args.nodes} nodes x "
           f"{args.processes // args.nodes}, {args.seeds} seeds: ratio of medians "
           f"{statistics.median(with_) / statistics.median(without):.3f} "

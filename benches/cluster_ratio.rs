@@ -860,11 +860,14 @@ fn main() {
                     ("cluster", "bare") | ("cluster 100", "cluster")
                 );
                 let within = median_interval(by_round.clone()).map_or(String::new(), |(a, b)| {
-                    let verdict = match () {
-                        _ if !target => "",
-                        _ if a >= TARGET => ", target 0.9 met",
-                        _ if b < TARGET => ", target 0.9 missed",
-                        _ => ", target 0.9 inside",
+                    let verdict = if !target {
+                        String::new()
+                    } else if a >= TARGET {
+                        format!(", target {TARGET} met")
+                    } else if b < TARGET {
+                        format!(", target {TARGET} missed")
+                    } else {
+                        format!(", target {TARGET} inside")
                     };
                     format!(", median within {a:.3}-{b:.3} (95%){verdict}")
                 });

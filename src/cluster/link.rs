@@ -383,7 +383,7 @@ impl Outlink {
     /// waiting for room if a process's buffer had anything.
     fn take_rung(&self, bits: &[u64], out: &mut Vec<u8>) {
         let control_bit = self.buffers.len();
-        let mut took = false;
+        let mut from_processes = false;
         // The processes' frames first, then control frames: `Finished`, queued once every
         // process has stopped, must follow the last of their messages. The bits are taken in
         // ascending order, the control bit last, visiting only those set: the writer looks more
@@ -394,7 +394,7 @@ impl Outlink {
             let process = self.buffers.get(local);
             let mut b = process.map_or(&self.control, |p| &p.frames).lock();
             if let Some(process) = process {
-                took |= !b.is_empty();
+                from_processes |= !b.is_empty();
                 // Under the lock, as the process sets it; sequentially consistent with the
                 // waiters' reads (`wait_for_room`).
                 process.len.store(0, Ordering::SeqCst);
@@ -406,7 +406,7 @@ impl Outlink {
                 b.clear();
             }
         }
-        if took {
+        if from_processes {
             self.took();
         }
     }
