@@ -26,8 +26,9 @@
 //! a lone frame at once), then yields once before it looks again (as the cluster's writer
 //! does: what the processes add meanwhile joins the next write), a reader thread per
 //! connection; each hop framed as the cluster frames a message (a length, then postcard of the
-//! channel, the message's number and the token); a process hands what it encoded for a node to
-//! that node's writer once per drained inbox. No snapshots, markers, doorbells or runtime.
+//! channel, the message's number and the token), and written as fast as the cluster writes its
+//! frames (`encode_frame`); a process hands what it encoded for a node to that node's writer
+//! once per drained inbox. No snapshots, markers, doorbells or runtime.
 //! `bare edges`, run only when named in `--only`, is the same program with the mission's
 //! channels: a crossbeam channel per directed edge within a node and a ready bitmap per process
 //! (the event loop's doorbell, bare), beside one inbox a process for what the readers bring
