@@ -39,11 +39,10 @@
 //! agreeing who failed; its processes fail with [`Error::NodeFailed`](crate::Error::NodeFailed),
 //! snapshots that needed them fail, sends to them hand the message back, the rest run on.
 //!
-//! Flow control: what queues for another node is bounded ([`NodeBuilder::max_queued`]): past
-//! it, a process sending there with more than its share queued waits at the end of its batch
-//! until the link drains; and what a
-//! slow process holds from other nodes ([`NodeBuilder::max_backlog`]): past it, the node stops
-//! reading the connections that bring it until the process catches up.
+//! Flow control: what queues for another node is bounded ([`NodeBuilder::max_queued`]): past it, a
+//! process sending there with more than its share queued waits at the end of its batch until the
+//! link drains; and what a slow process holds from other nodes ([`NodeBuilder::max_backlog`]): past
+//! it, the node stops reading the connections that bring it until the process catches up.
 //!
 //! Start a node with [`Node::builder`], from a [`ClusterConfig`] (read from a TOML cluster file
 //! with [`ClusterConfig::load`]). `docs/cluster.md` walks through running the bank on three

@@ -174,20 +174,19 @@ impl<P: NodeProcess> NodeBuilder<P> {
         self
     }
 
-    /// How many bytes may queue for one other node (default 16 MiB): past it, a process that
-    /// sends more to that node, and has more than its share queued there (the bound divided
-    /// among the node's processes), waits, at the end of its batch, until the link's writer
-    /// has taken the queue down to half. (The queue passes the bound by at most a batch a
-    /// process, and a process that sends that node little is not held back by one that
-    /// floods it.) So a node that is slower than this one to take its
-    /// messages (or a slow network) holds back the processes sending to it, rather than this
-    /// node's memory growing without limit. The wait ends when the link drains, breaks (a
-    /// peer that is not heard for the failure timeout), or the cluster stops; a wait in which
-    /// nothing drains for the failure timeout is logged as a warning and shows in
-    /// [`LinkStats::stalled_for`]: the peer is alive but reads nothing, and nodes holding each
-    /// other back in a cycle can make that last until the stop (see
-    /// [`max_backlog`](Self::max_backlog)). Control frames (snapshot parts and outcomes) are
-    /// not held back. At least 64 KiB.
+    /// How many bytes may queue for one other node (default 16 MiB): past it, a process that sends
+    /// more to that node, and has more than its share queued there (the bound divided among the
+    /// node's processes), waits, at the end of its batch, until the link's writer has taken the
+    /// queue down to half. (The queue passes the bound by at most a batch a process, and a process
+    /// that sends that node little is not held back by one that floods it.) So a node that is
+    /// slower than this one to take its messages (or a slow network) holds back the processes
+    /// sending to it, rather than this node's memory growing without limit. The wait ends when the
+    /// link drains, breaks (a peer that is not heard for the failure timeout), or the cluster
+    /// stops; a wait in which nothing drains for the failure timeout is logged as a warning and
+    /// shows in [`LinkStats::stalled_for`]: the peer is alive but reads nothing, and nodes holding
+    /// each other back in a cycle can make that last until the stop (see
+    /// [`max_backlog`](Self::max_backlog)). Control frames (snapshot parts and outcomes) are not
+    /// held back. At least 64 KiB.
     pub fn max_queued(mut self, bytes: usize) -> Self {
         self.max_queued = bytes.max(64 << 10);
         self
