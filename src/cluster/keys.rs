@@ -18,14 +18,14 @@ pub(crate) const NOISE: &str = "Noise_XX_25519_ChaChaPoly_BLAKE2s";
 
 /// A Noise builder for [`NOISE`], with the cipher from `ring`.
 ///
-/// Why `ring` (snow's `ring-accelerated`): its ChaCha20-Poly1305 is hand-written assembly chosen
-/// at run time for the processor. The pure-Rust one behind snow's default resolver, built
-/// without `-C target-feature=+avx2` (as a library is), calls its AVX2 intrinsics out of line:
-/// at 3 nodes x 16 processes a link's reader ran 630M instructions for a million deliveries
-/// with it and 357M with `ring`, its writer 430M and 168M (callgrind, BENCHMARKS.md,
-/// twenty-sixth round). The bytes on the wire are the same (a test opens one's with the other),
-/// and `ring` was built already: snow's `std` feature turns it on. X25519 and BLAKE2s, which
-/// `ring` does not offer to snow, come from the default resolver behind it.
+/// Why `ring` (snow's `ring-accelerated`): its ChaCha20-Poly1305 is hand-written assembly
+/// chosen at run time for the processor. The pure-Rust one behind snow's default resolver,
+/// built without `-C target-feature=+avx2` (as a library is), calls its AVX2 intrinsics as
+/// functions: at 3 nodes x 16 processes the links' six readers ran 630M instructions for a
+/// million deliveries with it and 357M with `ring`, their writers 430M and 168M (callgrind,
+/// BENCHMARKS.md, twenty-sixth round). The bytes on the wire are the same (a test has each
+/// open the other's), and `ring` was built already: snow's `std` feature turns it on. X25519
+/// and BLAKE2s, which `ring` does not offer to snow, come from the default resolver behind it.
 ///
 /// Under Miri, which cannot run `ring`'s assembly, the default resolver alone.
 pub(crate) fn noise_builder(params: snow::params::NoiseParams) -> snow::Builder<'static> {
