@@ -194,14 +194,19 @@ enum Item {
     Stop,
 }
 
+/// A Noise builder with the cluster's resolvers (`keys::noise_builder`, private to the crate):
+/// the cipher from `ring`, the rest from snow's default resolver. The bare program encrypts as
+/// the cluster does.
+fn noise_builder() -> snow::Builder<'static> {
+    use snow::resolvers::{DefaultResolver, FallbackResolver, RingResolver};
+    let resolver = FallbackResolver::new(Box::new(RingResolver), Box::new(DefaultResolver));
+    snow::Builder::with_resolver(NOISE.parse().unwrap(), Box::new(resolver))
+}
+
 /// One side of a Noise XX handshake with a fresh key pair.
 fn noise(initiator: bool) -> snow::HandshakeState {
-    let key = snow::Builder::new(NOISE.parse().unwrap())
-        .generate_keypair()
-        .unwrap();
-    let builder = snow::Builder::new(NOISE.parse().unwrap())
-        .local_private_key(&key.private)
-        .unwrap();
+    let key = noise_builder().generate_keypair().unwrap();
+    let builder = noise_builder().local_private_key(&key.private).unwrap();
     if initiator {
         builder.build_initiator().unwrap()
     } else {

@@ -16,27 +16,28 @@ use crate::error::ClusterError;
 /// X25519, ChaCha20-Poly1305, BLAKE2s.
 pub(crate) const NOISE: &str = "Noise_XX_25519_ChaChaPoly_BLAKE2s";
 
-/// A Noise builder for [`NOISE`], with the cipher from `ring`.
+/// A Noise builder for [`NOISE`], with the cipher from `ring`: `ring`'s resolver first, snow's
+/// default one behind it for X25519 and BLAKE2s, which `ring` does not offer to snow.
 ///
-/// Why `ring` (snow's `ring-accelerated`): its ChaCha20-Poly1305 is hand-written assembly
-/// chosen at run time for the processor. The pure-Rust one behind snow's default resolver,
-/// built without `-C target-feature=+avx2` (as a library is), calls its AVX2 intrinsics as
-/// functions: at 3 nodes x 16 processes the links' six readers ran 630M instructions for a
-/// million deliveries with it and 357M with `ring`, their writers 430M and 168M (callgrind,
-/// BENCHMARKS.md, twenty-sixth round). The bytes on the wire are the same (a test has each
-/// open the other's), and `ring` was built already: snow's `std` feature turns it on. X25519
-/// and BLAKE2s, which `ring` does not offer to snow, come from the default resolver behind it.
+/// Why `ring`: its ChaCha20-Poly1305 is hand-written assembly chosen at run time for the
+/// processor. The pure-Rust one of snow's default resolver, built without `-C
+/// target-feature=+avx2` (as a library is), calls its AVX2 intrinsics as functions: at 3 nodes
+/// x 16 processes the links' six readers ran 630M instructions for a million deliveries with it
+/// and 357M with `ring`, their writers 430M and 168M (callgrind, BENCHMARKS.md, twenty-sixth
+/// round). The bytes on the wire are the same (a test has each open the other's), and `ring`
+/// was built already: snow's `std` feature turns it on.
 ///
 /// Under Miri, which cannot run `ring`'s assembly, the default resolver alone.
 pub(crate) fn noise_builder(params: snow::params::NoiseParams) -> snow::Builder<'static> {
+    use snow::resolvers::DefaultResolver;
     #[cfg(not(miri))]
-    {
-        snow::Builder::new(params)
-    }
+    let resolver = snow::resolvers::FallbackResolver::new(
+        Box::new(snow::resolvers::RingResolver),
+        Box::new(DefaultResolver),
+    );
     #[cfg(miri)]
-    {
-        snow::Builder::with_resolver(params, Box::new(snow::resolvers::DefaultResolver))
-    }
+    let resolver = DefaultResolver;
+    snow::Builder::with_resolver(params, Box::new(resolver))
 }
 
 /// Bytes in a key.
