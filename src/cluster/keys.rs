@@ -28,8 +28,9 @@ pub(crate) const NOISE: &str = "Noise_XX_25519_ChaChaPoly_BLAKE2s";
 /// was built already: snow's `std` feature turns it on.
 ///
 /// Under Miri, which cannot run `ring`'s assembly, the default resolver alone.
-pub(crate) fn noise_builder(params: snow::params::NoiseParams) -> snow::Builder<'static> {
+pub(crate) fn noise_builder() -> snow::Builder<'static> {
     use snow::resolvers::DefaultResolver;
+    let params = NOISE.parse().expect("a valid Noise pattern");
     #[cfg(not(miri))]
     let resolver = snow::resolvers::FallbackResolver::new(
         Box::new(snow::resolvers::RingResolver),
@@ -147,8 +148,7 @@ impl NodeKeys {
 
 /// A fresh X25519 key pair (private, public).
 fn keypair() -> Result<([u8; KEY], [u8; KEY]), ClusterError> {
-    let params = NOISE.parse().expect("a valid Noise pattern");
-    let pair = noise_builder(params)
+    let pair = noise_builder()
         .generate_keypair()
         .map_err(|e| ClusterError::Keys {
             message: format!("cannot make a key pair: {e}"),

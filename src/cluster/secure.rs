@@ -14,7 +14,7 @@ use std::io::{self, Read, Write};
 
 use snow::{HandshakeState, TransportState};
 
-use super::keys::{noise_builder, NodeKeys, NOISE};
+use super::keys::{noise_builder, NodeKeys};
 
 /// Binds the handshake to this protocol: a peer speaking Noise for anything else fails it.
 const PROLOGUE: &[u8] = b"chandy-lamport cluster";
@@ -43,8 +43,7 @@ fn read_message(r: &mut impl Read, buf: &mut Vec<u8>) -> io::Result<()> {
 }
 
 fn handshake(keys: &NodeKeys, initiator: bool) -> io::Result<HandshakeState> {
-    let params = NOISE.parse().expect("a valid Noise pattern");
-    let builder = noise_builder(params)
+    let builder = noise_builder()
         .local_private_key(keys.private())
         .and_then(|b| b.prologue(PROLOGUE))
         .map_err(noise_error)?;
@@ -271,6 +270,7 @@ pub(crate) fn send_one(
 // Real sockets: not under Miri, which has none.
 #[cfg(all(test, not(miri)))]
 mod tests {
+    use super::super::keys::NOISE;
     use super::*;
     use std::net::{TcpListener, TcpStream};
 
@@ -355,18 +355,19 @@ mod tests {
     #[test]
     fn the_cipher_from_ring_speaks_with_the_pure_rust_one() {
         let keys = NodeKeys::generate(2).unwrap();
-        let params = || NOISE.parse().unwrap();
-        let mut fast = super::super::keys::noise_builder(params())
+        let mut fast = noise_builder()
             .local_private_key(keys[0].private())
             .unwrap()
             .build_initiator()
             .unwrap();
-        let mut pure =
-            snow::Builder::with_resolver(params(), Box::new(snow::resolvers::DefaultResolver))
-                .local_private_key(keys[1].private())
-                .unwrap()
-                .build_responder()
-                .unwrap();
+        let mut pure = snow::Builder::with_resolver(
+            NOISE.parse().unwrap(),
+            Box::new(snow::resolvers::DefaultResolver),
+        )
+        .local_private_key(keys[1].private())
+        .unwrap()
+        .build_responder()
+        .unwrap();
         let (mut message, mut payload) = (vec![0; MAX_MESSAGE], vec![0; MAX_MESSAGE]);
         for turn in 0..3 {
             let (from, to) = if turn % 2 == 0 {
