@@ -382,6 +382,54 @@ fn two_refused_saying(tweak: fn(usize, NodeBuilder<Quiet>) -> NodeBuilder<Quiet>
     }
 }
 
+/// Node 2 is started with other settings than nodes 0 and 1, and its connections with node 1
+/// carry nothing for 700 ms, both ways: node 2 meets node 0 first, and the two refuse each
+/// other. Node 2 lets the handshakes it has under way end before it gives up, so node 1 meets
+/// node 2's settings as well and gives up at once, saying what differs. Before, node 2 cut them
+/// as it gave up, and node 1, which had met neither node 2's settings nor node 0's refusal,
+/// waited out its connect timeout, then blamed node 2's silence (found by an outside trial of
+/// the bank on three nodes: "node 1: gave up after 30.0 s: node 2 never answered").
+#[test]
+fn a_third_node_meets_the_settings_of_a_node_that_gives_up() {
+    let (listeners, addresses) = common::listeners(3);
+    let keys = NodeKeys::generate(3).unwrap();
+    let one_to_two = slow_to_start(addresses[2].clone(), Duration::from_millis(700));
+    let two_to_one = slow_to_start(addresses[1].clone(), Duration::from_millis(700));
+    let builds: Vec<JoinHandle<_>> = listeners
+        .into_iter()
+        .enumerate()
+        .map(|(me, listener)| {
+            let route = |k: usize| match (me, k) {
+                (1, 2) => one_to_two.clone(),
+                (2, 1) => two_to_one.clone(),
+                _ => addresses[k].clone(),
+            };
+            let settings = if me == 2 {
+                "--initial-balance 500"
+            } else {
+                "--initial-balance 1000"
+            };
+            let node = node(me, listener, &keys, route).settings(settings);
+            spawn(node.connect_timeout(*common::PATIENCE))
+        })
+        .collect();
+    for (k, build) in builds.into_iter().enumerate() {
+        match build.join().unwrap() {
+            Err(ClusterError::Mismatch { node, message }) => {
+                assert!(
+                    message.contains("application settings"),
+                    "node {k}: {message}"
+                );
+                if k != 2 {
+                    assert_eq!(node, 2, "node {k}: {message}");
+                }
+            }
+            Err(e) => panic!("node {k}: {e}"),
+            Ok(_) => panic!("node {k} started"),
+        }
+    }
+}
+
 /// Node 2 is connected to and from both others at once and tells them it is ready; node 0's
 /// route to node 1 comes up only after 6.5 s, past node 2's own deadline (1 s) and the 5 s
 /// more it gives the others once connected. Node 2 has told both it is ready, so it waits on

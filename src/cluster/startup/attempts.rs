@@ -19,6 +19,10 @@ pub(super) struct Attempts {
 struct UnderWay {
     /// Start-up has ended.
     over: bool,
+    /// Start-up is ending (`close`): no new dial; what is under way goes on until `end`.
+    closing: bool,
+    /// Handshakes under way (`handshake`), dials' and welcomes' both.
+    handshakes: usize,
     /// The next attempt's id.
     next: u64,
     /// The sockets under way, by attempt.
@@ -43,8 +47,30 @@ impl Attempts {
         })
     }
 
+    /// Whether a dial should give up rather than connect again: start-up has ended, or is
+    /// ending (`close`).
     pub(super) fn over(&self) -> bool {
-        self.state.lock().over
+        let state = self.state.lock();
+        state.over || state.closing
+    }
+
+    /// Start-up is ending: no dial connects again, but what is under way (a handshake, a
+    /// welcome of a connection accepted meanwhile) goes on until [`end`](Attempts::end).
+    pub(super) fn close(&self) {
+        self.state.lock().closing = true;
+    }
+
+    /// Counts a handshake as under way until the returned guard drops.
+    pub(super) fn handshake(self: &Arc<Self>) -> Handshake {
+        self.state.lock().handshakes += 1;
+        Handshake {
+            attempts: self.clone(),
+        }
+    }
+
+    /// Handshakes under way.
+    pub(super) fn handshakes(&self) -> usize {
+        self.state.lock().handshakes
     }
 
     /// Start-up has ended: every attempt under way is cut off, and no other begins.
@@ -67,5 +93,16 @@ impl Drop for Attempt {
     fn drop(&mut self) {
         let mut state = self.attempts.state.lock();
         state.sockets.retain(|(id, _)| *id != self.id);
+    }
+}
+
+/// One handshake under way (`Attempts::handshake`); dropped when it has ended, either way.
+pub(super) struct Handshake {
+    attempts: Arc<Attempts>,
+}
+
+impl Drop for Handshake {
+    fn drop(&mut self) {
+        self.attempts.state.lock().handshakes -= 1;
     }
 }

@@ -113,8 +113,9 @@ pub(super) fn dial(
             // A peer that accepts and then says nothing must not hold this node past its
             // deadline: the handshake gets what is left of it, at most HANDSHAKE.
             Ok(stream) => match attempts.enter(&stream).map(|attempt| {
+                let handshake = attempts.handshake();
                 let greeted = greet(stream, peer, hello, keys, HANDSHAKE.min(left));
-                drop(attempt);
+                drop((handshake, attempt));
                 greeted
             }) {
                 None => return Dialed::Silent(peer, last),
@@ -395,7 +396,10 @@ impl Welcoming {
                 // Under way until the node's `Ready` (or not): cut off if start-up ends first.
                 let attempt = welcoming.attempts.enter(&stream);
                 let result = match attempt {
-                    Some(_) => welcoming.welcome(stream),
+                    Some(_) => {
+                        let _handshake = welcoming.attempts.handshake();
+                        welcoming.welcome(stream)
+                    }
                     None => Err(Refusal::Other(None, "start-up has ended".into())),
                 };
                 welcoming.busy.fetch_sub(1, Ordering::AcqRel);

@@ -15,6 +15,11 @@
 //! handshake, however slowly the other side sends), so one that connects and says nothing, or
 //! dribbles, holds up no other.
 //!
+//! A node that meets one that disagrees gives up (both do, whichever noticed first), but only
+//! once the handshakes it has under way have ended (`linger`): every node it was meeting meets
+//! its `Hello` too, and one that disagrees with it as well gives up at once, saying what
+//! differs.
+//!
 //! Start-up ends together: a node connected to and from every other says so (`Ready`) on each
 //! connection it opened, and returns only once every other node has said it. Without that, a
 //! node connected early started its failure timeout while another was still connecting to a
@@ -33,6 +38,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
 use snow::TransportState;
 
@@ -274,6 +280,19 @@ fn connect_until(
     // node's `Ready`.
     let (heard_tx, heard) = crossbeam_channel::unbounded();
     let welcoming = Arc::new(Welcoming::new(hello, keys, me, nodes, deadline, attempts));
+    // A node of this cluster that runs something else: the cluster cannot start, whichever of
+    // the two noticed first, once the handshakes under way have ended (`linger`).
+    let disagree = |node: usize, message: String| -> GaveUp {
+        linger(
+            listener,
+            &welcoming,
+            (&heard_tx, &heard),
+            &dialed,
+            attempts,
+            me,
+        );
+        ClusterError::Mismatch { node, message }.into()
+    };
     let mut ready = Vec::new();
     wire::encode(&mut ready, &wire::Ready::Connected).map_err(|e| ClusterError::Link {
         node: me,
@@ -350,12 +369,9 @@ fn connect_until(
                         state.gone[peer] = Some(why);
                     }
                 }
-                // A node of this cluster that runs something else: the cluster cannot start,
-                // whichever of the two noticed first.
                 Heard::Refused(_, Refusal::Differs(peer, message)) => {
                     log::error!("node {me}: refused node {peer}: {message}");
-                    let node = peer;
-                    return Err(ClusterError::Mismatch { node, message }.into());
+                    return Err(disagree(peer, message));
                 }
                 Heard::Refused(from, Refusal::Other(peer, why)) => {
                     log::warn!("node {me}: refused a connection from {from}: {why}");
@@ -380,10 +396,7 @@ fn connect_until(
                 changed.push(peer);
             }
             Ok(Dialed::Running(node)) => return Err(ClusterError::Running { node }.into()),
-            Ok(Dialed::Refused(peer, message)) => {
-                let node = peer;
-                return Err(ClusterError::Mismatch { node, message }.into());
-            }
+            Ok(Dialed::Refused(peer, message)) => return Err(disagree(peer, message)),
             Ok(Dialed::Silent(peer, why)) => {
                 state.silent[peer] = Some(why);
                 state.dialing[peer] = false;
@@ -411,6 +424,34 @@ fn connect_until(
         outgoing: outgoing.collect(),
         incoming: incoming.collect(),
     })
+}
+
+/// Start-up ends on a node that disagrees with this one, but first the handshakes under way
+/// end (a handshake's time at most): each node they meet meets this node's `Hello`, and one
+/// that disagrees with it as well gives up at once, saying what differs, instead of waiting out
+/// its connect timeout for a node that has left (a third node, whose connections with this one
+/// were still in their handshakes when this one met the node it disagrees with). Meanwhile
+/// nothing is dialed again, the nodes that connect are answered as before, and whatever else is
+/// heard is let go: start-up is over.
+fn linger(
+    listener: &TcpListener,
+    welcoming: &Arc<Welcoming>,
+    (heard_tx, heard): (&Sender<Heard>, &Receiver<Heard>),
+    dialed: &Receiver<Dialed>,
+    attempts: &Attempts,
+    me: usize,
+) {
+    attempts.close();
+    let until = Instant::now() + HANDSHAKE;
+    while attempts.handshakes() > 0 && Instant::now() < until {
+        accept_waiting(listener, welcoming, heard_tx, me);
+        for event in heard.try_iter() {
+            if let Heard::Refused(_, Refusal::Differs(peer, message)) = event {
+                log::error!("node {me}: refused node {peer}: {message}");
+            }
+        }
+        let _ = dialed.recv_timeout(Duration::from_millis(5));
+    }
 }
 
 /// Hands every connection waiting on `listener` (non-blocking) to `welcoming`, which reports
