@@ -48,8 +48,8 @@ impl Attempts {
     }
 
     /// Whether a dial should give up rather than connect again: start-up has ended, or is
-    /// ending (`close`).
-    pub(super) fn over(&self) -> bool {
+    /// ending (`close`). (Not whether start-up is over: while it ends, handshakes go on.)
+    pub(super) fn dialing_over(&self) -> bool {
         let state = self.state.lock();
         state.over || state.closing
     }

@@ -98,7 +98,7 @@ pub(super) fn dial(
     let mut last = "no attempt".to_string();
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() || attempts.over() {
+        if left.is_zero() || attempts.dialing_over() {
             return Dialed::Silent(peer, last);
         }
         let resolved = address.to_socket_addrs().map(|mut all| all.next());
